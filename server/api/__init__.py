@@ -1,0 +1,1 @@
+"""Starlette routes: thin handlers that parse, call one domain or store function, and translate."""

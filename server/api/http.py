@@ -1,0 +1,160 @@
+"""HTTP routes for the catalog, wallets, rooms, gifts and creator earnings."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from server.api.context import JSON, caller, context, now_ms, query_int, read_json
+from server.domain.ids import check_id, new_id
+from server.domain.money import utc_day
+from server.domain.requests import (
+    CreateRoomRequest,
+    GiftRequest,
+    LimitsRequest,
+    PurchaseRequest,
+    parse,
+)
+
+GIFTING_ROLES = ("viewer", "creator")
+CREATOR_ROLES = ("creator", "admin")
+
+
+async def healthz(request: Request) -> JSON:
+    return JSON({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSON:
+    if not await context(request).store.ping():
+        return JSON({"status": "unavailable", "engine": "unreachable"}, status_code=503)
+    return JSON({"status": "ready"})
+
+
+async def me(request: Request) -> JSON:
+    principal = caller(request)
+    name = await context(request).store.profile_name(principal.user_id)
+    return JSON({"user_id": principal.user_id, "role": principal.role, "name": name or principal.user_id})
+
+
+async def catalog_gifts(request: Request) -> JSON:
+    gifts = context(request).catalog.gifts.values()
+    return JSON({"gifts": [gift.to_dict() for gift in gifts]})
+
+
+async def catalog_packages(request: Request) -> JSON:
+    region = request.query_params.get("region", "US")
+    packages = context(request).catalog.packages(region)
+    return JSON({"region": region, "packages": [package.to_dict() for package in packages]})
+
+
+async def get_wallet(request: Request) -> JSON:
+    principal = caller(request)
+    wallet = await context(request).store.wallets.get(principal.user_id, utc_day(now_ms()))
+    return JSON(wallet.to_dict())
+
+
+async def put_limits(request: Request) -> JSON:
+    principal = caller(request)
+    body = parse(await read_json(request), LimitsRequest)
+    ctx = context(request)
+    await ctx.store.wallets.set_daily_limit(principal.user_id, body.daily_limit)
+    wallet = await ctx.store.wallets.get(principal.user_id, utc_day(now_ms()))
+    return JSON(wallet.to_dict())
+
+
+async def wallet_ledger(request: Request) -> JSON:
+    principal = caller(request)
+    limit = query_int(request, "limit", 50, 1, 200)
+    entries, cursor = await context(request).store.wallets.ledger(
+        principal.user_id, request.query_params.get("cursor"), limit
+    )
+    return JSON({"entries": entries, "next_cursor": cursor})
+
+
+async def create_purchase(request: Request) -> JSON:
+    principal = caller(request)
+    body = parse(await read_json(request), PurchaseRequest)
+    ctx = context(request)
+    package = ctx.catalog.package(body.region, body.package_id)
+    order = await ctx.store.payments.create_order(principal.user_id, new_id("ord"), package, now_ms())
+    return JSON(order, status_code=201)
+
+
+async def get_purchase(request: Request) -> JSON:
+    principal = caller(request)
+    order_id = check_id(request.path_params["order_id"], "order_id")
+    return JSON(await context(request).store.payments.get_order(principal.user_id, order_id))
+
+
+async def list_rooms(request: Request) -> JSON:
+    limit = query_int(request, "limit", 50, 1, 200)
+    rooms = await context(request).store.rooms.live(limit)
+    return JSON({"rooms": [room.to_dict() for room in rooms]})
+
+
+async def create_room(request: Request) -> JSON:
+    principal = caller(request, "creator")
+    body = parse(await read_json(request), CreateRoomRequest)
+    title = body.title or f"{principal.user_id}'s live"
+    room = await context(request).store.rooms.create(principal.user_id, new_id("r"), title, now_ms())
+    return JSON(room.to_dict(), status_code=201)
+
+
+async def get_room(request: Request) -> JSON:
+    room_id = check_id(request.path_params["room_id"], "room_id")
+    room = await context(request).store.rooms.get(room_id)
+    return JSON(room.to_dict())
+
+
+async def end_room(request: Request) -> JSON:
+    principal = caller(request, *CREATOR_ROLES)
+    room_id = check_id(request.path_params["room_id"], "room_id")
+    room = await context(request).store.rooms.end(
+        room_id, principal.user_id, principal.role == "admin", now_ms()
+    )
+    return JSON(room.to_dict())
+
+
+async def send_gift(request: Request) -> JSON:
+    principal = caller(request, *GIFTING_ROLES)
+    room_id = check_id(request.path_params["room_id"], "room_id")
+    body = parse(await read_json(request), GiftRequest)
+    outcome = await context(request).gifts.send(principal.user_id, room_id, body, now_ms())
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return JSON(outcome.to_dict(), headers=headers)
+
+
+async def creator_earnings(request: Request) -> JSON:
+    principal = caller(request, *CREATOR_ROLES)
+    earnings = await context(request).store.earnings.get(principal.user_id)
+    return JSON(earnings.to_dict())
+
+
+async def creator_earnings_ledger(request: Request) -> JSON:
+    principal = caller(request, *CREATOR_ROLES)
+    limit = query_int(request, "limit", 50, 1, 200)
+    entries, cursor = await context(request).store.earnings.ledger(
+        principal.user_id, request.query_params.get("cursor"), limit
+    )
+    return JSON({"entries": entries, "next_cursor": cursor})
+
+
+routes = [
+    Route("/healthz", healthz),
+    Route("/readyz", readyz),
+    Route("/v1/me", me),
+    Route("/v1/catalog/gifts", catalog_gifts),
+    Route("/v1/catalog/packages", catalog_packages),
+    Route("/v1/wallet", get_wallet),
+    Route("/v1/wallet/limits", put_limits, methods=["PUT"]),
+    Route("/v1/wallet/ledger", wallet_ledger),
+    Route("/v1/purchases", create_purchase, methods=["POST"]),
+    Route("/v1/purchases/{order_id}", get_purchase),
+    Route("/v1/rooms", list_rooms, methods=["GET"]),
+    Route("/v1/rooms", create_room, methods=["POST"]),
+    Route("/v1/rooms/{room_id}", get_room),
+    Route("/v1/rooms/{room_id}/end", end_room, methods=["POST"]),
+    Route("/v1/rooms/{room_id}/gifts", send_gift, methods=["POST"]),
+    Route("/v1/creator/earnings", creator_earnings),
+    Route("/v1/creator/earnings/ledger", creator_earnings_ledger),
+]

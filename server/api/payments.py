@@ -1,0 +1,83 @@
+"""The payment provider's webhook, and the demo-only sandbox provider that calls it."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import orjson
+from starlette.requests import Request
+from starlette.routing import Route
+
+from server.api.context import JSON, caller, context, decode_json, now_ms, read_body
+from server.domain import webhooks
+from server.domain.ids import check_id, new_id
+from server.domain.requests import PaymentData, WebhookEvent, parse
+
+HANDLED_EVENTS = ("payment.succeeded",)
+
+
+async def payment_webhook(request: Request) -> JSON:
+    ctx = context(request)
+    body = await read_body(request)
+    webhooks.verify(
+        body,
+        request.headers.get(webhooks.HEADER),
+        ctx.settings.webhook_secret,
+        int(time.time()),
+        ctx.settings.webhook_tolerance_s,
+    )
+    event = parse(decode_json(body), WebhookEvent)
+    if event.type not in HANDLED_EVENTS:
+        # Acknowledge so the provider stops redelivering an event we do not act on.
+        return JSON({"received": True, "handled": False})
+    data = parse(event.data, PaymentData)
+    outcome = await ctx.store.payments.credit_payment(
+        data.order_id, data.payment_id, data.amount_minor, data.currency, now_ms()
+    )
+    return JSON({"received": True, "handled": True, "credited": outcome.credited})
+
+
+async def sandbox_pay(request: Request) -> JSON:
+    """Pay an order in the sandbox: sign a ``payment.succeeded`` webhook and deliver it to ourselves."""
+    principal = caller(request)
+    ctx = context(request)
+    order_id = check_id(request.path_params["order_id"], "order_id")
+    order = await ctx.store.payments.get_order(principal.user_id, order_id)
+    payment_id = new_id("pay")
+    event = {
+        "id": new_id("evt"),
+        "type": "payment.succeeded",
+        "data": {
+            "order_id": order_id,
+            "payment_id": payment_id,
+            "amount_minor": order["price"]["amount_minor"],
+            "currency": order["price"]["currency"],
+        },
+    }
+    body = orjson.dumps(event)
+    signature = webhooks.sign(body, ctx.settings.webhook_secret, int(time.time()))
+    async with httpx.AsyncClient(timeout=10) as client:
+        reply = await client.post(
+            f"{self_url(ctx.settings.host, ctx.settings.port)}/v1/payments/webhook",
+            content=body,
+            headers={webhooks.HEADER: signature, "content-type": "application/json"},
+        )
+    if reply.status_code >= 300:
+        return JSON(reply.json(), status_code=reply.status_code)
+    return JSON({"payment_id": payment_id, "order_id": order_id})
+
+
+def self_url(host: str, port: int) -> str:
+    """How this server reaches its own listening socket."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+routes = [Route("/v1/payments/webhook", payment_webhook, methods=["POST"])]
+sandbox_routes = [Route("/v1/sandbox/orders/{order_id}/pay", sandbox_pay, methods=["POST"])]

@@ -1,0 +1,104 @@
+"""``create_app(settings, engine_url)``: the Starlette app, its routes, error handling and lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from server.api import dev, http, payments
+from server.api.context import JSON, Context, now_ms
+from server.demo import seed_demo
+from server.domain.catalog import Catalog
+from server.errors import EngineUnavailable, GiftingError, MethodNotAllowed, NotFound
+from server.gifting import GiftService
+from server.keys import KeySchema
+from server.settings import Settings
+from server.store import Store
+
+log = logging.getLogger(__name__)
+
+# How long an outbox entry may wait for the inline credit before the sweeper applies it.
+OUTBOX_GRACE_MS = 1_000
+
+
+def create_app(settings: Settings, engine_url: str) -> Starlette:
+    routes: list[BaseRoute] = [*http.routes, *payments.routes]
+    if settings.demo:
+        routes += [*dev.routes, *payments.sandbox_routes]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = Store.from_url(engine_url, KeySchema(settings.key_prefix))
+        catalog = Catalog.load_default()
+        app.state.ctx = Context(
+            settings=settings,
+            store=store,
+            catalog=catalog,
+            gifts=GiftService(store, catalog, settings.creator_share, settings.idempotency_ttl_s),
+        )
+        if settings.demo:
+            await seed_demo(store)
+        sweeper = asyncio.create_task(sweep_outbox_forever(store, settings.outbox_sweep_s))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await store.close()
+
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            GiftingError: gifting_error,
+            HTTPException: http_error,
+            ConnectionError: engine_error,
+            TimeoutError: engine_error,
+            BusyLoadingError: engine_error,
+        },
+    )
+
+
+async def sweep_outbox_forever(store: Store, interval_s: float) -> None:
+    """Finish creator credits whose inline step did not run (a crash, an engine hiccup)."""
+    while True:
+        try:
+            credited = await store.earnings.sweep(older_than_ms=now_ms() - OUTBOX_GRACE_MS)
+            if credited:
+                log.warning("outbox sweep credited %d deferred gift(s)", credited)
+        except (ConnectionError, TimeoutError, BusyLoadingError) as exc:
+            log.warning("outbox sweep skipped: engine unavailable (%s)", exc)
+        await asyncio.sleep(interval_s)
+
+
+async def gifting_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GiftingError)
+    return JSON(exc.to_dict(), status_code=exc.status)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: GiftingError = NotFound(f"no route {request.url.path}")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+    else:
+        error = GiftingError(str(exc.detail), code="bad_request")
+        error.status = exc.status_code  # type: ignore[misc]
+    return JSON(error.to_dict(), status_code=error.status, headers=exc.headers)
+
+
+async def engine_error(request: Request, exc: Exception) -> Response:
+    log.warning("engine unavailable on %s: %s", request.url.path, exc)
+    error = EngineUnavailable("the engine is unavailable; retry shortly")
+    return JSON(error.to_dict(), status_code=error.status, headers={"Retry-After": "1"})

@@ -1,0 +1,117 @@
+"""The catalog: gifts with coin costs and coin packages priced per region in minor units."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from server.errors import InvalidRequest, NotFound
+
+MAX_GIFT_COINS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Gift:
+    id: str
+    name: str
+    coins: int
+    streakable: bool
+    animation: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "coins": self.coins,
+            "streakable": self.streakable,
+            "animation": self.animation,
+        }
+
+
+@dataclass(frozen=True)
+class Package:
+    id: str
+    region: str
+    coins: int
+    amount_minor: int
+    currency: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "coins": self.coins,
+            "price": {"amount_minor": self.amount_minor, "currency": self.currency},
+        }
+
+
+@dataclass(frozen=True)
+class Catalog:
+    gifts: dict[str, Gift]
+    regions: dict[str, dict[str, Package]]
+
+    @classmethod
+    def load_default(cls) -> Catalog:
+        """Load the catalog shipped in the package (``server/data/catalog.toml``)."""
+        text = resources.files("server").joinpath("data/catalog.toml").read_text("utf-8")
+        return cls.from_toml(text)
+
+    @classmethod
+    def from_toml(cls, text: str) -> Catalog:
+        raw = tomllib.loads(text)
+        gifts: dict[str, Gift] = {}
+        for entry in raw.get("gifts", []):
+            gift = Gift(
+                id=str(entry["id"]),
+                name=str(entry["name"]),
+                coins=_positive_int(entry["coins"], f"gift {entry['id']} coins"),
+                streakable=bool(entry.get("streakable", False)),
+                animation=str(entry.get("animation", entry["id"])),
+            )
+            if gift.coins > MAX_GIFT_COINS:
+                raise ValueError(f"gift {gift.id} costs more than {MAX_GIFT_COINS} coins")
+            if gift.id in gifts:
+                raise ValueError(f"gift {gift.id} is listed twice")
+            gifts[gift.id] = gift
+        regions: dict[str, dict[str, Package]] = {}
+        for region, body in raw.get("regions", {}).items():
+            currency = str(body["currency"])
+            regions[region] = {}
+            for entry in body["packages"]:
+                package = Package(
+                    id=str(entry["id"]),
+                    region=region,
+                    coins=_positive_int(entry["coins"], f"package {entry['id']} coins"),
+                    amount_minor=_positive_int(entry["amount_minor"], f"package {entry['id']} price"),
+                    currency=currency,
+                )
+                regions[region][package.id] = package
+        return cls(gifts=gifts, regions=regions)
+
+    def gift(self, gift_id: str) -> Gift:
+        try:
+            return self.gifts[gift_id]
+        except KeyError:
+            raise NotFound(f"unknown gift {gift_id!r}", code="unknown_gift") from None
+
+    def packages(self, region: str) -> list[Package]:
+        try:
+            return list(self.regions[region].values())
+        except KeyError:
+            known = ", ".join(sorted(self.regions))
+            raise InvalidRequest(
+                f"unknown region {region!r}; known regions: {known}", code="unknown_region"
+            ) from None
+
+    def package(self, region: str, package_id: str) -> Package:
+        for package in self.packages(region):
+            if package.id == package_id:
+                return package
+        raise NotFound(f"no package {package_id!r} in region {region!r}", code="unknown_package")
+
+
+def _positive_int(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return value

@@ -1,0 +1,78 @@
+"""Request bodies as typed structs, and the one function that validates a decoded body.
+
+Bodies are decoded by ``orjson`` (HTTP) or ``msgpack`` and then checked here, so HTTP and
+WebSocket clients get the same rules and the same messages.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+from server.domain.ids import ID_PATTERN, IDEMPOTENCY_KEY_PATTERN
+from server.domain.money import MAX_COUNT, MIN_COUNT
+from server.errors import InvalidRequest
+
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+IdempotencyKey = Annotated[str, msgspec.Meta(pattern=IDEMPOTENCY_KEY_PATTERN)]
+Count = Annotated[int, msgspec.Meta(ge=MIN_COUNT, le=MAX_COUNT)]
+Region = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")]
+Role = Annotated[str, msgspec.Meta(pattern=r"^(viewer|creator|admin)$")]
+DailyLimit = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Client request bodies: unknown fields are refused, so a typo is an error."""
+
+
+class DevTokenRequest(Strict, frozen=True):
+    user_id: Id
+    role: Role = "viewer"
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+
+
+class PurchaseRequest(Strict, frozen=True):
+    package_id: Id
+    region: Region = "US"
+
+
+class GiftRequest(Strict, frozen=True):
+    gift_id: Id
+    count: Count
+    idempotency_key: IdempotencyKey
+
+
+class LimitsRequest(Strict, frozen=True):
+    daily_limit: DailyLimit | None
+
+
+class CreateRoomRequest(Strict, frozen=True):
+    title: Title | None = None
+
+
+class PaymentData(msgspec.Struct, frozen=True):
+    order_id: Id
+    payment_id: Id
+    amount_minor: Annotated[int, msgspec.Meta(ge=0)]
+    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
+
+
+class WebhookEvent(msgspec.Struct, frozen=True):
+    """A provider event; extra fields are ignored since providers add them freely."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    data: dict[str, Any]
+
+
+T = TypeVar("T")
+
+
+def parse(body: object, kind: type[T]) -> T:
+    """Validate a decoded body into ``kind`` or raise ``InvalidRequest`` saying what is wrong."""
+    try:
+        return msgspec.convert(body, kind)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(str(exc)) from None

@@ -1,0 +1,91 @@
+"""The error tree: every failure a client can see, with a stable code and an HTTP status.
+
+    GiftingError(code, message)           base; ``status`` is the HTTP status
+    ├── Unauthorized          401 unauthorized
+    ├── Forbidden             403 forbidden
+    ├── NotFound              404 not_found
+    ├── InvalidRequest        422 invalid_request
+    ├── PayloadTooLarge       413 payload_too_large
+    ├── BadSignature          400 bad_signature
+    ├── InsufficientCoins     402 insufficient_coins
+    ├── DailyLimitExceeded    403 daily_limit_exceeded
+    ├── Conflict              409 idempotency_mismatch, room_ended, self_gift, already_live,
+    │                             amount_mismatch, order_flagged, payment_reused
+    └── EngineUnavailable     503 engine_unavailable
+
+Routes raise these; one handler in ``api`` turns them into ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class GiftingError(Exception):
+    """A failure with a stable machine-readable ``code`` and a human ``message``."""
+
+    status: ClassVar[int] = 400
+    default_code: ClassVar[str] = "bad_request"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class Unauthorized(GiftingError):
+    status = 401
+    default_code = "unauthorized"
+
+
+class Forbidden(GiftingError):
+    status = 403
+    default_code = "forbidden"
+
+
+class NotFound(GiftingError):
+    status = 404
+    default_code = "not_found"
+
+
+class MethodNotAllowed(GiftingError):
+    status = 405
+    default_code = "method_not_allowed"
+
+
+class InvalidRequest(GiftingError):
+    status = 422
+    default_code = "invalid_request"
+
+
+class PayloadTooLarge(GiftingError):
+    status = 413
+    default_code = "payload_too_large"
+
+
+class BadSignature(GiftingError):
+    status = 400
+    default_code = "bad_signature"
+
+
+class InsufficientCoins(GiftingError):
+    status = 402
+    default_code = "insufficient_coins"
+
+
+class DailyLimitExceeded(GiftingError):
+    status = 403
+    default_code = "daily_limit_exceeded"
+
+
+class Conflict(GiftingError):
+    status = 409
+    default_code = "conflict"
+
+
+class EngineUnavailable(GiftingError):
+    status = 503
+    default_code = "engine_unavailable"

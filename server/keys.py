@@ -1,0 +1,103 @@
+"""The Redis key schema: every key the server reads or writes is built here.
+
+Each key carries a hash tag so that every Lua script touches a single cluster slot:
+``{u:<user>}`` holds a user's wallet, ledger, idempotency keys, outbox, orders and,
+for creators, earnings; ``{r:<room>}`` holds a room; ``{o:<order>}`` and ``{p:<payment>}``
+are small pointers that route a webhook to its owner's slot. Ids are validated before
+they reach a key (see ``domain.ids``), so no id can contain a brace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class UserKeys:
+    """Keys in one user's slot."""
+
+    tag: str
+
+    @property
+    def wallet(self) -> str:
+        """HASH coins, daily_limit, spent_day, spent."""
+        return f"{self.tag}:wallet"
+
+    @property
+    def ledger(self) -> str:
+        """STREAM of coin movements: kind, delta, balance, ref, ts (+ kind-specific fields)."""
+        return f"{self.tag}:ledger"
+
+    def idempotency(self, key: str) -> str:
+        """STRING fingerprint and stored answer of a gift, expires after a day."""
+        return f"{self.tag}:idem:{key}"
+
+    @property
+    def outbox(self) -> str:
+        """HASH gift_event_id -> creator credit not yet applied (empty hashes vanish)."""
+        return f"{self.tag}:outbox"
+
+    def order(self, order_id: str) -> str:
+        """HASH of one purchase order of this user."""
+        return f"{self.tag}:order:{order_id}"
+
+    @property
+    def profile(self) -> str:
+        """HASH name, role."""
+        return f"{self.tag}:profile"
+
+    @property
+    def earnings(self) -> str:
+        """HASH pending, available, withdrawn, lifetime diamonds of a creator."""
+        return f"{self.tag}:earnings"
+
+    @property
+    def earnings_ledger(self) -> str:
+        """STREAM of diamond movements of a creator."""
+        return f"{self.tag}:earnings:ledger"
+
+    @property
+    def credited(self) -> str:
+        """SET of gift event ids already credited to this creator (exactly-once guard)."""
+        return f"{self.tag}:credited"
+
+    @property
+    def live_room(self) -> str:
+        """STRING id of the creator's live room, if any."""
+        return f"{self.tag}:live"
+
+
+@dataclass(frozen=True)
+class KeySchema:
+    """Builds every key under one prefix, so several deployments can share an engine."""
+
+    prefix: str = "gifting:"
+
+    def user(self, user_id: str) -> UserKeys:
+        return UserKeys(f"{self.prefix}{{u:{user_id}}}")
+
+    def room(self, room_id: str) -> str:
+        """HASH creator_id, title, state (live|ended), created_ms, ended_ms."""
+        return f"{self.prefix}{{r:{room_id}}}:room"
+
+    @property
+    def live_rooms(self) -> str:
+        """ZSET of live room ids scored by start time (listing only, never on the gift path)."""
+        return f"{self.prefix}rooms:live"
+
+    def order_owner(self, order_id: str) -> str:
+        """STRING user id owning an order, so a webhook finds the owner's slot."""
+        return f"{self.prefix}{{o:{order_id}}}:owner"
+
+    def payment_claim(self, payment_id: str) -> str:
+        """STRING order id a provider payment id was first seen for."""
+        return f"{self.prefix}{{p:{payment_id}}}:order"
+
+    @property
+    def outbox_pattern(self) -> str:
+        """SCAN pattern matching every user's outbox."""
+        return f"{self.prefix}{{u:*}}:outbox"
+
+    def user_id_of_outbox(self, key: str) -> str:
+        start = len(self.prefix) + len("{u:")
+        return key[start : key.index("}", start)]

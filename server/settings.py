@@ -1,0 +1,140 @@
+"""Server settings: one frozen dataclass read from ``GIFTING_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+
+FSYNC_POLICIES = ("always", "everysec")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("var")
+    redis_url: str | None = None
+    fsync: str = "always"
+    jwt_secret: str = ""
+    webhook_secret: str = ""
+    demo: bool = False
+    creator_share: Fraction = Fraction(1, 2)
+    key_prefix: str = "gifting:"
+    webhook_tolerance_s: int = 300
+    max_body_bytes: int = 64 * 1024
+    idempotency_ttl_s: int = 24 * 3600
+    outbox_sweep_s: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``env`` (default ``os.environ``) and validate them together."""
+        env = os.environ if env is None else env
+        demo = _flag(env, "GIFTING_DEMO")
+        settings = cls(
+            host=env.get("GIFTING_HOST", cls.host),
+            port=_int(env, "GIFTING_PORT", cls.port, 0, 65535),
+            data_dir=Path(env.get("GIFTING_DATA_DIR") or cls.data_dir),
+            redis_url=env.get("GIFTING_REDIS_URL") or None,
+            fsync=_choice(env, "GIFTING_FSYNC", cls.fsync, FSYNC_POLICIES),
+            jwt_secret=env.get("GIFTING_JWT_SECRET", ""),
+            webhook_secret=env.get("GIFTING_WEBHOOK_SECRET", ""),
+            demo=demo,
+            creator_share=_share(env),
+            key_prefix=_key_prefix(env),
+            outbox_sweep_s=_float(env, "GIFTING_OUTBOX_SWEEP_S", cls.outbox_sweep_s),
+        )
+        if demo:
+            # Demo mode runs out of the box: fixed, public secrets that are useless in production.
+            settings = _replace_missing_secrets(settings)
+        for name, value in (
+            ("GIFTING_JWT_SECRET", settings.jwt_secret),
+            ("GIFTING_WEBHOOK_SECRET", settings.webhook_secret),
+        ):
+            if len(value) < 16:
+                raise SettingsError(
+                    f"{name} must be set to a secret of at least 16 characters "
+                    "(or set GIFTING_DEMO=1 to run with demo secrets)"
+                )
+        return settings
+
+
+def _replace_missing_secrets(settings: Settings) -> Settings:
+    return replace(
+        settings,
+        jwt_secret=settings.jwt_secret or "demo-jwt-secret-not-for-production",
+        webhook_secret=settings.webhook_secret or "demo-webhook-secret-not-for-production",
+    )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "0").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name) or default
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def _share(env: Mapping[str, str]) -> Fraction:
+    raw = env.get("GIFTING_CREATOR_SHARE") or "0.5"
+    try:
+        share = Fraction(raw)
+    except (ValueError, ZeroDivisionError):
+        raise SettingsError(f"GIFTING_CREATOR_SHARE must be a decimal such as 0.5, got {raw!r}") from None
+    if not 0 <= share <= 1 or share.denominator > 1_000_000:
+        raise SettingsError(
+            f"GIFTING_CREATOR_SHARE must be between 0 and 1 with at most 6 decimals, got {raw!r}"
+        )
+    return share
+
+
+def _key_prefix(env: Mapping[str, str]) -> str:
+    raw = env.get("GIFTING_KEY_PREFIX", Settings.key_prefix)
+    if not _PREFIX_RE.match(raw):
+        raise SettingsError(
+            "GIFTING_KEY_PREFIX may hold only letters, digits and _ . : - (no braces), "
+            f"at most 64 characters, got {raw!r}"
+        )
+    return raw

@@ -1,0 +1,7 @@
+"""The engine adapter: typed operations over Redis, each one atomic where money moves."""
+
+from __future__ import annotations
+
+from server.store.store import Store
+
+__all__ = ["Store"]

@@ -1,0 +1,57 @@
+-- Debit a gift from the sender's wallet: the hot path, atomic in the sender's slot.
+--
+-- KEYS[1] - wallet hash of the sender       ({u:S}:wallet)
+-- KEYS[2] - coin ledger stream of the sender ({u:S}:ledger)
+-- KEYS[3] - idempotency hash for this key    ({u:S}:idem:<key>)
+-- KEYS[4] - outbox hash of the sender        ({u:S}:outbox)
+-- ARGV[1] - cost in coins (positive integer)
+-- ARGV[2] - fingerprint of the request the idempotency key is bound to
+-- ARGV[3] - gift event id to use if this is a new gift
+-- ARGV[4] - now, unix milliseconds
+-- ARGV[5] - UTC day number the daily budget counts against
+-- ARGV[6] - idempotency record lifetime, seconds
+-- ARGV[7] - room id
+-- ARGV[8] - gift id
+-- ARGV[9] - count
+-- ARGV[10] - outbox entry (JSON) for the creator credit and the room event
+--
+-- Returns one of:
+--   {"ok", event_id, balance, spent_today}    debited now
+--   {"replay", event_id, balance}             same key and same request: the first answer
+--   {"mismatch"}                              same key, different request: nothing done
+--   {"insufficient", balance}                 not enough coins: nothing done
+--   {"limit", spent_today, daily_limit}       daily budget would be exceeded: nothing done
+
+local seen = redis.call('HMGET', KEYS[3], 'fp', 'event_id', 'coins')
+if seen[1] then
+  if seen[1] == ARGV[2] then
+    return {'replay', seen[2], seen[3]}
+  end
+  return {'mismatch'}
+end
+
+local cost = tonumber(ARGV[1])
+local wallet = redis.call('HMGET', KEYS[1], 'coins', 'daily_limit', 'spent_day', 'spent')
+local coins = tonumber(wallet[1] or '0')
+if coins < cost then
+  return {'insufficient', tostring(coins)}
+end
+
+local spent = 0
+if wallet[3] == ARGV[5] then
+  spent = tonumber(wallet[4] or '0')
+end
+if wallet[2] and spent + cost > tonumber(wallet[2]) then
+  return {'limit', tostring(spent), wallet[2]}
+end
+
+local balance = redis.call('HINCRBY', KEYS[1], 'coins', -cost)
+spent = spent + cost
+redis.call('HSET', KEYS[1], 'spent_day', ARGV[5], 'spent', spent)
+redis.call('XADD', KEYS[2], '*',
+  'kind', 'gift', 'delta', -cost, 'balance', balance, 'ref', ARGV[3],
+  'room_id', ARGV[7], 'gift_id', ARGV[8], 'count', ARGV[9], 'ts', ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[3], ARGV[10])
+redis.call('HSET', KEYS[3], 'fp', ARGV[2], 'event_id', ARGV[3], 'coins', balance)
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+return {'ok', ARGV[3], tostring(balance), tostring(spent)}

@@ -1,0 +1,128 @@
+"""Purchase orders and their exactly-once credit when the payment provider confirms them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from server.domain.catalog import Package
+from server.errors import Conflict, Forbidden, NotFound
+from server.keys import KeySchema
+from server.store.scripts import Scripts
+
+# A payment id claim is kept for as long as a provider may redeliver a webhook (30 days).
+PAYMENT_CLAIM_TTL_S = 30 * 86_400
+
+
+@dataclass(frozen=True)
+class PaymentOutcome:
+    """What a verified ``payment.succeeded`` webhook did: ``credited`` is False on redelivery."""
+
+    order_id: str
+    user_id: str
+    credited: bool
+    balance: int | None
+
+
+class Payments:
+    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._scripts = scripts
+
+    async def create_order(
+        self, user_id: str, order_id: str, package: Package, now_ms: int
+    ) -> dict[str, Any]:
+        order = {
+            "order_id": order_id,
+            "user_id": user_id,
+            "package_id": package.id,
+            "region": package.region,
+            "coins": package.coins,
+            "amount_minor": package.amount_minor,
+            "currency": package.currency,
+            "state": "pending",
+            "created_ms": now_ms,
+        }
+        # The owner pointer is written first: an order is reachable by a webhook only once both exist.
+        await self._redis.set(self._keys.order_owner(order_id), user_id)
+        await self._redis.hset(self._keys.user(user_id).order(order_id), mapping=order)
+        return _order_view(order)
+
+    async def get_order(self, user_id: str, order_id: str) -> dict[str, Any]:
+        owner = await self._redis.get(self._keys.order_owner(order_id))
+        if owner is None:
+            raise NotFound(f"no order {order_id!r}")
+        if owner != user_id:
+            raise Forbidden("this order belongs to another user")
+        raw = await self._redis.hgetall(self._keys.user(owner).order(order_id))
+        if not raw:
+            raise NotFound(f"no order {order_id!r}")
+        return _order_view(raw)
+
+    async def order_owner(self, order_id: str) -> str | None:
+        owner: str | None = await self._redis.get(self._keys.order_owner(order_id))
+        return owner
+
+    async def credit_payment(
+        self, order_id: str, payment_id: str, amount_minor: int, currency: str, now_ms: int
+    ) -> PaymentOutcome:
+        owner = await self.order_owner(order_id)
+        if owner is None:
+            raise NotFound(f"no order {order_id!r}")
+        # A provider payment id pays one order only; the claim routes redeliveries to the same one.
+        claim = self._keys.payment_claim(payment_id)
+        await self._redis.set(claim, order_id, nx=True, ex=PAYMENT_CLAIM_TTL_S)
+        claimed_for = await self._redis.get(claim)
+        if claimed_for != order_id:
+            raise Conflict(
+                f"payment {payment_id!r} already paid order {claimed_for!r}", code="payment_reused"
+            )
+        user = self._keys.user(owner)
+        reply = await self._scripts.credit_purchase(
+            keys=[user.order(order_id), user.wallet, user.ledger],
+            args=[payment_id, amount_minor, currency, now_ms, order_id],
+        )
+        status = reply[0]
+        if status == "ok":
+            return PaymentOutcome(order_id, owner, credited=True, balance=int(reply[1]))
+        if status == "already":
+            if reply[1] != payment_id:
+                raise Conflict(
+                    f"order {order_id!r} was already paid by payment {reply[1]!r}",
+                    code="order_already_paid",
+                )
+            return PaymentOutcome(order_id, owner, credited=False, balance=None)
+        if status == "mismatch":
+            raise Conflict(
+                f"payment of {amount_minor} {currency} does not match order {order_id!r}; "
+                "the order is flagged for review and no coins were credited",
+                code="amount_mismatch",
+            )
+        if status == "flagged":
+            raise Conflict(
+                f"order {order_id!r} is flagged ({reply[1]}); no coins credited",
+                code="order_flagged",
+            )
+        if status == "unknown":
+            raise NotFound(f"no order {order_id!r}")
+        raise RuntimeError(f"credit_purchase returned {reply!r}")
+
+
+def _order_view(raw: dict[str, Any]) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "order_id": raw["order_id"],
+        "package_id": raw["package_id"],
+        "region": raw["region"],
+        "coins": int(raw["coins"]),
+        "price": {"amount_minor": int(raw["amount_minor"]), "currency": raw["currency"]},
+        "state": raw["state"],
+        "created_ms": int(raw["created_ms"]),
+    }
+    if "payment_id" in raw:
+        view["payment_id"] = raw["payment_id"]
+    if "flag" in raw:
+        view["flag"] = raw["flag"]
+    return view

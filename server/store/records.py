@@ -1,0 +1,99 @@
+"""Typed values the store returns: plain frozen dataclasses, converted from engine replies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True)
+class Wallet:
+    coins: int
+    daily_limit: int | None
+    spent_today: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "coins": self.coins,
+            "daily_limit": self.daily_limit,
+            "spent_today": self.spent_today,
+        }
+
+
+@dataclass(frozen=True)
+class Debit:
+    """A gift debited (or replayed): the event id and the sender's balance after it."""
+
+    event_id: str
+    coins: int
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class CreatorCredit:
+    """What the outbox carries from the sender's slot to the creator's slot for one gift."""
+
+    event_id: str
+    creator_id: str
+    room_id: str
+    sender_id: str
+    gift_id: str
+    count: int
+    coins: int
+    diamonds: int
+    ts: int
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> CreatorCredit:
+        return cls(**orjson.loads(raw))
+
+
+@dataclass(frozen=True)
+class Room:
+    room_id: str
+    creator_id: str
+    title: str
+    state: str
+    created_ms: int
+    ended_ms: int | None
+
+    @property
+    def live(self) -> bool:
+        return self.state == "live"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "room_id": self.room_id,
+            "creator_id": self.creator_id,
+            "title": self.title,
+            "state": self.state,
+            "created_ms": self.created_ms,
+            "ended_ms": self.ended_ms,
+        }
+
+
+@dataclass(frozen=True)
+class Earnings:
+    pending: int
+    available: int
+    withdrawn: int
+    lifetime: int
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def ledger_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """A ledger stream entry as JSON-ready data: numeric fields become ints."""
+    out: dict[str, Any] = {"id": entry_id}
+    for name, value in fields.items():
+        out[name] = int(value) if name in _INT_FIELDS else value
+    return out
+
+
+_INT_FIELDS = frozenset({"delta", "balance", "ts", "count", "coins", "pending"})

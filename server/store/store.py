@@ -1,0 +1,65 @@
+"""``Store``: one engine connection and the typed stores that share it."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from server.keys import KeySchema
+from server.store.earnings import CreatorEarnings
+from server.store.payments import Payments
+from server.store.rooms import Rooms
+from server.store.scripts import Scripts
+from server.store.wallets import Wallets
+
+
+class Store:
+    def __init__(self, redis: Redis, keys: KeySchema) -> None:
+        self.redis = redis
+        self.keys = keys
+        scripts = Scripts.register(redis)
+        self.wallets = Wallets(redis, keys, scripts)
+        self.payments = Payments(redis, keys, scripts)
+        self.rooms = Rooms(redis, keys)
+        self.earnings = CreatorEarnings(redis, keys, scripts)
+
+    @classmethod
+    def from_url(cls, url: str, keys: KeySchema) -> Store:
+        redis = Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=30,
+        )
+        return cls(redis, keys)
+
+    async def ping(self) -> bool:
+        """True if the engine answers; never raises."""
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def set_profile(self, user_id: str, name: str, role: str) -> None:
+        await self.redis.hset(self.keys.user(user_id).profile, mapping={"name": name, "role": role})
+
+    async def profile_name(self, user_id: str) -> str | None:
+        name: str | None = await self.redis.hget(self.keys.user(user_id).profile, "name")
+        return name
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

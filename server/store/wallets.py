@@ -1,0 +1,103 @@
+"""Coin wallets: balances, budgets, the ledger, and the atomic gift debit."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from redis.asyncio import Redis
+
+from server.errors import Conflict, DailyLimitExceeded, InsufficientCoins, InvalidRequest
+from server.keys import KeySchema
+from server.store.records import CreatorCredit, Debit, Wallet, ledger_entry
+from server.store.scripts import Scripts
+
+_CURSOR_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+class Wallets:
+    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._scripts = scripts
+
+    async def get(self, user_id: str, today: int) -> Wallet:
+        coins, limit, day, spent = await self._redis.hmget(
+            self._keys.user(user_id).wallet, ["coins", "daily_limit", "spent_day", "spent"]
+        )
+        return Wallet(
+            coins=int(coins or 0),
+            daily_limit=None if limit is None else int(limit),
+            spent_today=int(spent or 0) if day == str(today) else 0,
+        )
+
+    async def set_daily_limit(self, user_id: str, daily_limit: int | None) -> None:
+        key = self._keys.user(user_id).wallet
+        if daily_limit is None:
+            await self._redis.hdel(key, "daily_limit")
+        else:
+            await self._redis.hset(key, "daily_limit", daily_limit)
+
+    async def ledger(
+        self, user_id: str, cursor: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the user's ledger, newest first, and the cursor of the next page."""
+        return await read_stream_page(self._redis, self._keys.user(user_id).ledger, cursor, limit)
+
+    async def debit_gift(
+        self,
+        *,
+        credit: CreatorCredit,
+        idempotency_key: str,
+        fingerprint: str,
+        day: int,
+        idempotency_ttl_s: int,
+    ) -> Debit:
+        """Debit ``credit.coins`` from the sender and queue the creator credit, atomically."""
+        user = self._keys.user(credit.sender_id)
+        reply = await self._scripts.gift_debit(
+            keys=[user.wallet, user.ledger, user.idempotency(idempotency_key), user.outbox],
+            args=[
+                credit.coins,
+                fingerprint,
+                credit.event_id,
+                credit.ts,
+                day,
+                idempotency_ttl_s,
+                credit.room_id,
+                credit.gift_id,
+                credit.count,
+                credit.to_json(),
+            ],
+        )
+        status = reply[0]
+        if status == "ok":
+            return Debit(event_id=reply[1], coins=int(reply[2]), replayed=False)
+        if status == "replay":
+            return Debit(event_id=reply[1], coins=int(reply[2]), replayed=True)
+        if status == "mismatch":
+            raise Conflict(
+                f"idempotency key {idempotency_key!r} was already used for a different gift",
+                code="idempotency_mismatch",
+            )
+        if status == "insufficient":
+            raise InsufficientCoins(f"this gift costs {credit.coins} coins; the balance is {reply[1]}")
+        if status == "limit":
+            raise DailyLimitExceeded(
+                f"this gift costs {credit.coins} coins; {reply[1]} of the daily limit "
+                f"of {reply[2]} are already spent today"
+            )
+        raise RuntimeError(f"gift_debit returned {reply!r}")
+
+
+async def read_stream_page(
+    redis: Redis, key: str, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Entries of a ledger stream older than ``cursor`` (newest first), and the next cursor."""
+    if cursor is not None and not _CURSOR_RE.match(cursor):
+        raise InvalidRequest(f"cursor must be a ledger entry id such as 1700000000000-0, got {cursor[:40]!r}")
+    top = "+" if cursor is None else f"({cursor}"
+    rows = await redis.xrevrange(key, max=top, min="-", count=limit + 1)
+    entries = [ledger_entry(entry_id, fields) for entry_id, fields in rows[:limit]]
+    next_cursor = entries[-1]["id"] if len(rows) > limit else None
+    return entries, next_cursor
