@@ -53,6 +53,7 @@ def serve(settings: Settings) -> int:
             lifespan="on",
             log_level="info",
             server_header=False,
+            timeout_graceful_shutdown=5,
         )
     finally:
         if engine is not None:

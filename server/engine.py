@@ -21,6 +21,8 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 UNIX_PATH_MAX = 100
 
@@ -124,13 +126,16 @@ class EmbeddedEngine:
             process.wait()
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, decode_responses=True)
+        """A client that fails at once when the engine is down (no retries)."""
+        return redis.Redis.from_url(self.url, decode_responses=True, retry=Retry(NoBackoff(), 0))
 
     def _refuse_if_running(self) -> None:
         if not self.socket_path.exists():
             return
         try:
-            with redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=1) as probe:
+            with redis.Redis(
+                unix_socket_path=str(self.socket_path), socket_timeout=1, retry=Retry(NoBackoff(), 0)
+            ) as probe:
                 probe.ping()
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             self.socket_path.unlink(missing_ok=True)

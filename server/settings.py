@@ -55,13 +55,14 @@ class Settings:
         if demo:
             # Demo mode runs out of the box: fixed, public secrets that are useless in production.
             settings = _replace_missing_secrets(settings)
+        # HS256 keys shorter than the hash output (32 bytes) are weak (RFC 7518 section 3.2).
         for name, value in (
             ("GIFTING_JWT_SECRET", settings.jwt_secret),
             ("GIFTING_WEBHOOK_SECRET", settings.webhook_secret),
         ):
-            if len(value) < 16:
+            if len(value.encode()) < 32:
                 raise SettingsError(
-                    f"{name} must be set to a secret of at least 16 characters "
+                    f"{name} must be set to a secret of at least 32 bytes "
                     "(or set GIFTING_DEMO=1 to run with demo secrets)"
                 )
         return settings

@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import TracebackType
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from server.keys import KeySchema
@@ -30,6 +32,10 @@ class Store:
         redis = Redis.from_url(
             url,
             decode_responses=True,
+            # A few quick reconnects ride out a dropped connection; a longer outage must surface
+            # as engine_unavailable at once rather than hang requests. Every write the store
+            # sends is idempotent, so a retry after a lost reply cannot apply anything twice.
+            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2),
             socket_timeout=5,
             socket_connect_timeout=2,
             health_check_interval=30,

@@ -1,0 +1,228 @@
+"""Test support: real engines and real server processes on free ports, and a small API client."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import redis
+
+from server.domain import webhooks
+from server.engine import free_port
+
+JWT_SECRET = "test-jwt-secret-0123456789abcdef"
+WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdef"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def unique(kind: str = "u") -> str:
+    return f"{kind}{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class ServerProcess:
+    """``python -m server`` on a free port, with its output kept for failure messages."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> ServerProcess:
+        self.port = free_port()
+        env = {**self.env, "GIFTING_PORT": str(self.port), "GIFTING_HOST": "127.0.0.1"}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "server"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {timeout_s} s:\n{self.output()}")
+            time.sleep(0.05)
+
+    def stop(self) -> int | None:
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def server_env(engine_url: str | None, prefix: str, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIFTING_")}
+    env.update(
+        GIFTING_JWT_SECRET=JWT_SECRET,
+        GIFTING_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        GIFTING_DEMO="1",
+        GIFTING_KEY_PREFIX=prefix,
+        GIFTING_OUTBOX_SWEEP_S="0.2",
+    )
+    if engine_url:
+        env["GIFTING_REDIS_URL"] = engine_url
+    env.update(overrides)
+    return env
+
+
+@contextmanager
+def running_server(env: Mapping[str, str], log_dir: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(dict(env), log_dir / f"server-{uuid.uuid4().hex[:6]}.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Remove the keys a test run wrote under its own prefix, and nothing else."""
+    with redis.Redis.from_url(url) as client:
+        batch = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        while batch:
+            client.delete(*batch[:500])
+            batch = batch[500:]
+
+
+@dataclass
+class Api:
+    """A thin client of the HTTP API, one method per endpoint the tests use."""
+
+    http: httpx.Client
+    tokens: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def token(self, user_id: str, role: str = "viewer") -> str:
+        if (user_id, role) not in self.tokens:
+            reply = self.http.post("/v1/dev/token", json={"user_id": user_id, "role": role})
+            reply.raise_for_status()
+            self.tokens[(user_id, role)] = reply.json()["token"]
+        return self.tokens[(user_id, role)]
+
+    def auth(self, user_id: str, role: str = "viewer") -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token(user_id, role)}"}
+
+    def order(self, user_id: str, package_id: str = "us_550", region: str = "US") -> dict[str, Any]:
+        reply = self.http.post(
+            "/v1/purchases", json={"package_id": package_id, "region": region}, headers=self.auth(user_id)
+        )
+        assert reply.status_code == 201, reply.text
+        order: dict[str, Any] = reply.json()
+        return order
+
+    def pay(self, user_id: str, order_id: str) -> httpx.Response:
+        return self.http.post(f"/v1/sandbox/orders/{order_id}/pay", headers=self.auth(user_id))
+
+    def buy(self, user_id: str, package_id: str = "us_550", region: str = "US") -> dict[str, Any]:
+        order = self.order(user_id, package_id, region)
+        reply = self.pay(user_id, order["order_id"])
+        assert reply.status_code == 200, reply.text
+        return order
+
+    def wallet(self, user_id: str) -> dict[str, Any]:
+        reply = self.http.get("/v1/wallet", headers=self.auth(user_id))
+        assert reply.status_code == 200, reply.text
+        wallet: dict[str, Any] = reply.json()
+        return wallet
+
+    def coins(self, user_id: str) -> int:
+        return int(self.wallet(user_id)["coins"])
+
+    def ledger(self, user_id: str, page: int = 200) -> list[dict[str, Any]]:
+        """Every ledger entry of the user, newest first, following cursors."""
+        return self._pages("/v1/wallet/ledger", self.auth(user_id), page)
+
+    def earnings(self, creator_id: str) -> dict[str, Any]:
+        reply = self.http.get("/v1/creator/earnings", headers=self.auth(creator_id, "creator"))
+        assert reply.status_code == 200, reply.text
+        earnings: dict[str, Any] = reply.json()
+        return earnings
+
+    def earnings_ledger(self, creator_id: str) -> list[dict[str, Any]]:
+        return self._pages("/v1/creator/earnings/ledger", self.auth(creator_id, "creator"), 200)
+
+    def open_room(self, creator_id: str) -> str:
+        reply = self.http.post("/v1/rooms", json={}, headers=self.auth(creator_id, "creator"))
+        assert reply.status_code == 201, reply.text
+        room_id: str = reply.json()["room_id"]
+        return room_id
+
+    def gift(
+        self, user_id: str, room_id: str, gift_id: str, count: int = 1, key: str | None = None
+    ) -> httpx.Response:
+        body = {"gift_id": gift_id, "count": count, "idempotency_key": key or unique("k")}
+        return self.http.post(f"/v1/rooms/{room_id}/gifts", json=body, headers=self.auth(user_id))
+
+    def _pages(self, path: str, headers: dict[str, str], page: int) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, str | int] = {"limit": page}
+            if cursor:
+                params["cursor"] = cursor
+            reply = self.http.get(path, params=params, headers=headers)
+            assert reply.status_code == 200, reply.text
+            body = reply.json()
+            entries += body["entries"]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return entries
+
+
+def webhook(
+    api: Api,
+    order: dict[str, Any],
+    payment_id: str,
+    *,
+    amount: int | None = None,
+    currency: str | None = None,
+    secret: str = WEBHOOK_SECRET,
+    at: int | None = None,
+    event_type: str = "payment.succeeded",
+) -> httpx.Response:
+    body = orjson.dumps(
+        {
+            "id": unique("evt_"),
+            "type": event_type,
+            "data": {
+                "order_id": order["order_id"],
+                "payment_id": payment_id,
+                "amount_minor": order["price"]["amount_minor"] if amount is None else amount,
+                "currency": currency or order["price"]["currency"],
+            },
+        }
+    )
+    header = webhooks.sign(body, secret, int(time.time()) if at is None else at)
+    return api.http.post("/v1/payments/webhook", content=body, headers={webhooks.HEADER: header})

@@ -1,0 +1,150 @@
+"""Purchases: coins appear only through a verified payment webhook, exactly once per payment."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from server.domain import webhooks
+from tests.support import WEBHOOK_SECRET, Api, unique, webhook
+
+
+def test_a_new_order_is_pending_and_credits_nothing(api: Api, viewer: str) -> None:
+    order = api.order(viewer, "gb_1250", "GB")
+    assert order["state"] == "pending"
+    assert order["price"] == {"amount_minor": 1799, "currency": "GBP"}
+    assert order["coins"] == 1250
+    assert api.coins(viewer) == 0
+
+
+def test_the_catalog_lists_packages_per_region(api: Api) -> None:
+    reply = api.http.get("/v1/catalog/packages", params={"region": "US"})
+    assert reply.status_code == 200
+    assert reply.json()["packages"][1] == {
+        "id": "us_550",
+        "coins": 550,
+        "price": {"amount_minor": 999, "currency": "USD"},
+    }
+    assert api.http.get("/v1/catalog/packages", params={"region": "ZZ"}).json()["error"]["code"] == (
+        "unknown_region"
+    )
+    gifts = api.http.get("/v1/catalog/gifts").json()["gifts"]
+    assert {"id": "rose", "name": "Rose", "coins": 1, "streakable": True, "animation": "rose-float"} in gifts
+
+
+def test_a_verified_webhook_credits_the_order_once(api: Api, viewer: str) -> None:
+    order = api.order(viewer)
+    payment = unique("pay_")
+    first = webhook(api, order, payment)
+    assert first.status_code == 200 and first.json()["credited"] is True
+    for _ in range(3):
+        again = webhook(api, order, payment)
+        assert again.status_code == 200 and again.json()["credited"] is False
+    assert api.coins(viewer) == 550
+    [entry] = api.ledger(viewer)
+    assert (entry["kind"], entry["delta"], entry["balance"], entry["ref"]) == (
+        "purchase",
+        550,
+        550,
+        order["order_id"],
+    )
+    assert entry["payment_id"] == payment
+    state = api.http.get(f"/v1/purchases/{order['order_id']}", headers=api.auth(viewer)).json()
+    assert state["state"] == "paid" and state["payment_id"] == payment
+
+
+def test_concurrent_deliveries_of_one_payment_credit_once(api: Api, viewer: str) -> None:
+    order = api.order(viewer, "us_100")
+    payment = unique("pay_")
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        replies = list(pool.map(lambda _: webhook(api, order, payment), range(32)))
+    assert all(reply.status_code == 200 for reply in replies)
+    assert sum(reply.json()["credited"] for reply in replies) == 1
+    assert api.coins(viewer) == 100
+    assert len(api.ledger(viewer)) == 1
+
+
+def test_a_second_payment_for_a_paid_order_credits_nothing(api: Api, viewer: str) -> None:
+    order = api.order(viewer, "us_100")
+    assert webhook(api, order, unique("pay_")).status_code == 200
+    reply = webhook(api, order, unique("pay_"))
+    assert reply.status_code == 409 and reply.json()["error"]["code"] == "order_already_paid"
+    assert api.coins(viewer) == 100
+
+
+def test_one_payment_cannot_pay_two_orders(api: Api, viewer: str) -> None:
+    first, second = api.order(viewer, "us_100"), api.order(viewer, "us_100")
+    payment = unique("pay_")
+    assert webhook(api, first, payment).status_code == 200
+    reply = webhook(api, second, payment)
+    assert reply.status_code == 409 and reply.json()["error"]["code"] == "payment_reused"
+    assert api.coins(viewer) == 100
+
+
+def test_a_bad_or_stale_signature_is_refused_and_credits_nothing(api: Api, viewer: str) -> None:
+    order = api.order(viewer)
+    forged = webhook(api, order, unique("pay_"), secret="not-the-webhook-secret-000")
+    stale = webhook(api, order, unique("pay_"), at=int(time.time()) - 301)
+    future = webhook(api, order, unique("pay_"), at=int(time.time()) + 301)
+    unsigned = api.http.post("/v1/payments/webhook", content=b"{}")
+    for reply in (forged, stale, future, unsigned):
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["error"]["code"] == "bad_signature"
+    assert api.coins(viewer) == 0
+    assert api.http.get(f"/v1/purchases/{order['order_id']}", headers=api.auth(viewer)).json()["state"] == (
+        "pending"
+    )
+
+
+def test_a_webhook_for_an_unknown_order_is_404(api: Api) -> None:
+    fake = {"order_id": unique("ord_"), "price": {"amount_minor": 999, "currency": "USD"}}
+    reply = webhook(api, fake, unique("pay_"))
+    assert reply.status_code == 404 and reply.json()["error"]["code"] == "not_found"
+
+
+def test_a_wrong_amount_or_currency_flags_the_order_and_credits_nothing(api: Api, viewer: str) -> None:
+    short = api.order(viewer)
+    reply = webhook(api, short, unique("pay_"), amount=1)
+    assert reply.status_code == 409 and reply.json()["error"]["code"] == "amount_mismatch"
+    euros = api.order(viewer)
+    assert webhook(api, euros, unique("pay_"), currency="EUR").status_code == 409
+    # The flag sticks: a later, correct payment for a flagged order still credits nothing.
+    retry = webhook(api, short, unique("pay_"))
+    assert retry.status_code == 409 and retry.json()["error"]["code"] == "order_flagged"
+    assert api.coins(viewer) == 0
+    state = api.http.get(f"/v1/purchases/{short['order_id']}", headers=api.auth(viewer)).json()
+    assert (state["state"], state["flag"]) == ("flagged", "amount_mismatch")
+
+
+def test_unhandled_event_types_are_acknowledged_and_ignored(api: Api, viewer: str) -> None:
+    order = api.order(viewer)
+    reply = webhook(api, order, unique("pay_"), event_type="payment.created")
+    assert reply.status_code == 200 and reply.json()["handled"] is False
+    assert api.coins(viewer) == 0
+
+
+def test_a_signed_webhook_with_a_malformed_body_is_422(api: Api) -> None:
+    for body in (b"not json", b'{"id":"e","type":"payment.succeeded","data":{"order_id":"o"}}'):
+        header = webhooks.sign(body, WEBHOOK_SECRET, int(time.time()))
+        reply = api.http.post("/v1/payments/webhook", content=body, headers={webhooks.HEADER: header})
+        assert reply.status_code == 422 and reply.json()["error"]["code"] == "invalid_request"
+
+
+def test_an_order_is_visible_only_to_its_owner(api: Api, viewer: str) -> None:
+    order = api.order(viewer)
+    other = unique("v")
+    reply = api.http.get(f"/v1/purchases/{order['order_id']}", headers=api.auth(other))
+    assert reply.status_code == 403
+    assert api.pay(other, order["order_id"]).status_code == 403
+    assert api.coins(viewer) == 0 and api.coins(other) == 0
+
+
+def test_the_ledger_pages_with_a_cursor(api: Api, viewer: str) -> None:
+    for _ in range(5):
+        api.buy(viewer, "us_100")
+    reply = api.http.get("/v1/wallet/ledger", params={"limit": 2}, headers=api.auth(viewer)).json()
+    assert len(reply["entries"]) == 2 and reply["next_cursor"]
+    entries = api._pages("/v1/wallet/ledger", api.auth(viewer), 2)
+    assert [e["balance"] for e in entries] == [500, 400, 300, 200, 100]
+    bad = api.http.get("/v1/wallet/ledger", params={"cursor": "{x}"}, headers=api.auth(viewer))
+    assert bad.status_code == 422

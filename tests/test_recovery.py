@@ -1,0 +1,156 @@
+"""Recovery: a flushed script cache, a crash between debit and credit, and a restart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from fractions import Fraction
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+import redis
+
+from server.domain.catalog import Catalog
+from server.domain.requests import GiftRequest
+from server.gifting import GiftService
+from server.keys import KeySchema
+from server.store import Store
+from server.store.records import CreatorCredit
+from tests.conftest import Engine
+from tests.support import Api, running_server, server_env, unique
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def store(engine: Engine, key_prefix: str) -> AsyncIterator[Store]:
+    async with Store.from_url(engine.url, KeySchema(key_prefix)) as store:
+        yield store
+
+
+@pytest.mark.embedded_only
+@pytest.mark.usefixtures("needs_own_engine")
+def test_gifts_keep_working_after_the_script_cache_is_flushed(
+    api: Api, engine: Engine, viewer: str, room: tuple[str, str]
+) -> None:
+    creator, room_id = room
+    api.buy(viewer)
+    for i in range(10):
+        if i == 5:
+            with redis.Redis.from_url(engine.url) as client:
+                client.script_flush()
+                assert client.script_exists("0" * 40) == [False]
+        assert api.gift(viewer, room_id, "doughnut").status_code == 200
+    assert api.coins(viewer) == 550 - 300
+    assert api.earnings(creator)["pending"] == 150
+
+
+@pytest.mark.anyio
+async def test_a_credit_lost_between_debit_and_creator_is_applied_once_by_the_sweep(
+    store: Store, api: Api, viewer: str, room: tuple[str, str]
+) -> None:
+    creator, room_id = room
+    api.buy(viewer)
+    # Debit exactly as the gift path does, then stop before the creator credit, as a crash would.
+    credit = CreatorCredit(
+        event_id=unique("g_"),
+        creator_id=creator,
+        room_id=room_id,
+        sender_id=viewer,
+        gift_id="corgi",
+        count=1,
+        coins=299,
+        diamonds=149,
+        ts=int(time.time() * 1000) - 10_000,
+    )
+    debit = await store.wallets.debit_gift(
+        credit=credit, idempotency_key="crash-1", fingerprint="f", day=0, idempotency_ttl_s=60
+    )
+    assert debit.coins == 251
+    assert await store.earnings.pending_outbox(viewer) == [credit]
+    assert (await store.earnings.get(creator)).pending == 0
+
+    assert await store.earnings.sweep(older_than_ms=int(time.time() * 1000)) >= 1
+    assert await store.earnings.sweep(older_than_ms=int(time.time() * 1000)) == 0
+    assert await store.earnings.apply(credit) is False
+    assert await store.earnings.pending_outbox(viewer) == []
+    assert (await store.earnings.get(creator)).pending == 149
+    entries, _ = await store.earnings.ledger(creator, None, 10)
+    assert [e["ref"] for e in entries] == [credit.event_id]
+
+
+@pytest.mark.anyio
+async def test_the_running_server_sweeps_a_stranded_outbox_entry_by_itself(
+    store: Store, api: Api, viewer: str, room: tuple[str, str]
+) -> None:
+    creator, room_id = room
+    api.buy(viewer)
+    credit = CreatorCredit(unique("g_"), creator, room_id, viewer, "rose", 7, 7, 3, 0)
+    await store.wallets.debit_gift(
+        credit=credit, idempotency_key="crash-2", fingerprint="f", day=0, idempotency_ttl_s=60
+    )
+    deadline = time.monotonic() + 10
+    while api.earnings(creator)["pending"] != 3:
+        assert time.monotonic() < deadline, "the server's sweeper did not apply the outbox entry"
+        await anyio.sleep(0.05)
+    assert await store.earnings.pending_outbox(viewer) == []
+
+
+@pytest.mark.anyio
+async def test_the_gift_service_is_the_same_path_without_http(
+    store: Store, api: Api, viewer: str, room: tuple[str, str]
+) -> None:
+    creator, room_id = room
+    api.buy(viewer)
+    service = GiftService(store, Catalog.load_default(), Fraction(1, 2), 60)
+    request = GiftRequest(gift_id="perfume", count=2, idempotency_key="svc-1")
+    first = await service.send(viewer, room_id, request, int(time.time() * 1000))
+    again = await service.send(viewer, room_id, request, int(time.time() * 1000))
+    assert (first.coins, first.cost, first.replayed) == (510, 40, False)
+    assert (again.gift_event_id, again.coins, again.replayed) == (first.gift_event_id, 510, True)
+    assert api.earnings(creator)["pending"] == 20
+
+
+def test_a_restart_keeps_every_balance(tmp_path: Path, logs: Path) -> None:
+    """The server's own embedded engine: stop the whole server, start it again, same figures."""
+    env = server_env(None, "gifting:", GIFTING_DATA_DIR=str(tmp_path / "data"), GIFTING_FSYNC="always")
+    viewer = unique("v")
+    with running_server(env, logs) as first, httpx.Client(base_url=first.base_url) as http:
+        api = Api(http)
+        api.buy(viewer, "us_1250")
+        assert api.gift(viewer, "demo_carol", "galaxy").status_code == 200
+        before = (api.wallet(viewer), api.ledger(viewer), api.earnings("carol"))
+    assert (tmp_path / "data" / "appendonlydir").is_dir()
+    with running_server(env, logs) as second, httpx.Client(base_url=second.base_url) as http:
+        api = Api(http)
+        after = (api.wallet(viewer), api.ledger(viewer), api.earnings("carol"))
+        assert after == before
+        assert before[0]["coins"] == 250 and before[2]["pending"] == 500
+
+
+def test_an_engine_outage_is_503_and_service_resumes_by_itself(tmp_path: Path, logs: Path) -> None:
+    from server.engine import EmbeddedEngine
+
+    engine = EmbeddedEngine(tmp_path / "engine", fsync="always").start()
+    env = server_env(engine.url, "gifting:")
+    viewer = unique("v")
+    try:
+        with running_server(env, logs) as server, httpx.Client(base_url=server.base_url) as http:
+            api = Api(http)
+            api.buy(viewer)
+            engine.stop()
+            assert http.get("/readyz").status_code == 503
+            assert http.get("/healthz").status_code == 200
+            down = api.gift(viewer, "demo_carol", "rose")
+            assert down.status_code == 503 and down.json()["error"]["code"] == "engine_unavailable"
+            engine.start()
+            assert http.get("/readyz").status_code == 200
+            assert api.gift(viewer, "demo_carol", "rose").status_code == 200
+            assert api.coins(viewer) == 549
+    finally:
+        engine.stop()
