@@ -55,6 +55,9 @@ def create_app(settings: Settings, engine_url: str) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             await store.close()
+            sandbox = getattr(app.state, "sandbox_client", None)
+            if sandbox is not None:
+                await sandbox.aclose()
 
     return Starlette(
         routes=routes,

@@ -74,7 +74,7 @@ class ServerProcess:
         if process.poll() is None:
             process.terminate()
             try:
-                process.wait(30)
+                process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()

@@ -1,0 +1,720 @@
+"""Gift throughput: the real server over HTTP against the bare debit script, on one engine.
+
+For each fsync policy (``--fsync always``, ``everysec`` or ``both``) a fresh embedded engine
+is started with that ``appendfsync`` policy, and two things are measured on it:
+
+server
+    Gifts per second acknowledged by ``POST /v1/rooms/demo_carol/gifts`` of a real
+    ``python -m server`` process (demo mode, its own key prefix). ``--concurrency`` tasks
+    each send 1-coin roses as their own sender, one request at a time over keep-alive
+    HTTP/1.1, each with a fresh idempotency key; senders buy their coins through the real
+    purchase and sandbox payment flow. Also the p50/p99 acknowledgement latency; any error
+    fails the benchmark. Each sender has its own httpx client of one connection: one shared
+    client with a pool of 64 connections spends a core on httpcore's pool bookkeeping alone
+    (its per-request scan of every connection) and caps the load at a few hundred gifts/s;
+    ``--client-pool shared`` shows it.
+
+ceiling
+    ``gift_debit.lua`` run bare by EVALSHA from a redis-py asyncio client: 4 pipelines of 100
+    calls in flight, keys built by the real ``KeySchema`` under another prefix, wallets funded
+    by a plain HSET (this is not the money path).
+
+Why that is the ceiling: every acknowledged gift is one run of gift_debit, and the engine runs
+scripts one at a time on one thread, so the server can never acknowledge gifts faster than the
+engine runs that script. Pipelining strips everything else away: no HTTP, JSON or JWT, no room
+read, no creator credit (the server makes 4 engine round trips per gift: the room HGETALL,
+gift_debit, credit_creator and the outbox HDEL), and one round trip carries 100 calls. With
+``appendfsync always`` the engine writes and fsyncs its append-only file once per event-loop
+turn, before it answers anything from that turn, so a turn full of pipelined scripts shares one
+fsync (group commit); the server's concurrent connections share fsyncs too, with fewer
+commands per turn. The ratio server/ceiling is how much of the engine's capacity for the
+gift's one atomic step the whole server delivers.
+
+The load generator, the server and the engine share the machine's cores, so the CPU each
+used during a measurement is shown beside it, in cores (CPU seconds per wall second), and as
+CPU microseconds per gift or script, which a busy machine disturbs far less than the rates:
+1e6 over it is what one whole core would do. On a small machine the ceiling can be bound by
+the client (redis-py packing 14-argument EVALSHAs) rather than by the engine; the engine's
+microseconds per script then give its own limit. The two measurements are interleaved and
+repeated (``--repeat``) and medians are reported, because the machine is shared and noisy; an
+uncounted warm-up of each comes first.
+
+The ceiling uses logical database 1 of the engine: the server's outbox sweeper SCANs database
+0 every 2 s and should not walk the ceiling's keys, and database 1 is flushed before each
+ceiling run so the idempotency records and ledger entries of earlier runs do not pile up.
+
+    .venv/bin/python -m loadtest.bench_gift [--seconds 5] [--concurrency 64]
+        [--fsync always|everysec|both] [--repeat 3] [--warmup 1]
+        [--client-pool per-sender|shared] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import orjson
+from redis.asyncio import Redis
+
+from server.domain.catalog import Catalog
+from server.domain.money import gift_fingerprint, price_gift, utc_day
+from server.engine import EmbeddedEngine, free_port
+from server.keys import KeySchema, UserKeys
+from server.settings import FSYNC_POLICIES, Settings
+from server.store.records import CreatorCredit
+from server.store.scripts import script_source
+
+# What is gifted, and where: the demo room and the cheapest gift, so one package goes far.
+ROOM_ID = "demo_carol"
+CREATOR_ID = "carol"
+GIFT_ID = "rose"
+PACKAGE = {"package_id": "us_5450", "region": "US"}
+PACKAGE_COINS = 5450
+
+SERVER_PREFIX = "bench:"
+RAW_PREFIX = "benchraw:"
+RAW_DB = 1
+RAW_COINS = 10**15
+PIPELINES = 4
+PIPELINE_DEPTH = 100
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run as intended (an error reply, a server that would not start)."""
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerRun:
+    gifts: int
+    seconds: float
+    gifts_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    busiest_sender_gifts: int
+    cpu_cores: dict[str, float]
+
+
+@dataclass(frozen=True)
+class CeilingRun:
+    scripts: int
+    seconds: float
+    scripts_per_s: float
+    cpu_cores: dict[str, float]
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    """Every run on the engine started with one fsync policy, and their medians."""
+
+    fsync: str
+    engine_version: str
+    server_runs: list[ServerRun]
+    ceiling_runs: list[CeilingRun]
+
+    @property
+    def server_gifts_per_s(self) -> float:
+        return statistics.median(run.gifts_per_s for run in self.server_runs)
+
+    @property
+    def ceiling_scripts_per_s(self) -> float:
+        return statistics.median(run.scripts_per_s for run in self.ceiling_runs)
+
+    @property
+    def ratio(self) -> float:
+        return self.server_gifts_per_s / self.ceiling_scripts_per_s
+
+    def summary(self) -> dict[str, Any]:
+        """Medians across runs; ``*_cpu_us_per_*`` is CPU time per operation, which a shared
+        machine disturbs much less than the rate (1e6 / it is what one whole core would do)."""
+        server_cpu = median_cpu([run.cpu_cores for run in self.server_runs])
+        ceiling_cpu = median_cpu([run.cpu_cores for run in self.ceiling_runs])
+        return {
+            "server_gifts_per_s": round(self.server_gifts_per_s, 1),
+            "server_p50_ms": round(statistics.median(run.p50_ms for run in self.server_runs), 3),
+            "server_p99_ms": round(statistics.median(run.p99_ms for run in self.server_runs), 3),
+            "server_errors": sum(run.errors for run in self.server_runs),
+            "server_cpu_cores": server_cpu,
+            "server_cpu_us_per_gift": per_op_us(server_cpu["server"], self.server_gifts_per_s),
+            "engine_cpu_us_per_gift": per_op_us(server_cpu["engine"], self.server_gifts_per_s),
+            "ceiling_scripts_per_s": round(self.ceiling_scripts_per_s, 1),
+            "ceiling_cpu_cores": ceiling_cpu,
+            "engine_cpu_us_per_script": per_op_us(ceiling_cpu["engine"], self.ceiling_scripts_per_s),
+            "ratio": round(self.ratio, 4),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fsync": self.fsync,
+            "engine_version": self.engine_version,
+            "median": self.summary(),
+            "server_runs": [asdict(run) for run in self.server_runs],
+            "ceiling_runs": [asdict(run) for run in self.ceiling_runs],
+        }
+
+
+def per_op_us(cores: float, per_s: float) -> float:
+    return round(cores / per_s * 1e6, 1)
+
+
+def median_cpu(samples: list[dict[str, float]]) -> dict[str, float]:
+    return {name: round(statistics.median(s[name] for s in samples), 2) for name in samples[0]}
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile of an ascending list."""
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+# --- CPU accounting ------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds used so far by ``pid`` (None: this process); NaN if unknown."""
+    if pid is None:
+        return time.process_time()
+    try:
+        # Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return math.nan
+
+
+class CpuMeter:
+    """Cores used by each named process (pid None: this one) between ``start()`` and ``stop()``."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self._pids = pids
+        self._wall = 0.0
+        self._cpu: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._cpu = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._wall = time.perf_counter()
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self._wall
+        used = {name: cpu_seconds(pid) - self._cpu[name] for name, pid in self._pids.items()}
+        return {name: round(seconds / wall, 2) for name, seconds in used.items()}
+
+
+# --- the server under test -----------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def running_server(engine_url: str, log_path: Path) -> AsyncIterator[tuple[str, int]]:
+    """Run ``python -m server`` on ``engine_url`` until the block ends; yield its URL and pid."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "GIFTING_DEMO": "1",
+        "GIFTING_REDIS_URL": engine_url,
+        "GIFTING_PORT": str(port),
+        "GIFTING_KEY_PREFIX": SERVER_PREFIX,
+    }
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "server",
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        await wait_ready(base_url, process)
+        yield base_url, process.pid
+    except BaseException:
+        print("--- last lines of the server log ---", *log_tail(log_path), sep="\n", file=sys.stderr)
+        raise
+    finally:
+        await stop_process(process)
+
+
+async def wait_ready(base_url: str, process: asyncio.subprocess.Process) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    async with httpx.AsyncClient(base_url=base_url, timeout=2.0) as probe:
+        while True:
+            if process.returncode is not None:
+                raise BenchError(f"the server exited with code {process.returncode} before it was ready")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await probe.get("/readyz")).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise BenchError(f"the server was not ready after {READY_TIMEOUT_S} s")
+            await asyncio.sleep(0.05)
+
+
+async def stop_process(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
+def log_tail(path: Path, lines: int = 15) -> list[str]:
+    return path.read_text(errors="replace").splitlines()[-lines:]
+
+
+# --- senders and their coins ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sender:
+    user_id: str
+    headers: dict[str, str]
+    client: httpx.AsyncClient  # what this sender's gifts go through (see --client-pool)
+
+
+async def expect(request: Awaitable[httpx.Response], status: int) -> dict[str, Any]:
+    """The JSON body of a reply that must have ``status``."""
+    reply = await request
+    if reply.status_code != status:
+        raise BenchError(
+            f"{reply.request.method} {reply.request.url.path} answered {reply.status_code}, "
+            f"expected {status}: {reply.text[:300]}"
+        )
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+async def new_sender(client: httpx.AsyncClient, user_id: str, gift_client: httpx.AsyncClient) -> Sender:
+    token = await expect(client.post("/v1/dev/token", json={"user_id": user_id, "role": "viewer"}), 200)
+    headers = {"authorization": f"Bearer {token['token']}", "content-type": "application/json"}
+    return Sender(user_id, headers, gift_client)
+
+
+async def top_up(client: httpx.AsyncClient, sender: Sender, coins: int) -> None:
+    """Buy packages through the purchase and sandbox payment flow until ``sender`` holds ``coins``."""
+    wallet = await expect(client.get("/v1/wallet", headers=sender.headers), 200)
+    for _ in range(math.ceil(max(0, coins - wallet["coins"]) / PACKAGE_COINS)):
+        order = await expect(client.post("/v1/purchases", json=PACKAGE, headers=sender.headers), 201)
+        pay = f"/v1/sandbox/orders/{order['order_id']}/pay"
+        await expect(client.post(pay, headers=sender.headers), 200)
+    wallet = await expect(client.get("/v1/wallet", headers=sender.headers), 200)
+    if wallet["coins"] < coins:
+        raise BenchError(f"{sender.user_id} holds {wallet['coins']} coins after paying, not {coins}")
+
+
+# --- measurement 1: gifts through the server -----------------------------------------------
+
+
+async def gift_worker(
+    sender: Sender,
+    run_tag: str,
+    deadline: float,
+    latencies: list[float],
+    failures: list[str],
+) -> int:
+    """Send roses one after another until ``deadline``; return how many were acknowledged."""
+    url = f"/v1/rooms/{ROOM_ID}/gifts"
+    sent = acked = 0
+    while time.perf_counter() < deadline:
+        body = orjson.dumps({"gift_id": GIFT_ID, "count": 1, "idempotency_key": f"{run_tag}-{sent}"})
+        sent += 1
+        started = time.perf_counter()
+        try:
+            reply = await sender.client.post(url, content=body, headers=sender.headers)
+        except httpx.HTTPError as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+            continue
+        if reply.status_code == 200:
+            latencies.append(time.perf_counter() - started)
+            acked += 1
+        else:
+            failures.append(f"HTTP {reply.status_code}: {reply.text[:200]}")
+    return acked
+
+
+async def measure_server(senders: list[Sender], seconds: float, run_tag: str, meter: CpuMeter) -> ServerRun:
+    latencies: list[float] = []
+    failures: list[str] = []
+    meter.start()
+    started = time.perf_counter()
+    deadline = started + seconds
+    acked = await asyncio.gather(
+        *(gift_worker(sender, run_tag, deadline, latencies, failures) for sender in senders)
+    )
+    elapsed = time.perf_counter() - started
+    cpu = meter.stop()
+    if failures or not latencies:
+        raise BenchError(
+            f"{len(failures)} of {len(failures) + len(latencies)} gifts failed in run {run_tag!r}; "
+            f"first: {failures[0] if failures else 'none acknowledged'}"
+        )
+    latencies.sort()
+    return ServerRun(
+        gifts=len(latencies),
+        seconds=round(elapsed, 3),
+        gifts_per_s=round(len(latencies) / elapsed, 1),
+        p50_ms=round(percentile(latencies, 50) * 1000, 3),
+        p99_ms=round(percentile(latencies, 99) * 1000, 3),
+        errors=len(failures),
+        busiest_sender_gifts=max(acked),
+        cpu_cores=cpu,
+    )
+
+
+# --- measurement 2: the bare script (the ceiling) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawDebits:
+    """Calls gift_debit exactly as ``Wallets.debit_gift`` does, for a rose into the demo room."""
+
+    redis: Redis
+    sha: str
+    users: list[tuple[str, UserKeys]]
+    coins: int
+    diamonds: int
+
+    @classmethod
+    async def prepare(cls, redis: Redis, user_count: int) -> RawDebits:
+        """Empty the ceiling's database, fund ``user_count`` wallets, load the script."""
+        keys = KeySchema(RAW_PREFIX)
+        users = [(f"raw_{i:03d}", keys.user(f"raw_{i:03d}")) for i in range(user_count)]
+        await redis.flushdb()
+        async with redis.pipeline(transaction=False) as pipe:
+            for _, user in users:
+                pipe.hset(user.wallet, "coins", RAW_COINS)
+            await pipe.execute()
+        sha: str = await redis.script_load(script_source("gift_debit"))
+        price = price_gift(Catalog.load_default().gift(GIFT_ID), 1, Settings.creator_share)
+        return cls(redis, sha, users, price.coins, price.diamonds)
+
+    async def worker(self, worker: int, run_tag: str, deadline: float) -> int:
+        """Send pipelines of ``PIPELINE_DEPTH`` calls until ``deadline``; return how many ran."""
+        fingerprint = gift_fingerprint(ROOM_ID, GIFT_ID, 1)
+        done = 0
+        while time.perf_counter() < deadline:
+            now = time.time_ns() // 1_000_000
+            pipe = self.redis.pipeline(transaction=False)
+            for n in range(done, done + PIPELINE_DEPTH):
+                user_id, user = self.users[(worker + n * PIPELINES) % len(self.users)]
+                credit = CreatorCredit(
+                    event_id=f"g_{run_tag}_{worker}_{n}",
+                    creator_id=CREATOR_ID,
+                    room_id=ROOM_ID,
+                    sender_id=user_id,
+                    gift_id=GIFT_ID,
+                    count=1,
+                    coins=self.coins,
+                    diamonds=self.diamonds,
+                    ts=now,
+                )
+                pipe.evalsha(
+                    self.sha,
+                    4,
+                    user.wallet,
+                    user.ledger,
+                    user.idempotency(f"{run_tag}-{worker}-{n}"),
+                    user.outbox,
+                    credit.coins,
+                    fingerprint,
+                    credit.event_id,
+                    credit.ts,
+                    utc_day(now),
+                    Settings.idempotency_ttl_s,
+                    credit.room_id,
+                    credit.gift_id,
+                    credit.count,
+                    credit.to_json(),
+                )
+            replies = await pipe.execute()
+            refused = [reply for reply in replies if reply[0] != b"ok"]
+            if refused:
+                raise BenchError(f"gift_debit refused {len(refused)} calls; first reply: {refused[0]!r}")
+            done += PIPELINE_DEPTH
+        return done
+
+
+async def measure_ceiling(
+    redis: Redis, users: int, seconds: float, run_tag: str, meter: CpuMeter
+) -> CeilingRun:
+    raw = await RawDebits.prepare(redis, users)
+    meter.start()
+    started = time.perf_counter()
+    deadline = started + seconds
+    done = await asyncio.gather(*(raw.worker(worker, run_tag, deadline) for worker in range(PIPELINES)))
+    elapsed = time.perf_counter() - started
+    cpu = meter.stop()
+    return CeilingRun(
+        scripts=sum(done),
+        seconds=round(elapsed, 3),
+        scripts_per_s=round(sum(done) / elapsed, 1),
+        cpu_cores=cpu,
+    )
+
+
+def url_with_db(url: str, db: int) -> str:
+    """``url`` pointing at logical database ``db`` (unix:// takes it as a query, redis:// as the path)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return urlunsplit(parts._replace(query=f"db={db}"))
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+# --- one policy: engine, server, interleaved runs ------------------------------------------
+
+
+async def bench_policy(args: argparse.Namespace, fsync: str) -> PolicyResult:
+    with tempfile.TemporaryDirectory(prefix="bench-gift-") as tmp:
+        engine = EmbeddedEngine(Path(tmp) / "engine", fsync=fsync).start()
+        try:
+            return await bench_engine(args, engine, Path(tmp) / "server.log")
+        finally:
+            engine.stop()
+
+
+async def bench_engine(args: argparse.Namespace, engine: EmbeddedEngine, server_log: Path) -> PolicyResult:
+    assert engine.process is not None
+    raw = Redis.from_url(url_with_db(engine.url, RAW_DB))
+    try:
+        if raw.connection_pool.connection_kwargs.get("db") != RAW_DB:
+            raise BenchError(f"could not point the ceiling client at database {RAW_DB}")
+        info = await raw.info("server")
+        engine_version = (
+            f"{info.get('server_name', 'redis')} {info.get('valkey_version') or info['redis_version']}"
+        )
+        async with (
+            running_server(engine.url, server_log) as (base_url, server_pid),
+            contextlib.AsyncExitStack() as clients,
+        ):
+            meter = CpuMeter({"server": server_pid, "engine": engine.process.pid, "client": None})
+            setup = await clients.enter_async_context(http_client(base_url, args.concurrency))
+            senders: list[Sender] = []
+            for i in range(args.concurrency):
+                gifts = setup
+                if args.client_pool == "per-sender":
+                    gifts = await clients.enter_async_context(http_client(base_url, 1))
+                senders.append(await new_sender(setup, f"bench_{i:03d}", gifts))
+            return await interleaved_runs(args, engine.fsync, engine_version, setup, senders, raw, meter)
+    finally:
+        await raw.aclose()
+
+
+def http_client(base_url: str, connections: int) -> httpx.AsyncClient:
+    """An HTTP/1.1 keep-alive client holding up to ``connections`` connections to the server."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30.0)
+
+
+async def interleaved_runs(
+    args: argparse.Namespace,
+    fsync: str,
+    engine_version: str,
+    client: httpx.AsyncClient,
+    senders: list[Sender],
+    raw: Redis,
+    meter: CpuMeter,
+) -> PolicyResult:
+    log = progress(fsync)
+    # Enough coins for the warm-up; each later run is funded from the busiest sender's pace so far.
+    coins = PACKAGE_COINS
+    busiest_per_s = 0.0
+    server_runs: list[ServerRun] = []
+    ceiling_runs: list[CeilingRun] = []
+    for rep in range(-1, args.repeat):
+        warm_up = rep < 0
+        seconds = args.warmup if warm_up else args.seconds
+        tag = "w" if warm_up else f"r{rep}"
+        await asyncio.gather(*(top_up(client, sender, coins) for sender in senders))
+        server = await measure_server(senders, seconds, tag, meter)
+        ceiling = await measure_ceiling(raw, args.concurrency, seconds, tag, meter)
+        log(tag, server, ceiling)
+        busiest_per_s = max(busiest_per_s, server.busiest_sender_gifts / server.seconds)
+        coins = math.ceil(busiest_per_s * args.seconds * 1.5) + 100
+        if not warm_up:
+            server_runs.append(server)
+            ceiling_runs.append(ceiling)
+    return PolicyResult(fsync, engine_version, server_runs, ceiling_runs)
+
+
+def progress(fsync: str) -> Callable[[str, ServerRun, CeilingRun], None]:
+    def log(tag: str, server: ServerRun, ceiling: CeilingRun) -> None:
+        print(
+            f"  [{fsync} {tag}] server {server.gifts_per_s:,.0f} gifts/s "
+            f"(p50 {server.p50_ms:.1f} ms, p99 {server.p99_ms:.1f} ms), "
+            f"ceiling {ceiling.scripts_per_s:,.0f} scripts/s",
+            flush=True,
+        )
+
+    return log
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def cores(cpu: dict[str, float]) -> str:
+    return "/".join(f"{cpu[name]:.2f}" for name in ("server", "engine", "client"))
+
+
+def print_table(results: list[PolicyResult], args: argparse.Namespace) -> None:
+    print(
+        f"\ngift throughput: {args.repeat} runs of {args.seconds:g} s each (medians), "
+        f"concurrency {args.concurrency}, ceiling {PIPELINES} x {PIPELINE_DEPTH}-call pipelines"
+    )
+    header = f"{'fsync':<9}{'what':<9}{'median/s':>10}  {'runs/s':<24}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}"
+    print(f"{header}  cores srv/eng/client  cpu us/op srv/eng")
+    for result in results:
+        median = result.summary()
+        server_runs = " ".join(f"{run.gifts_per_s:,.0f}" for run in result.server_runs)
+        ceiling_runs = " ".join(f"{run.scripts_per_s:,.0f}" for run in result.ceiling_runs)
+        print(
+            f"{result.fsync:<9}{'server':<9}{median['server_gifts_per_s']:>10,.0f}  {server_runs:<24}"
+            f"{median['server_p50_ms']:>8.2f}{median['server_p99_ms']:>8.2f}{median['server_errors']:>8}"
+            f"  {cores(median['server_cpu_cores']):<20}"
+            f"  {median['server_cpu_us_per_gift']:.0f}/{median['engine_cpu_us_per_gift']:.0f}"
+        )
+        print(
+            f"{result.fsync:<9}{'ceiling':<9}{median['ceiling_scripts_per_s']:>10,.0f}  {ceiling_runs:<24}"
+            f"{'-':>8}{'-':>8}{'-':>8}  {cores(median['ceiling_cpu_cores']):<20}"
+            f"  -/{median['engine_cpu_us_per_script']:.0f}"
+        )
+        print(f"{result.fsync:<9}{'ratio':<9}{result.ratio:>10.1%}  server/ceiling")
+    print(f"engine {results[0].engine_version}, python {platform.python_version()}, {os.cpu_count()} CPUs")
+
+
+def write_json(path: Path, results: list[PolicyResult], args: argparse.Namespace) -> None:
+    report = {
+        "benchmark": "loadtest.bench_gift",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "args": {
+            name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()
+        },
+        "engine_version": results[0].engine_version,
+        "python": sys.version,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "ceiling_pipelines": {"pipelines": PIPELINES, "depth": PIPELINE_DEPTH},
+        "results": [result.to_dict() for result in results],
+    }
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+# --- command line --------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.bench_gift",
+        description="Gifts/s through the real server against the bare gift_debit script on the same engine.",
+    )
+    parser.add_argument("--seconds", type=positive_float, default=5.0, help="length of each run (default 5)")
+    parser.add_argument(
+        "--concurrency", type=positive_int, default=64, help="concurrent senders (default 64)"
+    )
+    parser.add_argument(
+        "--fsync",
+        choices=[*FSYNC_POLICIES, "both"],
+        default="both",
+        help="the engine's appendfsync policy (default both: one engine for each)",
+    )
+    parser.add_argument("--repeat", type=positive_int, default=3, help="runs of each measurement (default 3)")
+    parser.add_argument(
+        "--warmup", type=positive_float, default=1.0, help="uncounted warm-up seconds (default 1)"
+    )
+    parser.add_argument(
+        "--client-pool",
+        choices=["per-sender", "shared"],
+        default="per-sender",
+        help="per-sender: one httpx client of one connection per sender (default); shared: one "
+        "client whose pool holds --concurrency connections (httpcore's pool bookkeeping then "
+        "costs the load generator a core on its own)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    return parser.parse_args(argv)
+
+
+def positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {raw}")
+    return value
+
+
+def positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {raw}")
+    return value
+
+
+async def bench(args: argparse.Namespace) -> list[PolicyResult]:
+    policies = list(FSYNC_POLICIES) if args.fsync == "both" else [args.fsync]
+    return [await bench_policy(args, fsync) for fsync in policies]
+
+
+def run_async(main: Coroutine[Any, Any, list[PolicyResult]]) -> list[PolicyResult]:
+    """Run ``main`` on uvloop when it is installed (a cheaper load generator), else on asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+def skip_missing_sniffio() -> None:
+    """Make the load generator's repeated ``import sniffio`` fail at once when it is not installed.
+
+    httpcore 1.0 runs ``import sniffio`` each time it sets up a lock or an event, several
+    times per request; without sniffio installed every attempt searches sys.path again
+    (about 40 us each). Recording the module as absent changes no outcome, only that cost.
+    """
+    if importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]  # None in sys.modules: "not importable"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    skip_missing_sniffio()
+    try:
+        results = run_async(bench(args))
+    except BenchError as exc:
+        print(f"bench_gift: FAILED: {exc}", file=sys.stderr)
+        return 1
+    print_table(results, args)
+    if args.json is not None:
+        write_json(args.json, results, args)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
