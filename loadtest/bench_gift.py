@@ -40,7 +40,7 @@ repeated (``--repeat``) and medians are reported, because the machine is shared 
 uncounted warm-up of each comes first.
 
 The ceiling uses logical database 1 of the engine: the server's outbox sweeper SCANs database
-0 every 2 s and should not walk the ceiling's keys, and database 1 is flushed before each
+0 periodically and should not walk the ceiling's keys, and database 1 is flushed before each
 ceiling run so the idempotency records and ledger entries of earlier runs do not pile up.
 
     .venv/bin/python -m loadtest.bench_gift [--seconds 5] [--concurrency 64]

@@ -32,7 +32,7 @@ class Settings:
     webhook_tolerance_s: int = 300
     max_body_bytes: int = 64 * 1024
     idempotency_ttl_s: int = 24 * 3600
-    outbox_sweep_s: float = 2.0
+    outbox_sweep_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

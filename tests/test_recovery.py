@@ -50,33 +50,30 @@ def test_gifts_keep_working_after_the_script_cache_is_flushed(
     assert api.earnings(creator)["pending"] == 150
 
 
+async def strand(store: Store, credit: CreatorCredit) -> int:
+    """Debit exactly as the gift path does, then stop before the creator credit, as a crash would."""
+    debit = await store.wallets.debit_gift(
+        credit=credit, idempotency_key=unique("k"), fingerprint="f", day=0, idempotency_ttl_s=60
+    )
+    return debit.coins
+
+
 @pytest.mark.anyio
 async def test_a_credit_lost_between_debit_and_creator_is_applied_once_by_the_sweep(
     store: Store, api: Api, viewer: str, room: tuple[str, str]
 ) -> None:
     creator, room_id = room
     api.buy(viewer)
-    # Debit exactly as the gift path does, then stop before the creator credit, as a crash would.
-    credit = CreatorCredit(
-        event_id=unique("g_"),
-        creator_id=creator,
-        room_id=room_id,
-        sender_id=viewer,
-        gift_id="corgi",
-        count=1,
-        coins=299,
-        diamonds=149,
-        ts=int(time.time() * 1000) - 10_000,
-    )
-    debit = await store.wallets.debit_gift(
-        credit=credit, idempotency_key="crash-1", fingerprint="f", day=0, idempotency_ttl_s=60
-    )
-    assert debit.coins == 251
+    # Dated a minute ahead, so that only this test's sweep, not the running server's, takes it.
+    ts = int(time.time() * 1000) + 60_000
+    credit = CreatorCredit(unique("g_"), creator, room_id, viewer, "corgi", 1, 299, 149, ts)
+    assert await strand(store, credit) == 251
     assert await store.earnings.pending_outbox(viewer) == [credit]
     assert (await store.earnings.get(creator)).pending == 0
 
-    assert await store.earnings.sweep(older_than_ms=int(time.time() * 1000)) >= 1
-    assert await store.earnings.sweep(older_than_ms=int(time.time() * 1000)) == 0
+    assert await store.earnings.sweep(older_than_ms=ts) == 0
+    assert await store.earnings.sweep(older_than_ms=ts + 1) >= 1
+    assert await store.earnings.sweep(older_than_ms=ts + 1) == 0
     assert await store.earnings.apply(credit) is False
     assert await store.earnings.pending_outbox(viewer) == []
     assert (await store.earnings.get(creator)).pending == 149
@@ -90,10 +87,7 @@ async def test_the_running_server_sweeps_a_stranded_outbox_entry_by_itself(
 ) -> None:
     creator, room_id = room
     api.buy(viewer)
-    credit = CreatorCredit(unique("g_"), creator, room_id, viewer, "rose", 7, 7, 3, 0)
-    await store.wallets.debit_gift(
-        credit=credit, idempotency_key="crash-2", fingerprint="f", day=0, idempotency_ttl_s=60
-    )
+    await strand(store, CreatorCredit(unique("g_"), creator, room_id, viewer, "rose", 7, 7, 3, 0))
     deadline = time.monotonic() + 10
     while api.earnings(creator)["pending"] != 3:
         assert time.monotonic() < deadline, "the server's sweeper did not apply the outbox entry"
