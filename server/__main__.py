@@ -14,7 +14,11 @@ from server.settings import Settings, SettingsError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gifting-server", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="gifting-server",
+        description="Run the gifting server. Settings come from GIFTING_* environment variables; "
+        "with no GIFTING_REDIS_URL it starts its own engine with data in GIFTING_DATA_DIR.",
+    )
     parser.add_argument(
         "command", nargs="?", default="serve", choices=["serve"], help="what to do (default: serve)"
     )

@@ -68,6 +68,7 @@ def create_app(settings: Settings, engine_url: str) -> Starlette:
             ConnectionError: engine_error,
             TimeoutError: engine_error,
             BusyLoadingError: engine_error,
+            Exception: internal_error,
         },
     )
 
@@ -105,3 +106,10 @@ async def engine_error(request: Request, exc: Exception) -> Response:
     log.warning("engine unavailable on %s: %s", request.url.path, exc)
     error = EngineUnavailable("the engine is unavailable; retry shortly")
     return JSON(error.to_dict(), status_code=error.status, headers={"Retry-After": "1"})
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """A bug, not a client error: logged with its traceback, answered in the usual error shape."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = {"error": {"code": "internal_error", "message": "an unexpected error occurred"}}
+    return JSON(body, status_code=500)
