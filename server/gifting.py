@@ -42,8 +42,13 @@ class GiftService:
 
     async def send(self, sender_id: str, room_id: str, request: GiftRequest, now_ms: int) -> GiftOutcome:
         gift = self.catalog.gift(request.gift_id)
+        fingerprint = gift_fingerprint(room_id, gift.id, request.count)
         room = await self.store.rooms.get(room_id)
         if not room.live:
+            # A retry of a gift accepted before the room ended still gets its first answer.
+            earlier = await self.store.wallets.replay(sender_id, request.idempotency_key, fingerprint)
+            if earlier is not None:
+                return GiftOutcome(earlier.event_id, earlier.coins, earlier.cost, replayed=True)
             raise Conflict(f"room {room_id!r} has ended", code="room_ended")
         if room.creator_id == sender_id:
             raise Conflict("creators cannot send gifts to their own room", code="self_gift")
@@ -62,7 +67,7 @@ class GiftService:
         debit = await self.store.wallets.debit_gift(
             credit=credit,
             idempotency_key=request.idempotency_key,
-            fingerprint=gift_fingerprint(room_id, gift.id, request.count),
+            fingerprint=fingerprint,
             day=utc_day(now_ms),
             idempotency_ttl_s=self.idempotency_ttl_s,
         )
@@ -72,4 +77,4 @@ class GiftService:
             except Exception:
                 # The debit stands and the outbox holds the credit; the sweeper finishes it.
                 log.exception("creator credit for %s deferred to the outbox", credit.event_id)
-        return GiftOutcome(debit.event_id, debit.coins, price.coins, debit.replayed)
+        return GiftOutcome(debit.event_id, debit.coins, debit.cost, debit.replayed)

@@ -128,6 +128,22 @@ def test_gifts_to_unknown_or_ended_rooms_are_refused(api: Api, viewer: str, room
     assert room_id not in [r["room_id"] for r in api.http.get("/v1/rooms").json()["rooms"]]
 
 
+def test_a_retry_after_the_room_ended_gets_the_first_answer(
+    api: Api, viewer: str, room: tuple[str, str]
+) -> None:
+    creator, room_id = room
+    fund(api, viewer)
+    first = api.gift(viewer, room_id, "perfume", 2, key="before-end")
+    assert first.status_code == 200
+    api.http.post(f"/v1/rooms/{room_id}/end", headers=api.auth(creator, "creator"))
+    retry = api.gift(viewer, room_id, "perfume", 2, key="before-end")
+    assert retry.status_code == 200 and retry.json() == first.json()
+    assert retry.headers["idempotent-replayed"] == "true"
+    other = api.gift(viewer, room_id, "perfume", 3, key="before-end")
+    assert other.status_code == 409 and other.json()["error"]["code"] == "room_ended"
+    assert api.coins(viewer) == 510 and api.earnings(creator)["pending"] == 20
+
+
 def test_a_creator_is_live_in_one_room_at_a_time(api: Api) -> None:
     creator = unique("c")
     room_id = api.open_room(creator)

@@ -24,10 +24,11 @@ class Wallet:
 
 @dataclass(frozen=True)
 class Debit:
-    """A gift debited (or replayed): the event id and the sender's balance after it."""
+    """A gift debited (or replayed): the event id, the sender's balance after it, its cost."""
 
     event_id: str
     coins: int
+    cost: int
     replayed: bool
 
 

@@ -44,6 +44,15 @@ class Wallets:
         """One page of the user's ledger, newest first, and the cursor of the next page."""
         return await read_stream_page(self._redis, self._keys.user(user_id).ledger, cursor, limit)
 
+    async def replay(self, user_id: str, idempotency_key: str, fingerprint: str) -> Debit | None:
+        """The first answer to an idempotency key if it was used for this same gift, else None."""
+        fp, event_id, coins, cost = await self._redis.hmget(
+            self._keys.user(user_id).idempotency(idempotency_key), ["fp", "event_id", "coins", "cost"]
+        )
+        if fp is None or fp != fingerprint:
+            return None
+        return Debit(event_id=event_id, coins=int(coins), cost=int(cost), replayed=True)
+
     async def debit_gift(
         self,
         *,
@@ -72,9 +81,9 @@ class Wallets:
         )
         status = reply[0]
         if status == "ok":
-            return Debit(event_id=reply[1], coins=int(reply[2]), replayed=False)
+            return Debit(event_id=reply[1], coins=int(reply[2]), cost=credit.coins, replayed=False)
         if status == "replay":
-            return Debit(event_id=reply[1], coins=int(reply[2]), replayed=True)
+            return Debit(event_id=reply[1], coins=int(reply[2]), cost=int(reply[3]), replayed=True)
         if status == "mismatch":
             raise Conflict(
                 f"idempotency key {idempotency_key!r} was already used for a different gift",

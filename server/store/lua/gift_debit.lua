@@ -17,15 +17,15 @@
 --
 -- Returns one of:
 --   {"ok", event_id, balance, spent_today}    debited now
---   {"replay", event_id, balance}             same key and same request: the first answer
+--   {"replay", event_id, balance, cost}       same key and same request: the first answer
 --   {"mismatch"}                              same key, different request: nothing done
 --   {"insufficient", balance}                 not enough coins: nothing done
 --   {"limit", spent_today, daily_limit}       daily budget would be exceeded: nothing done
 
-local seen = redis.call('HMGET', KEYS[3], 'fp', 'event_id', 'coins')
+local seen = redis.call('HMGET', KEYS[3], 'fp', 'event_id', 'coins', 'cost')
 if seen[1] then
   if seen[1] == ARGV[2] then
-    return {'replay', seen[2], seen[3]}
+    return {'replay', seen[2], seen[3], seen[4]}
   end
   return {'mismatch'}
 end
@@ -52,6 +52,6 @@ redis.call('XADD', KEYS[2], '*',
   'kind', 'gift', 'delta', -cost, 'balance', balance, 'ref', ARGV[3],
   'room_id', ARGV[7], 'gift_id', ARGV[8], 'count', ARGV[9], 'ts', ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[10])
-redis.call('HSET', KEYS[3], 'fp', ARGV[2], 'event_id', ARGV[3], 'coins', balance)
+redis.call('HSET', KEYS[3], 'fp', ARGV[2], 'event_id', ARGV[3], 'coins', balance, 'cost', cost)
 redis.call('EXPIRE', KEYS[3], ARGV[6])
 return {'ok', ARGV[3], tostring(balance), tostring(spent)}
