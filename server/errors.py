@@ -1,16 +1,17 @@
 """The error tree: every failure a client can see, with a stable code and an HTTP status.
 
-    GiftingError(code, message)           base; ``status`` is the HTTP status
-    ├── Unauthorized          401 unauthorized
-    ├── Forbidden             403 forbidden
-    ├── NotFound              404 not_found
-    ├── InvalidRequest        422 invalid_request
-    ├── PayloadTooLarge       413 payload_too_large
+    GiftingError(message, code)           base; ``status`` is the HTTP status
     ├── BadSignature          400 bad_signature
+    ├── Unauthorized          401 unauthorized
     ├── InsufficientCoins     402 insufficient_coins
+    ├── Forbidden             403 forbidden
     ├── DailyLimitExceeded    403 daily_limit_exceeded
+    ├── NotFound              404 not_found, room_not_found, unknown_gift, unknown_package
+    ├── MethodNotAllowed      405 method_not_allowed
     ├── Conflict              409 idempotency_mismatch, room_ended, self_gift, already_live,
-    │                             amount_mismatch, order_flagged, payment_reused
+    │                             amount_mismatch, order_flagged, order_already_paid, payment_reused
+    ├── PayloadTooLarge       413 payload_too_large
+    ├── InvalidRequest        422 invalid_request, unknown_region
     └── EngineUnavailable     503 engine_unavailable
 
 Routes raise these; one handler in ``api`` turns them into ``{"error": {"code", "message"}}``.
