@@ -14,7 +14,7 @@
     ├── InvalidRequest        422 invalid_request, unknown_region
     └── EngineUnavailable     503 engine_unavailable
 
-Routes raise these; one handler in ``api`` turns them into ``{"error": {"code", "message"}}``.
+Routes raise these; one handler in ``app`` turns them into ``{"error": {"code", "message"}}``.
 """
 
 from __future__ import annotations
