@@ -179,6 +179,9 @@ class Api:
         room_id: str = reply.json()["room_id"]
         return room_id
 
+    def end_room(self, creator_id: str, room_id: str) -> httpx.Response:
+        return self.http.post(f"/v1/rooms/{room_id}/end", headers=self.auth(creator_id, "creator"))
+
     def gift(
         self, user_id: str, room_id: str, gift_id: str, count: int = 1, key: str | None = None
     ) -> httpx.Response:

@@ -10,15 +10,11 @@ import pytest
 from tests.support import Api, ServerProcess, unique
 
 
-def fund(api: Api, viewer: str, package: str = "us_550") -> None:
-    api.buy(viewer, package)
-
-
 def test_a_gift_debits_the_sender_and_credits_the_creator(
     api: Api, viewer: str, room: tuple[str, str]
 ) -> None:
     creator, room_id = room
-    fund(api, viewer)
+    api.buy(viewer)
     reply = api.gift(viewer, room_id, "hand_hearts", 3)
     assert reply.status_code == 200, reply.text
     body = reply.json()
@@ -39,7 +35,7 @@ def test_a_gift_debits_the_sender_and_credits_the_creator(
 
 def test_an_odd_gift_rounds_the_creator_share_down(api: Api, viewer: str, room: tuple[str, str]) -> None:
     creator, room_id = room
-    fund(api, viewer)
+    api.buy(viewer)
     assert api.gift(viewer, room_id, "rose", 3).status_code == 200
     assert api.gift(viewer, room_id, "corgi", 1).status_code == 200
     assert api.earnings(creator)["pending"] == 1 + 149
@@ -48,7 +44,7 @@ def test_an_odd_gift_rounds_the_creator_share_down(api: Api, viewer: str, room: 
 
 def test_a_retried_gift_with_the_same_key_charges_once(api: Api, viewer: str, room: tuple[str, str]) -> None:
     creator, room_id = room
-    fund(api, viewer)
+    api.buy(viewer)
     first = api.gift(viewer, room_id, "doughnut", 2, key="tap-1")
     retries = [api.gift(viewer, room_id, "doughnut", 2, key="tap-1") for _ in range(3)]
     assert all(r.json() == first.json() for r in retries)
@@ -60,7 +56,7 @@ def test_a_retried_gift_with_the_same_key_charges_once(api: Api, viewer: str, ro
 
 def test_a_key_reused_for_another_gift_is_refused(api: Api, viewer: str, room: tuple[str, str]) -> None:
     _, room_id = room
-    fund(api, viewer)
+    api.buy(viewer)
     assert api.gift(viewer, room_id, "rose", 1, key="tap-2").status_code == 200
     for gift, count in (("rose", 2), ("perfume", 1)):
         reply = api.gift(viewer, room_id, gift, count, key="tap-2")
@@ -71,8 +67,8 @@ def test_a_key_reused_for_another_gift_is_refused(api: Api, viewer: str, room: t
 def test_keys_belong_to_their_user(api: Api, room: tuple[str, str]) -> None:
     _, room_id = room
     alice, bob = unique("v"), unique("v")
-    fund(api, alice)
-    fund(api, bob)
+    api.buy(alice)
+    api.buy(bob)
     assert api.gift(alice, room_id, "rose", 1, key="same").status_code == 200
     assert api.gift(bob, room_id, "rose", 2, key="same").status_code == 200
     assert (api.coins(alice), api.coins(bob)) == (549, 548)
@@ -82,20 +78,20 @@ def test_a_gift_beyond_the_balance_is_402_and_changes_nothing(
     api: Api, viewer: str, room: tuple[str, str]
 ) -> None:
     creator, room_id = room
-    fund(api, viewer)
+    api.buy(viewer)
     reply = api.gift(viewer, room_id, "money_gun", 2, key="big")
     assert reply.status_code == 402 and reply.json()["error"]["code"] == "insufficient_coins"
     assert api.coins(viewer) == 550 and len(api.ledger(viewer)) == 1
     assert api.earnings(creator)["pending"] == 0
     # A failed attempt does not burn its key: after a top-up the same key goes through.
-    fund(api, viewer)
+    api.buy(viewer)
     assert api.gift(viewer, room_id, "money_gun", 2, key="big").status_code == 200
     assert api.coins(viewer) == 100
 
 
 def test_the_daily_budget_is_enforced_in_the_debit(api: Api, viewer: str, room: tuple[str, str]) -> None:
     _, room_id = room
-    fund(api, viewer)
+    api.buy(viewer)
     reply = api.http.put("/v1/wallet/limits", json={"daily_limit": 250}, headers=api.auth(viewer))
     assert reply.json() == {"coins": 550, "daily_limit": 250, "spent_today": 0}
     assert api.gift(viewer, room_id, "hand_hearts", 2).status_code == 200
@@ -117,10 +113,10 @@ def test_a_bad_budget_is_refused(api: Api, viewer: str, limit: object) -> None:
 
 def test_gifts_to_unknown_or_ended_rooms_are_refused(api: Api, viewer: str, room: tuple[str, str]) -> None:
     creator, room_id = room
-    fund(api, viewer)
+    api.buy(viewer)
     missing = api.gift(viewer, unique("r"), "rose")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "room_not_found"
-    ended = api.http.post(f"/v1/rooms/{room_id}/end", headers=api.auth(creator, "creator"))
+    ended = api.end_room(creator, room_id)
     assert ended.status_code == 200 and ended.json()["state"] == "ended"
     reply = api.gift(viewer, room_id, "rose")
     assert reply.status_code == 409 and reply.json()["error"]["code"] == "room_ended"
@@ -132,10 +128,10 @@ def test_a_retry_after_the_room_ended_gets_the_first_answer(
     api: Api, viewer: str, room: tuple[str, str]
 ) -> None:
     creator, room_id = room
-    fund(api, viewer)
+    api.buy(viewer)
     first = api.gift(viewer, room_id, "perfume", 2, key="before-end")
     assert first.status_code == 200
-    api.http.post(f"/v1/rooms/{room_id}/end", headers=api.auth(creator, "creator"))
+    api.end_room(creator, room_id)
     retry = api.gift(viewer, room_id, "perfume", 2, key="before-end")
     assert retry.status_code == 200 and retry.json() == first.json()
     assert retry.headers["idempotent-replayed"] == "true"
@@ -150,7 +146,7 @@ def test_a_creator_is_live_in_one_room_at_a_time(api: Api) -> None:
     assert room_id in [r["room_id"] for r in api.http.get("/v1/rooms").json()["rooms"]]
     again = api.http.post("/v1/rooms", json={}, headers=api.auth(creator, "creator"))
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_live"
-    api.http.post(f"/v1/rooms/{room_id}/end", headers=api.auth(creator, "creator"))
+    api.end_room(creator, room_id)
     assert api.open_room(creator) != room_id
 
 
@@ -158,7 +154,7 @@ def test_only_creators_open_rooms_and_only_their_owner_ends_them(api: Api, room:
     _, room_id = room
     viewer = unique("v")
     assert api.http.post("/v1/rooms", json={}, headers=api.auth(viewer)).status_code == 403
-    other = api.http.post(f"/v1/rooms/{room_id}/end", headers=api.auth(unique("c"), "creator"))
+    other = api.end_room(unique("c"), room_id)
     assert other.status_code == 403
     assert api.http.get(f"/v1/rooms/{room_id}").json()["state"] == "live"
 
@@ -205,7 +201,7 @@ def test_malformed_gifts_are_422_and_change_nothing(
     api: Api, viewer: str, room: tuple[str, str], body: object
 ) -> None:
     _, room_id = room
-    fund(api, viewer)
+    api.buy(viewer)
     reply = api.http.post(f"/v1/rooms/{room_id}/gifts", json=body, headers=api.auth(viewer))
     assert reply.status_code == 422, reply.text
     assert reply.json()["error"]["code"] == "invalid_request"
@@ -222,7 +218,7 @@ def test_30_concurrent_gifts_of_100_on_545_coins_exactly_5_succeed(
     api: Api, server: ServerProcess, viewer: str, room: tuple[str, str]
 ) -> None:
     creator, room_id = room
-    fund(api, viewer)
+    api.buy(viewer)
     assert api.gift(viewer, room_id, "finger_heart", 1).status_code == 200
     assert api.coins(viewer) == 545
     headers = api.auth(viewer)

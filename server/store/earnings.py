@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from server.keys import KeySchema
 from server.store.records import CreatorCredit, Earnings
 from server.store.scripts import Scripts
-from server.store.wallets import read_stream_page
+from server.store.streams import read_stream_page
 
 
 class CreatorEarnings:

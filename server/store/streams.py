@@ -1,0 +1,26 @@
+"""Paging through a ledger stream, newest first, with the last entry id as the cursor."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from redis.asyncio import Redis
+
+from server.errors import InvalidRequest
+from server.store.records import ledger_entry
+
+_CURSOR_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+async def read_stream_page(
+    redis: Redis, key: str, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Entries of a ledger stream older than ``cursor`` (newest first), and the next cursor."""
+    if cursor is not None and not _CURSOR_RE.match(cursor):
+        raise InvalidRequest(f"cursor must be a ledger entry id such as 1700000000000-0, got {cursor[:40]!r}")
+    top = "+" if cursor is None else f"({cursor}"
+    rows = await redis.xrevrange(key, max=top, min="-", count=limit + 1)
+    entries = [ledger_entry(entry_id, fields) for entry_id, fields in rows[:limit]]
+    next_cursor = entries[-1]["id"] if len(rows) > limit else None
+    return entries, next_cursor
