@@ -10,6 +10,7 @@ import uvicorn
 
 from server.app import create_app
 from server.engine import EmbeddedEngine, EngineError
+from server.hub.outlet import GiftingWebSocketProtocol
 from server.settings import Settings, SettingsError
 
 
@@ -58,6 +59,12 @@ def serve(settings: Settings) -> int:
             log_level="info",
             server_header=False,
             timeout_graceful_shutdown=5,
+            ws=GiftingWebSocketProtocol.with_buffer_limit(settings.ws_buffer_bytes),
+            ws_max_size=settings.ws_max_frame_bytes,
+            ws_ping_interval=settings.ws_ping_s,
+            ws_ping_timeout=settings.ws_ping_s,
+            # Frames are built once and written to every connection as the same bytes.
+            ws_per_message_deflate=False,
         )
     finally:
         if engine is not None:

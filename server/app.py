@@ -14,12 +14,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from server.api import dev, http, payments
+from server.api import dev, http, payments, ws
 from server.api.context import JSON, Context, now_ms
 from server.demo import seed_demo
 from server.domain.catalog import Catalog
-from server.errors import EngineUnavailable, GiftingError, MethodNotAllowed, NotFound
+from server.errors import EngineUnavailable, GiftingError, MethodNotAllowed, NotFound, RateLimited
 from server.gifting import GiftService
+from server.hub.hub import Hub
 from server.keys import KeySchema
 from server.settings import Settings
 from server.store import Store
@@ -31,29 +32,31 @@ OUTBOX_GRACE_MS = 1_000
 
 
 def create_app(settings: Settings, engine_url: str) -> Starlette:
-    routes: list[BaseRoute] = [*http.routes, *payments.routes]
+    routes: list[BaseRoute] = [*http.routes, *ws.routes, *payments.routes]
     if settings.demo:
         routes += [*dev.routes, *payments.sandbox_routes]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = Store.from_url(engine_url, KeySchema(settings.key_prefix))
+        store = Store.from_url(engine_url, KeySchema(settings.key_prefix), settings.room_stream_len)
         catalog = Catalog.load_default()
-        app.state.ctx = Context(
-            settings=settings,
-            store=store,
-            catalog=catalog,
-            gifts=GiftService(store, catalog, settings.creator_share, settings.idempotency_ttl_s),
-        )
+        gifts = GiftService(store, catalog, settings)
+        hub = Hub(store, catalog, settings)
+        app.state.ctx = Context(settings=settings, store=store, catalog=catalog, gifts=gifts, hub=hub)
         if settings.demo:
             await seed_demo(store)
-        sweeper = asyncio.create_task(sweep_outbox_forever(store, settings.outbox_sweep_s))
+        tasks = [
+            asyncio.create_task(sweep_outbox_forever(gifts, settings.outbox_sweep_s)),
+            asyncio.create_task(hub.run()),
+        ]
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await store.close()
             sandbox = getattr(app.state, "sandbox_client", None)
             if sandbox is not None:
@@ -73,11 +76,11 @@ def create_app(settings: Settings, engine_url: str) -> Starlette:
     )
 
 
-async def sweep_outbox_forever(store: Store, interval_s: float) -> None:
-    """Finish creator credits whose inline step did not run (a crash, an engine hiccup)."""
+async def sweep_outbox_forever(gifts: GiftService, interval_s: float) -> None:
+    """Finish gift deliveries whose inline step did not run (a crash, an engine hiccup)."""
     while True:
         try:
-            credited = await store.earnings.sweep(older_than_ms=now_ms() - OUTBOX_GRACE_MS)
+            credited = await gifts.sweep(older_than_ms=now_ms() - OUTBOX_GRACE_MS)
             if credited:
                 log.warning("outbox sweep credited %d deferred gift(s)", credited)
         except (ConnectionError, TimeoutError, BusyLoadingError) as exc:
@@ -87,7 +90,10 @@ async def sweep_outbox_forever(store: Store, interval_s: float) -> None:
 
 async def gifting_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GiftingError)
-    return JSON(exc.to_dict(), status_code=exc.status)
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, -(-exc.retry_after_ms // 1000)))}
+    return JSON(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

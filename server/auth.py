@@ -18,6 +18,7 @@ ALGORITHM = "HS256"
 class Principal:
     user_id: str
     role: str
+    name: str | None = None
 
     def require(self, *roles: str) -> Principal:
         if self.role not in roles:
@@ -62,4 +63,5 @@ def principal_from_token(token: str, secret: str) -> Principal:
         check_id(sub, "the token's sub")
     except Exception:
         raise Unauthorized("invalid token: sub is not a valid user id") from None
-    return Principal(user_id=sub, role=role)
+    name = claims.get("name")
+    return Principal(user_id=sub, role=role, name=name[:64] if isinstance(name, str) and name else None)

@@ -11,6 +11,7 @@
     ├── Conflict              409 idempotency_mismatch, room_ended, self_gift, already_live,
     │                             amount_mismatch, order_flagged, order_already_paid, payment_reused
     ├── PayloadTooLarge       413 payload_too_large
+    ├── RateLimited           429 rate_limited
     ├── InvalidRequest        422 invalid_request, unknown_region
     └── EngineUnavailable     503 engine_unavailable
 
@@ -85,6 +86,15 @@ class DailyLimitExceeded(GiftingError):
 class Conflict(GiftingError):
     status = 409
     default_code = "conflict"
+
+
+class RateLimited(GiftingError):
+    status = 429
+    default_code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_ms: int, code: str | None = None) -> None:
+        super().__init__(message, code)
+        self.retry_after_ms = retry_after_ms
 
 
 class EngineUnavailable(GiftingError):

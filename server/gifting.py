@@ -1,25 +1,31 @@
-"""The gift path, shared by HTTP and WebSocket: check the room, price, debit, credit.
+"""The gift path, shared by HTTP and WebSocket: check the room, price, debit, deliver.
 
 The room check is the point a gift is accepted against: a gift whose debit started before
-the room ended still reaches the creator. The creator credit runs right after the debit;
-if it fails, the outbox entry the debit wrote is applied later by the sweeper.
+the room ended still reaches the creator. Delivery runs right after the debit: the gift is
+published into its room (totals, leaderboard, combo, the event every viewer sees) and the
+creator is credited, each at most once per gift event; then the outbox entry the debit
+wrote is cleared. If delivery fails or the process dies first, the sweeper delivers the
+outbox entry later.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
-from fractions import Fraction
+from dataclasses import dataclass, field
 
 from server.domain.catalog import Catalog
 from server.domain.ids import new_id
 from server.domain.money import gift_fingerprint, price_gift, utc_day
 from server.domain.requests import GiftRequest
 from server.errors import Conflict
+from server.settings import Settings
 from server.store import Store
-from server.store.records import CreatorCredit
+from server.store.records import CreatorCredit, Room
 
 log = logging.getLogger(__name__)
+
+_NAME_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -33,17 +39,28 @@ class GiftOutcome:
         return {"gift_event_id": self.gift_event_id, "coins": self.coins, "cost": self.cost}
 
 
-@dataclass(frozen=True)
+@dataclass
 class GiftService:
     store: Store
     catalog: Catalog
-    creator_share: Fraction
-    idempotency_ttl_s: int
+    settings: Settings
+    _names: dict[str, str] = field(default_factory=dict)
 
-    async def send(self, sender_id: str, room_id: str, request: GiftRequest, now_ms: int) -> GiftOutcome:
+    async def send(
+        self,
+        sender_id: str,
+        room_id: str,
+        request: GiftRequest,
+        now_ms: int,
+        *,
+        sender_name: str | None = None,
+        room: Room | None = None,
+    ) -> GiftOutcome:
+        """Send one gift; ``room`` may be passed by a caller that already holds it (the hub)."""
         gift = self.catalog.gift(request.gift_id)
         fingerprint = gift_fingerprint(room_id, gift.id, request.count)
-        room = await self.store.rooms.get(room_id)
+        if room is None or not room.live:
+            room = await self.store.rooms.get(room_id)
         if not room.live:
             # A retry of a gift accepted before the room ended still gets its first answer.
             earlier = await self.store.wallets.replay(sender_id, request.idempotency_key, fingerprint)
@@ -52,7 +69,7 @@ class GiftService:
             raise Conflict(f"room {room_id!r} has ended", code="room_ended")
         if room.creator_id == sender_id:
             raise Conflict("creators cannot send gifts to their own room", code="self_gift")
-        price = price_gift(gift, request.count, self.creator_share)
+        price = price_gift(gift, request.count, self.settings.creator_share)
         credit = CreatorCredit(
             event_id=new_id("g"),
             creator_id=room.creator_id,
@@ -63,18 +80,60 @@ class GiftService:
             coins=price.coins,
             diamonds=price.diamonds,
             ts=now_ms,
+            sender_name=sender_name or await self.name_of(sender_id),
         )
         debit = await self.store.wallets.debit_gift(
             credit=credit,
             idempotency_key=request.idempotency_key,
             fingerprint=fingerprint,
             day=utc_day(now_ms),
-            idempotency_ttl_s=self.idempotency_ttl_s,
+            idempotency_ttl_s=self.settings.idempotency_ttl_s,
+            rate_per_s=self.settings.gift_rate_per_s,
+            burst=self.settings.gift_burst,
         )
         if not debit.replayed:
             try:
-                await self.store.earnings.apply(credit)
+                await self.deliver(credit, balance=debit.coins)
             except Exception:
                 # The debit stands and the outbox holds the credit; the sweeper finishes it.
-                log.exception("creator credit for %s deferred to the outbox", credit.event_id)
+                log.exception("delivery of gift %s deferred to the outbox", credit.event_id)
         return GiftOutcome(debit.event_id, debit.coins, debit.cost, debit.replayed)
+
+    async def deliver(self, credit: CreatorCredit, balance: int | None = None) -> bool:
+        """Publish the gift into its room and credit the creator, then clear the outbox entry.
+
+        Both steps are guarded per gift event, so delivering twice changes nothing the second
+        time. Returns True if the creator was credited by this call.
+        """
+        gift = self.catalog.gifts.get(credit.gift_id)
+        _, credited = await asyncio.gather(
+            self.store.rooms.publish_gift(
+                credit,
+                sender_name=credit.sender_name or credit.sender_id,
+                streakable=gift is not None and gift.streakable,
+                balance=balance,
+                combo_window_ms=self.settings.combo_window_ms,
+            ),
+            self.store.earnings.credit(credit),
+        )
+        await self.store.outbox.clear(credit.sender_id, credit.event_id)
+        return credited
+
+    async def sweep(self, older_than_ms: int) -> int:
+        """Deliver every outbox entry written before ``older_than_ms``; return how many credited now."""
+        credited = 0
+        async for sender_id in self.store.outbox.senders():
+            for credit in await self.store.outbox.pending(sender_id):
+                if credit.ts < older_than_ms and await self.deliver(credit):
+                    credited += 1
+        return credited
+
+    async def name_of(self, user_id: str) -> str:
+        """The user's display name (their id if they have none), cached per process."""
+        name = self._names.get(user_id)
+        if name is None:
+            name = await self.store.profile_name(user_id) or user_id
+            if len(self._names) >= _NAME_CACHE_SIZE:
+                self._names.clear()
+            self._names[user_id] = name
+        return name

@@ -2,7 +2,8 @@
 
 Each key carries a hash tag so that every Lua script touches a single cluster slot:
 ``{u:<user>}`` holds a user's wallet, ledger, idempotency keys, outbox, orders and,
-for creators, earnings; ``{r:<room>}`` holds a room; ``{o:<order>}`` and ``{p:<payment>}``
+for creators, earnings; ``{r:<room>}`` holds a room with its event stream, leaderboard,
+combos and presence; ``{o:<order>}`` and ``{p:<payment>}``
 are small pointers that route a webhook to its owner's slot. Ids are validated before
 they reach a key (see ``domain.ids``), so no id can contain a brace.
 """
@@ -37,6 +38,11 @@ class UserKeys:
         """HASH gift_event_id -> creator credit not yet applied (empty hashes vanish)."""
         return f"{self.tag}:outbox"
 
+    @property
+    def gift_rate(self) -> str:
+        """HASH tokens, ts: the sender's gift rate token bucket (expires when full again)."""
+        return f"{self.tag}:rate"
+
     def order(self, order_id: str) -> str:
         """HASH of one purchase order of this user."""
         return f"{self.tag}:order:{order_id}"
@@ -68,6 +74,48 @@ class UserKeys:
 
 
 @dataclass(frozen=True)
+class RoomKeys:
+    """Keys in one room's slot: everything a live room's scripts touch."""
+
+    tag: str
+
+    @property
+    def info(self) -> str:
+        """HASH creator_id, title, state (live|ended), epoch, created_ms, ended_ms, goal, coins."""
+        return f"{self.tag}:room"
+
+    @property
+    def events(self) -> str:
+        """STREAM of room events (gift, combo_end, goal_set, room_end); bounded; the resume log."""
+        return f"{self.tag}:events"
+
+    @property
+    def top(self) -> str:
+        """ZSET sender id -> coins gifted in this live (the leaderboard)."""
+        return f"{self.tag}:top"
+
+    @property
+    def names(self) -> str:
+        """HASH user id -> display name of everyone who gifted in this live."""
+        return f"{self.tag}:names"
+
+    @property
+    def combos(self) -> str:
+        """HASH sender id -> "gift_id|combo|last_ts" of each open combo."""
+        return f"{self.tag}:combos"
+
+    @property
+    def published(self) -> str:
+        """SET of gift event ids already published into this room (exactly-once guard)."""
+        return f"{self.tag}:published"
+
+    @property
+    def presence(self) -> str:
+        """HASH hub node id -> "viewers:expires_ms" (expiring presence)."""
+        return f"{self.tag}:presence"
+
+
+@dataclass(frozen=True)
 class KeySchema:
     """Builds every key under one prefix, so several deployments can share an engine."""
 
@@ -76,9 +124,8 @@ class KeySchema:
     def user(self, user_id: str) -> UserKeys:
         return UserKeys(f"{self.prefix}{{u:{user_id}}}")
 
-    def room(self, room_id: str) -> str:
-        """HASH creator_id, title, state (live|ended), created_ms, ended_ms."""
-        return f"{self.prefix}{{r:{room_id}}}:room"
+    def room(self, room_id: str) -> RoomKeys:
+        return RoomKeys(f"{self.prefix}{{r:{room_id}}}")
 
     @property
     def live_rooms(self) -> str:

@@ -33,6 +33,16 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     idempotency_ttl_s: int = 24 * 3600
     outbox_sweep_s: float = 10.0
+    gift_rate_per_s: int = 20
+    gift_burst: int = 40
+    tick_ms: int = 50
+    combo_window_ms: int = 3_000
+    room_stream_len: int = 10_000
+    ws_max_frame_bytes: int = 4 * 1024
+    ws_buffer_bytes: int = 256 * 1024
+    ws_ping_s: float = 20.0
+    presence_ttl_s: float = 10.0
+    allowed_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -51,6 +61,15 @@ class Settings:
             creator_share=_share(env),
             key_prefix=_key_prefix(env),
             outbox_sweep_s=_float(env, "GIFTING_OUTBOX_SWEEP_S", cls.outbox_sweep_s),
+            gift_rate_per_s=_int(env, "GIFTING_GIFT_RATE", cls.gift_rate_per_s, 1, 1_000_000),
+            gift_burst=_int(env, "GIFTING_GIFT_BURST", cls.gift_burst, 1, 1_000_000),
+            tick_ms=_int(env, "GIFTING_TICK_MS", cls.tick_ms, 5, 1_000),
+            combo_window_ms=_int(env, "GIFTING_COMBO_WINDOW_MS", cls.combo_window_ms, 100, 60_000),
+            room_stream_len=_int(env, "GIFTING_ROOM_STREAM_LEN", cls.room_stream_len, 100, 10_000_000),
+            ws_buffer_bytes=_int(env, "GIFTING_WS_BUFFER_BYTES", cls.ws_buffer_bytes, 4096, 64 << 20),
+            ws_ping_s=_float(env, "GIFTING_WS_PING_S", cls.ws_ping_s),
+            presence_ttl_s=_float(env, "GIFTING_PRESENCE_TTL_S", cls.presence_ttl_s),
+            allowed_origins=_origins(env),
         )
         if demo:
             # Demo mode runs out of the box: fixed, public secrets that are useless in production.
@@ -139,3 +158,15 @@ def _key_prefix(env: Mapping[str, str]) -> str:
             f"at most 64 characters, got {raw!r}"
         )
     return raw
+
+
+def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("GIFTING_ALLOWED_ORIGINS", "")
+    origins = tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+    for origin in origins:
+        if not re.match(r"^https?://[^/\s]+$", origin):
+            raise SettingsError(
+                "GIFTING_ALLOWED_ORIGINS must be a comma-separated list of origins such as "
+                f"https://example.com, got {origin!r}"
+            )
+    return origins

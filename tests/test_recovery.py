@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from fractions import Fraction
 from pathlib import Path
 
 import anyio
@@ -16,6 +15,7 @@ from server.domain.catalog import Catalog
 from server.domain.requests import GiftRequest
 from server.gifting import GiftService
 from server.keys import KeySchema
+from server.settings import Settings
 from server.store import Store
 from server.store.records import CreatorCredit
 from tests.conftest import Engine
@@ -53,14 +53,25 @@ def test_gifts_keep_working_after_the_script_cache_is_flushed(
 async def strand(store: Store, credit: CreatorCredit) -> int:
     """Debit exactly as the gift path does, then stop before the creator credit, as a crash would."""
     debit = await store.wallets.debit_gift(
-        credit=credit, idempotency_key=unique("k"), fingerprint="f", day=0, idempotency_ttl_s=60
+        credit=credit,
+        idempotency_key=unique("k"),
+        fingerprint="f",
+        day=0,
+        idempotency_ttl_s=60,
+        rate_per_s=100,
+        burst=100,
     )
     return debit.coins
 
 
+@pytest.fixture
+def service(store: Store) -> GiftService:
+    return GiftService(store, Catalog.load_default(), Settings(idempotency_ttl_s=60))
+
+
 @pytest.mark.anyio
 async def test_a_credit_lost_between_debit_and_creator_is_applied_once_by_the_sweep(
-    store: Store, api: Api, viewer: str, room: tuple[str, str]
+    store: Store, service: GiftService, api: Api, viewer: str, room: tuple[str, str]
 ) -> None:
     creator, room_id = room
     api.buy(viewer)
@@ -68,14 +79,14 @@ async def test_a_credit_lost_between_debit_and_creator_is_applied_once_by_the_sw
     ts = int(time.time() * 1000) + 60_000
     credit = CreatorCredit(unique("g_"), creator, room_id, viewer, "corgi", 1, 299, 149, ts)
     assert await strand(store, credit) == 251
-    assert await store.earnings.pending_outbox(viewer) == [credit]
+    assert await store.outbox.pending(viewer) == [credit]
     assert (await store.earnings.get(creator)).pending == 0
 
-    assert await store.earnings.sweep(older_than_ms=ts) == 0
-    assert await store.earnings.sweep(older_than_ms=ts + 1) >= 1
-    assert await store.earnings.sweep(older_than_ms=ts + 1) == 0
-    assert await store.earnings.apply(credit) is False
-    assert await store.earnings.pending_outbox(viewer) == []
+    assert await service.sweep(older_than_ms=ts) == 0
+    assert await service.sweep(older_than_ms=ts + 1) >= 1
+    assert await service.sweep(older_than_ms=ts + 1) == 0
+    assert await service.deliver(credit) is False
+    assert await store.outbox.pending(viewer) == []
     assert (await store.earnings.get(creator)).pending == 149
     entries, _ = await store.earnings.ledger(creator, None, 10)
     assert [e["ref"] for e in entries] == [credit.event_id]
@@ -92,16 +103,15 @@ async def test_the_running_server_sweeps_a_stranded_outbox_entry_by_itself(
     while api.earnings(creator)["pending"] != 3:
         assert time.monotonic() < deadline, "the server's sweeper did not apply the outbox entry"
         await anyio.sleep(0.05)
-    assert await store.earnings.pending_outbox(viewer) == []
+    assert await store.outbox.pending(viewer) == []
 
 
 @pytest.mark.anyio
 async def test_the_gift_service_is_the_same_path_without_http(
-    store: Store, api: Api, viewer: str, room: tuple[str, str]
+    service: GiftService, api: Api, viewer: str, room: tuple[str, str]
 ) -> None:
     creator, room_id = room
     api.buy(viewer)
-    service = GiftService(store, Catalog.load_default(), Fraction(1, 2), 60)
     request = GiftRequest(gift_id="perfume", count=2, idempotency_key="svc-1")
     first = await service.send(viewer, room_id, request, int(time.time() * 1000))
     again = await service.send(viewer, room_id, request, int(time.time() * 1000))

@@ -13,6 +13,7 @@ from server.auth import Principal, principal_from_header
 from server.domain.catalog import Catalog
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.gifting import GiftService
+from server.hub.hub import Hub
 from server.settings import Settings
 from server.store import Store
 
@@ -23,6 +24,7 @@ class Context:
     store: Store
     catalog: Catalog
     gifts: GiftService
+    hub: Hub
 
 
 def context(conn: HTTPConnection) -> Context:

@@ -11,6 +11,7 @@ from server.domain.money import utc_day
 from server.domain.requests import (
     CreateRoomRequest,
     GiftRequest,
+    GoalRequest,
     LimitsRequest,
     PurchaseRequest,
     parse,
@@ -89,7 +90,7 @@ async def get_purchase(request: Request) -> JSON:
 async def list_rooms(request: Request) -> JSON:
     limit = query_int(request, "limit", 50, 1, 200)
     rooms = await context(request).store.rooms.live(limit)
-    return JSON({"rooms": [room.to_dict() for room in rooms]})
+    return JSON({"rooms": [{**room.to_dict(), "viewers": state.viewers} for room, state in rooms]})
 
 
 async def create_room(request: Request) -> JSON:
@@ -102,24 +103,33 @@ async def create_room(request: Request) -> JSON:
 
 async def get_room(request: Request) -> JSON:
     room_id = check_id(request.path_params["room_id"], "room_id")
-    room = await context(request).store.rooms.get(room_id)
-    return JSON(room.to_dict())
+    return JSON(await context(request).hub.snapshot(room_id))
 
 
 async def end_room(request: Request) -> JSON:
     principal = caller(request, *CREATOR_ROLES)
     room_id = check_id(request.path_params["room_id"], "room_id")
-    room = await context(request).store.rooms.end(
-        room_id, principal.user_id, principal.role == "admin", now_ms()
-    )
+    room = await context(request).store.rooms.end(room_id, principal.user_id, principal.role == "admin")
     return JSON(room.to_dict())
+
+
+async def set_goal(request: Request) -> JSON:
+    principal = caller(request, *CREATOR_ROLES)
+    room_id = check_id(request.path_params["room_id"], "room_id")
+    body = parse(await read_json(request), GoalRequest)
+    state = await context(request).store.rooms.set_goal(
+        room_id, principal.user_id, principal.role == "admin", body.coins
+    )
+    return JSON({"room_id": room_id, "goal": state.goal_dict()})
 
 
 async def send_gift(request: Request) -> JSON:
     principal = caller(request, *GIFTING_ROLES)
     room_id = check_id(request.path_params["room_id"], "room_id")
     body = parse(await read_json(request), GiftRequest)
-    outcome = await context(request).gifts.send(principal.user_id, room_id, body, now_ms())
+    outcome = await context(request).gifts.send(
+        principal.user_id, room_id, body, now_ms(), sender_name=principal.name
+    )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return JSON(outcome.to_dict(), headers=headers)
 
@@ -154,6 +164,7 @@ routes = [
     Route("/v1/rooms", create_room, methods=["POST"]),
     Route("/v1/rooms/{room_id}", get_room),
     Route("/v1/rooms/{room_id}/end", end_room, methods=["POST"]),
+    Route("/v1/rooms/{room_id}/goal", set_goal, methods=["PUT"]),
     Route("/v1/rooms/{room_id}/gifts", send_gift, methods=["POST"]),
     Route("/v1/creator/earnings", creator_earnings),
     Route("/v1/creator/earnings/ledger", creator_earnings_ledger),

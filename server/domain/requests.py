@@ -52,6 +52,10 @@ class CreateRoomRequest(Strict, frozen=True):
     title: Title | None = None
 
 
+class GoalRequest(Strict, frozen=True):
+    coins: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000_000)]
+
+
 class PaymentData(msgspec.Struct, frozen=True):
     order_id: Id
     payment_id: Id

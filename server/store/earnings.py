@@ -1,9 +1,7 @@
-"""Creator earnings: the diamond credit for each gift, and the outbox that guarantees it.
+"""Creator earnings: the diamond credit for each gift, exactly once per gift event.
 
-The debit script writes a ``CreatorCredit`` into the sender's outbox in the same atomic step
-as the debit. ``apply`` credits the creator (idempotent per gift event) and then removes the
-outbox entry. If the process dies in between, ``sweep`` finds the entry later and applies it;
-the creator script's per-event guard makes a second application a no-op.
+The credit arrives through the sender's outbox (see ``store.outbox``); the creator script's
+per-event guard makes a second delivery of the same gift a no-op.
 """
 
 from __future__ import annotations
@@ -36,8 +34,8 @@ class CreatorEarnings:
     ) -> tuple[list[dict[str, Any]], str | None]:
         return await read_stream_page(self._redis, self._keys.user(creator_id).earnings_ledger, cursor, limit)
 
-    async def apply(self, credit: CreatorCredit) -> bool:
-        """Credit the creator for one gift and clear its outbox entry; True if credited now."""
+    async def credit(self, credit: CreatorCredit) -> bool:
+        """Credit the creator's diamonds for one gift; True if credited now, False if already."""
         creator = self._keys.user(credit.creator_id)
         applied = await self._scripts.credit_creator(
             keys=[creator.credited, creator.earnings, creator.earnings_ledger],
@@ -50,18 +48,4 @@ class CreatorEarnings:
                 credit.ts,
             ],
         )
-        await self._redis.hdel(self._keys.user(credit.sender_id).outbox, credit.event_id)
         return bool(applied)
-
-    async def pending_outbox(self, sender_id: str) -> list[CreatorCredit]:
-        raw = await self._redis.hgetall(self._keys.user(sender_id).outbox)
-        return [CreatorCredit.from_json(value) for value in raw.values()]
-
-    async def sweep(self, older_than_ms: int) -> int:
-        """Apply every outbox entry written before ``older_than_ms``; return how many were credited now."""
-        credited = 0
-        async for key in self._redis.scan_iter(match=self._keys.outbox_pattern, count=500, _type="HASH"):
-            for credit in await self.pending_outbox(self._keys.user_id_of_outbox(key)):
-                if credit.ts < older_than_ms and await self.apply(credit):
-                    credited += 1
-        return credited

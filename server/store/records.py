@@ -45,6 +45,7 @@ class CreatorCredit:
     coins: int
     diamonds: int
     ts: int
+    sender_name: str = ""
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.__dict__)
@@ -62,6 +63,7 @@ class Room:
     state: str
     created_ms: int
     ended_ms: int | None
+    epoch: str
 
     @property
     def live(self) -> bool:
@@ -75,7 +77,53 @@ class Room:
             "state": self.state,
             "created_ms": self.created_ms,
             "ended_ms": self.ended_ms,
+            "epoch": self.epoch,
         }
+
+
+@dataclass(frozen=True)
+class Gifter:
+    """One leaderboard row: a sender and the coins they gifted in this live."""
+
+    user_id: str
+    name: str
+    coins: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.user_id, "name": self.name, "coins": self.coins}
+
+
+@dataclass(frozen=True)
+class RoomState:
+    """What changes during a live besides its events: audience, leaderboard and goal."""
+
+    state: str
+    viewers: int
+    goal: int | None
+    coins: int
+    leaderboard: tuple[Gifter, ...]
+
+    def goal_dict(self) -> dict[str, Any]:
+        return {"target": self.goal, "progress": self.coins}
+
+    def leaderboard_list(self) -> list[dict[str, Any]]:
+        return [gifter.to_dict() for gifter in self.leaderboard]
+
+    @classmethod
+    def from_reply(cls, reply: list[str]) -> RoomState | None:
+        if not reply or not reply[0]:
+            return None
+        rows = reply[4:]
+        leaderboard = tuple(
+            Gifter(rows[i], rows[i + 1], int(float(rows[i + 2]))) for i in range(0, len(rows), 3)
+        )
+        return cls(
+            state=reply[0],
+            viewers=int(reply[1]),
+            goal=int(reply[2]) if reply[2] else None,
+            coins=int(reply[3]),
+            leaderboard=leaderboard,
+        )
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,62 @@
-"""Live rooms: a creator goes live in one room at a time and ends it."""
+"""Live rooms: going live and ending, the room's event stream, its state and presence.
+
+Every call here touches one room's slot (``{r:<room>}``), apart from the creator's
+one-live-room pointer and the listing of live rooms, which are kept beside it.
+"""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from server.domain.events import ZERO_OFFSET, Offset, parse_offset
 from server.errors import Conflict, Forbidden, NotFound
 from server.keys import KeySchema
-from server.store.records import Room
+from server.store.records import CreatorCredit, Room, RoomState
+from server.store.scripts import Scripts
+
+StreamEntry = tuple[str, dict[str, str]]
+
+# A finished live's events, leaderboard and guards are kept this long after it ends.
+ENDED_ROOM_RETENTION_S = 24 * 3600
+LEADERBOARD_SIZE = 10
+
+
+@dataclass(frozen=True)
+class Published:
+    """The outcome of publishing a gift into its room."""
+
+    status: str  # "ok", "dup" or "ended"
+    combo: int
+    ts: int
+
+
+@dataclass(frozen=True)
+class StreamWindow:
+    """What the bounded stream still holds: offsets at or after ``trimmed`` can be resumed."""
+
+    trimmed: Offset
+    last: Offset
 
 
 class Rooms:
-    def __init__(self, redis: Redis, keys: KeySchema) -> None:
+    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts, stream_len: int) -> None:
         self._redis = redis
         self._keys = keys
+        self._scripts = scripts
+        self._stream_len = stream_len
 
     async def get(self, room_id: str) -> Room:
-        raw = await self._redis.hgetall(self._keys.room(room_id))
-        if not raw:
+        raw = await self._redis.hgetall(self._keys.room(room_id).info)
+        return self._room(room_id, raw)
+
+    @staticmethod
+    def _room(room_id: str, raw: dict[str, str]) -> Room:
+        if not raw or "state" not in raw:
             raise NotFound(f"no room {room_id!r}", code="room_not_found")
         return Room(
             room_id=room_id,
@@ -25,6 +65,7 @@ class Rooms:
             state=raw["state"],
             created_ms=int(raw["created_ms"]),
             ended_ms=int(raw["ended_ms"]) if "ended_ms" in raw else None,
+            epoch=raw.get("epoch", raw["created_ms"]),
         )
 
     async def create(self, creator_id: str, room_id: str, title: str, now_ms: int) -> Room:
@@ -37,41 +78,175 @@ class Rooms:
                 room = None
             if room is not None and room.live:
                 raise Conflict(f"already live in room {current!r}; end it first", code="already_live")
-        room = Room(room_id, creator_id, title, "live", now_ms, None)
+        room = Room(room_id, creator_id, title, "live", now_ms, None, secrets.token_hex(6))
         await self._redis.hset(
-            self._keys.room(room_id),
+            self._keys.room(room_id).info,
             mapping={
                 "creator_id": creator_id,
                 "title": title,
                 "state": "live",
                 "created_ms": now_ms,
+                "epoch": room.epoch,
             },
         )
         await self._redis.set(live_key, room_id)
         await self._redis.zadd(self._keys.live_rooms, {room_id: now_ms})
         return room
 
-    async def end(self, room_id: str, user_id: str, is_admin: bool, now_ms: int) -> Room:
+    async def end(self, room_id: str, user_id: str, is_admin: bool) -> Room:
+        """End the live: open combos close, ``room_end`` goes out, the room leaves the listing."""
         room = await self.get(room_id)
         if room.creator_id != user_id and not is_admin:
             raise Forbidden("only the room's creator can end it")
-        key = self._keys.room(room_id)
-        await self._redis.hsetnx(key, "ended_ms", now_ms)
-        await self._redis.hset(key, "state", "ended")
+        keys = self._keys.room(room_id)
+        await self._scripts.room_end(
+            keys=[keys.info, keys.events, keys.names, keys.combos, keys.top, keys.published, keys.presence],
+            args=[self._stream_len, ENDED_ROOM_RETENTION_S],
+        )
         live_key = self._keys.user(room.creator_id).live_room
         if await self._redis.get(live_key) == room_id:
             await self._redis.delete(live_key)
         await self._redis.zrem(self._keys.live_rooms, room_id)
         return await self.get(room_id)
 
-    async def live(self, limit: int) -> list[Room]:
+    async def set_goal(self, room_id: str, user_id: str, is_admin: bool, coins: int) -> RoomState:
+        room = await self.get(room_id)
+        if room.creator_id != user_id and not is_admin:
+            raise Forbidden("only the room's creator can set its goal")
+        keys = self._keys.room(room_id)
+        reply = await self._scripts.room_goal(keys=[keys.info, keys.events], args=[coins, self._stream_len])
+        if reply[0] == "missing":
+            raise NotFound(f"no room {room_id!r}", code="room_not_found")
+        if reply[0] == "ended":
+            raise Conflict(f"room {room_id!r} has ended", code="room_ended")
+        state = await self.state(room_id)
+        assert state is not None
+        return state
+
+    async def live(self, limit: int) -> list[tuple[Room, RoomState]]:
+        """Live rooms, newest first, each with its current state (viewers, leaderboard, goal)."""
         ids = await self._redis.zrevrange(self._keys.live_rooms, 0, limit - 1)
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for room_id in ids:
+                pipe.hgetall(self._keys.room(room_id).info)
+                self._state_call(pipe, room_id, "", -1)
+            replies = await pipe.execute()
         rooms = []
-        for room_id in ids:
-            try:
-                room = await self.get(room_id)
-            except NotFound:
-                continue
-            if room.live:
-                rooms.append(room)
+        for i, room_id in enumerate(ids):
+            raw, state = replies[2 * i], RoomState.from_reply(replies[2 * i + 1])
+            if raw and state is not None and raw.get("state") == "live":
+                rooms.append((self._room(room_id, raw), state))
         return rooms
+
+    async def publish_gift(
+        self,
+        credit: CreatorCredit,
+        *,
+        sender_name: str,
+        streakable: bool,
+        balance: int | None,
+        combo_window_ms: int,
+    ) -> Published:
+        """Add a debited gift to its room (totals, leaderboard, combo, event), at most once."""
+        keys = self._keys.room(credit.room_id)
+        reply = await self._scripts.room_gift(
+            keys=[keys.info, keys.events, keys.top, keys.names, keys.combos, keys.published],
+            args=[
+                credit.event_id,
+                credit.sender_id,
+                sender_name,
+                credit.gift_id,
+                credit.count,
+                credit.coins,
+                1 if streakable else 0,
+                combo_window_ms,
+                self._stream_len,
+                "" if balance is None else balance,
+            ],
+        )
+        return Published(status=reply[0], combo=int(reply[1]), ts=int(reply[2]))
+
+    async def expire_combo(self, room_id: str, sender_id: str, last_ts: int, window_ms: int) -> int:
+        """1: closed now; 0: already closed or continued; -1: its window has not passed yet."""
+        keys = self._keys.room(room_id)
+        result: int = await self._scripts.combo_expire(
+            keys=[keys.events, keys.names, keys.combos],
+            args=[sender_id, last_ts, window_ms, self._stream_len],
+        )
+        return result
+
+    def _state_call(self, pipe: Pipeline, room_id: str, node: str, viewers: int, ttl_ms: int = 0) -> None:
+        """Queue ``room_state.lua`` on ``pipe`` (the pipeline loads the script if the engine lacks it)."""
+        keys = self._keys.room(room_id)
+        script = self._scripts.room_state
+        pipe.scripts.add(script)
+        pipe.evalsha(
+            script.sha,
+            4,
+            keys.info,
+            keys.top,
+            keys.names,
+            keys.presence,
+            node,
+            viewers,
+            ttl_ms,
+            LEADERBOARD_SIZE,
+        )
+
+    async def state(self, room_id: str) -> RoomState | None:
+        return (await self.states([(room_id, -1)], "", 0))[0]
+
+    async def states(
+        self, reports: Sequence[tuple[str, int]], node: str, ttl_ms: int
+    ) -> list[RoomState | None]:
+        """Report this node's viewers in each room (-1: only read) and read every room's state."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for room_id, viewers in reports:
+                self._state_call(pipe, room_id, node, viewers, ttl_ms)
+            replies = await pipe.execute()
+        return [RoomState.from_reply(reply) for reply in replies]
+
+    async def snapshot(self, room_id: str, recent: int) -> tuple[Room, RoomState, str, list[StreamEntry]]:
+        """The room, its state, the stream's last offset and its last ``recent`` entries."""
+        keys = self._keys.room(room_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.info)
+            self._state_call(pipe, room_id, "", -1)
+            pipe.xrevrange(keys.events, count=recent)
+            raw, state_reply, entries = await pipe.execute()
+        room = self._room(room_id, raw)
+        state = RoomState.from_reply(state_reply)
+        assert state is not None
+        entries.reverse()
+        offset = entries[-1][0] if entries else ZERO_OFFSET
+        return room, state, offset, entries
+
+    async def read(
+        self, cursors: dict[str, str], block_ms: int, count: int
+    ) -> list[tuple[str, list[StreamEntry]]]:
+        """New entries after each room's cursor, waiting up to ``block_ms`` if there are none."""
+        streams = {self._keys.room(room_id).events: offset for room_id, offset in cursors.items()}
+        reply = await self._redis.xread(streams, count=count, block=block_ms)
+        ids = {self._keys.room(room_id).events: room_id for room_id in cursors}
+        return [(ids[key], entries) for key, entries in reply or []]
+
+    async def entries_between(self, room_id: str, after: str, until: str) -> list[StreamEntry]:
+        """Entries with offsets in (``after``, ``until``], oldest first."""
+        if parse_offset(after) >= parse_offset(until):
+            return []
+        result: list[StreamEntry] = await self._redis.xrange(
+            self._keys.room(room_id).events, min=f"({after}", max=until
+        )
+        return result
+
+    async def window(self, room_id: str) -> StreamWindow:
+        key = self._keys.room(room_id).events
+        if not await self._redis.exists(key):
+            return StreamWindow(trimmed=(0, 0), last=(0, 0))
+        info = await self._redis.xinfo_stream(key)
+        return StreamWindow(
+            trimmed=parse_offset(str(info.get("max-deleted-entry-id", ZERO_OFFSET))),
+            last=parse_offset(str(info["last-generated-id"])),
+        )

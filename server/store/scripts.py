@@ -23,11 +23,15 @@ class Scripts:
     gift_debit: AsyncScript
     credit_creator: AsyncScript
     credit_purchase: AsyncScript
+    room_gift: AsyncScript
+    combo_expire: AsyncScript
+    room_end: AsyncScript
+    room_goal: AsyncScript
+    room_state: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
-        return cls(
-            gift_debit=redis.register_script(script_source("gift_debit")),
-            credit_creator=redis.register_script(script_source("credit_creator")),
-            credit_purchase=redis.register_script(script_source("credit_purchase")),
-        )
+        return cls(**{name: redis.register_script(script_source(name)) for name in _NAMES})
+
+
+_NAMES = tuple(Scripts.__dataclass_fields__)

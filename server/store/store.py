@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from server.keys import KeySchema
 from server.store.earnings import CreatorEarnings
+from server.store.outbox import Outbox
 from server.store.payments import Payments
 from server.store.rooms import Rooms
 from server.store.scripts import Scripts
@@ -18,17 +19,18 @@ from server.store.wallets import Wallets
 
 
 class Store:
-    def __init__(self, redis: Redis, keys: KeySchema) -> None:
+    def __init__(self, redis: Redis, keys: KeySchema, room_stream_len: int = 10_000) -> None:
         self.redis = redis
         self.keys = keys
         scripts = Scripts.register(redis)
         self.wallets = Wallets(redis, keys, scripts)
         self.payments = Payments(redis, keys, scripts)
-        self.rooms = Rooms(redis, keys)
+        self.rooms = Rooms(redis, keys, scripts, room_stream_len)
         self.earnings = CreatorEarnings(redis, keys, scripts)
+        self.outbox = Outbox(redis, keys)
 
     @classmethod
-    def from_url(cls, url: str, keys: KeySchema) -> Store:
+    def from_url(cls, url: str, keys: KeySchema, room_stream_len: int = 10_000) -> Store:
         redis = Redis.from_url(
             url,
             decode_responses=True,
@@ -40,7 +42,7 @@ class Store:
             socket_connect_timeout=2,
             health_check_interval=30,
         )
-        return cls(redis, keys)
+        return cls(redis, keys, room_stream_len)
 
     async def ping(self) -> bool:
         """True if the engine answers; never raises."""

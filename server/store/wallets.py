@@ -6,7 +6,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from server.errors import Conflict, DailyLimitExceeded, InsufficientCoins
+from server.errors import Conflict, DailyLimitExceeded, InsufficientCoins, RateLimited
 from server.keys import KeySchema
 from server.store.records import CreatorCredit, Debit, Wallet
 from server.store.scripts import Scripts
@@ -59,11 +59,13 @@ class Wallets:
         fingerprint: str,
         day: int,
         idempotency_ttl_s: int,
+        rate_per_s: int,
+        burst: int,
     ) -> Debit:
         """Debit ``credit.coins`` from the sender and queue the creator credit, atomically."""
         user = self._keys.user(credit.sender_id)
         reply = await self._scripts.gift_debit(
-            keys=[user.wallet, user.ledger, user.idempotency(idempotency_key), user.outbox],
+            keys=[user.wallet, user.ledger, user.idempotency(idempotency_key), user.outbox, user.gift_rate],
             args=[
                 credit.coins,
                 fingerprint,
@@ -75,6 +77,8 @@ class Wallets:
                 credit.gift_id,
                 credit.count,
                 credit.to_json(),
+                rate_per_s,
+                burst,
             ],
         )
         status = reply[0]
@@ -93,5 +97,10 @@ class Wallets:
             raise DailyLimitExceeded(
                 f"this gift costs {credit.coins} coins; {reply[1]} of the daily limit "
                 f"of {reply[2]} are already spent today"
+            )
+        if status == "rate":
+            raise RateLimited(
+                f"too many gifts: at most {rate_per_s} a second (bursts of {burst}); retry in {reply[1]} ms",
+                retry_after_ms=int(reply[1]),
             )
         raise RuntimeError(f"gift_debit returned {reply!r}")

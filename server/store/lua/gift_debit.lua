@@ -4,6 +4,7 @@
 -- KEYS[2] - coin ledger stream of the sender ({u:S}:ledger)
 -- KEYS[3] - idempotency hash for this key    ({u:S}:idem:<key>)
 -- KEYS[4] - outbox hash of the sender        ({u:S}:outbox)
+-- KEYS[5] - gift rate token bucket hash     ({u:S}:rate)
 -- ARGV[1] - cost in coins (positive integer)
 -- ARGV[2] - fingerprint of the request the idempotency key is bound to
 -- ARGV[3] - gift event id to use if this is a new gift
@@ -14,6 +15,8 @@
 -- ARGV[8] - gift id
 -- ARGV[9] - count
 -- ARGV[10] - outbox entry (JSON) for the creator credit and the room event
+-- ARGV[11] - gift rate: tokens added per second
+-- ARGV[12] - gift burst: bucket capacity
 --
 -- Returns one of:
 --   {"ok", event_id, balance, spent_today}    debited now
@@ -21,6 +24,10 @@
 --   {"mismatch"}                              same key, different request: nothing done
 --   {"insufficient", balance}                 not enough coins: nothing done
 --   {"limit", spent_today, daily_limit}       daily budget would be exceeded: nothing done
+--   {"rate", retry_after_ms}                  over the gift rate: nothing done
+--
+-- A replay is answered before the rate check, so retrying never costs a token. The bucket
+-- refills continuously at ARGV[11] per second up to ARGV[12]; each new gift takes one token.
 
 local seen = redis.call('HMGET', KEYS[3], 'fp', 'event_id', 'coins', 'cost')
 if seen[1] then
@@ -28,6 +35,19 @@ if seen[1] then
     return {'replay', seen[2], seen[3], seen[4]}
   end
   return {'mismatch'}
+end
+
+local now = tonumber(ARGV[4])
+local rate = tonumber(ARGV[11])
+local burst = tonumber(ARGV[12])
+local bucket = redis.call('HMGET', KEYS[5], 'tokens', 'ts')
+local tokens = burst
+if bucket[1] then
+  local elapsed = math.max(0, now - tonumber(bucket[2]))
+  tokens = math.min(burst, tonumber(bucket[1]) + elapsed * rate / 1000)
+end
+if tokens < 1 then
+  return {'rate', tostring(math.ceil((1 - tokens) * 1000 / rate))}
 end
 
 local cost = tonumber(ARGV[1])
@@ -52,6 +72,8 @@ redis.call('XADD', KEYS[2], '*',
   'kind', 'gift', 'delta', -cost, 'balance', balance, 'ref', ARGV[3],
   'room_id', ARGV[7], 'gift_id', ARGV[8], 'count', ARGV[9], 'ts', ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[10])
+redis.call('HSET', KEYS[5], 'tokens', tostring(tokens - 1), 'ts', ARGV[4])
+redis.call('PEXPIRE', KEYS[5], math.ceil(burst * 1000 / rate) + 1000)
 redis.call('HSET', KEYS[3], 'fp', ARGV[2], 'event_id', ARGV[3], 'coins', balance, 'cost', cost)
 redis.call('EXPIRE', KEYS[3], ARGV[6])
 return {'ok', ARGV[3], tostring(balance), tostring(spent)}

@@ -1,0 +1,84 @@
+"""Room events: stream offsets, and how an entry of a room's stream becomes what clients see.
+
+The stream holds ``gift``, ``combo_end``, ``room_end`` and the internal ``goal_set`` marker.
+The ``leaderboard``, ``goal`` and ``viewers`` events are not stored: each hub derives them
+from the room's state when it changes (see ``hub.room``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from server.errors import InvalidRequest
+
+Offset = tuple[int, int]
+ZERO_OFFSET = "0-0"
+_OFFSET_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+
+
+def parse_offset(raw: str, what: str = "offset") -> Offset:
+    """A stream offset such as ``1732550000000-3`` as a comparable pair."""
+    match = _OFFSET_RE.match(raw)
+    if match is None:
+        raise InvalidRequest(f"{what} must be a stream offset such as 1732550000000-0, got {raw[:40]!r}")
+    return int(match[1]), int(match[2])
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEvent:
+    """One stream entry, parsed once per hub process and shared by every connection."""
+
+    offset: str
+    kind: str
+    ts: int
+    public: dict[str, Any] | None
+    sender_id: str | None = None
+    gift_id: str | None = None
+    balance: int | None = None
+
+
+def parse_entry(entry_id: str, fields: dict[str, str]) -> RoomEvent:
+    kind = fields.get("t", "")
+    ts = int(fields.get("ts", "0"))
+    if kind == "gift":
+        sender = fields["s"]
+        balance = fields.get("b")
+        return RoomEvent(
+            offset=entry_id,
+            kind=kind,
+            ts=ts,
+            public={
+                "type": "gift",
+                "event_id": fields["e"],
+                "sender": {"id": sender, "name": fields["n"]},
+                "gift_id": fields["g"],
+                "count": int(fields["c"]),
+                "combo": int(fields["k"]),
+                "ts": ts,
+            },
+            sender_id=sender,
+            gift_id=fields["g"],
+            balance=int(balance) if balance else None,
+        )
+    if kind == "combo_end":
+        sender = fields["s"]
+        return RoomEvent(
+            offset=entry_id,
+            kind=kind,
+            ts=ts,
+            public={
+                "type": "combo_end",
+                "sender": {"id": sender, "name": fields["n"]},
+                "gift_id": fields["g"],
+                "combo": int(fields["k"]),
+                "ts": ts,
+            },
+            sender_id=sender,
+            gift_id=fields["g"],
+        )
+    if kind == "room_end":
+        return RoomEvent(offset=entry_id, kind=kind, ts=ts, public={"type": "room_end", "ts": ts})
+    # goal_set and anything a newer server may add: a cue to refresh state, not shown as is.
+    return RoomEvent(offset=entry_id, kind=kind, ts=ts, public=None)

@@ -1,0 +1,272 @@
+"""The hub: every live room with connections in this process, fed from the rooms' streams.
+
+One task per process runs the tick loop:
+
+1. one ``XREAD`` for all local rooms (blocking at most a tick) collects new room events,
+   whichever process published them;
+2. one pipelined ``room_state.lua`` call per room that needs it refreshes the leaderboard,
+   goal and viewer count, and reports this process's viewers (expiring presence);
+3. every room with something new gets one ``batch`` frame, encoded once per subprotocol
+   and written to all its connections (``LocalRoom.broadcast``);
+4. combos whose sender stopped are closed (``combo_expire.lua``, exactly once overall).
+
+So the engine sees a constant number of calls per tick and room, whatever the number of
+viewers, and a viewer receives at most one batch per tick, whatever the gift rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from server.domain.catalog import Catalog
+from server.domain.combos import ComboWatch
+from server.domain.events import RoomEvent, parse_entry, parse_offset
+from server.errors import Conflict, InvalidRequest
+from server.hub.room import LocalRoom, Viewer
+from server.settings import Settings
+from server.store import Store
+from server.store.records import RoomState
+
+log = logging.getLogger(__name__)
+
+READ_COUNT = 1_000
+SNAPSHOT_ENTRIES = 200
+# How long a resuming client waits for this process to catch up with the offset it brings.
+CATCH_UP_S = 2.0
+
+
+class Hub:
+    def __init__(self, store: Store, catalog: Catalog, settings: Settings) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.settings = settings
+        self.node_id = f"n_{secrets.token_hex(6)}"
+        self.rooms: dict[str, LocalRoom] = {}
+        self.by_user: dict[str, set[Viewer]] = {}
+        self.combos = ComboWatch(settings.combo_window_ms)
+        self._opening: dict[str, asyncio.Future[LocalRoom]] = {}
+        self._presence_changed: set[str] = set()
+        self._vacated: set[str] = set()
+        self._next_presence = 0.0
+        self._progress = asyncio.Condition()
+        self._wake = asyncio.Event()
+
+    # -- connections -------------------------------------------------------------------
+
+    async def join(self, viewer: Viewer, since: str | None, epoch: str | None) -> LocalRoom:
+        """Add a connection to its room and send it ``welcome`` (after ``resync`` if it asked
+        to resume from where it cannot), then the events it missed."""
+        room = await self._local_room(viewer.room_id)
+        missed: list[RoomEvent] = []
+        resync_reason = None
+        if since is not None:
+            try:
+                missed = await self._missed(room, since, epoch)
+            except InvalidRequest as exc:
+                resync_reason = exc.message
+        if room.ended:
+            raise Conflict(f"room {viewer.room_id!r} has ended", code="room_ended")
+        # From here to the end nothing awaits: the welcome is written before any next batch.
+        room.viewers.add(viewer)
+        self.by_user.setdefault(viewer.user_id, set()).add(viewer)
+        self._presence_changed.add(viewer.room_id)
+        self._vacated.discard(viewer.room_id)
+        if resync_reason is not None:
+            viewer.send({"type": "resync", "reason": resync_reason})
+        viewer.send(
+            {
+                "type": "welcome",
+                "room_id": viewer.room_id,
+                "epoch": room.room.epoch,
+                "offset": room.cursor,
+                "resumed": since is not None and resync_reason is None,
+                "you": {"id": viewer.user_id, "name": viewer.name},
+                "room": room.room.to_dict(),
+                "snapshot": room.snapshot(),
+            }
+        )
+        events = [event.public for event in missed if event.public is not None]
+        if events:
+            viewer.send({"type": "batch", "offset": room.cursor, "events": events})
+        return room
+
+    def leave(self, viewer: Viewer) -> None:
+        room = self.rooms.get(viewer.room_id)
+        if room is not None and viewer in room.viewers:
+            room.viewers.discard(viewer)
+            self._presence_changed.add(viewer.room_id)
+            if not room.viewers:
+                del self.rooms[viewer.room_id]
+                self.combos.forget_room(viewer.room_id)
+                self._vacated.add(viewer.room_id)
+        mine = self.by_user.get(viewer.user_id)
+        if mine is not None:
+            mine.discard(viewer)
+            if not mine:
+                del self.by_user[viewer.user_id]
+
+    async def snapshot(self, room_id: str) -> dict[str, Any]:
+        """The room as ``GET /v1/rooms/{id}`` shows it: the same snapshot a welcome carries."""
+        local = self.rooms.get(room_id)
+        if local is None:
+            local = await self._load(room_id)
+        return {**local.room.to_dict(), "offset": local.cursor, "snapshot": local.snapshot()}
+
+    async def _local_room(self, room_id: str) -> LocalRoom:
+        room = self.rooms.get(room_id)
+        if room is not None:
+            return room
+        opening = self._opening.get(room_id)
+        if opening is None:
+            opening = asyncio.get_running_loop().create_future()
+            self._opening[room_id] = opening
+            try:
+                room = await self._load(room_id)
+                if room.room.live:
+                    self.rooms[room_id] = room
+                    self._wake.set()
+                opening.set_result(room)
+            except BaseException as exc:
+                opening.set_exception(exc)
+                opening.exception()  # retrieved here, so an unawaited failure is not logged
+                raise
+            finally:
+                del self._opening[room_id]
+        room = await asyncio.shield(opening)
+        if not room.room.live:
+            raise Conflict(f"room {room_id!r} has ended", code="room_ended")
+        return room
+
+    async def _load(self, room_id: str) -> LocalRoom:
+        info, state, offset, entries = await self.store.rooms.snapshot(room_id, SNAPSHOT_ENTRIES)
+        room = LocalRoom(room=info, state=state, cursor=offset, read_cursor=offset)
+        events = [parse_entry(entry_id, fields) for entry_id, fields in entries]
+        self._watch_combos(room_id, events)
+        room.recent.extend(event.public for event in events if event.kind == "gift" and event.public)
+        return room
+
+    async def _missed(self, room: LocalRoom, since: str, epoch: str | None) -> list[RoomEvent]:
+        """The events after ``since`` up to the room's cursor, or InvalidRequest if that cannot
+        be answered exactly (another epoch, an offset out of the stream window)."""
+        if epoch != room.room.epoch:
+            raise InvalidRequest(f"epoch {epoch!r} is not the room's current epoch")
+        wanted = parse_offset(since, "since")
+        window = await self.store.rooms.window(room.room.room_id)
+        if wanted < window.trimmed:
+            raise InvalidRequest("the offset has fallen out of the room's event window")
+        if wanted > window.last:
+            raise InvalidRequest("the offset is ahead of the room's stream")
+        # Another process may have delivered further than this one has read: wait for it.
+        deadline = time.monotonic() + CATCH_UP_S
+        async with self._progress:
+            while parse_offset(room.cursor) < wanted:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    raise InvalidRequest("the offset is ahead of what this server has delivered")
+                try:
+                    await asyncio.wait_for(self._progress.wait(), timeout)
+                except TimeoutError:
+                    continue
+        missed: list[RoomEvent] = []
+        after = since
+        while parse_offset(after) < parse_offset(room.cursor):
+            until = room.cursor
+            entries = await self.store.rooms.entries_between(room.room.room_id, after, until)
+            missed += [parse_entry(entry_id, fields) for entry_id, fields in entries]
+            after = until
+        return missed
+
+    # -- the tick loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        tick = self.settings.tick_ms / 1000
+        while True:
+            started = time.monotonic()
+            try:
+                await self.tick()
+            except (RedisError, OSError) as exc:
+                log.warning("hub tick skipped: engine unavailable (%s)", exc)
+                await asyncio.sleep(tick)
+            except Exception:
+                log.exception("hub tick failed")
+                await asyncio.sleep(tick)
+            if not self.rooms and not self._vacated:
+                self._wake.clear()
+                await self._wake.wait()
+            await asyncio.sleep(max(0.0, started + tick - time.monotonic()))
+
+    async def tick(self) -> None:
+        cursors = {room_id: room.read_cursor for room_id, room in self.rooms.items() if not room.ended}
+        if cursors:
+            for room_id, entries in await self.store.rooms.read(cursors, self.settings.tick_ms, READ_COUNT):
+                room = self.rooms.get(room_id)
+                if room is not None:
+                    events = [parse_entry(entry_id, fields) for entry_id, fields in entries]
+                    room.add_events(events)
+                    self._watch_combos(room_id, events)
+        states = await self._refresh_states()
+        for room_id, room in list(self.rooms.items()):
+            self._flush(room_id, room, states.get(room_id))
+        async with self._progress:
+            self._progress.notify_all()
+        await self._expire_combos()
+
+    async def _refresh_states(self) -> dict[str, RoomState]:
+        now = time.monotonic()
+        everyone = now >= self._next_presence
+        if everyone:
+            self._next_presence = now + self.settings.presence_ttl_s / 3
+        reports: list[tuple[str, int]] = []
+        for room_id, room in self.rooms.items():
+            if everyone or room_id in self._presence_changed:
+                reports.append((room_id, len(room.viewers)))
+            elif any(event.kind in ("gift", "goal_set") for event in room.pending):
+                reports.append((room_id, -1))
+        reports += [(room_id, 0) for room_id in self._vacated]
+        if not reports:
+            return {}
+        ttl_ms = int(self.settings.presence_ttl_s * 1000)
+        replies = await self.store.rooms.states(reports, self.node_id, ttl_ms)
+        self._presence_changed.clear()
+        self._vacated.clear()
+        return {room_id: state for (room_id, _), state in zip(reports, replies, strict=True) if state}
+
+    def _flush(self, room_id: str, room: LocalRoom, state: RoomState | None) -> None:
+        balances = {event.sender_id: event.balance for event in room.pending if event.balance is not None}
+        batch = room.take_batch(room.state_events(state) if state is not None else [])
+        if batch is not None:
+            for viewer in room.broadcast(batch):
+                self.leave(viewer)
+        for user_id, coins in balances.items():
+            for viewer in tuple(self.by_user.get(user_id or "", ())):
+                if not viewer.send({"type": "balance", "coins": coins}):
+                    self.leave(viewer)
+        if room.ended:
+            for viewer in tuple(room.viewers):
+                viewer.outlet.close(1000, "the live has ended")
+                self.leave(viewer)
+            self.rooms.pop(room_id, None)
+
+    def _watch_combos(self, room_id: str, events: list[RoomEvent]) -> None:
+        for event in events:
+            if event.sender_id is None:
+                continue
+            if event.kind == "gift":
+                gift = self.catalog.gifts.get(event.gift_id or "")
+                self.combos.saw_gift(room_id, event.sender_id, event.ts, gift is not None and gift.streakable)
+            elif event.kind == "combo_end":
+                self.combos.saw_end(room_id, event.sender_id)
+
+    async def _expire_combos(self) -> None:
+        for room_id, sender_id, ts in self.combos.due(time.time_ns() // 1_000_000):
+            outcome = await self.store.rooms.expire_combo(
+                room_id, sender_id, ts, self.settings.combo_window_ms
+            )
+            if outcome == 0:
+                self.combos.forget(room_id, sender_id, ts)

@@ -1,0 +1,90 @@
+"""Writing pre-built frames straight to a connection's transport, never waiting on it.
+
+uvicorn runs each WebSocket connection with ``GiftingWebSocketProtocol``, its sans-I/O
+websockets protocol plus one ASGI scope extension, ``gifting.outlet``, through which the
+endpoint reaches this object. Like ``websockets.broadcast``, the hub then writes a frame to
+every connection of a room synchronously, skipping connections that are not open, instead
+of awaiting one ASGI send per connection. Unlike it, the frame is built once for all.
+
+Each connection's unsent bytes are bounded: a frame that would push the transport's buffer
+past the limit is not written; the connection is closed with 4408 and dropped shortly after
+if the peer does not read its close frame either. So a reader that stops reading costs at
+most the limit, and never slows the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
+
+SCOPE_EXTENSION = "gifting.outlet"
+# After a close frame is queued, how long a peer has to read it before the socket is cut.
+ABORT_AFTER_S = 2.0
+
+
+class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, exposing itself as an outlet to the endpoint.
+
+    ``buffer_limit`` is set on the class by the server at start-up (``with_buffer_limit``).
+    """
+
+    buffer_limit = 256 * 1024
+
+    @classmethod
+    def with_buffer_limit(cls, limit: int) -> type[GiftingWebSocketProtocol]:
+        return type(cls.__name__, (cls,), {"buffer_limit": limit})
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # Kernel buffering counts against the same budget: a small send buffer makes a
+        # stalled reader show up in the transport's buffer instead of in kernel memory.
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(self.buffer_limit, 1 << 20))
+
+    async def run_asgi(self) -> None:
+        extensions: dict[str, object] = self.scope["extensions"]  # type: ignore[assignment]
+        extensions[SCOPE_EXTENSION] = self
+        await super().run_asgi()
+
+    @property
+    def is_open(self) -> bool:
+        return self.conn.state is State.OPEN and not self.close_sent and not self.transport.is_closing()
+
+    def write(self, frame: bytes) -> bool:
+        """Write one complete frame; False (and the connection closed) if the peer is too slow."""
+        if not self.is_open:
+            return False
+        if self.transport.get_write_buffer_size() + len(frame) > self.buffer_limit:
+            self.close(4408, "too slow: the connection fell behind the room", abort=True)
+            return False
+        self.transport.write(frame)
+        return True
+
+    def close(self, code: int, reason: str, abort: bool = False) -> None:
+        """Start the closing handshake now, without waiting for the transport to drain.
+
+        The endpoint's pending ``receive()`` gets ``websocket.disconnect`` with ``code``. With
+        ``abort``, the socket is cut if the peer has not finished the handshake in time.
+        """
+        if self.close_sent or self.transport.is_closing() or self.conn.state is not State.OPEN:
+            return
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        wait = ABORT_AFTER_S if abort else self.close_timeout
+        self.close_timer = self.loop.call_later(wait, self._give_up)
+
+    def _give_up(self) -> None:
+        self.transport.abort()
+
+    def stats(self) -> dict[str, Any]:
+        return {"buffered": self.transport.get_write_buffer_size(), "open": self.is_open}

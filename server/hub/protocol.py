@@ -1,0 +1,121 @@
+"""The room WebSocket protocol's rules, apart from any I/O: subprotocols, close codes,
+decoding client frames and encoding server frames once for every connection.
+
+``docs/PROTOCOL.md`` is the description for client authors; this module is what enforces it.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import orjson
+
+from server.domain.requests import GiftRequest, parse
+from server.errors import GiftingError, InvalidRequest
+
+JSON = "gifting.v1.json"
+MSGPACK = "gifting.v1.msgpack"
+SUBPROTOCOLS = (JSON, MSGPACK)
+TOKEN_PREFIX = "bearer."
+
+
+class Close(enum.IntEnum):
+    """Close codes the server sends, besides the ones the WebSocket layer itself uses
+    (1009 frame too large, 1007 invalid UTF-8, 1011 heartbeat timeout, 1012 restart)."""
+
+    ROOM_ENDED = 1000
+    ENGINE_UNAVAILABLE = 1013
+    INVALID_FRAMES = 4400
+    UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
+    ROOM_NOT_FOUND = 4404
+    TOO_SLOW = 4408
+    ROOM_GONE = 4410
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """What a client offered in ``Sec-WebSocket-Protocol``: a subprotocol and maybe a token."""
+
+    subprotocol: str | None
+    token: str | None
+
+    @property
+    def encoding(self) -> str:
+        return self.subprotocol or JSON
+
+
+def negotiate(offered: list[str]) -> Handshake:
+    """The first gifting subprotocol offered (none means JSON), and a ``bearer.<jwt>`` entry."""
+    subprotocol = next((p for p in offered if p in SUBPROTOCOLS), None)
+    token = next((p[len(TOKEN_PREFIX) :] for p in offered if p.startswith(TOKEN_PREFIX)), None)
+    return Handshake(subprotocol, token)
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+ClientFrame = GiftRequest | Ping
+
+
+def decode(data: str | bytes, encoding: str) -> ClientFrame:
+    """A client frame as a request, or ``InvalidRequest`` saying what is wrong with it."""
+    if encoding == MSGPACK:
+        if isinstance(data, str):
+            raise InvalidRequest("this connection speaks gifting.v1.msgpack: send binary frames")
+        try:
+            body = msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=len(data))
+        except Exception as exc:
+            raise InvalidRequest(f"the frame is not valid msgpack: {exc}") from None
+    else:
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"the frame is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("a frame must be an object with a 'type' field")
+    kind = body.pop("type", None)
+    if kind == "gift":
+        return parse(body, GiftRequest)
+    if kind == "ping":
+        if body:
+            raise InvalidRequest(f"unknown field(s) in ping: {', '.join(map(str, body))}")
+        return Ping()
+    raise InvalidRequest(f"unknown frame type {kind!r}; expected 'gift' or 'ping'")
+
+
+def error_frame(error: GiftingError, idempotency_key: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
+    if idempotency_key is not None:
+        frame["idempotency_key"] = idempotency_key
+    return frame
+
+
+def encode(message: dict[str, Any], encoding: str) -> bytes:
+    """A message as one complete WebSocket frame, ready to write to any connection."""
+    if encoding == MSGPACK:
+        return ws_frame(msgpack.packb(message), binary=True)
+    return ws_frame(orjson.dumps(message), binary=False)
+
+
+def ws_frame(payload: bytes, binary: bool) -> bytes:
+    """An unfragmented, unmasked server-to-client frame (RFC 6455 section 5.2).
+
+    Server frames are never masked and carry no extension bits, so the same bytes are valid
+    on every connection: the frame is built once and written to each one.
+    """
+    head = 0x82 if binary else 0x81
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", head, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", head, 126, size)
+    else:
+        header = struct.pack("!BBQ", head, 127, size)
+    return header + payload

@@ -1,0 +1,98 @@
+"""One live room as a hub process sees it: its local connections and what they were last sent.
+
+A ``LocalRoom`` collects the room's new stream events between ticks and, at each tick,
+turns them and any change of state into one ``batch`` message, encoded once per
+subprotocol in use and written as the same bytes to every connection.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.domain.events import RoomEvent
+from server.hub.outlet import GiftingWebSocketProtocol
+from server.hub.protocol import encode
+from server.store.records import Room, RoomState
+
+RECENT_GIFTS = 20
+
+
+@dataclass(eq=False, slots=True)
+class Viewer:
+    """One WebSocket connection in a room."""
+
+    outlet: GiftingWebSocketProtocol
+    user_id: str
+    name: str
+    encoding: str
+    room_id: str
+
+    def send(self, message: dict[str, Any]) -> bool:
+        return self.outlet.write(encode(message, self.encoding))
+
+
+@dataclass(eq=False)
+class LocalRoom:
+    room: Room
+    state: RoomState
+    cursor: str  # offset of the last event written to this room's connections
+    read_cursor: str  # offset of the last event read from the stream (>= cursor)
+    viewers: set[Viewer] = field(default_factory=set)
+    pending: list[RoomEvent] = field(default_factory=list)
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_GIFTS))
+    ended: bool = False
+
+    def add_events(self, events: list[RoomEvent]) -> None:
+        self.pending.extend(events)
+        if events:
+            self.read_cursor = events[-1].offset
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "viewers": self.state.viewers,
+            "leaderboard": self.state.leaderboard_list(),
+            "goal": self.state.goal_dict(),
+            "recent": list(self.recent),
+        }
+
+    def state_events(self, new: RoomState) -> list[dict[str, Any]]:
+        """The ``leaderboard``, ``goal`` and ``viewers`` events for what changed since last sent."""
+        old, self.state = self.state, new
+        events: list[dict[str, Any]] = []
+        if new.leaderboard != old.leaderboard:
+            events.append({"type": "leaderboard", "leaderboard": new.leaderboard_list()})
+        if (new.goal, new.coins) != (old.goal, old.coins):
+            events.append({"type": "goal", **new.goal_dict()})
+        if new.viewers != old.viewers:
+            events.append({"type": "viewers", "viewers": new.viewers})
+        return events
+
+    def take_batch(self, state_events: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The batch for this tick (None if there is nothing to send); moves the cursor."""
+        events = [event.public for event in self.pending if event.public is not None]
+        for event in self.pending:
+            if event.kind == "gift" and event.public is not None:
+                self.recent.append(event.public)
+            elif event.kind == "room_end":
+                self.ended = True
+        self.pending.clear()
+        self.cursor = self.read_cursor
+        events += state_events
+        if not events:
+            return None
+        return {"type": "batch", "offset": self.cursor, "events": events}
+
+    def broadcast(self, message: dict[str, Any]) -> list[Viewer]:
+        """Write ``message`` to every connection, encoded once per subprotocol; returns the
+        connections that were dropped as too slow."""
+        frames: dict[str, bytes] = {}
+        dropped = []
+        for viewer in self.viewers:
+            frame = frames.get(viewer.encoding)
+            if frame is None:
+                frame = frames[viewer.encoding] = encode(message, viewer.encoding)
+            if not viewer.outlet.write(frame):
+                dropped.append(viewer)
+        return dropped

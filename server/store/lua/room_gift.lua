@@ -1,0 +1,67 @@
+-- Publish one debited gift into its room: totals, leaderboard, combo, and the room event.
+-- Runs once per gift event (a second call with the same event id changes nothing), in the
+-- room's slot; the sender's debit has already happened in the sender's slot.
+--
+-- KEYS[1] - room hash                        ({r:R}:room)
+-- KEYS[2] - room event stream               ({r:R}:events)
+-- KEYS[3] - leaderboard zset, sender -> coins ({r:R}:top)
+-- KEYS[4] - display names hash, user -> name ({r:R}:names)
+-- KEYS[5] - open combos hash                 ({r:R}:combos)
+-- KEYS[6] - published gift event ids set     ({r:R}:published)
+-- ARGV[1] - gift event id
+-- ARGV[2] - sender id
+-- ARGV[3] - sender display name
+-- ARGV[4] - gift id
+-- ARGV[5] - count
+-- ARGV[6] - coins the gift cost
+-- ARGV[7] - 1 if the gift is streakable, else 0
+-- ARGV[8] - combo window, milliseconds
+-- ARGV[9] - approximate stream length bound (XADD MAXLEN ~)
+-- ARGV[10] - sender's balance after the debit, or "" if unknown
+--
+-- Returns {status, combo, ts}: status "ok" (event added), "dup" (already published) or
+-- "ended" (the room ended after the gift was accepted: the creator is still credited through
+-- the outbox, but the finished live's totals and stream are left as they were).
+--
+-- The combo rule: a streakable gift continues the sender's open combo if it is the same gift
+-- and arrives within the window of the previous one; the event's combo is the running total
+-- of counts. Anything else from that sender first closes the open combo with a combo_end
+-- event. combo_expire.lua closes combos whose sender simply stopped.
+
+if redis.call('HGET', KEYS[1], 'state') ~= 'live' then
+  return {'ended', '0', '0'}
+end
+if redis.call('SADD', KEYS[6], ARGV[1]) == 0 then
+  return {'dup', '0', '0'}
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local sender, name, gift = ARGV[2], ARGV[3], ARGV[4]
+local count, coins = tonumber(ARGV[5]), tonumber(ARGV[6])
+
+redis.call('HINCRBY', KEYS[1], 'coins', coins)
+redis.call('ZINCRBY', KEYS[3], coins, sender)
+redis.call('HSET', KEYS[4], sender, name)
+
+local combo = count
+local open = redis.call('HGET', KEYS[5], sender)
+if open then
+  local open_gift, open_combo, open_ts = string.match(open, '^([^|]*)|(%d+)|(%d+)$')
+  if ARGV[7] == '1' and open_gift == gift and now - tonumber(open_ts) <= tonumber(ARGV[8]) then
+    combo = tonumber(open_combo) + count
+  else
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*',
+      't', 'combo_end', 's', sender, 'n', name, 'g', open_gift, 'k', open_combo, 'ts', now)
+  end
+end
+if ARGV[7] == '1' then
+  redis.call('HSET', KEYS[5], sender, gift .. '|' .. combo .. '|' .. now)
+elseif open then
+  redis.call('HDEL', KEYS[5], sender)
+end
+
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*',
+  't', 'gift', 'e', ARGV[1], 's', sender, 'n', name, 'g', gift, 'c', count, 'k', combo,
+  'ts', now, 'b', ARGV[10])
+return {'ok', tostring(combo), tostring(now)}

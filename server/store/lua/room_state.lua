@@ -1,0 +1,51 @@
+-- Report a room's live state, and optionally this hub process's viewer count, in one call.
+--
+-- Presence expires: each hub process writes "<count>:<expires_ms>" under its own node id,
+-- and entries past their expiry are dropped when read, so the viewers of a crashed process
+-- disappear from the count within the TTL.
+--
+-- KEYS[1] - room hash                        ({r:R}:room)
+-- KEYS[2] - leaderboard zset                 ({r:R}:top)
+-- KEYS[3] - display names hash               ({r:R}:names)
+-- KEYS[4] - presence hash, node -> "count:expires_ms" ({r:R}:presence)
+-- ARGV[1] - node id of the calling process
+-- ARGV[2] - its viewer count in this room, or -1 to only read
+-- ARGV[3] - presence TTL, milliseconds
+-- ARGV[4] - leaderboard size
+--
+-- Returns {state, viewers, goal, coins, id1, name1, coins1, id2, ...}; state is "" if there
+-- is no such room, goal is "" when none is set.
+
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
+  return {''}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local mine = tonumber(ARGV[2])
+if state == 'live' and mine > 0 then
+  redis.call('HSET', KEYS[4], ARGV[1], mine .. ':' .. (now + tonumber(ARGV[3])))
+elseif mine >= 0 then
+  redis.call('HDEL', KEYS[4], ARGV[1])
+end
+
+local viewers = 0
+local nodes = redis.call('HGETALL', KEYS[4])
+for i = 1, #nodes, 2 do
+  local count, expires = string.match(nodes[i + 1], '^(%d+):(%d+)$')
+  if tonumber(expires) < now then
+    redis.call('HDEL', KEYS[4], nodes[i])
+  else
+    viewers = viewers + tonumber(count)
+  end
+end
+
+local room = redis.call('HMGET', KEYS[1], 'goal', 'coins')
+local out = {state, tostring(viewers), room[1] or '', room[2] or '0'}
+local top = redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[4]) - 1, 'WITHSCORES')
+for i = 1, #top, 2 do
+  out[#out + 1] = top[i]
+  out[#out + 1] = redis.call('HGET', KEYS[3], top[i]) or top[i]
+  out[#out + 1] = top[i + 1]
+end
+return out

@@ -1,0 +1,34 @@
+"""The outbox: creator credits the debit script queued in the sender's slot, not yet delivered.
+
+The debit script writes a ``CreatorCredit`` here in the same atomic step as the debit.
+Delivering it (publishing the gift into its room and crediting the creator, both guarded
+per gift event) and then clearing it is the gift service's job; an entry left behind by a
+crash is found by ``senders`` and delivered again, which the guards make harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+
+from server.keys import KeySchema
+from server.store.records import CreatorCredit
+
+
+class Outbox:
+    def __init__(self, redis: Redis, keys: KeySchema) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    async def pending(self, sender_id: str) -> list[CreatorCredit]:
+        raw = await self._redis.hgetall(self._keys.user(sender_id).outbox)
+        return [CreatorCredit.from_json(value) for value in raw.values()]
+
+    async def clear(self, sender_id: str, event_id: str) -> None:
+        await self._redis.hdel(self._keys.user(sender_id).outbox, event_id)
+
+    async def senders(self) -> AsyncIterator[str]:
+        """Every user with a non-empty outbox (empty hashes do not exist, so SCAN finds only these)."""
+        async for key in self._redis.scan_iter(match=self._keys.outbox_pattern, count=500, _type="HASH"):
+            yield self._keys.user_id_of_outbox(key)
