@@ -238,6 +238,9 @@ async def running_server(engine_url: str, log_path: Path) -> AsyncIterator[tuple
         "GIFTING_REDIS_URL": engine_url,
         "GIFTING_PORT": str(port),
         "GIFTING_KEY_PREFIX": SERVER_PREFIX,
+        # The per-user gift rate limit (default 20/s, burst 40) would throttle the senders.
+        "GIFTING_GIFT_RATE": "1000000",
+        "GIFTING_GIFT_BURST": "1000000",
     }
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(

@@ -83,3 +83,8 @@ def room(api: Api) -> tuple[str, str]:
 def needs_own_engine(engine: Engine) -> None:
     if not engine.owned:
         pytest.skip("flushes or restarts the engine: runs only on an engine the suite started")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

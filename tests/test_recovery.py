@@ -23,11 +23,6 @@ from tests.support import Api, running_server, server_env, unique
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def store(engine: Engine, key_prefix: str) -> AsyncIterator[Store]:
     async with Store.from_url(engine.url, KeySchema(key_prefix)) as store:
         yield store

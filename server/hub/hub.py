@@ -158,7 +158,7 @@ class Hub:
             raise InvalidRequest(f"epoch {epoch!r} is not the room's current epoch")
         wanted = parse_offset(since, "since")
         window = await self.store.rooms.window(room.room.room_id)
-        if wanted < window.trimmed:
+        if not window.covers(wanted):
             raise InvalidRequest("the offset has fallen out of the room's event window")
         if wanted > window.last:
             raise InvalidRequest("the offset is ahead of the room's stream")

@@ -37,10 +37,19 @@ class Published:
 
 @dataclass(frozen=True)
 class StreamWindow:
-    """What the bounded stream still holds: offsets at or after ``trimmed`` can be resumed."""
+    """What the bounded stream still holds.
 
-    trimmed: Offset
+    A reader that has seen everything up to offset S can be given exactly what it missed if
+    no entry after S was trimmed. Trimming (XADD MAXLEN ~) drops the oldest entries, so that
+    holds when nothing was trimmed or S is not older than the first entry kept.
+    """
+
+    first: Offset
     last: Offset
+    trimmed: bool
+
+    def covers(self, since: Offset) -> bool:
+        return not self.trimmed or since >= self.first
 
 
 class Rooms:
@@ -244,9 +253,11 @@ class Rooms:
     async def window(self, room_id: str) -> StreamWindow:
         key = self._keys.room(room_id).events
         if not await self._redis.exists(key):
-            return StreamWindow(trimmed=(0, 0), last=(0, 0))
+            return StreamWindow(first=(0, 0), last=(0, 0), trimmed=False)
         info = await self._redis.xinfo_stream(key)
+        first = info.get("first-entry")
         return StreamWindow(
-            trimmed=parse_offset(str(info.get("max-deleted-entry-id", ZERO_OFFSET))),
+            first=parse_offset(first[0]) if first else (0, 0),
             last=parse_offset(str(info["last-generated-id"])),
+            trimmed=int(info["entries-added"]) > int(info["length"]),
         )

@@ -1,0 +1,299 @@
+"""Live rooms over WebSocket: two real server processes on one engine, real clients.
+
+Every count is checked against what was sent: each viewer's gift events add up to the gifts
+acknowledged, each event arrives once, on whichever process the viewer is connected to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Engine
+from tests.support import Api, ServerProcess, running_server, server_env, unique
+from tests.wsclient import JSON, MSGPACK, RoomSocket
+
+pytestmark = pytest.mark.anyio
+
+COMBO_WINDOW_MS = 600
+HUB_ENV = {
+    "GIFTING_COMBO_WINDOW_MS": str(COMBO_WINDOW_MS),
+    "GIFTING_PRESENCE_TTL_S": "1.5",
+    "GIFTING_GIFT_RATE": "1000",
+    "GIFTING_GIFT_BURST": "1000",
+    "GIFTING_ROOM_STREAM_LEN": "100",
+    "GIFTING_WS_BUFFER_BYTES": "16384",
+    "GIFTING_ALLOWED_ORIGINS": "https://live.example",
+}
+
+
+@dataclass
+class Hub:
+    a: ServerProcess
+    b: ServerProcess
+    api: Api
+
+    def url(self, which: str) -> str:
+        return (self.a if which == "a" else self.b).base_url
+
+    async def join(self, which: str, room_id: str, user_id: str, **options: object) -> RoomSocket:
+        sock = await RoomSocket.open(self.url(which), room_id, self.api.token(user_id), **options)  # type: ignore[arg-type]
+        await sock.welcome()
+        return sock
+
+
+@pytest.fixture(scope="module")
+def hub(engine: Engine, key_prefix: str, logs: Path) -> Iterator[Hub]:
+    env = server_env(engine.url, key_prefix, **HUB_ENV)
+    with running_server(env, logs) as a, running_server(env, logs) as b:
+        with httpx.Client(base_url=a.base_url, timeout=10) as http:
+            yield Hub(a, b, Api(http))
+
+
+@pytest.fixture
+def live(hub: Hub) -> tuple[str, str]:
+    creator = unique("c")
+    return creator, hub.api.open_room(creator)
+
+
+def funded(api: Api, package: str = "us_550") -> str:
+    user = unique("v")
+    api.buy(user, package)
+    return user
+
+
+async def test_welcome_carries_the_room_and_its_snapshot_in_both_subprotocols(
+    hub: Hub, live: tuple[str, str]
+) -> None:
+    creator, room_id = live
+    token = hub.api.token(unique("v"))
+    json_sock = await RoomSocket.open(hub.a.base_url, room_id, token, subprotocol=JSON)
+    packed = await RoomSocket.open(hub.b.base_url, room_id, token, subprotocol=MSGPACK, token_in_header=True)
+    default = await RoomSocket.open(hub.a.base_url, room_id, token, subprotocol=None)
+    assert json_sock.ws.subprotocol == JSON and packed.ws.subprotocol == MSGPACK
+    assert default.ws.subprotocol is None
+    for sock in (json_sock, packed, default):
+        welcome = await sock.welcome()
+        assert welcome["room_id"] == room_id and welcome["room"]["creator_id"] == creator
+        assert welcome["resumed"] is False and welcome["epoch"] == welcome["room"]["epoch"]
+        assert set(welcome["snapshot"]) == {"viewers", "leaderboard", "goal", "recent"}
+        await sock.close()
+
+
+async def test_gifts_over_websocket_and_http_reach_every_viewer_on_both_processes(
+    hub: Hub, live: tuple[str, str]
+) -> None:
+    creator, room_id = live
+    senders = [funded(hub.api) for _ in range(3)]
+    watchers = [await hub.join("ab"[i % 2], room_id, unique("w")) for i in range(4)]
+    gifters = [await hub.join("ab"[i % 2], room_id, sender) for i, sender in enumerate(senders)]
+    sent = 0
+    for round_ in range(4):
+        for sender, sock in zip(senders, gifters, strict=True):
+            ack = await sock.gift("rose", count=round_ + 1)
+            assert ack["type"] == "gift_ack", ack
+            sent += round_ + 1
+            assert hub.api.gift(sender, room_id, "finger_heart", count=2).status_code == 200
+            sent += 2
+    for sock in watchers + gifters:
+        events = await sock.wait_gift_count(sent)
+        assert sum(e["count"] for e in events) == sent
+        assert len({e["event_id"] for e in events}) == len(events) == 24
+    # The sender's balance reaches the sender's own connections, nobody else's.
+    spent = (1 + 2 + 3 + 4) * 1 + 4 * 2 * 5  # roses at 1 coin, finger hearts at 5
+    assert hub.api.coins(senders[0]) == 550 - spent
+    await gifters[0].wait_for(lambda f: f["type"] == "balance" and f["coins"] == 550 - spent)
+    assert not [f for f in watchers[0].frames if f["type"] in ("balance", "gift_ack")]
+    # The creator's share is floored per gift: roses of 1, 2, 3, 4 coins earn 0, 1, 1, 2.
+    assert hub.api.earnings(creator)["pending"] == 3 * (0 + 1 + 1 + 2 + 4 * 5)
+    for sock in watchers + gifters:
+        await sock.close()
+
+
+async def test_a_gift_ack_and_its_event_agree_with_the_ledger(hub: Hub, live: tuple[str, str]) -> None:
+    _, room_id = live
+    sender = funded(hub.api)
+    sock = await hub.join("a", room_id, sender)
+    ack = await sock.gift("perfume", count=3, key="ack-1")
+    assert ack == {
+        "type": "gift_ack",
+        "idempotency_key": "ack-1",
+        "gift_event_id": ack["gift_event_id"],
+        "coins": 550 - 60,
+    }
+    again = await sock.gift("perfume", count=3, key="ack-1")
+    assert again["gift_event_id"] == ack["gift_event_id"] and again["coins"] == 490
+    [event] = await sock.wait_gift_count(3)
+    assert event["event_id"] == ack["gift_event_id"] and event["sender"]["id"] == sender
+    assert hub.api.coins(sender) == 490
+    assert [e["ref"] for e in hub.api.ledger(sender) if e["kind"] == "gift"] == [ack["gift_event_id"]]
+    await sock.close()
+
+
+async def test_a_streak_of_gifts_is_one_combo_closed_once_when_the_sender_stops(
+    hub: Hub, live: tuple[str, str]
+) -> None:
+    _, room_id = live
+    sender = funded(hub.api)
+    gifter = await hub.join("a", room_id, sender)
+    watcher = await hub.join("b", room_id, unique("w"))
+    for count in (1, 2, 3):
+        assert (await gifter.gift("rose", count))["type"] == "gift_ack"
+    assert (await gifter.gift("finger_heart", 1))["type"] == "gift_ack"  # another gift: a new streak
+    assert (await gifter.gift("lion", 1))["type"] == "error"  # 29,999 coins: refused, no event
+    assert (await gifter.gift("galaxy", 1))["type"] == "error"
+    ended = await watcher.wait_for(
+        lambda f: any(
+            e["type"] == "combo_end" and e["gift_id"] == "finger_heart" for e in f.get("events", [])
+        ),
+        timeout=10,
+    )
+    assert ended["type"] == "batch"
+    gifts = watcher.events("gift")
+    assert [(e["gift_id"], e["count"], e["combo"]) for e in gifts] == [
+        ("rose", 1, 1),
+        ("rose", 2, 3),
+        ("rose", 3, 6),
+        ("finger_heart", 1, 1),
+    ]
+    ends = [(e["gift_id"], e["combo"], e["sender"]["id"]) for e in watcher.events("combo_end")]
+    assert ends == [("rose", 6, sender), ("finger_heart", 1, sender)]
+    # Both processes watched the window pass; the engine let only one close each streak.
+    await gifter.wait_for(
+        lambda f: any(
+            e["type"] == "combo_end" and e["gift_id"] == "finger_heart" for e in f.get("events", ())
+        )
+    )
+    assert [(e["gift_id"], e["combo"]) for e in gifter.events("combo_end")] == [
+        ("rose", 6),
+        ("finger_heart", 1),
+    ]
+    await gifter.close()
+    await watcher.close()
+
+
+async def test_leaderboard_goal_and_viewers_follow_the_room(hub: Hub, live: tuple[str, str]) -> None:
+    creator, room_id = live
+    big, small = funded(hub.api, "us_1250"), funded(hub.api)
+    watcher = await hub.join("a", room_id, unique("w"))
+    goal = hub.api.http.put(
+        f"/v1/rooms/{room_id}/goal", json={"coins": 500}, headers=hub.api.auth(creator, "creator")
+    )
+    assert goal.status_code == 200 and goal.json()["goal"] == {"target": 500, "progress": 0}
+    await watcher.wait_event({"type": "goal", "target": 500, "progress": 0})
+    assert hub.api.gift(small, room_id, "doughnut").status_code == 200
+    assert hub.api.gift(big, room_id, "corgi").status_code == 200
+    board = await watcher.wait_for(
+        lambda f: any(e["type"] == "leaderboard" and len(e["leaderboard"]) == 2 for e in f.get("events", []))
+    )
+    [event] = [e for e in board["events"] if e["type"] == "leaderboard"]
+    assert [(row["id"], row["coins"]) for row in event["leaderboard"]] == [(big, 299), (small, 30)]
+    await watcher.wait_event({"type": "goal", "target": 500, "progress": 329})
+
+    others = [await hub.join("ab"[i % 2], room_id, unique("w")) for i in range(3)]
+    await watcher.wait_event({"type": "viewers", "viewers": 4})
+    for sock in others:
+        await sock.close()
+    await watcher.wait_event({"type": "viewers", "viewers": 1}, new=True)
+    snapshot = hub.api.http.get(f"/v1/rooms/{room_id}").json()
+    assert snapshot["snapshot"]["goal"] == {"target": 500, "progress": 329}
+    assert snapshot["snapshot"]["viewers"] == 1
+    assert [row["id"] for row in snapshot["snapshot"]["leaderboard"]] == [big, small]
+    listed = {r["room_id"]: r for r in hub.api.http.get("/v1/rooms").json()["rooms"]}
+    assert listed[room_id]["viewers"] == 1
+    bad = hub.api.http.put(
+        f"/v1/rooms/{room_id}/goal", json={"coins": 0}, headers=hub.api.auth(creator, "creator")
+    )
+    assert bad.status_code == 422
+    stranger = hub.api.http.put(
+        f"/v1/rooms/{room_id}/goal", json={"coins": 9}, headers=hub.api.auth(unique("c"), "creator")
+    )
+    assert stranger.status_code == 403
+    await watcher.close()
+
+
+async def test_viewers_of_a_crashed_process_leave_the_count(
+    hub: Hub, live: tuple[str, str], engine: Engine, key_prefix: str, logs: Path
+) -> None:
+    _, room_id = live
+    watcher = await hub.join("a", room_id, unique("w"))
+    with running_server(server_env(engine.url, key_prefix, **HUB_ENV), logs) as doomed:
+        doomed_socks = [
+            await RoomSocket.open(doomed.base_url, room_id, hub.api.token(unique("w"))) for _ in range(3)
+        ]
+        for sock in doomed_socks:
+            await sock.welcome()
+        await watcher.wait_event({"type": "viewers", "viewers": 4})
+        assert doomed.process is not None
+        doomed.process.send_signal(signal.SIGKILL)
+        doomed.process.wait()
+        # No goodbye from the dead process: its presence expires (TTL 1.5 s in these tests).
+        await watcher.wait_event({"type": "viewers", "viewers": 1}, new=True)
+    await watcher.close()
+
+
+async def test_a_viewer_resumes_with_exactly_the_events_it_missed(hub: Hub, live: tuple[str, str]) -> None:
+    _, room_id = live
+    sender = funded(hub.api)
+    viewer = unique("w")
+    first = await hub.join("a", room_id, viewer)
+    for _ in range(3):
+        assert hub.api.gift(sender, room_id, "rose").status_code == 200
+    seen = await first.wait_gift_count(3)
+    last = next(f for f in reversed(first.frames) if f["type"] in ("batch", "welcome"))
+    epoch = (await first.welcome())["epoch"]
+    await first.close()
+
+    missed_ids = []
+    for count in (1, 2, 3, 4):
+        reply = hub.api.gift(sender, room_id, "finger_heart", count)
+        assert reply.status_code == 200
+        missed_ids.append(reply.json()["gift_event_id"])
+    # Resume on the other process: same log, same offsets.
+    again = await RoomSocket.open(
+        hub.b.base_url, room_id, hub.api.token(viewer), since=last["offset"], epoch=epoch
+    )
+    welcome = await again.welcome()
+    assert welcome["resumed"] is True and again.frames[0] is welcome
+    events = await again.wait_gift_count(10)
+    assert [e["event_id"] for e in events] == missed_ids
+    assert not {e["event_id"] for e in events} & {e["event_id"] for e in seen}
+    assert not [f for f in again.frames if f["type"] == "resync"]
+    await again.close()
+
+
+async def test_a_resume_it_cannot_answer_exactly_is_a_resync_and_a_fresh_welcome(
+    hub: Hub, live: tuple[str, str]
+) -> None:
+    _, room_id = live
+    sender = funded(hub.api, "us_1250")
+    token = hub.api.token(unique("w"))
+    first = await RoomSocket.open(hub.a.base_url, room_id, token)
+    welcome = await first.welcome()
+    await first.close()
+    epoch, offset = welcome["epoch"], welcome["offset"]
+    for since, wrong_epoch in (
+        (offset, "other-epoch"),
+        ("not-an-offset", epoch),
+        ("99999999999999-0", epoch),
+    ):
+        sock = await RoomSocket.open(hub.a.base_url, room_id, token, since=since, epoch=wrong_epoch)
+        resync = await sock.recv()
+        assert resync["type"] == "resync" and resync["reason"]
+        fresh = await sock.recv()
+        assert fresh["type"] == "welcome" and fresh["resumed"] is False
+        await sock.close()
+    # Push the offset out of the bounded stream (100 entries in these tests), then resume.
+    for _ in range(260):
+        assert hub.api.gift(sender, room_id, "rose").status_code == 200
+    sock = await RoomSocket.open(hub.b.base_url, room_id, token, since=offset, epoch=epoch)
+    resync = await sock.recv()
+    assert resync["type"] == "resync" and "window" in resync["reason"]
+    assert (await sock.recv())["type"] == "welcome"
+    await sock.close()
