@@ -6,14 +6,19 @@ acknowledged, each event arrives once, on whichever process the viewer is connec
 
 from __future__ import annotations
 
-import asyncio
+import base64
+import contextlib
+import os
 import signal
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from tests.conftest import Engine
 from tests.support import Api, ServerProcess, running_server, server_env, unique
@@ -51,9 +56,12 @@ class Hub:
 @pytest.fixture(scope="module")
 def hub(engine: Engine, key_prefix: str, logs: Path) -> Iterator[Hub]:
     env = server_env(engine.url, key_prefix, **HUB_ENV)
-    with running_server(env, logs) as a, running_server(env, logs) as b:
-        with httpx.Client(base_url=a.base_url, timeout=10) as http:
-            yield Hub(a, b, Api(http))
+    with (
+        running_server(env, logs) as a,
+        running_server(env, logs) as b,
+        httpx.Client(base_url=a.base_url, timeout=10) as http,
+    ):
+        yield Hub(a, b, Api(http))
 
 
 @pytest.fixture
@@ -148,13 +156,13 @@ async def test_a_streak_of_gifts_is_one_combo_closed_once_when_the_sender_stops(
     assert (await gifter.gift("finger_heart", 1))["type"] == "gift_ack"  # another gift: a new streak
     assert (await gifter.gift("lion", 1))["type"] == "error"  # 29,999 coins: refused, no event
     assert (await gifter.gift("galaxy", 1))["type"] == "error"
-    ended = await watcher.wait_for(
-        lambda f: any(
-            e["type"] == "combo_end" and e["gift_id"] == "finger_heart" for e in f.get("events", [])
-        ),
-        timeout=10,
-    )
-    assert ended["type"] == "batch"
+
+    def closes_heart(frame: dict[str, Any]) -> bool:
+        return any(
+            e["type"] == "combo_end" and e["gift_id"] == "finger_heart" for e in frame.get("events", ())
+        )
+
+    await watcher.wait_for(closes_heart)
     gifts = watcher.events("gift")
     assert [(e["gift_id"], e["count"], e["combo"]) for e in gifts] == [
         ("rose", 1, 1),
@@ -165,11 +173,7 @@ async def test_a_streak_of_gifts_is_one_combo_closed_once_when_the_sender_stops(
     ends = [(e["gift_id"], e["combo"], e["sender"]["id"]) for e in watcher.events("combo_end")]
     assert ends == [("rose", 6, sender), ("finger_heart", 1, sender)]
     # Both processes watched the window pass; the engine let only one close each streak.
-    await gifter.wait_for(
-        lambda f: any(
-            e["type"] == "combo_end" and e["gift_id"] == "finger_heart" for e in f.get("events", ())
-        )
-    )
+    await gifter.wait_for(closes_heart)
     assert [(e["gift_id"], e["combo"]) for e in gifter.events("combo_end")] == [
         ("rose", 6),
         ("finger_heart", 1),
@@ -297,3 +301,181 @@ async def test_a_resume_it_cannot_answer_exactly_is_a_resync_and_a_fresh_welcome
     assert resync["type"] == "resync" and "window" in resync["reason"]
     assert (await sock.recv())["type"] == "welcome"
     await sock.close()
+
+
+async def test_bad_frames_get_an_error_frame_and_debit_nothing(hub: Hub, live: tuple[str, str]) -> None:
+    _, room_id = live
+    sender = funded(hub.api)
+    sock = await hub.join("a", room_id, sender)
+    bad_gifts: list[dict[str, Any]] = [
+        {"type": "gift", "gift_id": "rose", "count": 0, "idempotency_key": "b1"},
+        {"type": "gift", "gift_id": "rose", "count": -3, "idempotency_key": "b2"},
+        {"type": "gift", "gift_id": "rose", "count": 1.5, "idempotency_key": "b3"},
+        {"type": "gift", "gift_id": "rose", "count": 10**12, "idempotency_key": "b4"},
+        {"type": "gift", "gift_id": "rose", "count": 1},
+        {"type": "gift", "gift_id": "rose", "count": 1, "idempotency_key": "b6", "extra": 1},
+        {"type": "teleport"},
+        {"type": "ping", "x": 1},
+        {"gift_id": "rose"},
+    ]
+    for frame in bad_gifts:
+        await sock.send(frame)
+        error = await sock.recv()
+        assert error["type"] == "error" and error["code"] == "invalid_request", (frame, error)
+    unknown = await sock.gift("unobtainium")
+    assert (unknown["type"], unknown["code"]) == ("error", "unknown_gift")
+    await sock.send({"type": "ping"})
+    assert (await sock.recv()) == {"type": "pong"}
+    assert hub.api.coins(sender) == 550
+    assert not sock.events("gift")
+    # The tenth invalid frame within a minute closes the connection.
+    await sock.ws.send("nope")
+    assert (await sock.recv())["code"] == "invalid_request"
+    assert await sock.closed() == (4400, "too many invalid frames")
+    assert hub.api.coins(sender) == 550
+
+
+async def test_frames_that_are_not_json_objects_are_invalid(hub: Hub, live: tuple[str, str]) -> None:
+    _, room_id = live
+    sender = funded(hub.api)
+    sock = await hub.join("b", room_id, sender)
+    for raw in ("not json", "[1, 2]", "[" * 1500 + "]" * 1500, '"text"', b'{"type": "ping"'):
+        await sock.ws.send(raw)
+        assert (await sock.recv())["code"] == "invalid_request", raw
+    await sock.ws.send(b'{"type": "ping"}')  # JSON in a binary frame is read the same way
+    assert (await sock.recv()) == {"type": "pong"}
+    assert hub.api.coins(sender) == 550
+    await sock.close()
+
+
+async def test_msgpack_frames_are_checked_the_same_way(hub: Hub, live: tuple[str, str]) -> None:
+    _, room_id = live
+    sender = funded(hub.api)
+    sock = await hub.join("b", room_id, sender, subprotocol=MSGPACK)
+    await sock.ws.send(b"\xc1\xff\x00")  # 0xc1 is never valid msgpack
+    assert (await sock.recv())["code"] == "invalid_request"
+    await sock.ws.send('{"type": "ping"}')  # a text frame on a binary subprotocol
+    assert (await sock.recv())["code"] == "invalid_request"
+    await sock.send({"type": "gift", "gift_id": "rose", "count": "1", "idempotency_key": "m1"})
+    assert (await sock.recv())["code"] == "invalid_request"
+    ack = await sock.gift("rose", 2, key="m2")
+    assert ack["type"] == "gift_ack" and ack["coins"] == 548
+    await sock.close()
+
+
+async def test_an_oversized_frame_closes_the_connection_with_1009(hub: Hub, live: tuple[str, str]) -> None:
+    _, room_id = live
+    sender = funded(hub.api)
+    sock = await hub.join("a", room_id, sender)
+    big = {"type": "gift", "gift_id": "rose", "count": 1, "idempotency_key": "x" * 100, "pad": "y" * 5000}
+    await sock.send(big)
+    code, _ = await sock.closed()
+    assert code == 1009
+    assert hub.api.coins(sender) == 550
+
+
+@pytest.mark.parametrize(
+    ("token", "room", "code", "error"),
+    [
+        (None, "live", 4401, "unauthorized"),
+        ("garbage", "live", 4401, "unauthorized"),
+        ("viewer", "missing", 4404, "room_not_found"),
+        ("viewer", "bad id!", 4400, "invalid_request"),
+    ],
+)
+async def test_refused_connections_get_an_error_frame_and_a_close_code(
+    hub: Hub, live: tuple[str, str], token: str | None, room: str, code: int, error: str
+) -> None:
+    room_id = {"live": live[1], "missing": unique("r"), "bad id!": "bad%20id!"}[room]
+    jwt = hub.api.token(unique("w")) if token == "viewer" else token
+    sock = await RoomSocket.open(hub.a.base_url, room_id, jwt)
+    frame = await sock.recv()
+    assert frame["type"] == "error" and frame["code"] == error
+    assert (await sock.closed())[0] == code
+
+
+async def test_the_origin_allow_list_refuses_other_sites_at_the_handshake(
+    hub: Hub, live: tuple[str, str]
+) -> None:
+    _, room_id = live
+    token = hub.api.token(unique("w"))
+    with pytest.raises(InvalidStatus) as refused:
+        await RoomSocket.open(hub.a.base_url, room_id, token, origin="https://evil.example")
+    assert refused.value.response.status_code == 403
+    allowed = await RoomSocket.open(hub.a.base_url, room_id, token, origin="https://live.example")
+    assert (await allowed.welcome())["room_id"] == room_id
+    await allowed.close()
+
+
+async def test_ending_the_live_broadcasts_room_end_then_closes_cleanly(
+    hub: Hub, live: tuple[str, str]
+) -> None:
+    creator, room_id = live
+    sender = funded(hub.api)
+    gifter = await hub.join("a", room_id, sender)
+    watchers = [await hub.join(which, room_id, unique("w")) for which in "ab"]
+    assert (await gifter.gift("rose"))["type"] == "gift_ack"
+    assert hub.api.end_room(creator, room_id).status_code == 200
+    for sock in [gifter, *watchers]:
+        assert await sock.closed() == (1000, "the live has ended")
+        kinds = [e["type"] for e in sock.events()]
+        # The open combo closes first, the room_end comes last.
+        assert kinds[-2:] == ["combo_end", "room_end"]
+        assert sock.gift_count() == 1
+    late = await RoomSocket.open(hub.b.base_url, room_id, hub.api.token(unique("w")))
+    assert (await late.recv())["code"] == "room_ended"
+    assert (await late.closed())[0] == 4410
+    assert hub.api.gift(sender, room_id, "rose").json()["error"]["code"] == "room_ended"
+
+
+async def test_a_flood_of_gifts_from_one_user_is_rate_limited_before_any_coin_moves(
+    api: Api, room: tuple[str, str]
+) -> None:
+    """The session server keeps the default limit: 20 gifts a second, bursts of 40."""
+    _, room_id = room
+    sender = funded(api)
+    replies = [api.gift(sender, room_id, "rose") for _ in range(60)]
+    limited = [r for r in replies if r.status_code == 429]
+    assert limited and {r.json()["error"]["code"] for r in limited} == {"rate_limited"}
+    assert all(int(r.headers["retry-after"]) >= 1 for r in limited)
+    accepted = sum(r.status_code == 200 for r in replies)
+    assert accepted + len(limited) == 60
+    assert api.coins(sender) == 550 - accepted
+
+
+async def test_a_viewer_that_stops_reading_is_dropped_and_the_others_get_every_gift(
+    hub: Hub, live: tuple[str, str]
+) -> None:
+    """The hub servers here allow 16 KiB of unsent data per connection."""
+    _, room_id = live
+    watcher = await hub.join("a", room_id, unique("w"))
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", hub.a.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    stalled.sendall(
+        (
+            f"GET /v1/rooms/{room_id}/ws?token={hub.api.token(unique('w'))} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    assert stalled.recv(12) == b"HTTP/1.1 101"
+    joined = await watcher.wait_event({"type": "viewers", "viewers": 2})
+    senders = [funded(hub.api, "us_1250") for _ in range(4)]
+    sent = 0
+    for i in range(400):
+        assert hub.api.gift(senders[i % 4], room_id, "rose").status_code == 200
+        sent += 1
+    events = await watcher.wait_gift_count(sent)
+    assert len({e["event_id"] for e in events}) == sent
+    await watcher.wait_event({"type": "viewers", "viewers": 1}, after=watcher.frames.index(joined))
+    # The stalled connection was cut: reading now ends in EOF or a reset, well short of 400 gifts.
+    stalled.settimeout(10)
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := stalled.recv(65536):
+            received += chunk
+    stalled.close()
+    assert received.count(b'"type":"gift"') < sent
+    await watcher.close()

@@ -67,8 +67,8 @@ class RoomSocket:
         else:
             await self.ws.send(orjson.dumps(message).decode())
 
-    async def recv(self, timeout: float = 10) -> Frame:
-        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+    async def recv(self, wait_s: float = 10) -> Frame:
+        raw = await asyncio.wait_for(self.ws.recv(), wait_s)
         if self.encoding == MSGPACK:
             assert isinstance(raw, bytes), "a msgpack connection must get binary frames"
             frame: Frame = msgpack.unpackb(raw)
@@ -79,22 +79,24 @@ class RoomSocket:
         return frame
 
     async def wait_for(
-        self, predicate: Callable[[Frame], bool], timeout: float = 10, *, new: bool = False
+        self, predicate: Callable[[Frame], bool], wait_s: float = 10, *, new: bool = False, after: int = 0
     ) -> Frame:
-        """The first frame that satisfies ``predicate``: among those received so far (unless
-        ``new``), else from those that arrive next."""
-        for frame in () if new else self.frames:
+        """The first frame that satisfies ``predicate``: among those received so far from index
+        ``after`` on (unless ``new``), else from those that arrive next."""
+        for frame in () if new else self.frames[after:]:
             if predicate(frame):
                 return frame
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + wait_s
         while True:
             frame = await self.recv(deadline - asyncio.get_running_loop().time())
             if predicate(frame):
                 return frame
 
-    async def wait_event(self, event: Frame, timeout: float = 10, *, new: bool = False) -> Frame:
+    async def wait_event(
+        self, event: Frame, wait_s: float = 10, *, new: bool = False, after: int = 0
+    ) -> Frame:
         """The first batch holding ``event`` exactly."""
-        return await self.wait_for(lambda f: event in f.get("events", ()), timeout, new=new)
+        return await self.wait_for(lambda f: event in f.get("events", ()), wait_s, new=new, after=after)
 
     async def welcome(self) -> Frame:
         return await self.wait_for(lambda f: f["type"] == "welcome")
@@ -118,18 +120,18 @@ class RoomSocket:
     def gift_count(self) -> int:
         return sum(event["count"] for event in self.events("gift"))
 
-    async def wait_gift_count(self, total: int, timeout: float = 15) -> list[Frame]:
+    async def wait_gift_count(self, total: int, wait_s: float = 15) -> list[Frame]:
         """Read until the gift events received add up to ``total`` counts; returns them."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + wait_s
         while self.gift_count() < total:
             await self.recv(deadline - asyncio.get_running_loop().time())
         return self.events("gift")
 
-    async def closed(self, timeout: float = 10) -> tuple[int | None, str]:
+    async def closed(self, wait_s: float = 10) -> tuple[int | None, str]:
         """Read until the server closes; returns the close code and reason."""
         try:
             while True:
-                await self.recv(timeout)
+                await self.recv(wait_s)
         except ConnectionClosed as exc:
             return (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (None, "")
 

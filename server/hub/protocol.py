@@ -70,7 +70,7 @@ def decode(data: str | bytes, encoding: str) -> ClientFrame:
         if isinstance(data, str):
             raise InvalidRequest("this connection speaks gifting.v1.msgpack: send binary frames")
         try:
-            body = msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=len(data))
+            body = msgpack.unpackb(data, raw=False, strict_map_key=True)
         except Exception as exc:
             raise InvalidRequest(f"the frame is not valid msgpack: {exc}") from None
     else:
