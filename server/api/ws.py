@@ -97,7 +97,12 @@ async def room_socket(websocket: WebSocket) -> None:
             try:
                 principal.require(*GIFTING_ROLES)
                 outcome = await ctx.gifts.send(
-                    principal.user_id, room_id, frame, now_ms(), sender_name=name, room=room.room
+                    principal.user_id,
+                    room_id,
+                    frame,
+                    now_ms(),
+                    sender_name=name,
+                    room=None if room.ended else room.room,
                 )
             except GiftingError as exc:
                 viewer.send(error_frame(exc, frame.idempotency_key))

@@ -186,16 +186,23 @@ class Hub:
 
     async def run(self) -> None:
         tick = self.settings.tick_ms / 1000
+        engine_down = False
         while True:
             started = time.monotonic()
             try:
                 await self.tick()
             except (RedisError, OSError) as exc:
-                log.warning("hub tick skipped: engine unavailable (%s)", exc)
+                if not engine_down:
+                    log.warning("hub paused: engine unavailable (%s)", exc)
+                engine_down = True
                 await asyncio.sleep(tick)
             except Exception:
                 log.exception("hub tick failed")
                 await asyncio.sleep(tick)
+            else:
+                if engine_down:
+                    log.warning("hub resumed: engine reachable again")
+                engine_down = False
             if not self.rooms and not self._vacated:
                 self._wake.clear()
                 await self._wake.wait()

@@ -1,0 +1,153 @@
+"""The hub's rules fed with inputs: frames, subprotocols, combo timing and per-tick batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from server.domain.combos import ComboWatch
+from server.domain.events import RoomEvent, parse_entry, parse_offset
+from server.domain.requests import GiftRequest
+from server.errors import InvalidRequest
+from server.hub.protocol import JSON, MSGPACK, Ping, decode, encode, negotiate, ws_frame
+from server.hub.room import LocalRoom
+from server.store.records import Gifter, Room, RoomState
+
+pytestmark = pytest.mark.pure
+
+
+def parse_frame(data: bytes) -> Frame:
+    """Read one frame with the websockets library's own parser, as a client would."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        frame: Frame = done.value
+        return frame
+    raise AssertionError("incomplete frame")
+
+
+@given(st.binary(max_size=70_000), st.booleans())
+def test_a_prebuilt_frame_parses_as_exactly_its_payload(payload: bytes, binary: bool) -> None:
+    frame = parse_frame(ws_frame(payload, binary))
+    assert frame.opcode is (Opcode.BINARY if binary else Opcode.TEXT)
+    assert frame.fin and bytes(frame.data) == payload
+    assert not (frame.rsv1 or frame.rsv2 or frame.rsv3)
+
+
+def test_encode_once_gives_the_message_in_each_subprotocol() -> None:
+    message = {"type": "batch", "offset": "1-0", "events": [{"type": "viewers", "viewers": 3}]}
+    assert orjson.loads(parse_frame(encode(message, JSON)).data) == message
+    assert msgpack.unpackb(parse_frame(encode(message, MSGPACK)).data) == message
+
+
+@pytest.mark.parametrize(
+    ("offered", "subprotocol", "token"),
+    [
+        ([], None, None),
+        (["gifting.v1.msgpack"], MSGPACK, None),
+        (["chat", "gifting.v1.json", "gifting.v1.msgpack"], JSON, None),
+        (["bearer.a.b.c", "gifting.v1.msgpack"], MSGPACK, "a.b.c"),
+        (["bearer.x"], None, "x"),
+    ],
+)
+def test_negotiation_picks_the_first_gifting_subprotocol_and_the_token(
+    offered: list[str], subprotocol: str | None, token: str | None
+) -> None:
+    handshake = negotiate(offered)
+    assert (handshake.subprotocol, handshake.token) == (subprotocol, token)
+    assert handshake.encoding == (subprotocol or JSON)
+
+
+def test_client_frames_decode_to_requests_in_both_subprotocols() -> None:
+    gift = {"type": "gift", "gift_id": "rose", "count": 5, "idempotency_key": "k-1"}
+    expected = GiftRequest(gift_id="rose", count=5, idempotency_key="k-1")
+    assert decode(orjson.dumps(gift).decode(), JSON) == expected
+    assert decode(orjson.dumps(gift), JSON) == expected
+    assert decode(msgpack.packb(gift), MSGPACK) == expected
+    assert decode('{"type": "ping"}', JSON) == Ping()
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_decode_to_anything_but_a_request_or_invalid_request(data: bytes) -> None:
+    for encoding in (JSON, MSGPACK):
+        try:
+            frame = decode(data, encoding)
+        except InvalidRequest as exc:
+            assert exc.code == "invalid_request" and exc.message
+        else:
+            assert isinstance(frame, (GiftRequest, Ping))
+
+
+def test_offsets_parse_and_compare_as_stream_ids() -> None:
+    assert (
+        parse_offset("1732550000000-2") < parse_offset("1732550000000-10") < parse_offset("1732550000001-0")
+    )
+    for bad in ("", "12", "1-2-3", "-1-0", "a-b", "1" * 21 + "-0"):
+        with pytest.raises(InvalidRequest):
+            parse_offset(bad)
+
+
+def test_combo_watch_lists_streaks_whose_window_passed() -> None:
+    watch = ComboWatch(window_ms=3_000)
+    watch.saw_gift("r1", "alice", 1_000, streakable=True)
+    watch.saw_gift("r1", "bob", 2_000, streakable=True)
+    watch.saw_gift("r2", "alice", 2_500, streakable=True)
+    assert watch.due(4_000) == []
+    assert watch.due(4_001) == [("r1", "alice", 1_000)]
+    watch.saw_gift("r1", "alice", 4_000, streakable=True)  # the streak went on
+    assert watch.due(5_001) == [("r1", "bob", 2_000)]
+    watch.saw_end("r1", "bob")
+    watch.saw_gift("r2", "alice", 5_000, streakable=False)  # a non-streakable gift closes it
+    assert watch.due(9_000) == [("r1", "alice", 4_000)]
+    watch.forget("r1", "alice", 3_999)  # about an older streak: ignored
+    assert len(watch) == 1
+    watch.forget("r1", "alice", 4_000)
+    assert watch.due(99_000) == []
+
+
+def gift_event(offset: str, sender: str, count: int, balance: int | None = None) -> RoomEvent:
+    fields = {"t": "gift", "e": f"g_{offset}", "s": sender, "n": sender.title(), "g": "rose"}
+    fields |= {"c": str(count), "k": str(count), "ts": "5", "b": "" if balance is None else str(balance)}
+    return parse_entry(offset, fields)
+
+
+def state(viewers: int, coins: int = 0, goal: int | None = None, *top: Gifter) -> RoomState:
+    return RoomState("live", viewers, goal, coins, tuple(top))
+
+
+def test_a_tick_sends_one_batch_with_stream_events_then_what_changed() -> None:
+    room = LocalRoom(Room("r", "c", "t", "live", 0, None, "e"), state(1), "0-0", "0-0")
+    room.add_events([gift_event("1-0", "ann", 2, balance=8), gift_event("1-1", "bo", 1)])
+    room.add_events([parse_entry("2-0", {"t": "goal_set", "goal": "50", "ts": "6"})])
+    changes = room.state_events(state(1, 3, 50, Gifter("ann", "Ann", 2), Gifter("bo", "Bo", 1)))
+    batch = room.take_batch(changes)
+    assert batch is not None and batch["offset"] == "2-0" == room.cursor
+    kinds = [event["type"] for event in batch["events"]]
+    assert kinds == ["gift", "gift", "leaderboard", "goal"]
+    gift: dict[str, Any] = batch["events"][0]
+    assert gift == {
+        "type": "gift",
+        "event_id": "g_1-0",
+        "sender": {"id": "ann", "name": "Ann"},
+        "gift_id": "rose",
+        "count": 2,
+        "combo": 2,
+        "ts": 5,
+    }
+    assert batch["events"][1]["sender"] == {"id": "bo", "name": "Bo"}  # balances stay private
+    assert [event["event_id"] for event in room.recent] == ["g_1-0", "g_1-1"]
+    # Nothing new and nothing changed: no frame at all.
+    assert room.take_batch(room.state_events(room.state)) is None
+    viewers_only = room.take_batch(room.state_events(state(4, 3, 50, *room.state.leaderboard)))
+    assert viewers_only == {"type": "batch", "offset": "2-0", "events": [{"type": "viewers", "viewers": 4}]}
