@@ -89,7 +89,6 @@ import httpx
 import orjson
 
 from loadtest.bench_gift import (
-    PACKAGE_COINS,
     ROOM_ID,
     BenchError,
     CpuMeter,
@@ -384,11 +383,13 @@ class SinkHost:
 
     async def op_connect(self, command: dict[str, Any]) -> dict[str, Any]:
         sample_every: int = command["sample_every"]
-        first: int = command["first"]  # the viewers' global numbers, for sampling across processes
+        # This process holds viewers first, first + stride, ... of all: sample by that number.
+        first: int = command["first"]
+        stride: int = command["stride"]
         record: bool = command["record"]
 
         def make(request: bytes, opened: asyncio.Future[None], number: int) -> Sink:
-            sampled = sample_every > 0 and (first + number) % sample_every == 0
+            sampled = sample_every > 0 and (first + number * stride) % sample_every == 0
             recorder = self.recorder if sampled else None
             return Sink(request, self.book, recorder, record, command["welcome"], opened)
 
@@ -512,29 +513,28 @@ class SinkPool:
         record: bool,
         sample_every: int,
         concurrency: int,
+        base: int = 0,
     ) -> dict[str, Any]:
-        """Open ``paths`` as sinks of ``group``; the count, failures and handshakes/s."""
-        commands = []
+        """Open ``paths`` (viewers ``base``, ``base + 1``, ...) as sinks of ``group``; the count,
+        failures and handshakes/s. Viewers whose number is a multiple of ``sample_every`` (0:
+        none) record latencies."""
         count = len(self.conns)
-        for i in range(count):
-            commands.append(
-                {
-                    "op": "connect",
-                    "group": group,
-                    "host": "127.0.0.1",
-                    "port": port,
-                    "paths": paths[i::count],
-                    "first": 0,
-                    "welcome": welcome,
-                    "record": record,
-                    "sample_every": 0,
-                    "concurrency": concurrency,
-                }
-            )
-        # Sample every n-th viewer overall: process i holds viewers i, i + count, ...
-        if sample_every > 0:
-            for command in commands:
-                command["sample_every"] = max(1, sample_every // count)
+        commands = [
+            {
+                "op": "connect",
+                "group": group,
+                "host": "127.0.0.1",
+                "port": port,
+                "paths": paths[i::count],
+                "first": base + i,
+                "stride": count,
+                "welcome": welcome,
+                "record": record,
+                "sample_every": sample_every,
+                "concurrency": concurrency,
+            }
+            for i in range(count)
+        ]
         replies = await self.call(commands)
         failures: Counter[str] = Counter()
         for reply in replies:
@@ -592,17 +592,22 @@ class GiftLedger:
     acked_ids: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     closed: Counter[str] = field(default_factory=Counter)
+    answered: asyncio.Event = field(default_factory=asyncio.Event)  # set when none is unanswered
 
     def ack(self, key: str, event_id: str) -> None:
         started = self.sent.pop(key, None)
         if started is not None:
             self.ack_ms.append((time.perf_counter() - started) * 1000)
             self.acked_ids.append(event_id)
+        if not self.sent:
+            self.answered.set()
 
     def error(self, key: str | None, code: str) -> None:
         if key is not None:
             self.sent.pop(key, None)
         self.errors[code] += 1
+        if not self.sent:
+            self.answered.set()
 
 
 class Gifter(Sink):
@@ -613,6 +618,7 @@ class Gifter(Sink):
         self.ledger = ledger
         self.tag = tag
         self.sent = 0
+        self.closed_by_us = False
 
     def message(self, payload: bytes) -> None:
         if payload.startswith(b'{"type":"batch"'):
@@ -629,27 +635,34 @@ class Gifter(Sink):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self.ledger.closed[str(self.close_code)] += 1
+        if not self.closed_by_us:
+            self.ledger.closed[str(self.close_code)] += 1
+
+    def close(self) -> None:
+        self.closed_by_us = True
+        super().close()
 
     def gift(self, run: str) -> None:
         key = f"{self.tag}-{run}-{self.sent}"
         self.sent += 1
         self.ledger.sent[key] = time.perf_counter()
+        self.ledger.answered.clear()
         body = {"type": "gift", "gift_id": GIFT_ID, "count": 1, "idempotency_key": key}
         self.send(0x1, orjson.dumps(body))
 
 
-async def open_gifters(
-    port: int, room_id: str, senders: list[Sender], ledger: GiftLedger
-) -> list[Gifter]:
+async def open_gifters(port: int, room_id: str, senders: list[Sender], ledger: GiftLedger) -> list[Gifter]:
     loop = asyncio.get_running_loop()
     gifters: list[Gifter] = []
     for sender in senders:
         opened: asyncio.Future[None] = loop.create_future()
-        request = upgrade_request("127.0.0.1", port, ws_path(room_id, token_of(sender)))
-        _, gifter = await loop.create_connection(
-            lambda: Gifter(request, opened, ledger, sender.user_id), "127.0.0.1", port
+        gifter = Gifter(
+            upgrade_request("127.0.0.1", port, ws_path(room_id, token_of(sender))),
+            opened,
+            ledger,
+            sender.user_id,
         )
+        await loop.create_connection(lambda gifter=gifter: gifter, "127.0.0.1", port)  # type: ignore[misc]
         await asyncio.wait_for(opened, CONNECT_TIMEOUT_S)
         gifters.append(gifter)
     return gifters
@@ -775,6 +788,7 @@ def unsent_bytes(connection: Any) -> int:
 
 async def bare_serve(conn: Connection, port: int, inflight: int) -> None:
     from websockets.asyncio.server import ServerConnection, broadcast, serve
+    from websockets.typing import Subprotocol
 
     connections: set[ServerConnection] = set()
 
@@ -808,18 +822,17 @@ async def bare_serve(conn: Connection, port: int, inflight: int) -> None:
             counters["wait_s"] += time.perf_counter() - started
 
     loop = asyncio.get_running_loop()
-    server = await serve(
+    task: asyncio.Task[None] | None = None
+    async with serve(
         handler,
         "127.0.0.1",
         port,
-        subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+        subprotocols=[Subprotocol(SUBPROTOCOL)],
         ping_interval=None,
         compression=None,
         backlog=4096,
-    )
-    task: asyncio.Task[None] | None = None
-    conn.send({"ready": True})
-    async with server:
+    ):
+        conn.send({"ready": True})
         while True:
             command: dict[str, Any] = await loop.run_in_executor(None, conn.recv)
             if command["op"] == "start":
@@ -913,7 +926,9 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         )
         progress(f"storm: {connect['opened']} viewers connected ({connect['per_s']:.0f}/s)")
         if connect["opened"] != viewers:
-            raise BenchError(f"only {connect['opened']} of {viewers} viewers connected: {connect['failures']}")
+            raise BenchError(
+                f"only {connect['opened']} of {viewers} viewers connected: {connect['failures']}"
+            )
         ledger = GiftLedger()
         gifters = await open_gifters(stack.port, ROOM_ID, senders, ledger)
         await asyncio.sleep(1.0)
@@ -926,9 +941,8 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         sending_s = time.perf_counter() - started
         cpu = summarize_cpu(meter.stop())
         rss_after = rss_kib(stack.server_pid)
-        deadline = time.perf_counter() + ACK_TIMEOUT_S
-        while ledger.sent and time.perf_counter() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ledger.answered.wait(), ACK_TIMEOUT_S)
         acked = len(ledger.acked_ids)
         drain_s = await wait_delivered(pool, acked * viewers)
         await pool.every(op="window", active=False)
@@ -1058,20 +1072,26 @@ async def fanout(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             for size in sizes:
                 if size > connected:
                     tokens = await viewer_tokens(client, "fan_v", connected, size - connected)
-                    common = {"welcome": True, "record": False, "concurrency": args.connect_concurrency}
                     paths = [ws_path(ROOM_ID, token) for token in tokens]
-                    step = max(1, size // 200)
-                    server_connect = await pool.connect(
-                        "server", stack.port, paths, sample_every=step, **common
-                    )
-                    common["welcome"] = False
-                    bare_connect = await pool.connect("bare", bare.port, paths, sample_every=0, **common)
-                    for what, outcome in (("server", server_connect), ("bare", bare_connect)):
+                    outcomes = {}
+                    for group, port in (("server", stack.port), ("bare", bare.port)):
+                        outcomes[group] = await pool.connect(
+                            group,
+                            port,
+                            paths,
+                            welcome=group == "server",
+                            record=False,
+                            # about 200 latency-sampled viewers in each room size
+                            sample_every=max(1, size // 200) if group == "server" else 0,
+                            concurrency=args.connect_concurrency,
+                            base=connected,
+                        )
+                    for what, outcome in outcomes.items():
                         if outcome["failures"]:
                             raise BenchError(f"{what} sinks failed to connect: {outcome['failures']}")
                     connected = size
                     await asyncio.sleep(1.0)
-                results.append(await fanout_size(args, size, stack, pool, bare, gifters, ledger, meter))
+                results.append(await fanout_size(args, size, pool, bare, gifters, ledger, meter))
             for gifter in gifters:
                 gifter.close()
             errors = dict(ledger.errors)
@@ -1083,7 +1103,6 @@ async def fanout(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 async def fanout_size(
     args: argparse.Namespace,
     size: int,
-    stack: Stack,
     pool: SinkPool,
     bare: Bare,
     gifters: list[Gifter],
@@ -1105,9 +1124,9 @@ async def fanout_size(
                 await pacer
         server_runs.append(window)
         if message is None:
-            payloads = (await pool.call([{"op": "payloads", "since": since, "until": until}] * len(pool.conns)))[
-                0
-            ]["payloads"]
+            payloads = (
+                await pool.call([{"op": "payloads", "since": since, "until": until}] * len(pool.conns))
+            )[0]["payloads"]
             if not payloads:
                 raise BenchError(f"no gift batch reached the {size} sinks")
             payloads.sort(key=len)
@@ -1245,8 +1264,10 @@ def print_report(report: dict[str, Any]) -> None:
             bare = row["bare_runs"][len(row["bare_runs"]) // 2]
             print(
                 f"  {row['viewers']:>8,} {row['frame_bytes']:>8,} {row['server_frames_per_s']:>11,.0f}"
-                f" {row['server_gift_events_per_s']:>10,.0f} {row['server_p50_ms']:>7} {row['server_p99_ms']:>7}"
-                f" {row['bare_frames_per_s']:>10,.0f} {row['ratio']:>7.1%}  {srv['server']:.2f}/{srv['sinks']:.2f}"
+                f" {row['server_gift_events_per_s']:>10,.0f}"
+                f" {row['server_p50_ms']:>7} {row['server_p99_ms']:>7}"
+                f" {row['bare_frames_per_s']:>10,.0f} {row['ratio']:>7.1%}"
+                f"  {srv['server']:.2f}/{srv['sinks']:.2f}"
                 f" | {bare['cpu_cores']['bare']:.2f}/{bare['cpu_cores']['sinks']:.2f},"
                 f" {bare['extra']['wait_share']:.0%}"
             )
@@ -1308,7 +1329,9 @@ def scenario_list(raw: str) -> list[str]:
     names = [part.strip() for part in raw.split(",") if part.strip()]
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}"
+        )
     return names
 
 
@@ -1323,7 +1346,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--storm-seconds", type=positive_float, default=20.0)
     parser.add_argument("--storm-gifters", type=positive_int, default=50)
     parser.add_argument(
-        "--sample-every", type=positive_int, default=10, help="storm latency on every n-th viewer (default 10)"
+        "--sample-every",
+        type=positive_int,
+        default=10,
+        help="storm latency on every n-th viewer (default 10)",
     )
     parser.add_argument("--fanout-sizes", type=comma_ints, default=[1000, 5000, 10000])
     parser.add_argument("--fanout-rate", type=positive_float, default=200.0, help="gifts/s (default 200)")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -449,18 +450,7 @@ async def test_a_viewer_that_stops_reading_is_dropped_and_the_others_get_every_g
     """The hub servers here allow 16 KiB of unsent data per connection."""
     _, room_id = live
     watcher = await hub.join("a", room_id, unique("w"))
-    stalled = socket.socket()
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.connect(("127.0.0.1", hub.a.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    stalled.sendall(
-        (
-            f"GET /v1/rooms/{room_id}/ws?token={hub.api.token(unique('w'))} HTTP/1.1\r\n"
-            f"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    assert stalled.recv(12) == b"HTTP/1.1 101"
+    stalled = raw_upgrade(hub.a.port, f"/v1/rooms/{room_id}/ws?token={hub.api.token(unique('w'))}", 4096)
     joined = await watcher.wait_event({"type": "viewers", "viewers": 2})
     senders = [funded(hub.api, "us_1250") for _ in range(4)]
     sent = 0
@@ -471,11 +461,51 @@ async def test_a_viewer_that_stops_reading_is_dropped_and_the_others_get_every_g
     assert len({e["event_id"] for e in events}) == sent
     await watcher.wait_event({"type": "viewers", "viewers": 1}, after=watcher.frames.index(joined))
     # The stalled connection was cut: reading now ends in EOF or a reset, well short of 400 gifts.
-    stalled.settimeout(10)
-    received = b""
-    with contextlib.suppress(ConnectionResetError):
-        while chunk := stalled.recv(65536):
-            received += chunk
-    stalled.close()
+    received = read_until_closed(stalled)
     assert received.count(b'"type":"gift"') < sent
     await watcher.close()
+
+
+def raw_upgrade(port: int, path: str, receive_buffer: int | None = None) -> socket.socket:
+    """A bare WebSocket handshake on a plain socket, for peers that misbehave afterwards."""
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    assert sock.recv(12) == b"HTTP/1.1 101"
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (EOF or reset)."""
+    sock.settimeout(10)
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    sock.close()
+    return received
+
+
+async def test_a_peer_that_answers_no_ping_is_closed_and_a_live_one_stays(
+    engine: Engine, key_prefix: str, logs: Path, live: tuple[str, str], hub: Hub
+) -> None:
+    _, room_id = live
+    env = server_env(engine.url, key_prefix, GIFTING_WS_PING_S="0.3")
+    with running_server(env, logs) as server:
+        alive = await RoomSocket.open(server.base_url, room_id, hub.api.token(unique("w")))
+        dead = raw_upgrade(server.port, f"/v1/rooms/{room_id}/ws?token={hub.api.token(unique('w'))}")
+        # Read the silent peer's socket off the event loop, so the live client answers its pings.
+        received = await anyio.to_thread.run_sync(read_until_closed, dead)
+        # A close frame with 1011 (0x03f3) after the unanswered ping.
+        assert b"\x88" in received and b"\x03\xf3" in received
+        await alive.send({"type": "ping"})
+        assert await alive.wait_for(lambda f: f["type"] == "pong", new=True) == {"type": "pong"}
+        await alive.close()
