@@ -28,6 +28,7 @@ from server.domain.catalog import Catalog
 from server.domain.combos import ComboWatch
 from server.domain.events import RoomEvent, parse_entry, parse_offset
 from server.errors import Conflict, InvalidRequest
+from server.hub.protocol import Close
 from server.hub.room import LocalRoom, Viewer
 from server.settings import Settings
 from server.store import Store
@@ -256,7 +257,7 @@ class Hub:
                     self.leave(viewer)
         if room.ended:
             for viewer in tuple(room.viewers):
-                viewer.outlet.close(1000, "the live has ended")
+                viewer.outlet.close(Close.ROOM_ENDED, "the live has ended")
                 self.leave(viewer)
             self.rooms.pop(room_id, None)
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
+
+from server.hub.protocol import Close
 
 SCOPE_EXTENSION = "gifting.outlet"
 # After a close frame is queued, how long a peer has to read it before the socket is cut.
@@ -60,7 +61,7 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.is_open:
             return False
         if self.transport.get_write_buffer_size() + len(frame) > self.buffer_limit:
-            self.close(4408, "too slow: the connection fell behind the room", abort=True)
+            self.close(Close.TOO_SLOW, "too slow: the connection fell behind the room", abort=True)
             return False
         self.transport.write(frame)
         return True
@@ -85,6 +86,3 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _give_up(self) -> None:
         self.transport.abort()
-
-    def stats(self) -> dict[str, Any]:
-        return {"buffered": self.transport.get_write_buffer_size(), "open": self.is_open}
