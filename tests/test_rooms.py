@@ -6,6 +6,7 @@ acknowledged, each event arrives once, on whichever process the viewer is connec
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -509,3 +510,28 @@ async def test_a_peer_that_answers_no_ping_is_closed_and_a_live_one_stays(
         await alive.send({"type": "ping"})
         assert await alive.wait_for(lambda f: f["type"] == "pong", new=True) == {"type": "pong"}
         await alive.close()
+
+
+async def test_many_viewers_joining_a_room_at_once_share_one_view_of_it(
+    hub: Hub, live: tuple[str, str]
+) -> None:
+    _, room_id = live
+    sender = funded(hub.api)
+    socks = await asyncio.gather(
+        *(RoomSocket.open(hub.url("ab"[i % 2]), room_id, hub.api.token(unique("w"))) for i in range(30))
+    )
+    welcomes = [await sock.welcome() for sock in socks]
+    assert {w["epoch"] for w in welcomes} == {welcomes[0]["epoch"]}
+    await socks[0].wait_event({"type": "viewers", "viewers": 30})
+    # The sender's two connections, one per process, both get the balance; nobody else does.
+    mine = [await hub.join(which, room_id, sender) for which in "ab"]
+    reply = hub.api.gift(sender, room_id, "doughnut", 2)
+    assert reply.status_code == 200
+    for sock in mine:
+        await sock.wait_for(lambda f: f == {"type": "balance", "coins": 490})
+    for sock in socks:
+        [event] = await sock.wait_gift_count(2)
+        assert event["event_id"] == reply.json()["gift_event_id"]
+        assert not [f for f in sock.frames if f["type"] == "balance"]
+    for sock in [*socks, *mine]:
+        await sock.close()

@@ -133,9 +133,12 @@ class Hub:
                     self.rooms[room_id] = room
                     self._wake.set()
                 opening.set_result(room)
-            except BaseException as exc:
+            except Exception as exc:
                 opening.set_exception(exc)
                 opening.exception()  # retrieved here, so an unawaited failure is not logged
+                raise
+            except BaseException:
+                opening.cancel()
                 raise
             finally:
                 del self._opening[room_id]
