@@ -151,3 +151,17 @@ def test_a_tick_sends_one_batch_with_stream_events_then_what_changed() -> None:
     assert room.take_batch(room.state_events(room.state)) is None
     viewers_only = room.take_batch(room.state_events(state(4, 3, 50, *room.state.leaderboard)))
     assert viewers_only == {"type": "batch", "offset": "2-0", "events": [{"type": "viewers", "viewers": 4}]}
+
+
+def test_room_end_stays_the_last_event_of_its_batch() -> None:
+    room = LocalRoom(Room("r", "c", "t", "live", 0, None, "e"), state(1), "0-0", "0-0")
+    room.add_events([gift_event("1-0", "ann", 1), parse_entry("2-0", {"t": "room_end", "ts": "9"})])
+    batch = room.take_batch(room.state_events(state(0, 1, None, Gifter("ann", "Ann", 1))))
+    assert batch is not None and room.ended
+    assert [event["type"] for event in batch["events"]] == [
+        "gift",
+        "leaderboard",
+        "goal",
+        "viewers",
+        "room_end",
+    ]

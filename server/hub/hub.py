@@ -63,17 +63,23 @@ class Hub:
     async def join(self, viewer: Viewer, since: str | None, epoch: str | None) -> LocalRoom:
         """Add a connection to its room and send it ``welcome`` (after ``resync`` if it asked
         to resume from where it cannot), then the events it missed."""
-        room = await self._local_room(viewer.room_id)
-        missed: list[RoomEvent] = []
-        resync_reason = None
-        if since is not None:
-            try:
-                missed = await self._missed(room, since, epoch)
-            except InvalidRequest as exc:
-                resync_reason = exc.message
+        while True:
+            room = await self._local_room(viewer.room_id)
+            missed: list[RoomEvent] = []
+            resync_reason = None
+            if since is not None:
+                try:
+                    missed = await self._missed(room, since, epoch)
+                except InvalidRequest as exc:
+                    resync_reason = exc.message
+            if self.rooms.get(viewer.room_id, room) is room:
+                break
+            # Everyone else left while this one was reading, and the room was reloaded since.
         if room.ended:
             raise Conflict(f"room {viewer.room_id!r} has ended", code="room_ended")
         # From here to the end nothing awaits: the welcome is written before any next batch.
+        self.rooms[viewer.room_id] = room
+        self._wake.set()
         room.viewers.add(viewer)
         self.by_user.setdefault(viewer.user_id, set()).add(viewer)
         self._presence_changed.add(viewer.room_id)

@@ -79,7 +79,9 @@ class LocalRoom:
                 self.ended = True
         self.pending.clear()
         self.cursor = self.read_cursor
-        events += state_events
+        # State changes go before a room_end, which is always the last event of a live.
+        at = len(events) - 1 if self.ended and events and events[-1]["type"] == "room_end" else len(events)
+        events[at:at] = state_events
         if not events:
             return None
         return {"type": "batch", "offset": self.cursor, "events": events}
