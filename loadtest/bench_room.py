@@ -83,7 +83,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import orjson
@@ -221,13 +221,12 @@ class Sink(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SINK_RCVBUF)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.write(self.request)
+        self.transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -1159,6 +1158,13 @@ async def fanout_size(
         await asyncio.sleep(0.5)
     server_fps = statistics.median(run.frames_per_s for run in server_runs)
     bare_fps = statistics.median(run.frames_per_s for run in bare_runs)
+    # CPU per delivered frame, which a busy machine disturbs less than the rate.
+    server_us = statistics.median(
+        run.cpu_cores["server"] / run.frames_per_s * 1e6 for run in server_runs if run.frames_per_s
+    )
+    bare_us = statistics.median(
+        run.cpu_cores["bare"] / run.frames_per_s * 1e6 for run in bare_runs if run.frames_per_s
+    )
     return {
         "viewers": size,
         "frame_bytes": frame_bytes,
@@ -1168,6 +1174,8 @@ async def fanout_size(
         "server_p99_ms": statistics.median(run.p99_ms or 0 for run in server_runs),
         "bare_frames_per_s": bare_fps,
         "ratio": round(server_fps / bare_fps, 4) if bare_fps else None,
+        "server_cpu_us_per_frame": round(server_us, 2),
+        "bare_cpu_us_per_frame": round(bare_us, 2),
         "server_runs": [vars(run) for run in server_runs],
         "bare_runs": [vars(run) for run in bare_runs],
         "gifts_acked_total": len(ledger.acked_ids),
@@ -1257,7 +1265,8 @@ def print_report(report: dict[str, Any]) -> None:
         print("\nfanout (GIFTING_TICK_MS=5, medians of rounds):")
         print(
             f"  {'viewers':>8} {'frame B':>8} {'server f/s':>11} {'gifts/s':>10} {'p50 ms':>7} {'p99 ms':>7}"
-            f" {'bare f/s':>10} {'ratio':>7}  cores srv/sinks | bare/sinks, bare waiting"
+            f" {'bare f/s':>10} {'ratio':>7}  cores srv/sinks | bare/sinks, bare waiting;"
+            " cpu us/frame srv/bare"
         )
         for row in fanout_result["sizes"]:
             srv = row["server_runs"][len(row["server_runs"]) // 2]["cpu_cores"]
@@ -1269,7 +1278,8 @@ def print_report(report: dict[str, Any]) -> None:
                 f" {row['bare_frames_per_s']:>10,.0f} {row['ratio']:>7.1%}"
                 f"  {srv['server']:.2f}/{srv['sinks']:.2f}"
                 f" | {bare['cpu_cores']['bare']:.2f}/{bare['cpu_cores']['sinks']:.2f},"
-                f" {bare['extra']['wait_share']:.0%}"
+                f" {bare['extra']['wait_share']:.0%};"
+                f" {row['server_cpu_us_per_frame']}/{row['bare_cpu_us_per_frame']}"
             )
     conns = report.get("connections")
     if conns:
