@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from server.api import dev, http, payments, ws
 from server.api.context import JSON, Context, now_ms
@@ -31,8 +32,9 @@ log = logging.getLogger(__name__)
 OUTBOX_GRACE_MS = 1_000
 
 
-def create_app(settings: Settings, engine_url: str) -> Starlette:
-    routes: list[BaseRoute] = [*http.routes, *ws.routes, *payments.routes]
+def create_app(settings: Settings, engine_url: str) -> ASGIApp:
+    """The server's ASGI app: room sockets (``api.ws``) in front of the Starlette app."""
+    routes: list[BaseRoute] = [*http.routes, *payments.routes]
     if settings.demo:
         routes += [*dev.routes, *payments.sandbox_routes]
 
@@ -42,7 +44,9 @@ def create_app(settings: Settings, engine_url: str) -> Starlette:
         catalog = Catalog.load_default()
         gifts = GiftService(store, catalog, settings)
         hub = Hub(store, catalog, settings)
-        app.state.ctx = Context(settings=settings, store=store, catalog=catalog, gifts=gifts, hub=hub)
+        app.state.ctx = sockets.context = Context(
+            settings=settings, store=store, catalog=catalog, gifts=gifts, hub=hub
+        )
         if settings.demo:
             await seed_demo(store)
         tasks = [
@@ -62,7 +66,7 @@ def create_app(settings: Settings, engine_url: str) -> Starlette:
             if sandbox is not None:
                 await sandbox.aclose()
 
-    return Starlette(
+    starlette = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
@@ -74,6 +78,8 @@ def create_app(settings: Settings, engine_url: str) -> Starlette:
             Exception: internal_error,
         },
     )
+    sockets = ws.RoomSockets(starlette)
+    return sockets
 
 
 async def sweep_outbox_forever(gifts: GiftService, interval_s: float) -> None:

@@ -3,93 +3,87 @@
 The endpoint authenticates, joins the hub and then reads client frames: gifts go through
 the same ``GiftService`` as ``POST /v1/rooms/{id}/gifts``, acknowledged to the sender only.
 Everything else the connection receives comes from the hub's tick. See docs/PROTOCOL.md.
+
+``RoomSockets`` routes these connections straight to the endpoint as plain ASGI, ahead of
+Starlette: an idle connection keeps its whole call stack alive for as long as it stays
+open, and Starlette's middleware, router and ``WebSocket`` object would cost several KiB
+on each of thousands of them. Every other request goes to the Starlette app.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from redis.exceptions import RedisError
-from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.api.context import context, now_ms
-from server.auth import principal_from_token
+from server.api.context import Context, now_ms
+from server.auth import Principal, principal_from_token
 from server.domain.ids import check_id
 from server.errors import EngineUnavailable, GiftingError, InvalidRequest, NotFound, Unauthorized
 from server.hub.outlet import SCOPE_EXTENSION, GiftingWebSocketProtocol
 from server.hub.protocol import Close, Ping, decode, encode, error_frame, negotiate
-from server.hub.room import Viewer
+from server.hub.room import LocalRoom, Viewer
 
 log = logging.getLogger(__name__)
 
+PATH = re.compile(r"^/v1/rooms/([^/]+)/ws$")
 GIFTING_ROLES = ("viewer", "creator")
 # A connection sending this many frames that do not parse or validate within a minute is closed.
 MAX_INVALID_FRAMES = 10
 INVALID_WINDOW_S = 60.0
 
 
-async def room_socket(websocket: WebSocket) -> None:
-    ctx = context(websocket)
-    handshake = negotiate(list(websocket.scope.get("subprotocols", [])))
-    origin = websocket.headers.get("origin")
-    allowed = ctx.settings.allowed_origins
-    if allowed and origin is not None and origin.rstrip("/") not in allowed:
-        log.info("websocket refused: origin %r is not allowed", origin)
-        await websocket.close(code=1008)  # before accept: the handshake is answered with 403
+class RoomSockets:
+    """The ASGI entry point: room sockets to ``room_socket``, everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp, context: Context | None = None) -> None:
+        self.app = app
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = PATH.match(scope["path"]) if scope["type"] == "websocket" else None
+        if match is None or self.context is None:
+            await self.app(scope, receive, send)
+            return
+        await room_socket(self.context, scope, receive, send, match[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    viewer: Viewer
+    room: LocalRoom
+    principal: Principal
+
+
+async def room_socket(ctx: Context, scope: Scope, receive: Receive, send: Send, raw_room_id: str) -> None:
+    if (await receive())["type"] != "websocket.connect":
         return
-    outlet = websocket.scope.get("extensions", {}).get(SCOPE_EXTENSION)
-    if not isinstance(outlet, GiftingWebSocketProtocol):
-        log.error("websocket refused: run the server with `gifting-server` (its WebSocket protocol)")
-        await websocket.close(code=1011)
+    admitted = await admit(ctx, scope, send, raw_room_id)
+    if admitted is None:
         return
-    await websocket.accept(subprotocol=handshake.subprotocol)
-    encoding = handshake.encoding
-
-    def refuse(error: GiftingError, code: int) -> None:
-        outlet.write(encode(error_frame(error), encoding))
-        outlet.close(code, error.code)
-
-    try:
-        token = websocket.query_params.get("token") or handshake.token
-        if not token:
-            raise Unauthorized("missing token: pass ?token=<jwt> or offer a 'bearer.<jwt>' subprotocol")
-        principal = principal_from_token(token, ctx.settings.jwt_secret)
-        room_id = check_id(websocket.path_params["room_id"], "room_id")
-        name = principal.name or await ctx.gifts.name_of(principal.user_id)
-        viewer = Viewer(outlet, principal.user_id, name, encoding, room_id)
-        room = await ctx.hub.join(
-            viewer, websocket.query_params.get("since"), websocket.query_params.get("epoch")
-        )
-    except Unauthorized as exc:
-        return refuse(exc, Close.UNAUTHORIZED)
-    except InvalidRequest as exc:
-        return refuse(exc, Close.INVALID_FRAMES)
-    except NotFound as exc:
-        return refuse(exc, Close.ROOM_NOT_FOUND)
-    except GiftingError as exc:  # room_ended
-        return refuse(exc, Close.ROOM_GONE)
-    except (RedisError, OSError):
-        return refuse(EngineUnavailable("the engine is unavailable; retry shortly"), Close.ENGINE_UNAVAILABLE)
-
+    viewer, room, principal = admitted.viewer, admitted.room, admitted.principal
     invalid: list[float] = []
     try:
         while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+            message = await receive()
+            if message["type"] != "websocket.receive":
                 return
             data = message.get("text")
             if data is None:
                 data = message.get("bytes") or b""
             try:
-                frame = decode(data, encoding)
+                frame = decode(data, viewer.encoding)
             except InvalidRequest as exc:
                 now = time.monotonic()
                 invalid = [t for t in invalid if now - t < INVALID_WINDOW_S] + [now]
                 viewer.send(error_frame(exc))
                 if len(invalid) >= MAX_INVALID_FRAMES:
-                    outlet.close(Close.INVALID_FRAMES, "too many invalid frames")
+                    viewer.outlet.close(Close.INVALID_FRAMES, "too many invalid frames")
                 continue
             if isinstance(frame, Ping):
                 viewer.send({"type": "pong"})
@@ -97,11 +91,11 @@ async def room_socket(websocket: WebSocket) -> None:
             try:
                 principal.require(*GIFTING_ROLES)
                 outcome = await ctx.gifts.send(
-                    principal.user_id,
-                    room_id,
+                    viewer.user_id,
+                    viewer.room_id,
                     frame,
                     now_ms(),
-                    sender_name=name,
+                    sender_name=viewer.name,
                     room=None if room.ended else room.room,
                 )
             except GiftingError as exc:
@@ -122,4 +116,50 @@ async def room_socket(websocket: WebSocket) -> None:
         ctx.hub.leave(viewer)
 
 
-routes = [WebSocketRoute("/v1/rooms/{room_id}/ws", room_socket)]
+async def admit(ctx: Context, scope: Scope, send: Send, raw_room_id: str) -> Admitted | None:
+    """Check the handshake, accept, authenticate and join the hub; None if refused."""
+    handshake = negotiate(list(scope.get("subprotocols", [])))
+    origin = dict(scope["headers"]).get(b"origin", b"").decode("latin-1") or None
+    allowed = ctx.settings.allowed_origins
+    if allowed and origin is not None and origin.rstrip("/") not in allowed:
+        log.info("websocket refused: origin %r is not allowed", origin)
+        await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+        return None
+    outlet = scope.get("extensions", {}).get(SCOPE_EXTENSION)
+    if not isinstance(outlet, GiftingWebSocketProtocol):
+        log.error("websocket refused: run the server with `gifting-server` (its WebSocket protocol)")
+        await send({"type": "websocket.close", "code": 1011})
+        return None
+    await send({"type": "websocket.accept", "subprotocol": handshake.subprotocol})
+    query = parse_qs(scope["query_string"].decode("latin-1"))
+
+    def param(name: str) -> str | None:
+        values = query.get(name)
+        return values[0] if values else None
+
+    def refuse(error: GiftingError, code: int) -> None:
+        outlet.write(encode(error_frame(error), handshake.encoding))
+        outlet.close(code, error.code)
+
+    try:
+        token = param("token") or handshake.token
+        if not token:
+            raise Unauthorized("missing token: pass ?token=<jwt> or offer a 'bearer.<jwt>' subprotocol")
+        principal = principal_from_token(token, ctx.settings.jwt_secret)
+        room_id = check_id(raw_room_id, "room_id")
+        name = principal.name or await ctx.gifts.name_of(principal.user_id)
+        viewer = Viewer(outlet, principal.user_id, name, handshake.encoding, room_id)
+        room = await ctx.hub.join(viewer, param("since"), param("epoch"))
+    except Unauthorized as exc:
+        refuse(exc, Close.UNAUTHORIZED)
+    except InvalidRequest as exc:
+        refuse(exc, Close.INVALID_FRAMES)
+    except NotFound as exc:
+        refuse(exc, Close.ROOM_NOT_FOUND)
+    except GiftingError as exc:  # room_ended
+        refuse(exc, Close.ROOM_GONE)
+    except (RedisError, OSError):
+        refuse(EngineUnavailable("the engine is unavailable; retry shortly"), Close.ENGINE_UNAVAILABLE)
+    else:
+        return Admitted(viewer, room, principal)
+    return None
