@@ -11,6 +11,7 @@ import uvicorn
 from server.app import create_app
 from server.engine import EmbeddedEngine, EngineError
 from server.hub.outlet import GiftingWebSocketProtocol
+from server.logs import RedactTokens, log_config
 from server.settings import Settings, SettingsError
 
 
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactTokens())
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -57,6 +60,7 @@ def serve(settings: Settings) -> int:
             loop="auto",
             lifespan="on",
             log_level="info",
+            log_config=log_config(),
             server_header=False,
             timeout_graceful_shutdown=5,
             ws=GiftingWebSocketProtocol.with_buffer_limit(settings.ws_buffer_bytes),

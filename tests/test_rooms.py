@@ -536,3 +536,17 @@ async def test_many_viewers_joining_a_room_at_once_share_one_view_of_it(
         assert not [f for f in sock.frames if f["type"] == "balance"]
     for sock in [*socks, *mine]:
         await sock.close()
+
+
+async def test_tokens_never_reach_the_server_log(
+    server: ServerProcess, api: Api, room: tuple[str, str]
+) -> None:
+    _, room_id = room
+    token = api.token(unique("w"))
+    for in_header in (False, True):
+        sock = await RoomSocket.open(server.base_url, room_id, token, token_in_header=in_header)
+        await sock.welcome()
+        await sock.close()
+    log = server.log_path.read_text()
+    assert f"/v1/rooms/{room_id}/ws?token=<redacted>" in log
+    assert token not in log and token.split(".")[2] not in log
