@@ -80,7 +80,7 @@ class Hub:
         # From here to the end nothing awaits: the welcome is written before any next batch.
         self.rooms[viewer.room_id] = room
         self._wake.set()
-        room.viewers.add(viewer)
+        room.add(viewer)
         self.by_user.setdefault(viewer.user_id, set()).add(viewer)
         self._presence_changed.add(viewer.room_id)
         self._vacated.discard(viewer.room_id)
@@ -105,8 +105,7 @@ class Hub:
 
     def leave(self, viewer: Viewer) -> None:
         room = self.rooms.get(viewer.room_id)
-        if room is not None and viewer in room.viewers:
-            room.viewers.discard(viewer)
+        if room is not None and room.remove(viewer):
             self._presence_changed.add(viewer.room_id)
             if not room.viewers:
                 del self.rooms[viewer.room_id]

@@ -24,6 +24,7 @@ from websockets.protocol import State
 from server.hub.protocol import Close
 
 SCOPE_EXTENSION = "gifting.outlet"
+_OPEN = State.OPEN
 # After a close frame is queued, how long a peer has to read it before the socket is cut.
 ABORT_AFTER_S = 2.0
 
@@ -129,18 +130,18 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
         extensions[SCOPE_EXTENSION] = self
         await super().run_asgi()
 
-    @property
-    def is_open(self) -> bool:
-        return self.conn.state is State.OPEN and not self.close_sent and not self.transport.is_closing()
-
     def write(self, frame: bytes) -> bool:
-        """Write one complete frame; False (and the connection closed) if the peer is too slow."""
-        if not self.is_open:
+        """Write one complete frame; False if the connection is closing or (now closed) too slow.
+
+        This runs once per connection per tick, so it is kept to the checks that matter.
+        """
+        transport = self.transport
+        if self.close_sent or self.conn.state is not _OPEN or transport.is_closing():
             return False
-        if self.transport.get_write_buffer_size() + len(frame) > self.buffer_limit:
+        if transport.get_write_buffer_size() + len(frame) > self.buffer_limit:
             self.close(Close.TOO_SLOW, "too slow: the connection fell behind the room", abort=True)
             return False
-        self.transport.write(frame)
+        transport.write(frame)
         return True
 
     def close(self, code: int, reason: str, abort: bool = False) -> None:

@@ -40,9 +40,22 @@ class LocalRoom:
     cursor: str  # offset of the last event written to this room's connections
     read_cursor: str  # offset of the last event read from the stream (>= cursor)
     viewers: set[Viewer] = field(default_factory=set)
+    by_encoding: dict[str, set[Viewer]] = field(default_factory=dict)
     pending: list[RoomEvent] = field(default_factory=list)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_GIFTS))
     ended: bool = False
+
+    def add(self, viewer: Viewer) -> None:
+        self.viewers.add(viewer)
+        self.by_encoding.setdefault(viewer.encoding, set()).add(viewer)
+
+    def remove(self, viewer: Viewer) -> bool:
+        """Remove a connection; True if it was here."""
+        if viewer not in self.viewers:
+            return False
+        self.viewers.discard(viewer)
+        self.by_encoding[viewer.encoding].discard(viewer)
+        return True
 
     def add_events(self, events: list[RoomEvent]) -> None:
         self.pending.extend(events)
@@ -89,12 +102,11 @@ class LocalRoom:
     def broadcast(self, message: dict[str, Any]) -> list[Viewer]:
         """Write ``message`` to every connection, encoded once per subprotocol; returns the
         connections that were dropped as too slow."""
-        frames: dict[str, bytes] = {}
         dropped = []
-        for viewer in self.viewers:
-            frame = frames.get(viewer.encoding)
-            if frame is None:
-                frame = frames[viewer.encoding] = encode(message, viewer.encoding)
-            if not viewer.outlet.write(frame):
-                dropped.append(viewer)
+        for encoding, viewers in self.by_encoding.items():
+            if viewers:
+                frame = encode(message, encoding)
+                for viewer in viewers:
+                    if not viewer.outlet.write(frame):
+                        dropped.append(viewer)
         return dropped
