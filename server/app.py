@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -49,6 +50,12 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
         )
         if settings.demo:
             await seed_demo(store)
+        # What exists now (modules, the app, the catalog) lives as long as the process.
+        # Freezing it keeps the collector's full passes, which pause every connection, from
+        # scanning it again each time. Freezing later would be wrong: closed connections leave
+        # reference cycles that only the collector frees.
+        gc.collect()
+        gc.freeze()
         tasks = [
             asyncio.create_task(sweep_outbox_forever(gifts, settings.outbox_sweep_s)),
             asyncio.create_task(hub.run()),
