@@ -20,6 +20,7 @@ from server.store import Store
 from server.store.records import CreatorCredit
 from tests.conftest import Engine
 from tests.support import Api, running_server, server_env, unique
+from tests.wsclient import RoomSocket
 
 
 @pytest.fixture
@@ -151,5 +152,36 @@ def test_an_engine_outage_is_503_and_service_resumes_by_itself(tmp_path: Path, l
             assert http.get("/readyz").status_code == 200
             assert api.gift(viewer, "demo_carol", "rose").status_code == 200
             assert api.coins(viewer) == 549
+    finally:
+        engine.stop()
+
+
+@pytest.mark.anyio
+async def test_a_room_socket_rides_out_an_engine_outage(tmp_path: Path, logs: Path) -> None:
+    """Gifts during the outage are refused with engine_unavailable; afterwards the same
+    connection gifts again and receives the room's events, without reconnecting."""
+    from server.engine import EmbeddedEngine
+
+    engine = EmbeddedEngine(tmp_path / "engine", fsync="always").start()
+    viewer = unique("v")
+    try:
+        with (
+            running_server(server_env(engine.url, "gifting:"), logs) as server,
+            httpx.Client(base_url=server.base_url) as http,
+        ):
+            api = Api(http)
+            api.buy(viewer)
+            sock = await RoomSocket.open(server.base_url, "demo_carol", api.token(viewer))
+            await sock.welcome()
+            engine.stop()
+            down = await sock.gift("rose", key="during-outage")
+            assert (down["type"], down["code"]) == ("error", "engine_unavailable")
+            engine.start()
+            up = await sock.gift("rose", key="during-outage")  # the same key: charged once
+            assert up["type"] == "gift_ack" and up["coins"] == 549, up
+            [event] = await sock.wait_gift_count(1)
+            assert event["event_id"] == up["gift_event_id"]
+            assert api.coins(viewer) == 549
+            await sock.close()
     finally:
         engine.stop()

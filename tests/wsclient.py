@@ -104,12 +104,14 @@ class RoomSocket:
     async def gift(self, gift_id: str, count: int = 1, key: str | None = None) -> Frame:
         """Send a gift and return its ``gift_ack`` or ``error`` frame."""
         key = key or unique("k")
+        sent_at = len(self.frames)
         await self.send({"type": "gift", "gift_id": gift_id, "count": count, "idempotency_key": key})
-        return await self.answer(key)
+        return await self.answer(key, after=sent_at)
 
-    async def answer(self, key: str) -> Frame:
+    async def answer(self, key: str, after: int = 0) -> Frame:
+        """The first ``gift_ack`` or ``error`` for ``key`` among the frames from index ``after``."""
         return await self.wait_for(
-            lambda f: f["type"] in ("gift_ack", "error") and f.get("idempotency_key") == key
+            lambda f: f["type"] in ("gift_ack", "error") and f.get("idempotency_key") == key, after=after
         )
 
     def events(self, kind: str | None = None) -> list[Frame]:

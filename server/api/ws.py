@@ -100,7 +100,8 @@ async def room_socket(ctx: Context, scope: Scope, receive: Receive, send: Send, 
                 )
             except GiftingError as exc:
                 viewer.send(error_frame(exc, frame.idempotency_key))
-            except (RedisError, OSError):
+            except (RedisError, OSError) as exc:
+                log.warning("gift over websocket refused: engine unavailable (%r)", exc)
                 error = EngineUnavailable("the engine is unavailable; retry shortly")
                 viewer.send(error_frame(error, frame.idempotency_key))
             else:
