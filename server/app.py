@@ -16,8 +16,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from server.api import dev, http, payments, ws
+from server.api import admin, creator, dev, http, payments, ws
 from server.api.context import JSON, Context, now_ms
+from server.clawbacks import Clawbacks
 from server.demo import seed_demo
 from server.domain.catalog import Catalog
 from server.errors import EngineUnavailable, GiftingError, MethodNotAllowed, NotFound, RateLimited
@@ -35,7 +36,7 @@ OUTBOX_GRACE_MS = 1_000
 
 def create_app(settings: Settings, engine_url: str) -> ASGIApp:
     """The server's ASGI app: room sockets (``api.ws``) in front of the Starlette app."""
-    routes: list[BaseRoute] = [*http.routes, *payments.routes]
+    routes: list[BaseRoute] = [*http.routes, *creator.routes, *admin.routes, *payments.routes]
     if settings.demo:
         routes += [*dev.routes, *payments.sandbox_routes]
 
@@ -45,9 +46,11 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
         catalog = Catalog.load_default()
         gifts = GiftService(store, catalog, settings)
         hub = Hub(store, catalog, settings)
+        clawbacks = Clawbacks(store)
         app.state.ctx = sockets.context = Context(
-            settings=settings, store=store, catalog=catalog, gifts=gifts, hub=hub
+            settings=settings, store=store, catalog=catalog, gifts=gifts, hub=hub, clawbacks=clawbacks
         )
+        await store.catalog.apply_to(catalog)
         if settings.demo:
             await seed_demo(store)
         # What exists now (modules, the app, the catalog) lives as long as the process.
@@ -57,7 +60,8 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
         gc.collect()
         gc.freeze()
         tasks = [
-            asyncio.create_task(sweep_outbox_forever(gifts, settings.outbox_sweep_s)),
+            asyncio.create_task(sweep_outbox_forever(gifts, clawbacks, settings.outbox_sweep_s)),
+            asyncio.create_task(follow_catalog_forever(store, catalog)),
             asyncio.create_task(hub.run()),
         ]
         try:
@@ -89,15 +93,33 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
     return sockets
 
 
-async def sweep_outbox_forever(gifts: GiftService, interval_s: float) -> None:
-    """Finish gift deliveries whose inline step did not run (a crash, an engine hiccup)."""
+async def sweep_outbox_forever(gifts: GiftService, clawbacks: Clawbacks, interval_s: float) -> None:
+    """Finish gift deliveries and clawback reversals whose inline step did not run (a crash,
+    an engine hiccup)."""
     while True:
         try:
             credited = await gifts.sweep(older_than_ms=now_ms() - OUTBOX_GRACE_MS)
             if credited:
                 log.warning("outbox sweep credited %d deferred gift(s)", credited)
+            reversed_ = await clawbacks.sweep(now_ms())
+            if reversed_:
+                log.warning("reversal sweep took back %d diamonds after a clawback", reversed_)
         except (ConnectionError, TimeoutError, BusyLoadingError) as exc:
             log.warning("outbox sweep skipped: engine unavailable (%s)", exc)
+        await asyncio.sleep(interval_s)
+
+
+async def follow_catalog_forever(store: Store, catalog: Catalog, interval_s: float = 1.0) -> None:
+    """Apply catalog changes made through any process within about a second."""
+    seen = -1
+    while True:
+        try:
+            version = await store.catalog.version()
+            if version != seen:
+                await store.catalog.apply_to(catalog)
+                seen = version
+        except (ConnectionError, TimeoutError, BusyLoadingError) as exc:
+            log.warning("catalog refresh skipped: engine unavailable (%s)", exc)
         await asyncio.sleep(interval_s)
 
 

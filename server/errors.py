@@ -3,16 +3,18 @@
     GiftingError(message, code)           base; ``status`` is the HTTP status
     ├── BadSignature          400 bad_signature
     ├── Unauthorized          401 unauthorized
-    ├── InsufficientCoins     402 insufficient_coins
-    ├── Forbidden             403 forbidden
+    ├── InsufficientCoins     402 insufficient_coins, negative_balance
+    ├── Forbidden             403 forbidden, account_frozen
     ├── DailyLimitExceeded    403 daily_limit_exceeded
     ├── NotFound              404 not_found, room_not_found, unknown_gift, unknown_package
     ├── MethodNotAllowed      405 method_not_allowed
     ├── Conflict              409 idempotency_mismatch, room_ended, self_gift, already_live,
-    │                             amount_mismatch, order_flagged, order_already_paid, payment_reused
+    │                             amount_mismatch, order_flagged, order_already_paid, payment_reused,
+    │                             order_not_paid, payment_mismatch, insufficient_diamonds, daily_payout_cap,
+    │                             withdrawal_decided
     ├── PayloadTooLarge       413 payload_too_large
     ├── RateLimited           429 rate_limited
-    ├── InvalidRequest        422 invalid_request, unknown_region
+    ├── InvalidRequest        422 invalid_request, unknown_region, below_minimum_withdrawal
     └── EngineUnavailable     503 engine_unavailable
 
 Routes raise these; one handler in ``app`` turns them into ``{"error": {"code", "message"}}``.

@@ -21,7 +21,7 @@ class UserKeys:
 
     @property
     def wallet(self) -> str:
-        """HASH coins, daily_limit, spent_day, spent."""
+        """HASH coins, daily_limit, spent_day, spent, frozen (1 while an admin froze the user)."""
         return f"{self.tag}:wallet"
 
     @property
@@ -54,13 +54,47 @@ class UserKeys:
 
     @property
     def earnings(self) -> str:
-        """HASH pending, available, withdrawn, lifetime diamonds of a creator."""
+        """HASH a creator's diamonds: pending, available, reserved, withdrawn, reversed, lifetime;
+        payout_day and payout_today_minor for the daily payout cap."""
         return f"{self.tag}:earnings"
 
     @property
     def earnings_ledger(self) -> str:
         """STREAM of diamond movements of a creator."""
         return f"{self.tag}:earnings:ledger"
+
+    @property
+    def holds(self) -> str:
+        """ZSET gift event id -> when its diamonds leave the hold (unix ms): pending credits."""
+        return f"{self.tag}:holds"
+
+    @property
+    def held(self) -> str:
+        """HASH gift event id -> diamonds still pending for it."""
+        return f"{self.tag}:held"
+
+    @property
+    def lives(self) -> str:
+        """HASH room id -> diamonds a creator earned in that live."""
+        return f"{self.tag}:lives"
+
+    @property
+    def reversed(self) -> str:
+        """SET of gift event ids whose credit was reversed (or refused) after a chargeback."""
+        return f"{self.tag}:reversed"
+
+    @property
+    def reversals(self) -> str:
+        """HASH gift event id -> creator id: credit reversals a clawback queued, not yet applied."""
+        return f"{self.tag}:reversals"
+
+    def withdrawal(self, withdrawal_id: str) -> str:
+        """HASH of one withdrawal of this creator."""
+        return f"{self.tag}:wd:{withdrawal_id}"
+
+    def withdrawal_key(self, idempotency_key: str) -> str:
+        """STRING withdrawal id a withdrawal idempotency key was used for."""
+        return f"{self.tag}:wdkey:{idempotency_key}"
 
     @property
     def credited(self) -> str:
@@ -132,6 +166,30 @@ class KeySchema:
         """ZSET of live room ids scored by start time (listing only, never on the gift path)."""
         return f"{self.prefix}rooms:live"
 
+    def withdrawal_owner(self, withdrawal_id: str) -> str:
+        """STRING creator id owning a withdrawal, so an admin action finds the creator's slot."""
+        return f"{self.prefix}{{w:{withdrawal_id}}}:owner"
+
+    @property
+    def withdrawals(self) -> str:
+        """ZSET "<creator>:<withdrawal>" by request time (the admin listing only)."""
+        return f"{self.prefix}withdrawals"
+
+    @property
+    def admin_log(self) -> str:
+        """STREAM of admin actions: actor, action, target, details, ts."""
+        return f"{self.prefix}admin:log"
+
+    @property
+    def catalog(self) -> str:
+        """HASH gift id -> JSON of gifts added or changed by admins (over the shipped catalog)."""
+        return f"{self.prefix}catalog:gifts"
+
+    @property
+    def catalog_version(self) -> str:
+        """STRING counter bumped on each catalog change, so every process reloads it."""
+        return f"{self.prefix}catalog:version"
+
     def order_owner(self, order_id: str) -> str:
         """STRING user id owning an order, so a webhook finds the owner's slot."""
         return f"{self.prefix}{{o:{order_id}}}:owner"
@@ -145,6 +203,12 @@ class KeySchema:
         """SCAN pattern matching every user's outbox."""
         return f"{self.prefix}{{u:*}}:outbox"
 
-    def user_id_of_outbox(self, key: str) -> str:
+    @property
+    def reversals_pattern(self) -> str:
+        """SCAN pattern matching every user's queue of credit reversals."""
+        return f"{self.prefix}{{u:*}}:reversals"
+
+    def user_id_of(self, key: str) -> str:
+        """The user id in a ``{u:<user>}`` key."""
         start = len(self.prefix) + len("{u:")
         return key[start : key.index("}", start)]

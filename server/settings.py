@@ -43,6 +43,10 @@ class Settings:
     ws_ping_s: float = 20.0
     presence_ttl_s: float = 10.0
     allowed_origins: tuple[str, ...] = ()
+    diamond_hold_s: float = 7 * 86_400
+    diamond_value_millicents: int = 500
+    min_withdrawal_diamonds: int = 10_000
+    daily_payout_cap_minor: int = 100_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +74,16 @@ class Settings:
             ws_ping_s=_float(env, "GIFTING_WS_PING_S", cls.ws_ping_s),
             presence_ttl_s=_float(env, "GIFTING_PRESENCE_TTL_S", cls.presence_ttl_s),
             allowed_origins=_origins(env),
+            diamond_hold_s=_float(env, "GIFTING_DIAMOND_HOLD_S", cls.diamond_hold_s),
+            diamond_value_millicents=_int(
+                env, "GIFTING_DIAMOND_VALUE_MILLICENTS", cls.diamond_value_millicents, 1, 1_000_000
+            ),
+            min_withdrawal_diamonds=_int(
+                env, "GIFTING_MIN_WITHDRAWAL_DIAMONDS", cls.min_withdrawal_diamonds, 1, 10**12
+            ),
+            daily_payout_cap_minor=_int(
+                env, "GIFTING_DAILY_PAYOUT_CAP_MINOR", cls.daily_payout_cap_minor, 1, 10**12
+            ),
         )
         if demo:
             # Demo mode runs out of the box: fixed, public secrets that are useless in production.

@@ -28,9 +28,12 @@ def test_a_gift_debits_the_sender_and_credits_the_creator(
         "hand_hearts",
         3,
     )
-    assert api.earnings(creator) == {"pending": 150, "available": 0, "withdrawn": 0, "lifetime": 150}
+    earnings = api.earnings(creator)
+    buckets = {name: earnings[name] for name in ("pending", "available", "reserved", "withdrawn", "lifetime")}
+    assert buckets == {"pending": 150, "available": 0, "reserved": 0, "withdrawn": 0, "lifetime": 150}
+    assert earnings["lives"] == [{"room_id": room_id, "diamonds": 150}]
     [credit] = api.earnings_ledger(creator)
-    assert (credit["delta"], credit["ref"], credit["sender"]) == (150, body["gift_event_id"], viewer)
+    assert (credit["pending"], credit["ref"], credit["sender"]) == (150, body["gift_event_id"], viewer)
 
 
 def test_an_odd_gift_rounds_the_creator_share_down(api: Api, viewer: str, room: tuple[str, str]) -> None:

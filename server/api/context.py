@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from server.auth import Principal, principal_from_header
+from server.clawbacks import Clawbacks
 from server.domain.catalog import Catalog
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.gifting import GiftService
@@ -25,6 +26,7 @@ class Context:
     catalog: Catalog
     gifts: GiftService
     hub: Hub
+    clawbacks: Clawbacks
 
 
 def context(conn: HTTPConnection) -> Context:

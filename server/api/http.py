@@ -1,4 +1,4 @@
-"""HTTP routes for the catalog, wallets, rooms, gifts and creator earnings."""
+"""HTTP routes for the catalog, wallets, purchases, rooms and gifts."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ async def me(request: Request) -> JSON:
 
 
 async def catalog_gifts(request: Request) -> JSON:
-    gifts = context(request).catalog.gifts.values()
+    gifts = context(request).catalog.on_sale()
     return JSON({"gifts": [gift.to_dict() for gift in gifts]})
 
 
@@ -134,21 +134,6 @@ async def send_gift(request: Request) -> JSON:
     return JSON(outcome.to_dict(), headers=headers)
 
 
-async def creator_earnings(request: Request) -> JSON:
-    principal = caller(request, *CREATOR_ROLES)
-    earnings = await context(request).store.earnings.get(principal.user_id)
-    return JSON(earnings.to_dict())
-
-
-async def creator_earnings_ledger(request: Request) -> JSON:
-    principal = caller(request, *CREATOR_ROLES)
-    limit = query_int(request, "limit", 50, 1, 200)
-    entries, cursor = await context(request).store.earnings.ledger(
-        principal.user_id, request.query_params.get("cursor"), limit
-    )
-    return JSON({"entries": entries, "next_cursor": cursor})
-
-
 routes = [
     Route("/healthz", healthz),
     Route("/readyz", readyz),
@@ -166,6 +151,4 @@ routes = [
     Route("/v1/rooms/{room_id}/end", end_room, methods=["POST"]),
     Route("/v1/rooms/{room_id}/goal", set_goal, methods=["PUT"]),
     Route("/v1/rooms/{room_id}/gifts", send_gift, methods=["POST"]),
-    Route("/v1/creator/earnings", creator_earnings),
-    Route("/v1/creator/earnings/ledger", creator_earnings_ledger),
 ]

@@ -10,11 +10,12 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from server.api.context import JSON, caller, context, decode_json, now_ms, read_body
+from server.clawbacks import REASONS
 from server.domain import webhooks
 from server.domain.ids import check_id, new_id
 from server.domain.requests import PaymentData, WebhookEvent, parse
 
-HANDLED_EVENTS = ("payment.succeeded",)
+HANDLED_EVENTS = ("payment.succeeded", *REASONS)
 
 
 async def payment_webhook(request: Request) -> JSON:
@@ -32,6 +33,9 @@ async def payment_webhook(request: Request) -> JSON:
         # Acknowledge so the provider stops redelivering an event we do not act on.
         return JSON({"received": True, "handled": False})
     data = parse(event.data, PaymentData)
+    if event.type in REASONS:
+        clawback = await ctx.clawbacks.apply(data.order_id, data.payment_id, event.type, now_ms())
+        return JSON({"received": True, "handled": True, "clawed_back": clawback.applied})
     outcome = await ctx.store.payments.credit_payment(
         data.order_id, data.payment_id, data.amount_minor, data.currency, now_ms()
     )

@@ -19,6 +19,7 @@ class Gift:
     coins: int
     streakable: bool
     animation: str
+    retired: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -28,6 +29,9 @@ class Gift:
             "streakable": self.streakable,
             "animation": self.animation,
         }
+
+    def to_record(self) -> dict[str, Any]:
+        return {**self.to_dict(), "retired": self.retired}
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,21 @@ class Package:
 
 @dataclass(frozen=True)
 class Catalog:
+    """Gifts by id (retired ones included, so events about them still resolve) and packages.
+
+    Admins change gifts at run time (``store.catalog``); ``apply`` puts a changed gift in
+    place. A gift's price is read once per request, so a change never alters a gift already
+    sent: its cost is in the sender's ledger and in the stored idempotent answer.
+    """
+
     gifts: dict[str, Gift]
     regions: dict[str, dict[str, Package]]
+
+    def apply(self, gift: Gift) -> None:
+        self.gifts[gift.id] = gift
+
+    def on_sale(self) -> list[Gift]:
+        return [gift for gift in self.gifts.values() if not gift.retired]
 
     @classmethod
     def load_default(cls) -> Catalog:
@@ -90,10 +107,11 @@ class Catalog:
         return cls(gifts=gifts, regions=regions)
 
     def gift(self, gift_id: str) -> Gift:
-        try:
-            return self.gifts[gift_id]
-        except KeyError:
-            raise NotFound(f"unknown gift {gift_id!r}", code="unknown_gift") from None
+        """A gift that can be sent now; ``unknown_gift`` if there is none or it was retired."""
+        gift = self.gifts.get(gift_id)
+        if gift is None or gift.retired:
+            raise NotFound(f"unknown gift {gift_id!r}", code="unknown_gift")
+        return gift
 
     def packages(self, region: str) -> list[Package]:
         try:

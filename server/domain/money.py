@@ -41,3 +41,11 @@ def utc_day(now_ms: int) -> int:
 def gift_fingerprint(room_id: str, gift_id: str, count: int) -> str:
     """What an idempotency key is bound to: the same key must always mean the same gift."""
     return f"{room_id}|{gift_id}|{count}"
+
+
+def diamonds_value_minor(diamonds: int, millicents_per_diamond: int) -> int:
+    """The cash value of ``diamonds`` in minor units (cents), rounded down.
+
+    A diamond is worth ``millicents_per_diamond`` thousandths of a cent (500: half a cent).
+    """
+    return diamonds * millicents_per_diamond // 1000

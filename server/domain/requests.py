@@ -56,6 +56,37 @@ class GoalRequest(Strict, frozen=True):
     coins: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000_000)]
 
 
+class WithdrawalRequest(Strict, frozen=True):
+    diamonds: Annotated[int, msgspec.Meta(ge=1, le=10**12)]
+    idempotency_key: IdempotencyKey
+
+
+class FreezeRequest(Strict, frozen=True):
+    frozen: bool
+
+
+class DecisionRequest(Strict, frozen=True):
+    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class GiftChange(Strict, frozen=True):
+    """An admin's change to a gift: any of the fields; ``retired`` hides it from sale."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    coins: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    streakable: bool | None = None
+    animation: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    retired: bool | None = None
+
+
+class NewGift(Strict, frozen=True):
+    id: Id
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    coins: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    streakable: bool = False
+    animation: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "default"
+
+
 class PaymentData(msgspec.Struct, frozen=True):
     order_id: Id
     payment_id: Id

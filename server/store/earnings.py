@@ -1,7 +1,9 @@
-"""Creator earnings: the diamond credit for each gift, exactly once per gift event.
+"""Creator earnings: diamonds credited per gift, held, released, reversed after a clawback.
 
 The credit arrives through the sender's outbox (see ``store.outbox``); the creator script's
-per-event guard makes a second delivery of the same gift a no-op.
+per-event guard makes a second delivery of the same gift a no-op. Credited diamonds are
+*pending* until their hold ends; ``release`` moves those due to *available*, and runs before
+every read and every withdrawal, so no timer is needed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from server.store.records import CreatorCredit, Earnings
 from server.store.scripts import Scripts
 from server.store.streams import read_stream_page
 
+# Holds released per script call; a creator with more due holds is released in several calls.
+RELEASE_BATCH = 1_000
+
 
 class CreatorEarnings:
     def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts) -> None:
@@ -22,23 +27,49 @@ class CreatorEarnings:
         self._keys = keys
         self._scripts = scripts
 
-    async def get(self, creator_id: str) -> Earnings:
-        raw = await self._redis.hmget(
-            self._keys.user(creator_id).earnings, ["pending", "available", "withdrawn", "lifetime"]
-        )
-        pending, available, withdrawn, lifetime = (int(v or 0) for v in raw)
-        return Earnings(pending=pending, available=available, withdrawn=withdrawn, lifetime=lifetime)
+    async def get(self, creator_id: str, now_ms: int) -> Earnings:
+        """The creator's diamonds after releasing every hold that has ended by ``now_ms``."""
+        await self.release(creator_id, now_ms)
+        creator = self._keys.user(creator_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(creator.earnings, Earnings.FIELDS)
+            pipe.hgetall(creator.lives)
+            raw, lives = await pipe.execute()
+        values = {name: int(value or 0) for name, value in zip(Earnings.FIELDS, raw, strict=True)}
+        return Earnings(**values, lives={room: int(n) for room, n in lives.items()})
+
+    async def release(self, creator_id: str, now_ms: int) -> int:
+        """Move every diamond whose hold ended by ``now_ms`` to available; how many moved."""
+        creator = self._keys.user(creator_id)
+        total = 0
+        while True:
+            released: int = await self._scripts.release_diamonds(
+                keys=[creator.earnings, creator.earnings_ledger, creator.holds, creator.held],
+                args=[now_ms, RELEASE_BATCH],
+            )
+            total += released
+            if not released or not await self._redis.zcount(creator.holds, "-inf", now_ms):
+                return total
 
     async def ledger(
         self, creator_id: str, cursor: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], str | None]:
         return await read_stream_page(self._redis, self._keys.user(creator_id).earnings_ledger, cursor, limit)
 
-    async def credit(self, credit: CreatorCredit) -> bool:
-        """Credit the creator's diamonds for one gift; True if credited now, False if already."""
+    async def credit(self, credit: CreatorCredit, hold_until_ms: int) -> bool:
+        """Credit the creator's diamonds for one gift, pending until ``hold_until_ms``; True if
+        credited now, False if credited (or reversed) before."""
         creator = self._keys.user(credit.creator_id)
         applied = await self._scripts.credit_creator(
-            keys=[creator.credited, creator.earnings, creator.earnings_ledger],
+            keys=[
+                creator.credited,
+                creator.earnings,
+                creator.earnings_ledger,
+                creator.holds,
+                creator.held,
+                creator.lives,
+                creator.reversed,
+            ],
             args=[
                 credit.event_id,
                 credit.diamonds,
@@ -46,6 +77,24 @@ class CreatorEarnings:
                 credit.sender_id,
                 credit.room_id,
                 credit.ts,
+                hold_until_ms,
             ],
         )
         return bool(applied)
+
+    async def reverse(self, creator_id: str, event_id: str, order_id: str, now_ms: int) -> tuple[str, int]:
+        """Take back a gift's pending diamonds after a clawback: ("reversed", n), ("blocked", 0)
+        if its credit had not arrived, ("settled", 0) if already released, ("already", 0)."""
+        creator = self._keys.user(creator_id)
+        reply = await self._scripts.reverse_credit(
+            keys=[
+                creator.reversed,
+                creator.earnings,
+                creator.earnings_ledger,
+                creator.holds,
+                creator.held,
+                creator.credited,
+            ],
+            args=[event_id, order_id, now_ms],
+        )
+        return reply[0], int(reply[1]) if len(reply) > 1 else 0

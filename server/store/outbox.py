@@ -31,4 +31,4 @@ class Outbox:
     async def senders(self) -> AsyncIterator[str]:
         """Every user with a non-empty outbox (empty hashes do not exist, so SCAN finds only these)."""
         async for key in self._redis.scan_iter(match=self._keys.outbox_pattern, count=500, _type="HASH"):
-            yield self._keys.user_id_of_outbox(key)
+            yield self._keys.user_id_of(key)

@@ -26,6 +26,22 @@ class PaymentOutcome:
     balance: int | None
 
 
+@dataclass(frozen=True)
+class ClawbackOutcome:
+    """What a verified refund or dispute did: ``applied`` is False on redelivery."""
+
+    order_id: str
+    user_id: str
+    applied: bool
+    balance: int | None
+    coins_spent: int
+    gifts_queued: int
+
+
+# How far back in the buyer's ledger a clawback looks for the gifts to reverse.
+CLAWBACK_SEARCH_ENTRIES = 10_000
+
+
 class Payments:
     def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts) -> None:
         self._redis = redis
@@ -110,6 +126,34 @@ class Payments:
             raise NotFound(f"no order {order_id!r}")
         raise RuntimeError(f"credit_purchase returned {reply!r}")
 
+    async def claw_back(self, order_id: str, payment_id: str, reason: str, now_ms: int) -> ClawbackOutcome:
+        """Take a refunded or charged-back purchase's coins back, once (see claw_back.lua)."""
+        owner = await self.order_owner(order_id)
+        if owner is None:
+            raise NotFound(f"no order {order_id!r}")
+        user = self._keys.user(owner)
+        reply = await self._scripts.claw_back(
+            keys=[user.order(order_id), user.wallet, user.ledger, user.reversals],
+            args=[reason, payment_id, now_ms, order_id, CLAWBACK_SEARCH_ENTRIES],
+        )
+        status = reply[0]
+        if status == "ok":
+            return ClawbackOutcome(order_id, owner, True, int(reply[1]), int(reply[2]), int(reply[3]))
+        if status == "already":
+            return ClawbackOutcome(order_id, owner, False, None, 0, 0)
+        if status == "not_paid":
+            raise Conflict(
+                f"order {order_id!r} is {reply[1]}: there are no coins to take back", code="order_not_paid"
+            )
+        if status == "wrong_payment":
+            raise Conflict(
+                f"order {order_id!r} was paid by payment {reply[1]!r}, not {payment_id!r}",
+                code="payment_mismatch",
+            )
+        if status == "unknown":
+            raise NotFound(f"no order {order_id!r}")
+        raise RuntimeError(f"claw_back returned {reply!r}")
+
 
 def _order_view(raw: dict[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {
@@ -125,4 +169,6 @@ def _order_view(raw: dict[str, Any]) -> dict[str, Any]:
         view["payment_id"] = raw["payment_id"]
     if "flag" in raw:
         view["flag"] = raw["flag"]
+    if "clawed_back_ms" in raw:
+        view["clawed_back_ms"] = int(raw["clawed_back_ms"])
     return view

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -128,13 +128,66 @@ class RoomState:
 
 @dataclass(frozen=True)
 class Earnings:
+    """A creator's diamonds by bucket, and per live. ``lifetime`` counts every credit."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "pending",
+        "available",
+        "reserved",
+        "withdrawn",
+        "reversed",
+        "lifetime",
+    )
+
     pending: int
     available: int
+    reserved: int
     withdrawn: int
+    reversed: int
     lifetime: int
+    lives: dict[str, int]
 
-    def to_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
+
+@dataclass(frozen=True)
+class Withdrawal:
+    withdrawal_id: str
+    creator_id: str
+    state: str
+    diamonds: int
+    amount_minor: int
+    currency: str
+    requested_ms: int
+    decided_ms: int | None
+    decided_by: str | None
+    note: str
+
+    @classmethod
+    def from_hash(cls, creator_id: str, raw: dict[str, str]) -> Withdrawal:
+        return cls(
+            withdrawal_id=raw["id"],
+            creator_id=creator_id,
+            state=raw["state"],
+            diamonds=int(raw["diamonds"]),
+            amount_minor=int(raw["amount_minor"]),
+            currency=raw["currency"],
+            requested_ms=int(raw["requested_ms"]),
+            decided_ms=int(raw["decided_ms"]) if "decided_ms" in raw else None,
+            decided_by=raw.get("decided_by"),
+            note=raw.get("note", ""),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "withdrawal_id": self.withdrawal_id,
+            "creator_id": self.creator_id,
+            "state": self.state,
+            "diamonds": self.diamonds,
+            "amount": {"amount_minor": self.amount_minor, "currency": self.currency},
+            "requested_ms": self.requested_ms,
+            "decided_ms": self.decided_ms,
+            "decided_by": self.decided_by,
+            "note": self.note,
+        }
 
 
 def ledger_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -145,4 +198,19 @@ def ledger_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-_INT_FIELDS = frozenset({"delta", "balance", "ts", "count", "coins", "pending"})
+_INT_FIELDS = frozenset(
+    {
+        "delta",
+        "balance",
+        "ts",
+        "count",
+        "coins",
+        "pending",
+        "available",
+        "reserved",
+        "withdrawn",
+        "reversed",
+        "amount_minor",
+        "gifts",
+    }
+)

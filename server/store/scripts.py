@@ -28,6 +28,11 @@ class Scripts:
     room_end: AsyncScript
     room_goal: AsyncScript
     room_state: AsyncScript
+    release_diamonds: AsyncScript
+    reverse_credit: AsyncScript
+    withdraw: AsyncScript
+    withdrawal_decide: AsyncScript
+    claw_back: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

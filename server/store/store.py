@@ -10,12 +10,16 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from server.keys import KeySchema
+from server.store.adminlog import AdminLog
+from server.store.catalog import CatalogChanges
 from server.store.earnings import CreatorEarnings
 from server.store.outbox import Outbox
 from server.store.payments import Payments
+from server.store.reversals import Reversals
 from server.store.rooms import Rooms
 from server.store.scripts import Scripts
 from server.store.wallets import Wallets
+from server.store.withdrawals import Withdrawals
 
 
 class Store:
@@ -28,6 +32,10 @@ class Store:
         self.rooms = Rooms(redis, keys, scripts, room_stream_len)
         self.earnings = CreatorEarnings(redis, keys, scripts)
         self.outbox = Outbox(redis, keys)
+        self.withdrawals = Withdrawals(redis, keys, scripts)
+        self.reversals = Reversals(redis, keys)
+        self.catalog = CatalogChanges(redis, keys)
+        self.admin_log = AdminLog(redis, keys)
 
     @classmethod
     def from_url(cls, url: str, keys: KeySchema, room_stream_len: int = 10_000) -> Store:

@@ -6,7 +6,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from server.errors import Conflict, DailyLimitExceeded, InsufficientCoins, RateLimited
+from server.errors import Conflict, DailyLimitExceeded, Forbidden, InsufficientCoins, RateLimited
 from server.keys import KeySchema
 from server.store.records import CreatorCredit, Debit, Wallet
 from server.store.scripts import Scripts
@@ -28,6 +28,16 @@ class Wallets:
             daily_limit=None if limit is None else int(limit),
             spent_today=int(spent or 0) if day == str(today) else 0,
         )
+
+    async def set_frozen(self, user_id: str, frozen: bool) -> None:
+        key = self._keys.user(user_id).wallet
+        if frozen:
+            await self._redis.hset(key, "frozen", 1)
+        else:
+            await self._redis.hdel(key, "frozen")
+
+    async def frozen(self, user_id: str) -> bool:
+        return bool(await self._redis.hget(self._keys.user(user_id).wallet, "frozen") == "1")
 
     async def set_daily_limit(self, user_id: str, daily_limit: int | None) -> None:
         key = self._keys.user(user_id).wallet
@@ -79,6 +89,7 @@ class Wallets:
                 credit.to_json(),
                 rate_per_s,
                 burst,
+                credit.creator_id,
             ],
         )
         status = reply[0]
@@ -97,6 +108,14 @@ class Wallets:
             raise DailyLimitExceeded(
                 f"this gift costs {credit.coins} coins; {reply[1]} of the daily limit "
                 f"of {reply[2]} are already spent today"
+            )
+        if status == "frozen":
+            raise Forbidden("this account is frozen: it cannot send gifts", code="account_frozen")
+        if status == "negative":
+            raise InsufficientCoins(
+                f"the balance is {reply[1]} coins after a refund or chargeback; "
+                "buy coins to bring it back to zero before gifting",
+                code="negative_balance",
             )
         if status == "rate":
             raise RateLimited(

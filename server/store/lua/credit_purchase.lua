@@ -23,6 +23,9 @@ end
 if order[1] == 'paid' then
   return {'already', order[2]}
 end
+if order[1] == 'refunded' or order[1] == 'charged_back' then
+  return {'already', order[2]}
+end
 if order[1] == 'flagged' then
   return {'flagged', redis.call('HGET', KEYS[1], 'flag') or ''}
 end
@@ -34,8 +37,9 @@ if order[3] ~= ARGV[2] or order[4] ~= ARGV[3] then
 end
 local coins = tonumber(order[5])
 local balance = redis.call('HINCRBY', KEYS[2], 'coins', coins)
-redis.call('HSET', KEYS[1], 'state', 'paid', 'payment_id', ARGV[1], 'paid_ms', ARGV[4])
-redis.call('XADD', KEYS[3], '*',
+local entry = redis.call('XADD', KEYS[3], '*',
   'kind', 'purchase', 'delta', coins, 'balance', balance, 'ref', ARGV[5],
   'payment_id', ARGV[1], 'ts', ARGV[4])
+redis.call('HSET', KEYS[1], 'state', 'paid', 'payment_id', ARGV[1], 'paid_ms', ARGV[4],
+  'ledger_id', entry)
 return {'ok', tostring(balance)}

@@ -17,6 +17,7 @@
 -- ARGV[10] - outbox entry (JSON) for the creator credit and the room event
 -- ARGV[11] - gift rate: tokens added per second
 -- ARGV[12] - gift burst: bucket capacity
+-- ARGV[13] - creator id (recorded in the ledger entry, for reversals after a chargeback)
 --
 -- Returns one of:
 --   {"ok", event_id, balance, spent_today}    debited now
@@ -25,6 +26,8 @@
 --   {"insufficient", balance}                 not enough coins: nothing done
 --   {"limit", spent_today, daily_limit}       daily budget would be exceeded: nothing done
 --   {"rate", retry_after_ms}                  over the gift rate: nothing done
+--   {"frozen"}                                the account is frozen: nothing done
+--   {"negative", balance}                     the balance is below zero after a clawback
 --
 -- A replay is answered before the rate check, so retrying never costs a token. The bucket
 -- refills continuously at ARGV[11] per second up to ARGV[12]; each new gift takes one token.
@@ -35,6 +38,10 @@ if seen[1] then
     return {'replay', seen[2], seen[3], seen[4]}
   end
   return {'mismatch'}
+end
+
+if redis.call('HGET', KEYS[1], 'frozen') == '1' then
+  return {'frozen'}
 end
 
 local now = tonumber(ARGV[4])
@@ -53,6 +60,9 @@ end
 local cost = tonumber(ARGV[1])
 local wallet = redis.call('HMGET', KEYS[1], 'coins', 'daily_limit', 'spent_day', 'spent')
 local coins = tonumber(wallet[1] or '0')
+if coins < 0 then
+  return {'negative', tostring(coins)}
+end
 if coins < cost then
   return {'insufficient', tostring(coins)}
 end
@@ -70,7 +80,7 @@ spent = spent + cost
 redis.call('HSET', KEYS[1], 'spent_day', ARGV[5], 'spent', spent)
 redis.call('XADD', KEYS[2], '*',
   'kind', 'gift', 'delta', -cost, 'balance', balance, 'ref', ARGV[3],
-  'room_id', ARGV[7], 'gift_id', ARGV[8], 'count', ARGV[9], 'ts', ARGV[4])
+  'room_id', ARGV[7], 'gift_id', ARGV[8], 'count', ARGV[9], 'creator_id', ARGV[13], 'ts', ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[10])
 redis.call('HSET', KEYS[5], 'tokens', tostring(tokens - 1), 'ts', ARGV[4])
 redis.call('PEXPIRE', KEYS[5], math.ceil(burst * 1000 / rate) + 1000)
