@@ -10,7 +10,17 @@ from dataclasses import replace
 from starlette.requests import Request
 from starlette.routing import Route
 
-from server.api.context import JSON, Context, caller, context, now_ms, query_int, read_json
+from server.api.context import (
+    JSON,
+    Context,
+    caller,
+    context,
+    decode_json,
+    now_ms,
+    query_int,
+    read_body,
+    read_json,
+)
 from server.auth import Principal
 from server.domain.catalog import Gift
 from server.domain.ids import check_id
@@ -40,8 +50,8 @@ async def list_withdrawals(request: Request) -> JSON:
 async def decide(request: Request, state: str) -> JSON:
     ctx, principal = admin(request)
     withdrawal_id = check_id(request.path_params["withdrawal_id"], "withdrawal_id")
-    body = await read_json(request) if int(request.headers.get("content-length") or 0) else {}
-    note = parse(body, DecisionRequest).note
+    raw = await read_body(request)
+    note = parse(decode_json(raw), DecisionRequest).note if raw.strip() else ""
     withdrawal = await ctx.store.withdrawals.decide(withdrawal_id, state, principal.user_id, note, now_ms())
     await ctx.store.admin_log.record(
         principal.user_id,
