@@ -14,6 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from tests.conftest import Engine
 from tests.support import Api, ServerProcess, delete_prefix, running_server, server_env, unique, webhook
@@ -314,4 +317,132 @@ def test_catalog_edits_reach_every_process_and_never_reprice_a_gift_already_sent
             f"/v1/admin/catalog/gifts/{gift_id}", json={"coins": 3}, headers=api.auth(fan)
         ).status_code
         == 403
+    )
+
+
+@pytest.fixture(scope="module")
+def instant(engine: Engine, logs: Path) -> Iterator[Api]:
+    """A server whose hold is a millisecond, for long sequences of withdrawals."""
+    prefix = f"{unique('i')}:"
+    env = server_env(
+        engine.url,
+        prefix,
+        GIFTING_DIAMOND_HOLD_S="0.001",
+        GIFTING_MIN_WITHDRAWAL_DIAMONDS=str(MIN_WITHDRAWAL),
+        GIFTING_DAILY_PAYOUT_CAP_MINOR="400",
+        GIFTING_GIFT_RATE="1000",
+        GIFTING_GIFT_BURST="1000",
+    )
+    try:
+        with running_server(env, logs) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+            yield Api(http)
+    finally:
+        if not engine.owned:
+            delete_prefix(engine.url, prefix)
+
+
+def test_withdrawals_match_a_model_under_any_sequence(instant: Api) -> None:
+    """Earn, request (new keys, reused keys, too little, too much, over the cap), pay, reject:
+    every bucket and every answer is what a plain model of the rules says."""
+    api = instant
+    cap_minor = 400
+
+    class Payouts(RuleBasedStateMachine):
+        requested = Bundle("requested")
+        keys = Bundle("keys")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.creator = unique("c")
+            self.room = api.open_room(self.creator)
+            self.fan = unique("v")
+            api.buy(self.fan, "us_1250")
+            self.coins = 1250
+            self.available = self.reserved = self.withdrawn = self.used_minor = 0
+            self.by_key: dict[str, tuple[int, str]] = {}
+            self.states: dict[str, tuple[int, str]] = {}
+
+        @rule(count=st.integers(1, 60))
+        def earn(self, count: int) -> None:
+            cost = 5 * count  # finger hearts: 5 coins, 2 diamonds each gift of 5, floor per gift
+            if cost > self.coins:
+                api.buy(self.fan, "us_1250")
+                self.coins += 1250
+            assert api.gift(self.fan, self.room, "finger_heart", count).status_code == 200
+            self.coins -= cost
+            self.available += cost // 2
+
+        @rule(target=keys, diamonds=st.integers(MIN_WITHDRAWAL - 5, 400))
+        def request(self, diamonds: int) -> str:
+            key = unique("k")
+            self._request(key, diamonds)
+            return key
+
+        @rule(key=keys, diamonds=st.integers(MIN_WITHDRAWAL, 400))
+        def reuse_a_key(self, key: str, diamonds: int) -> None:
+            self._request(key, diamonds)
+
+        def _request(self, key: str, diamonds: int) -> None:
+            reply = withdraw(api, self.creator, diamonds, key)
+            value = diamonds * 500 // 1000
+            if key in self.by_key:
+                earlier, withdrawal_id = self.by_key[key]
+                if earlier == diamonds:
+                    assert reply.status_code == 200 and reply.json()["withdrawal_id"] == withdrawal_id
+                else:
+                    assert reply.json()["error"]["code"] == "idempotency_mismatch"
+                return
+            # The server releases holds before it decides: everything earned counts (1 ms hold).
+            if diamonds < MIN_WITHDRAWAL:
+                expected = "below_minimum_withdrawal"
+            elif diamonds > self.available:
+                expected = "insufficient_diamonds"
+            elif self.used_minor + value > cap_minor:
+                expected = "daily_payout_cap"
+            else:
+                assert reply.status_code == 201, reply.text
+                withdrawal_id = reply.json()["withdrawal_id"]
+                self.by_key[key] = (diamonds, withdrawal_id)
+                self.states[withdrawal_id] = (diamonds, "requested")
+                self.available -= diamonds
+                self.reserved += diamonds
+                self.used_minor += value
+                return
+            assert reply.json()["error"]["code"] == expected, (reply.text, self.available, self.used_minor)
+
+        @rule(data=st.data(), action=st.sampled_from(["paid", "reject"]))
+        def decide(self, data: st.DataObject, action: str) -> None:
+            if not self.states:
+                return
+            withdrawal_id = data.draw(st.sampled_from(sorted(self.states)))
+            diamonds, state = self.states[withdrawal_id]
+            reply = decide(api, withdrawal_id, action)
+            if state != "requested":
+                assert reply.json()["error"]["code"] == "withdrawal_decided"
+                return
+            assert reply.status_code == 200, reply.text
+            self.reserved -= diamonds
+            if action == "paid":
+                self.withdrawn += diamonds
+                self.states[withdrawal_id] = (diamonds, "paid")
+            else:
+                self.available += diamonds
+                self.used_minor -= diamonds * 500 // 1000
+                self.states[withdrawal_id] = (diamonds, "rejected")
+
+        @invariant()
+        def buckets_match(self) -> None:
+            earnings = api.earnings(self.creator)
+            got = (earnings["available"], earnings["reserved"], earnings["withdrawn"], earnings["pending"])
+            assert got == (self.available, self.reserved, self.withdrawn, 0)
+            assert earnings["lifetime"] == self.available + self.reserved + self.withdrawn
+
+    run_state_machine_as_test(
+        Payouts,
+        settings=settings(
+            max_examples=8,
+            stateful_step_count=20,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
     )
