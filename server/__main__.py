@@ -1,16 +1,29 @@
-"""``python -m server`` / ``gifting-server``: read settings, start the embedded engine if needed, serve."""
+"""``python -m server`` / ``gifting-server``: read settings, start the embedded engine if needed, serve.
+
+``gifting-server audit`` instead replays every ledger and checks that the books balance
+(``server.audit``): exit 0 when they do, 1 when not, 2 when it cannot run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
 import sys
+from collections.abc import Mapping
 
+import orjson
+import redis
 import uvicorn
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from server.app import create_app
+from server.audit import AuditResult, EngineReplyError, audit_books
 from server.engine import EmbeddedEngine, EngineError
 from server.hub.outlet import GiftingWebSocketProtocol
+from server.keys import KeySchema
 from server.logs import RedactTokens, log_config
 from server.settings import Settings, SettingsError
 
@@ -22,9 +35,17 @@ def main(argv: list[str] | None = None) -> int:
         "with no GIFTING_REDIS_URL it starts its own engine with data in GIFTING_DATA_DIR.",
     )
     parser.add_argument(
-        "command", nargs="?", default="serve", choices=["serve"], help="what to do (default: serve)"
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "audit"],
+        help="what to do (default: serve); audit: replay every ledger and check the books "
+        "(exit 0 when they balance, 1 when not, 2 when it cannot run)",
     )
-    parser.parse_args(argv)
+    parser.add_argument("--json", action="store_true", help="audit: print the result as JSON")
+    args = parser.parse_args(argv)
+    if args.command == "audit":
+        return audit(os.environ, as_json=args.json)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactTokens())
@@ -74,6 +95,64 @@ def serve(settings: Settings) -> int:
         if engine is not None:
             engine.stop()
     return 0
+
+
+# The audit signs and checks no token or webhook, so it must run without the secrets; they
+# are filled with this placeholder only so that every other setting is validated as usual.
+_NO_SECRET = "unused-by-the-audit-" + "-" * 32
+
+
+def audit(env: Mapping[str, str], *, as_json: bool = False) -> int:
+    """Audit the books of the engine the server would use with ``env``; the exit code."""
+    env = dict(env)
+    for name in ("GIFTING_JWT_SECRET", "GIFTING_WEBHOOK_SECRET"):
+        if len(env.get(name, "").encode()) < 32:
+            env[name] = _NO_SECRET
+    try:
+        settings = Settings.from_env(env)
+        url, engine = audit_engine(settings)
+    except (SettingsError, EngineError) as exc:
+        print(f"gifting-server audit: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(_audit(url, settings))
+    except (RedisError, EngineReplyError, OSError) as exc:
+        print(f"gifting-server audit: cannot read the engine at {url}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if engine is not None:
+            engine.stop()
+    if as_json:
+        print(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(result.report())
+    return 0 if result.ok else 1
+
+
+async def _audit(url: str, settings: Settings) -> AuditResult:
+    async with Redis.from_url(url, decode_responses=True, socket_connect_timeout=5) as client:
+        await client.ping()
+        return await audit_books(client, KeySchema(settings.key_prefix), settings.creator_share)
+
+
+def audit_engine(settings: Settings) -> tuple[str, EmbeddedEngine | None]:
+    """The engine to audit: ``GIFTING_REDIS_URL``; else the embedded engine of the data dir,
+    through its socket if a server is running on it, or started here for the audit (and
+    stopped after it) if none is: two engines must never share one append-only file."""
+    if settings.redis_url is not None:
+        return settings.redis_url, None
+    if not settings.data_dir.is_dir():
+        raise EngineError(f"no data dir {settings.data_dir}: set GIFTING_DATA_DIR or GIFTING_REDIS_URL")
+    engine = EmbeddedEngine(settings.data_dir, settings.fsync)
+    if engine.socket_path.exists():
+        try:
+            with redis.Redis(unix_socket_path=str(engine.socket_path), socket_timeout=1) as probe:
+                probe.ping()
+            return f"unix://{engine.socket_path}", None
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            pass  # a stale socket: the engine started below removes it
+    # Loading a large append-only file takes a while before the engine answers.
+    return engine.start(timeout_s=600).url, engine
 
 
 if __name__ == "__main__":

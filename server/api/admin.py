@@ -21,6 +21,7 @@ from server.api.context import (
     read_body,
     read_json,
 )
+from server.audit import audit_books
 from server.auth import Principal
 from server.domain.catalog import Gift
 from server.domain.ids import check_id
@@ -118,6 +119,14 @@ async def admin_log(request: Request) -> JSON:
     return JSON({"entries": entries, "next_cursor": cursor})
 
 
+async def books_audit(request: Request) -> JSON:
+    """Replay every ledger and check the books (``server.audit``); 200 with ``"ok": false``
+    and the violations when they do not balance: the audit ran, the books failed it."""
+    ctx, _ = admin(request)
+    result = await audit_books(ctx.store.redis, ctx.store.keys, ctx.settings.creator_share)
+    return JSON(result.to_dict())
+
+
 routes = [
     Route("/v1/admin/withdrawals", list_withdrawals),
     Route("/v1/admin/withdrawals/{withdrawal_id}/paid", mark_paid, methods=["POST"]),
@@ -126,4 +135,5 @@ routes = [
     Route("/v1/admin/catalog/gifts", add_gift, methods=["POST"]),
     Route("/v1/admin/catalog/gifts/{gift_id}", change_gift, methods=["PATCH"]),
     Route("/v1/admin/log", admin_log),
+    Route("/v1/admin/audit", books_audit),
 ]
