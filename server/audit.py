@@ -71,7 +71,8 @@ INVARIANTS = {
     "diamond_entry": "each diamond ledger entry is a known kind; only a gift credit adds diamonds, "
     "every other entry moves them between two buckets",
     "holds": "the held diamonds sum to pending, one hold per unreleased credit, each indexed",
-    "diamond_rate": "each credit is floor(share x coins) diamonds",
+    "diamond_rate": "each credit is floor(share x coins) diamonds, at the share it records "
+    "(the configured share for credits that record none)",
     "gift_credited": "every gift debit is credited to its creator exactly once, or is in flight "
     "(outbox), or was reversed before its credit",
     "credit_matched": "every credit matches a gift debit (sender, creator, coins) and the credited set",
@@ -484,14 +485,23 @@ class BooksChecker:
         except (KeyError, ValueError):
             self.violate("diamond_entry", "creator", creator_id, f"gift credit {entry_id} has no coins")
             coins = 0
-        expected = diamonds_for(coins, self.share)
+        # Credits record the share they were made with; older ones are checked against today's.
+        share = self.share
+        if "share" in f:
+            try:
+                share = Fraction(f["share"])
+            except (ValueError, ZeroDivisionError):
+                self.violate(
+                    "diamond_entry", "creator", creator_id, f"gift credit {entry_id} has share {f['share']!r}"
+                )
+        expected = diamonds_for(coins, share)
         if diamonds != expected:
             self.violate(
                 "diamond_rate",
                 "creator",
                 creator_id,
                 f"gift credit {entry_id} ({ref}) gives {diamonds} diamonds for {coins} coins; "
-                f"floor({self.share} x {coins}) = {expected}",
+                f"floor({share} x {coins}) = {expected}",
             )
         creator.lifetime += diamonds
         self.totals["diamonds_credited"] += diamonds

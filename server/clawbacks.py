@@ -39,7 +39,10 @@ class Clawbacks:
             outcome, diamonds = await self.store.earnings.reverse(creator_id, event_id, order_id, now_ms)
             if outcome == "settled":
                 log.warning(
-                    "gift %s from %s was charged back after its diamonds left the hold", event_id, buyer_id
+                    "gift %s from %s was clawed back with no pending diamonds left to take "
+                    "(released from the hold, or none earned)",
+                    event_id,
+                    buyer_id,
                 )
             total += diamonds
             await self.store.reversals.clear(buyer_id, event_id)

@@ -114,7 +114,11 @@ class GiftService:
                 balance=balance,
                 combo_window_ms=self.settings.combo_window_ms,
             ),
-            self.store.earnings.credit(credit, credit.ts + int(self.settings.diamond_hold_s * 1000)),
+            self.store.earnings.credit(
+                credit,
+                credit.ts + int(self.settings.diamond_hold_s * 1000),
+                self.settings.creator_share,
+            ),
         )
         await self.store.outbox.clear(credit.sender_id, credit.event_id)
         return credited

@@ -84,6 +84,11 @@ class UserKeys:
         return f"{self.tag}:reversed"
 
     @property
+    def clawed_gifts(self) -> str:
+        """SET of this buyer's gift event ids a clawback already took back (never twice)."""
+        return f"{self.tag}:clawed_gifts"
+
+    @property
     def reversals(self) -> str:
         """HASH gift event id -> creator id: credit reversals a clawback queued, not yet applied."""
         return f"{self.tag}:reversals"

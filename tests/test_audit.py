@@ -528,3 +528,15 @@ def test_the_endpoint_answers_admins_only(books: Books) -> None:
     assert failed.status_code == 200
     assert failed.json()["ok"] is False
     assert viewer in [v["account"] for v in failed.json()["violations"]]
+
+
+def test_a_credit_is_checked_against_the_share_it_records() -> None:
+    """The share may change over time: each credit is held to the share it was made with."""
+    books = history()
+    # Entry 8 credits 2 diamonds for 4 coins: right at 1/2, wrong at 3/4 unless recorded.
+    set_field(carol(books)["ledger"], 7, share="1/2")
+    assert check(books).ok
+    set_field(carol(books)["ledger"], 7, share="3/4")
+    result = check(books)
+    assert [(v.invariant, v.account) for v in result.violations] == [("diamond_rate", "carol")]
+    assert "floor(3/4 x 4) = 3" in result.violations[0].message

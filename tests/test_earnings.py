@@ -446,3 +446,25 @@ def test_withdrawals_match_a_model_under_any_sequence(instant: Api) -> None:
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+def test_two_chargebacks_take_back_the_diamonds_of_both_purchases_gifts(money: Money) -> None:
+    """Coins carry no identity: whichever purchase paid which gift, two clawbacks of 100
+    coins each take back 200 coins' worth of the buyer's gifts."""
+    api = money.api
+    (first_creator, first_room), (second_creator, second_room) = live_creator(api), live_creator(api)
+    fraud = unique("v")
+    orders = []
+    for room_id in (first_room, second_room):
+        order = api.buy(fraud, "us_100")
+        orders.append(order)
+        assert api.gift(fraud, room_id, "hand_hearts").status_code == 200  # 100 coins -> 50 diamonds
+    for order in orders:
+        payment_id = api.http.get(f"/v1/purchases/{order['order_id']}", headers=api.auth(fraud)).json()[
+            "payment_id"
+        ]
+        assert webhook(api, order, payment_id, event_type="payment.disputed").json()["clawed_back"] is True
+    assert api.coins(fraud) == -200
+    for creator in (first_creator, second_creator):
+        wait_until(lambda c=creator: api.earnings(c)["reversed"] == 50, f"{creator} kept diamonds")
+        assert api.earnings(creator)["pending"] == 0

@@ -8,6 +8,7 @@ every read and every withdrawal, so no timer is needed.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 from redis.asyncio import Redis
@@ -56,9 +57,10 @@ class CreatorEarnings:
     ) -> tuple[list[dict[str, Any]], str | None]:
         return await read_stream_page(self._redis, self._keys.user(creator_id).earnings_ledger, cursor, limit)
 
-    async def credit(self, credit: CreatorCredit, hold_until_ms: int) -> bool:
+    async def credit(self, credit: CreatorCredit, hold_until_ms: int, share: Fraction) -> bool:
         """Credit the creator's diamonds for one gift, pending until ``hold_until_ms``; True if
-        credited now, False if credited (or reversed) before."""
+        credited now, False if credited (or reversed) before. ``share`` is recorded with it, so
+        the audit can check each credit against the share in force when it was made."""
         creator = self._keys.user(credit.creator_id)
         applied = await self._scripts.credit_creator(
             keys=[
@@ -78,6 +80,7 @@ class CreatorEarnings:
                 credit.room_id,
                 credit.ts,
                 hold_until_ms,
+                f"{share.numerator}/{share.denominator}",
             ],
         )
         return bool(applied)

@@ -133,7 +133,7 @@ class Payments:
             raise NotFound(f"no order {order_id!r}")
         user = self._keys.user(owner)
         reply = await self._scripts.claw_back(
-            keys=[user.order(order_id), user.wallet, user.ledger, user.reversals],
+            keys=[user.order(order_id), user.wallet, user.ledger, user.reversals, user.clawed_gifts],
             args=[reason, payment_id, now_ms, order_id, CLAWBACK_SEARCH_ENTRIES],
         )
         status = reply[0]

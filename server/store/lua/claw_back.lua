@@ -1,12 +1,15 @@
 -- Take back a purchase's coins after the provider refunded it or lost a dispute, once.
 -- The balance may go negative: the coins were spent. Then the buyer's most recent gifts
--- since the purchase, up to the coins spent, are queued for reversal of the creator's
--- still-pending diamonds (reverse_credit.lua, in each creator's slot, from the queue).
+-- not taken back by an earlier clawback, up to the coins spent, are queued for reversal of
+-- the creator's still-pending diamonds (reverse_credit.lua, in each creator's slot).
+-- Across several clawbacks of one buyer, the gifts taken back thus add up to the coins
+-- spent, whichever purchase paid for which gift.
 --
 -- KEYS[1] - order hash                   ({u:B}:order:<order_id>)
 -- KEYS[2] - wallet hash                  ({u:B}:wallet)
 -- KEYS[3] - coin ledger stream           ({u:B}:ledger)
 -- KEYS[4] - reversal queue hash          ({u:B}:reversals)
+-- KEYS[5] - gifts already taken back     ({u:B}:clawed_gifts)
 -- ARGV[1] - "refunded" or "charged_back"
 -- ARGV[2] - provider payment id
 -- ARGV[3] - now, unix milliseconds
@@ -44,8 +47,8 @@ redis.call('XADD', KEYS[3], '*', 'kind', 'clawback', 'delta', -coins, 'balance',
 -- Coins of this purchase already spent: what the balance before could not cover.
 local spent = coins - math.min(coins, math.max(before, 0))
 local queued = 0
-if spent > 0 and order[4] then
-  local gifts = redis.call('XREVRANGE', KEYS[3], '+', '(' .. order[4], 'COUNT', tonumber(ARGV[5]))
+if spent > 0 then
+  local gifts = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', tonumber(ARGV[5]))
   local covered = 0
   for _, entry in ipairs(gifts) do
     if covered >= spent then
@@ -55,7 +58,7 @@ if spent > 0 and order[4] then
     for i = 1, #entry[2], 2 do
       f[entry[2][i]] = entry[2][i + 1]
     end
-    if f['kind'] == 'gift' and f['creator_id'] then
+    if f['kind'] == 'gift' and f['creator_id'] and redis.call('SADD', KEYS[5], f['ref']) == 1 then
       redis.call('HSET', KEYS[4], f['ref'], f['creator_id'] .. '|' .. ARGV[4])
       covered = covered - tonumber(f['delta'])
       queued = queued + 1

@@ -17,6 +17,7 @@
 -- ARGV[5] - room id
 -- ARGV[6] - gift time, unix milliseconds
 -- ARGV[7] - when the hold ends, unix milliseconds
+-- ARGV[8] - the creator share the diamonds were computed with, "numerator/denominator"
 --
 -- Returns 1 if credited now, 0 if this event was credited (or reversed) before: nothing done.
 --
@@ -40,5 +41,5 @@ if diamonds > 0 then
 end
 redis.call('XADD', KEYS[3], '*',
   'kind', 'gift', 'pending', diamonds, 'ref', ARGV[1],
-  'coins', ARGV[3], 'sender', ARGV[4], 'room_id', ARGV[5], 'ts', ARGV[6])
+  'coins', ARGV[3], 'share', ARGV[8], 'sender', ARGV[4], 'room_id', ARGV[5], 'ts', ARGV[6])
 return 1
