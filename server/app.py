@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from server.api import admin, creator, dev, http, payments, ws
+from server.api import admin, creator, dev, http, pages, payments, ws
 from server.api.context import JSON, Context, now_ms
 from server.clawbacks import Clawbacks
 from server.demo import seed_demo
@@ -36,7 +36,13 @@ OUTBOX_GRACE_MS = 1_000
 
 def create_app(settings: Settings, engine_url: str) -> ASGIApp:
     """The server's ASGI app: room sockets (``api.ws``) in front of the Starlette app."""
-    routes: list[BaseRoute] = [*http.routes, *creator.routes, *admin.routes, *payments.routes]
+    routes: list[BaseRoute] = [
+        *http.routes,
+        *creator.routes,
+        *admin.routes,
+        *payments.routes,
+        *pages.routes(settings.client_dir),
+    ]
     if settings.demo:
         routes += [*dev.routes, *payments.sandbox_routes]
 

@@ -102,6 +102,11 @@ class UserKeys:
         return f"{self.tag}:wdkey:{idempotency_key}"
 
     @property
+    def overlay(self) -> str:
+        """STRING the creator's current overlay token."""
+        return f"{self.tag}:overlay"
+
+    @property
     def credited(self) -> str:
         """SET of gift event ids already credited to this creator (exactly-once guard)."""
         return f"{self.tag}:credited"
@@ -194,6 +199,10 @@ class KeySchema:
     def catalog_version(self) -> str:
         """STRING counter bumped on each catalog change, so every process reloads it."""
         return f"{self.prefix}catalog:version"
+
+    def overlay_owner(self, token: str) -> str:
+        """STRING creator id an overlay token belongs to (removed when it is regenerated)."""
+        return f"{self.prefix}{{ot:{token}}}:creator"
 
     def order_owner(self, order_id: str) -> str:
         """STRING user id owning an order, so a webhook finds the owner's slot."""

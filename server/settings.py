@@ -47,6 +47,7 @@ class Settings:
     diamond_value_millicents: int = 500
     min_withdrawal_diamonds: int = 10_000
     daily_payout_cap_minor: int = 100_000
+    client_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +85,7 @@ class Settings:
             daily_payout_cap_minor=_int(
                 env, "GIFTING_DAILY_PAYOUT_CAP_MINOR", cls.daily_payout_cap_minor, 1, 10**12
             ),
+            client_dir=_client_dir(env),
         )
         if demo:
             # Demo mode runs out of the box: fixed, public secrets that are useless in production.
@@ -184,3 +186,18 @@ def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
                 f"https://example.com, got {origin!r}"
             )
     return origins
+
+
+def _client_dir(env: Mapping[str, str]) -> Path | None:
+    """Where the browser clients are: GIFTING_CLIENT_DIR, else ``client_demo/`` beside the
+    package (a source checkout) or in the working directory (the container image)."""
+    raw = env.get("GIFTING_CLIENT_DIR")
+    if raw:
+        path = Path(raw)
+        if not (path / "index.html").is_file():
+            raise SettingsError(f"GIFTING_CLIENT_DIR has no index.html: {raw!r}")
+        return path
+    for candidate in (Path(__file__).resolve().parent.parent / "client_demo", Path("client_demo")):
+        if (candidate / "index.html").is_file():
+            return candidate.resolve()
+    return None

@@ -131,7 +131,7 @@ def test_a_tick_sends_one_batch_with_stream_events_then_what_changed() -> None:
     room.add_events([gift_event("1-0", "ann", 2, balance=8), gift_event("1-1", "bo", 1)])
     room.add_events([parse_entry("2-0", {"t": "goal_set", "goal": "50", "ts": "6"})])
     changes = room.state_events(state(1, 3, 50, Gifter("ann", "Ann", 2), Gifter("bo", "Bo", 1)))
-    batch = room.take_batch(changes)
+    batch = room.take_batch(changes)[False]
     assert batch is not None and batch["offset"] == "2-0" == room.cursor
     kinds = [event["type"] for event in batch["events"]]
     assert kinds == ["gift", "gift", "leaderboard", "goal"]
@@ -148,15 +148,15 @@ def test_a_tick_sends_one_batch_with_stream_events_then_what_changed() -> None:
     assert batch["events"][1]["sender"] == {"id": "bo", "name": "Bo"}  # balances stay private
     assert [event["event_id"] for event in room.recent] == ["g_1-0", "g_1-1"]
     # Nothing new and nothing changed: no frame at all.
-    assert room.take_batch(room.state_events(room.state)) is None
-    viewers_only = room.take_batch(room.state_events(state(4, 3, 50, *room.state.leaderboard)))
+    assert room.take_batch(room.state_events(room.state)) == {False: None, True: None}
+    viewers_only = room.take_batch(room.state_events(state(4, 3, 50, *room.state.leaderboard)))[False]
     assert viewers_only == {"type": "batch", "offset": "2-0", "events": [{"type": "viewers", "viewers": 4}]}
 
 
 def test_room_end_stays_the_last_event_of_its_batch() -> None:
     room = LocalRoom(Room("r", "c", "t", "live", 0, None, "e"), state(1), "0-0", "0-0")
     room.add_events([gift_event("1-0", "ann", 1), parse_entry("2-0", {"t": "room_end", "ts": "9"})])
-    batch = room.take_batch(room.state_events(state(0, 1, None, Gifter("ann", "Ann", 1))))
+    batch = room.take_batch(room.state_events(state(0, 1, None, Gifter("ann", "Ann", 1))))[False]
     assert batch is not None and room.ended
     assert [event["type"] for event in batch["events"]] == [
         "gift",
@@ -165,3 +165,15 @@ def test_room_end_stays_the_last_event_of_its_batch() -> None:
         "viewers",
         "room_end",
     ]
+
+
+def test_a_test_alert_reaches_overlays_only() -> None:
+    room = LocalRoom(Room("r", "c", "t", "live", 0, None, "e"), state(1), "0-0", "0-0")
+    room.add_events([gift_event("1-0", "ann", 1), parse_entry("1-1", {"t": "test_alert", "ts": "7"})])
+    batches = room.take_batch([])
+    viewers, overlays = batches[False], batches[True]
+    assert viewers is not None and overlays is not None
+    assert [e["type"] for e in viewers["events"]] == ["gift"]
+    assert [e["type"] for e in overlays["events"]] == ["gift", "test_alert"]
+    assert overlays["events"][1]["sender"] == {"id": "test-viewer", "name": "Test Viewer"}
+    assert viewers["offset"] == overlays["offset"] == "1-1"

@@ -38,7 +38,9 @@ class RoomSocket:
         since: str | None = None,
         epoch: str | None = None,
         origin: str | None = None,
+        path: str | None = None,
     ) -> RoomSocket:
+        """Connect to ``room_id``'s socket (or to ``path``, such as an overlay's)."""
         query = {}
         if token is not None and not token_in_header:
             query["token"] = token
@@ -46,7 +48,7 @@ class RoomSocket:
             query["since"] = since
         if epoch is not None:
             query["epoch"] = epoch
-        url = base_url.replace("http://", "ws://") + f"/v1/rooms/{room_id}/ws"
+        url = base_url.replace("http://", "ws://") + (path or f"/v1/rooms/{room_id}/ws")
         if query:
             url += "?" + urlencode(query)
         offered = [subprotocol] if subprotocol else []

@@ -1,4 +1,5 @@
-"""HTTP routes of a creator's money: earnings, the diamond ledger and withdrawals."""
+"""HTTP routes of a creator: earnings, the diamond ledger, withdrawals, the overlay token,
+and the overlay's own read-only lookup."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from server.api.context import JSON, caller, context, now_ms, query_int, read_json
+from server.api.ws import OVERLAY_TOKEN
 from server.domain.ids import new_id
 from server.domain.money import diamonds_value_minor, utc_day
 from server.domain.requests import WithdrawalRequest, parse
+from server.errors import Conflict, NotFound
 from server.store.records import Earnings
 from server.store.withdrawals import CURRENCY
 
@@ -72,7 +75,46 @@ async def list_withdrawals(request: Request) -> JSON:
     return JSON({"withdrawals": [w.to_dict() for w in withdrawals]})
 
 
+async def overlay(request: Request) -> JSON:
+    principal = caller(request, "creator")
+    token = await context(request).store.overlays.current(principal.user_id)
+    return JSON({"token": token, "url": f"/overlay/{token}"})
+
+
+async def regenerate_overlay(request: Request) -> JSON:
+    principal = caller(request, "creator")
+    token = await context(request).store.overlays.regenerate(principal.user_id)
+    return JSON({"token": token, "url": f"/overlay/{token}"})
+
+
+async def test_alert(request: Request) -> JSON:
+    """A fake alert on the creator's overlays (never on viewers' screens), to set up OBS."""
+    principal = caller(request, "creator")
+    ctx = context(request)
+    room = await ctx.store.rooms.live_room_of(principal.user_id)
+    if room is None:
+        raise Conflict("go live first: the test alert goes to the live room's overlays", code="not_live")
+    await ctx.store.rooms.publish_test_alert(room.room_id, now_ms())
+    return JSON({"sent": True, "room_id": room.room_id}, status_code=202)
+
+
+async def overlay_info(request: Request) -> JSON:
+    """What an overlay page needs to know about its token: whose it is, and the live room."""
+    ctx = context(request)
+    token = request.path_params["token"]
+    creator_id = await ctx.store.overlays.creator_of(token) if OVERLAY_TOKEN.match(token) else None
+    if creator_id is None:
+        raise NotFound("unknown overlay token: it may have been regenerated", code="overlay_not_found")
+    name = await ctx.gifts.name_of(creator_id)
+    room = await ctx.store.rooms.live_room_of(creator_id)
+    return JSON({"creator": {"id": creator_id, "name": name}, "room_id": room.room_id if room else None})
+
+
 routes = [
+    Route("/v1/creator/overlay", overlay),
+    Route("/v1/creator/overlay/regenerate", regenerate_overlay, methods=["POST"]),
+    Route("/v1/creator/test-alert", test_alert, methods=["POST"]),
+    Route("/v1/overlay/{token}", overlay_info),
     Route("/v1/creator/earnings", creator_earnings),
     Route("/v1/creator/earnings/ledger", creator_earnings_ledger),
     Route("/v1/creator/withdrawals", request_withdrawal, methods=["POST"]),

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from server.api.context import Context, now_ms
 from server.auth import Principal, principal_from_token
 from server.domain.ids import check_id
-from server.errors import EngineUnavailable, GiftingError, InvalidRequest, NotFound, Unauthorized
+from server.errors import EngineUnavailable, Forbidden, GiftingError, InvalidRequest, NotFound, Unauthorized
 from server.hub.outlet import SCOPE_EXTENSION, GiftingWebSocketProtocol
 from server.hub.protocol import Close, Ping, decode, encode, error_frame, negotiate
 from server.hub.room import LocalRoom, Viewer
@@ -32,7 +32,9 @@ from server.hub.room import LocalRoom, Viewer
 log = logging.getLogger(__name__)
 
 PATH = re.compile(r"^/v1/rooms/([^/]+)/ws$")
+OVERLAY_PATH = re.compile(r"^/v1/overlay/([^/]+)/ws$")
 GIFTING_ROLES = ("viewer", "creator")
+OVERLAY_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 # A connection sending this many frames that do not parse or validate within a minute is closed.
 MAX_INVALID_FRAMES = 10
 INVALID_WINDOW_S = 60.0
@@ -46,11 +48,14 @@ class RoomSockets:
         self.context = context
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = PATH.match(scope["path"]) if scope["type"] == "websocket" else None
-        if match is None or self.context is None:
-            await self.app(scope, receive, send)
-            return
-        await room_socket(self.context, scope, receive, send, match[1])
+        if scope["type"] == "websocket" and self.context is not None:
+            if match := PATH.match(scope["path"]):
+                await room_socket(self.context, scope, receive, send, match[1], overlay=False)
+                return
+            if match := OVERLAY_PATH.match(scope["path"]):
+                await room_socket(self.context, scope, receive, send, match[1], overlay=True)
+                return
+        await self.app(scope, receive, send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +65,14 @@ class Admitted:
     principal: Principal
 
 
-async def room_socket(ctx: Context, scope: Scope, receive: Receive, send: Send, raw_room_id: str) -> None:
+async def room_socket(
+    ctx: Context, scope: Scope, receive: Receive, send: Send, target: str, *, overlay: bool
+) -> None:
+    """A room's socket; with ``overlay``, ``target`` is an overlay token and the socket
+    watches that creator's live room, read-only and not counted as a viewer."""
     if (await receive())["type"] != "websocket.connect":
         return
-    admitted = await admit(ctx, scope, send, raw_room_id)
+    admitted = await admit(ctx, scope, send, target, overlay)
     if admitted is None:
         return
     viewer, room, principal = admitted.viewer, admitted.room, admitted.principal
@@ -89,6 +98,8 @@ async def room_socket(ctx: Context, scope: Scope, receive: Receive, send: Send, 
                 viewer.send({"type": "pong"})
                 continue
             try:
+                if viewer.overlay:
+                    raise Forbidden("an overlay connection is read-only: it cannot send gifts")
                 principal.require(*GIFTING_ROLES)
                 outcome = await ctx.gifts.send(
                     viewer.user_id,
@@ -117,7 +128,7 @@ async def room_socket(ctx: Context, scope: Scope, receive: Receive, send: Send, 
         ctx.hub.leave(viewer)
 
 
-async def admit(ctx: Context, scope: Scope, send: Send, raw_room_id: str) -> Admitted | None:
+async def admit(ctx: Context, scope: Scope, send: Send, target: str, overlay: bool) -> Admitted | None:
     """Check the handshake, accept, authenticate and join the hub; None if refused."""
     handshake = negotiate(list(scope.get("subprotocols", [])))
     origin = dict(scope["headers"]).get(b"origin", b"").decode("latin-1") or None
@@ -143,13 +154,16 @@ async def admit(ctx: Context, scope: Scope, send: Send, raw_room_id: str) -> Adm
         outlet.close(code, error.code)
 
     try:
-        token = param("token") or handshake.token
-        if not token:
-            raise Unauthorized("missing token: pass ?token=<jwt> or offer a 'bearer.<jwt>' subprotocol")
-        principal = principal_from_token(token, ctx.settings.jwt_secret)
-        room_id = check_id(raw_room_id, "room_id")
+        if overlay:
+            principal, room_id = await overlay_target(ctx, target)
+        else:
+            token = param("token") or handshake.token
+            if not token:
+                raise Unauthorized("missing token: pass ?token=<jwt> or offer a 'bearer.<jwt>' subprotocol")
+            principal = principal_from_token(token, ctx.settings.jwt_secret)
+            room_id = check_id(target, "room_id")
         name = principal.name or await ctx.gifts.name_of(principal.user_id)
-        viewer = Viewer(outlet, principal.user_id, name, handshake.encoding, room_id)
+        viewer = Viewer(outlet, principal.user_id, name, handshake.encoding, room_id, overlay=overlay)
         room = await ctx.hub.join(viewer, param("since"), param("epoch"))
     except Unauthorized as exc:
         refuse(exc, Close.UNAUTHORIZED)
@@ -164,3 +178,14 @@ async def admit(ctx: Context, scope: Scope, send: Send, raw_room_id: str) -> Adm
     else:
         return Admitted(viewer, room, principal)
     return None
+
+
+async def overlay_target(ctx: Context, token: str) -> tuple[Principal, str]:
+    """The creator an overlay token belongs to, as a read-only principal, and their live room."""
+    creator_id = await ctx.store.overlays.creator_of(token) if OVERLAY_TOKEN.match(token) else None
+    if creator_id is None:
+        raise Unauthorized("unknown overlay token: it may have been regenerated")
+    room = await ctx.store.rooms.live_room_of(creator_id)
+    if room is None:
+        raise NotFound(f"{creator_id} is not live right now", code="not_live")
+    return Principal(creator_id, "overlay"), room.room_id

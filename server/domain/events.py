@@ -1,6 +1,7 @@
 """Room events: stream offsets, and how an entry of a room's stream becomes what clients see.
 
-The stream holds ``gift``, ``combo_end``, ``room_end`` and the internal ``goal_set`` marker.
+The stream holds ``gift``, ``combo_end``, ``room_end``, ``test_alert`` (for overlays only)
+and the internal ``goal_set`` marker.
 The ``leaderboard``, ``goal`` and ``viewers`` events are not stored: each hub derives them
 from the room's state when it changes (see ``hub.room``).
 """
@@ -37,6 +38,7 @@ class RoomEvent:
     sender_id: str | None = None
     gift_id: str | None = None
     balance: int | None = None
+    overlay_only: bool = False
 
 
 def parse_entry(entry_id: str, fields: dict[str, str]) -> RoomEvent:
@@ -77,6 +79,21 @@ def parse_entry(entry_id: str, fields: dict[str, str]) -> RoomEvent:
             },
             sender_id=sender,
             gift_id=fields["g"],
+        )
+    if kind == "test_alert":
+        # A creator's "test alert" button: shown on the creator's overlays, never to viewers.
+        return RoomEvent(
+            offset=entry_id,
+            kind=kind,
+            ts=ts,
+            public={
+                "type": "test_alert",
+                "sender": {"id": "test-viewer", "name": "Test Viewer"},
+                "gift_id": "rose",
+                "combo": 5,
+                "ts": ts,
+            },
+            overlay_only=True,
         )
     if kind == "room_end":
         return RoomEvent(offset=entry_id, kind=kind, ts=ts, public={"type": "room_end", "ts": ts})

@@ -81,7 +81,8 @@ class Hub:
         self.rooms[viewer.room_id] = room
         self._wake.set()
         room.add(viewer)
-        self.by_user.setdefault(viewer.user_id, set()).add(viewer)
+        if not viewer.overlay:
+            self.by_user.setdefault(viewer.user_id, set()).add(viewer)
         self._presence_changed.add(viewer.room_id)
         self._vacated.discard(viewer.room_id)
         if resync_reason is not None:
@@ -93,12 +94,13 @@ class Hub:
                 "epoch": room.room.epoch,
                 "offset": room.cursor,
                 "resumed": since is not None and resync_reason is None,
+                "overlay": viewer.overlay,
                 "you": {"id": viewer.user_id, "name": viewer.name},
                 "room": room.room.to_dict(),
                 "snapshot": room.snapshot(),
             }
         )
-        events = [event.public for event in missed if event.public is not None]
+        events = [e.public for e in missed if e.public is not None and (viewer.overlay or not e.overlay_only)]
         if events:
             viewer.send({"type": "batch", "offset": room.cursor, "events": events})
         return room
@@ -241,7 +243,7 @@ class Hub:
         reports: list[tuple[str, int]] = []
         for room_id, room in self.rooms.items():
             if everyone or room_id in self._presence_changed:
-                reports.append((room_id, len(room.viewers)))
+                reports.append((room_id, room.audience))
             elif any(event.kind in ("gift", "goal_set") for event in room.pending):
                 reports.append((room_id, -1))
         reports += [(room_id, 0) for room_id in self._vacated]
@@ -255,10 +257,9 @@ class Hub:
 
     def _flush(self, room_id: str, room: LocalRoom, state: RoomState | None) -> None:
         balances = {event.sender_id: event.balance for event in room.pending if event.balance is not None}
-        batch = room.take_batch(room.state_events(state) if state is not None else [])
-        if batch is not None:
-            for viewer in room.broadcast(batch):
-                self.leave(viewer)
+        batches = room.take_batch(room.state_events(state) if state is not None else [])
+        for viewer in room.broadcast(batches):
+            self.leave(viewer)
         for user_id, coins in balances.items():
             for viewer in tuple(self.by_user.get(user_id or "", ())):
                 if not viewer.send({"type": "balance", "coins": coins}):

@@ -28,6 +28,7 @@ class Viewer:
     name: str
     encoding: str
     room_id: str
+    overlay: bool = False
 
     def send(self, message: dict[str, Any]) -> bool:
         return self.outlet.write(encode(message, self.encoding))
@@ -40,22 +41,27 @@ class LocalRoom:
     cursor: str  # offset of the last event written to this room's connections
     read_cursor: str  # offset of the last event read from the stream (>= cursor)
     viewers: set[Viewer] = field(default_factory=set)
-    by_encoding: dict[str, set[Viewer]] = field(default_factory=dict)
+    by_audience: dict[tuple[str, bool], set[Viewer]] = field(default_factory=dict)
     pending: list[RoomEvent] = field(default_factory=list)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_GIFTS))
     ended: bool = False
 
     def add(self, viewer: Viewer) -> None:
         self.viewers.add(viewer)
-        self.by_encoding.setdefault(viewer.encoding, set()).add(viewer)
+        self.by_audience.setdefault((viewer.encoding, viewer.overlay), set()).add(viewer)
 
     def remove(self, viewer: Viewer) -> bool:
         """Remove a connection; True if it was here."""
         if viewer not in self.viewers:
             return False
         self.viewers.discard(viewer)
-        self.by_encoding[viewer.encoding].discard(viewer)
+        self.by_audience[(viewer.encoding, viewer.overlay)].discard(viewer)
         return True
+
+    @property
+    def audience(self) -> int:
+        """The viewer count this process reports: connections, overlays excepted."""
+        return sum(len(viewers) for (_, overlay), viewers in self.by_audience.items() if not overlay)
 
     def add_events(self, events: list[RoomEvent]) -> None:
         self.pending.extend(events)
@@ -82,29 +88,43 @@ class LocalRoom:
             events.append({"type": "viewers", "viewers": new.viewers})
         return events
 
-    def take_batch(self, state_events: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """The batch for this tick (None if there is nothing to send); moves the cursor."""
-        events = [event.public for event in self.pending if event.public is not None]
+    def take_batch(self, state_events: list[dict[str, Any]]) -> dict[bool, dict[str, Any] | None]:
+        """This tick's batch for viewers and for overlays (None where there is nothing to
+        send); moves the cursor. Overlays also get the events meant for them alone."""
         for event in self.pending:
             if event.kind == "gift" and event.public is not None:
                 self.recent.append(event.public)
             elif event.kind == "room_end":
                 self.ended = True
+        batches = {
+            overlay: self._batch(
+                [e.public for e in self.pending if e.public is not None and (overlay or not e.overlay_only)],
+                state_events,
+                self.read_cursor,
+            )
+            for overlay in (False, True)
+        }
         self.pending.clear()
         self.cursor = self.read_cursor
+        return batches
+
+    def _batch(
+        self, events: list[dict[str, Any]], state_events: list[dict[str, Any]], offset: str
+    ) -> dict[str, Any] | None:
         # State changes go before a room_end, which is always the last event of a live.
         at = len(events) - 1 if self.ended and events and events[-1]["type"] == "room_end" else len(events)
         events[at:at] = state_events
         if not events:
             return None
-        return {"type": "batch", "offset": self.cursor, "events": events}
+        return {"type": "batch", "offset": offset, "events": events}
 
-    def broadcast(self, message: dict[str, Any]) -> list[Viewer]:
-        """Write ``message`` to every connection, encoded once per subprotocol; returns the
+    def broadcast(self, batches: dict[bool, dict[str, Any] | None]) -> list[Viewer]:
+        """Write each audience its batch, encoded once per subprotocol; returns the
         connections that were dropped as too slow."""
         dropped = []
-        for encoding, viewers in self.by_encoding.items():
-            if viewers:
+        for (encoding, overlay), viewers in self.by_audience.items():
+            message = batches[overlay]
+            if viewers and message is not None:
                 frame = encode(message, encoding)
                 for viewer in viewers:
                     if not viewer.outlet.write(frame):

@@ -132,6 +132,26 @@ class Rooms:
         assert state is not None
         return state
 
+    async def live_room_of(self, creator_id: str) -> Room | None:
+        """The creator's live room, if the creator is live."""
+        room_id = await self._redis.get(self._keys.user(creator_id).live_room)
+        if room_id is None:
+            return None
+        try:
+            room = await self.get(room_id)
+        except NotFound:
+            return None
+        return room if room.live else None
+
+    async def publish_test_alert(self, room_id: str, now_ms: int) -> None:
+        """A fake alert for the room's overlays only (viewers never see it)."""
+        await self._redis.xadd(
+            self._keys.room(room_id).events,
+            {"t": "test_alert", "ts": now_ms},
+            maxlen=self._stream_len,
+            approximate=True,
+        )
+
     async def live(self, limit: int) -> list[tuple[Room, RoomState]]:
         """Live rooms, newest first, each with its current state (viewers, leaderboard, goal)."""
         ids = await self._redis.zrevrange(self._keys.live_rooms, 0, limit - 1)

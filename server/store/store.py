@@ -14,6 +14,7 @@ from server.store.adminlog import AdminLog
 from server.store.catalog import CatalogChanges
 from server.store.earnings import CreatorEarnings
 from server.store.outbox import Outbox
+from server.store.overlays import OverlayTokens
 from server.store.payments import Payments
 from server.store.reversals import Reversals
 from server.store.rooms import Rooms
@@ -36,6 +37,7 @@ class Store:
         self.reversals = Reversals(redis, keys)
         self.catalog = CatalogChanges(redis, keys)
         self.admin_log = AdminLog(redis, keys)
+        self.overlays = OverlayTokens(redis, keys)
 
     @classmethod
     def from_url(cls, url: str, keys: KeySchema, room_stream_len: int = 10_000) -> Store:
