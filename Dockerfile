@@ -16,6 +16,8 @@ COPY pyproject.toml README.md ./
 COPY server ./server
 COPY loadtest ./loadtest
 RUN pip install --no-compile .
+# The browser clients, served from the working directory (see GIFTING_CLIENT_DIR).
+COPY client_demo ./client_demo
 
 USER gifting
 VOLUME ["/var/lib/gifting"]
