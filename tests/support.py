@@ -43,7 +43,10 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
-        self.port = free_port()
+        """Start on a free port, or on the same port again after ``stop()`` (so that clients
+        can reconnect to a restarted server)."""
+        if not self.port:
+            self.port = free_port()
         env = {**self.env, "GIFTING_PORT": str(self.port), "GIFTING_HOST": "127.0.0.1"}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

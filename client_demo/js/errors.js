@@ -1,0 +1,44 @@
+// errors.js — a friendly sentence for every error code the server can send.
+//
+// The codes are stable (README's error table and docs/PROTOCOL.md); the server's own
+// `message` is written for developers, so a client shows its own text to people.
+
+const MESSAGES = {
+  // Gifts (HTTP and WebSocket alike)
+  insufficient_coins: "Not enough coins for this gift. Top up to keep gifting.",
+  negative_balance: "Your balance is below zero after a refund or chargeback. Top up to gift again.",
+  daily_limit_exceeded: "That gift would go past your daily budget. You can change the budget in Budget.",
+  rate_limited: "You're sending gifts very fast. Retrying in a moment…",
+  account_frozen: "Your account is frozen, so gifts and withdrawals are disabled. Please contact support.",
+  room_ended: "This live has ended.",
+  self_gift: "Creators can't send gifts in their own live.",
+  engine_unavailable: "The server is busy right now. Retrying…",
+  invalid_request: "The app sent a request the server could not accept.",
+  unknown_gift: "That gift is no longer available. The gift tray has been refreshed.",
+  idempotency_mismatch: "That tap was already used for a different gift.",
+  forbidden: "Your account can't do that.",
+  unauthorized: "Your session has expired. Please sign in again.",
+  // Rooms and purchases
+  room_not_found: "That live doesn't exist any more.",
+  already_live: "You are already live.",
+  not_live: "You are not live right now.",
+  unknown_package: "That coin package is not available.",
+  unknown_region: "Coin packages are not sold in that region.",
+  order_flagged: "The payment did not match the order, so no coins were added. Please contact support.",
+  // Creator money
+  below_minimum_withdrawal: "That is below the minimum withdrawal.",
+  insufficient_diamonds: "You don't have that many available diamonds.",
+  daily_payout_cap: "That would pass today's payout limit. Try a smaller amount or tomorrow.",
+  // Overlay
+  overlay_not_found: "This overlay link is not valid any more. Copy the new one from the creator dashboard.",
+  // Client side
+  network_error: "The server cannot be reached. Check your connection.",
+};
+
+/** The sentence to show for `code`; falls back to the server's message. */
+export function describeError(code, serverMessage = "") {
+  return MESSAGES[code] ?? (serverMessage || `Something went wrong (${code}).`);
+}
+
+/** Gift errors that are worth retrying later with the SAME idempotency key. */
+export const RETRYABLE_GIFT_ERRORS = new Set(["rate_limited", "engine_unavailable"]);
