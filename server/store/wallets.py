@@ -7,7 +7,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from server.errors import Conflict, DailyLimitExceeded, Forbidden, InsufficientCoins, RateLimited
-from server.keys import KeySchema
+from server.keys import KeySchema, UserKeys
 from server.store.records import CreatorCredit, Debit, Wallet
 from server.store.scripts import Scripts
 from server.store.streams import read_stream_page
@@ -73,25 +73,17 @@ class Wallets:
         burst: int,
     ) -> Debit:
         """Debit ``credit.coins`` from the sender and queue the creator credit, atomically."""
-        user = self._keys.user(credit.sender_id)
-        reply = await self._scripts.gift_debit(
-            keys=[user.wallet, user.ledger, user.idempotency(idempotency_key), user.outbox, user.gift_rate],
-            args=[
-                credit.coins,
-                fingerprint,
-                credit.event_id,
-                credit.ts,
-                day,
-                idempotency_ttl_s,
-                credit.room_id,
-                credit.gift_id,
-                credit.count,
-                credit.to_json(),
-                rate_per_s,
-                burst,
-                credit.creator_id,
-            ],
+        keys, args = gift_debit_arguments(
+            self._keys.user(credit.sender_id),
+            credit,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            day=day,
+            idempotency_ttl_s=idempotency_ttl_s,
+            rate_per_s=rate_per_s,
+            burst=burst,
         )
+        reply = await self._scripts.gift_debit(keys=keys, args=args)
         status = reply[0]
         if status == "ok":
             return Debit(event_id=reply[1], coins=int(reply[2]), cost=credit.coins, replayed=False)
@@ -123,3 +115,34 @@ class Wallets:
                 retry_after_ms=int(reply[1]),
             )
         raise RuntimeError(f"gift_debit returned {reply!r}")
+
+
+def gift_debit_arguments(
+    user: UserKeys,
+    credit: CreatorCredit,
+    *,
+    idempotency_key: str,
+    fingerprint: str,
+    day: int,
+    idempotency_ttl_s: int,
+    rate_per_s: int,
+    burst: int,
+) -> tuple[list[str], list[str | int | bytes]]:
+    """KEYS and ARGV of ``gift_debit.lua`` (see its header), in one place for every caller."""
+    keys = [user.wallet, user.ledger, user.idempotency(idempotency_key), user.outbox, user.gift_rate]
+    args: list[str | int | bytes] = [
+        credit.coins,
+        fingerprint,
+        credit.event_id,
+        credit.ts,
+        day,
+        idempotency_ttl_s,
+        credit.room_id,
+        credit.gift_id,
+        credit.count,
+        credit.to_json(),
+        rate_per_s,
+        burst,
+        credit.creator_id,
+    ]
+    return keys, args

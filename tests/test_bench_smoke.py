@@ -1,0 +1,78 @@
+"""Each benchmark at a tiny size, so that none of them can rot unnoticed.
+
+They measure nothing here: each starts its own engine and server, and the assertions are
+about the run completing with sound results (every gift acknowledged and delivered, the
+books balanced). Marked ``embedded_only`` because they never touch the suite's engine, so
+a second pass against another engine would only repeat them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import ROOT
+
+pytestmark = pytest.mark.embedded_only
+
+
+def bench(module: str, *args: str, json_path: Path | None = None) -> str:
+    command = [sys.executable, "-m", f"loadtest.{module}", *args]
+    if json_path is not None:
+        command += ["--json", str(json_path)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"{module} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_the_gift_path_benchmark_runs(tmp_path: Path) -> None:
+    out = tmp_path / "gift.json"
+    bench(
+        "bench_gift",
+        "--seconds",
+        "0.3",
+        "--concurrency",
+        "2",
+        "--fsync",
+        "everysec",
+        "--repeat",
+        "1",
+        "--warmup",
+        "0.1",
+        json_path=out,
+    )
+    [result] = json.loads(out.read_text())["results"]
+    median: dict[str, Any] = result["median"]
+    assert median["server_gifts_per_s"] > 0 and median["server_errors"] == 0
+    assert median["ceiling_scripts_per_s"] > median["server_gifts_per_s"]
+
+
+def test_the_room_benchmarks_run(tmp_path: Path) -> None:
+    out = tmp_path / "room.json"
+    bench(
+        "bench_room",
+        *("--scenarios", "storm,fanout,connections", "--storm-viewers", "20", "--storm-rate", "20"),
+        *("--storm-seconds", "1", "--storm-gifters", "2", "--fanout-sizes", "20", "--fanout-rate", "20"),
+        *("--fanout-gifters", "2", "--fanout-seconds", "0.5", "--fanout-rounds", "1", "--warmup", "0.2"),
+        *("--connections", "30", "--sink-procs", "1"),
+        json_path=out,
+    )
+    report = json.loads(out.read_text())
+    storm = report["storm"]
+    assert storm["gifts_acked"] == storm["gifts_sent"] > 0 and not storm["errors"]
+    assert storm["completeness_min_pct"] == 100 and storm["duplicate_events"] == 0
+    [fanout] = report["fanout"]["sizes"]
+    assert fanout["server_frames_per_s"] > 0 and fanout["bare_frames_per_s"] > 0
+    assert not report["fanout"]["gift_errors"]
+    connections = report["connections"]
+    assert connections["opened"] == connections["open_after_idle"] == 30 and not connections["failures"]
+
+
+def test_the_audit_benchmark_runs() -> None:
+    out = bench("bench_audit", "--gifts", "2000", "--viewers", "50", "--creators", "5", "--repeat", "1")
+    assert "OK: the books balance" in out
