@@ -69,6 +69,7 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
             asyncio.create_task(sweep_outbox_forever(gifts, clawbacks, settings.outbox_sweep_s)),
             asyncio.create_task(follow_catalog_forever(store, catalog)),
             asyncio.create_task(hub.run()),
+            asyncio.create_task(gifts.flush_clears_forever(settings.tick_ms / 1000)),
         ]
         try:
             yield
@@ -78,6 +79,8 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            with contextlib.suppress(Exception):
+                await gifts.flush_clears()  # what the sweeper would otherwise redo
             await store.close()
             sandbox = getattr(app.state, "sandbox_client", None)
             if sandbox is not None:

@@ -6,6 +6,11 @@ published into its room (totals, leaderboard, combo, the event every viewer sees
 creator is credited, each at most once per gift event; then the outbox entry the debit
 wrote is cleared. If delivery fails or the process dies first, the sweeper delivers the
 outbox entry later.
+
+On the hot path the clears are batched: ``flush_clears_forever`` removes every entry
+delivered in the last few milliseconds in one pipeline, which saves one of the four engine
+round trips a gift takes. An entry whose clear is lost in a crash is delivered again by the
+sweeper, which the per-event guards make harmless.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+
+from redis.exceptions import RedisError
 
 from server.domain.catalog import Catalog
 from server.domain.ids import new_id
@@ -45,6 +52,7 @@ class GiftService:
     catalog: Catalog
     settings: Settings
     _names: dict[str, str] = field(default_factory=dict)
+    _delivered: list[tuple[str, str]] = field(default_factory=list)
 
     async def send(
         self,
@@ -93,13 +101,15 @@ class GiftService:
         )
         if not debit.replayed:
             try:
-                await self.deliver(credit, balance=debit.coins)
+                await self.deliver(credit, balance=debit.coins, clear_now=False)
             except Exception:
                 # The debit stands and the outbox holds the credit; the sweeper finishes it.
                 log.exception("delivery of gift %s deferred to the outbox", credit.event_id)
         return GiftOutcome(debit.event_id, debit.coins, debit.cost, debit.replayed)
 
-    async def deliver(self, credit: CreatorCredit, balance: int | None = None) -> bool:
+    async def deliver(
+        self, credit: CreatorCredit, balance: int | None = None, clear_now: bool = True
+    ) -> bool:
         """Publish the gift into its room and credit the creator, then clear the outbox entry.
 
         Both steps are guarded per gift event, so delivering twice changes nothing the second
@@ -120,8 +130,30 @@ class GiftService:
                 self.settings.creator_share,
             ),
         )
-        await self.store.outbox.clear(credit.sender_id, credit.event_id)
+        if clear_now:
+            await self.store.outbox.clear(credit.sender_id, credit.event_id)
+        else:
+            self._delivered.append((credit.sender_id, credit.event_id))
         return credited
+
+    async def flush_clears(self) -> int:
+        """Clear the outbox entries of every gift delivered since the last flush."""
+        delivered, self._delivered = self._delivered, []
+        if delivered:
+            try:
+                await self.store.outbox.clear_many(delivered)
+            except Exception:
+                self._delivered[:0] = delivered
+                raise
+        return len(delivered)
+
+    async def flush_clears_forever(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.flush_clears()
+            except (RedisError, OSError) as exc:
+                log.warning("outbox clears deferred: engine unavailable (%s)", exc)
 
     async def sweep(self, older_than_ms: int) -> int:
         """Deliver every outbox entry written before ``older_than_ms``; return how many credited now."""

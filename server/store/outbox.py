@@ -28,6 +28,13 @@ class Outbox:
     async def clear(self, sender_id: str, event_id: str) -> None:
         await self._redis.hdel(self._keys.user(sender_id).outbox, event_id)
 
+    async def clear_many(self, delivered: list[tuple[str, str]]) -> None:
+        """Clear many delivered entries, (sender id, gift event id) each, in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for sender_id, event_id in delivered:
+                pipe.hdel(self._keys.user(sender_id).outbox, event_id)
+            await pipe.execute()
+
     async def senders(self) -> AsyncIterator[str]:
         """Every user with a non-empty outbox (empty hashes do not exist, so SCAN finds only these)."""
         async for key in self._redis.scan_iter(match=self._keys.outbox_pattern, count=500, _type="HASH"):
