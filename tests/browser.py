@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,17 @@ from playwright.sync_api import ConsoleMessage, Error, Page
 
 from tests.support import ROOT, Api
 
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+def screenshots() -> Path:
+    """Where the tests save their screenshots: ``docs/screenshots/`` (shown in README) when
+    GIFTING_SCREENSHOTS=1, else a scratch folder, so a test run leaves the checkout clean."""
+    if os.environ.get("GIFTING_SCREENSHOTS") == "1":
+        return ROOT / "docs" / "screenshots"
+    scratch = Path(tempfile.gettempdir()) / "gifting-screenshots"
+    scratch.mkdir(exist_ok=True)
+    return scratch
+
+
 # A checkerboard behind the overlay's screenshot, as image editors show transparency.
 CHECKERBOARD = (
     "html { background: repeating-conic-gradient(#2a2d34 0% 25%, #1f2127 0% 50%) 0 0 / 48px 48px; }"

@@ -19,11 +19,11 @@ from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwrig
 
 from tests.browser import (
     CHECKERBOARD,
-    SCREENSHOTS,
     ConsoleWatch,
     chromium_path,
     creator_token,
     overlay_url,
+    screenshots,
 )
 from tests.conftest import Engine
 from tests.support import Api, ServerProcess, delete_prefix, server_env, unique
@@ -149,7 +149,7 @@ def test_a_viewers_combo_shows_on_the_overlay_and_the_books_match(
         gift.click()
     expect(page.get_by_test_id("combo-count")).to_have_text(f"{TIMES}5")
     expect(overlay.get_by_test_id("live-combo-count")).to_have_text(f"{TIMES}5")
-    page.screenshot(path=SCREENSHOTS / "viewer.png")
+    page.screenshot(path=screenshots() / "viewer.png")
 
     # The combo ends after the window: one alert, with the viewer's name and the count.
     alert = overlay.get_by_test_id("alert")
@@ -160,7 +160,7 @@ def test_a_viewers_combo_shows_on_the_overlay_and_the_books_match(
     expect(overlay.get_by_test_id("top-gifters")).to_contain_text(name)
     expect(overlay.get_by_test_id("goal-text")).to_have_text("Goal: 25 / 100 coins")
     overlay.add_style_tag(content=CHECKERBOARD)
-    overlay.screenshot(path=SCREENSHOTS / "overlay.png")
+    overlay.screenshot(path=screenshots() / "overlay.png")
     # Alerts last at most 4 s.
     expect(alert).to_be_hidden(timeout=4500)
 
@@ -212,7 +212,7 @@ def test_the_test_alert_shows_on_the_overlay_only(
     # Viewers never get it: nothing about it reaches the viewer page.
     page.wait_for_timeout(500)
     expect(page.get_by_text("Test Viewer")).to_have_count(0)
-    dashboard.screenshot(path=SCREENSHOTS / "creator.png")
+    dashboard.screenshot(path=screenshots() / "creator.png")
     console.assert_clean()
 
 

@@ -1,0 +1,85 @@
+"""Smoke test of loadtest/locustfile.py: a short headless Locust run against a real server.
+
+Locust runs on gevent and monkey-patches the process it runs in, so it runs here as a
+subprocess (``python -m locust``), the way an operator runs it, and the test reads the CSV
+report it writes. The figures are not checked, only that every kind of event happened and
+nothing failed: gifts acknowledged, gifts delivered to viewers, no failure and no exception,
+and the gifts reached the server's books.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import Engine
+from tests.support import ROOT, Api, running_server, server_env, unique
+
+
+def read_stats(path: Path) -> dict[str, dict[str, str]]:
+    """The ``<prefix>_stats.csv`` rows by name (``Aggregated`` included)."""
+    with path.open(newline="") as handle:
+        return {row["Name"]: row for row in csv.DictReader(handle)}
+
+
+def test_headless_run_acknowledges_and_delivers_gifts(engine: Engine, logs: Path, tmp_path: Path) -> None:
+    env = server_env(engine.url, f"{unique('l')}:", GIFTING_GIFT_RATE="100000", GIFTING_GIFT_BURST="100000")
+    run_id = unique("")[:6]
+    with running_server(env, logs) as server:
+        command = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            "loadtest/locustfile.py",
+            "--headless",
+            "--only-summary",
+            "-u",
+            "12",
+            "-r",
+            "12",
+            "-t",
+            "6s",
+            "--gifter-weight",
+            "2",
+            "--gift-rate",
+            "10",
+            "--run-id",
+            run_id,
+            "--csv",
+            str(tmp_path / "run"),
+            "--host",
+            server.base_url,
+        ]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert "Traceback" not in output, output
+
+        stats = read_stats(tmp_path / "run_stats.csv")
+        assert int(stats["gift_ack"]["Request Count"]) > 0, stats
+        assert int(stats["gift_ack"]["Failure Count"]) == 0, stats
+        assert int(stats["gift delivered"]["Request Count"]) > 0, stats
+        assert int(stats["batch"]["Request Count"]) > 0, stats
+        assert int(stats["connect"]["Request Count"]) == 12, stats
+        assert int(stats["Aggregated"]["Failure Count"]) == 0, stats
+        for report in ("run_failures.csv", "run_exceptions.csv"):
+            lines = (tmp_path / report).read_text().splitlines()
+            assert len(lines) == 1, f"{report}: {lines}"  # the header only
+
+        # The books agree: this run's gifters are on the room's board, with the coins they
+        # spent, and every ledger still balances.
+        with httpx.Client(base_url=server.base_url, timeout=10) as http:
+            api = Api(http)
+            board = http.get("/v1/rooms/demo_carol").json()["snapshot"]["leaderboard"]
+            ours = [entry for entry in board if entry["id"].startswith(f"lt{run_id}g")]
+            assert ours and all(entry["coins"] > 0 for entry in ours), board
+            for entry in ours:
+                assert api.coins(entry["id"]) == 5450 - entry["coins"]
+            audit = http.get("/v1/admin/audit", headers=api.auth("boss", "admin"))
+            assert audit.status_code == 200, audit.text
+            assert audit.json()["ok"], audit.json()["violations"]
