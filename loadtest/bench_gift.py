@@ -1,18 +1,39 @@
-"""Gift throughput: the real server over HTTP against the bare debit script, on one engine.
+"""Gift throughput: the real server over its WebSocket (or HTTP) against the bare debit script.
 
 For each fsync policy (``--fsync always``, ``everysec`` or ``both``) a fresh embedded engine
-is started with that ``appendfsync`` policy, and two things are measured on it:
+is started with that ``appendfsync`` policy, and three things are measured on it:
 
 server
-    Gifts per second acknowledged by ``POST /v1/rooms/demo_carol/gifts`` of a real
-    ``python -m server`` process (demo mode, its own key prefix). ``--concurrency`` tasks
-    each send 1-coin roses as their own sender, one request at a time over keep-alive
-    HTTP/1.1, each with a fresh idempotency key; senders buy their coins through the real
-    purchase and sandbox payment flow. Also the p50/p99 acknowledgement latency; any error
-    fails the benchmark. Each sender has its own httpx client of one connection: one shared
+    Gifts per second acknowledged by a real ``python -m server`` process (demo mode, its own
+    key prefix), as fast as the acks allow. ``--concurrency`` senders each send 1-coin roses
+    into ``demo_carol``, each with a fresh idempotency key; senders buy their coins through
+    the real purchase and sandbox payment flow. Also the p50/p99 acknowledgement latency;
+    any error fails the benchmark. The transport (``--transport``) is either
+
+    ``ws`` (default), the way viewers gift: each sender holds the room WebSocket
+    (``/v1/rooms/demo_carol/ws``, subprotocol ``gifting.v1.json``) and keeps up to
+    ``--inflight`` ``gift`` frames unanswered, matching ``gift_ack`` and ``error`` frames to
+    them by idempotency key. A sender is a viewer of the room too, so the server also
+    delivers the room's batches to every sender, as it would in production; the client
+    skips them by their first bytes (the load generator shares the machine, so it must
+    stay cheap). It uses the ``websockets`` asyncio client: one per sender is cheap enough
+    at tens of connections. The default is 16 senders x 4 in flight, the 64 gifts in flight
+    of the HTTP default: the server's redis-py pool holds at most 100 engine connections
+    (redis-py 8's default), one per command in progress, so around 100 gifts in flight it
+    answers the surplus with ``engine_unavailable`` (64 senders x 4 did).
+
+    ``http``: ``POST /v1/rooms/demo_carol/gifts``, one request at a time per sender over
+    keep-alive HTTP/1.1. Each sender has its own httpx client of one connection: one shared
     client with a pool of 64 connections spends a core on httpcore's pool bookkeeping alone
     (its per-request scan of every connection) and caps the load at a few hundred gifts/s;
     ``--client-pool shared`` shows it.
+
+paced
+    The ack latency at a fixed offered rate, ``--paced`` (0.5) times the median maximum just
+    measured: the gifts are sent round-robin over the same senders on one fixed schedule,
+    whatever the acks do (an open loop, so queueing at the maximum does not hide in the
+    figure). A maximum rate says what the server can take; the latency at half of it says
+    how it serves a load it can comfortably take. Only for ``--transport ws``.
 
 ceiling
     ``gift_debit.lua`` run bare by EVALSHA from a redis-py asyncio client: 4 pipelines of 100
@@ -43,9 +64,9 @@ The ceiling uses logical database 1 of the engine: the server's outbox sweeper S
 0 periodically and should not walk the ceiling's keys, and database 1 is flushed before each
 ceiling run so the idempotency records and ledger entries of earlier runs do not pile up.
 
-    .venv/bin/python -m loadtest.bench_gift [--seconds 5] [--concurrency 64]
-        [--fsync always|everysec|both] [--repeat 3] [--warmup 1]
-        [--client-pool per-sender|shared] [--json out.json]
+    .venv/bin/python -m loadtest.bench_gift [--transport ws|http] [--seconds 5]
+        [--concurrency 16 (ws) or 64 (http)] [--inflight 4] [--paced 0.5] [--fsync always|everysec|both]
+        [--repeat 3] [--warmup 1] [--client-pool per-sender|shared] [--json out.json]
 """
 
 from __future__ import annotations
@@ -53,6 +74,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.util
 import json
@@ -65,7 +87,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -73,6 +95,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import orjson
 from redis.asyncio import Redis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from server.domain.catalog import Catalog
 from server.domain.money import gift_fingerprint, price_gift, utc_day
@@ -98,6 +123,12 @@ RAW_COINS = 10**15
 UNLIMITED = 1_000_000
 PIPELINES = 4
 PIPELINE_DEPTH = 100
+SUBPROTOCOL = Subprotocol("gifting.v1.json")
+# Frames a sender skips unparsed: room batches and its own balance updates.
+IGNORED_FRAMES = ('{"type":"batch"', '{"type":"balance"')
+ACK_TIMEOUT_S = 15.0
+HTTP_SENDERS = 64
+WS_SENDERS = 16  # x --inflight 4: the same 64 gifts in flight (see the module docstring)
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -139,6 +170,9 @@ class PolicyResult:
     engine_version: str
     server_runs: list[ServerRun]
     ceiling_runs: list[CeilingRun]
+    transport: str = "http"
+    paced_rate: float | None = None  # offered gifts/s of the paced runs (None: not run)
+    paced_runs: list[ServerRun] = field(default_factory=list)
 
     @property
     def server_gifts_per_s(self) -> float:
@@ -169,15 +203,31 @@ class PolicyResult:
             "ceiling_cpu_cores": ceiling_cpu,
             "engine_cpu_us_per_script": per_op_us(ceiling_cpu["engine"], self.ceiling_scripts_per_s),
             "ratio": round(self.ratio, 4),
+            **self.paced_summary(),
+        }
+
+    def paced_summary(self) -> dict[str, Any]:
+        """The paced runs' medians (the latency at a rate the server comfortably takes)."""
+        if not self.paced_runs:
+            return {}
+        return {
+            "paced_offered_per_s": self.paced_rate,
+            "paced_gifts_per_s": round(statistics.median(run.gifts_per_s for run in self.paced_runs), 1),
+            "paced_p50_ms": round(statistics.median(run.p50_ms for run in self.paced_runs), 3),
+            "paced_p99_ms": round(statistics.median(run.p99_ms for run in self.paced_runs), 3),
+            "paced_errors": sum(run.errors for run in self.paced_runs),
+            "paced_ceiling_ratio": round((self.paced_rate or 0) / self.ceiling_scripts_per_s, 4),
         }
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "fsync": self.fsync,
+            "transport": self.transport,
             "engine_version": self.engine_version,
             "median": self.summary(),
             "server_runs": [asdict(run) for run in self.server_runs],
             "ceiling_runs": [asdict(run) for run in self.ceiling_runs],
+            "paced_runs": [asdict(run) for run in self.paced_runs],
         }
 
 
@@ -377,7 +427,18 @@ async def measure_server(senders: list[Sender], seconds: float, run_tag: str, me
         *(gift_worker(sender, run_tag, deadline, latencies, failures) for sender in senders)
     )
     elapsed = time.perf_counter() - started
-    cpu = meter.stop()
+    return server_run(run_tag, latencies, failures, elapsed, max(acked), meter.stop())
+
+
+def server_run(
+    run_tag: str,
+    latencies: list[float],
+    failures: list[str],
+    elapsed: float,
+    busiest: int,
+    cpu: dict[str, float],
+) -> ServerRun:
+    """One run's figures from its ack latencies (seconds); any failure fails the benchmark."""
     if failures or not latencies:
         raise BenchError(
             f"{len(failures)} of {len(failures) + len(latencies)} gifts failed in run {run_tag!r}; "
@@ -391,9 +452,152 @@ async def measure_server(senders: list[Sender], seconds: float, run_tag: str, me
         p50_ms=round(percentile(latencies, 50) * 1000, 3),
         p99_ms=round(percentile(latencies, 99) * 1000, 3),
         errors=len(failures),
-        busiest_sender_gifts=max(acked),
+        busiest_sender_gifts=busiest,
         cpu_cores=cpu,
     )
+
+
+# --- measurement 1 over the room WebSocket -------------------------------------------------
+
+
+class WsGifter:
+    """One sender's room WebSocket: ``gift`` frames out, acks matched back by idempotency key.
+
+    A reader task answers the frames as they come, so a sender can keep several gifts in
+    flight; each run hands it fresh lists to record into (``begin``).
+    """
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+        self.pending: dict[str, float] = {}  # idempotency key -> send time
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+        self.acked = 0
+        self.sent = 0
+        self.answered = asyncio.Event()  # set whenever an answer frees a slot
+        self.reader = asyncio.create_task(self.read())
+
+    @classmethod
+    async def open(cls, base_url: str, sender: Sender) -> WsGifter:
+        token = sender.headers["authorization"].removeprefix("Bearer ")
+        uri = f"{base_url.replace('http://', 'ws://', 1)}/v1/rooms/{ROOM_ID}/ws?token={token}"
+        conn = await connect(uri, subprotocols=[SUBPROTOCOL], compression=None, max_size=None)
+        first = await asyncio.wait_for(conn.recv(), ACK_TIMEOUT_S)
+        if not str(first).startswith('{"type":"welcome"'):
+            await conn.close()
+            raise BenchError(f"{sender.user_id}: the first frame is not a welcome: {str(first)[:200]}")
+        return cls(conn)
+
+    def begin(self, latencies: list[float], failures: list[str]) -> None:
+        self.latencies, self.failures, self.acked = latencies, failures, 0
+
+    async def read(self) -> None:
+        try:
+            async for frame in self.conn:
+                if isinstance(frame, str) and frame.startswith(IGNORED_FRAMES):
+                    continue
+                body = orjson.loads(frame)
+                kind = body.get("type")
+                if kind == "gift_ack":
+                    self.answer(body.get("idempotency_key"), None)
+                elif kind == "error":
+                    self.answer(body.get("idempotency_key"), f"{body.get('code')}: {body.get('message')}")
+        except ConnectionClosed as exc:
+            self.failures.append(f"connection closed: {exc}")
+        self.answered.set()
+
+    def answer(self, key: str | None, failure: str | None) -> None:
+        started = self.pending.pop(key, None) if key is not None else None
+        if failure is not None:
+            self.failures.append(failure)
+        elif started is not None:
+            self.latencies.append(time.perf_counter() - started)
+            self.acked += 1
+        self.answered.set()
+
+    async def gift(self, run_tag: str) -> None:
+        key = f"{run_tag}-{self.sent}"
+        self.sent += 1
+        self.pending[key] = time.perf_counter()
+        body = {"type": "gift", "gift_id": GIFT_ID, "count": 1, "idempotency_key": key}
+        await self.conn.send(orjson.dumps(body).decode())
+
+    async def flood(self, run_tag: str, deadline: float, inflight: int) -> None:
+        """Keep ``inflight`` gifts unanswered until ``deadline``."""
+        while time.perf_counter() < deadline and not self.reader.done():
+            if len(self.pending) >= inflight:
+                self.answered.clear()
+                try:
+                    await asyncio.wait_for(self.answered.wait(), ACK_TIMEOUT_S)
+                except TimeoutError:
+                    return  # drain() reports what is still unanswered
+                continue
+            await self.gift(run_tag)
+
+    async def drain(self) -> None:
+        """Wait until every gift sent has been answered (or give up after ``ACK_TIMEOUT_S``)."""
+        give_up = time.perf_counter() + ACK_TIMEOUT_S
+        while self.pending and not self.reader.done() and time.perf_counter() < give_up:
+            self.answered.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.answered.wait(), give_up - time.perf_counter())
+        if self.pending:
+            self.failures.append(f"{len(self.pending)} gifts unanswered")
+            self.pending.clear()
+
+    async def close(self) -> None:
+        await self.conn.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.reader
+
+
+async def measure_ws(
+    gifters: list[WsGifter], seconds: float, run_tag: str, inflight: int, meter: CpuMeter
+) -> ServerRun:
+    """Gifts/s over the room WebSocket with ``inflight`` gifts in flight per sender, until
+    ``seconds`` are up and every gift sent has been answered."""
+    latencies: list[float] = []
+    failures: list[str] = []
+    for gifter in gifters:
+        gifter.begin(latencies, failures)
+    meter.start()
+    started = time.perf_counter()
+    deadline = started + seconds
+    await asyncio.gather(
+        *(gifter.flood(f"{run_tag}-{i}", deadline, inflight) for i, gifter in enumerate(gifters))
+    )
+    await asyncio.gather(*(gifter.drain() for gifter in gifters))
+    elapsed = time.perf_counter() - started
+    busiest = max(gifter.acked for gifter in gifters)
+    return server_run(run_tag, latencies, failures, elapsed, busiest, meter.stop())
+
+
+async def measure_paced(
+    gifters: list[WsGifter], rate: float, seconds: float, run_tag: str, meter: CpuMeter
+) -> ServerRun:
+    """Ack latency with ``rate`` gifts/s sent round-robin over ``gifters`` on a fixed schedule
+    (catching up at once when the loop falls behind), whatever the acks do."""
+    latencies: list[float] = []
+    failures: list[str] = []
+    for gifter in gifters:
+        gifter.begin(latencies, failures)
+    interval, total = 1 / rate, max(1, round(rate * seconds))
+    meter.start()
+    started = time.perf_counter()
+    sent = 0
+    while sent < total:
+        now = time.perf_counter()
+        due = started + sent * interval
+        if due > now:
+            await asyncio.sleep(due - now)
+            now = time.perf_counter()
+        while sent < total and started + sent * interval <= now:
+            await gifters[sent % len(gifters)].gift(f"{run_tag}-{sent % len(gifters)}")
+            sent += 1
+    await asyncio.gather(*(gifter.drain() for gifter in gifters))
+    elapsed = time.perf_counter() - started
+    busiest = max(gifter.acked for gifter in gifters)
+    return server_run(run_tag, latencies, failures, elapsed, busiest, meter.stop())
 
 
 # --- measurement 2: the bare script (the ceiling) ------------------------------------------
@@ -519,10 +723,17 @@ async def bench_engine(args: argparse.Namespace, engine: EmbeddedEngine, server_
             senders: list[Sender] = []
             for i in range(args.concurrency):
                 gifts = setup
-                if args.client_pool == "per-sender":
+                if args.client_pool == "per-sender" and args.transport == "http":
                     gifts = await clients.enter_async_context(http_client(base_url, 1))
                 senders.append(await new_sender(setup, f"bench_{i:03d}", gifts))
-            return await interleaved_runs(args, engine.fsync, engine_version, setup, senders, raw, meter)
+            gifters: list[WsGifter] = []
+            if args.transport == "ws":
+                gifters = [await WsGifter.open(base_url, sender) for sender in senders]
+                for gifter in gifters:
+                    clients.push_async_callback(gifter.close)
+            return await interleaved_runs(
+                args, engine.fsync, engine_version, setup, senders, gifters, raw, meter
+            )
     finally:
         await raw.aclose()
 
@@ -539,9 +750,11 @@ async def interleaved_runs(
     engine_version: str,
     client: httpx.AsyncClient,
     senders: list[Sender],
+    gifters: list[WsGifter],
     raw: Redis,
     meter: CpuMeter,
 ) -> PolicyResult:
+    """Server and ceiling runs in turn after a warm-up of each, then (ws) the paced runs."""
     log = progress(fsync)
     # Enough coins for the warm-up; each later run is funded from the busiest sender's pace so far.
     coins = PACKAGE_COINS
@@ -553,7 +766,10 @@ async def interleaved_runs(
         seconds = args.warmup if warm_up else args.seconds
         tag = "w" if warm_up else f"r{rep}"
         await asyncio.gather(*(top_up(client, sender, coins) for sender in senders))
-        server = await measure_server(senders, seconds, tag, meter)
+        if gifters:
+            server = await measure_ws(gifters, seconds, tag, args.inflight, meter)
+        else:
+            server = await measure_server(senders, seconds, tag, meter)
         ceiling = await measure_ceiling(raw, args.concurrency, seconds, tag, meter)
         log(tag, server, ceiling)
         busiest_per_s = max(busiest_per_s, server.busiest_sender_gifts / server.seconds)
@@ -561,7 +777,22 @@ async def interleaved_runs(
         if not warm_up:
             server_runs.append(server)
             ceiling_runs.append(ceiling)
-    return PolicyResult(fsync, engine_version, server_runs, ceiling_runs)
+    result = PolicyResult(fsync, engine_version, server_runs, ceiling_runs, args.transport)
+    if not gifters or not args.paced:
+        return result
+    rate = round(result.server_gifts_per_s * args.paced, 1)
+    # Each paced run takes rate * seconds / senders gifts from each sender, well below the top-up.
+    paced_runs: list[ServerRun] = []
+    for rep in range(args.repeat):
+        await asyncio.gather(*(top_up(client, sender, coins) for sender in senders))
+        paced = await measure_paced(gifters, rate, args.seconds, f"p{rep}", meter)
+        print(
+            f"  [{fsync} p{rep}] paced at {rate:,.0f} gifts/s: acked {paced.gifts_per_s:,.0f}/s "
+            f"(p50 {paced.p50_ms:.1f} ms, p99 {paced.p99_ms:.1f} ms)",
+            flush=True,
+        )
+        paced_runs.append(paced)
+    return dataclasses.replace(result, paced_rate=rate, paced_runs=paced_runs)
 
 
 def progress(fsync: str) -> Callable[[str, ServerRun, CeilingRun], None]:
@@ -585,8 +816,10 @@ def cores(cpu: dict[str, float]) -> str:
 
 def print_table(results: list[PolicyResult], args: argparse.Namespace) -> None:
     print(
-        f"\ngift throughput: {args.repeat} runs of {args.seconds:g} s each (medians), "
-        f"concurrency {args.concurrency}, ceiling {PIPELINES} x {PIPELINE_DEPTH}-call pipelines"
+        f"\ngift throughput over {args.transport}: {args.repeat} runs of {args.seconds:g} s each (medians), "
+        f"concurrency {args.concurrency}"
+        + (f" x {args.inflight} in flight" if args.transport == "ws" else "")
+        + f", ceiling {PIPELINES} x {PIPELINE_DEPTH}-call pipelines"
     )
     header = f"{'fsync':<9}{'what':<9}{'median/s':>10}  {'runs/s':<24}{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}"
     print(f"{header}  cores srv/eng/client  cpu us/op srv/eng")
@@ -606,6 +839,13 @@ def print_table(results: list[PolicyResult], args: argparse.Namespace) -> None:
             f"  -/{median['engine_cpu_us_per_script']:.0f}"
         )
         print(f"{result.fsync:<9}{'ratio':<9}{result.ratio:>10.1%}  server/ceiling")
+        if result.paced_runs:
+            paced_runs = " ".join(f"{run.gifts_per_s:,.0f}" for run in result.paced_runs)
+            print(
+                f"{result.fsync:<9}{'paced':<9}{median['paced_gifts_per_s']:>10,.0f}  {paced_runs:<24}"
+                f"{median['paced_p50_ms']:>8.2f}{median['paced_p99_ms']:>8.2f}{median['paced_errors']:>8}"
+                f"  offered {median['paced_offered_per_s']:,.0f}/s = {args.paced:.0%} of the server median"
+            )
     print(f"engine {results[0].engine_version}, python {platform.python_version()}, {os.cpu_count()} CPUs")
 
 
@@ -634,9 +874,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m loadtest.bench_gift",
         description="Gifts/s through the real server against the bare gift_debit script on the same engine.",
     )
+    parser.add_argument(
+        "--transport",
+        choices=["ws", "http"],
+        default="ws",
+        help="ws: gift frames over the room WebSocket (default); http: POST /v1/rooms/{room}/gifts",
+    )
     parser.add_argument("--seconds", type=positive_float, default=5.0, help="length of each run (default 5)")
     parser.add_argument(
-        "--concurrency", type=positive_int, default=64, help="concurrent senders (default 64)"
+        "--inflight", type=positive_int, default=4, help="unanswered gifts per ws sender (default 4)"
+    )
+    parser.add_argument(
+        "--paced",
+        type=fraction,
+        default=0.5,
+        help="ws: also measure the ack latency at this fraction of the median maximum, sent on a "
+        "fixed schedule (default 0.5; 0 skips it)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=None,
+        help=f"concurrent senders (default {WS_SENDERS} for ws, {HTTP_SENDERS} for http)",
     )
     parser.add_argument(
         "--fsync",
@@ -657,13 +916,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "costs the load generator a core on its own)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.concurrency is None:
+        args.concurrency = WS_SENDERS if args.transport == "ws" else HTTP_SENDERS
+    return args
 
 
 def positive_int(raw: str) -> int:
     value = int(raw)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {raw}")
+    return value
+
+
+def fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {raw}")
     return value
 
 

@@ -52,6 +52,37 @@ def test_the_gift_path_benchmark_runs(tmp_path: Path) -> None:
     assert median["ceiling_scripts_per_s"] > median["server_gifts_per_s"]
 
 
+def test_the_gift_path_benchmark_runs_over_the_websocket(tmp_path: Path) -> None:
+    out = tmp_path / "gift-ws.json"
+    bench(
+        "bench_gift",
+        *("--transport", "ws", "--seconds", "0.3", "--concurrency", "2", "--inflight", "2"),
+        *("--fsync", "everysec", "--repeat", "1", "--warmup", "0.1"),
+        json_path=out,
+    )
+    [result] = json.loads(out.read_text())["results"]
+    assert result["transport"] == "ws"
+    median: dict[str, Any] = result["median"]
+    assert median["server_gifts_per_s"] > 0 and median["server_errors"] == 0
+    assert median["ceiling_scripts_per_s"] > median["server_gifts_per_s"]
+    # The paced run offered half the maximum and every gift it sent was acknowledged.
+    assert median["paced_offered_per_s"] == pytest.approx(median["server_gifts_per_s"] / 2, abs=0.1)
+    assert median["paced_errors"] == 0 and median["paced_p99_ms"] > 0
+
+
+def test_the_suite_runs(tmp_path: Path) -> None:
+    out, plot = tmp_path / "suite.json", tmp_path / "rooms.png"
+    printed = bench("bench", "--quick", "--plot", str(plot), json_path=out)
+    report = json.loads(out.read_text())
+    assert report["quick"] and {result["fsync"] for result in report["gift"]} == {"always", "everysec"}
+    assert {"storm", "fanout", "connections"} <= report["rooms"].keys()
+    summary = report["summary"]
+    assert any(row["ceiling"] and row["ratio"] for row in summary), "no figure stands beside its ceiling"
+    completeness = [row for row in summary if row["figure"] == "min delivery completeness"]
+    assert [row["met"] for row in completeness] == [True]
+    assert plot.read_bytes().startswith(b"\x89PNG") and "met" in printed
+
+
 def test_the_room_benchmarks_run(tmp_path: Path) -> None:
     out = tmp_path / "room.json"
     bench(
