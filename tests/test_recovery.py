@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -185,3 +186,12 @@ async def test_a_room_socket_rides_out_an_engine_outage(tmp_path: Path, logs: Pa
             await sock.close()
     finally:
         engine.stop()
+
+
+@pytest.mark.anyio
+async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing(store: Store) -> None:
+    """More commands in flight than the pool has connections: they queue for one."""
+    from server.store.store import MAX_CONNECTIONS
+
+    replies = await asyncio.gather(*(store.redis.ping() for _ in range(3 * MAX_CONNECTIONS)))
+    assert replies == [True] * (3 * MAX_CONNECTIONS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
@@ -21,6 +21,10 @@ from server.store.rooms import Rooms
 from server.store.scripts import Scripts
 from server.store.wallets import Wallets
 from server.store.withdrawals import Withdrawals
+
+# Engine connections per process, and how long a command waits for a free one.
+MAX_CONNECTIONS = 100
+POOL_WAIT_S = 5.0
 
 
 class Store:
@@ -41,7 +45,7 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str, keys: KeySchema, room_stream_len: int = 10_000) -> Store:
-        redis = Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             url,
             decode_responses=True,
             # A few quick reconnects ride out a dropped connection; a longer outage must surface
@@ -51,7 +55,12 @@ class Store:
             socket_timeout=5,
             socket_connect_timeout=2,
             health_check_interval=30,
+            # Under a burst, commands wait for one of the pool's connections rather than fail
+            # with "too many connections" (redis-py's default pool refuses past its size).
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT_S,
         )
+        redis = Redis.from_pool(pool)
         return cls(redis, keys, room_stream_len)
 
     async def ping(self) -> bool:
