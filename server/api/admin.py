@@ -26,7 +26,7 @@ from server.auth import Principal
 from server.domain.catalog import Gift
 from server.domain.ids import check_id
 from server.domain.requests import DecisionRequest, FreezeRequest, GiftChange, NewGift, parse
-from server.errors import Conflict, InvalidRequest
+from server.errors import Conflict, InvalidRequest, NotFound
 
 WITHDRAWAL_STATES = ("requested", "paid", "rejected")
 
@@ -95,10 +95,9 @@ async def add_gift(request: Request) -> JSON:
 async def change_gift(request: Request) -> JSON:
     ctx, principal = admin(request)
     gift_id = check_id(request.path_params["gift_id"], "gift_id")
-    current = ctx.catalog.gifts.get(gift_id)
+    current = ctx.catalog.gifts.get(gift_id)  # retired gifts too: they can be changed back
     if current is None:
-        ctx.catalog.gift(gift_id)  # raises unknown_gift
-        raise AssertionError
+        raise NotFound(f"unknown gift {gift_id!r}", code="unknown_gift")
     change = parse(await read_json(request), GiftChange)
     fields = {name: getattr(change, name) for name in change.__struct_fields__}
     gift = replace(current, **{name: value for name, value in fields.items() if value is not None})

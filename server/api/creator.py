@@ -7,7 +7,6 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from server.api.context import JSON, caller, context, now_ms, query_int, read_json
-from server.api.ws import OVERLAY_TOKEN
 from server.domain.ids import new_id
 from server.domain.money import diamonds_value_minor, utc_day
 from server.domain.requests import WithdrawalRequest, parse
@@ -102,7 +101,7 @@ async def overlay_info(request: Request) -> JSON:
     """What an overlay page needs to know about its token: whose it is, and the live room."""
     ctx = context(request)
     token = request.path_params["token"]
-    creator_id = await ctx.store.overlays.creator_of(token) if OVERLAY_TOKEN.match(token) else None
+    creator_id = await ctx.store.overlays.creator_of(token)
     if creator_id is None:
         raise NotFound("unknown overlay token: it may have been regenerated", code="overlay_not_found")
     name = await ctx.gifts.name_of(creator_id)

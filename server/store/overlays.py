@@ -7,11 +7,15 @@ working at its next connection.
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from redis.asyncio import Redis
 
 from server.keys import KeySchema
+
+# What token_urlsafe(24) makes; anything else is refused before it reaches a key.
+TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
 class OverlayTokens:
@@ -43,5 +47,8 @@ class OverlayTokens:
         return token
 
     async def creator_of(self, token: str) -> str | None:
+        """The creator a token belongs to; None for an unknown, replaced or malformed token."""
+        if not TOKEN.match(token):
+            return None
         creator: str | None = await self._redis.get(self._keys.overlay_owner(token))
         return creator

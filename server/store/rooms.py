@@ -79,14 +79,9 @@ class Rooms:
 
     async def create(self, creator_id: str, room_id: str, title: str, now_ms: int) -> Room:
         live_key = self._keys.user(creator_id).live_room
-        current = await self._redis.get(live_key)
+        current = await self.live_room_of(creator_id)
         if current is not None:
-            try:
-                room = await self.get(current)
-            except NotFound:
-                room = None
-            if room is not None and room.live:
-                raise Conflict(f"already live in room {current!r}; end it first", code="already_live")
+            raise Conflict(f"already live in room {current.room_id!r}; end it first", code="already_live")
         room = Room(room_id, creator_id, title, "live", now_ms, None, secrets.token_hex(6))
         await self._redis.hset(
             self._keys.room(room_id).info,
