@@ -11,7 +11,9 @@ from redis.exceptions import RedisError
 
 from server.keys import KeySchema
 from server.store.adminlog import AdminLog
+from server.store.batch import ScriptBatch
 from server.store.catalog import CatalogChanges
+from server.store.connection import hiredis_packing
 from server.store.earnings import CreatorEarnings
 from server.store.outbox import Outbox
 from server.store.overlays import OverlayTokens
@@ -32,10 +34,12 @@ class Store:
         self.redis = redis
         self.keys = keys
         scripts = Scripts.register(redis)
-        self.wallets = Wallets(redis, keys, scripts)
+        # The gift path's scripts (debit, room publish, creator credit) share round trips.
+        batch = ScriptBatch(redis)
+        self.wallets = Wallets(redis, keys, scripts, batch)
         self.payments = Payments(redis, keys, scripts)
-        self.rooms = Rooms(redis, keys, scripts, room_stream_len)
-        self.earnings = CreatorEarnings(redis, keys, scripts)
+        self.rooms = Rooms(redis, keys, scripts, batch, room_stream_len)
+        self.earnings = CreatorEarnings(redis, keys, scripts, batch)
         self.outbox = Outbox(redis, keys)
         self.withdrawals = Withdrawals(redis, keys, scripts)
         self.reversals = Reversals(redis, keys)
@@ -60,6 +64,7 @@ class Store:
             max_connections=MAX_CONNECTIONS,
             timeout=POOL_WAIT_S,
         )
+        pool.connection_class = hiredis_packing(pool.connection_class)
         redis = Redis.from_pool(pool)
         return cls(redis, keys, room_stream_len)
 
