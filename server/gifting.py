@@ -116,20 +116,24 @@ class GiftService:
         time. Returns True if the creator was credited by this call.
         """
         gift = self.catalog.gifts.get(credit.gift_id)
-        _, credited = await asyncio.gather(
-            self.store.rooms.publish_gift(
-                credit,
-                sender_name=credit.sender_name or credit.sender_id,
-                streakable=gift is not None and gift.streakable,
-                balance=balance,
-                combo_window_ms=self.settings.combo_window_ms,
-            ),
-            self.store.earnings.credit(
-                credit,
-                credit.ts + int(self.settings.diamond_hold_s * 1000),
-                self.settings.creator_share,
-            ),
+        # Both are queued now and go to the engine in the same round trip (store.batch).
+        published = self.store.rooms.publish_gift(
+            credit,
+            sender_name=credit.sender_name or credit.sender_id,
+            streakable=gift is not None and gift.streakable,
+            balance=balance,
+            combo_window_ms=self.settings.combo_window_ms,
         )
+        credit_applied = self.store.earnings.credit(
+            credit,
+            credit.ts + int(self.settings.diamond_hold_s * 1000),
+            self.settings.creator_share,
+        )
+        try:
+            await published
+        finally:
+            # Awaited whatever the room's outcome, so neither error goes unobserved.
+            credited = await credit_applied
         if clear_now:
             await self.store.outbox.clear(credit.sender_id, credit.event_id)
         else:

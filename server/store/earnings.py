@@ -8,12 +8,14 @@ every read and every withdrawal, so no timer is needed.
 
 from __future__ import annotations
 
+import asyncio
 from fractions import Fraction
 from typing import Any
 
 from redis.asyncio import Redis
 
 from server.keys import KeySchema
+from server.store.batch import ScriptBatch
 from server.store.records import CreatorCredit, Earnings
 from server.store.scripts import Scripts
 from server.store.streams import read_stream_page
@@ -23,10 +25,11 @@ RELEASE_BATCH = 1_000
 
 
 class CreatorEarnings:
-    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts) -> None:
+    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts, batch: ScriptBatch) -> None:
         self._redis = redis
         self._keys = keys
         self._scripts = scripts
+        self._batch = batch
 
     async def get(self, creator_id: str, now_ms: int) -> Earnings:
         """The creator's diamonds after releasing every hold that has ended by ``now_ms``."""
@@ -57,13 +60,17 @@ class CreatorEarnings:
     ) -> tuple[list[dict[str, Any]], str | None]:
         return await read_stream_page(self._redis, self._keys.user(creator_id).earnings_ledger, cursor, limit)
 
-    async def credit(self, credit: CreatorCredit, hold_until_ms: int, share: Fraction) -> bool:
+    def credit(self, credit: CreatorCredit, hold_until_ms: int, share: Fraction) -> asyncio.Future[bool]:
         """Credit the creator's diamonds for one gift, pending until ``hold_until_ms``; True if
         credited now, False if credited (or reversed) before. ``share`` is recorded with it, so
-        the audit can check each credit against the share in force when it was made."""
+        the audit can check each credit against the share in force when it was made.
+
+        Queued at once and sent with the gift path's other scripts of this event-loop turn
+        (see ``store.batch``); await the future for the outcome."""
         creator = self._keys.user(credit.creator_id)
-        applied = await self._scripts.credit_creator(
-            keys=[
+        return self._batch.call(
+            self._scripts.credit_creator,
+            [
                 creator.credited,
                 creator.earnings,
                 creator.earnings_ledger,
@@ -72,7 +79,7 @@ class CreatorEarnings:
                 creator.lives,
                 creator.reversed,
             ],
-            args=[
+            [
                 credit.event_id,
                 credit.diamonds,
                 credit.coins,
@@ -82,8 +89,8 @@ class CreatorEarnings:
                 hold_until_ms,
                 f"{share.numerator}/{share.denominator}",
             ],
+            bool,
         )
-        return bool(applied)
 
     async def reverse(self, creator_id: str, event_id: str, order_id: str, now_ms: int) -> tuple[str, int]:
         """Take back a gift's pending diamonds after a clawback: ("reversed", n), ("blocked", 0)

@@ -6,6 +6,7 @@ one-live-room pointer and the listing of live rooms, which are kept beside it.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from redis.asyncio.client import Pipeline
 from server.domain.events import ZERO_OFFSET, Offset, parse_offset
 from server.errors import Conflict, Forbidden, NotFound
 from server.keys import KeySchema
+from server.store.batch import ScriptBatch
 from server.store.records import CreatorCredit, Room, RoomState
 from server.store.scripts import Scripts
 
@@ -53,10 +55,13 @@ class StreamWindow:
 
 
 class Rooms:
-    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts, stream_len: int) -> None:
+    def __init__(
+        self, redis: Redis, keys: KeySchema, scripts: Scripts, batch: ScriptBatch, stream_len: int
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._scripts = scripts
+        self._batch = batch
         self._stream_len = stream_len
 
     async def get(self, room_id: str) -> Room:
@@ -164,7 +169,7 @@ class Rooms:
                 rooms.append((self._room(room_id, raw), state))
         return rooms
 
-    async def publish_gift(
+    def publish_gift(
         self,
         credit: CreatorCredit,
         *,
@@ -172,12 +177,17 @@ class Rooms:
         streakable: bool,
         balance: int | None,
         combo_window_ms: int,
-    ) -> Published:
-        """Add a debited gift to its room (totals, leaderboard, combo, event), at most once."""
+    ) -> asyncio.Future[Published]:
+        """Add a debited gift to its room (totals, leaderboard, combo, event), at most once.
+
+        The call is queued at once and sent with the gift path's other scripts of this
+        event-loop turn (see ``store.batch``); await the future for the outcome.
+        """
         keys = self._keys.room(credit.room_id)
-        reply = await self._scripts.room_gift(
-            keys=[keys.info, keys.events, keys.top, keys.names, keys.combos, keys.published],
-            args=[
+        return self._batch.call(
+            self._scripts.room_gift,
+            [keys.info, keys.events, keys.top, keys.names, keys.combos, keys.published],
+            [
                 credit.event_id,
                 credit.sender_id,
                 sender_name,
@@ -189,8 +199,8 @@ class Rooms:
                 self._stream_len,
                 "" if balance is None else balance,
             ],
+            lambda reply: Published(status=reply[0], combo=int(reply[1]), ts=int(reply[2])),
         )
-        return Published(status=reply[0], combo=int(reply[1]), ts=int(reply[2]))
 
     async def expire_combo(self, room_id: str, sender_id: str, last_ts: int, window_ms: int) -> int:
         """1: closed now; 0: already closed or continued; -1: its window has not passed yet."""

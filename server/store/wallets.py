@@ -8,16 +8,18 @@ from redis.asyncio import Redis
 
 from server.errors import Conflict, DailyLimitExceeded, Forbidden, InsufficientCoins, RateLimited
 from server.keys import KeySchema, UserKeys
+from server.store.batch import ScriptBatch
 from server.store.records import CreatorCredit, Debit, Wallet
 from server.store.scripts import Scripts
 from server.store.streams import read_stream_page
 
 
 class Wallets:
-    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts) -> None:
+    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts, batch: ScriptBatch) -> None:
         self._redis = redis
         self._keys = keys
         self._scripts = scripts
+        self._batch = batch
 
     async def get(self, user_id: str, today: int) -> Wallet:
         coins, limit, day, spent = await self._redis.hmget(
@@ -83,7 +85,7 @@ class Wallets:
             rate_per_s=rate_per_s,
             burst=burst,
         )
-        reply = await self._scripts.gift_debit(keys=keys, args=args)
+        reply: list[Any] = await self._batch.call(self._scripts.gift_debit, keys, args)
         status = reply[0]
         if status == "ok":
             return Debit(event_id=reply[1], coins=int(reply[2]), cost=credit.coins, replayed=False)
