@@ -5,24 +5,30 @@ is started with that ``appendfsync`` policy, and three things are measured on it
 
 server
     Gifts per second acknowledged by a real ``python -m server`` process (demo mode, its own
-    key prefix), as fast as the acks allow. ``--concurrency`` senders each send 1-coin roses
-    into ``demo_carol``, each with a fresh idempotency key; senders buy their coins through
-    the real purchase and sandbox payment flow. Also the p50/p99 acknowledgement latency;
-    any error fails the benchmark. The transport (``--transport``) is either
+    key prefix), as fast as the acks allow. ``--concurrency`` senders each send 1-coin roses,
+    each with a fresh idempotency key, into ``--rooms`` live rooms (16 by default; the
+    senders are spread over them round-robin) that the benchmark opens through the API;
+    senders buy their coins through the real purchase and sandbox payment flow. Also the
+    p50/p99 acknowledgement latency; any error fails the benchmark. With ``--servers N``,
+    N server processes share the engine (as one hub) and sender i talks to server i mod N,
+    as a load balancer spreading connections would; their CPU is added up. The transport
+    (``--transport``) is either
 
-    ``ws`` (default), the way viewers gift: each sender holds the room WebSocket
-    (``/v1/rooms/demo_carol/ws``, subprotocol ``gifting.v1.json``) and keeps up to
+    ``ws`` (default), the way viewers gift: each sender holds its room's WebSocket
+    (``/v1/rooms/{room}/ws``, subprotocol ``gifting.v1.json``) and keeps up to
     ``--inflight`` ``gift`` frames unanswered, matching ``gift_ack`` and ``error`` frames to
-    them by idempotency key. A sender is a viewer of the room too, so the server also
+    them by idempotency key. A sender is a viewer of its room too, so the server also
     delivers the room's batches to every sender, as it would in production; the client
     skips them by their first bytes (the load generator shares the machine, so it must
     stay cheap). It uses the ``websockets`` asyncio client: one per sender is cheap enough
-    at tens of connections. The default is 16 senders x 4 in flight, the 64 gifts in flight
-    of the HTTP default: the server's redis-py pool holds at most 100 engine connections
-    (redis-py 8's default), one per command in progress, so around 100 gifts in flight it
-    answers the surplus with ``engine_unavailable`` (64 senders x 4 did).
+    at tens of connections. The default is 64 senders x 1 in flight: the server reads a
+    connection's next frame once it has answered the last, so more in flight per sender
+    only queues at the server. The rooms matter: a platform's gifts spread over many
+    lives, and with every sender in one room each gift would also go out to every sender,
+    so the measure would be the room's fan-out (``bench_room`` measures that) rather than
+    the gift path.
 
-    ``http``: ``POST /v1/rooms/demo_carol/gifts``, one request at a time per sender over
+    ``http``: ``POST /v1/rooms/{room}/gifts``, one request at a time per sender over
     keep-alive HTTP/1.1. Each sender has its own httpx client of one connection: one shared
     client with a pool of 64 connections spends a core on httpcore's pool bookkeeping alone
     (its per-request scan of every connection) and caps the load at a few hundred gifts/s;
@@ -36,27 +42,29 @@ paced
     how it serves a load it can comfortably take. Only for ``--transport ws``.
 
 ceiling
-    ``gift_debit.lua`` run bare by EVALSHA from a redis-py asyncio client: 4 pipelines of 100
-    calls in flight, keys built by the real ``KeySchema`` under another prefix, wallets funded
-    by a plain HSET (this is not the money path).
+    ``gift_debit.lua`` run bare by EVALSHA from a redis-py asyncio client packing with
+    hiredis as the server's store does: 4 pipelines of 100 calls in flight, keys built by the
+    real ``KeySchema`` under another prefix, wallets funded by a plain HSET (this is not the
+    money path).
 
 Why that is the ceiling: every acknowledged gift is one run of gift_debit, and the engine runs
 scripts one at a time on one thread, so the server can never acknowledge gifts faster than the
 engine runs that script. Pipelining strips everything else away: no HTTP, JSON or JWT, no room
-read, no creator credit (the server makes 4 engine round trips per gift: the room HGETALL,
-gift_debit, credit_creator and the outbox HDEL), and one round trip carries 100 calls. With
+publish, no creator credit (the server runs 3 scripts per gift: gift_debit, then room_gift and
+credit_creator, plus a batched outbox HDEL), and one round trip carries 100 calls. With
 ``appendfsync always`` the engine writes and fsyncs its append-only file once per event-loop
 turn, before it answers anything from that turn, so a turn full of pipelined scripts shares one
-fsync (group commit); the server's concurrent connections share fsyncs too, with fewer
-commands per turn. The ratio server/ceiling is how much of the engine's capacity for the
+fsync (group commit); the server's concurrent gifts share round trips and fsyncs too (its
+scripts of one event-loop turn go out as one pipeline, see ``server/store/batch.py``), with
+fewer commands per turn. The ratio server/ceiling is how much of the engine's capacity for the
 gift's one atomic step the whole server delivers.
 
 The load generator, the server and the engine share the machine's cores, so the CPU each
 used during a measurement is shown beside it, in cores (CPU seconds per wall second), and as
 CPU microseconds per gift or script, which a busy machine disturbs far less than the rates:
 1e6 over it is what one whole core would do. On a small machine the ceiling can be bound by
-the client (redis-py packing 14-argument EVALSHAs) rather than by the engine; the engine's
-microseconds per script then give its own limit. The two measurements are interleaved and
+the client rather than by the engine; the engine's microseconds per script then give its own
+limit. The two measurements are interleaved and
 repeated (``--repeat``) and medians are reported, because the machine is shared and noisy; an
 uncounted warm-up of each comes first.
 
@@ -65,8 +73,9 @@ The ceiling uses logical database 1 of the engine: the server's outbox sweeper S
 ceiling run so the idempotency records and ledger entries of earlier runs do not pile up.
 
     .venv/bin/python -m loadtest.bench_gift [--transport ws|http] [--seconds 5]
-        [--concurrency 16 (ws) or 64 (http)] [--inflight 4] [--paced 0.5] [--fsync always|everysec|both]
-        [--repeat 3] [--warmup 1] [--client-pool per-sender|shared] [--json out.json]
+        [--concurrency 64] [--inflight 1] [--rooms 16] [--servers 1] [--paced 0.5]
+        [--fsync always|everysec|both] [--repeat 3] [--warmup 1]
+        [--client-pool per-sender|shared] [--json out.json]
 """
 
 from __future__ import annotations
@@ -86,7 +95,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +113,7 @@ from server.domain.money import gift_fingerprint, price_gift, utc_day
 from server.engine import EmbeddedEngine, free_port
 from server.keys import KeySchema, UserKeys
 from server.settings import FSYNC_POLICIES, Settings
+from server.store.connection import hiredis_packing
 from server.store.records import CreatorCredit
 from server.store.scripts import script_source
 from server.store.wallets import gift_debit_arguments
@@ -128,7 +138,8 @@ SUBPROTOCOL = Subprotocol("gifting.v1.json")
 IGNORED_FRAMES = ('{"type":"batch"', '{"type":"balance"')
 ACK_TIMEOUT_S = 15.0
 HTTP_SENDERS = 64
-WS_SENDERS = 16  # x --inflight 4: the same 64 gifts in flight (see the module docstring)
+WS_SENDERS = 64  # x --inflight 1 (see the module docstring)
+ROOMS = 16
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -171,6 +182,7 @@ class PolicyResult:
     server_runs: list[ServerRun]
     ceiling_runs: list[CeilingRun]
     transport: str = "http"
+    servers: int = 1  # server processes sharing the engine
     paced_rate: float | None = None  # offered gifts/s of the paced runs (None: not run)
     paced_runs: list[ServerRun] = field(default_factory=list)
 
@@ -223,6 +235,7 @@ class PolicyResult:
         return {
             "fsync": self.fsync,
             "transport": self.transport,
+            "servers": self.servers,
             "engine_version": self.engine_version,
             "median": self.summary(),
             "server_runs": [asdict(run) for run in self.server_runs],
@@ -261,20 +274,24 @@ def cpu_seconds(pid: int | None) -> float:
 
 
 class CpuMeter:
-    """Cores used by each named process (pid None: this one) between ``start()`` and ``stop()``."""
+    """Cores used by each named process (pid None: this one; a tuple: those processes together)
+    between ``start()`` and ``stop()``."""
 
-    def __init__(self, pids: dict[str, int | None]) -> None:
+    def __init__(self, pids: Mapping[str, int | tuple[int, ...] | None]) -> None:
         self._pids = pids
         self._wall = 0.0
         self._cpu: dict[str, float] = {}
 
+    def _seconds(self, pid: int | tuple[int, ...] | None) -> float:
+        return sum(map(cpu_seconds, pid)) if isinstance(pid, tuple) else cpu_seconds(pid)
+
     def start(self) -> None:
-        self._cpu = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._cpu = {name: self._seconds(pid) for name, pid in self._pids.items()}
         self._wall = time.perf_counter()
 
     def stop(self) -> dict[str, float]:
         wall = time.perf_counter() - self._wall
-        used = {name: cpu_seconds(pid) - self._cpu[name] for name, pid in self._pids.items()}
+        used = {name: self._seconds(pid) - self._cpu[name] for name, pid in self._pids.items()}
         return {name: round(seconds / wall, 2) for name, seconds in used.items()}
 
 
@@ -355,6 +372,7 @@ class Sender:
     user_id: str
     headers: dict[str, str]
     client: httpx.AsyncClient  # what this sender's gifts go through (see --client-pool)
+    room_id: str  # the live room this sender gifts into (see --rooms)
 
 
 async def expect(request: Awaitable[httpx.Response], status: int) -> dict[str, Any]:
@@ -369,10 +387,24 @@ async def expect(request: Awaitable[httpx.Response], status: int) -> dict[str, A
     return body
 
 
-async def new_sender(client: httpx.AsyncClient, user_id: str, gift_client: httpx.AsyncClient) -> Sender:
-    token = await expect(client.post("/v1/dev/token", json={"user_id": user_id, "role": "viewer"}), 200)
-    headers = {"authorization": f"Bearer {token['token']}", "content-type": "application/json"}
-    return Sender(user_id, headers, gift_client)
+async def bearer(client: httpx.AsyncClient, user_id: str, role: str) -> dict[str, str]:
+    """Request headers carrying a demo token for ``user_id`` in ``role``."""
+    token = await expect(client.post("/v1/dev/token", json={"user_id": user_id, "role": role}), 200)
+    return {"authorization": f"Bearer {token['token']}", "content-type": "application/json"}
+
+
+async def new_sender(
+    client: httpx.AsyncClient, user_id: str, gift_client: httpx.AsyncClient, room_id: str
+) -> Sender:
+    return Sender(user_id, await bearer(client, user_id, "viewer"), gift_client, room_id)
+
+
+async def open_room(client: httpx.AsyncClient, creator_id: str) -> str:
+    """Take ``creator_id`` live through the API; the new room's id."""
+    room = await expect(
+        client.post("/v1/rooms", json={}, headers=await bearer(client, creator_id, "creator")), 201
+    )
+    return str(room["room_id"])
 
 
 async def top_up(client: httpx.AsyncClient, sender: Sender, coins: int) -> None:
@@ -398,7 +430,7 @@ async def gift_worker(
     failures: list[str],
 ) -> int:
     """Send roses one after another until ``deadline``; return how many were acknowledged."""
-    url = f"/v1/rooms/{ROOM_ID}/gifts"
+    url = f"/v1/rooms/{sender.room_id}/gifts"
     sent = acked = 0
     while time.perf_counter() < deadline:
         body = orjson.dumps({"gift_id": GIFT_ID, "count": 1, "idempotency_key": f"{run_tag}-{sent}"})
@@ -480,7 +512,7 @@ class WsGifter:
     @classmethod
     async def open(cls, base_url: str, sender: Sender) -> WsGifter:
         token = sender.headers["authorization"].removeprefix("Bearer ")
-        uri = f"{base_url.replace('http://', 'ws://', 1)}/v1/rooms/{ROOM_ID}/ws?token={token}"
+        uri = f"{base_url.replace('http://', 'ws://', 1)}/v1/rooms/{sender.room_id}/ws?token={token}"
         conn = await connect(uri, subprotocols=[SUBPROTOCOL], compression=None, max_size=None)
         first = await asyncio.wait_for(conn.recv(), ACK_TIMEOUT_S)
         if not str(first).startswith('{"type":"welcome"'):
@@ -699,14 +731,16 @@ async def bench_policy(args: argparse.Namespace, fsync: str) -> PolicyResult:
     with tempfile.TemporaryDirectory(prefix="bench-gift-") as tmp:
         engine = EmbeddedEngine(Path(tmp) / "engine", fsync=fsync).start()
         try:
-            return await bench_engine(args, engine, Path(tmp) / "server.log")
+            return await bench_engine(args, engine, Path(tmp))
         finally:
             engine.stop()
 
 
-async def bench_engine(args: argparse.Namespace, engine: EmbeddedEngine, server_log: Path) -> PolicyResult:
+async def bench_engine(args: argparse.Namespace, engine: EmbeddedEngine, logs: Path) -> PolicyResult:
     assert engine.process is not None
     raw = Redis.from_url(url_with_db(engine.url, RAW_DB))
+    # The same command packing as the server's store, so the ceiling is not the client's.
+    raw.connection_pool.connection_class = hiredis_packing(raw.connection_pool.connection_class)
     try:
         if raw.connection_pool.connection_kwargs.get("db") != RAW_DB:
             raise BenchError(f"could not point the ceiling client at database {RAW_DB}")
@@ -715,20 +749,31 @@ async def bench_engine(args: argparse.Namespace, engine: EmbeddedEngine, server_
             f"{info.get('server_name', 'redis')} {info.get('valkey_version') or info['redis_version']}"
         )
         async with (
-            running_server(engine.url, server_log) as (base_url, server_pid),
+            contextlib.AsyncExitStack() as servers,
             contextlib.AsyncExitStack() as clients,
         ):
-            meter = CpuMeter({"server": server_pid, "engine": engine.process.pid, "client": None})
-            setup = await clients.enter_async_context(http_client(base_url, args.concurrency))
+            # With --servers N, N processes share the engine (and form one hub); sender i
+            # connects to server i mod N, as a load balancer spreading connections would.
+            running = [
+                await servers.enter_async_context(running_server(engine.url, logs / f"server{n}.log"))
+                for n in range(args.servers)
+            ]
+            urls = [base_url for base_url, _ in running]
+            server_pids = tuple(pid for _, pid in running)
+            meter = CpuMeter({"server": server_pids, "engine": engine.process.pid, "client": None})
+            setup = await clients.enter_async_context(http_client(urls[0], args.concurrency))
+            rooms = [await open_room(setup, f"bench_creator_{j:03d}") for j in range(args.rooms)]
             senders: list[Sender] = []
             for i in range(args.concurrency):
                 gifts = setup
                 if args.client_pool == "per-sender" and args.transport == "http":
-                    gifts = await clients.enter_async_context(http_client(base_url, 1))
-                senders.append(await new_sender(setup, f"bench_{i:03d}", gifts))
+                    gifts = await clients.enter_async_context(http_client(urls[i % len(urls)], 1))
+                senders.append(await new_sender(setup, f"bench_{i:03d}", gifts, rooms[i % len(rooms)]))
             gifters: list[WsGifter] = []
             if args.transport == "ws":
-                gifters = [await WsGifter.open(base_url, sender) for sender in senders]
+                gifters = [
+                    await WsGifter.open(urls[i % len(urls)], sender) for i, sender in enumerate(senders)
+                ]
                 for gifter in gifters:
                     clients.push_async_callback(gifter.close)
             return await interleaved_runs(
@@ -777,7 +822,7 @@ async def interleaved_runs(
         if not warm_up:
             server_runs.append(server)
             ceiling_runs.append(ceiling)
-    result = PolicyResult(fsync, engine_version, server_runs, ceiling_runs, args.transport)
+    result = PolicyResult(fsync, engine_version, server_runs, ceiling_runs, args.transport, args.servers)
     if not gifters or not args.paced:
         return result
     rate = round(result.server_gifts_per_s * args.paced, 1)
@@ -817,7 +862,7 @@ def cores(cpu: dict[str, float]) -> str:
 def print_table(results: list[PolicyResult], args: argparse.Namespace) -> None:
     print(
         f"\ngift throughput over {args.transport}: {args.repeat} runs of {args.seconds:g} s each (medians), "
-        f"concurrency {args.concurrency}"
+        f"{args.servers} server process{'es' if args.servers > 1 else ''}, concurrency {args.concurrency}"
         + (f" x {args.inflight} in flight" if args.transport == "ws" else "")
         + f", ceiling {PIPELINES} x {PIPELINE_DEPTH}-call pipelines"
     )
@@ -882,7 +927,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seconds", type=positive_float, default=5.0, help="length of each run (default 5)")
     parser.add_argument(
-        "--inflight", type=positive_int, default=4, help="unanswered gifts per ws sender (default 4)"
+        "--inflight", type=positive_int, default=1, help="unanswered gifts per ws sender (default 1)"
     )
     parser.add_argument(
         "--paced",
@@ -896,6 +941,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=positive_int,
         default=None,
         help=f"concurrent senders (default {WS_SENDERS} for ws, {HTTP_SENDERS} for http)",
+    )
+    parser.add_argument(
+        "--servers",
+        type=positive_int,
+        default=1,
+        help="server processes on the one engine, senders spread over them (default 1)",
+    )
+    parser.add_argument(
+        "--rooms",
+        type=positive_int,
+        default=ROOMS,
+        help=f"live rooms the senders are spread over, round-robin (default {ROOMS})",
     )
     parser.add_argument(
         "--fsync",

@@ -695,7 +695,8 @@ def ws_path(room_id: str, token: str) -> str:
 
 
 async def funded_senders(client: httpx.AsyncClient, prefix: str, count: int, coins: int) -> list[Sender]:
-    senders = [await new_sender(client, f"{prefix}_{i:03d}", client) for i in range(count)]
+    """``count`` senders into the demo room, each holding at least ``coins``."""
+    senders = [await new_sender(client, f"{prefix}_{i:03d}", client, ROOM_ID) for i in range(count)]
     await gather_limited((top_up(client, sender, coins) for sender in senders), 8)
     return senders
 

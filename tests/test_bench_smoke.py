@@ -52,16 +52,16 @@ def test_the_gift_path_benchmark_runs(tmp_path: Path) -> None:
     assert median["ceiling_scripts_per_s"] > median["server_gifts_per_s"]
 
 
-def test_the_gift_path_benchmark_runs_over_the_websocket(tmp_path: Path) -> None:
+def test_the_gift_path_benchmark_runs_over_the_websocket_on_two_servers(tmp_path: Path) -> None:
     out = tmp_path / "gift-ws.json"
     bench(
         "bench_gift",
-        *("--transport", "ws", "--seconds", "0.3", "--concurrency", "2", "--inflight", "2"),
-        *("--fsync", "everysec", "--repeat", "1", "--warmup", "0.1"),
+        *("--transport", "ws", "--seconds", "0.3", "--concurrency", "4", "--inflight", "2"),
+        *("--servers", "2", "--rooms", "2", "--fsync", "everysec", "--repeat", "1", "--warmup", "0.1"),
         json_path=out,
     )
     [result] = json.loads(out.read_text())["results"]
-    assert result["transport"] == "ws"
+    assert result["transport"] == "ws" and result["servers"] == 2
     median: dict[str, Any] = result["median"]
     assert median["server_gifts_per_s"] > 0 and median["server_errors"] == 0
     assert median["ceiling_scripts_per_s"] > median["server_gifts_per_s"]
@@ -75,6 +75,7 @@ def test_the_suite_runs(tmp_path: Path) -> None:
     printed = bench("bench", "--quick", "--plot", str(plot), json_path=out)
     report = json.loads(out.read_text())
     assert report["quick"] and {result["fsync"] for result in report["gift"]} == {"always", "everysec"}
+    assert [result["servers"] for result in report["gift"]] == [1, 1, 2]
     assert {"storm", "fanout", "connections"} <= report["rooms"].keys()
     summary = report["summary"]
     assert any(row["ceiling"] and row["ratio"] for row in summary), "no figure stands beside its ceiling"
