@@ -2,29 +2,33 @@
 
 redis-py's asyncio connections parse replies with hiredis when it is installed, but still
 pack every command in Python, argument by argument; on the gift path, with pipelines of
-14-argument EVALSHAs, that packing was the server's largest single cost. redis-py's own
-``HiredisRespSerializer`` (which its synchronous client uses) packs them in one C call, and
-``hiredis_packing`` puts it into whichever connection class the URL selects (TCP, TLS or
-unix socket), leaving the rest of the connection as it is.
+14-argument EVALSHAs, that packing was the server's largest single cost. ``hiredis_packing``
+gives whichever connection class the URL selects (TCP, TLS or unix socket) a
+``pack_command`` that makes one ``hiredis.pack_command`` call instead, leaving the rest of
+the connection as it is. It splits multi-word command names (``SCRIPT LOAD``) as redis-py
+does, and refuses arguments other than str, bytes, int, float and memoryview with
+redis-py's ``DataError``.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
+from hiredis import pack_command
 from redis.asyncio.connection import AbstractConnection
-from redis.connection import HiredisRespSerializer
-from redis.utils import HIREDIS_AVAILABLE
-
-_SERIALIZER = HiredisRespSerializer()
+from redis.exceptions import DataError
 
 
 def _pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
-    return cast(list[bytes], _SERIALIZER.pack(*args))
+    name = args[0]
+    if (isinstance(name, str) and " " in name) or (isinstance(name, bytes) and b" " in name):
+        args = (*name.split(), *args[1:])
+    try:
+        return [pack_command(args)]
+    except TypeError as exc:
+        raise DataError(str(exc)) from exc
 
 
 def hiredis_packing(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
-    """``connection_class`` with hiredis packing its commands (unchanged without hiredis)."""
-    if not HIREDIS_AVAILABLE:
-        return connection_class
+    """``connection_class`` with hiredis packing its commands."""
     return type(connection_class.__name__, (connection_class,), {"pack_command": _pack_command})
