@@ -140,6 +140,7 @@ ACK_TIMEOUT_S = 15.0
 HTTP_SENDERS = 64
 WS_SENDERS = 64  # x --inflight 1 (see the module docstring)
 ROOMS = 16
+PACE_TICK_S = 0.001  # the paced sender's shortest sleep
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -621,7 +622,9 @@ async def measure_paced(
         now = time.perf_counter()
         due = started + sent * interval
         if due > now:
-            await asyncio.sleep(due - now)
+            # At least one timer tick: shorter sleeps return at once on uvloop (whole-ms
+            # timers), and the loop would spin a core that the server and engine need.
+            await asyncio.sleep(max(due - now, PACE_TICK_S))
             now = time.perf_counter()
         while sent < total and started + sent * interval <= now:
             await gifters[sent % len(gifters)].gift(f"{run_tag}-{sent % len(gifters)}")
