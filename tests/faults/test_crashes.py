@@ -10,20 +10,23 @@ of it, recovers, and then checks the books against what the servers acknowledged
 - with ``everysec`` too, a killed engine *process* loses nothing acknowledged: the engine
   writes each event-loop turn's changes to its append-only file (into the kernel) before it
   sends the replies, and only the fsync is deferred, so only a machine crash or power loss
-  can take back the last second or two of writes (the test measures the window and checks
-  the books balance either way);
+  can take back the last second or two of writes (docs/RELIABILITY.md); the test checks
+  that nothing acknowledged is lost and that the books balance;
 - a server killed between a gift's debit and its creator credit leaves the credit in the
   sender's outbox, and another server delivers it exactly once.
 
 In every case ``gifting-server audit`` passes afterwards. The figures each test prints are
-the counts in docs/RELIABILITY.md (run with ``-s`` to see them).
+the counts in docs/RELIABILITY.md (run with ``-s`` to see them). Each test crashes once
+(the server test until a kill lands between a debit and its credit); the soak variant,
+``GIFTING_SOAK_ROUNDS=20 python -m pytest tests/faults -s``, crashes that many times.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -46,8 +49,8 @@ BEFORE_S = 1.5
 AFTER_S = 1.0
 # The engine stays down this long: longer than the server's own quick reconnects ride out.
 OUTAGE_S = 0.5
-# valkey's documented bound for appendfsync everysec: up to about 2 s of writes.
-EVERYSEC_WINDOW_S = 2.0
+# Crashes per test: 1 in the suite, more on request (the soak run).
+ROUNDS = int(os.environ.get("GIFTING_SOAK_ROUNDS", "1"))
 
 
 @pytest.fixture
@@ -88,13 +91,15 @@ def check_audit(url: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-async def storm_with(storm: Storm, during: float, crash: object) -> None:
-    """Run ``storm`` for ``BEFORE_S``, call ``crash`` in a thread, then run ``during`` more seconds."""
+async def storm_with(storm: Storm, during: float, crash: Callable[[], None], rounds: int = 1) -> None:
+    """Run ``storm``; ``rounds`` times, after ``BEFORE_S`` call ``crash`` in a thread; then
+    let it run ``during`` more seconds."""
     stop = anyio.Event()
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(storm.run, stop)
-        await anyio.sleep(BEFORE_S)
-        await anyio.to_thread.run_sync(crash)  # type: ignore[arg-type]
+        for _ in range(rounds):
+            await anyio.sleep(BEFORE_S)
+            await anyio.to_thread.run_sync(crash)
         await anyio.sleep(during)
         stop.set()
 
@@ -115,21 +120,24 @@ async def test_an_engine_killed_mid_storm_loses_nothing_acknowledged_with_fsync_
         time.sleep(OUTAGE_S)  # how long the engine stays down, so that requests meet the outage
         engine.start()
 
-    await storm_with(storm, AFTER_S, crash)
-    acked_before = {key for key, (_, _, at) in storm.acked.items() if at < killed_at[0]}
+    await storm_with(storm, AFTER_S, crash, ROUNDS)
+    acked_before = {key for key, (_, _, at) in storm.acked.items() if at < killed_at[-1]}
     refused = len(storm.failed) + len(storm.unpaid)
-    # Durability first: every gift acknowledged before the crash is in the reloaded ledger.
+    # Durability first: every gift and payment acknowledged, before or between the crashes,
+    # is in the reloaded books.
     books = Books.read(engine.url, PREFIX, storm, creator)
-    lost = [key for key in acked_before if books.gift_refs[storm.acked[key][1]] != 1]
+    lost = [key for key, (_, event_id, _) in storm.acked.items() if books.gift_refs[event_id] != 1]
     assert not lost, f"{len(lost)} acknowledged gifts lost in the crash"
+    assert all(books.purchase_refs[order] == 1 for order in storm.paid)
     assert refused > 0, "the crash refused nothing: it did not land inside the storm"
 
     await storm.settle(server.base_url)
     check_exactly_once(storm, await wait_for_empty_outbox(engine.url, PREFIX, storm, creator))
     check_audit(engine.url)
     print(
-        f"\nengine kill -9 (always): {len(storm.acked)} gifts and {len(storm.paid)} payments applied, "
-        f"{len(acked_before)} gifts acknowledged before the crash, {refused} requests refused "
+        f"\nengine kill -9 (always): {len(killed_at)} kills; {len(storm.acked)} gifts and "
+        f"{len(storm.paid)} payments applied, {len(acked_before)} gifts acknowledged before the "
+        f"last kill, {refused} requests refused "
         f"and retried ({dict(storm.refusals)}); lost: 0"
     )
 
@@ -150,20 +158,18 @@ async def test_an_engine_process_killed_with_fsync_everysec_loses_nothing_acknow
         time.sleep(OUTAGE_S)  # how long the engine stays down, so that requests meet the outage
         engine.start()
 
-    await storm_with(storm, AFTER_S, crash)
+    await storm_with(storm, AFTER_S, crash, ROUNDS)
     books = Books.read(engine.url, PREFIX, storm, creator)
     lost = {key: at for key, (_, event_id, at) in storm.acked.items() if books.gift_refs[event_id] == 0}
-    window = max((killed_at[0] - at for at in lost.values()), default=0.0)
-    # Only a tail is lost: nothing acknowledged more than the fsync window before the crash.
-    assert window <= EVERYSEC_WINDOW_S, f"a gift acknowledged {window:.2f} s before the crash was lost"
-    assert all(at < killed_at[0] for at in lost.values())
+    window = max((min(k - at for k in killed_at if k > at) for at in lost.values()), default=0.0)
     lost_payments = [order for order in storm.paid if books.purchase_refs[order] == 0]
     assert (len(lost), len(lost_payments)) == (0, 0), f"lost in {window:.2f} s before the crash"
     # What survived is consistent: balances match ledgers, every surviving debit is credited once.
     await wait_for_empty_outbox(engine.url, PREFIX, storm, creator)
     check_audit(engine.url)
     print(
-        f"\nengine kill -9 (everysec): {len(storm.acked)} gifts acknowledged, {len(lost)} lost "
+        f"\nengine kill -9 (everysec): {len(killed_at)} kills; {len(storm.acked)} gifts acknowledged, "
+        f"{len(lost)} lost "
         f"(the oldest {window * 1000:.0f} ms before the crash); {len(storm.paid)} payments "
         f"acknowledged, {len(lost_payments)} lost; audit ok"
     )
@@ -181,7 +187,7 @@ async def test_a_server_killed_between_debit_and_credit_is_completed_once_by_ano
     stranded_total = kills = 0
     storms: list[Storm] = []
     # Kill until a kill has landed between some gift's debit and its credit (at least twice).
-    while kills < 2 or (stranded_total == 0 and kills < 6):
+    while kills < max(2, ROUNDS) or (stranded_total == 0 and kills < 6):
         with running_server(env, logs) as victim:
             storm = await Storm.prepare([victim.base_url], room_id, USERS)
             storms.append(storm)
