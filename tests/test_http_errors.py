@@ -100,6 +100,43 @@ def test_bad_paging_parameters_are_422(api: Api, viewer: str, limit: str) -> Non
     assert reply.status_code == 422
 
 
+@pytest.mark.parametrize(
+    ("path", "role"),
+    [("/v1/wallet/ledger", "viewer"), ("/v1/creator/earnings/ledger", "creator"), ("/v1/admin/log", "admin")],
+)
+def test_a_cursor_older_than_every_entry_is_an_empty_page(
+    api: Api, viewer: str, path: str, role: str
+) -> None:
+    api.buy(viewer)  # so there is an entry, and 0-0 is older than it
+    reply = api.http.get(path, params={"cursor": "0-0"}, headers=api.auth(viewer, role))
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"entries": [], "next_cursor": None}
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["99999999999999999999-0", "1-18446744073709551616", "1-0\n", "\u0661-\u0661"],
+    ids=["ms-past-64-bits", "seq-past-64-bits", "trailing-newline", "non-ascii-digits"],
+)
+def test_a_cursor_that_is_no_stream_id_is_422(api: Api, viewer: str, cursor: str) -> None:
+    api.buy(viewer)
+    reply = api.http.get("/v1/wallet/ledger", params={"cursor": cursor}, headers=api.auth(viewer))
+    assert reply.status_code == 422 and error_code(reply) == "invalid_request", reply.text
+
+
+def test_an_id_with_a_trailing_newline_is_422(api: Api, viewer: str, room: tuple[str, str]) -> None:
+    token = api.http.post("/v1/dev/token", json={"user_id": "mallory\n", "role": "viewer"})
+    assert token.status_code == 422 and error_code(token) == "invalid_request", token.text
+    lookup = api.http.get("/v1/rooms/nope%0A")
+    assert lookup.status_code == 422 and error_code(lookup) == "invalid_request", lookup.text
+    api.buy(viewer)
+    _, room_id = room
+    body = {"gift_id": "rose", "count": 1, "idempotency_key": "k\n"}
+    gift = api.http.post(f"/v1/rooms/{room_id}/gifts", json=body, headers=api.auth(viewer))
+    assert gift.status_code == 422 and error_code(gift) == "invalid_request", gift.text
+    assert api.coins(viewer) == 550
+
+
 def test_a_viewer_cannot_read_creator_earnings(api: Api, viewer: str) -> None:
     reply = api.http.get("/v1/creator/earnings", headers=api.auth(viewer))
     assert reply.status_code == 403 and error_code(reply) == "forbidden"

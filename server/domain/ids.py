@@ -9,8 +9,9 @@ import time
 from server.errors import InvalidRequest
 
 # No braces (they would break hash tags) and nothing a key or a URL path must escape.
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+# They end in \Z, not $: in Python "$" also matches before a final newline.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}\Z"
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}\Z"
 _ID_RE = re.compile(ID_PATTERN)
 
 

@@ -17,8 +17,8 @@ from server.errors import InvalidRequest
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 IdempotencyKey = Annotated[str, msgspec.Meta(pattern=IDEMPOTENCY_KEY_PATTERN)]
 Count = Annotated[int, msgspec.Meta(ge=MIN_COUNT, le=MAX_COUNT)]
-Region = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")]
-Role = Annotated[str, msgspec.Meta(pattern=r"^(viewer|creator|admin)$")]
+Region = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}\Z")]
+Role = Annotated[str, msgspec.Meta(pattern=r"^(viewer|creator|admin)\Z")]
 DailyLimit = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
 
@@ -91,7 +91,7 @@ class PaymentData(msgspec.Struct, frozen=True):
     order_id: Id
     payment_id: Id
     amount_minor: Annotated[int, msgspec.Meta(ge=0)]
-    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
+    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}\Z")]
 
 
 class WebhookEvent(msgspec.Struct, frozen=True):

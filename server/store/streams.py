@@ -10,15 +10,19 @@ from redis.asyncio import Redis
 from server.errors import InvalidRequest
 from server.store.records import ledger_entry
 
-_CURSOR_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+# At most 19 digits a part, so that every cursor is a stream id the engine can parse (< 2**64).
+CURSOR_PATTERN = r"^\d{1,19}-\d{1,19}$"
+_CURSOR_RE = re.compile(CURSOR_PATTERN, re.ASCII)
 
 
 async def read_stream_page(
     redis: Redis, key: str, cursor: str | None, limit: int
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Entries of a ledger stream older than ``cursor`` (newest first), and the next cursor."""
-    if cursor is not None and not _CURSOR_RE.match(cursor):
+    if cursor is not None and not _CURSOR_RE.fullmatch(cursor):
         raise InvalidRequest(f"cursor must be a ledger entry id such as 1700000000000-0, got {cursor[:40]!r}")
+    if cursor is not None and not any(int(part) for part in cursor.split("-")):
+        return [], None  # nothing is older than 0-0, and the engine refuses the range "(0-0"
     top = "+" if cursor is None else f"({cursor}"
     rows = await redis.xrevrange(key, max=top, min="-", count=limit + 1)
     entries = [ledger_entry(entry_id, fields) for entry_id, fields in rows[:limit]]
