@@ -18,9 +18,11 @@ from starlette.types import ASGIApp
 
 from server.api import admin, creator, dev, http, pages, payments, ws
 from server.api.context import JSON, Context, now_ms
+from server.api.limits import ClientLimiter, RequestLimits
 from server.clawbacks import Clawbacks
 from server.demo import seed_demo
 from server.domain.catalog import Catalog
+from server.domain.limits import retry_after_s
 from server.errors import EngineUnavailable, GiftingError, MethodNotAllowed, NotFound, RateLimited
 from server.gifting import GiftService
 from server.hub.hub import Hub
@@ -35,7 +37,8 @@ OUTBOX_GRACE_MS = 1_000
 
 
 def create_app(settings: Settings, engine_url: str) -> ASGIApp:
-    """The server's ASGI app: room sockets (``api.ws``) in front of the Starlette app."""
+    """The server's ASGI app: room sockets (``api.ws``) in front of the per-address request
+    limit (``api.limits``) in front of the Starlette app."""
     routes: list[BaseRoute] = [
         *http.routes,
         *creator.routes,
@@ -56,6 +59,7 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
         app.state.ctx = sockets.context = Context(
             settings=settings, store=store, catalog=catalog, gifts=gifts, hub=hub, clawbacks=clawbacks
         )
+        sockets.limiter = limits.limiter = ClientLimiter(store, settings)
         await store.catalog.apply_to(catalog)
         if settings.demo:
             await seed_demo(store)
@@ -81,6 +85,8 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
                     await task
             with contextlib.suppress(Exception):
                 await gifts.flush_clears()  # what the sweeper would otherwise redo
+            with contextlib.suppress(Exception):
+                await hub.release_slots()  # else they count until they expire
             await store.close()
             sandbox = getattr(app.state, "sandbox_client", None)
             if sandbox is not None:
@@ -98,7 +104,8 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
             Exception: internal_error,
         },
     )
-    sockets = ws.RoomSockets(starlette)
+    limits = RequestLimits(starlette)
+    sockets = ws.RoomSockets(limits)
     return sockets
 
 
@@ -136,7 +143,7 @@ async def gifting_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GiftingError)
     headers = None
     if isinstance(exc, RateLimited):
-        headers = {"Retry-After": str(max(1, -(-exc.retry_after_ms // 1000)))}
+        headers = {"Retry-After": str(retry_after_s(exc.retry_after_ms))}
     return JSON(exc.to_dict(), status_code=exc.status, headers=headers)
 
 

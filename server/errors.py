@@ -15,6 +15,7 @@
     │                             withdrawal_decided, gift_exists
     ├── PayloadTooLarge       413 payload_too_large
     ├── RateLimited           429 rate_limited
+    ├── TooManyConnections    429 too_many_connections (room sockets only)
     ├── InvalidRequest        422 invalid_request, unknown_region, below_minimum_withdrawal
     └── EngineUnavailable     503 engine_unavailable
 
@@ -98,6 +99,13 @@ class RateLimited(GiftingError):
     def __init__(self, message: str, retry_after_ms: int, code: str | None = None) -> None:
         super().__init__(message, code)
         self.retry_after_ms = retry_after_ms
+
+
+class TooManyConnections(GiftingError):
+    """The user already holds the most room sockets allowed at once, on all processes."""
+
+    status = 429
+    default_code = "too_many_connections"
 
 
 class EngineUnavailable(GiftingError):

@@ -4,8 +4,9 @@ Each key carries a hash tag so that every Lua script touches a single cluster sl
 ``{u:<user>}`` holds a user's wallet, ledger, idempotency keys, outbox, orders and,
 for creators, earnings; ``{r:<room>}`` holds a room with its event stream, leaderboard,
 combos and presence; ``{o:<order>}`` and ``{p:<payment>}``
-are small pointers that route a webhook to its owner's slot. Ids are validated before
-they reach a key (see ``domain.ids``), so no id can contain a brace.
+are small pointers that route a webhook to its owner's slot; ``{ip:<address>}`` holds one
+client address's request rate. Ids are validated before they reach a key (see
+``domain.ids``), and addresses are normalised (``domain.limits``), so none can contain a brace.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ class UserKeys:
     def gift_rate(self) -> str:
         """HASH tokens, ts: the sender's gift rate token bucket (expires when full again)."""
         return f"{self.tag}:rate"
+
+    @property
+    def connections(self) -> str:
+        """ZSET connection slot id -> expiry (unix ms): the user's open WebSocket connections
+        on every process, each kept alive by the process holding it."""
+        return f"{self.tag}:conns"
 
     def order(self, order_id: str) -> str:
         """HASH of one purchase order of this user."""
@@ -203,6 +210,10 @@ class KeySchema:
     def overlay_owner(self, token: str) -> str:
         """STRING creator id an overlay token belongs to (removed when it is regenerated)."""
         return f"{self.prefix}{{ot:{token}}}:creator"
+
+    def client_rate(self, address: str) -> str:
+        """HASH tokens, ts: one client address's request token bucket (expires when full again)."""
+        return f"{self.prefix}{{ip:{address}}}:rate"
 
     def order_owner(self, order_id: str) -> str:
         """STRING user id owning an order, so a webhook finds the owner's slot."""

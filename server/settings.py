@@ -35,6 +35,9 @@ class Settings:
     outbox_sweep_s: float = 10.0
     gift_rate_per_s: int = 20
     gift_burst: int = 40
+    ip_rate_per_s: float = 50.0  # 0: no per-address request limit
+    ip_burst: int = 200
+    max_connections_per_user: int = 20  # 0: no limit
     tick_ms: int = 50
     combo_window_ms: int = 3_000
     room_stream_len: int = 10_000
@@ -68,6 +71,11 @@ class Settings:
             outbox_sweep_s=_float(env, "GIFTING_OUTBOX_SWEEP_S", cls.outbox_sweep_s),
             gift_rate_per_s=_int(env, "GIFTING_GIFT_RATE", cls.gift_rate_per_s, 1, 1_000_000),
             gift_burst=_int(env, "GIFTING_GIFT_BURST", cls.gift_burst, 1, 1_000_000),
+            ip_rate_per_s=_rate(env, "GIFTING_IP_RATE", cls.ip_rate_per_s),
+            ip_burst=_int(env, "GIFTING_IP_BURST", cls.ip_burst, 1, 1_000_000),
+            max_connections_per_user=_int(
+                env, "GIFTING_MAX_CONNECTIONS_PER_USER", cls.max_connections_per_user, 0, 1_000_000
+            ),
             tick_ms=_int(env, "GIFTING_TICK_MS", cls.tick_ms, 5, 1_000),
             combo_window_ms=_int(env, "GIFTING_COMBO_WINDOW_MS", cls.combo_window_ms, 100, 60_000),
             room_stream_len=_int(env, "GIFTING_ROOM_STREAM_LEN", cls.room_stream_len, 100, 10_000_000),
@@ -143,6 +151,20 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     if not value > 0:
         raise SettingsError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _rate(env: Mapping[str, str], name: str, default: float) -> float:
+    """A rate per second: a number from 0 (no limit) to 1,000,000."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not 0 <= value <= 1_000_000:
+        raise SettingsError(f"{name} must be between 0 (no limit) and 1000000, got {raw!r}")
     return value
 
 

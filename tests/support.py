@@ -95,6 +95,10 @@ def server_env(engine_url: str | None, prefix: str, **overrides: str) -> dict[st
         GIFTING_DEMO="1",
         GIFTING_KEY_PREFIX=prefix,
         GIFTING_OUTBOX_SWEEP_S="0.2",
+        # Every test client is 127.0.0.1: the per-address limit stays on but out of reach
+        # (tests/test_limits.py sets it low).
+        GIFTING_IP_RATE="100000",
+        GIFTING_IP_BURST="100000",
     )
     if engine_url:
         env["GIFTING_REDIS_URL"] = engine_url

@@ -22,9 +22,18 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.api.context import Context, now_ms
+from server.api.limits import ClientLimiter
 from server.auth import Principal, principal_from_token
 from server.domain.ids import check_id
-from server.errors import EngineUnavailable, Forbidden, GiftingError, InvalidRequest, NotFound, Unauthorized
+from server.errors import (
+    EngineUnavailable,
+    Forbidden,
+    GiftingError,
+    InvalidRequest,
+    NotFound,
+    TooManyConnections,
+    Unauthorized,
+)
 from server.hub.outlet import SCOPE_EXTENSION, GiftingWebSocketProtocol
 from server.hub.protocol import Close, Ping, decode, encode, error_frame, negotiate
 from server.hub.room import LocalRoom, Viewer
@@ -45,14 +54,19 @@ class RoomSockets:
     def __init__(self, app: ASGIApp, context: Context | None = None) -> None:
         self.app = app
         self.context = context
+        self.limiter: ClientLimiter | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and self.context is not None:
             if match := PATH.match(scope["path"]):
-                await room_socket(self.context, scope, receive, send, match[1], overlay=False)
+                await room_socket(
+                    self.context, scope, receive, send, match[1], overlay=False, limiter=self.limiter
+                )
                 return
             if match := OVERLAY_PATH.match(scope["path"]):
-                await room_socket(self.context, scope, receive, send, match[1], overlay=True)
+                await room_socket(
+                    self.context, scope, receive, send, match[1], overlay=True, limiter=self.limiter
+                )
                 return
         await self.app(scope, receive, send)
 
@@ -65,13 +79,20 @@ class Admitted:
 
 
 async def room_socket(
-    ctx: Context, scope: Scope, receive: Receive, send: Send, target: str, *, overlay: bool
+    ctx: Context,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    target: str,
+    *,
+    overlay: bool,
+    limiter: ClientLimiter | None = None,
 ) -> None:
     """A room's socket; with ``overlay``, ``target`` is an overlay token and the socket
     watches that creator's live room, read-only and not counted as a viewer."""
     if (await receive())["type"] != "websocket.connect":
         return
-    admitted = await admit(ctx, scope, send, target, overlay)
+    admitted = await admit(ctx, scope, send, target, overlay, limiter)
     if admitted is None:
         return
     viewer, room, principal = admitted.viewer, admitted.room, admitted.principal
@@ -127,8 +148,11 @@ async def room_socket(
         ctx.hub.leave(viewer)
 
 
-async def admit(ctx: Context, scope: Scope, send: Send, target: str, overlay: bool) -> Admitted | None:
-    """Check the handshake, accept, authenticate and join the hub; None if refused."""
+async def admit(
+    ctx: Context, scope: Scope, send: Send, target: str, overlay: bool, limiter: ClientLimiter | None = None
+) -> Admitted | None:
+    """Check the handshake and the address's request rate, accept, authenticate, take a
+    slot of the user's connection limit and join the hub; None if refused."""
     handshake = negotiate(list(scope.get("subprotocols", [])))
     origin = dict(scope["headers"]).get(b"origin", b"").decode("latin-1") or None
     allowed = ctx.settings.allowed_origins
@@ -141,6 +165,8 @@ async def admit(ctx: Context, scope: Scope, send: Send, target: str, overlay: bo
         log.error("websocket refused: run the server with `gifting-server` (its WebSocket protocol)")
         await send({"type": "websocket.close", "code": 1011})
         return None
+    # Counted before the accept; refused after it, so that the client learns why.
+    over_rate = await limiter.check(scope) if limiter is not None else None
     await send({"type": "websocket.accept", "subprotocol": handshake.subprotocol})
     query = parse_qs(scope["query_string"].decode("latin-1"))
 
@@ -152,6 +178,9 @@ async def admit(ctx: Context, scope: Scope, send: Send, target: str, overlay: bo
         outlet.write(encode(error_frame(error), handshake.encoding))
         outlet.close(code, error.code)
 
+    if over_rate is not None:
+        refuse(over_rate, Close.TOO_MANY)
+        return None
     try:
         if overlay:
             principal, room_id = await overlay_target(ctx, target)
@@ -163,13 +192,20 @@ async def admit(ctx: Context, scope: Scope, send: Send, target: str, overlay: bo
             room_id = check_id(target, "room_id")
         name = principal.name or await ctx.gifts.name_of(principal.user_id)
         viewer = Viewer(outlet, principal.user_id, name, handshake.encoding, room_id, overlay=overlay)
-        room = await ctx.hub.join(viewer, param("since"), param("epoch"))
+        await ctx.hub.claim(viewer)
+        try:
+            room = await ctx.hub.join(viewer, param("since"), param("epoch"))
+        except BaseException:
+            ctx.hub.leave(viewer)  # frees the slot it claimed
+            raise
     except Unauthorized as exc:
         refuse(exc, Close.UNAUTHORIZED)
     except InvalidRequest as exc:
         refuse(exc, Close.INVALID_FRAMES)
     except NotFound as exc:
         refuse(exc, Close.ROOM_NOT_FOUND)
+    except TooManyConnections as exc:
+        refuse(exc, Close.TOO_MANY)
     except GiftingError as exc:  # room_ended
         refuse(exc, Close.ROOM_GONE)
     except (RedisError, OSError):

@@ -8,7 +8,9 @@ One task per process runs the tick loop:
    goal and viewer count, and reports this process's viewers (expiring presence);
 3. every room with something new gets one ``batch`` frame, encoded once per subprotocol
    and written to all its connections (``LocalRoom.broadcast``);
-4. combos whose sender stopped are closed (``combo_expire.lua``, exactly once overall).
+4. combos whose sender stopped are closed (``combo_expire.lua``, exactly once overall);
+5. the connection slots of the per-user connection limit are kept alive with the presence
+   heartbeat, and those of closed connections freed (``hub.slots``).
 
 So the engine sees a constant number of calls per tick and room, whatever the number of
 viewers, and a viewer receives at most one batch per tick, whatever the gift rate.
@@ -30,6 +32,7 @@ from server.domain.events import RoomEvent, parse_entry, parse_offset
 from server.errors import Conflict, InvalidRequest
 from server.hub.protocol import Close
 from server.hub.room import LocalRoom, Viewer
+from server.hub.slots import ConnectionSlots
 from server.settings import Settings
 from server.store import Store
 from server.store.records import RoomState
@@ -51,6 +54,8 @@ class Hub:
         self.rooms: dict[str, LocalRoom] = {}
         self.by_user: dict[str, set[Viewer]] = {}
         self.combos = ComboWatch(settings.combo_window_ms)
+        self.slots = ConnectionSlots(self.node_id, settings.presence_ttl_s / 3)
+        self._slot_sync: asyncio.Task[None] | None = None
         self._opening: dict[str, asyncio.Future[LocalRoom]] = {}
         self._presence_changed: set[str] = set()
         self._vacated: set[str] = set()
@@ -59,6 +64,17 @@ class Hub:
         self._wake = asyncio.Event()
 
     # -- connections -------------------------------------------------------------------
+
+    async def claim(self, viewer: Viewer) -> None:
+        """Take a slot of the user's connection limit for this connection, counted across
+        processes; ``TooManyConnections`` if the user holds the most already. ``leave``
+        frees it."""
+        most = self.settings.max_connections_per_user
+        if not most:
+            return
+        slot = self.slots.new_slot()
+        await self.store.limits.open_connection(viewer.user_id, slot, most, self._slot_ttl_ms)
+        self.slots.hold(viewer.user_id, viewer, slot)
 
     async def join(self, viewer: Viewer, since: str | None, epoch: str | None) -> LocalRoom:
         """Add a connection to its room and send it ``welcome`` (after ``resync`` if it asked
@@ -106,6 +122,8 @@ class Hub:
         return room
 
     def leave(self, viewer: Viewer) -> None:
+        if self.slots.release(viewer.user_id, viewer):
+            self._wake.set()  # the tick frees the slot, even with no room left to serve
         room = self.rooms.get(viewer.room_id)
         if room is not None and room.remove(viewer):
             self._presence_changed.add(viewer.room_id)
@@ -234,6 +252,7 @@ class Hub:
         async with self._progress:
             self._progress.notify_all()
         await self._expire_combos()
+        self._sync_slots()
 
     async def _refresh_states(self) -> dict[str, RoomState]:
         now = time.monotonic()
@@ -254,6 +273,38 @@ class Hub:
         self._presence_changed.clear()
         self._vacated.clear()
         return {room_id: state for (room_id, _), state in zip(reports, replies, strict=True) if state}
+
+    @property
+    def _slot_ttl_ms(self) -> int:
+        return int(self.settings.presence_ttl_s * 1000)
+
+    def _sync_slots(self) -> None:
+        """Free the slots of closed connections; at the presence heartbeat, keep every held
+        slot alive for another presence TTL (a crashed process's slots then expire).
+
+        With thousands of connections that is thousands of calls, so they go out beside the
+        tick rather than in it: batches never wait for them.
+        """
+        if self._slot_sync is not None and not self._slot_sync.done():
+            return  # what falls due meanwhile goes with the next tick's
+        held = self.slots.take_due(time.monotonic())
+        released = self.slots.take_released()
+        if held or released:
+            self._slot_sync = asyncio.create_task(self._send_slots(held, released))
+
+    async def _send_slots(self, held: dict[str, list[str]], released: list[tuple[str, str]]) -> None:
+        try:
+            await self.store.limits.sync_connections(held, released, self._slot_ttl_ms)
+        except (RedisError, OSError) as exc:
+            # Released slots expire by themselves; held ones are renewed at the next heartbeat.
+            log.warning("connection slots not renewed: engine unavailable (%s)", exc)
+
+    async def release_slots(self) -> None:
+        """Free every slot this process holds or has yet to free: at shutdown."""
+        if self._slot_sync is not None:
+            await asyncio.wait([self._slot_sync])
+        held = [(user_id, slot) for user_id, slots in self.slots.held().items() for slot in slots]
+        await self.store.limits.sync_connections({}, self.slots.take_released() + held, 0)
 
     def _flush(self, room_id: str, room: LocalRoom, state: RoomState | None) -> None:
         balances = {event.sender_id: event.balance for event in room.pending if event.balance is not None}

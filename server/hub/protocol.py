@@ -15,7 +15,7 @@ import msgpack
 import orjson
 
 from server.domain.requests import GiftRequest, parse
-from server.errors import GiftingError, InvalidRequest
+from server.errors import GiftingError, InvalidRequest, RateLimited
 
 JSON = "gifting.v1.json"
 MSGPACK = "gifting.v1.msgpack"
@@ -34,6 +34,9 @@ class Close(enum.IntEnum):
     ROOM_NOT_FOUND = 4404
     TOO_SLOW = 4408
     ROOM_GONE = 4410
+    # Over the per-address handshake rate (rate_limited) or the per-user connection limit
+    # (too_many_connections): the error frame and the close reason say which.
+    TOO_MANY = 4429
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ def decode(data: str | bytes, encoding: str) -> ClientFrame:
 
 def error_frame(error: GiftingError, idempotency_key: str | None = None) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
+    if isinstance(error, RateLimited):
+        frame["retry_after_ms"] = error.retry_after_ms
     if idempotency_key is not None:
         frame["idempotency_key"] = idempotency_key
     return frame

@@ -33,6 +33,9 @@ class Scripts:
     withdraw: AsyncScript
     withdrawal_decide: AsyncScript
     claw_back: AsyncScript
+    ip_bucket: AsyncScript
+    connection_open: AsyncScript
+    connection_refresh: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

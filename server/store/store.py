@@ -15,6 +15,7 @@ from server.store.batch import ScriptBatch
 from server.store.catalog import CatalogChanges
 from server.store.connection import hiredis_packing
 from server.store.earnings import CreatorEarnings
+from server.store.limits import Limits
 from server.store.outbox import Outbox
 from server.store.overlays import OverlayTokens
 from server.store.payments import Payments
@@ -46,6 +47,7 @@ class Store:
         self.catalog = CatalogChanges(redis, keys)
         self.admin_log = AdminLog(redis, keys)
         self.overlays = OverlayTokens(redis, keys)
+        self.limits = Limits(redis, keys, scripts, batch)
 
     @classmethod
     def from_url(cls, url: str, keys: KeySchema, room_stream_len: int = 10_000) -> Store:

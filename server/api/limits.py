@@ -1,0 +1,94 @@
+"""The per-address request limit: each HTTP request and each room socket handshake takes a
+token from its client address's bucket in the engine (``ip_bucket.lua``), so the limit holds
+across every process sharing the engine.
+
+``RequestLimits`` applies it to HTTP as a plain ASGI middleware in front of the Starlette
+app: a refused request gets 429 ``rate_limited`` with ``Retry-After`` and reaches no route.
+The room socket's admission (``api.ws``) asks the same ``ClientLimiter`` before it accepts.
+Health probes, static files and the signed payment webhook are not counted
+(``domain.limits.is_exempt``).
+
+The client address is the ASGI ``client``: uvicorn replaces it with the ``X-Forwarded-For``
+address only for a connection from a trusted proxy (``FORWARDED_ALLOW_IPS``, by default the
+loopback addresses), so a client cannot pick the bucket it counts against.
+
+The limit fails open: while the engine cannot be reached, requests go on unlimited (logged
+once per outage), and each route answers as it would without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from server.api.context import JSON
+from server.domain.limits import client_address, is_exempt, retry_after_s
+from server.errors import RateLimited
+from server.settings import Settings
+from server.store import Store
+
+log = logging.getLogger(__name__)
+
+# After the engine failed to answer, how long requests skip the limit before it is tried
+# again, so that an outage does not add a failed engine call to every request.
+RETRY_ENGINE_S = 1.0
+
+
+class ClientLimiter:
+    """Takes one request token per call from the client address's bucket."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.rate_per_s = settings.ip_rate_per_s
+        self.burst = settings.ip_burst
+        self._engine_down = False
+        self._skip_until = 0.0
+
+    async def check(self, scope: Scope) -> RateLimited | None:
+        """The refusal if the connection's address is over its rate, else None (the token
+        is taken). None too when the limit is off, there is no address, or the engine is down."""
+        if self.rate_per_s <= 0:
+            return None
+        address = client_address(scope.get("client"))
+        if address is None or time.monotonic() < self._skip_until:
+            return None
+        try:
+            await self.store.limits.take_request(address, self.rate_per_s, self.burst)
+        except RateLimited as refused:
+            return refused
+        except (RedisError, OSError) as exc:
+            if not self._engine_down:
+                log.warning("per-address request limit off: engine unavailable (%r)", exc)
+            self._engine_down = True
+            self._skip_until = time.monotonic() + RETRY_ENGINE_S
+            return None
+        if self._engine_down:
+            log.warning("per-address request limit on again: engine reachable")
+            self._engine_down = False
+        return None
+
+
+class RequestLimits:
+    """ASGI middleware: HTTP requests over their address's rate get 429 ``rate_limited``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        # Set by the app's lifespan once the store exists; until then nothing is counted.
+        self.limiter: ClientLimiter | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.limiter is not None and not is_exempt(scope["path"]):
+            refused = await self.limiter.check(scope)
+            if refused is not None:
+                await too_many_requests(refused)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def too_many_requests(refused: RateLimited) -> JSON:
+    """The 429 answer: the usual error body, and ``Retry-After`` in whole seconds."""
+    headers = {"Retry-After": str(retry_after_s(refused.retry_after_ms))}
+    return JSON(refused.to_dict(), status_code=refused.status, headers=headers)

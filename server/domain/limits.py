@@ -1,0 +1,55 @@
+"""Abuse limits apart from any I/O: the address a request counts against, the paths that
+do not count, and how long a refused client is told to wait.
+
+The counting is atomic in the engine: ``ip_bucket.lua`` keeps a token bucket per client
+address, and ``connection_open.lua`` a user's open room sockets, so both hold across
+every server process sharing the engine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+# Probes hit these often and cheaply; static files are the browser pages' assets. The payment
+# webhook is signed (checked before any engine work) and comes from the provider's few
+# addresses in bursts, which a 429 would only turn into redeliveries and late coins.
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/v1/payments/webhook"})
+EXEMPT_PREFIXES = ("/static/",)
+# The bucket shared by every client whose address is not an IP address.
+UNKNOWN_ADDRESS = "unknown"
+# One IPv6 subscriber usually holds a whole /64, so its addresses share one bucket.
+IPV6_PREFIX = 64
+
+
+def is_exempt(path: str) -> bool:
+    """True for the paths the per-address request limit does not count."""
+    return path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES)
+
+
+def client_address(client: Sequence[Any] | None) -> str | None:
+    """The address an ASGI ``client`` (host, port) counts against; None if there is none.
+
+    An IPv4 address as is; an IPv6 address as its /64 network, so one subscriber cannot step
+    around the limit by changing the low bits; an IPv4-mapped IPv6 address as the IPv4
+    address. A host that is not an IP address at all shares one bucket with every other
+    such host. The result never contains a brace, so it can go into a hash tag.
+    """
+    if not client:
+        return None
+    try:
+        ip = ipaddress.ip_address(str(client[0]))
+    except ValueError:
+        return UNKNOWN_ADDRESS
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        # From the integer, so that a zone id (fe80::1%eth0) does not split the bucket.
+        return str(ipaddress.IPv6Network((int(ip), IPV6_PREFIX), strict=False))
+    return str(ip)
+
+
+def retry_after_s(retry_after_ms: int) -> int:
+    """The ``Retry-After`` seconds for a wait in milliseconds: rounded up, at least 1."""
+    return max(1, -(-retry_after_ms // 1000))
