@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from server.api import admin, creator, dev, http, pages, payments, ws
+from server.api import admin, creator, dev, http, openapi, pages, payments, ws
 from server.api.context import JSON, Context, now_ms
 from server.api.limits import ClientLimiter, RequestLimits
 from server.clawbacks import Clawbacks
@@ -48,6 +48,7 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
     ]
     if settings.demo:
         routes += [*dev.routes, *payments.sandbox_routes]
+    routes.append(openapi.route(routes))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
