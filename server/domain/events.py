@@ -16,12 +16,14 @@ from server.errors import InvalidRequest
 
 Offset = tuple[int, int]
 ZERO_OFFSET = "0-0"
-_OFFSET_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+# ASCII digits only, the whole string (no trailing newline), and at most 19 digits a part
+# so that every offset accepted is one the engine takes (its parts are 64-bit unsigned).
+_OFFSET_RE = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")
 
 
 def parse_offset(raw: str, what: str = "offset") -> Offset:
     """A stream offset such as ``1732550000000-3`` as a comparable pair."""
-    match = _OFFSET_RE.match(raw)
+    match = _OFFSET_RE.fullmatch(raw)
     if match is None:
         raise InvalidRequest(f"{what} must be a stream offset such as 1732550000000-0, got {raw[:40]!r}")
     return int(match[1]), int(match[2])
