@@ -38,6 +38,8 @@ class Settings:
     ip_rate_per_s: float = 50.0  # 0: no per-address request limit
     ip_burst: int = 200
     max_connections_per_user: int = 20  # 0: no limit
+    # How long a connection's slot outlives its process's last renewal (renewed every third).
+    connection_slot_ttl_s: float = 60.0
     tick_ms: int = 50
     combo_window_ms: int = 3_000
     room_stream_len: int = 10_000
@@ -82,6 +84,7 @@ class Settings:
             ws_buffer_bytes=_int(env, "GIFTING_WS_BUFFER_BYTES", cls.ws_buffer_bytes, 4096, 64 << 20),
             ws_ping_s=_float(env, "GIFTING_WS_PING_S", cls.ws_ping_s),
             presence_ttl_s=_float(env, "GIFTING_PRESENCE_TTL_S", cls.presence_ttl_s),
+            connection_slot_ttl_s=_float(env, "GIFTING_CONNECTION_SLOT_TTL_S", cls.connection_slot_ttl_s),
             allowed_origins=_origins(env),
             diamond_hold_s=_float(env, "GIFTING_DIAMOND_HOLD_S", cls.diamond_hold_s),
             diamond_value_millicents=_int(

@@ -47,6 +47,7 @@ LIMITS_ENV = {
     "GIFTING_IP_BURST": str(BURST),
     "GIFTING_MAX_CONNECTIONS_PER_USER": str(MAX_CONNECTIONS),
     "GIFTING_PRESENCE_TTL_S": str(PRESENCE_TTL_S),
+    "GIFTING_CONNECTION_SLOT_TTL_S": str(PRESENCE_TTL_S),
     "FORWARDED_ALLOW_IPS": "127.0.0.1",  # the tests' clients are the trusted proxy
 }
 

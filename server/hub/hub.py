@@ -54,7 +54,7 @@ class Hub:
         self.rooms: dict[str, LocalRoom] = {}
         self.by_user: dict[str, set[Viewer]] = {}
         self.combos = ComboWatch(settings.combo_window_ms)
-        self.slots = ConnectionSlots(self.node_id, settings.presence_ttl_s / 3)
+        self.slots = ConnectionSlots(self.node_id, settings.connection_slot_ttl_s / 3)
         self._slot_sync: asyncio.Task[None] | None = None
         self._opening: dict[str, asyncio.Future[LocalRoom]] = {}
         self._presence_changed: set[str] = set()
@@ -276,11 +276,11 @@ class Hub:
 
     @property
     def _slot_ttl_ms(self) -> int:
-        return int(self.settings.presence_ttl_s * 1000)
+        return int(self.settings.connection_slot_ttl_s * 1000)
 
     def _sync_slots(self) -> None:
-        """Free the slots of closed connections; at the presence heartbeat, keep every held
-        slot alive for another presence TTL (a crashed process's slots then expire).
+        """Free the slots of closed connections; every third of the slot TTL, keep every held
+        slot alive for another slot TTL (a crashed process's slots then expire).
 
         With thousands of connections that is thousands of calls, so they go out beside the
         tick rather than in it: batches never wait for them.
