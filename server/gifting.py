@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
+from server import logs, metrics
 from server.domain.catalog import Catalog
 from server.domain.ids import new_id
 from server.domain.money import gift_fingerprint, price_gift, utc_day
@@ -65,6 +66,7 @@ class GiftService:
         room: Room | None = None,
     ) -> GiftOutcome:
         """Send one gift; ``room`` may be passed by a caller that already holds it (the hub)."""
+        logs.bind(sender=sender_id, room=room_id)
         gift = self.catalog.gift(request.gift_id)
         fingerprint = gift_fingerprint(room_id, gift.id, request.count)
         if room is None or not room.live:
@@ -90,19 +92,23 @@ class GiftService:
             ts=now_ms,
             sender_name=sender_name or await self.name_of(sender_id),
         )
-        debit = await self.store.wallets.debit_gift(
-            credit=credit,
-            idempotency_key=request.idempotency_key,
-            fingerprint=fingerprint,
-            day=utc_day(now_ms),
-            idempotency_ttl_s=self.settings.idempotency_ttl_s,
-            rate_per_s=self.settings.gift_rate_per_s,
-            burst=self.settings.gift_burst,
-        )
+        with metrics.GIFT_DEBIT_SECONDS.time():
+            debit = await self.store.wallets.debit_gift(
+                credit=credit,
+                idempotency_key=request.idempotency_key,
+                fingerprint=fingerprint,
+                day=utc_day(now_ms),
+                idempotency_ttl_s=self.settings.idempotency_ttl_s,
+                rate_per_s=self.settings.gift_rate_per_s,
+                burst=self.settings.gift_burst,
+            )
+        logs.bind(gift_event_id=debit.event_id)
         if not debit.replayed:
+            metrics.COINS_SPENT.inc(debit.cost)
             try:
                 await self.deliver(credit, balance=debit.coins, clear_now=False)
-            except Exception:
+            except Exception as exc:
+                metrics.engine_error(exc)
                 # The debit stands and the outbox holds the credit; the sweeper finishes it.
                 log.exception("delivery of gift %s deferred to the outbox", credit.event_id)
         return GiftOutcome(debit.event_id, debit.coins, debit.cost, debit.replayed)
@@ -134,6 +140,8 @@ class GiftService:
         finally:
             # Awaited whatever the room's outcome, so neither error goes unobserved.
             credited = await credit_applied
+        if credited:
+            metrics.DIAMONDS_CREDITED.inc(credit.diamonds)
         if clear_now:
             await self.store.outbox.clear(credit.sender_id, credit.event_id)
         else:
@@ -157,6 +165,7 @@ class GiftService:
             try:
                 await self.flush_clears()
             except (RedisError, OSError) as exc:
+                metrics.engine_error(exc)
                 log.warning("outbox clears deferred: engine unavailable (%s)", exc)
 
     async def sweep(self, older_than_ms: int) -> int:

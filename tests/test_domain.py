@@ -138,6 +138,8 @@ def test_settings_refuse_missing_secrets_outside_demo_mode() -> None:
         ("GIFTING_CREATOR_SHARE", "half"),
         ("GIFTING_DEMO", "maybe"),
         ("GIFTING_KEY_PREFIX", "{x}"),
+        ("GIFTING_LOG_FORMAT", "xml"),
+        ("GIFTING_METRICS", "maybe"),
     ],
 )
 def test_settings_name_the_variable_that_is_wrong(name: str, value: str) -> None:
@@ -156,8 +158,13 @@ def test_settings_read_every_documented_variable(tmp_path: object) -> None:
             "GIFTING_JWT_SECRET": "j" * 32,
             "GIFTING_WEBHOOK_SECRET": "w" * 32,
             "GIFTING_CREATOR_SHARE": "0.55",
+            "GIFTING_LOG_FORMAT": "json",
+            "GIFTING_METRICS": "0",
         }
     )
     assert (settings.host, settings.port, str(settings.data_dir)) == ("0.0.0.0", 9000, "/srv/gifting")
     assert (settings.redis_url, settings.fsync, settings.demo) == ("redis://cache:6379/2", "everysec", False)
     assert settings.creator_share == Fraction(11, 20)
+    assert (settings.log_format, settings.metrics) == ("json", False)
+    defaults = Settings.from_env({"GIFTING_DEMO": "1"})
+    assert (defaults.log_format, defaults.metrics) == ("text", True)

@@ -5,7 +5,7 @@ across every process sharing the engine.
 ``RequestLimits`` applies it to HTTP as a plain ASGI middleware in front of the Starlette
 app: a refused request gets 429 ``rate_limited`` with ``Retry-After`` and reaches no route.
 The room socket's admission (``api.ws``) asks the same ``ClientLimiter`` before it accepts.
-Health probes, static files and the signed payment webhook are not counted
+Health probes, metrics scrapes, static files and the signed payment webhook are not counted
 (``domain.limits.is_exempt``).
 
 The client address is the ASGI ``client``: uvicorn replaces it with the ``X-Forwarded-For``
@@ -24,6 +24,7 @@ import time
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server import metrics
 from server.api.context import JSON
 from server.domain.limits import client_address, is_exempt, retry_after_s
 from server.errors import RateLimited
@@ -60,6 +61,7 @@ class ClientLimiter:
         except RateLimited as refused:
             return refused
         except (RedisError, OSError) as exc:
+            metrics.engine_error(exc)
             if not self._engine_down:
                 log.warning("per-address request limit off: engine unavailable (%r)", exc)
             self._engine_down = True

@@ -21,6 +21,8 @@ from urllib.parse import parse_qs
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server import logs, metrics
+from server.api import request_ids
 from server.api.context import Context, now_ms
 from server.api.limits import ClientLimiter
 from server.auth import Principal, principal_from_token
@@ -58,6 +60,7 @@ class RoomSockets:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and self.context is not None:
+            request_ids.adopt(scope)
             if match := PATH.match(scope["path"]):
                 await room_socket(
                     self.context, scope, receive, send, match[1], overlay=False, limiter=self.limiter
@@ -97,6 +100,8 @@ async def room_socket(
         return
     viewer, room, principal = admitted.viewer, admitted.room, admitted.principal
     invalid: list[float] = []
+    connections = metrics.CONNECTIONS[overlay]
+    connections.inc()
     try:
         while True:
             message = await receive()
@@ -108,6 +113,7 @@ async def room_socket(
             try:
                 frame = decode(data, viewer.encoding)
             except InvalidRequest as exc:
+                metrics.gift_refused(metrics.WS, exc.code)  # what a client sends is a gift or a ping
                 now = time.monotonic()
                 invalid = [t for t in invalid if now - t < INVALID_WINDOW_S] + [now]
                 viewer.send(error_frame(exc))
@@ -117,6 +123,7 @@ async def room_socket(
             if isinstance(frame, Ping):
                 viewer.send({"type": "pong"})
                 continue
+            mark = logs.keep()  # the gift's log fields last until its answer
             try:
                 if viewer.overlay:
                     raise Forbidden("an overlay connection is read-only: it cannot send gifts")
@@ -130,12 +137,16 @@ async def room_socket(
                     room=None if room.ended else room.room,
                 )
             except GiftingError as exc:
+                metrics.gift_refused(metrics.WS, exc.code)
                 viewer.send(error_frame(exc, frame.idempotency_key))
             except (RedisError, OSError) as exc:
+                metrics.engine_error(exc)
+                metrics.gift_refused(metrics.WS, EngineUnavailable.default_code)
                 log.warning("gift over websocket refused: engine unavailable (%r)", exc)
                 error = EngineUnavailable("the engine is unavailable; retry shortly")
                 viewer.send(error_frame(error, frame.idempotency_key))
             else:
+                metrics.gift_answered(metrics.WS, outcome.replayed)
                 viewer.send(
                     {
                         "type": "gift_ack",
@@ -144,7 +155,10 @@ async def room_socket(
                         "coins": outcome.coins,
                     }
                 )
+            finally:
+                logs.restore(mark)
     finally:
+        connections.dec()
         ctx.hub.leave(viewer)
 
 
@@ -158,11 +172,13 @@ async def admit(
     allowed = ctx.settings.allowed_origins
     if allowed and origin is not None and origin.rstrip("/") not in allowed:
         log.info("websocket refused: origin %r is not allowed", origin)
+        metrics.WS_REFUSALS.labels("1008", "origin_not_allowed").inc()
         await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
         return None
     outlet = scope.get("extensions", {}).get(SCOPE_EXTENSION)
     if not isinstance(outlet, GiftingWebSocketProtocol):
         log.error("websocket refused: run the server with `gifting-server` (its WebSocket protocol)")
+        metrics.WS_REFUSALS.labels("1011", "no_outlet").inc()
         await send({"type": "websocket.close", "code": 1011})
         return None
     # Counted before the accept; refused after it, so that the client learns why.
@@ -175,6 +191,7 @@ async def admit(
         return values[0] if values else None
 
     def refuse(error: GiftingError, code: int) -> None:
+        metrics.WS_REFUSALS.labels(str(int(code)), error.code).inc()
         outlet.write(encode(error_frame(error), handshake.encoding))
         outlet.close(code, error.code)
 
@@ -208,7 +225,8 @@ async def admit(
         refuse(exc, Close.TOO_MANY)
     except GiftingError as exc:  # room_ended
         refuse(exc, Close.ROOM_GONE)
-    except (RedisError, OSError):
+    except (RedisError, OSError) as exc:
+        metrics.engine_error(exc)
         refuse(EngineUnavailable("the engine is unavailable; retry shortly"), Close.ENGINE_UNAVAILABLE)
     else:
         return Admitted(viewer, room, principal)

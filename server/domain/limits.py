@@ -12,10 +12,11 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
-# Probes hit these often and cheaply; static files are the browser pages' assets. The payment
-# webhook is signed (checked before any engine work) and comes from the provider's few
-# addresses in bursts, which a 429 would only turn into redeliveries and late coins.
-EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/v1/payments/webhook"})
+# Probes and Prometheus scrapes hit these often and cheaply (a refused scrape is a gap in every
+# graph); static files are the browser pages' assets. The payment webhook is signed (checked
+# before any engine work) and comes from the provider's few addresses in bursts, which a 429
+# would only turn into redeliveries and late coins.
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/payments/webhook"})
 EXEMPT_PREFIXES = ("/static/",)
 # The bucket shared by every client whose address is not an IP address.
 UNKNOWN_ADDRESS = "unknown"

@@ -26,6 +26,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from server import metrics
 from server.domain.catalog import Catalog
 from server.domain.combos import ComboWatch
 from server.domain.events import RoomEvent, parse_entry, parse_offset
@@ -221,6 +222,7 @@ class Hub:
             try:
                 await self.tick()
             except (RedisError, OSError) as exc:
+                metrics.engine_error(exc)
                 if not engine_down:
                     log.warning("hub paused: engine unavailable (%s)", exc)
                 engine_down = True
@@ -246,6 +248,7 @@ class Hub:
                     events = [parse_entry(entry_id, fields) for entry_id, fields in entries]
                     room.add_events(events)
                     self._watch_combos(room_id, events)
+        started = time.perf_counter()
         states = await self._refresh_states()
         for room_id, room in list(self.rooms.items()):
             self._flush(room_id, room, states.get(room_id))
@@ -253,6 +256,7 @@ class Hub:
             self._progress.notify_all()
         await self._expire_combos()
         self._sync_slots()
+        metrics.HUB_TICK_SECONDS.observe(time.perf_counter() - started)
 
     async def _refresh_states(self) -> dict[str, RoomState]:
         now = time.monotonic()
@@ -296,6 +300,7 @@ class Hub:
         try:
             await self.store.limits.sync_connections(held, released, self._slot_ttl_ms)
         except (RedisError, OSError) as exc:
+            metrics.engine_error(exc)
             # Released slots expire by themselves; held ones are renewed at the next heartbeat.
             log.warning("connection slots not renewed: engine unavailable (%s)", exc)
 

@@ -21,6 +21,7 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
+from server import metrics
 from server.hub.protocol import Close
 
 SCOPE_EXTENSION = "gifting.outlet"
@@ -140,6 +141,7 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
             return False
         if transport.get_write_buffer_size() + len(frame) > self.buffer_limit:
             self.close(Close.TOO_SLOW, "too slow: the connection fell behind the room", abort=True)
+            metrics.WS_SLOW_CONSUMERS_DROPPED.inc()
             return False
         transport.write(frame)
         return True

@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from server import metrics
 from server.domain.events import RoomEvent
 from server.hub.outlet import GiftingWebSocketProtocol
 from server.hub.protocol import encode
@@ -31,7 +32,11 @@ class Viewer:
     overlay: bool = False
 
     def send(self, message: dict[str, Any]) -> bool:
-        return self.outlet.write(encode(message, self.encoding))
+        frame = encode(message, self.encoding)
+        if not self.outlet.write(frame):
+            return False
+        metrics.frames_sent(1, len(frame))
+        return True
 
 
 @dataclass(eq=False)
@@ -121,12 +126,15 @@ class LocalRoom:
     def broadcast(self, batches: dict[bool, dict[str, Any] | None]) -> list[Viewer]:
         """Write each audience its batch, encoded once per subprotocol; returns the
         connections that were dropped as too slow."""
-        dropped = []
+        dropped: list[Viewer] = []
         for (encoding, overlay), viewers in self.by_audience.items():
             message = batches[overlay]
             if viewers and message is not None:
                 frame = encode(message, encoding)
+                failed = len(dropped)
                 for viewer in viewers:
                     if not viewer.outlet.write(frame):
                         dropped.append(viewer)
+                # Counted per audience, not per write: this loop runs for every connection.
+                metrics.frames_sent(len(viewers) - (len(dropped) - failed), len(frame))
         return dropped

@@ -1,0 +1,205 @@
+"""Prometheus metrics: every metric the server exports is defined here, and ``exposition``
+renders them for ``GET /metrics``.
+
+Each process counts what it does itself, so Prometheus scrapes every process. With
+``PROMETHEUS_MULTIPROC_DIR`` set, prometheus-client's multiprocess mode is on instead: the
+processes of one node (``--workers N``) keep their values in files in that directory, and
+whichever answers ``/metrics`` serves the sum of them all.
+
+The hot paths pay for a batch, not for a connection: a broadcast counts its frames and bytes
+once per audience (its connections times the frame's size), and no metric has a label per
+connection, user or room.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import disable_created_metrics as _disable_created_metrics
+from prometheus_client.exposition import choose_encoder
+from redis.exceptions import ConnectionError as EngineConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as EngineTimeoutError
+
+from server.errors import GiftingError
+
+# ``*_created`` series double every counter and histogram for a start time nobody graphs.
+_disable_created_metrics()
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+HTTP = "http"
+WS = "ws"
+# Latencies from half a millisecond (a lone script on an idle engine) to a second.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+TICK_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+GIFTS = Counter(
+    "gifting_gifts_total",
+    "Gift requests by transport (http, ws) and outcome: acked, replayed, or the error code "
+    "of the refusal (insufficient_coins, rate_limited, room_ended, engine_unavailable, ...)",
+    ["transport", "outcome"],
+)
+GIFT_DEBIT_SECONDS = Histogram(
+    "gifting_gift_debit_seconds",
+    "Time the gift debit script took as the server sees it, from the call to the answer "
+    "(group commit included), refusals included",
+    buckets=LATENCY_BUCKETS,
+)
+COINS_SPENT = Counter("gifting_coins_spent_total", "Coins debited from senders by gifts (replays excluded)")
+COINS_PURCHASED = Counter(
+    "gifting_coins_purchased_total", "Coins credited to wallets by paid purchase orders"
+)
+DIAMONDS_CREDITED = Counter(
+    "gifting_diamonds_credited_total",
+    "Diamonds credited to creators (as pending), by the gift path or the outbox sweep",
+)
+WS_CONNECTIONS = Gauge(
+    "gifting_websocket_connections",
+    "Open room sockets by kind (viewer, overlay)",
+    ["kind"],
+    multiprocess_mode="livesum",
+)
+WS_FRAMES_SENT = Counter("gifting_websocket_frames_sent_total", "WebSocket frames written to room sockets")
+WS_BYTES_SENT = Counter(
+    "gifting_websocket_bytes_sent_total",
+    "Bytes of WebSocket frames written to room sockets, headers included",
+)
+WS_SLOW_CONSUMERS_DROPPED = Counter(
+    "gifting_websocket_slow_consumers_dropped_total",
+    "Room sockets closed with 4408 for falling GIFTING_WS_BUFFER_BYTES behind the room",
+)
+WS_REFUSALS = Counter(
+    "gifting_websocket_refusals_total",
+    "Room socket handshakes refused, by close code and error code",
+    ["code", "reason"],
+)
+HUB_TICK_SECONDS = Histogram(
+    "gifting_hub_tick_seconds",
+    "Work of one hub tick once its stream read has returned: room states, batches written, combos closed",
+    buckets=TICK_BUCKETS,
+)
+ENGINE_ERRORS = Counter(
+    "gifting_engine_errors_total",
+    "Engine calls that failed as the server saw them, by kind (connection, timeout, response)",
+    ["kind"],
+)
+
+# The series every dashboard expects, present (at 0) from the first scrape on.
+_ANSWERED = {
+    (transport, replayed): GIFTS.labels(transport, "replayed" if replayed else "acked")
+    for transport in (HTTP, WS)
+    for replayed in (False, True)
+}
+CONNECTIONS = {
+    overlay: WS_CONNECTIONS.labels("overlay" if overlay else "viewer") for overlay in (False, True)
+}
+for _kind in ("connection", "timeout", "response"):
+    ENGINE_ERRORS.labels(_kind)
+
+
+def gift_answered(transport: str, replayed: bool) -> None:
+    _ANSWERED[(transport, replayed)].inc()
+
+
+def gift_refused(transport: str, code: str) -> None:
+    GIFTS.labels(transport, code).inc()
+
+
+class GiftTally:
+    """One gift request being answered; ``gift_request`` counts it if it fails instead."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: str) -> None:
+        self.transport = transport
+
+    def answered(self, replayed: bool) -> None:
+        gift_answered(self.transport, replayed)
+
+
+@contextlib.contextmanager
+def gift_request(transport: str) -> Iterator[GiftTally]:
+    """Count the gift request handled in the block: the caller calls ``answered``, and an
+    error leaving the block counts as the outcome the HTTP API answers it with."""
+    try:
+        yield GiftTally(transport)
+    except GiftingError as exc:
+        gift_refused(transport, exc.code)
+        raise
+    except (EngineConnectionError, EngineTimeoutError):
+        gift_refused(transport, "engine_unavailable")
+        raise
+    except Exception:
+        gift_refused(transport, "internal_error")
+        raise
+
+
+def engine_error(exc: BaseException) -> None:
+    """Count a failed engine call by kind; anything that is no engine failure is not counted."""
+    if isinstance(exc, EngineTimeoutError | TimeoutError):
+        kind = "timeout"
+    elif isinstance(exc, EngineConnectionError | OSError):
+        kind = "connection"
+    elif isinstance(exc, RedisError):
+        kind = "response"
+    else:
+        return
+    ENGINE_ERRORS.labels(kind).inc()
+
+
+def frames_sent(frames: int, frame_bytes: int) -> None:
+    """Count ``frames`` written frames of ``frame_bytes`` bytes each."""
+    WS_FRAMES_SENT.inc(frames)
+    WS_BYTES_SENT.inc(frames * frame_bytes)
+
+
+def exposition(accept: str | None) -> tuple[bytes, str]:
+    """The metrics in the format the ``Accept`` header asks for (Prometheus text by default,
+    or OpenMetrics), and its content type; every process's sum in multiprocess mode."""
+    encoder, content_type = choose_encoder(accept or "")
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if directory:
+        forget_dead_processes()
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, directory)
+        return encoder(registry), content_type
+    return encoder(REGISTRY), content_type
+
+
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
+
+
+def forget_dead_processes() -> None:
+    """In multiprocess mode, drop the live gauges (open connections) of processes that are
+    gone without saying so: a crashed process's connections are closed, so they must not count.
+    Its counters stay in the sum, which must never go down."""
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if not directory:
+        return
+    names = (os.path.basename(path) for path in glob.glob(os.path.join(directory, "gauge_live*.db")))
+    pids = {int(match[1]) for name in names if (match := _LIVE_GAUGE_FILE.match(name))}
+    for pid in pids - {os.getpid()}:
+        if not _alive(pid):
+            multiprocess.mark_process_dead(pid, directory)
+
+
+def process_exiting() -> None:
+    """In multiprocess mode, take this process's live gauges out of the sum as it stops."""
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if directory:
+        multiprocess.mark_process_dead(os.getpid(), directory)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
