@@ -17,9 +17,20 @@ DEMO_USERS = (
     ("admin", "Admin", "admin"),
 )
 DEMO_ROOM = ("carol", "demo_carol", "Carol cooks live")
+# How long one process may hold the seeding lock (it expires if the process dies holding
+# it), and how long another waits for it.
+SEED_LOCK_S = 30
 
 
 async def seed_demo(store: Store) -> None:
+    """Create what is missing. Processes that start together (``--workers``, several nodes)
+    take turns under a lock in the engine, so the room is created once, with one epoch."""
+    lock = store.redis.lock(store.keys.demo_seed_lock, timeout=SEED_LOCK_S, blocking_timeout=SEED_LOCK_S)
+    async with lock:
+        await _seed(store)
+
+
+async def _seed(store: Store) -> None:
     for user_id, name, role in DEMO_USERS:
         if await store.profile_name(user_id) is None:
             await store.set_profile(user_id, name, role)

@@ -198,6 +198,11 @@ class KeySchema:
         return f"{self.prefix}admin:log"
 
     @property
+    def demo_seed_lock(self) -> str:
+        """STRING lock token, held while one process creates the demo data (``demo.py``)."""
+        return f"{self.prefix}demo:seed"
+
+    @property
     def catalog(self) -> str:
         """HASH gift id -> JSON of gifts added or changed by admins (over the shipped catalog)."""
         return f"{self.prefix}catalog:gifts"
