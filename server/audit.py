@@ -33,6 +33,8 @@ from typing import Any, NamedTuple
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 
 from server.domain.money import diamonds_for
@@ -1053,7 +1055,8 @@ class BooksReader:
         self._last_ids: dict[str, str] = {}
 
     async def run(self) -> None:
-        self._raw = await RawConnection.like(self.redis)
+        # On a cluster the bare connection would reach one node: read through the client.
+        self._raw = None if self._clustered else await RawConnection.like(self.redis)
         try:
             space = await self._scan()
             users = sorted(space.users)
@@ -1080,13 +1083,44 @@ class BooksReader:
                 for user_id, tail in zip(late, tails, strict=True):
                     self.checker.late_coin_entries(user_id, tail)
         finally:
-            await self._raw.close()
+            if self._raw is not None:
+                await self._raw.close()
+
+    @property
+    def _clustered(self) -> bool:
+        return isinstance(self.redis, RedisCluster)
+
+    async def _snapshots(self, queue: Callable[[Pipeline, str], None], accounts: list[str]) -> list[Any]:
+        """The replies of the commands ``queue`` makes for each account, read at one instant
+        per account (MULTI/EXEC): all accounts in one transaction on a single engine, one
+        transaction per account on a cluster (a transaction's keys must share a slot).
+
+        ``queue`` sends plain ``execute_command`` calls: redis-py's cluster transaction passes
+        the ``keys=`` option of its command methods on to reply parsers that take none.
+        """
+        if not self._clustered:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for account in accounts:
+                    queue(pipe, account)
+                replies: list[Any] = await pipe.execute()
+            return replies
+
+        async def one(account: str) -> list[Any]:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                queue(pipe, account)
+                got: list[Any] = await pipe.execute()
+            return got
+
+        return [reply for replies_ in await asyncio.gather(*map(one, accounts)) for reply in replies_]
 
     async def _scan(self) -> _Keyspace:
         """One SCAN over every user-slot key under the prefix, sorted into accounts."""
-        assert self._raw is not None
         space = _Keyspace()
         prefix = f"{self.keys.prefix}{{u:"
+        if self._raw is None:  # a cluster: redis-py scans every node in turn
+            keys = [key async for key in self.redis.scan_iter(match=f"{prefix}*", count=5000)]
+            self._sort_keys(space, prefix, keys)
+            return space
         cursor = "0"
         while True:
             data = await self._raw.send([resp_command("SCAN", cursor, "MATCH", f"{prefix}*", "COUNT", 5000)])
@@ -1095,19 +1129,23 @@ class BooksReader:
                 found = await self.redis.scan(int(cursor), match=f"{prefix}*", count=5000)
                 parsed = (str(found[0]), list(found[1]))
             cursor, keys = parsed
-            for key in keys:
-                close = key.find("}", len(prefix))
-                if close < 0 or key[close + 1 : close + 2] != ":":
-                    continue
-                account, kind = key[len(prefix) : close], key[close + 2 :]
-                if kind in _USER_KEYS:
-                    space.users.add(account)
-                elif kind in _CREATOR_KEYS:
-                    space.creators.add(account)
-                elif kind.startswith("wd:"):
-                    space.withdrawals.setdefault(account, set()).add(kind[3:])
+            self._sort_keys(space, prefix, keys)
             if cursor == "0":
                 return space
+
+    @staticmethod
+    def _sort_keys(space: _Keyspace, prefix: str, keys: Iterable[str]) -> None:
+        for key in keys:
+            close = key.find("}", len(prefix))
+            if close < 0 or key[close + 1 : close + 2] != ":":
+                continue
+            account, kind = key[len(prefix) : close], key[close + 2 :]
+            if kind in _USER_KEYS:
+                space.users.add(account)
+            elif kind in _CREATOR_KEYS:
+                space.creators.add(account)
+            elif kind.startswith("wd:"):
+                space.withdrawals.setdefault(account, set()).add(kind[3:])
 
     def _after(self, key: str) -> str:
         """XRANGE start just past the last entry of ``key`` read so far."""
@@ -1141,11 +1179,13 @@ class BooksReader:
             await asyncio.sleep(0)
 
     async def _xrange(self, keys: list[str]) -> list[list[Entry]]:
-        assert self._raw is not None
-        commands = [resp_command("XRANGE", key, self._after(key), "+", "COUNT", self.page) for key in keys]
-        parsed = parse_xrange_replies(await self._raw.send(commands), len(keys))
-        if parsed is not None:
-            return parsed
+        if self._raw is not None:
+            commands = [
+                resp_command("XRANGE", key, self._after(key), "+", "COUNT", self.page) for key in keys
+            ]
+            parsed = parse_xrange_replies(await self._raw.send(commands), len(keys))
+            if parsed is not None:
+                return parsed
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.xrange(key, min=self._after(key), max="+", count=self.page)
@@ -1154,14 +1194,16 @@ class BooksReader:
 
     async def _read_users(self, users: list[str]) -> None:
         await self._read_streams({u: self.keys.user(u).ledger for u in users}, self.checker.coin_entries)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for user_id in users:
-                user = self.keys.user(user_id)
-                pipe.hgetall(user.wallet)
-                pipe.xrange(user.ledger, min=self._after(user.ledger), max="+")
-                pipe.hgetall(user.outbox)
-                pipe.hgetall(user.reversals)
-            replies = await pipe.execute()
+
+        def queue(pipe: Pipeline, user_id: str) -> None:
+            user = self.keys.user(user_id)
+            command = pipe.execute_command  # see _snapshots
+            command("HGETALL", user.wallet)
+            command("XRANGE", user.ledger, self._after(user.ledger), "+")
+            command("HGETALL", user.outbox)
+            command("HGETALL", user.reversals)
+
+        replies = await self._snapshots(queue, users)
         for n, user_id in enumerate(users):
             wallet, tail, outbox, reversals = replies[4 * n : 4 * n + 4]
             self.checker.coin_entries(user_id, tail)
@@ -1190,18 +1232,19 @@ class BooksReader:
     async def _creator_snapshots(
         self, creators: list[str], wanted: dict[str, set[str]]
     ) -> dict[str, tuple[CreatorRecords, list[Entry]]]:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for creator_id in creators:
-                creator = self.keys.user(creator_id)
-                pipe.hgetall(creator.earnings)
-                pipe.xrange(creator.earnings_ledger, min=self._after(creator.earnings_ledger), max="+")
-                pipe.hgetall(creator.held)
-                pipe.zrange(creator.holds, 0, -1)
-                pipe.smembers(creator.credited)
-                pipe.smembers(creator.reversed)
-                for wid in sorted(wanted[creator_id]):
-                    pipe.hgetall(creator.withdrawal(wid))
-            replies = iter(await pipe.execute())
+        def queue(pipe: Pipeline, creator_id: str) -> None:
+            creator = self.keys.user(creator_id)
+            command = pipe.execute_command  # see _snapshots
+            command("HGETALL", creator.earnings)
+            command("XRANGE", creator.earnings_ledger, self._after(creator.earnings_ledger), "+")
+            command("HGETALL", creator.held)
+            command("ZRANGE", creator.holds, 0, -1)
+            command("SMEMBERS", creator.credited)
+            command("SMEMBERS", creator.reversed)
+            for wid in sorted(wanted[creator_id]):
+                command("HGETALL", creator.withdrawal(wid))
+
+        replies = iter(await self._snapshots(queue, creators))
         out: dict[str, tuple[CreatorRecords, list[Entry]]] = {}
         for creator_id in creators:
             earnings, tail, held, holds, credited, reversed_ = (next(replies) for _ in range(6))

@@ -2,7 +2,9 @@
 
 The engine is the embedded one the suite starts itself, unless ``GIFTING_TEST_REDIS_URL``
 names another (for example the machine's Redis 7, on a database other than 0). On such a
-server every key lives under a prefix of this run's own, removed at the end.
+server every key lives under a prefix of this run's own, removed at the end. With
+``GIFTING_TEST_ENGINE=cluster`` the suite starts a local 3-master cluster of the embedded
+engine (``server/cluster.py``) and runs against it through a ``redis+cluster://`` URL.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server.cluster import EmbeddedCluster
 from server.engine import EmbeddedEngine
 from tests.support import Api, ServerProcess, delete_prefix, running_server, server_env, unique
 
@@ -34,6 +37,10 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     external = os.environ.get("GIFTING_TEST_REDIS_URL")
     if external:
         yield Engine(external, None)
+        return
+    if os.environ.get("GIFTING_TEST_ENGINE") == "cluster":
+        with EmbeddedCluster(tmp_path_factory.mktemp("cluster"), masters=3) as cluster:
+            yield Engine(cluster.url, None)
         return
     embedded = EmbeddedEngine(tmp_path_factory.mktemp("engine"), fsync="everysec").start()
     try:

@@ -26,12 +26,21 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis.asyncio import Redis
 
 from server.audit import AuditResult, BooksChecker, CreatorRecords, audit_books, parse_xrange_replies
 from server.keys import KeySchema
 from tests.conftest import Engine
-from tests.support import ROOT, Api, delete_prefix, running_server, server_env, unique, webhook
+from tests.support import (
+    ROOT,
+    Api,
+    delete_prefix,
+    engine_client,
+    engine_client_async,
+    running_server,
+    server_env,
+    unique,
+    webhook,
+)
 
 SHARE = Fraction(1, 2)
 
@@ -314,13 +323,13 @@ class Books:
 
     def audit(self) -> AuditResult:
         async def run() -> AuditResult:
-            async with Redis.from_url(self.url, decode_responses=True) as client:
+            async with engine_client_async(self.url) as client:
                 return await audit_books(client, KeySchema(self.prefix), SHARE)
 
         return asyncio.run(run())
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, decode_responses=True)
+        return engine_client(self.url)
 
 
 @pytest.fixture(scope="module")

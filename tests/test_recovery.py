@@ -10,7 +10,6 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-import redis
 
 from server.domain.catalog import Catalog
 from server.domain.requests import GiftRequest
@@ -20,7 +19,7 @@ from server.settings import Settings
 from server.store import Store
 from server.store.records import CreatorCredit
 from tests.conftest import Engine
-from tests.support import Api, running_server, server_env, unique
+from tests.support import Api, engine_client, running_server, server_env, unique
 from tests.wsclient import RoomSocket
 
 
@@ -39,7 +38,7 @@ def test_gifts_keep_working_after_the_script_cache_is_flushed(
     api.buy(viewer)
     for i in range(10):
         if i == 5:
-            with redis.Redis.from_url(engine.url) as client:
+            with engine_client(engine.url) as client:
                 client.script_flush()
                 assert client.script_exists("0" * 40) == [False]
         assert api.gift(viewer, room_id, "doughnut").status_code == 200

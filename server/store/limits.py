@@ -7,11 +7,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from server.errors import RateLimited, TooManyConnections
 from server.keys import KeySchema
 from server.store.batch import ScriptBatch
-from server.store.scripts import Scripts
+from server.store.scripts import Scripts, queue_script, run_pipeline
 
 # Users whose slots one pipeline frees or renews.
 SYNC_CHUNK = 500
@@ -61,11 +62,14 @@ class Limits:
         ops += [(self._keys.user(user_id).connections, list(slots), True) for user_id, slots in held.items()]
         # In pipelines of a bounded size, so that other clients' commands get in between.
         for start in range(0, len(ops), SYNC_CHUNK):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key, slots, refresh in ops[start : start + SYNC_CHUNK]:
+
+            def build(
+                pipe: Pipeline, chunk: Sequence[tuple[str, list[str], bool]] = ops[start : start + SYNC_CHUNK]
+            ) -> None:
+                for key, slots, refresh in chunk:
                     if refresh:
-                        pipe.scripts.add(script)
-                        pipe.evalsha(script.sha, 1, key, ttl_ms, *slots)
+                        queue_script(pipe, script, [key], [ttl_ms, *slots])
                     else:
                         pipe.zrem(key, *slots)
-                await pipe.execute()
+
+            await run_pipeline(self._redis, build, [script])

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 
 from server.domain.events import ZERO_OFFSET, Offset, parse_offset
 from server.errors import Conflict, Forbidden, NotFound
 from server.keys import KeySchema
 from server.store.batch import ScriptBatch
 from server.store.records import CreatorCredit, Room, RoomState
-from server.store.scripts import Scripts
+from server.store.scripts import Scripts, queue_script, run_pipeline
 
 StreamEntry = tuple[str, dict[str, str]]
 
@@ -157,11 +158,13 @@ class Rooms:
         ids = await self._redis.zrevrange(self._keys.live_rooms, 0, limit - 1)
         if not ids:
             return []
-        async with self._redis.pipeline(transaction=False) as pipe:
+
+        def build(pipe: Pipeline) -> None:
             for room_id in ids:
                 pipe.hgetall(self._keys.room(room_id).info)
                 self._state_call(pipe, room_id, "", -1)
-            replies = await pipe.execute()
+
+        replies = await run_pipeline(self._redis, build, [self._scripts.room_state])
         rooms = []
         for i, room_id in enumerate(ids):
             raw, state = replies[2 * i], RoomState.from_reply(replies[2 * i + 1])
@@ -212,21 +215,13 @@ class Rooms:
         return result
 
     def _state_call(self, pipe: Pipeline, room_id: str, node: str, viewers: int, ttl_ms: int = 0) -> None:
-        """Queue ``room_state.lua`` on ``pipe`` (the pipeline loads the script if the engine lacks it)."""
+        """Queue ``room_state.lua`` on ``pipe`` (sent by ``run_pipeline``, which loads it if need be)."""
         keys = self._keys.room(room_id)
-        script = self._scripts.room_state
-        pipe.scripts.add(script)
-        pipe.evalsha(
-            script.sha,
-            4,
-            keys.info,
-            keys.top,
-            keys.names,
-            keys.presence,
-            node,
-            viewers,
-            ttl_ms,
-            LEADERBOARD_SIZE,
+        queue_script(
+            pipe,
+            self._scripts.room_state,
+            [keys.info, keys.top, keys.names, keys.presence],
+            [node, viewers, ttl_ms, LEADERBOARD_SIZE],
         )
 
     async def state(self, room_id: str) -> RoomState | None:
@@ -236,20 +231,24 @@ class Rooms:
         self, reports: Sequence[tuple[str, int]], node: str, ttl_ms: int
     ) -> list[RoomState | None]:
         """Report this node's viewers in each room (-1: only read) and read every room's state."""
-        async with self._redis.pipeline(transaction=False) as pipe:
+
+        def build(pipe: Pipeline) -> None:
             for room_id, viewers in reports:
                 self._state_call(pipe, room_id, node, viewers, ttl_ms)
-            replies = await pipe.execute()
+
+        replies = await run_pipeline(self._redis, build, [self._scripts.room_state])
         return [RoomState.from_reply(reply) for reply in replies]
 
     async def snapshot(self, room_id: str, recent: int) -> tuple[Room, RoomState, str, list[StreamEntry]]:
         """The room, its state, the stream's last offset and its last ``recent`` entries."""
         keys = self._keys.room(room_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
+
+        def build(pipe: Pipeline) -> None:
             pipe.hgetall(keys.info)
             self._state_call(pipe, room_id, "", -1)
             pipe.xrevrange(keys.events, count=recent)
-            raw, state_reply, entries = await pipe.execute()
+
+        raw, state_reply, entries = await run_pipeline(self._redis, build, [self._scripts.room_state])
         room = self._room(room_id, raw)
         state = RoomState.from_reply(state_reply)
         assert state is not None
@@ -262,9 +261,29 @@ class Rooms:
     ) -> list[tuple[str, list[StreamEntry]]]:
         """New entries after each room's cursor, waiting up to ``block_ms`` if there are none."""
         streams = {self._keys.room(room_id).events: offset for room_id, offset in cursors.items()}
-        reply = await self._redis.xread(streams, count=count, block=block_ms)
         ids = {self._keys.room(room_id).events: room_id for room_id in cursors}
+        if isinstance(self._redis, RedisCluster):
+            return [
+                (ids[key], entries) for key, entries in await self._read_slots(self._redis, streams, count)
+            ]
+        reply = await self._redis.xread(streams, count=count, block=block_ms)
         return [(ids[key], entries) for key, entries in reply or []]
+
+    @staticmethod
+    async def _read_slots(
+        cluster: RedisCluster, streams: dict[str, str], count: int
+    ) -> list[tuple[str, list[StreamEntry]]]:
+        """On a cluster, one XREAD per hash slot (rooms are spread over slots, and a command's
+        keys must share one), all in one pipeline that goes to each node once. They do not
+        block: the hub reads again at its next tick anyway."""
+        by_slot: dict[int, dict[str, str]] = {}
+        for key, offset in streams.items():
+            by_slot.setdefault(cluster.keyslot(key), {})[key] = offset
+        async with cluster.pipeline() as pipe:
+            for group in by_slot.values():
+                pipe.xread(group, count=count)
+            replies = await pipe.execute()
+        return [(key, entries) for reply in replies for key, entries in (reply or [])]
 
     async def entries_between(self, room_id: str, after: str, until: str) -> list[StreamEntry]:
         """Entries with offsets in (``after``, ``until``], oldest first."""

@@ -6,11 +6,15 @@ again when the engine answers NOSCRIPT (after a restart or SCRIPT FLUSH).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 
 def script_source(name: str) -> str:
@@ -43,3 +47,33 @@ class Scripts:
 
 
 _NAMES = tuple(Scripts.__dataclass_fields__)
+
+
+def queue_script(pipe: Pipeline, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> None:
+    """Queue one EVALSHA of ``script`` on ``pipe`` (as a plain command: a cluster pipeline
+    refuses ``pipe.evalsha()``, and neither kind should check for the script first)."""
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+async def run_pipeline(
+    redis: Redis, build: Callable[[Pipeline], None], scripts: Sequence[AsyncScript]
+) -> list[Any]:
+    """The replies of the commands ``build`` queues, sent as one pipeline.
+
+    If the engine had lost one of ``scripts`` (a restart, SCRIPT FLUSH), none of their calls
+    ran: the scripts are loaded again and the whole pipeline sent again, so a caller's
+    pipeline must be safe to repeat (reads, and scripts that set rather than add).
+    """
+    for attempt in range(2):
+        async with redis.pipeline(transaction=False) as pipe:
+            build(pipe)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        if attempt == 0 and any(isinstance(reply, NoScriptError) for reply in replies):
+            for script in scripts:
+                script.sha = await redis.script_load(script.script)
+            continue
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+    raise AssertionError("unreachable")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from server.keys import KeySchema
+from server.settings import cluster_nodes
 from server.store.adminlog import AdminLog
 from server.store.batch import ScriptBatch
 from server.store.catalog import CatalogChanges
@@ -51,6 +54,11 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str, keys: KeySchema, room_stream_len: int = 10_000) -> Store:
+        """A store on the engine at ``url``: ``redis://``, ``rediss://``, ``unix://``, or a
+        cluster as ``redis+cluster://host:port,host:port,...`` (any reachable nodes)."""
+        nodes = cluster_nodes(url)
+        if nodes is not None:
+            return cls(connect_cluster(nodes), keys, room_stream_len)
         pool = BlockingConnectionPool.from_url(
             url,
             decode_responses=True,
@@ -69,6 +77,10 @@ class Store:
         pool.connection_class = hiredis_packing(pool.connection_class)
         redis = Redis.from_pool(pool)
         return cls(redis, keys, room_stream_len)
+
+    @property
+    def clustered(self) -> bool:
+        return isinstance(self.redis, RedisCluster)
 
     async def ping(self) -> bool:
         """True if the engine answers; never raises."""
@@ -97,3 +109,21 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def connect_cluster(nodes: list[tuple[str, int]]) -> Redis:
+    """A cluster client that routes every command to the node serving its keys' slot.
+
+    It is typed as ``Redis``: the stores use only commands both clients have, and every
+    script and pipeline keeps its keys in one slot (``keys.py``), which is all a cluster asks.
+    """
+    cluster = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        decode_responses=True,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2),
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        health_check_interval=30,
+        max_connections=MAX_CONNECTIONS,
+    )
+    return cast(Redis, cluster)

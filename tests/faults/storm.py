@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 
 import anyio
 import httpx
-import redis
 
 from server.keys import KeySchema
-from tests.support import ROOT, unique
+from tests.support import ROOT, engine_client, unique
 
 # (gift id, coins): cheap gifts, so the funding lasts the whole storm.
 GIFTS = (("rose", 1), ("doughnut", 30))
@@ -188,7 +187,7 @@ class Books:
         gift_refs: Counter[str] = Counter()
         purchase_refs: Counter[str] = Counter()
         outbox = 0
-        with redis.Redis.from_url(url, decode_responses=True) as client:
+        with engine_client(url) as client:
             for user in storm.users:
                 user_keys = keys.user(user)
                 coins[user] = int(client.hget(user_keys.wallet, "coins") or 0)

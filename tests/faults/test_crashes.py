@@ -33,12 +33,11 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-import redis
 
 from server.engine import EmbeddedEngine
 from server.keys import KeySchema
 from tests.faults.storm import Books, Storm, audit, wait_for_empty_outbox
-from tests.support import Api, ServerProcess, running_server, server_env, unique
+from tests.support import Api, ServerProcess, engine_client, running_server, server_env, unique
 
 pytestmark = [pytest.mark.anyio, pytest.mark.embedded_only]
 
@@ -215,7 +214,7 @@ async def test_a_server_killed_between_debit_and_credit_is_completed_once_by_ano
 
 def stranded(url: str, keys: KeySchema, storm: Storm, creator_id: str) -> int:
     """Outbox entries whose gift the creator has not been credited for yet."""
-    with redis.Redis.from_url(url, decode_responses=True) as client:
+    with engine_client(url) as client:
         waiting = [event_id for user in storm.users for event_id in client.hkeys(keys.user(user).outbox)]
         if not waiting:
             return 0

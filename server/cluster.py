@@ -1,0 +1,191 @@
+"""A local engine cluster: valkey-server processes in cluster mode on loopback ports.
+
+``EmbeddedCluster(data_dir, masters=3).start()`` starts the masters (and ``replicas`` per
+master), spreads the 16,384 hash slots evenly over the masters, joins every node with
+``CLUSTER MEET`` and waits until every node reports ``cluster_state:ok``. ``url`` is then a
+``redis+cluster://`` URL naming every master, as ``GIFTING_REDIS_URL`` takes it. The test
+suite and the benchmarks run the server against it; it is also the quickest way to try
+cluster mode on one machine. A production cluster is set up by its operator (see
+``deploy/``), never by this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from server.engine import EngineError, _die_with_parent, engine_binary
+
+SLOTS = 16_384
+# The cluster bus of a node listens on its port + 10000.
+BUS_OFFSET = 10_000
+
+
+@dataclass
+class ClusterNode:
+    port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+    node_id: str = ""
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(
+            port=self.port, decode_responses=True, retry=Retry(NoBackoff(), 0), socket_timeout=5
+        )
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass
+class EmbeddedCluster:
+    data_dir: Path
+    masters: int = 3
+    replicas: int = 0
+    fsync: str = "everysec"
+    node_timeout_ms: int = 2_000
+    nodes: list[ClusterNode] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(node.address for node in self.nodes[: self.masters])
+
+    def start(self, timeout_s: float = 30.0) -> EmbeddedCluster:
+        binary = engine_binary()
+        ports = cluster_ports(self.masters * (1 + self.replicas))
+        for i, port in enumerate(ports):
+            node = ClusterNode(port, (self.data_dir / f"node{i}").resolve())
+            node.data_dir.mkdir(parents=True, exist_ok=True)
+            node.process = subprocess.Popen(
+                [
+                    *(binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node.data_dir)),
+                    *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                    *("--cluster-node-timeout", str(self.node_timeout_ms)),
+                    *("--appendonly", "yes", "--appendfsync", self.fsync, "--save", ""),
+                    *("--logfile", str(node.data_dir / "engine.log"), "--protected-mode", "yes"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+            self.nodes.append(node)
+        try:
+            self._form(time.monotonic() + timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _form(self, deadline: float) -> None:
+        for node in self.nodes:
+            with node.client() as client:
+                wait(lambda c=client: bool(c.ping()), deadline, f"node {node.address} did not start")
+                node.node_id = client.execute_command("CLUSTER MYID")
+        step = SLOTS // self.masters
+        for i, node in enumerate(self.nodes[: self.masters]):
+            last = SLOTS - 1 if i == self.masters - 1 else (i + 1) * step - 1
+            with node.client() as client:
+                client.execute_command("CLUSTER ADDSLOTSRANGE", i * step, last)
+        with self.nodes[0].client() as first:
+            for node in self.nodes[1:]:
+                first.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+        for node in self.nodes:
+            with node.client() as client:
+                wait(
+                    lambda c=client: int(cluster_info(c)["cluster_known_nodes"]) == len(self.nodes),
+                    deadline,
+                    f"node {node.address} did not meet every other node",
+                )
+        for r, node in enumerate(self.nodes[self.masters :]):
+            master = self.nodes[r % self.masters]
+            with node.client() as client:
+                client.execute_command("CLUSTER REPLICATE", master.node_id)
+        for node in self.nodes:
+            with node.client() as client:
+                wait(
+                    lambda c=client: cluster_info(c)["cluster_state"] == "ok",
+                    deadline,
+                    f"node {node.address} never reported cluster_state:ok",
+                )
+
+    def master_of(self, slot: int) -> ClusterNode:
+        """The node that serves ``slot`` now, as the first master sees it."""
+        with self.nodes[0].client() as client:
+            for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+                if start <= slot <= end:
+                    port = int(primary[1])
+                    return next(node for node in self.nodes if node.port == port)
+        raise EngineError(f"no node serves slot {slot}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            process, node.process = node.process, None
+            if process is not None and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    def __enter__(self) -> EmbeddedCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def cluster_info(client: redis.Redis) -> dict[str, str]:
+    """``CLUSTER INFO`` as a dict (redis-py hands it over as text or already parsed)."""
+    info = client.execute_command("CLUSTER INFO")
+    if isinstance(info, dict):
+        return {str(k): str(v) for k, v in info.items()}
+    return dict(line.split(":", 1) for line in str(info).splitlines() if ":" in line)
+
+
+def wait(ready: object, deadline: float, failure: str) -> None:
+    """Poll ``ready()`` until it is true (connection errors count as not yet)."""
+    while True:
+        with contextlib.suppress(redis.ConnectionError, redis.ResponseError, OSError):
+            if ready():  # type: ignore[operator]
+                return
+        if time.monotonic() > deadline:
+            raise EngineError(failure)
+        time.sleep(0.05)
+
+
+def cluster_ports(count: int) -> list[int]:
+    """``count`` loopback ports that are free, each with its bus port (+10000) free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with contextlib.closing(socket.socket()) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port + BUS_OFFSET > 65_535 or port in ports or not port_free(port + BUS_OFFSET):
+            continue
+        ports.append(port)
+    return ports
+
+
+def port_free(port: int) -> bool:
+    with contextlib.closing(socket.socket()) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
