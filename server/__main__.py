@@ -1,5 +1,7 @@
 """``python -m server`` / ``gifting-server``: read settings, start the embedded engine if needed, serve.
 
+``--workers N`` (or ``GIFTING_WORKERS``) serves with N processes on one port (``server.workers``).
+
 ``gifting-server audit`` instead replays every ledger and checks that the books balance
 (``server.audit``): exit 0 when they do, 1 when not, 2 when it cannot run.
 """
@@ -12,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 
 import orjson
 import redis
@@ -24,8 +27,9 @@ from server.audit import AuditResult, EngineReplyError, audit_books
 from server.engine import EmbeddedEngine, EngineError
 from server.hub.outlet import GiftingWebSocketProtocol
 from server.keys import KeySchema
-from server.logs import RedactTokens, log_config
-from server.settings import Settings, SettingsError
+from server.settings import Settings, SettingsError, cluster_nodes
+from server.store.store import connect_cluster
+from server.workers import configure_logging, serve_workers, uvicorn_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,19 +46,32 @@ def main(argv: list[str] | None = None) -> int:
         help="what to do (default: serve); audit: replay every ledger and check the books "
         "(exit 0 when they balance, 1 when not, 2 when it cannot run)",
     )
+    parser.add_argument(
+        "--workers",
+        type=_worker_count,
+        metavar="N",
+        help="serve: N processes sharing the port, each a member of the same hub "
+        "(default: GIFTING_WORKERS, else 1); a worker that dies is replaced",
+    )
     parser.add_argument("--json", action="store_true", help="audit: print the result as JSON")
     args = parser.parse_args(argv)
     if args.command == "audit":
         return audit(os.environ, as_json=args.json)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactTokens())
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"gifting-server: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_format)
+    if args.workers is not None:
+        settings = replace(settings, workers=args.workers)
     return serve(settings)
+
+
+def _worker_count(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 1024:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 1024, got {raw!r}")
+    return int(raw)
 
 
 def serve(settings: Settings) -> int:
@@ -74,22 +91,13 @@ def serve(settings: Settings) -> int:
             settings.fsync,
         )
     try:
+        if settings.workers > 1:
+            # Every worker connects to this engine; it stops once they all have.
+            return serve_workers(settings, url)
         uvicorn.run(
             create_app(settings, url),
-            host=settings.host,
-            port=settings.port,
-            loop="auto",
-            lifespan="on",
-            log_level="info",
-            log_config=log_config(),
-            server_header=False,
-            timeout_graceful_shutdown=5,
             ws=GiftingWebSocketProtocol.with_buffer_limit(settings.ws_buffer_bytes),
-            ws_max_size=settings.ws_max_frame_bytes,
-            ws_ping_interval=settings.ws_ping_s,
-            ws_ping_timeout=settings.ws_ping_s,
-            # Frames are built once and written to every connection as the same bytes.
-            ws_per_message_deflate=False,
+            **uvicorn_options(settings),
         )
     finally:
         if engine is not None:
@@ -130,7 +138,13 @@ def audit(env: Mapping[str, str], *, as_json: bool = False) -> int:
 
 
 async def _audit(url: str, settings: Settings) -> AuditResult:
-    async with Redis.from_url(url, decode_responses=True, socket_connect_timeout=5) as client:
+    nodes = cluster_nodes(url)
+    client = (
+        Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+        if nodes is None
+        else connect_cluster(nodes)
+    )
+    async with client:
         await client.ping()
         return await audit_books(client, KeySchema(settings.key_prefix), settings.creator_share)
 

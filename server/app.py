@@ -8,7 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 
-from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.exceptions import BusyLoadingError, ConnectionError, RedisError, TimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -16,9 +16,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
+from server import metrics
 from server.api import admin, creator, dev, http, openapi, pages, payments, ws
 from server.api.context import JSON, Context, now_ms
 from server.api.limits import ClientLimiter, RequestLimits
+from server.api.request_ids import RequestIds
 from server.clawbacks import Clawbacks
 from server.demo import seed_demo
 from server.domain.catalog import Catalog
@@ -37,8 +39,8 @@ OUTBOX_GRACE_MS = 1_000
 
 
 def create_app(settings: Settings, engine_url: str) -> ASGIApp:
-    """The server's ASGI app: room sockets (``api.ws``) in front of the per-address request
-    limit (``api.limits``) in front of the Starlette app."""
+    """The server's ASGI app: room sockets (``api.ws``) in front of request ids
+    (``api.request_ids``), the per-address request limit (``api.limits``) and the Starlette app."""
     routes: list[BaseRoute] = [
         *http.routes,
         *creator.routes,
@@ -48,6 +50,8 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
     ]
     if settings.demo:
         routes += [*dev.routes, *payments.sandbox_routes]
+    if settings.metrics:
+        routes.append(http.metrics_route)
     routes.append(openapi.route(routes))
 
     @contextlib.asynccontextmanager
@@ -89,6 +93,7 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
             with contextlib.suppress(Exception):
                 await hub.release_slots()  # else they count until they expire
             await store.close()
+            metrics.process_exiting()
             sandbox = getattr(app.state, "sandbox_client", None)
             if sandbox is not None:
                 await sandbox.aclose()
@@ -106,7 +111,7 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
         },
     )
     limits = RequestLimits(starlette)
-    sockets = ws.RoomSockets(limits)
+    sockets = ws.RoomSockets(RequestIds(limits))
     return sockets
 
 
@@ -122,6 +127,7 @@ async def sweep_outbox_forever(gifts: GiftService, clawbacks: Clawbacks, interva
             if reversed_:
                 log.warning("reversal sweep took back %d diamonds after a clawback", reversed_)
         except (ConnectionError, TimeoutError, BusyLoadingError) as exc:
+            metrics.engine_error(exc)
             log.warning("outbox sweep skipped: engine unavailable (%s)", exc)
         await asyncio.sleep(interval_s)
 
@@ -136,6 +142,7 @@ async def follow_catalog_forever(store: Store, catalog: Catalog, interval_s: flo
                 await store.catalog.apply_to(catalog)
                 seen = version
         except (ConnectionError, TimeoutError, BusyLoadingError) as exc:
+            metrics.engine_error(exc)
             log.warning("catalog refresh skipped: engine unavailable (%s)", exc)
         await asyncio.sleep(interval_s)
 
@@ -161,6 +168,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def engine_error(request: Request, exc: Exception) -> Response:
+    metrics.engine_error(exc)
     log.warning("engine unavailable on %s: %s", request.url.path, exc)
     error = EngineUnavailable("the engine is unavailable; retry shortly")
     return JSON(error.to_dict(), status_code=error.status, headers={"Retry-After": "1"})
@@ -168,6 +176,8 @@ async def engine_error(request: Request, exc: Exception) -> Response:
 
 async def internal_error(request: Request, exc: Exception) -> Response:
     """A bug, not a client error: logged with its traceback, answered in the usual error shape."""
+    if isinstance(exc, RedisError):  # an engine reply the server did not expect
+        metrics.engine_error(exc)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     body = {"error": {"code": "internal_error", "message": "an unexpected error occurred"}}
     return JSON(body, status_code=500)

@@ -10,6 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 FSYNC_POLICIES = ("always", "everysec")
+LOG_FORMATS = ("text", "json")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
 
 
@@ -21,6 +22,7 @@ class SettingsError(ValueError):
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = 1  # server processes sharing the port (server.workers)
     data_dir: Path = Path("var")
     redis_url: str | None = None
     fsync: str = "always"
@@ -53,6 +55,8 @@ class Settings:
     min_withdrawal_diamonds: int = 10_000
     daily_payout_cap_minor: int = 100_000
     client_dir: Path | None = None
+    log_format: str = "text"  # or json: one JSON object per line (server.logs)
+    metrics: bool = True  # GET /metrics (server.metrics)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -62,8 +66,9 @@ class Settings:
         settings = cls(
             host=env.get("GIFTING_HOST", cls.host),
             port=_int(env, "GIFTING_PORT", cls.port, 0, 65535),
+            workers=_int(env, "GIFTING_WORKERS", cls.workers, 1, 1024),
             data_dir=Path(env.get("GIFTING_DATA_DIR") or cls.data_dir),
-            redis_url=env.get("GIFTING_REDIS_URL") or None,
+            redis_url=_engine_url(env),
             fsync=_choice(env, "GIFTING_FSYNC", cls.fsync, FSYNC_POLICIES),
             jwt_secret=env.get("GIFTING_JWT_SECRET", ""),
             webhook_secret=env.get("GIFTING_WEBHOOK_SECRET", ""),
@@ -97,6 +102,8 @@ class Settings:
                 env, "GIFTING_DAILY_PAYOUT_CAP_MINOR", cls.daily_payout_cap_minor, 1, 10**12
             ),
             client_dir=_client_dir(env),
+            log_format=_choice(env, "GIFTING_LOG_FORMAT", cls.log_format, LOG_FORMATS),
+            metrics=_flag(env, "GIFTING_METRICS", default=True),
         )
         if demo:
             # Demo mode runs out of the box: fixed, public secrets that are useless in production.
@@ -122,8 +129,8 @@ def _replace_missing_secrets(settings: Settings) -> Settings:
     )
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "0").strip().lower()
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name, "1" if default else "0").strip().lower()
     if raw in ("1", "true", "yes", "on"):
         return True
     if raw in ("", "0", "false", "no", "off"):
@@ -226,3 +233,30 @@ def _client_dir(env: Mapping[str, str]) -> Path | None:
         if (candidate / "index.html").is_file():
             return candidate.resolve()
     return None
+
+
+CLUSTER_SCHEME = "redis+cluster://"
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]] | None:
+    """The startup nodes named by a ``redis+cluster://host:port,...`` URL; None for any other
+    URL; ``ValueError`` saying what is wrong with a malformed one."""
+    if not url.startswith(CLUSTER_SCHEME):
+        return None
+    nodes = []
+    for part in url[len(CLUSTER_SCHEME) :].rstrip("/").split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65_536:
+            raise ValueError(f"{url!r}: each cluster node must be host:port, got {part!r}")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes
+
+
+def _engine_url(env: Mapping[str, str]) -> str | None:
+    url = env.get("GIFTING_REDIS_URL") or None
+    if url is not None:
+        try:
+            cluster_nodes(url)
+        except ValueError as exc:
+            raise SettingsError(f"GIFTING_REDIS_URL: {exc}") from None
+    return url

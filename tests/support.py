@@ -11,14 +11,18 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import orjson
 import redis
+import redis.asyncio
+from redis.cluster import ClusterNode
 
 from server.domain import webhooks
 from server.engine import free_port
+from server.settings import cluster_nodes
+from server.store.store import connect_cluster
 
 JWT_SECRET = "test-jwt-secret-0123456789abcdef"
 WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdef"
@@ -31,11 +35,15 @@ def unique(kind: str = "u") -> str:
 
 @dataclass
 class ServerProcess:
-    """``python -m server`` on a free port, with its output kept for failure messages."""
+    """``python -m server`` (or ``command``) on a free port, with its output kept for failure
+    messages."""
 
     env: dict[str, str]
     log_path: Path
     port: int = 0
+    # Another way to start it, such as with ``--workers 2``, or an installed ``gifting-server``.
+    command: tuple[str, ...] = (sys.executable, "-m", "server")
+    cwd: Path = ROOT
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -50,7 +58,11 @@ class ServerProcess:
         env = {**self.env, "GIFTING_PORT": str(self.port), "GIFTING_HOST": "127.0.0.1"}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "server"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                self.command,
+                cwd=self.cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.wait_ready(timeout_s)
         return self
@@ -115,9 +127,28 @@ def running_server(env: Mapping[str, str], log_dir: Path) -> Iterator[ServerProc
         server.stop()
 
 
+def engine_client(url: str, *, decode_responses: bool = True) -> redis.Redis:
+    """A blocking client of the engine at ``url``, a cluster client for a cluster URL."""
+    nodes = cluster_nodes(url)
+    if nodes is None:
+        return redis.Redis.from_url(url, decode_responses=decode_responses)
+    cluster = redis.RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes], decode_responses=decode_responses
+    )
+    return cast(redis.Redis, cluster)
+
+
+def engine_client_async(url: str) -> redis.asyncio.Redis:
+    """The same, for asyncio code."""
+    nodes = cluster_nodes(url)
+    if nodes is None:
+        return redis.asyncio.Redis.from_url(url, decode_responses=True)
+    return connect_cluster(nodes)
+
+
 def delete_prefix(url: str, prefix: str) -> None:
     """Remove the keys a test run wrote under its own prefix, and nothing else."""
-    with redis.Redis.from_url(url) as client:
+    with engine_client(url) as client:
         batch = list(client.scan_iter(match=f"{prefix}*", count=1000))
         while batch:
             client.delete(*batch[:500])

@@ -21,8 +21,9 @@ def error_code(reply: httpx.Response) -> str:
     return code
 
 
-def test_health_and_readiness(api: Api) -> None:
-    assert api.http.get("/healthz").json() == {"status": "ok"}
+def test_health_and_readiness(api: Api, server: ServerProcess) -> None:
+    assert server.process is not None
+    assert api.http.get("/healthz").json() == {"status": "ok", "pid": server.process.pid}
     assert api.http.get("/readyz").json() == {"status": "ready"}
 
 

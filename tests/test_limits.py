@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
@@ -32,6 +31,7 @@ from tests.support import (
     Api,
     ServerProcess,
     delete_prefix,
+    engine_client,
     running_server,
     server_env,
     unique,
@@ -354,13 +354,13 @@ def test_the_limit_fails_open_while_the_engine_is_down(tmp_path: Path, logs: Pat
 async def test_the_limits_survive_a_flushed_script_cache(pair: Pair, engine: Engine) -> None:
     _, room_id = live_room(pair)
     token = pair.setup.token(unique("w"))
-    with redis.Redis.from_url(engine.url) as client:
+    with engine_client(engine.url) as client:
         client.script_flush()
     mine = [await join(server, room_id, token) for server in (pair.a, pair.b, pair.a)]
     assert (await refused(await open_socket(pair.b, f"/v1/rooms/{room_id}/ws", token)))[0] == (
         "too_many_connections"
     )
-    with redis.Redis.from_url(engine.url) as client:
+    with engine_client(engine.url) as client:
         client.script_flush()
     await asyncio.sleep(PRESENCE_TTL_S + 1)  # the slots are refreshed, by a script loaded again
     assert (await refused(await open_socket(pair.a, f"/v1/rooms/{room_id}/ws", token)))[0] == (
@@ -396,8 +396,8 @@ def test_the_address_a_client_counts_against(client: tuple[str, int] | None, add
 
 
 @pytest.mark.pure
-def test_probes_static_files_and_the_payment_webhook_are_exempt_and_nothing_else() -> None:
-    for path in ("/healthz", "/readyz", "/static/js/live.js", "/v1/payments/webhook"):
+def test_probes_scrapes_static_files_and_the_payment_webhook_are_exempt_and_nothing_else() -> None:
+    for path in ("/healthz", "/readyz", "/metrics", "/static/js/live.js", "/v1/payments/webhook"):
         assert is_exempt(path), path
     for path in ("/", "/creator", "/static", "/healthz/x", "/v1/rooms", "/v1/dev/token", "/v1/purchases"):
         assert not is_exempt(path), path

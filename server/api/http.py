@@ -1,10 +1,14 @@
-"""HTTP routes for the catalog, wallets, purchases, rooms and gifts."""
+"""HTTP routes for the probes and metrics, the catalog, wallets, purchases, rooms and gifts."""
 
 from __future__ import annotations
 
+import os
+
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
+from server import metrics
 from server.api.context import JSON, caller, context, now_ms, query_int, read_json
 from server.domain.ids import check_id, new_id
 from server.domain.money import utc_day
@@ -22,7 +26,13 @@ CREATOR_ROLES = ("creator", "admin")
 
 
 async def healthz(request: Request) -> JSON:
-    return JSON({"status": "ok"})
+    # The pid tells which process answered when several share the port (``--workers``).
+    return JSON({"status": "ok", "pid": os.getpid()})
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    body, content_type = metrics.exposition(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
 
 
 async def readyz(request: Request) -> JSON:
@@ -124,12 +134,14 @@ async def set_goal(request: Request) -> JSON:
 
 
 async def send_gift(request: Request) -> JSON:
-    principal = caller(request, *GIFTING_ROLES)
-    room_id = check_id(request.path_params["room_id"], "room_id")
-    body = parse(await read_json(request), GiftRequest)
-    outcome = await context(request).gifts.send(
-        principal.user_id, room_id, body, now_ms(), sender_name=principal.name
-    )
+    with metrics.gift_request(metrics.HTTP) as tally:
+        principal = caller(request, *GIFTING_ROLES)
+        room_id = check_id(request.path_params["room_id"], "room_id")
+        body = parse(await read_json(request), GiftRequest)
+        outcome = await context(request).gifts.send(
+            principal.user_id, room_id, body, now_ms(), sender_name=principal.name
+        )
+        tally.answered(outcome.replayed)
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return JSON(outcome.to_dict(), headers=headers)
 
@@ -152,3 +164,5 @@ routes = [
     Route("/v1/rooms/{room_id}/goal", set_goal, methods=["PUT"]),
     Route("/v1/rooms/{room_id}/gifts", send_gift, methods=["POST"]),
 ]
+# Served unless GIFTING_METRICS=0 (app.create_app).
+metrics_route = Route("/metrics", prometheus_metrics)

@@ -126,10 +126,12 @@ REGIONS = sorted(Catalog.load_default().regions)
 DECISION_ERRORS = ("withdrawal_not_found", "withdrawal_decided")
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("GET", "/healthz", "The process is up", returns=("status",), engine=False),
+    Operation("GET", "/healthz", "The process is up, and its pid", returns=("status", "pid"), engine=False),
     Operation("GET", "/readyz", "The engine is reachable (503 with a status body if not)",
               returns=("status",)),
     Operation("GET", PATH, "This document", returns=("openapi", "paths"), engine=False),
+    Operation("GET", "/metrics", "Prometheus metrics of this process (of every process of the node with "
+              "PROMETHEUS_MULTIPROC_DIR); absent with GIFTING_METRICS=0", engine=False, media="text/plain"),
     Operation("POST", "/v1/dev/token", "Mint a token for any user (demo mode)", DevTokenRequest,
               returns=("token", "user_id", "role")),
     Operation("GET", "/v1/me", "The caller", roles=ANY_ROLE, returns=("user_id", "role", "name")),
