@@ -11,7 +11,10 @@ server
     senders buy their coins through the real purchase and sandbox payment flow. Also the
     p50/p99 acknowledgement latency; any error fails the benchmark. With ``--servers N``,
     N server processes share the engine (as one hub) and sender i talks to server i mod N,
-    as a load balancer spreading connections would; their CPU is added up. The transport
+    as a load balancer spreading connections would; their CPU is added up. With
+    ``--shards N`` the engine is a local cluster of N masters (``server/cluster.py``, their
+    CPU added up) and the server runs on its ``redis+cluster://`` URL; the ceiling then runs
+    through a cluster client on the same masters (database 0, its own prefix). The transport
     (``--transport``) is either
 
     ``ws`` (default), the way viewers gift: each sender holds its room's WebSocket
@@ -73,7 +76,7 @@ The ceiling uses logical database 1 of the engine: the server's outbox sweeper S
 ceiling run so the idempotency records and ledger entries of earlier runs do not pile up.
 
     .venv/bin/python -m loadtest.bench_gift [--transport ws|http] [--seconds 5]
-        [--concurrency 64] [--inflight 1] [--rooms 16] [--servers 1] [--paced 0.5]
+        [--concurrency 64] [--inflight 1] [--rooms 16] [--servers 1] [--shards 1] [--paced 0.5]
         [--fsync always|everysec|both] [--repeat 3] [--warmup 1]
         [--client-pool per-sender|shared] [--json out.json]
 """
@@ -98,16 +101,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from server.cluster import EmbeddedCluster
 from server.domain.catalog import Catalog
 from server.domain.money import gift_fingerprint, price_gift, utc_day
 from server.engine import EmbeddedEngine, free_port
@@ -654,10 +659,12 @@ class RawDebits:
 
     @classmethod
     async def prepare(cls, redis: Redis, user_count: int) -> RawDebits:
-        """Empty the ceiling's database, fund ``user_count`` wallets, load the script."""
+        """Empty the ceiling's database, fund ``user_count`` wallets, load the script. (A
+        cluster has one database: there the earlier runs' keys stay, under their own prefix.)"""
         keys = KeySchema(RAW_PREFIX)
         users = [(f"raw_{i:03d}", keys.user(f"raw_{i:03d}")) for i in range(user_count)]
-        await redis.flushdb()
+        if not isinstance(redis, RedisCluster):
+            await redis.flushdb()
         async with redis.pipeline(transaction=False) as pipe:
             for _, user in users:
                 pipe.hset(user.wallet, "coins", RAW_COINS)
@@ -696,7 +703,7 @@ class RawDebits:
                     rate_per_s=UNLIMITED,
                     burst=UNLIMITED,
                 )
-                pipe.evalsha(self.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)  # cluster-safe
             replies = await pipe.execute()
             refused = [reply for reply in replies if reply[0] != b"ok"]
             if refused:
@@ -736,22 +743,38 @@ def url_with_db(url: str, db: int) -> str:
 
 async def bench_policy(args: argparse.Namespace, fsync: str) -> PolicyResult:
     with tempfile.TemporaryDirectory(prefix="bench-gift-") as tmp:
+        if args.shards > 1:
+            with EmbeddedCluster(Path(tmp) / "cluster", masters=args.shards, fsync=fsync) as cluster:
+                pids = tuple(node.process.pid for node in cluster.nodes if node.process is not None)
+                nodes = [ClusterNode("127.0.0.1", node.port) for node in cluster.nodes]
+                raw_cluster = cast(Redis, RedisCluster(startup_nodes=nodes))
+                return await bench_engine(args, cluster.url, pids, fsync, raw_cluster, Path(tmp))
         engine = EmbeddedEngine(Path(tmp) / "engine", fsync=fsync).start()
         try:
-            return await bench_engine(args, engine, Path(tmp))
+            assert engine.process is not None
+            raw = Redis.from_url(url_with_db(engine.url, RAW_DB))
+            # The same command packing as the server's store, so the ceiling is not the client's.
+            raw.connection_pool.connection_class = hiredis_packing(raw.connection_pool.connection_class)
+            if raw.connection_pool.connection_kwargs.get("db") != RAW_DB:
+                raise BenchError(f"could not point the ceiling client at database {RAW_DB}")
+            return await bench_engine(args, engine.url, (engine.process.pid,), fsync, raw, Path(tmp))
         finally:
             engine.stop()
 
 
-async def bench_engine(args: argparse.Namespace, engine: EmbeddedEngine, logs: Path) -> PolicyResult:
-    assert engine.process is not None
-    raw = Redis.from_url(url_with_db(engine.url, RAW_DB))
-    # The same command packing as the server's store, so the ceiling is not the client's.
-    raw.connection_pool.connection_class = hiredis_packing(raw.connection_pool.connection_class)
+async def bench_engine(
+    args: argparse.Namespace,
+    engine_url: str,
+    engine_pids: tuple[int, ...],
+    fsync: str,
+    raw: Redis,
+    logs: Path,
+) -> PolicyResult:
+    """Every measurement on one engine (or cluster) at ``engine_url``; ``raw`` runs the ceiling."""
     try:
-        if raw.connection_pool.connection_kwargs.get("db") != RAW_DB:
-            raise BenchError(f"could not point the ceiling client at database {RAW_DB}")
         info = await raw.info("server")
+        if isinstance(raw, RedisCluster) and "redis_version" not in info:
+            info = next(iter(info.values()))  # one reply per node: any of them names the version
         engine_version = (
             f"{info.get('server_name', 'redis')} {info.get('valkey_version') or info['redis_version']}"
         )
@@ -762,12 +785,12 @@ async def bench_engine(args: argparse.Namespace, engine: EmbeddedEngine, logs: P
             # With --servers N, N processes share the engine (and form one hub); sender i
             # connects to server i mod N, as a load balancer spreading connections would.
             running = [
-                await servers.enter_async_context(running_server(engine.url, logs / f"server{n}.log"))
+                await servers.enter_async_context(running_server(engine_url, logs / f"server{n}.log"))
                 for n in range(args.servers)
             ]
             urls = [base_url for base_url, _ in running]
             server_pids = tuple(pid for _, pid in running)
-            meter = CpuMeter({"server": server_pids, "engine": engine.process.pid, "client": None})
+            meter = CpuMeter({"server": server_pids, "engine": engine_pids, "client": None})
             setup = await clients.enter_async_context(http_client(urls[0], args.concurrency))
             rooms = [await open_room(setup, f"bench_creator_{j:03d}") for j in range(args.rooms)]
             senders: list[Sender] = []
@@ -783,9 +806,7 @@ async def bench_engine(args: argparse.Namespace, engine: EmbeddedEngine, logs: P
                 ]
                 for gifter in gifters:
                     clients.push_async_callback(gifter.close)
-            return await interleaved_runs(
-                args, engine.fsync, engine_version, setup, senders, gifters, raw, meter
-            )
+            return await interleaved_runs(args, fsync, engine_version, setup, senders, gifters, raw, meter)
     finally:
         await raw.aclose()
 
@@ -954,6 +975,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=positive_int,
         default=1,
         help="server processes on the one engine, senders spread over them (default 1)",
+    )
+    parser.add_argument(
+        "--shards",
+        type=positive_int,
+        default=1,
+        help="1: one engine (default); N: a local cluster of N masters (server/cluster.py), the "
+        "server on a redis+cluster:// URL",
     )
     parser.add_argument(
         "--rooms",

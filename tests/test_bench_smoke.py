@@ -70,6 +70,20 @@ def test_the_gift_path_benchmark_runs_over_the_websocket_on_two_servers(tmp_path
     assert median["paced_errors"] == 0 and median["paced_p99_ms"] > 0
 
 
+def test_the_gift_path_benchmark_runs_on_a_local_cluster(tmp_path: Path) -> None:
+    out = tmp_path / "gift-cluster.json"
+    bench(
+        "bench_gift",
+        *("--shards", "2", "--seconds", "0.3", "--concurrency", "2", "--rooms", "2", "--paced", "0"),
+        *("--fsync", "everysec", "--repeat", "1", "--warmup", "0.1"),
+        json_path=out,
+    )
+    [result] = json.loads(out.read_text())["results"]
+    median: dict[str, Any] = result["median"]
+    assert median["server_gifts_per_s"] > 0 and median["server_errors"] == 0
+    assert median["ceiling_scripts_per_s"] > median["server_gifts_per_s"]
+
+
 def test_the_suite_runs(tmp_path: Path) -> None:
     out, plot = tmp_path / "suite.json", tmp_path / "rooms.png"
     printed = bench("bench", "--quick", "--plot", str(plot), json_path=out)
