@@ -101,13 +101,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import RedisCluster
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -121,6 +121,7 @@ from server.settings import FSYNC_POLICIES, Settings
 from server.store.connection import hiredis_packing
 from server.store.records import CreatorCredit
 from server.store.scripts import script_source
+from server.store.store import connect_cluster
 from server.store.wallets import gift_debit_arguments
 
 # What is gifted, and where: the demo room and the cheapest gift, so one package goes far.
@@ -746,8 +747,9 @@ async def bench_policy(args: argparse.Namespace, fsync: str) -> PolicyResult:
         if args.shards > 1:
             with EmbeddedCluster(Path(tmp) / "cluster", masters=args.shards, fsync=fsync) as cluster:
                 pids = tuple(node.process.pid for node in cluster.nodes if node.process is not None)
-                nodes = [ClusterNode("127.0.0.1", node.port) for node in cluster.nodes]
-                raw_cluster = cast(Redis, RedisCluster(startup_nodes=nodes))
+                # The same client as the server's store (hiredis packing), bytes replies.
+                nodes = [("127.0.0.1", node.port) for node in cluster.nodes]
+                raw_cluster = connect_cluster(nodes, decode_responses=False)
                 return await bench_engine(args, cluster.url, pids, fsync, raw_cluster, Path(tmp))
         engine = EmbeddedEngine(Path(tmp) / "engine", fsync=fsync).start()
         try:

@@ -7,6 +7,7 @@ from typing import cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
@@ -111,7 +112,7 @@ class Store:
         await self.close()
 
 
-def connect_cluster(nodes: list[tuple[str, int]]) -> Redis:
+def connect_cluster(nodes: list[tuple[str, int]], *, decode_responses: bool = True) -> Redis:
     """A cluster client that routes every command to the node serving its keys' slot.
 
     It is typed as ``Redis``: the stores use only commands both clients have, and every
@@ -119,11 +120,17 @@ def connect_cluster(nodes: list[tuple[str, int]]) -> Redis:
     """
     cluster = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-        decode_responses=True,
+        decode_responses=decode_responses,
         retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2),
         socket_timeout=5,
         socket_connect_timeout=2,
         health_check_interval=30,
         max_connections=MAX_CONNECTIONS,
     )
+    # RedisCluster takes no connection class, but builds every node (the startup ones now,
+    # the discovered ones later) from one shared options dict that names it.
+    packed = hiredis_packing(Connection)
+    cluster.connection_kwargs["connection_class"] = packed
+    for node in cluster.startup_nodes:
+        node.connection_class = packed
     return cast(Redis, cluster)
