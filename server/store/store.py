@@ -32,6 +32,8 @@ from server.store.withdrawals import Withdrawals
 # Engine connections per process, and how long a command waits for a free one.
 MAX_CONNECTIONS = 100
 POOL_WAIT_S = 5.0
+# Connections per cluster node and process (see connect_cluster).
+CLUSTER_NODE_CONNECTIONS = 1_000
 
 
 class Store:
@@ -125,7 +127,9 @@ def connect_cluster(nodes: list[tuple[str, int]], *, decode_responses: bool = Tr
         socket_timeout=5,
         socket_connect_timeout=2,
         health_check_interval=30,
-        max_connections=MAX_CONNECTIONS,
+        # A cluster node's pool cannot make a command wait for a free connection (it refuses
+        # one past its size), so each node's pool is larger than the single engine's.
+        max_connections=CLUSTER_NODE_CONNECTIONS,
     )
     # RedisCluster takes no connection class, but builds every node (the startup ones now,
     # the discovered ones later) from one shared options dict that names it.
