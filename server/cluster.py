@@ -15,6 +15,7 @@ import contextlib
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -89,7 +90,7 @@ class EmbeddedCluster:
     def _form(self, deadline: float) -> None:
         for node in self.nodes:
             with node.client() as client:
-                wait(lambda c=client: bool(c.ping()), deadline, f"node {node.address} did not start")
+                wait(lambda: bool(client.ping()), deadline, f"node {node.address} did not start")
                 node.node_id = client.execute_command("CLUSTER MYID")
         step = SLOTS // self.masters
         for i, node in enumerate(self.nodes[: self.masters]):
@@ -102,7 +103,7 @@ class EmbeddedCluster:
         for node in self.nodes:
             with node.client() as client:
                 wait(
-                    lambda c=client: int(cluster_info(c)["cluster_known_nodes"]) == len(self.nodes),
+                    lambda: int(cluster_info(client)["cluster_known_nodes"]) == len(self.nodes),
                     deadline,
                     f"node {node.address} did not meet every other node",
                 )
@@ -113,7 +114,7 @@ class EmbeddedCluster:
         for node in self.nodes:
             with node.client() as client:
                 wait(
-                    lambda c=client: cluster_info(c)["cluster_state"] == "ok",
+                    lambda: cluster_info(client)["cluster_state"] == "ok",
                     deadline,
                     f"node {node.address} never reported cluster_state:ok",
                 )
@@ -158,11 +159,11 @@ def cluster_info(client: redis.Redis) -> dict[str, str]:
     return dict(line.split(":", 1) for line in str(info).splitlines() if ":" in line)
 
 
-def wait(ready: object, deadline: float, failure: str) -> None:
+def wait(ready: Callable[[], bool], deadline: float, failure: str) -> None:
     """Poll ``ready()`` until it is true (connection errors count as not yet)."""
     while True:
         with contextlib.suppress(redis.ConnectionError, redis.ResponseError, OSError):
-            if ready():  # type: ignore[operator]
+            if ready():
                 return
         if time.monotonic() > deadline:
             raise EngineError(failure)

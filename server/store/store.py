@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import cast
+from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -65,13 +65,7 @@ class Store:
         pool = BlockingConnectionPool.from_url(
             url,
             decode_responses=True,
-            # A few quick reconnects ride out a dropped connection; a longer outage must surface
-            # as engine_unavailable at once rather than hang requests. Every write the store
-            # sends is idempotent, so a retry after a lost reply cannot apply anything twice.
-            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2),
-            socket_timeout=5,
-            socket_connect_timeout=2,
-            health_check_interval=30,
+            **client_options(),
             # Under a burst, commands wait for one of the pool's connections rather than fail
             # with "too many connections" (redis-py's default pool refuses past its size).
             max_connections=MAX_CONNECTIONS,
@@ -114,6 +108,21 @@ class Store:
         await self.close()
 
 
+def client_options() -> dict[str, Any]:
+    """The options every engine client of the store shares, single engine or cluster.
+
+    A few quick reconnects ride out a dropped connection; a longer outage must surface as
+    engine_unavailable at once rather than hang requests. Every write the store sends is
+    idempotent, so a retry after a lost reply cannot apply anything twice.
+    """
+    return {
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2),
+        "socket_timeout": 5,
+        "socket_connect_timeout": 2,
+        "health_check_interval": 30,
+    }
+
+
 def connect_cluster(nodes: list[tuple[str, int]], *, decode_responses: bool = True) -> Redis:
     """A cluster client that routes every command to the node serving its keys' slot.
 
@@ -123,10 +132,7 @@ def connect_cluster(nodes: list[tuple[str, int]], *, decode_responses: bool = Tr
     cluster = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
         decode_responses=decode_responses,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2),
-        socket_timeout=5,
-        socket_connect_timeout=2,
-        health_check_interval=30,
+        **client_options(),
         # A cluster node's pool cannot make a command wait for a free connection (it refuses
         # one past its size), so each node's pool is larger than the single engine's.
         max_connections=CLUSTER_NODE_CONNECTIONS,

@@ -103,10 +103,13 @@ async def storm_with(storm: Storm, during: float, crash: Callable[[], None], rou
         stop.set()
 
 
-async def test_an_engine_killed_mid_storm_loses_nothing_acknowledged_with_fsync_always(
-    engine_dir: Path, logs: Path, stack: ExitStack
-) -> None:
-    engine = start_engine(engine_dir, "always")
+async def storm_killing_the_engine(
+    engine_dir: Path, fsync: str, logs: Path, stack: ExitStack
+) -> tuple[EmbeddedEngine, ServerProcess, str, Storm, list[float]]:
+    """A server on its own engine with ``fsync``, a storm through it, and ``ROUNDS`` kills of
+    the engine in the middle (each down for ``OUTAGE_S``); the engine, the server, the room's
+    creator, the storm and the kill times."""
+    engine = start_engine(engine_dir, fsync)
     stack.callback(engine.stop)
     server = stack.enter_context(running_server(server_env(engine.url, PREFIX), logs))
     creator, room_id = open_room(server.base_url)
@@ -120,6 +123,15 @@ async def test_an_engine_killed_mid_storm_loses_nothing_acknowledged_with_fsync_
         engine.start()
 
     await storm_with(storm, AFTER_S, crash, ROUNDS)
+    return engine, server, creator, storm, killed_at
+
+
+async def test_an_engine_killed_mid_storm_loses_nothing_acknowledged_with_fsync_always(
+    engine_dir: Path, logs: Path, stack: ExitStack
+) -> None:
+    engine, server, creator, storm, killed_at = await storm_killing_the_engine(
+        engine_dir, "always", logs, stack
+    )
     acked_before = {key for key, (_, _, at) in storm.acked.items() if at < killed_at[-1]}
     refused = len(storm.failed) + len(storm.unpaid)
     # Durability first: every gift and payment acknowledged, before or between the crashes,
@@ -144,20 +156,7 @@ async def test_an_engine_killed_mid_storm_loses_nothing_acknowledged_with_fsync_
 async def test_an_engine_process_killed_with_fsync_everysec_loses_nothing_acknowledged_either(
     engine_dir: Path, logs: Path, stack: ExitStack
 ) -> None:
-    engine = start_engine(engine_dir, "everysec")
-    stack.callback(engine.stop)
-    server = stack.enter_context(running_server(server_env(engine.url, PREFIX), logs))
-    creator, room_id = open_room(server.base_url)
-    storm = await Storm.prepare([server.base_url], room_id, USERS)
-    killed_at: list[float] = []
-
-    def crash() -> None:
-        killed_at.append(time.monotonic())
-        engine.kill()
-        time.sleep(OUTAGE_S)  # how long the engine stays down, so that requests meet the outage
-        engine.start()
-
-    await storm_with(storm, AFTER_S, crash, ROUNDS)
+    engine, _, creator, storm, killed_at = await storm_killing_the_engine(engine_dir, "everysec", logs, stack)
     books = Books.read(engine.url, PREFIX, storm, creator)
     lost = {key: at for key, (_, event_id, at) in storm.acked.items() if books.gift_refs[event_id] == 0}
     window = max((min(k - at for k in killed_at if k > at) for at in lost.values()), default=0.0)
