@@ -24,6 +24,7 @@ class PaymentOutcome:
     user_id: str
     credited: bool
     balance: int | None
+    coins: int = 0  # the coins credited now (0 on redelivery)
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class Payments:
         )
         status = reply[0]
         if status == "ok":
-            return PaymentOutcome(order_id, owner, credited=True, balance=int(reply[1]))
+            return PaymentOutcome(order_id, owner, credited=True, balance=int(reply[1]), coins=int(reply[2]))
         if status == "already":
             if reply[1] != payment_id:
                 raise Conflict(

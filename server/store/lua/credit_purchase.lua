@@ -10,7 +10,7 @@
 -- ARGV[5] - order id
 --
 -- Returns one of:
---   {"ok", balance}                 credited now
+--   {"ok", balance, coins}          credited now (the coins the order bought)
 --   {"already", payment_id}         this order was paid before (by this or another payment)
 --   {"mismatch"}                    amount or currency differs: order flagged, nothing credited
 --   {"flagged", flag}               order was flagged before: nothing credited
@@ -42,4 +42,4 @@ local entry = redis.call('XADD', KEYS[3], '*',
   'payment_id', ARGV[1], 'ts', ARGV[4])
 redis.call('HSET', KEYS[1], 'state', 'paid', 'payment_id', ARGV[1], 'paid_ms', ARGV[4],
   'ledger_id', entry)
-return {'ok', tostring(balance)}
+return {'ok', tostring(balance), tostring(coins)}
