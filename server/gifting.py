@@ -8,8 +8,9 @@ wrote is cleared. If delivery fails or the process dies first, the sweeper deliv
 outbox entry later.
 
 On the hot path the clears are batched: ``flush_clears_forever`` removes every entry
-delivered in the last few milliseconds in one pipeline, which saves one of the four engine
-round trips a gift takes. An entry whose clear is lost in a crash is delivered again by the
+delivered in the last few milliseconds in one pipeline, so a gift's own round trips are
+only its debit and its delivery (each shared with the other gifts of its event-loop turn,
+``store.batch``). An entry whose clear is lost in a crash is delivered again by the
 sweeper, which the per-event guards make harmless.
 """
 
