@@ -8,7 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 
-from redis.exceptions import BusyLoadingError, ConnectionError, RedisError, TimeoutError
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -30,7 +30,7 @@ from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.keys import KeySchema
 from server.settings import Settings
-from server.store import Store
+from server.store import UNAVAILABLE, Store
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,13 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = Store.from_url(engine_url, KeySchema(settings.key_prefix), settings.room_stream_len)
+        store = Store.from_url(
+            engine_url,
+            KeySchema(settings.key_prefix),
+            settings.room_stream_len,
+            replica_acks=settings.replica_acks,
+            replica_timeout_ms=settings.replica_timeout_ms,
+        )
         catalog = Catalog.load_default()
         gifts = GiftService(store, catalog, settings)
         hub = Hub(store, catalog, settings)
@@ -104,9 +110,7 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
         exception_handlers={
             GiftingError: gifting_error,
             HTTPException: http_error,
-            ConnectionError: engine_error,
-            TimeoutError: engine_error,
-            BusyLoadingError: engine_error,
+            **dict.fromkeys(UNAVAILABLE, engine_error),
             Exception: internal_error,
         },
     )
@@ -126,7 +130,7 @@ async def sweep_outbox_forever(gifts: GiftService, clawbacks: Clawbacks, interva
             reversed_ = await clawbacks.sweep(now_ms())
             if reversed_:
                 log.warning("reversal sweep took back %d diamonds after a clawback", reversed_)
-        except (ConnectionError, TimeoutError, BusyLoadingError) as exc:
+        except UNAVAILABLE as exc:
             metrics.engine_error(exc)
             log.warning("outbox sweep skipped: engine unavailable (%s)", exc)
         await asyncio.sleep(interval_s)
@@ -141,7 +145,7 @@ async def follow_catalog_forever(store: Store, catalog: Catalog, interval_s: flo
             if version != seen:
                 await store.catalog.apply_to(catalog)
                 seen = version
-        except (ConnectionError, TimeoutError, BusyLoadingError) as exc:
+        except UNAVAILABLE as exc:
             metrics.engine_error(exc)
             log.warning("catalog refresh skipped: engine unavailable (%s)", exc)
         await asyncio.sleep(interval_s)

@@ -26,6 +26,7 @@ class Clawbacks:
 
     async def apply(self, order_id: str, payment_id: str, event_type: str, now_ms: int) -> ClawbackOutcome:
         outcome = await self.store.payments.claw_back(order_id, payment_id, REASONS[event_type], now_ms)
+        await self.store.replicated(users=[outcome.user_id])
         try:
             await self.settle(outcome.user_id, now_ms)
         except Exception:
@@ -35,7 +36,11 @@ class Clawbacks:
     async def settle(self, buyer_id: str, now_ms: int) -> int:
         """Apply every reversal queued for ``buyer_id``; how many diamonds came back."""
         total = 0
-        for event_id, creator_id, order_id in await self.store.reversals.pending(buyer_id):
+        pending = await self.store.reversals.pending(buyer_id)
+        if pending:
+            # Reverse no credit for a clawback the replicas might not have.
+            await self.store.replicated(users=[buyer_id])
+        for event_id, creator_id, order_id in pending:
             outcome, diamonds = await self.store.earnings.reverse(creator_id, event_id, order_id, now_ms)
             if outcome == "settled":
                 log.warning(
@@ -45,6 +50,7 @@ class Clawbacks:
                     buyer_id,
                 )
             total += diamonds
+            await self.store.replicated(users=[creator_id])
             await self.store.reversals.clear(buyer_id, event_id)
         return total
 

@@ -20,8 +20,6 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from redis.exceptions import RedisError
-
 from server import logs, metrics
 from server.domain.catalog import Catalog
 from server.domain.ids import new_id
@@ -29,7 +27,7 @@ from server.domain.money import gift_fingerprint, price_gift, utc_day
 from server.domain.requests import GiftRequest
 from server.errors import Conflict
 from server.settings import Settings
-from server.store import Store
+from server.store import ENGINE_ERRORS, Store
 from server.store.records import CreatorCredit, Room
 
 log = logging.getLogger(__name__)
@@ -104,6 +102,9 @@ class GiftService:
                 burst=self.settings.gift_burst,
             )
         logs.bind(gift_event_id=debit.event_id)
+        # Acknowledged only once the replicas hold it (a replay too: it may answer for a debit
+        # the replicas do not have yet). Unconfirmed, the delivery waits for the sweeper.
+        await self.store.replicated(users=[sender_id])
         if not debit.replayed:
             metrics.COINS_SPENT.inc(debit.cost)
             try:
@@ -143,6 +144,8 @@ class GiftService:
             credited = await credit_applied
         if credited:
             metrics.DIAMONDS_CREDITED.inc(credit.diamonds)
+        # The outbox entry is the only record left to deliver from once it is cleared.
+        await self.store.replicated(users=[credit.creator_id], rooms=[credit.room_id])
         if clear_now:
             await self.store.outbox.clear(credit.sender_id, credit.event_id)
         else:
@@ -165,7 +168,7 @@ class GiftService:
             await asyncio.sleep(interval_s)
             try:
                 await self.flush_clears()
-            except (RedisError, OSError) as exc:
+            except ENGINE_ERRORS as exc:
                 metrics.engine_error(exc)
                 log.warning("outbox clears deferred: engine unavailable (%s)", exc)
 
@@ -173,7 +176,11 @@ class GiftService:
         """Deliver every outbox entry written before ``older_than_ms``; return how many credited now."""
         credited = 0
         async for sender_id in self.store.outbox.senders():
-            for credit in await self.store.outbox.pending(sender_id):
+            pending = await self.store.outbox.pending(sender_id)
+            if pending:
+                # Deliver no gift whose debit the replicas might not have.
+                await self.store.replicated(users=[sender_id])
+            for credit in pending:
                 if credit.ts < older_than_ms and await self.deliver(credit):
                     credited += 1
         return credited

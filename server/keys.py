@@ -228,6 +228,12 @@ class KeySchema:
         """STRING order id a provider payment id was first seen for."""
         return f"{self.prefix}{{p:{payment_id}}}:order"
 
+    def fence(self, key: str) -> str:
+        """STRING written in the slot of ``key`` (which must carry a hash tag) so that WAIT
+        can confirm the slot's earlier writes reached the replicas (``store.replication``);
+        it expires after a minute."""
+        return f"{key[: key.index('}') + 1]}:fence"
+
     @property
     def outbox_pattern(self) -> str:
         """SCAN pattern matching every user's outbox."""

@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client import disable_created_metrics as _disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 from redis.exceptions import ConnectionError as EngineConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as EngineTimeoutError
 
 from server.errors import GiftingError
@@ -145,7 +145,7 @@ def engine_error(exc: BaseException) -> None:
         kind = "timeout"
     elif isinstance(exc, EngineConnectionError | OSError):
         kind = "connection"
-    elif isinstance(exc, RedisError):
+    elif isinstance(exc, RedisError | RedisClusterException):
         kind = "response"
     else:
         return

@@ -26,6 +26,10 @@ class Settings:
     data_dir: Path = Path("var")
     redis_url: str | None = None
     fsync: str = "always"
+    # Replicas that must hold a money write before it is acknowledged (store.replication),
+    # and how long to wait for them.
+    replica_acks: int = 0
+    replica_timeout_ms: int = 500
     jwt_secret: str = ""
     webhook_secret: str = ""
     demo: bool = False
@@ -70,6 +74,8 @@ class Settings:
             data_dir=Path(env.get("GIFTING_DATA_DIR") or cls.data_dir),
             redis_url=_engine_url(env),
             fsync=_choice(env, "GIFTING_FSYNC", cls.fsync, FSYNC_POLICIES),
+            replica_acks=_int(env, "GIFTING_REPLICA_ACKS", cls.replica_acks, 0, 16),
+            replica_timeout_ms=_int(env, "GIFTING_REPLICA_TIMEOUT_MS", cls.replica_timeout_ms, 1, 60_000),
             jwt_secret=env.get("GIFTING_JWT_SECRET", ""),
             webhook_secret=env.get("GIFTING_WEBHOOK_SECRET", ""),
             demo=demo,

@@ -54,6 +54,7 @@ async def decide(request: Request, state: str) -> JSON:
     raw = await read_body(request)
     note = parse(decode_json(raw), DecisionRequest).note if raw.strip() else ""
     withdrawal = await ctx.store.withdrawals.decide(withdrawal_id, state, principal.user_id, note, now_ms())
+    await ctx.store.replicated(users=[withdrawal.creator_id])
     await ctx.store.admin_log.record(
         principal.user_id,
         f"withdrawal.{state}",
@@ -77,6 +78,7 @@ async def set_frozen(request: Request) -> JSON:
     user_id = check_id(request.path_params["user_id"], "user_id")
     body = parse(await read_json(request), FreezeRequest)
     await ctx.store.wallets.set_frozen(user_id, body.frozen)
+    await ctx.store.replicated(users=[user_id])
     action = "user.freeze" if body.frozen else "user.unfreeze"
     await ctx.store.admin_log.record(principal.user_id, action, user_id, {}, now_ms())
     return JSON({"user_id": user_id, "frozen": body.frozen})

@@ -63,6 +63,7 @@ async def request_withdrawal(request: Request) -> JSON:
         idempotency_key=body.idempotency_key,
         now_ms=now,
     )
+    await ctx.store.replicated(users=[principal.user_id])
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return JSON(withdrawal.to_dict(), status_code=200 if replayed else 201, headers=headers)
 

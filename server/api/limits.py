@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import time
 
-from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import metrics
@@ -29,7 +28,7 @@ from server.api.context import JSON
 from server.domain.limits import client_address, is_exempt, retry_after_s
 from server.errors import RateLimited
 from server.settings import Settings
-from server.store import Store
+from server.store import ENGINE_ERRORS, Store
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class ClientLimiter:
             await self.store.limits.take_request(address, self.rate_per_s, self.burst)
         except RateLimited as refused:
             return refused
-        except (RedisError, OSError) as exc:
+        except ENGINE_ERRORS as exc:
             metrics.engine_error(exc)
             if not self._engine_down:
                 log.warning("per-address request limit off: engine unavailable (%r)", exc)

@@ -43,6 +43,8 @@ async def payment_webhook(request: Request) -> JSON:
     outcome = await ctx.store.payments.credit_payment(
         data.order_id, data.payment_id, data.amount_minor, data.currency, now_ms()
     )
+    # The provider stops redelivering once answered: the credit must be on the replicas first.
+    await ctx.store.replicated(users=[outcome.user_id], keys=[ctx.store.keys.payment_claim(data.payment_id)])
     metrics.COINS_PURCHASED.inc(outcome.coins)
     return JSON({"received": True, "handled": True, "credited": outcome.credited})
 

@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import logs, metrics
@@ -39,6 +38,7 @@ from server.errors import (
 from server.hub.outlet import SCOPE_EXTENSION, GiftingWebSocketProtocol
 from server.hub.protocol import Close, Ping, decode, encode, error_frame, negotiate
 from server.hub.room import LocalRoom, Viewer
+from server.store import ENGINE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ async def room_socket(
             except GiftingError as exc:
                 metrics.gift_refused(metrics.WS, exc.code)
                 viewer.send(error_frame(exc, frame.idempotency_key))
-            except (RedisError, OSError) as exc:
+            except ENGINE_ERRORS as exc:
                 metrics.engine_error(exc)
                 metrics.gift_refused(metrics.WS, EngineUnavailable.default_code)
                 log.warning("gift over websocket refused: engine unavailable (%r)", exc)
@@ -225,7 +225,7 @@ async def admit(
         refuse(exc, Close.TOO_MANY)
     except GiftingError as exc:  # room_ended
         refuse(exc, Close.ROOM_GONE)
-    except (RedisError, OSError) as exc:
+    except ENGINE_ERRORS as exc:
         metrics.engine_error(exc)
         refuse(EngineUnavailable("the engine is unavailable; retry shortly"), Close.ENGINE_UNAVAILABLE)
     else:

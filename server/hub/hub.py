@@ -24,8 +24,6 @@ import secrets
 import time
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from server import metrics
 from server.domain.catalog import Catalog
 from server.domain.combos import ComboWatch
@@ -35,7 +33,7 @@ from server.hub.protocol import Close
 from server.hub.room import LocalRoom, Viewer
 from server.hub.slots import ConnectionSlots
 from server.settings import Settings
-from server.store import Store
+from server.store import ENGINE_ERRORS, Store
 from server.store.records import RoomState
 
 log = logging.getLogger(__name__)
@@ -221,7 +219,7 @@ class Hub:
             started = time.monotonic()
             try:
                 await self.tick()
-            except (RedisError, OSError) as exc:
+            except ENGINE_ERRORS as exc:
                 metrics.engine_error(exc)
                 if not engine_down:
                     log.warning("hub paused: engine unavailable (%s)", exc)
@@ -299,7 +297,7 @@ class Hub:
     async def _send_slots(self, held: dict[str, list[str]], released: list[tuple[str, str]]) -> None:
         try:
             await self.store.limits.sync_connections(held, released, self._slot_ttl_ms)
-        except (RedisError, OSError) as exc:
+        except ENGINE_ERRORS as exc:
             metrics.engine_error(exc)
             # Released slots expire by themselves; held ones are renewed at the next heartbeat.
             log.warning("connection slots not renewed: engine unavailable (%s)", exc)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from server.store.store import Store
+from server.store.store import ENGINE_ERRORS, UNAVAILABLE, Store
 
-__all__ = ["Store"]
+__all__ = ["ENGINE_ERRORS", "UNAVAILABLE", "Store"]

@@ -8,15 +8,23 @@ gives whichever connection class the URL selects (TCP, TLS or unix socket) a
 the connection as it is. It splits multi-word command names (``SCRIPT LOAD``) as redis-py
 does, and refuses arguments other than str, bytes, int, float and memoryview with
 redis-py's ``DataError``.
+
+The same class also reports a write on a connection whose transport was closed under it
+(the peer reset it while idle, or another task disconnected it, as happens to every
+connection to a cluster master that just failed) as redis-py's ``ConnectionError``, which
+its retries and cluster failover handle. redis-py 8.1 lets the event loop's own error
+escape instead (``RuntimeError`` from uvloop, ``AttributeError`` or ``TypeError`` from
+asyncio; redis-py issue #4287, fixed upstream after 8.1).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from hiredis import pack_command
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import DataError
+from redis.exceptions import ConnectionError, DataError
 
 
 def _pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
@@ -29,6 +37,24 @@ def _pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
         raise DataError(str(exc)) from exc
 
 
+async def _send_packed_command(self: AbstractConnection, command: Iterable[bytes]) -> None:
+    writer = self._writer
+    if writer is None or writer.is_closing():
+        raise ConnectionError("the connection was closed before the command was written")
+    try:
+        writer.writelines(command)
+        await writer.drain()
+    except (AttributeError, RuntimeError, TypeError) as exc:
+        if writer.is_closing():
+            raise ConnectionError("the connection was closed while the command was written") from exc
+        raise
+
+
 def hiredis_packing(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
-    """``connection_class`` with hiredis packing its commands."""
-    return type(connection_class.__name__, (connection_class,), {"pack_command": _pack_command})
+    """``connection_class`` with hiredis packing its commands, and closed transports
+    reported as ``ConnectionError``."""
+    return type(
+        connection_class.__name__,
+        (connection_class,),
+        {"pack_command": _pack_command, "_send_packed_command": _send_packed_command},
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, cast
 
@@ -10,7 +11,15 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+    TimeoutError,
+    TryAgainError,
+)
 
 from server.keys import KeySchema
 from server.settings import cluster_nodes
@@ -23,6 +32,7 @@ from server.store.limits import Limits
 from server.store.outbox import Outbox
 from server.store.overlays import OverlayTokens
 from server.store.payments import Payments
+from server.store.replication import ReplicaFence
 from server.store.reversals import Reversals
 from server.store.rooms import Rooms
 from server.store.scripts import Scripts
@@ -35,11 +45,32 @@ POOL_WAIT_S = 5.0
 # Connections per cluster node and process (see connect_cluster).
 CLUSTER_NODE_CONNECTIONS = 1_000
 
+# Failures meaning the engine, or the cluster master serving a key, cannot answer now (down,
+# loading, failing over, a slot not yet served): a client gets 503 engine_unavailable and
+# retries. BusyLoadingError is a ConnectionError, MasterDownError a ClusterDownError.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    ConnectionError,
+    TimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    SlotNotCoveredError,
+)
+# Everything an engine call can raise besides a bug: its replies, its client's, its socket's.
+ENGINE_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
+
 
 class Store:
-    def __init__(self, redis: Redis, keys: KeySchema, room_stream_len: int = 10_000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: KeySchema,
+        room_stream_len: int = 10_000,
+        replica_acks: int = 0,
+        replica_timeout_ms: int = 500,
+    ) -> None:
         self.redis = redis
         self.keys = keys
+        self.replication = ReplicaFence(redis, keys, replica_acks, replica_timeout_ms)
         scripts = Scripts.register(redis)
         # The gift path's scripts (debit, room publish, creator credit) share round trips.
         batch = ScriptBatch(redis)
@@ -56,12 +87,13 @@ class Store:
         self.limits = Limits(redis, keys, scripts, batch)
 
     @classmethod
-    def from_url(cls, url: str, keys: KeySchema, room_stream_len: int = 10_000) -> Store:
+    def from_url(cls, url: str, keys: KeySchema, room_stream_len: int = 10_000, **options: int) -> Store:
         """A store on the engine at ``url``: ``redis://``, ``rediss://``, ``unix://``, or a
-        cluster as ``redis+cluster://host:port,host:port,...`` (any reachable nodes)."""
+        cluster as ``redis+cluster://host:port,host:port,...`` (any reachable nodes).
+        ``options`` are the replica settings of ``__init__``."""
         nodes = cluster_nodes(url)
         if nodes is not None:
-            return cls(connect_cluster(nodes), keys, room_stream_len)
+            return cls(connect_cluster(nodes), keys, room_stream_len, **options)
         pool = BlockingConnectionPool.from_url(
             url,
             decode_responses=True,
@@ -73,7 +105,7 @@ class Store:
         )
         pool.connection_class = hiredis_packing(pool.connection_class)
         redis = Redis.from_pool(pool)
-        return cls(redis, keys, room_stream_len)
+        return cls(redis, keys, room_stream_len, **options)
 
     @property
     def clustered(self) -> bool:
@@ -83,8 +115,19 @@ class Store:
         """True if the engine answers; never raises."""
         try:
             return bool(await self.redis.ping())
-        except (RedisError, OSError):
+        except ENGINE_ERRORS:
             return False
+
+    async def replicated(
+        self, *, users: Iterable[str] = (), rooms: Iterable[str] = (), keys: Iterable[str] = ()
+    ) -> None:
+        """Wait until the configured replicas hold every write made so far in the slots of
+        these users, rooms and keys (``store.replication``); at once when none are required."""
+        await self.replication.confirm(
+            *(self.keys.user(user).wallet for user in users),
+            *(self.keys.room(room).info for room in rooms),
+            *keys,
+        )
 
     async def set_profile(self, user_id: str, name: str, role: str) -> None:
         await self.redis.hset(self.keys.user(user_id).profile, mapping={"name": name, "role": role})

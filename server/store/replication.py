@@ -1,0 +1,140 @@
+"""Acknowledge only what replicas hold: the fence that follows every money write.
+
+Replication is asynchronous. A master answers a write before its replicas have it, and if
+the master fails in that window, the replica promoted in its place never had the write. For
+this server that would be an acknowledged gift or payment gone, or worse, a creator credit
+gone after the gift's outbox entry was cleared on another master: nothing would deliver it
+again.
+
+With ``GIFTING_REPLICA_ACKS=N`` the server therefore confirms each money write before it
+acknowledges it or clears what depends on it: it writes a fence key in the same slot and
+sends ``WAIT N timeout`` right behind it, on the same connection to the same master. A
+master replicates its writes in order, so once N replicas hold the fence they hold every
+write that master made before it, the money write included. The fence is written after the
+write's reply arrived, so this holds however the write itself was sent (a pipeline, another
+connection, a redirection during a slot move).
+
+If fewer than N replicas confirm within the timeout, ``NotReplicated`` is raised: a
+``TimeoutError``, so a client sees ``503 engine_unavailable``. The write stands on the
+master; a client retry with the same idempotency key replays it and is confirmed in turn,
+and a delivery left unconfirmed keeps its outbox entry for the sweeper.
+
+Fences asked for in one event-loop turn share one pipeline, with one fence per master, as
+the gift path's scripts share theirs (``store.batch``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import TimeoutError
+
+from server.keys import KeySchema
+
+# A fence outlives any WAIT; it only has to exist long enough to be replicated.
+FENCE_TTL_MS = 60_000
+# Times a fence is sent again when its slot moved to another master meanwhile.
+MOVED_RETRIES = 3
+
+
+class NotReplicated(TimeoutError):  # type: ignore[misc]
+    """Fewer replicas than required confirmed a write in time (503 engine_unavailable)."""
+
+
+class ReplicaFence:
+    def __init__(self, redis: Redis, keys: KeySchema, replicas: int = 0, timeout_ms: int = 500) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.replicas = replicas
+        self.timeout_ms = timeout_ms
+        # master name -> (a fence key on that master, the future of the fence being sent)
+        self._pending: dict[str, tuple[str, asyncio.Future[None]]] = {}
+        self._scheduled = False
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def confirm(self, *keys: str) -> None:
+        """Return once ``replicas`` replicas hold every write made so far to the slots of
+        ``keys``; raise ``NotReplicated`` if they do not in time. Free when replicas is 0."""
+        if self.replicas == 0:
+            return
+        futures = {id(f): f for f in (self._fence(key) for key in keys)}
+        await asyncio.gather(*futures.values())
+
+    def _fence(self, key: str) -> asyncio.Future[None]:
+        master = self._master_of(key)
+        pending = self._pending.get(master)
+        if pending is not None:
+            return pending[1]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending[master] = (self._keys.fence(key), future)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _master_of(self, key: str) -> str:
+        if isinstance(self._redis, RedisCluster):
+            return str(self._redis.get_node_from_key(key).name)
+        return ""
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, {}
+        task = asyncio.get_running_loop().create_task(self._send(pending))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, pending: dict[str, tuple[str, asyncio.Future[None]]]) -> None:
+        fences = {master: key for master, (key, _) in pending.items()}
+        try:
+            acked = await self._wait(fences)
+        except Exception as exc:
+            for _, future in pending.values():
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for master, (_, future) in pending.items():
+            if future.done():
+                continue
+            if acked[master] >= self.replicas:
+                future.set_result(None)
+            else:
+                future.set_exception(
+                    NotReplicated(
+                        f"{acked[master]} of {self.replicas} replicas confirmed the write "
+                        f"within {self.timeout_ms} ms"
+                    )
+                )
+
+    async def _wait(self, fences: dict[str, str]) -> dict[str, int]:
+        """Write each fence and WAIT behind it on the master serving it; replicas confirmed,
+        by the master each fence was asked for."""
+        acked = dict.fromkeys(fences, 0)
+        todo = fences
+        for _ in range(MOVED_RETRIES):
+            targets = {asked: self._master_of(key) for asked, key in todo.items()}
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for asked, key in todo.items():
+                    pipe.set(key, "1", px=FENCE_TTL_MS)
+                    pipe.execute_command("WAIT", self.replicas, self.timeout_ms, **self._on(targets[asked]))
+                replies: list[Any] = await pipe.execute()
+            moved = {}
+            for (asked, key), reply in zip(todo.items(), replies[1::2], strict=True):
+                if self._master_of(key) == targets[asked]:
+                    acked[asked] = int(reply)
+                else:  # the slot moved meanwhile: the fence went to a master not waited on
+                    moved[asked] = key
+            if not moved:
+                break
+            todo = moved
+        return acked
+
+    def _on(self, master: str) -> dict[str, Any]:
+        if isinstance(self._redis, RedisCluster):
+            node = self._redis.get_node(node_name=master)
+            return {"target_nodes": node}
+        return {}
