@@ -62,23 +62,10 @@ class EmbeddedCluster:
         return "redis+cluster://" + ",".join(node.address for node in self.nodes[: self.masters])
 
     def start(self, timeout_s: float = 30.0) -> EmbeddedCluster:
-        binary = engine_binary()
-        ports = cluster_ports(self.masters * (1 + self.replicas))
-        for i, port in enumerate(ports):
+        for i, port in enumerate(cluster_ports(self.masters * (1 + self.replicas))):
             node = ClusterNode(port, (self.data_dir / f"node{i}").resolve())
             node.data_dir.mkdir(parents=True, exist_ok=True)
-            node.process = subprocess.Popen(
-                [
-                    *(binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node.data_dir)),
-                    *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
-                    *("--cluster-node-timeout", str(self.node_timeout_ms)),
-                    *("--appendonly", "yes", "--appendfsync", self.fsync, "--save", ""),
-                    *("--logfile", str(node.data_dir / "engine.log"), "--protected-mode", "yes"),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
-            )
+            self._launch(node)
             self.nodes.append(node)
         try:
             self._form(time.monotonic() + timeout_s)
@@ -86,6 +73,31 @@ class EmbeddedCluster:
             self.stop()
             raise
         return self
+
+    def _launch(self, node: ClusterNode) -> None:
+        node.process = subprocess.Popen(
+            [
+                *(engine_binary(), "--port", str(node.port), "--bind", "127.0.0.1"),
+                *("--dir", str(node.data_dir)),
+                *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                *("--cluster-node-timeout", str(self.node_timeout_ms)),
+                *("--appendonly", "yes", "--appendfsync", self.fsync, "--save", ""),
+                # A replica syncs at once rather than after the default 5 s wait for others.
+                *("--repl-diskless-sync-delay", "0"),
+                *("--logfile", str(node.data_dir / "engine.log"), "--protected-mode", "yes"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+
+    def restart(self, node: ClusterNode, timeout_s: float = 30.0) -> None:
+        """Start a node that was stopped or killed again, on its port and its files. It
+        rejoins the cluster with the role its peers now give it (a failed master comes back
+        as a replica of the one promoted in its place)."""
+        self._launch(node)
+        with node.client() as client:
+            wait(lambda: bool(client.ping()), time.monotonic() + timeout_s, f"{node.address} did not restart")
 
     def _form(self, deadline: float) -> None:
         for node in self.nodes:
@@ -111,6 +123,13 @@ class EmbeddedCluster:
             master = self.nodes[r % self.masters]
             with node.client() as client:
                 client.execute_command("CLUSTER REPLICATE", master.node_id)
+        for node in self.nodes[self.masters :]:
+            with node.client() as client:
+                wait(
+                    lambda: client.info("replication").get("master_link_status") == "up",
+                    deadline,
+                    f"replica {node.address} never finished its first sync",
+                )
         for node in self.nodes:
             with node.client() as client:
                 wait(
@@ -120,13 +139,28 @@ class EmbeddedCluster:
                 )
 
     def master_of(self, slot: int) -> ClusterNode:
-        """The node that serves ``slot`` now, as the first master sees it."""
-        with self.nodes[0].client() as client:
+        """The node that serves ``slot`` now, as the first node that answers sees it."""
+        with self.live_node().client() as client:
             for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
                 if start <= slot <= end:
                     port = int(primary[1])
                     return next(node for node in self.nodes if node.port == port)
         raise EngineError(f"no node serves slot {slot}")
+
+    def live_node(self) -> ClusterNode:
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
+                return node
+        raise EngineError("no node of the cluster is running")
+
+    def replica_of(self, master: ClusterNode) -> ClusterNode:
+        """A node replicating ``master`` now, as ``master`` sees it."""
+        with master.client() as client:
+            # redis-py parses the reply into {"host:port": {...}}
+            for address in client.execute_command("CLUSTER REPLICAS", master.node_id):
+                port = int(str(address).split("@")[0].rsplit(":", 1)[1])
+                return next(node for node in self.nodes if node.port == port)
+        raise EngineError(f"node {master.address} has no replica")
 
     def stop(self) -> None:
         for node in self.nodes:

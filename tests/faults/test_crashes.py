@@ -85,6 +85,22 @@ def check_exactly_once(storm: Storm, books: Books) -> None:
     assert books.coins == {user: storm.expected_coins(user) for user in storm.users}
 
 
+async def check_nothing_lost(
+    storm: Storm, engine_url: str, prefix: str, creator: str, server_url: str
+) -> None:
+    """After a fault: no request met a 500 and every acknowledged gift is in the books once;
+    then, every refused request retried, each gift and payment is applied exactly once, the
+    outbox is drained and the audit passes."""
+    assert not [key for key in storm.refusals if " 500 " in key], storm.refusals
+    books = Books.read(engine_url, prefix, storm, creator)
+    lost = [key for key, (_, event_id, _) in storm.acked.items() if books.gift_refs[event_id] != 1]
+    assert not lost, f"{len(lost)} acknowledged gifts missing after the fault"
+    await storm.settle(server_url)
+    check_exactly_once(storm, await wait_for_empty_outbox(engine_url, prefix, storm, creator))
+    done = audit(engine_url, prefix)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def check_audit(url: str) -> None:
     done = audit(url, PREFIX)
     assert done.returncode == 0, done.stdout + done.stderr
