@@ -12,6 +12,10 @@ delivered in the last few milliseconds in one pipeline, so a gift's own round tr
 only its debit and its delivery (each shared with the other gifts of its event-loop turn,
 ``store.batch``). An entry whose clear is lost in a crash is delivered again by the
 sweeper, which the per-event guards make harmless.
+
+With ``GIFTING_REPLICA_ACKS`` (``store.replication``) a gift is acknowledged only once the
+replicas hold its debit, and a flush clears its entries only once they hold the deliveries:
+the one wait on a gift's own path is its debit's.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ class GiftService:
     catalog: Catalog
     settings: Settings
     _names: dict[str, str] = field(default_factory=dict)
-    _delivered: list[tuple[str, str]] = field(default_factory=list)
+    _delivered: list[CreatorCredit] = field(default_factory=list)
 
     async def send(
         self,
@@ -144,20 +148,27 @@ class GiftService:
             credited = await credit_applied
         if credited:
             metrics.DIAMONDS_CREDITED.inc(credit.diamonds)
-        # The outbox entry is the only record left to deliver from once it is cleared.
-        await self.store.replicated(users=[credit.creator_id], rooms=[credit.room_id])
         if clear_now:
+            # The outbox entry is the only record left to deliver from once it is cleared.
+            await self.store.replicated(users=[credit.creator_id], rooms=[credit.room_id])
             await self.store.outbox.clear(credit.sender_id, credit.event_id)
         else:
-            self._delivered.append((credit.sender_id, credit.event_id))
+            self._delivered.append(credit)
         return credited
 
     async def flush_clears(self) -> int:
-        """Clear the outbox entries of every gift delivered since the last flush."""
+        """Clear the outbox entries of every gift delivered since the last flush, once the
+        replicas hold their deliveries (one fence per master for all of them)."""
         delivered, self._delivered = self._delivered, []
         if delivered:
             try:
-                await self.store.outbox.clear_many(delivered)
+                await self.store.replicated(
+                    users={credit.creator_id for credit in delivered},
+                    rooms={credit.room_id for credit in delivered},
+                )
+                await self.store.outbox.clear_many(
+                    [(credit.sender_id, credit.event_id) for credit in delivered]
+                )
             except Exception:
                 self._delivered[:0] = delivered
                 raise
