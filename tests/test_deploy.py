@@ -2,9 +2,10 @@
 
 Docker does not run here. The compose file is checked for its services, health checks,
 start order and the environment the servers get. The parts that do not need Docker run:
-``cluster-init.sh`` builds a cluster out of three local nodes started with ``valkey.conf``,
-and a server runs on it; HAProxy runs ``haproxy.cfg`` in front of a server, carries a
-room socket and hands the server each client's own address.
+``cluster-init.sh`` builds a cluster of three masters with a replica each out of six local
+nodes started with ``valkey.conf``, and a server that waits for the replicas runs on it;
+HAProxy runs ``haproxy.cfg`` in front of a server, carries a room socket and hands the
+server each client's own address.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ from tests.test_dockerfile import healthcheck_argv, stages
 from tests.wsclient import RoomSocket
 
 DEPLOY = ROOT / "deploy"
-NODES = ("valkey-1", "valkey-2", "valkey-3")
+NODES = tuple(f"valkey-{n}" for n in range(1, 7))
+MASTERS = 3
 SERVERS = ("server-1", "server-2")
-CLUSTER_URL = "redis+cluster://valkey-1:6379,valkey-2:6379,valkey-3:6379"
+CLUSTER_URL = "redis+cluster://" + ",".join(f"{name}:6379" for name in NODES)
 # Read outside server/settings.py: by uvicorn (README, "Configuration") and by the metrics.
 OTHER_VARIABLES = {"FORWARDED_ALLOW_IPS", metrics.MULTIPROCESS_ENV}
 
@@ -105,7 +107,7 @@ def settings_variables() -> set[str]:
 # -- the compose file ------------------------------------------------------------------------
 
 
-def test_compose_runs_two_servers_a_three_node_cluster_and_a_balancer() -> None:
+def test_compose_runs_two_servers_a_six_node_cluster_and_a_balancer() -> None:
     assert set(services()) == {*NODES, "cluster-init", *SERVERS, "lb"}
     for name in (*NODES, *SERVERS, "lb"):
         assert "test" in services()[name].get("healthcheck", {}), f"{name} has no health check"
@@ -132,6 +134,8 @@ def test_services_start_in_order_nodes_then_cluster_then_servers_then_balancer()
     init = services()["cluster-init"]
     assert init["depends_on"] == {name: {"condition": "service_healthy"} for name in NODES}
     assert init["environment"]["VALKEY_NODES"].split() == [f"{name}:6379" for name in NODES]
+    # valkey-cli makes len(NODES) / (1 + replicas) masters
+    assert len(NODES) // (1 + int(init["environment"]["VALKEY_REPLICAS"])) == MASTERS
     assert init["command"] == ["sh", "/cluster-init.sh"]
     assert "./cluster-init.sh:/cluster-init.sh:ro" in init["volumes"]
     for name in SERVERS:
@@ -155,6 +159,8 @@ def test_the_servers_are_the_image_on_the_cluster_with_known_settings_only() -> 
         assert server["env_file"] == ".env"
         environment = server["environment"]
         assert environment["GIFTING_REDIS_URL"] == CLUSTER_URL
+        # Each master has one replica, and a money write waits for it.
+        assert environment["GIFTING_REPLICA_ACKS"] == "1"
         # The balancer is the one proxy whose X-Forwarded-For the servers believe.
         assert environment["FORWARDED_ALLOW_IPS"] == lb_address
         assert server["tmpfs"] == [environment[metrics.MULTIPROCESS_ENV]], "empty at every start"
@@ -236,11 +242,12 @@ def cluster_port() -> int:
 
 @pytest.fixture
 def cluster_nodes(tmp_path: Path) -> Iterator[list[str]]:
-    """Three engine nodes started with deploy/valkey.conf, not yet a cluster: host:port each."""
+    """As many engine nodes as compose.yaml runs, started with deploy/valkey.conf, not yet a
+    cluster: host:port each."""
     processes: list[subprocess.Popen[bytes]] = []
     nodes = []
     try:
-        for n in range(3):
+        for n in range(len(NODES)):
             port, data = cluster_port(), tmp_path / f"node{n}"
             data.mkdir()
             processes.append(
@@ -283,6 +290,7 @@ def run_cluster_init(nodes: list[str]) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "VALKEY_NODES": " ".join(nodes),
+        "VALKEY_REPLICAS": services()["cluster-init"]["environment"]["VALKEY_REPLICAS"],
         # valkey-cli from the package that ships the engine binary
         "PATH": f"{Path(engine_binary()).parent}{os.pathsep}{os.environ['PATH']}",
     }
@@ -300,9 +308,21 @@ def test_cluster_init_builds_the_cluster_once_and_a_server_runs_on_it(
     again = run_cluster_init(cluster_nodes)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Performing hash slots allocation" not in again.stdout, "a second run must leave it as it is"
+    # Three masters, each with one replica already in sync when the script exits.
+    roles = {}
+    for node in cluster_nodes:
+        host, port = node.split(":")
+        with redis.Redis(host=host, port=int(port), decode_responses=True) as client:
+            roles[node] = client.info("replication")
+    masters = [node for node, info in roles.items() if info["role"] == "master"]
+    assert len(masters) == MASTERS
+    assert all(roles[node]["connected_slaves"] == 1 for node in masters)
+    assert all(info["master_link_status"] == "up" for info in roles.values() if info["role"] == "slave")
 
     url = "redis+cluster://" + ",".join(cluster_nodes)
-    env = server_env(url, "gifting:")
+    env = server_env(
+        url, "gifting:", GIFTING_REPLICA_ACKS=services()["server-1"]["environment"]["GIFTING_REPLICA_ACKS"]
+    )
     with running_server(env, logs) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
         api = Api(http)
         assert http.get("/readyz").status_code == 200
