@@ -14,7 +14,10 @@ server
     as a load balancer spreading connections would; their CPU is added up. With
     ``--shards N`` the engine is a local cluster of N masters (``server/cluster.py``, their
     CPU added up) and the server runs on its ``redis+cluster://`` URL; the ceiling then runs
-    through a cluster client on the same masters (database 0, its own prefix). The transport
+    through a cluster client on the same masters (database 0, its own prefix). ``--replicas
+    N`` gives each master N replicas (their CPU counted with the engine's), and
+    ``--replica-acks N`` makes the server wait for N of them before acknowledging a money
+    write (``GIFTING_REPLICA_ACKS``). The transport
     (``--transport``) is either
 
     ``ws`` (default), the way viewers gift: each sender holds its room's WebSocket
@@ -76,7 +79,8 @@ The ceiling uses logical database 1 of the engine: the server's outbox sweeper S
 ceiling run so the idempotency records and ledger entries of earlier runs do not pile up.
 
     .venv/bin/python -m loadtest.bench_gift [--transport ws|http] [--seconds 5]
-        [--concurrency 64] [--inflight 1] [--rooms 16] [--servers 1] [--shards 1] [--paced 0.5]
+        [--concurrency 64] [--inflight 1] [--rooms 16] [--servers 1] [--shards 1]
+        [--replicas 0] [--replica-acks 0] [--paced 0.5]
         [--fsync always|everysec|both] [--repeat 3] [--warmup 1]
         [--client-pool per-sender|shared] [--json out.json]
 """
@@ -306,11 +310,14 @@ class CpuMeter:
 
 
 @contextlib.asynccontextmanager
-async def running_server(engine_url: str, log_path: Path) -> AsyncIterator[tuple[str, int]]:
+async def running_server(
+    engine_url: str, log_path: Path, replica_acks: int = 0
+) -> AsyncIterator[tuple[str, int]]:
     """Run ``python -m server`` on ``engine_url`` until the block ends; yield its URL and pid."""
     port = free_port()
     env = {
         **os.environ,
+        "GIFTING_REPLICA_ACKS": str(replica_acks),
         "GIFTING_DEMO": "1",
         "GIFTING_REDIS_URL": engine_url,
         "GIFTING_PORT": str(port),
@@ -745,7 +752,9 @@ def url_with_db(url: str, db: int) -> str:
 async def bench_policy(args: argparse.Namespace, fsync: str) -> PolicyResult:
     with tempfile.TemporaryDirectory(prefix="bench-gift-") as tmp:
         if args.shards > 1:
-            with EmbeddedCluster(Path(tmp) / "cluster", masters=args.shards, fsync=fsync) as cluster:
+            with EmbeddedCluster(
+                Path(tmp) / "cluster", masters=args.shards, replicas=args.replicas, fsync=fsync
+            ) as cluster:
                 pids = tuple(node.process.pid for node in cluster.nodes if node.process is not None)
                 # The same client as the server's store (hiredis packing), bytes replies.
                 nodes = [("127.0.0.1", node.port) for node in cluster.nodes]
@@ -787,7 +796,9 @@ async def bench_engine(
             # With --servers N, N processes share the engine (and form one hub); sender i
             # connects to server i mod N, as a load balancer spreading connections would.
             running = [
-                await servers.enter_async_context(running_server(engine_url, logs / f"server{n}.log"))
+                await servers.enter_async_context(
+                    running_server(engine_url, logs / f"server{n}.log", args.replica_acks)
+                )
                 for n in range(args.servers)
             ]
             urls = [base_url for base_url, _ in running]
@@ -986,6 +997,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "server on a redis+cluster:// URL",
     )
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        help="with --shards N: replicas per master (default 0)",
+    )
+    parser.add_argument(
+        "--replica-acks",
+        type=int,
+        default=0,
+        help="replicas the server waits for before acknowledging a money write "
+        "(GIFTING_REPLICA_ACKS, default 0)",
+    )
+    parser.add_argument(
         "--rooms",
         type=positive_int,
         default=ROOMS,
@@ -1011,6 +1035,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
+    if args.replicas < 0 or (args.replicas and args.shards < 2):
+        parser.error("--replicas needs a cluster (--shards 2 or more) and cannot be negative")
+    if not 0 <= args.replica_acks <= args.replicas:
+        parser.error(f"--replica-acks must be between 0 and --replicas ({args.replicas})")
     if args.concurrency is None:
         args.concurrency = WS_SENDERS if args.transport == "ws" else HTTP_SENDERS
     return args
