@@ -165,6 +165,13 @@ class RoomKeys:
         """HASH hub node id -> "viewers:expires_ms" (expiring presence)."""
         return f"{self.tag}:presence"
 
+    @property
+    def wake(self) -> str:
+        """Shard channel (not a key): every script that adds room events publishes an empty
+        message on it, so that hubs on a cluster read the room only when it has news
+        (``store.wakeups``)."""
+        return f"{self.tag}:wake"
+
 
 @dataclass(frozen=True)
 class KeySchema:

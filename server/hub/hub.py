@@ -3,7 +3,8 @@
 One task per process runs the tick loop:
 
 1. one ``XREAD`` for all local rooms (blocking at most a tick) collects new room events,
-   whichever process published them;
+   whichever process published them (on a cluster: the rooms woken since the last tick,
+   ``store.wakeups``);
 2. one pipelined ``room_state.lua`` call per room that needs it refreshes the leaderboard,
    goal and viewer count, and reports this process's viewers (expiring presence);
 3. every room with something new gets one ``batch`` frame, encoded once per subprotocol

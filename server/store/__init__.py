@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from server.store.store import ENGINE_ERRORS, UNAVAILABLE, Store
+from server.store.failures import ENGINE_ERRORS, UNAVAILABLE
+from server.store.store import Store
 
 __all__ = ["ENGINE_ERRORS", "UNAVAILABLE", "Store"]

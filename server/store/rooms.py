@@ -21,6 +21,7 @@ from server.keys import KeySchema
 from server.store.batch import ScriptBatch
 from server.store.records import CreatorCredit, Room, RoomState
 from server.store.scripts import Scripts, queue_script, run_pipeline
+from server.store.wakeups import RoomWakeups
 
 StreamEntry = tuple[str, dict[str, str]]
 
@@ -64,6 +65,7 @@ class Rooms:
         self._scripts = scripts
         self._batch = batch
         self._stream_len = stream_len
+        self._wakeups = RoomWakeups(redis, keys) if isinstance(redis, RedisCluster) else None
 
     async def get(self, room_id: str) -> Room:
         raw = await self._redis.hgetall(self._keys.room(room_id).info)
@@ -111,7 +113,7 @@ class Rooms:
         keys = self._keys.room(room_id)
         await self._scripts.room_end(
             keys=[keys.info, keys.events, keys.names, keys.combos, keys.top, keys.published, keys.presence],
-            args=[self._stream_len, ENDED_ROOM_RETENTION_S],
+            args=[self._stream_len, ENDED_ROOM_RETENTION_S, keys.wake],
         )
         live_key = self._keys.user(room.creator_id).live_room
         if await self._redis.get(live_key) == room_id:
@@ -124,7 +126,9 @@ class Rooms:
         if room.creator_id != user_id and not is_admin:
             raise Forbidden("only the room's creator can set its goal")
         keys = self._keys.room(room_id)
-        reply = await self._scripts.room_goal(keys=[keys.info, keys.events], args=[coins, self._stream_len])
+        reply = await self._scripts.room_goal(
+            keys=[keys.info, keys.events], args=[coins, self._stream_len, keys.wake]
+        )
         if reply[0] == "missing":
             raise NotFound(f"no room {room_id!r}", code="room_not_found")
         if reply[0] == "ended":
@@ -146,12 +150,11 @@ class Rooms:
 
     async def publish_test_alert(self, room_id: str, now_ms: int) -> None:
         """A fake alert for the room's overlays only (viewers never see it)."""
+        keys = self._keys.room(room_id)
         await self._redis.xadd(
-            self._keys.room(room_id).events,
-            {"t": "test_alert", "ts": now_ms},
-            maxlen=self._stream_len,
-            approximate=True,
+            keys.events, {"t": "test_alert", "ts": now_ms}, maxlen=self._stream_len, approximate=True
         )
+        await self._redis.spublish(keys.wake, "")
 
     async def live(self, limit: int) -> list[tuple[Room, RoomState]]:
         """Live rooms, newest first, each with its current state (viewers, leaderboard, goal)."""
@@ -201,6 +204,7 @@ class Rooms:
                 combo_window_ms,
                 self._stream_len,
                 "" if balance is None else balance,
+                keys.wake,
             ],
             lambda reply: Published(status=reply[0], combo=int(reply[1]), ts=int(reply[2])),
         )
@@ -210,7 +214,7 @@ class Rooms:
         keys = self._keys.room(room_id)
         result: int = await self._scripts.combo_expire(
             keys=[keys.events, keys.names, keys.combos],
-            args=[sender_id, last_ts, window_ms, self._stream_len],
+            args=[sender_id, last_ts, window_ms, self._stream_len, keys.wake],
         )
         return result
 
@@ -259,15 +263,30 @@ class Rooms:
     async def read(
         self, cursors: dict[str, str], block_ms: int, count: int
     ) -> list[tuple[str, list[StreamEntry]]]:
-        """New entries after each room's cursor, waiting up to ``block_ms`` if there are none."""
+        """New entries after each room's cursor, waiting up to ``block_ms`` if there are none
+        (on a cluster: the rooms woken since the last read, without waiting)."""
+        if self._wakeups is not None:
+            due = await self._wakeups.due(cursors)
+            cursors = {room_id: offset for room_id, offset in cursors.items() if room_id in due}
+            if not cursors:
+                return []
         streams = {self._keys.room(room_id).events: offset for room_id, offset in cursors.items()}
         ids = {self._keys.room(room_id).events: room_id for room_id in cursors}
         if isinstance(self._redis, RedisCluster):
-            return [
+            read = [
                 (ids[key], entries) for key, entries in await self._read_slots(self._redis, streams, count)
             ]
+            if self._wakeups is not None:
+                for room_id, entries in read:
+                    if len(entries) >= count:
+                        self._wakeups.wake(room_id)  # more to read: next tick, woken or not
+            return read
         reply = await self._redis.xread(streams, count=count, block=block_ms)
         return [(ids[key], entries) for key, entries in reply or []]
+
+    async def aclose(self) -> None:
+        if self._wakeups is not None:
+            await self._wakeups.aclose()
 
     @staticmethod
     async def _read_slots(

@@ -11,15 +11,6 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import (
-    ClusterDownError,
-    ConnectionError,
-    RedisClusterException,
-    RedisError,
-    SlotNotCoveredError,
-    TimeoutError,
-    TryAgainError,
-)
 
 from server.keys import KeySchema
 from server.settings import cluster_nodes
@@ -28,6 +19,7 @@ from server.store.batch import ScriptBatch
 from server.store.catalog import CatalogChanges
 from server.store.connection import hiredis_packing
 from server.store.earnings import CreatorEarnings
+from server.store.failures import ENGINE_ERRORS
 from server.store.limits import Limits
 from server.store.outbox import Outbox
 from server.store.overlays import OverlayTokens
@@ -44,19 +36,6 @@ MAX_CONNECTIONS = 100
 POOL_WAIT_S = 5.0
 # Connections per cluster node and process (see connect_cluster).
 CLUSTER_NODE_CONNECTIONS = 1_000
-
-# Failures meaning the engine, or the cluster master serving a key, cannot answer now (down,
-# loading, failing over, a slot not yet served): a client gets 503 engine_unavailable and
-# retries. BusyLoadingError is a ConnectionError, MasterDownError a ClusterDownError.
-UNAVAILABLE: tuple[type[Exception], ...] = (
-    ConnectionError,
-    TimeoutError,
-    ClusterDownError,
-    TryAgainError,
-    SlotNotCoveredError,
-)
-# Everything an engine call can raise besides a bug: its replies, its client's, its socket's.
-ENGINE_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 
 
 class Store:
@@ -137,6 +116,7 @@ class Store:
         return name
 
     async def close(self) -> None:
+        await self.rooms.aclose()
         await self.redis.aclose()
 
     async def __aenter__(self) -> Store:

@@ -9,6 +9,7 @@
 -- ARGV[2] - ts (engine ms) of the gift event the caller saw last in this streak
 -- ARGV[3] - combo window, milliseconds
 -- ARGV[4] - approximate stream length bound (XADD MAXLEN ~)
+-- ARGV[5] - the room's wake channel ({r:R}:wake), published to when the event is added
 --
 -- Returns 1 if the combo was closed now, 0 if it was already closed or continued since
 -- (nothing left to watch), -1 if its window has not passed yet by the engine's clock.
@@ -30,4 +31,5 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 local name = redis.call('HGET', KEYS[2], ARGV[1]) or ARGV[1]
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*',
   't', 'combo_end', 's', ARGV[1], 'n', name, 'g', gift, 'k', combo, 'ts', now)
+redis.call('SPUBLISH', ARGV[5], '')
 return 1

@@ -9,6 +9,7 @@
 -- KEYS[7] - presence hash                    ({r:R}:presence)
 -- ARGV[1] - approximate stream length bound (XADD MAXLEN ~)
 -- ARGV[2] - seconds the room's event data is kept after the end
+-- ARGV[3] - the room's wake channel ({r:R}:wake), published to when the events are added
 --
 -- Returns {"ended", ended_ms} when ended now, {"already", ended_ms} if it had ended before,
 -- or {"missing"} if there is no such room.
@@ -34,6 +35,7 @@ end
 redis.call('DEL', KEYS[4], KEYS[7])
 redis.call('HSET', KEYS[1], 'state', 'ended', 'ended_ms', now)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 't', 'room_end', 'ts', now)
+redis.call('SPUBLISH', ARGV[3], '')
 for i = 2, 6 do
   if i ~= 4 then
     redis.call('EXPIRE', KEYS[i], ARGV[2])

@@ -18,6 +18,8 @@
 -- ARGV[8] - combo window, milliseconds
 -- ARGV[9] - approximate stream length bound (XADD MAXLEN ~)
 -- ARGV[10] - sender's balance after the debit, or "" if unknown
+-- ARGV[11] - the room's wake channel ({r:R}:wake): an empty message goes out on it
+--            (SPUBLISH) when events are added, for the hubs that follow the room on a cluster
 --
 -- Returns {status, combo, ts}: status "ok" (event added), "dup" (already published) or
 -- "ended" (the room ended after the gift was accepted: the creator is still credited through
@@ -64,4 +66,5 @@ end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*',
   't', 'gift', 'e', ARGV[1], 's', sender, 'n', name, 'g', gift, 'c', count, 'k', combo,
   'ts', now, 'b', ARGV[10])
+redis.call('SPUBLISH', ARGV[11], '')
 return {'ok', tostring(combo), tostring(now)}
