@@ -122,3 +122,11 @@ def test_the_room_benchmarks_run(tmp_path: Path) -> None:
 def test_the_audit_benchmark_runs() -> None:
     out = bench("bench_audit", "--gifts", "2000", "--viewers", "50", "--creators", "5", "--repeat", "1")
     assert "OK: the books balance" in out
+
+
+def test_the_idle_rooms_benchmark_runs_on_one_engine_and_a_cluster() -> None:
+    out = bench("bench_idle", "--rooms", "3", "--shards", "2", "--seconds", "0.3", "--repeat", "1")
+    # One row per engine: "1 engine" and "2 masters", each with server and engine cores.
+    rows = {line.split()[0]: line.split()[2:4] for line in out.splitlines() if line.endswith("x")}
+    assert set(rows) == {"1", "2"}, out
+    assert all(float(cores) >= 0 for row in rows.values() for cores in row), out

@@ -3,11 +3,12 @@
 On one engine the hub reads all its rooms with one blocking ``XREAD`` per tick. On a cluster
 a command's keys must share a slot, so that would be one ``XREAD`` per room and tick, which
 costs the server about 70 µs each in redis-py's cluster pipeline: 80 % of a core for 500
-idle rooms at a 50 ms tick (``loadtest/bench_idle.py``; 15 % with wake-ups). Instead, every script that adds a room event also publishes an
-empty message on the room's shard channel (``RoomKeys.wake``), which lives on the room's
-master (``SPUBLISH``); each process subscribes (``SSUBSCRIBE``) to the channels of the
-rooms it serves and reads a room only when it was woken. A message goes only to the nodes
-serving that room, from the master holding it, so adding masters adds capacity.
+idle rooms at a 50 ms tick (``loadtest/bench_idle.py``; 15 % with wake-ups). Instead, every
+script that adds a room event also publishes an empty message on the room's shard channel
+(``RoomKeys.wake``), which lives on the room's master (``SPUBLISH``); each process
+subscribes (``SSUBSCRIBE``) to the channels of the rooms it serves and reads a room only
+when it was woken. A message goes only to the nodes serving that room, from the master
+holding it, so adding masters adds capacity.
 
 A wake-up is a hint, so nothing is missed when one is:
 
