@@ -72,6 +72,7 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)
         await store.catalog.apply_to(catalog)
+        await warn_of_missing_replicas(store)
         if settings.demo:
             await seed_demo(store)
         # What exists now (modules, the app, the catalog) lives as long as the process.
@@ -134,6 +135,18 @@ async def sweep_outbox_forever(gifts: GiftService, clawbacks: Clawbacks, interva
             metrics.engine_error(exc)
             log.warning("outbox sweep skipped: engine unavailable (%s)", exc)
         await asyncio.sleep(interval_s)
+
+
+async def warn_of_missing_replicas(store: Store) -> None:
+    short = await store.replication.short_of_replicas()
+    for master, connected in sorted(short.items()):
+        log.warning(
+            "GIFTING_REPLICA_ACKS=%d but master %s has %d replica(s) connected: money writes in "
+            "its slots will answer 503 engine_unavailable until it has enough",
+            store.replication.replicas,
+            master,
+            connected,
+        )
 
 
 async def follow_catalog_forever(store: Store, catalog: Catalog, interval_s: float = 1.0) -> None:

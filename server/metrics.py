@@ -27,6 +27,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as EngineTimeoutError
 
 from server.errors import GiftingError
+from server.store.replication import NotReplicated
 
 # ``*_created`` series double every counter and histogram for a start time nobody graphs.
 _disable_created_metrics()
@@ -85,7 +86,8 @@ HUB_TICK_SECONDS = Histogram(
 )
 ENGINE_ERRORS = Counter(
     "gifting_engine_errors_total",
-    "Engine calls that failed as the server saw them, by kind (connection, timeout, response)",
+    "Engine calls that failed as the server saw them, by kind (connection, timeout, response, "
+    "not_replicated: fewer replicas than GIFTING_REPLICA_ACKS confirmed a money write in time)",
     ["kind"],
 )
 
@@ -98,7 +100,7 @@ _ANSWERED = {
 CONNECTIONS = {
     overlay: WS_CONNECTIONS.labels("overlay" if overlay else "viewer") for overlay in (False, True)
 }
-for _kind in ("connection", "timeout", "response"):
+for _kind in ("connection", "timeout", "response", "not_replicated"):
     ENGINE_ERRORS.labels(_kind)
 
 
@@ -141,7 +143,9 @@ def gift_request(transport: str) -> Iterator[GiftTally]:
 
 def engine_error(exc: BaseException) -> None:
     """Count a failed engine call by kind; anything that is no engine failure is not counted."""
-    if isinstance(exc, EngineTimeoutError | TimeoutError):
+    if isinstance(exc, NotReplicated):
+        kind = "not_replicated"
+    elif isinstance(exc, EngineTimeoutError | TimeoutError):
         kind = "timeout"
     elif isinstance(exc, EngineConnectionError | OSError):
         kind = "connection"

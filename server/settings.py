@@ -111,6 +111,11 @@ class Settings:
             log_format=_choice(env, "GIFTING_LOG_FORMAT", cls.log_format, LOG_FORMATS),
             metrics=_flag(env, "GIFTING_METRICS", default=True),
         )
+        if settings.replica_acks and settings.redis_url is None:
+            raise SettingsError(
+                "GIFTING_REPLICA_ACKS needs GIFTING_REDIS_URL: the embedded engine has no replicas, "
+                "so no money write could ever be confirmed"
+            )
         if demo:
             # Demo mode runs out of the box: fixed, public secrets that are useless in production.
             settings = _replace_missing_secrets(settings)

@@ -140,6 +140,9 @@ def test_settings_refuse_missing_secrets_outside_demo_mode() -> None:
         ("GIFTING_KEY_PREFIX", "{x}"),
         ("GIFTING_LOG_FORMAT", "xml"),
         ("GIFTING_METRICS", "maybe"),
+        ("GIFTING_REPLICA_ACKS", "-1"),
+        ("GIFTING_REPLICA_ACKS", "1"),  # without GIFTING_REDIS_URL: the embedded engine has none
+        ("GIFTING_REPLICA_TIMEOUT_MS", "0"),
     ],
 )
 def test_settings_name_the_variable_that_is_wrong(name: str, value: str) -> None:
@@ -160,11 +163,14 @@ def test_settings_read_every_documented_variable(tmp_path: object) -> None:
             "GIFTING_CREATOR_SHARE": "0.55",
             "GIFTING_LOG_FORMAT": "json",
             "GIFTING_METRICS": "0",
+            "GIFTING_REPLICA_ACKS": "2",
+            "GIFTING_REPLICA_TIMEOUT_MS": "250",
         }
     )
     assert (settings.host, settings.port, str(settings.data_dir)) == ("0.0.0.0", 9000, "/srv/gifting")
     assert (settings.redis_url, settings.fsync, settings.demo) == ("redis://cache:6379/2", "everysec", False)
     assert settings.creator_share == Fraction(11, 20)
     assert (settings.log_format, settings.metrics) == ("json", False)
+    assert (settings.replica_acks, settings.replica_timeout_ms) == (2, 250)
     defaults = Settings.from_env({"GIFTING_DEMO": "1"})
     assert (defaults.log_format, defaults.metrics) == ("text", True)

@@ -63,6 +63,18 @@ class ReplicaFence:
         futures = {id(f): f for f in (self._fence(key) for key in keys)}
         await asyncio.gather(*futures.values())
 
+    async def short_of_replicas(self) -> dict[str, int]:
+        """Masters with fewer connected replicas than required, with how many they have:
+        money writes in their slots answer 503 until they have enough."""
+        if self.replicas == 0:
+            return {}
+        if isinstance(self._redis, RedisCluster):
+            infos = await self._redis.info("replication", target_nodes=RedisCluster.PRIMARIES)
+        else:
+            infos = {"engine": await self._redis.info("replication")}
+        connected = {master: int(info.get("connected_slaves", 0)) for master, info in infos.items()}
+        return {master: count for master, count in connected.items() if count < self.replicas}
+
     def _fence(self, key: str) -> asyncio.Future[None]:
         master = self._master_of(key)
         pending = self._pending.get(master)

@@ -186,3 +186,22 @@ async def test_fences_asked_for_in_one_turn_share_one_per_master(cluster: Embedd
             fences[node.port] = len(client.keys(f"{PREFIX}*:fence"))
     # Every master holding a wallet got exactly one fence, from one pipeline.
     assert fences == {port: int(port in masters) for port in fences}
+
+
+def test_a_server_asking_for_more_replicas_than_there_are_says_so_and_refuses_money_writes(
+    cluster: EmbeddedCluster, logs: Path
+) -> None:
+    env = {**replicated_env(cluster), "GIFTING_REPLICA_ACKS": "2"}
+    with running_server(env, logs) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+        warnings = [
+            line for line in server.log_path.read_text().splitlines() if "GIFTING_REPLICA_ACKS=2" in line
+        ]
+        masters = {node.address for node in cluster.nodes[: cluster.masters]}
+        assert {address for address in masters if any(address in line for line in warnings)} == masters
+        assert all("has 1 replica(s) connected" in line for line in warnings)
+        api = Api(http)
+        viewer = unique("v")
+        order = http.post("/v1/purchases", json={"package_id": "us_100"}, headers=api.auth(viewer))
+        assert order.status_code == 503, order.text
+        assert order.json()["error"]["code"] == "engine_unavailable"
+        assert http.get("/readyz").status_code == 200, "reads and the rest of the service go on"
