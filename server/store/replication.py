@@ -12,7 +12,9 @@ sends ``WAIT N timeout`` right behind it, on the same connection to the same mas
 master replicates its writes in order, so once N replicas hold the fence they hold every
 write that master made before it, the money write included. The fence is written after the
 write's reply arrived, so this holds however the write itself was sent (a pipeline, another
-connection, a redirection during a slot move).
+connection, a redirection during a slot move). A fence the engine redirects (its slot moved
+or is moving) is sent again to the slot's new master rather than followed: the WAIT queued
+behind it would otherwise only wait for that connection's earlier writes.
 
 If fewer than N replicas confirm within the timeout, ``NotReplicated`` is raised: a
 ``TimeoutError``, so a client sees ``503 engine_unavailable``. The write stands on the
@@ -26,18 +28,19 @@ the gift path's scripts share theirs (``store.batch``).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import TimeoutError
+from redis.exceptions import AskError, MovedError, TimeoutError
 
 from server.keys import KeySchema
 
 # A fence outlives any WAIT; it only has to exist long enough to be replicated.
 FENCE_TTL_MS = 60_000
-# Times a fence is sent again when its slot moved to another master meanwhile.
-MOVED_RETRIES = 3
+# How long a fence redirected by a slot's move waits before it is sent again.
+REDIRECTED_RETRY_S = 0.01
 
 
 class NotReplicated(TimeoutError):  # type: ignore[misc]
@@ -124,26 +127,45 @@ class ReplicaFence:
 
     async def _wait(self, fences: dict[str, str]) -> dict[str, int]:
         """Write each fence and WAIT behind it on the master serving it; replicas confirmed,
-        by the master each fence was asked for."""
+        by the master each fence was asked for.
+
+        A fence redirected to another master (its slot moved, or is moving: MOVED, ASK) is
+        not followed: the WAIT queued behind it on the first master would then prove nothing.
+        It is sent again, to the master serving the slot by then, until the timeout.
+        """
         acked = dict.fromkeys(fences, 0)
         todo = fences
-        for _ in range(MOVED_RETRIES):
+        deadline = time.monotonic() + self.timeout_ms / 1000
+        while True:
             targets = {asked: self._master_of(key) for asked, key in todo.items()}
             async with self._redis.pipeline(transaction=False) as pipe:
                 for asked, key in todo.items():
                     pipe.set(key, "1", px=FENCE_TTL_MS)
                     pipe.execute_command("WAIT", self.replicas, self.timeout_ms, **self._on(targets[asked]))
-                replies: list[Any] = await pipe.execute()
-            moved = {}
-            for (asked, key), reply in zip(todo.items(), replies[1::2], strict=True):
-                if self._master_of(key) == targets[asked]:
-                    acked[asked] = int(reply)
-                else:  # the slot moved meanwhile: the fence went to a master not waited on
-                    moved[asked] = key
-            if not moved:
-                break
-            todo = moved
-        return acked
+                replies: list[Any] = await pipe.execute(raise_on_error=False, **self._no_redirections())
+            redirected = {}
+            for (asked, key), fenced, waited in zip(todo.items(), replies[0::2], replies[1::2], strict=True):
+                if isinstance(fenced, AskError):  # MovedError is an AskError too
+                    redirected[asked] = key
+                    if isinstance(fenced, MovedError):
+                        await self._refresh_slots()
+                elif isinstance(fenced, Exception):
+                    raise fenced
+                elif isinstance(waited, Exception):
+                    raise waited
+                else:
+                    acked[asked] = int(waited)
+            if not redirected or time.monotonic() > deadline:
+                return acked
+            todo = redirected
+            await asyncio.sleep(REDIRECTED_RETRY_S)
+
+    def _no_redirections(self) -> dict[str, Any]:
+        return {"allow_redirections": False} if isinstance(self._redis, RedisCluster) else {}
+
+    async def _refresh_slots(self) -> None:
+        if isinstance(self._redis, RedisCluster):
+            await self._redis.nodes_manager.initialize()
 
     def _on(self, master: str) -> dict[str, Any]:
         if isinstance(self._redis, RedisCluster):

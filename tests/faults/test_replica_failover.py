@@ -29,6 +29,7 @@ from redis.crc import key_slot
 from server.cluster import ClusterNode, EmbeddedCluster, cluster_info, wait
 from server.keys import KeySchema
 from server.store import Store
+from server.store.replication import NotReplicated
 from tests.faults.storm import Storm
 from tests.faults.test_crashes import AFTER_S, BEFORE_S, check_nothing_lost, open_room
 from tests.support import Api, engine_client, running_server, server_env, unique
@@ -205,3 +206,43 @@ def test_a_server_asking_for_more_replicas_than_there_are_says_so_and_refuses_mo
         assert order.status_code == 503, order.text
         assert order.json()["error"]["code"] == "engine_unavailable"
         assert http.get("/readyz").status_code == 200, "reads and the rest of the service go on"
+
+
+async def test_a_fence_redirected_by_a_moving_slot_confirms_nothing_until_the_move_is_done(
+    cluster: EmbeddedCluster,
+) -> None:
+    keys = KeySchema(PREFIX)
+    wallet = keys.user(unique("v")).wallet
+    slot = key_slot(wallet.encode())
+    source = cluster.master_of(slot)
+    masters = cluster.nodes[: cluster.masters]
+    target = masters[(masters.index(source) + 1) % len(masters)]
+    replica = cluster.replica_of(source)
+    assert replica.process is not None
+    store = Store.from_url(cluster.url, keys, replica_acks=1, replica_timeout_ms=300)
+    async with store:
+        await store.redis.hset(wallet, "coins", 1)
+        await store.replication.confirm(wallet)
+        # The slot starts moving, and its fence key has moved already: a fence now gets ASK.
+        with source.client() as src, target.client() as dst:
+            dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source.node_id)
+            src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target.node_id)
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", keys.fence(wallet))
+        replica.process.send_signal(signal.SIGSTOP)
+        try:
+            # A write on the source, which cannot replicate it, over a connection of its own
+            # (as another gift's batch would be): only the fence can cover it.
+            with source.client() as src:
+                src.hset(wallet, "coins", 2)
+            with pytest.raises(NotReplicated):
+                await store.replication.confirm(wallet)
+        finally:
+            replica.process.send_signal(signal.SIGCONT)
+        with source.client() as src:
+            while moving := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+                src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *moving)
+        for node in masters:
+            with node.client() as client:
+                client.execute_command("CLUSTER SETSLOT", slot, "NODE", target.node_id)
+        await store.replication.confirm(wallet)  # the slot's new master and its replica
+        assert await store.redis.hget(wallet, "coins") == "2"
