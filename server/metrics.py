@@ -27,6 +27,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as EngineTimeoutError
 
 from server.errors import GiftingError
+from server.store.failures import UNAVAILABLE
 from server.store.replication import NotReplicated
 
 # ``*_created`` series double every counter and histogram for a start time nobody graphs.
@@ -133,7 +134,7 @@ def gift_request(transport: str) -> Iterator[GiftTally]:
     except GiftingError as exc:
         gift_refused(transport, exc.code)
         raise
-    except (EngineConnectionError, EngineTimeoutError):
+    except UNAVAILABLE:
         gift_refused(transport, "engine_unavailable")
         raise
     except Exception:

@@ -36,6 +36,7 @@ from tests.support import (
     server_env,
     unique,
 )
+from tests.test_metrics import scrape
 from tests.wsclient import JSON, RoomSocket
 
 RATE_PER_S = 0.5  # a token every 2 s: a burst of a few requests never sees one come back
@@ -190,8 +191,11 @@ def test_a_refused_request_changes_nothing(pair: Pair) -> None:
     with from_address(pair.b, fresh_address()) as http:
         for _ in range(BURST):
             assert http.get("/v1/wallet", headers=auth).status_code == 200
+        before = scrape(pair.b)
         over = http.post(f"/v1/rooms/{room_id}/gifts", json=body, headers=auth)
         assert over.status_code == 429 and over.json()["error"]["code"] == "rate_limited"
+        refused = {"transport": "http", "outcome": "rate_limited"}
+        assert scrape(pair.b).since(before, "gifting_gifts_total", **refused) == 1
         assert pair.setup.coins(sender) == 550
         assert pair.setup.ledger(sender) == ledger
         time.sleep(int(over.headers["retry-after"]))
