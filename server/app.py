@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # How long an outbox entry may wait for the inline credit before the sweeper applies it.
 OUTBOX_GRACE_MS = 1_000
+# At shutdown, a background loop still running this long after its cancellation is cancelled
+# again (see stop_tasks).
+CANCEL_AGAIN_S = 0.5
 
 
 def create_app(settings: Settings, engine_url: str) -> ASGIApp:
@@ -90,11 +93,7 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks(tasks)
             with contextlib.suppress(Exception):
                 await gifts.flush_clears()  # what the sweeper would otherwise redo
             with contextlib.suppress(Exception):
@@ -118,6 +117,23 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
     limits = RequestLimits(starlette)
     sockets = ws.RoomSockets(RequestIds(limits))
     return sockets
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the background loops and wait until each has ended.
+
+    A cancellation can be lost on Python 3.11 when it races an inner ``asyncio.wait_for``
+    that is finishing at that moment (the engine client wraps socket writes in one), and the
+    loop then goes on running; so whatever still runs is cancelled again until it ends.
+    """
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_S)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
 
 async def sweep_outbox_forever(gifts: GiftService, clawbacks: Clawbacks, interval_s: float) -> None:

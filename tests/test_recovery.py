@@ -11,6 +11,7 @@ import anyio
 import httpx
 import pytest
 
+from server.app import stop_tasks
 from server.domain.catalog import Catalog
 from server.domain.requests import GiftRequest
 from server.gifting import GiftService
@@ -195,3 +196,31 @@ async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing(store
 
     replies = await asyncio.gather(*(store.redis.ping() for _ in range(3 * MAX_CONNECTIONS)))
     assert replies == [True] * (3 * MAX_CONNECTIONS)
+
+
+@pytest.mark.pure
+@pytest.mark.anyio
+async def test_shutdown_ends_a_loop_that_lost_its_cancellation() -> None:
+    """As a loop does whose cancellation raced an inner ``asyncio.wait_for`` on Python 3.11."""
+    cancellations = 0
+
+    async def loop_that_swallows_the_first_cancel() -> None:
+        nonlocal cancellations
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancellations += 1
+                if cancellations > 1:
+                    raise
+
+    async def failing() -> None:
+        raise RuntimeError("a loop that died")
+
+    stubborn = asyncio.create_task(loop_that_swallows_the_first_cancel())
+    crashed = asyncio.create_task(failing())
+    await asyncio.sleep(0)
+    with anyio.fail_after(5):
+        await stop_tasks([stubborn, crashed])
+    assert stubborn.cancelled() and cancellations == 2
+    assert isinstance(crashed.exception(), RuntimeError)
