@@ -24,7 +24,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from server.engine import EngineError, _die_with_parent, engine_binary
+from server.engine import EngineError, _die_with_parent, engine_binary, stop_process
 
 SLOTS = 16_384
 # The cluster bus of a node listens on its port + 10000.
@@ -165,13 +165,8 @@ class EmbeddedCluster:
     def stop(self) -> None:
         for node in self.nodes:
             process, node.process = node.process, None
-            if process is not None and process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            if process is not None:
+                stop_process(process, 10)
 
     def __enter__(self) -> EmbeddedCluster:
         return self.start()

@@ -109,14 +109,8 @@ class EmbeddedEngine:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop gracefully (the engine flushes its append-only file), killing it after ``timeout_s``."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, timeout_s)
 
     def kill(self) -> None:
         """Kill the engine with SIGKILL: no chance to flush anything (for crash tests)."""
@@ -175,6 +169,18 @@ class EmbeddedEngine:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """SIGTERM ``process`` if it still runs, SIGKILL it after ``timeout_s``; its exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def free_port() -> int:

@@ -162,30 +162,33 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _number(env: Mapping[str, str], name: str) -> float | None:
+    """The variable as a number, None if unset or empty."""
     raw = env.get(name)
     if raw is None or raw == "":
-        return default
+        return None
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _number(env, name)
+    if value is None:
+        return default
     if not value > 0:
-        raise SettingsError(f"{name} must be positive, got {raw!r}")
+        raise SettingsError(f"{name} must be positive, got {env[name]!r}")
     return value
 
 
 def _rate(env: Mapping[str, str], name: str, default: float) -> float:
     """A rate per second: a number from 0 (no limit) to 1,000,000."""
-    raw = env.get(name)
-    if raw is None or raw == "":
+    value = _number(env, name)
+    if value is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     if not 0 <= value <= 1_000_000:
-        raise SettingsError(f"{name} must be between 0 (no limit) and 1000000, got {raw!r}")
+        raise SettingsError(f"{name} must be between 0 (no limit) and 1000000, got {env[name]!r}")
     return value
 
 

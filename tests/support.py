@@ -20,7 +20,7 @@ import redis.asyncio
 from redis.cluster import ClusterNode
 
 from server.domain import webhooks
-from server.engine import free_port
+from server.engine import free_port, stop_process
 from server.settings import cluster_nodes
 from server.store.store import connect_cluster
 
@@ -84,16 +84,7 @@ class ServerProcess:
 
     def stop(self) -> int | None:
         process, self.process = self.process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        return None if process is None else stop_process(process, 10)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

@@ -25,6 +25,8 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from server.store.scripts import queue_script
+
 T = TypeVar("T")
 
 # A turn with more calls than this sends them in several pipelines.
@@ -124,7 +126,6 @@ class ScriptBatch:
     async def _pipeline(self, calls: list[_Call]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for call in calls:
-                # execute_command: a cluster pipeline refuses pipe.evalsha(), not EVALSHA itself
-                pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+                queue_script(pipe, call.script, call.keys, call.args)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies

@@ -86,10 +86,6 @@ class Store:
         redis = Redis.from_pool(pool)
         return cls(redis, keys, room_stream_len, **options)
 
-    @property
-    def clustered(self) -> bool:
-        return isinstance(self.redis, RedisCluster)
-
     async def ping(self) -> bool:
         """True if the engine answers; never raises."""
         try:
