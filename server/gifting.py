@@ -1,16 +1,19 @@
 """The gift path, shared by HTTP and WebSocket: check the room, price, debit, deliver.
 
-The room check is the point a gift is accepted against: a gift whose debit started before
-the room ended still reaches the creator. Delivery runs right after the debit: the gift is
-published into its room (totals, leaderboard, combo, the event every viewer sees) and the
-creator is credited, each at most once per gift event; then the outbox entry the debit
-wrote is cleared. If delivery fails or the process dies first, the sweeper delivers the
-outbox entry later.
+The room check is the point a gift is accepted against, the same for every transport: the
+room's record in the engine, read right before the debit (never a process's copy of it,
+which learns of the end only at the hub's next read of the room). A gift checked while the
+room was live and debited after its end still reaches the creator.
+
+Delivery runs right after the debit: the gift is published into its room (totals,
+leaderboard, combo, the event every viewer sees) and the creator is credited, each at most
+once per gift event; then the outbox entry the debit wrote is cleared. If delivery fails or
+the process dies first, the sweeper delivers the outbox entry later.
 
 On the hot path the clears are batched: ``flush_clears_forever`` removes every entry
 delivered in the last few milliseconds in one pipeline, so a gift's own round trips are
-only its debit and its delivery (each shared with the other gifts of its event-loop turn,
-``store.batch``). An entry whose clear is lost in a crash is delivered again by the
+only its room check, its debit and its delivery (each shared with the other gifts of its
+event-loop turn, ``store.batch``). An entry whose clear is lost in a crash is delivered again by the
 sweeper, which the per-event guards make harmless.
 
 With ``GIFTING_REPLICA_ACKS`` (``store.replication``) a gift is acknowledged only once the
@@ -32,7 +35,7 @@ from server.domain.requests import GiftRequest
 from server.errors import Conflict
 from server.settings import Settings
 from server.store import ENGINE_ERRORS, Store
-from server.store.records import CreatorCredit, Room
+from server.store.records import CreatorCredit
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +69,12 @@ class GiftService:
         now_ms: int,
         *,
         sender_name: str | None = None,
-        room: Room | None = None,
     ) -> GiftOutcome:
-        """Send one gift; ``room`` may be passed by a caller that already holds it (the hub)."""
+        """Send one gift."""
         logs.bind(sender=sender_id, room=room_id)
         gift = self.catalog.gift(request.gift_id)
         fingerprint = gift_fingerprint(room_id, gift.id, request.count)
-        if room is None or not room.live:
-            room = await self.store.rooms.get(room_id)
+        room = await self.store.rooms.get(room_id)
         if not room.live:
             # A retry of a gift accepted before the room ended still gets its first answer.
             earlier = await self.store.wallets.replay(sender_id, request.idempotency_key, fingerprint)

@@ -436,6 +436,72 @@ async def test_ending_the_live_broadcasts_room_end_then_closes_cleanly(
     assert hub.api.gift(sender, room_id, "rose").json()["error"]["code"] == "room_ended"
 
 
+async def test_gift_frames_racing_the_end_of_the_live_are_each_answered_before_the_close(
+    hub: Hub, live: tuple[str, str]
+) -> None:
+    """A burst of gift frames is still being answered when the creator ends the live: every
+    frame gets exactly one answer before the close, and the acks are exactly what was charged."""
+    creator, room_id = live
+    sender = funded(hub.api)
+    sock = await hub.join("a", room_id, sender)
+    keys = [unique("k") for _ in range(150)]
+    for key in keys:
+        await sock.send({"type": "gift", "gift_id": "rose", "count": 1, "idempotency_key": key})
+    await sock.answer(keys[0])  # the server is working through the burst: end the live now
+    assert hub.api.end_room(creator, room_id).status_code == 200
+    assert await sock.closed() == (1000, "the live has ended")
+    answers: dict[str, list[dict[str, Any]]] = {key: [] for key in keys}
+    for frame in sock.frames:
+        if frame["type"] in ("gift_ack", "error"):
+            answers[frame["idempotency_key"]].append(frame)
+    assert all(len(answered) == 1 for answered in answers.values()), {
+        key: answered for key, answered in answers.items() if len(answered) != 1
+    }
+    acked = [answered[0] for answered in answers.values() if answered[0]["type"] == "gift_ack"]
+    refused = [answered[0] for answered in answers.values() if answered[0]["type"] == "error"]
+    assert acked and refused, "the end must land in the middle of the burst"
+    assert {frame["code"] for frame in refused} == {"room_ended"}
+    # Roses cost 1 coin: the wallet moved by exactly the gifts acknowledged, no more.
+    charged = [e["ref"] for e in hub.api.ledger(sender) if e["kind"] == "gift"]
+    assert sorted(charged) == sorted(frame["gift_event_id"] for frame in acked)
+    assert hub.api.coins(sender) == 550 - len(acked)
+
+
+async def gift_and_its_batch(sock: RoomSocket) -> None:
+    """Send a rose and read until the batch that carries it."""
+    ack = await sock.gift("rose")
+    assert ack["type"] == "gift_ack", ack
+    await sock.wait_for(lambda f: ack["gift_event_id"] in [e.get("event_id") for e in f.get("events", ())])
+
+
+async def test_a_gift_frame_right_after_the_end_is_refused_as_over_http(
+    engine: Engine, key_prefix: str, logs: Path
+) -> None:
+    """Between the end of the live and the hub's next read of the room, a gift frame is
+    refused with room_ended, as the same gift over HTTP is, and debits nothing."""
+    env = server_env(engine.url, key_prefix, **{**HUB_ENV, "GIFTING_TICK_MS": "1000"})
+    with running_server(env, logs) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+        api = Api(http)
+        creator = unique("c")
+        room_id = api.open_room(creator)
+        sender = funded(api)
+        sock = await RoomSocket.open(server.base_url, room_id, api.token(sender))
+        await sock.welcome()
+        # The hub reads the room's stream, then waits out the rest of its 1 s tick. The second
+        # gift's batch comes from a read that started after the first one's: the hub has
+        # nearly a second left to wait before it reads the room_end.
+        for _ in range(2):
+            await gift_and_its_batch(sock)
+        assert api.end_room(creator, room_id).status_code == 200
+        answer = await sock.gift("rose", key="after-the-end")
+        over_http = api.gift(sender, room_id, "rose", key="after-the-end-too")
+        assert over_http.status_code == 409 and over_http.json()["error"]["code"] == "room_ended"
+        assert answer["type"] == "error" and answer["code"] == "room_ended", answer
+        assert api.coins(sender) == 550 - 2
+        assert len([e for e in api.ledger(sender) if e["kind"] == "gift"]) == 2
+        assert await sock.closed() == (1000, "the live has ended")
+
+
 async def test_a_flood_of_gifts_from_one_user_is_rate_limited_before_any_coin_moves(
     api: Api, room: tuple[str, str]
 ) -> None:

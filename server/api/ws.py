@@ -98,7 +98,7 @@ async def room_socket(
     admitted = await admit(ctx, scope, send, target, overlay, limiter)
     if admitted is None:
         return
-    viewer, room, principal = admitted.viewer, admitted.room, admitted.principal
+    viewer, principal = admitted.viewer, admitted.principal
     invalid: list[float] = []
     connections = metrics.CONNECTIONS[overlay]
     connections.inc()
@@ -134,7 +134,6 @@ async def room_socket(
                     frame,
                     now_ms(),
                     sender_name=viewer.name,
-                    room=None if room.ended else room.room,
                 )
             except GiftingError as exc:
                 metrics.gift_refused(metrics.WS, exc.code)

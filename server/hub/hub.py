@@ -321,7 +321,8 @@ class Hub:
                     self.leave(viewer)
         if room.ended:
             for viewer in tuple(room.viewers):
-                viewer.outlet.close(Close.ROOM_ENDED, "the live has ended")
+                # A gift the connection is sending is answered before the close.
+                viewer.outlet.finish(Close.ROOM_ENDED, "the live has ended")
                 self.leave(viewer)
             self.rooms.pop(room_id, None)
 

@@ -10,13 +10,17 @@ Each connection's unsent bytes are bounded: a frame that would push the transpor
 past the limit is not written; the connection is closed with 4408 and dropped shortly after
 if the peer does not read its close frame either. So a reader that stops reading costs at
 most the limit, and never slows the room.
+
+A close the endpoint did not ask for, such as the end of the live, waits for the endpoint to
+answer the frames it has read (``finish``): a gift being debited at that moment gets its
+answer before the close frame, within ``FINISH_WITHIN_S``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
@@ -28,6 +32,10 @@ SCOPE_EXTENSION = "gifting.outlet"
 _OPEN = State.OPEN
 # After a close frame is queued, how long a peer has to read it before the socket is cut.
 ABORT_AFTER_S = 2.0
+# How long a finishing connection's endpoint has to answer the frames it has read before it
+# is closed all the same: longer than a gift takes while the engine answers at all, so only a
+# stuck engine or a sender that never stops holds a close this long.
+FINISH_WITHIN_S = 10.0
 
 
 class Inbox:
@@ -50,6 +58,11 @@ class Inbox:
 
     def empty(self) -> bool:
         return not self._items
+
+    @property
+    def idle(self) -> bool:
+        """True while the endpoint waits for an event and none has arrived."""
+        return self._waiter is not None and not self._items
 
     async def get(self) -> Any:
         while not self._items:
@@ -102,6 +115,8 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
     """
 
     buffer_limit = 256 * 1024
+    # The close ``finish`` holds back until the endpoint has answered what it read.
+    _finishing: tuple[int, str] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -130,6 +145,13 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
         extensions: dict[str, object] = self.scope["extensions"]  # type: ignore[assignment]
         extensions[SCOPE_EXTENSION] = self
         await super().run_asgi()
+
+    async def receive(self) -> Any:
+        """The endpoint's next ASGI event; a ``finish`` waiting for this point closes first,
+        so the endpoint reads the disconnect rather than another frame."""
+        if self._finishing is not None and self.queue.empty():
+            self.close(*self._finishing)
+        return await super().receive()
 
     def write(self, frame: bytes) -> bool:
         """Write one complete frame; False if the connection is closing or (now closed) too slow.
@@ -163,6 +185,16 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.resume_reading()
         wait = ABORT_AFTER_S if abort else self.close_timeout
         self.close_timer = self.loop.call_later(wait, self._give_up)
+
+    def finish(self, code: int, reason: str) -> None:
+        """Close once the endpoint has answered every frame it has read: now if it waits for
+        one, else when it next asks for a frame and none is left, at the latest after
+        ``FINISH_WITHIN_S``. Frames the server reads meanwhile are answered too."""
+        if cast(Inbox, self.queue).idle:
+            self.close(code, reason)
+        elif self._finishing is None:
+            self._finishing = (code, reason)
+            self.loop.call_later(FINISH_WITHIN_S, self.close, code, reason)
 
     def _give_up(self) -> None:
         self.transport.abort()

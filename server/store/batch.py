@@ -13,6 +13,9 @@ lone gift goes out as fast as before, and a busy turn carries as many calls as i
 (at most ``MAX_BATCH``). Each script is still atomic on its own; a pipeline only shares the
 round trip. A script the engine does not know (after a restart or SCRIPT FLUSH) is loaded
 and the calls it refused, and only those, are sent again: NOSCRIPT means they did not run.
+
+``ScriptBatch.read`` queues a plain read the same way: the room check each gift makes before
+its debit shares the round trip with the scripts of the other gifts in flight.
 """
 
 from __future__ import annotations
@@ -36,11 +39,14 @@ Arg = str | int | bytes
 
 
 class _Call:
+    """One queued call: ``script`` with ``keys`` and ``args``, or (no script) the plain
+    command ``args``."""
+
     __slots__ = ("args", "future", "keys", "parse", "script")
 
     def __init__(
         self,
-        script: AsyncScript,
+        script: AsyncScript | None,
         keys: Sequence[str],
         args: Sequence[Arg],
         parse: Callable[[Any], Any],
@@ -73,15 +79,23 @@ class ScriptBatch:
     ) -> asyncio.Future[T]:
         """Queue one script call; the future gets ``parse(reply)``, or the error the call
         raised (the engine's, the connection's, or one ``parse`` raised)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._pending.append(_Call(script, keys, args, parse, future))
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue(_Call(script, keys, args, parse, future))
+        return future
+
+    def read(self, command: Sequence[Arg], parse: Callable[[Any], T] = _reply) -> asyncio.Future[T]:
+        """Queue one read-only command (``("HGETALL", key)``); its future as for ``call``."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue(_Call(None, (), command, parse, future))
+        return future
+
+    def _queue(self, call: _Call) -> None:
+        self._pending.append(call)
         if len(self._pending) >= MAX_BATCH:
             self._flush()
         elif not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)
-        return future
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -117,7 +131,8 @@ class ScriptBatch:
         replies = await self._pipeline(calls)
         refused = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if refused:
-            for script in {id(calls[i].script): calls[i].script for i in refused}.values():
+            lost = {id(script): script for i in refused if (script := calls[i].script) is not None}
+            for script in lost.values():
                 script.sha = await self._redis.script_load(script.script)
             for i, reply in zip(refused, await self._pipeline([calls[i] for i in refused]), strict=True):
                 replies[i] = reply
@@ -126,6 +141,9 @@ class ScriptBatch:
     async def _pipeline(self, calls: list[_Call]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for call in calls:
-                queue_script(pipe, call.script, call.keys, call.args)
+                if call.script is None:
+                    pipe.execute_command(*call.args)
+                else:
+                    queue_script(pipe, call.script, call.keys, call.args)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies

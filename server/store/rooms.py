@@ -68,8 +68,10 @@ class Rooms:
         self._wakeups = RoomWakeups(redis, keys) if isinstance(redis, RedisCluster) else None
 
     async def get(self, room_id: str) -> Room:
-        raw = await self._redis.hgetall(self._keys.room(room_id).info)
-        return self._room(room_id, raw)
+        """The room as the engine holds it now. Read through the batch (``store.batch``): it
+        is the room check of every gift, whatever its transport, right before its debit."""
+        key = self._keys.room(room_id).info
+        return await self._batch.read(("HGETALL", key), lambda raw: self._room(room_id, raw))
 
     @staticmethod
     def _room(room_id: str, raw: dict[str, str]) -> Room:
