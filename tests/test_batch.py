@@ -1,4 +1,4 @@
-"""``ScriptBatch``: the gift path's scripts of one event-loop turn share one pipeline."""
+"""``ScriptBatch``: the gift path's reads and scripts of one event-loop turn share one pipeline."""
 
 from __future__ import annotations
 
@@ -103,6 +103,31 @@ async def test_a_flushed_script_is_loaded_again_and_only_refused_calls_are_resen
     await client.script_flush()
     assert await asyncio.gather(*(batch.call(script, [key], [i]) for i in range(5))) == [2, 3, 4, 5, 6]
     assert await client.lrange(key, 0, -1) == ["before", "0", "1", "2", "3", "4"]
+
+
+async def test_a_read_queued_among_scripts_gets_its_own_reply_in_their_order(
+    client: Redis, key_prefix: str
+) -> None:
+    batch, script, key = appender(client, key_prefix)
+    first: asyncio.Future[int] = batch.call(script, [key], ["a"])
+    read = batch.read(("LRANGE", key, 0, -1), lambda items: [item.upper() for item in items])
+    second: asyncio.Future[int] = batch.call(script, [key], ["b"])
+    assert (await first, await read, await second) == (1, ["A"], 2)
+
+
+@pytest.mark.embedded_only
+@pytest.mark.usefixtures("needs_own_engine")
+async def test_a_read_beside_scripts_refused_after_a_flush_is_answered_once(
+    client: Redis, key_prefix: str
+) -> None:
+    batch, script, key = appender(client, key_prefix)
+    await client.script_flush()
+    # Only the refused scripts are sent again: the read is answered from the first pipeline,
+    # where they had not run.
+    appended: asyncio.Future[int] = batch.call(script, [key], ["a"])
+    length: asyncio.Future[int] = batch.read(("LLEN", key))
+    assert (await appended, await length) == (1, 0)
+    assert await client.lrange(key, 0, -1) == ["a"]
 
 
 async def test_an_unreachable_engine_fails_every_call_of_the_batch() -> None:
