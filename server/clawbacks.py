@@ -23,9 +23,12 @@ REASONS = {"payment.refunded": "refunded", "payment.disputed": "charged_back"}
 @dataclass(frozen=True)
 class Clawbacks:
     store: Store
+    window_ms: int  # Settings.clawback_window_ms
 
     async def apply(self, order_id: str, payment_id: str, event_type: str, now_ms: int) -> ClawbackOutcome:
-        outcome = await self.store.payments.claw_back(order_id, payment_id, REASONS[event_type], now_ms)
+        outcome = await self.store.payments.claw_back(
+            order_id, payment_id, REASONS[event_type], now_ms, self.window_ms
+        )
         await self.store.replicated(users=[outcome.user_id])
         try:
             await self.settle(outcome.user_id, now_ms)

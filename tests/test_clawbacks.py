@@ -1,0 +1,105 @@
+"""Which gifts a refund or chargeback takes back, against a real engine and server.
+
+The rule is in docs/MONEY.md: a clawback takes the buyer's newest gifts that no earlier
+clawback took, whole, until their cost covers the coins of the purchase already spent. The
+tests drive a server of their own, with a gift rate high enough for ten thousand gifts and
+the shipped seven-day hold (nothing leaves the hold while they run), and end with the audit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server.audit import AuditResult, audit_books
+from server.keys import KeySchema
+from tests.conftest import Engine
+from tests.support import Api, delete_prefix, engine_client_async, running_server, server_env, unique, webhook
+
+SHARE = Fraction(1, 2)
+PRICES = {"rose": 1, "finger_heart": 5, "doughnut": 30, "hand_hearts": 100, "corgi": 299, "universe": 34999}
+
+
+@dataclass
+class Books:
+    api: Api
+    base_url: str
+    prefix: str
+    url: str
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def audit(self) -> AuditResult:
+        async def run() -> AuditResult:
+            async with engine_client_async(self.url) as client:
+                return await audit_books(client, KeySchema(self.prefix), SHARE)
+
+        return asyncio.run(run())
+
+    def payment_id(self, user_id: str, order: dict[str, Any]) -> str:
+        reply = self.api.http.get(f"/v1/purchases/{order['order_id']}", headers=self.api.auth(user_id))
+        payment_id: str = reply.json()["payment_id"]
+        return payment_id
+
+    def dispute(self, user_id: str, order: dict[str, Any]) -> None:
+        reply = webhook(self.api, order, self.payment_id(user_id, order), event_type="payment.disputed")
+        assert reply.status_code == 200 and reply.json()["clawed_back"] is True, reply.text
+
+
+@pytest.fixture(scope="module")
+def books(engine: Engine, logs: Path) -> Iterator[Books]:
+    prefix = f"{unique('claw')}:"
+    env = server_env(engine.url, prefix, GIFTING_GIFT_RATE="1000000", GIFTING_GIFT_BURST="1000000")
+    try:
+        with running_server(env, logs) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+            yield Books(Api(http), server.base_url, prefix, engine.url)
+    finally:
+        if not engine.owned:
+            delete_prefix(engine.url, prefix)
+
+
+def roses(books: Books, user_id: str, room_id: str, n: int, parallel: int = 16) -> None:
+    """``n`` gifts of one rose each, one request each (one ledger entry each), ``parallel`` at once."""
+    headers = books.api.auth(user_id)
+
+    async def run() -> None:
+        todo = iter(range(n))
+        async with httpx.AsyncClient(base_url=books.base_url, timeout=30) as http:
+
+            async def worker() -> None:
+                for _ in todo:
+                    body = {"gift_id": "rose", "count": 1, "idempotency_key": unique("k")}
+                    reply = await http.post(f"/v1/rooms/{room_id}/gifts", json=body, headers=headers)
+                    assert reply.status_code == 200, reply.text
+
+            await asyncio.gather(*(worker() for _ in range(parallel)))
+
+    asyncio.run(run())
+
+
+def test_a_big_gift_behind_ten_thousand_roses_is_still_clawed_back(books: Books) -> None:
+    """The shielding attack: a Universe, then more one-coin roses than a ledger window holds,
+    then every purchase disputed. The Universe's diamonds come back in full."""
+    api = books.api
+    accomplice = unique("c")
+    room_id = api.open_room(accomplice)
+    fraud = unique("v")
+    orders = [api.buy(fraud, "us_5450") for _ in range(10)]  # 54,500 coins
+    assert api.gift(fraud, room_id, "universe").status_code == 200  # 34,999 coins -> 17,499 diamonds
+    roses(books, fraud, room_id, 10_050)
+    assert api.coins(fraud) == 54_500 - 34_999 - 10_050
+    assert api.earnings(accomplice)["pending"] == 17_499  # a rose earns nothing
+    for order in orders:
+        books.dispute(fraud, order)
+    assert api.coins(fraud) == -(34_999 + 10_050)
+    earnings = api.earnings(accomplice)
+    assert (earnings["pending"], earnings["reversed"], earnings["lifetime"]) == (0, 17_499, 17_499)
+    result = books.audit()
+    assert result.ok, result.report()
+    assert result.totals["diamonds_reversed"] >= 17_499
