@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from server.audit import AuditResult, audit_books
 from server.keys import KeySchema
@@ -33,7 +35,6 @@ class Books:
     base_url: str
     prefix: str
     url: str
-    tokens: dict[str, str] = field(default_factory=dict)
 
     def audit(self) -> AuditResult:
         async def run() -> AuditResult:
@@ -103,3 +104,71 @@ def test_a_big_gift_behind_ten_thousand_roses_is_still_clawed_back(books: Books)
     result = books.audit()
     assert result.ok, result.report()
     assert result.totals["diamonds_reversed"] >= 17_499
+
+
+PACKAGES = {"us_100": 100, "us_550": 550}
+operation = st.one_of(
+    st.tuples(st.just("buy"), st.sampled_from(sorted(PACKAGES))),
+    st.tuples(st.just("gift"), st.sampled_from(sorted(PRICES)), st.integers(1, 3), st.integers(0, 1)),
+    st.tuples(st.just("dispute"), st.integers(0, 7)),
+)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(operation, min_size=1, max_size=14))
+# The spent coins are exactly those of the newest gift: the older one stays with its creator.
+@example(
+    [
+        ("buy", "us_550"),
+        ("buy", "us_100"),
+        ("gift", "hand_hearts", 1, 0),
+        ("gift", "doughnut", 1, 1),
+        ("dispute", 0),
+    ]
+)
+def test_the_diamonds_clawed_back_are_those_of_the_documented_rule(
+    books: Books, operations: list[tuple[Any, ...]]
+) -> None:
+    """Purchases, gifts of random sizes to two creators and disputes of random purchases, in
+    any order: each creator loses exactly the diamonds of the gifts the rule of docs/MONEY.md
+    takes (newest first, not taken before, whole, up to the coins spent)."""
+    api = books.api
+    buyer = unique("v")
+    creators = [unique("c"), unique("c")]
+    rooms = [api.open_room(creator) for creator in creators]
+    balance = 0
+    clawable: list[tuple[int, int]] = []  # (cost, creator index), oldest first
+    orders: list[tuple[dict[str, Any], int]] = []
+    credited, reversed_ = [0, 0], [0, 0]
+    for op in operations:
+        if op[0] == "buy":
+            orders.append((api.buy(buyer, op[1]), PACKAGES[op[1]]))
+            balance += PACKAGES[op[1]]
+        elif op[0] == "gift":
+            _, gift_id, count, to = op
+            cost = PRICES[gift_id] * count
+            reply = api.gift(buyer, rooms[to], gift_id, count)
+            if balance < cost:  # a negative balance refuses any gift
+                assert reply.status_code == 402, reply.text
+                continue
+            assert reply.status_code == 200, reply.text
+            balance -= cost
+            clawable.append((cost, to))
+            credited[to] += cost // 2
+        elif orders:
+            order, coins = orders.pop(op[1] % len(orders))
+            books.dispute(buyer, order)
+            spent = coins - min(coins, max(balance, 0))
+            balance -= coins
+            covered = 0
+            while clawable and covered < spent:
+                cost, to = clawable.pop()
+                covered += cost
+                reversed_[to] += cost // 2
+    assert api.coins(buyer) == balance
+    for n, creator in enumerate(creators):
+        earnings = api.earnings(creator)
+        assert (earnings["lifetime"], earnings["reversed"]) == (credited[n], reversed_[n])
+        assert earnings["pending"] == credited[n] - reversed_[n]
+    result = books.audit()
+    assert result.ok, result.report()
