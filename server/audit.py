@@ -22,7 +22,6 @@ It has two halves, kept apart so the rules can be tested by feeding them anythin
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import secrets
 import ssl
@@ -93,10 +92,6 @@ INVARIANTS = {
 }
 
 MAX_VIOLATIONS = 1_000
-
-# How long past the clawback window the audit keeps a buyer's gifts while it replays the
-# clawbacks: a clawback stamped by a clock that far behind the gifts' is not expected.
-CLAWBACK_REPLAY_SLACK_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -235,11 +230,8 @@ class _Reversal(NamedTuple):
     order: str
 
 
-class _Clawable(NamedTuple):
-    ts: int | None
-    coins: int
-    creator: str
-    ref: str
+_Clawable = tuple[str | None, int, str, str]
+"""A gift a clawback could still take: its ts (as the ledger has it), coins, creator, event."""
 
 
 class _Taken(NamedTuple):
@@ -255,7 +247,7 @@ class _OpenWallet:
     off: int = 0
     first_off: str = ""
     # The gifts a clawback could still take, oldest first (claw_back.lua's list, replayed).
-    clawable: collections.deque[_Clawable] = field(default_factory=collections.deque)
+    clawable: list[_Clawable] = field(default_factory=list)
 
 
 @dataclass
@@ -356,6 +348,7 @@ class BooksChecker:
         if wallet is None:
             wallet = self._wallets[user_id] = _OpenWallet()
         running = wallet.running
+        clawable = wallet.clawable
         n = 0
         for entry_id, f in entries:
             n += 1
@@ -377,7 +370,9 @@ class BooksChecker:
                     )
             if kind == "gift":
                 self._gift(user_id, entry_id, f, ref, -delta)
-                self._clawable(wallet, f, ref, -delta)
+                creator = f.get("creator_id")
+                if creator:  # older gift entries have none: no clawback looks for them
+                    clawable.append((f.get("ts"), -delta, creator, ref))
             elif kind == "purchase":
                 self._purchase(user_id, entry_id, ref, delta)
             elif kind == "clawback":
@@ -397,19 +392,6 @@ class BooksChecker:
         self._gifts[ref] = _Gift(user_id, f.get("creator_id"), f.get("room_id", ""), coins)
         self.totals["coins_gifted"] += coins
 
-    def _clawable(self, wallet: _OpenWallet, f: Fields, ref: str, coins: int) -> None:
-        creator = f.get("creator_id")
-        if not creator:
-            return  # older gift entries: no clawback looks for them
-        ts = _int_or_none(f.get("ts"))
-        clawable = wallet.clawable
-        if ts is not None:
-            # Gifts a day past the window are beyond any later clawback's reach.
-            horizon = ts - self.clawback_window_ms - CLAWBACK_REPLAY_SLACK_MS
-            while clawable and clawable[0].ts is not None and clawable[0].ts < horizon:
-                clawable.popleft()
-        clawable.append(_Clawable(ts, coins, creator, ref))
-
     def _take_back(
         self, user_id: str, wallet: _OpenWallet, f: Fields, order: str, coins: int, balance: int
     ) -> None:
@@ -422,12 +404,13 @@ class BooksChecker:
         covered = 0
         clawable = wallet.clawable
         while clawable and covered < spent:
-            gift = clawable[-1]
-            if now is not None and gift.ts is not None and gift.ts < now - self.clawback_window_ms:
+            ts, cost, creator, ref = clawable[-1]
+            gift_ts = _int_or_none(ts)
+            if now is not None and gift_ts is not None and gift_ts < now - self.clawback_window_ms:
                 break
             clawable.pop()
-            covered += gift.coins
-            self._taken[gift.ref] = _Taken(user_id, gift.creator, order)
+            covered += cost
+            self._taken[ref] = _Taken(user_id, creator, order)
 
     def _purchase(self, user_id: str, entry_id: str, order: str, coins: int) -> None:
         self._count("purchase_once")
