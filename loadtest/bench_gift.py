@@ -710,6 +710,7 @@ class RawDebits:
                     idempotency_ttl_s=Settings.idempotency_ttl_s,
                     rate_per_s=UNLIMITED,
                     burst=UNLIMITED,
+                    clawback_window_ms=Settings().clawback_window_ms,
                 )
                 pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)  # cluster-safe
             replies = await pipe.execute()

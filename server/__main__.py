@@ -146,7 +146,12 @@ async def _audit(url: str, settings: Settings) -> AuditResult:
     )
     async with client:
         await client.ping()
-        return await audit_books(client, KeySchema(settings.key_prefix), settings.creator_share)
+        return await audit_books(
+            client,
+            KeySchema(settings.key_prefix),
+            settings.creator_share,
+            clawback_window_ms=settings.clawback_window_ms,
+        )
 
 
 def audit_engine(settings: Settings) -> tuple[str, EmbeddedEngine | None]:

@@ -69,7 +69,7 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
         catalog = Catalog.load_default()
         gifts = GiftService(store, catalog, settings)
         hub = Hub(store, catalog, settings)
-        clawbacks = Clawbacks(store)
+        clawbacks = Clawbacks(store, settings.clawback_window_ms)
         app.state.ctx = sockets.context = Context(
             settings=settings, store=store, catalog=catalog, gifts=gifts, hub=hub, clawbacks=clawbacks
         )

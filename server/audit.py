@@ -5,7 +5,7 @@ books and the balances are their totals. The audit recomputes the totals from th
 alone, without the scripts, so it catches what a script, a manual edit or a lost write got
 wrong: a wallet or a diamond bucket that is not the sum of its entries, coins that appear
 or vanish between buyers, wallets and creators, a gift credited twice or never, a
-withdrawal paid twice.
+withdrawal paid twice, a gift a clawback took back whose creator kept the diamonds.
 
 It has two halves, kept apart so the rules can be tested by feeding them anything:
 
@@ -39,6 +39,7 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 
 from server.domain.money import diamonds_for
 from server.keys import KeySchema
+from server.settings import Settings
 
 Fields = Mapping[str, str]
 Entry = tuple[str, Fields]
@@ -80,6 +81,8 @@ INVARIANTS = {
     "credit_matched": "every credit matches a gift debit (sender, creator, coins) and the credited set",
     "reversal_matched": "every reversal takes back one credit of the same creator, once, in full, "
     "after a clawback by the sender",
+    "clawback_taken": "every gift a clawback took (the buyer's newest gifts no earlier one took, "
+    "within the clawback window, up to the coins spent) is reversed from its creator or queued",
     "outbox": "every outbox entry belongs to a gift debit of its sender",
     "diamond_conservation": "diamonds credited - diamonds reversed = pending + available + reserved "
     "+ withdrawn over all creators",
@@ -227,12 +230,24 @@ class _Reversal(NamedTuple):
     order: str
 
 
+_Clawable = tuple[str | None, int, str, str]
+"""A gift a clawback could still take: its ts (as the ledger has it), coins, creator, event."""
+
+
+class _Taken(NamedTuple):
+    buyer: str
+    creator: str
+    order: str
+
+
 @dataclass
 class _OpenWallet:
     running: int = 0
     entries: int = 0
     off: int = 0
     first_off: str = ""
+    # The gifts a clawback could still take, oldest first (claw_back.lua's list, replayed).
+    clawable: list[_Clawable] = field(default_factory=list)
 
 
 @dataclass
@@ -260,9 +275,15 @@ class BooksChecker:
     ``late_coin_entries`` and ``withdrawal_listing``; then ``finish``.
     """
 
-    def __init__(self, share: Fraction, max_violations: int = MAX_VIOLATIONS) -> None:
+    def __init__(
+        self,
+        share: Fraction,
+        max_violations: int = MAX_VIOLATIONS,
+        clawback_window_ms: int = Settings().clawback_window_ms,
+    ) -> None:
         self.share = share
         self.max_violations = max_violations
+        self.clawback_window_ms = clawback_window_ms
         self._violations: list[Violation] = []
         self._failed: dict[str, int] = dict.fromkeys(INVARIANTS, 0)
         self._checked: dict[str, int] = dict.fromkeys(INVARIANTS, 0)
@@ -300,6 +321,9 @@ class BooksChecker:
         self._reversals: dict[str, _Reversal] = {}
         self._purchases: dict[tuple[str, str], int] = {}
         self._clawed: set[tuple[str, str]] = set()
+        self._taken: dict[str, _Taken] = {}
+        self._queued: set[str] = set()
+        self._reversed_by: dict[str, str] = {}
         self._outbox: dict[str, tuple[str, str]] = {}
         self._refused: dict[str, str] = {}
         self._withdrawal_ids: list[tuple[str, str]] = []
@@ -324,6 +348,7 @@ class BooksChecker:
         if wallet is None:
             wallet = self._wallets[user_id] = _OpenWallet()
         running = wallet.running
+        clawable = wallet.clawable
         n = 0
         for entry_id, f in entries:
             n += 1
@@ -345,10 +370,14 @@ class BooksChecker:
                     )
             if kind == "gift":
                 self._gift(user_id, entry_id, f, ref, -delta)
+                creator = f.get("creator_id")
+                if creator:  # older gift entries have none: no clawback looks for them
+                    clawable.append((f.get("ts"), -delta, creator, ref))
             elif kind == "purchase":
                 self._purchase(user_id, entry_id, ref, delta)
             elif kind == "clawback":
                 self._clawback(user_id, entry_id, ref, -delta)
+                self._take_back(user_id, wallet, f, ref, -delta, balance)
             else:
                 self.violate("coin_entry", "user", user_id, f"entry {entry_id} has unknown kind {kind!r}")
         wallet.running = running
@@ -362,6 +391,26 @@ class BooksChecker:
             return
         self._gifts[ref] = _Gift(user_id, f.get("creator_id"), f.get("room_id", ""), coins)
         self.totals["coins_gifted"] += coins
+
+    def _take_back(
+        self, user_id: str, wallet: _OpenWallet, f: Fields, order: str, coins: int, balance: int
+    ) -> None:
+        """The gifts this clawback takes, by the rule of docs/MONEY.md: the newest ones not
+        taken before and within the window, whole, until they cover the coins of the
+        purchase already spent."""
+        before = balance + coins
+        spent = coins - min(coins, max(before, 0))
+        now = _int_or_none(f.get("ts"))
+        covered = 0
+        clawable = wallet.clawable
+        while clawable and covered < spent:
+            ts, cost, creator, ref = clawable[-1]
+            gift_ts = _int_or_none(ts)
+            if now is not None and gift_ts is not None and gift_ts < now - self.clawback_window_ms:
+                break
+            clawable.pop()
+            covered += cost
+            self._taken[ref] = _Taken(user_id, creator, order)
 
     def _purchase(self, user_id: str, entry_id: str, order: str, coins: int) -> None:
         self._count("purchase_once")
@@ -426,6 +475,7 @@ class BooksChecker:
         for event_id, raw in (outbox or {}).items():
             self._outbox[event_id] = (user_id, raw)
         self.totals["reversals_in_flight"] += len(reversals or {})
+        self._queued.update(reversals or {})
 
     def late_coin_entries(self, user_id: str, entries: Iterable[Entry]) -> None:
         """Entries appended to a closed account after it was read (the audit of a running
@@ -653,6 +703,7 @@ class BooksChecker:
             )
         for ref in reversed_ - state.credits:
             self._refused[ref] = creator_id
+        self._reversed_by.update(dict.fromkeys(reversed_, creator_id))
 
     def _check_withdrawals(
         self, creator_id: str, state: _OpenCreator, records: CreatorRecords, reserved: int
@@ -745,6 +796,7 @@ class BooksChecker:
         self._match_gifts()
         self._match_credits()
         self._match_reversals()
+        self._match_taken()
         self._match_outbox()
         self._conservation()
         if self._listing is not None:
@@ -845,6 +897,19 @@ class BooksChecker:
                     f"{credit.sender} never had clawed back",
                 )
 
+    def _match_taken(self) -> None:
+        for ref, taken in self._taken.items():
+            self._count("clawback_taken")
+            if ref in self._queued or self._reversed_by.get(ref) == taken.creator:
+                continue
+            self.violate(
+                "clawback_taken",
+                "user",
+                taken.buyer,
+                f"the clawback of order {taken.order} took gift {ref}, but creator {taken.creator} "
+                "kept its diamonds: the gift was neither reversed nor queued for reversal",
+            )
+
     def _match_outbox(self) -> None:
         for ref, (user_id, raw) in self._outbox.items():
             self._count("outbox")
@@ -898,6 +963,13 @@ class BooksChecker:
 
 def _some(items: Collection[str], n: int = 3) -> str:
     return ", ".join(sorted(items)[:n])
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
 
 
 # -- reading an engine -------------------------------------------------------------------------
@@ -1262,10 +1334,16 @@ class BooksReader:
 
 
 async def audit_books(
-    redis: Redis, keys: KeySchema, share: Fraction, *, max_violations: int = MAX_VIOLATIONS
+    redis: Redis,
+    keys: KeySchema,
+    share: Fraction,
+    *,
+    max_violations: int = MAX_VIOLATIONS,
+    clawback_window_ms: int = Settings().clawback_window_ms,
 ) -> AuditResult:
-    """Audit every account under ``keys.prefix`` on the engine ``redis`` talks to."""
+    """Audit every account under ``keys.prefix`` on the engine ``redis`` talks to, whose
+    servers run with ``share`` and ``clawback_window_ms`` (``Settings``)."""
     started = time.perf_counter()
-    checker = BooksChecker(share, max_violations)
+    checker = BooksChecker(share, max_violations, clawback_window_ms)
     await BooksReader(redis, keys, checker).run()
     return checker.finish(time.perf_counter() - started)

@@ -9,6 +9,7 @@ described in docs/MONEY.md.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -17,15 +18,21 @@ from server.store.payments import ClawbackOutcome
 
 log = logging.getLogger(__name__)
 
+# Reversals applied together, in a few round trips, before their queue entries are cleared.
+SETTLE_BATCH = 500
+
 REASONS = {"payment.refunded": "refunded", "payment.disputed": "charged_back"}
 
 
 @dataclass(frozen=True)
 class Clawbacks:
     store: Store
+    window_ms: int  # Settings.clawback_window_ms
 
     async def apply(self, order_id: str, payment_id: str, event_type: str, now_ms: int) -> ClawbackOutcome:
-        outcome = await self.store.payments.claw_back(order_id, payment_id, REASONS[event_type], now_ms)
+        outcome = await self.store.payments.claw_back(
+            order_id, payment_id, REASONS[event_type], now_ms, self.window_ms
+        )
         await self.store.replicated(users=[outcome.user_id])
         try:
             await self.settle(outcome.user_id, now_ms)
@@ -40,18 +47,31 @@ class Clawbacks:
         if pending:
             # Reverse no credit for a clawback the replicas might not have.
             await self.store.replicated(users=[buyer_id])
-        for event_id, creator_id, order_id in pending:
-            outcome, diamonds = await self.store.earnings.reverse(creator_id, event_id, order_id, now_ms)
-            if outcome == "settled":
-                log.warning(
-                    "gift %s from %s was clawed back with no pending diamonds left to take "
-                    "(released from the hold, or none earned)",
-                    event_id,
-                    buyer_id,
+        # A clawback may take thousands of gifts: their reversals go out a batch at a time.
+        for start in range(0, len(pending), SETTLE_BATCH):
+            chunk = pending[start : start + SETTLE_BATCH]
+            outcomes = await asyncio.gather(
+                *(
+                    self.store.earnings.reverse(creator_id, event_id, order_id, now_ms)
+                    for event_id, creator_id, order_id in chunk
                 )
-            total += diamonds
-            await self.store.replicated(users=[creator_id])
-            await self.store.reversals.clear(buyer_id, event_id)
+            )
+            settled = [
+                event_id
+                for (event_id, _, _), (outcome, _) in zip(chunk, outcomes, strict=True)
+                if outcome == "settled"
+            ]
+            if settled:
+                log.warning(
+                    "%d gift(s) from %s were clawed back with no pending diamonds left to take "
+                    "(released from the hold, or none earned), e.g. %s",
+                    len(settled),
+                    buyer_id,
+                    ", ".join(settled[:3]),
+                )
+            total += sum(diamonds for _, diamonds in outcomes)
+            await self.store.replicated(users=sorted({creator_id for _, creator_id, _ in chunk}))
+            await self.store.reversals.clear(buyer_id, [event_id for event_id, _, _ in chunk])
         return total
 
     async def sweep(self, now_ms: int) -> int:

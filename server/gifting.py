@@ -105,6 +105,7 @@ class GiftService:
                 idempotency_ttl_s=self.settings.idempotency_ttl_s,
                 rate_per_s=self.settings.gift_rate_per_s,
                 burst=self.settings.gift_burst,
+                clawback_window_ms=self.settings.clawback_window_ms,
             )
         logs.bind(gift_event_id=debit.event_id)
         # Acknowledged only once the replicas hold it (a replay too: it may answer for a debit

@@ -91,9 +91,11 @@ class UserKeys:
         return f"{self.tag}:reversed"
 
     @property
-    def clawed_gifts(self) -> str:
-        """SET of this buyer's gift event ids a clawback already took back (never twice)."""
-        return f"{self.tag}:clawed_gifts"
+    def clawable(self) -> str:
+        """LIST "ts|cost|creator|event" of this buyer's gifts no clawback took back yet, newest
+        first; gifts older than the clawback window (plus an hour) leave it, and it expires
+        that long after the last gift (``gift_debit.lua``, ``claw_back.lua``)."""
+        return f"{self.tag}:clawable"
 
     @property
     def reversals(self) -> str:

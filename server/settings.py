@@ -12,6 +12,8 @@ from pathlib import Path
 FSYNC_POLICIES = ("always", "everysec")
 LOG_FORMATS = ("text", "json")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
+# How long past the diamond hold a clawback still looks for gifts (docs/MONEY.md).
+CLAWBACK_GRACE_MS = 86_400_000
 
 
 class SettingsError(ValueError):
@@ -61,6 +63,12 @@ class Settings:
     client_dir: Path | None = None
     log_format: str = "text"  # or json: one JSON object per line (server.logs)
     metrics: bool = True  # GET /metrics (server.metrics)
+
+    @property
+    def clawback_window_ms(self) -> int:
+        """How far back a refund or chargeback looks for the gifts to take back: the hold, and
+        a day for diamonds whose hold ended but which no earnings read released yet."""
+        return int(self.diamond_hold_s * 1000) + CLAWBACK_GRACE_MS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -549,3 +549,44 @@ def test_a_credit_is_checked_against_the_share_it_records() -> None:
     result = check(books)
     assert [(v.invariant, v.account) for v in result.violations] == [("diamond_rate", "carol")]
     assert "floor(3/4 x 4) = 3" in result.violations[0].message
+
+
+def shielded(big_ts: int, reversed_: list[str], window_ms: int) -> AuditResult:
+    """Eve buys 100 coins, gifts Mallory a 50-coin gift and then twenty 1-coin ones, and her
+    purchase is charged back at 10,000 ms: the 70 coins spent take back all 21 gifts, newest
+    first, unless the big one is older than the clawback window. Mallory's reversed set is
+    ``reversed_``."""
+    ledger = [entry(1, kind="purchase", delta=100, balance=100, ref="o9", payment_id="p9", ts=0)]
+    ledger.append(entry(2, kind="gift", delta=-50, balance=50, ref="big", creator_id="mallory", ts=big_ts))
+    for n in range(20):
+        ledger.append(
+            entry(
+                3 + n, kind="gift", delta=-1, balance=49 - n, ref=f"r{n}", creator_id="mallory", ts=9_000 + n
+            )
+        )
+    ledger.append(
+        entry(23, kind="clawback", delta=-100, balance=-70, ref="o9", reason="charged_back", ts=10_000)
+    )
+    checker = BooksChecker(SHARE, clawback_window_ms=window_ms)
+    checker.coin_entries("eve", ledger)
+    checker.wallet("eve", {"coins": "-70"}, {}, {})
+    checker.creator("mallory", CreatorRecords(earnings={}, reversed=reversed_))
+    return checker.finish()
+
+
+@pytest.mark.pure
+def test_a_gift_a_clawback_took_but_its_creator_kept_is_named() -> None:
+    """The shielding attack as the books show it: the reversals stop short of the big gift."""
+    roses = [f"r{n}" for n in range(20)]
+
+    def taken(result: AuditResult) -> list[tuple[str, str]]:
+        return [(v.account, v.message) for v in result.violations if v.invariant == "clawback_taken"]
+
+    kept = shielded(big_ts=8_000, reversed_=roses, window_ms=60_000)
+    assert [account for account, _ in taken(kept)] == ["eve"]
+    assert "took gift big" in taken(kept)[0][1] and "creator mallory kept" in taken(kept)[0][1]
+    assert taken(shielded(big_ts=8_000, reversed_=[*roses, "big"], window_ms=60_000)) == []
+    # Older than the window at the clawback: its diamonds left the hold, nothing was to take.
+    assert taken(shielded(big_ts=8_000, reversed_=roses, window_ms=1_500)) == []
+    # One rose short is a violation too, whatever the big gift.
+    assert len(taken(shielded(big_ts=8_000, reversed_=[*roses[1:], "big"], window_ms=60_000))) == 1

@@ -57,6 +57,7 @@ async def strand(store: Store, credit: CreatorCredit) -> int:
         idempotency_ttl_s=60,
         rate_per_s=100,
         burst=100,
+        clawback_window_ms=Settings().clawback_window_ms,
     )
     return debit.coins
 

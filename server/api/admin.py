@@ -124,7 +124,12 @@ async def books_audit(request: Request) -> JSON:
     """Replay every ledger and check the books (``server.audit``); 200 with ``"ok": false``
     and the violations when they do not balance: the audit ran, the books failed it."""
     ctx, _ = admin(request)
-    result = await audit_books(ctx.store.redis, ctx.store.keys, ctx.settings.creator_share)
+    result = await audit_books(
+        ctx.store.redis,
+        ctx.store.keys,
+        ctx.settings.creator_share,
+        clawback_window_ms=ctx.settings.clawback_window_ms,
+    )
     return JSON(result.to_dict())
 
 

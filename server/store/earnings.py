@@ -96,8 +96,10 @@ class CreatorEarnings:
         """Take back a gift's pending diamonds after a clawback: ("reversed", n), ("blocked", 0)
         if its credit had not arrived, ("settled", 0) if already released, ("already", 0)."""
         creator = self._keys.user(creator_id)
-        reply = await self._scripts.reverse_credit(
-            keys=[
+        # Through the batch: the reversals of one clawback, awaited together, share round trips.
+        reply: list[Any] = await self._batch.call(
+            self._scripts.reverse_credit,
+            [
                 creator.reversed,
                 creator.earnings,
                 creator.earnings_ledger,
@@ -105,6 +107,6 @@ class CreatorEarnings:
                 creator.held,
                 creator.credited,
             ],
-            args=[event_id, order_id, now_ms],
+            [event_id, order_id, now_ms],
         )
         return reply[0], int(reply[1]) if len(reply) > 1 else 0

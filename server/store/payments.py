@@ -39,10 +39,6 @@ class ClawbackOutcome:
     gifts_queued: int
 
 
-# How far back in the buyer's ledger a clawback looks for the gifts to reverse.
-CLAWBACK_SEARCH_ENTRIES = 10_000
-
-
 class Payments:
     def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts) -> None:
         self._redis = redis
@@ -127,15 +123,18 @@ class Payments:
             raise NotFound(f"no order {order_id!r}")
         raise RuntimeError(f"credit_purchase returned {reply!r}")
 
-    async def claw_back(self, order_id: str, payment_id: str, reason: str, now_ms: int) -> ClawbackOutcome:
-        """Take a refunded or charged-back purchase's coins back, once (see claw_back.lua)."""
+    async def claw_back(
+        self, order_id: str, payment_id: str, reason: str, now_ms: int, window_ms: int
+    ) -> ClawbackOutcome:
+        """Take a refunded or charged-back purchase's coins back, once, and queue the reversal
+        of the buyer's gifts of the last ``window_ms`` that it takes (see claw_back.lua)."""
         owner = await self.order_owner(order_id)
         if owner is None:
             raise NotFound(f"no order {order_id!r}")
         user = self._keys.user(owner)
         reply = await self._scripts.claw_back(
-            keys=[user.order(order_id), user.wallet, user.ledger, user.reversals, user.clawed_gifts],
-            args=[reason, payment_id, now_ms, order_id, CLAWBACK_SEARCH_ENTRIES],
+            keys=[user.order(order_id), user.wallet, user.ledger, user.reversals, user.clawable],
+            args=[reason, payment_id, now_ms, order_id, window_ms],
         )
         status = reply[0]
         if status == "ok":

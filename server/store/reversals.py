@@ -8,7 +8,7 @@ by ``buyers`` and applied again, which the per-event guard makes harmless.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from redis.asyncio import Redis
 
@@ -29,8 +29,9 @@ class Reversals:
             out.append((event_id, creator_id, order_id))
         return out
 
-    async def clear(self, buyer_id: str, event_id: str) -> None:
-        await self._redis.hdel(self._keys.user(buyer_id).reversals, event_id)
+    async def clear(self, buyer_id: str, event_ids: Sequence[str]) -> None:
+        if event_ids:
+            await self._redis.hdel(self._keys.user(buyer_id).reversals, *event_ids)
 
     async def buyers(self) -> AsyncIterator[str]:
         async for key in self._redis.scan_iter(match=self._keys.reversals_pattern, count=500, _type="HASH"):

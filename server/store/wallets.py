@@ -13,6 +13,9 @@ from server.store.records import CreatorCredit, Debit, Wallet
 from server.store.scripts import Scripts
 from server.store.streams import read_stream_page
 
+# How long past the clawback window a buyer's gifts stay on the list claw_back.lua reads.
+CLAWABLE_SLACK_MS = 3_600_000
+
 
 class Wallets:
     def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts, batch: ScriptBatch) -> None:
@@ -73,6 +76,7 @@ class Wallets:
         idempotency_ttl_s: int,
         rate_per_s: int,
         burst: int,
+        clawback_window_ms: int,
     ) -> Debit:
         """Debit ``credit.coins`` from the sender and queue the creator credit, atomically."""
         keys, args = gift_debit_arguments(
@@ -84,6 +88,7 @@ class Wallets:
             idempotency_ttl_s=idempotency_ttl_s,
             rate_per_s=rate_per_s,
             burst=burst,
+            clawback_window_ms=clawback_window_ms,
         )
         reply: list[Any] = await self._batch.call(self._scripts.gift_debit, keys, args)
         status = reply[0]
@@ -129,9 +134,17 @@ def gift_debit_arguments(
     idempotency_ttl_s: int,
     rate_per_s: int,
     burst: int,
+    clawback_window_ms: int,
 ) -> tuple[list[str], list[str | int | bytes]]:
     """KEYS and ARGV of ``gift_debit.lua`` (see its header), in one place for every caller."""
-    keys = [user.wallet, user.ledger, user.idempotency(idempotency_key), user.outbox, user.gift_rate]
+    keys = [
+        user.wallet,
+        user.ledger,
+        user.idempotency(idempotency_key),
+        user.outbox,
+        user.gift_rate,
+        user.clawable,
+    ]
     args: list[str | int | bytes] = [
         credit.coins,
         fingerprint,
@@ -146,5 +159,8 @@ def gift_debit_arguments(
         rate_per_s,
         burst,
         credit.creator_id,
+        # Kept a while past the window, so that a clawback on a process whose clock is behind
+        # never misses a gift another process already dropped.
+        clawback_window_ms + CLAWABLE_SLACK_MS,
     ]
     return keys, args

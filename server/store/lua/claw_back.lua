@@ -5,16 +5,21 @@
 -- Across several clawbacks of one buyer, the gifts taken back thus add up to the coins
 -- spent, whichever purchase paid for which gift.
 --
+-- The gifts come from KEYS[5], which gift_debit.lua pushes each gift on, newest first; a
+-- gift taken is popped, so no later clawback takes it again. The search costs one step per
+-- gift taken, however many gifts or other entries the ledger holds. It stops at the first
+-- gift older than ARGV[5]: gifts that old have left the diamond hold.
+--
 -- KEYS[1] - order hash                   ({u:B}:order:<order_id>)
 -- KEYS[2] - wallet hash                  ({u:B}:wallet)
 -- KEYS[3] - coin ledger stream           ({u:B}:ledger)
 -- KEYS[4] - reversal queue hash          ({u:B}:reversals)
--- KEYS[5] - gifts already taken back     ({u:B}:clawed_gifts)
+-- KEYS[5] - gifts a clawback can take    ({u:B}:clawable), "ts|cost|creator|event", newest first
 -- ARGV[1] - "refunded" or "charged_back"
 -- ARGV[2] - provider payment id
 -- ARGV[3] - now, unix milliseconds
 -- ARGV[4] - order id
--- ARGV[5] - at most this many ledger entries are searched for the gifts to reverse
+-- ARGV[5] - the clawback window, milliseconds: only gifts this recent are taken
 --
 -- Returns one of:
 --   {"ok", balance, coins_spent, gifts_queued}
@@ -48,21 +53,29 @@ redis.call('XADD', KEYS[3], '*', 'kind', 'clawback', 'delta', -coins, 'balance',
 local spent = coins - math.min(coins, math.max(before, 0))
 local queued = 0
 if spent > 0 then
-  local gifts = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', tonumber(ARGV[5]))
+  local horizon = tonumber(ARGV[3]) - tonumber(ARGV[5])
   local covered = 0
-  for _, entry in ipairs(gifts) do
-    if covered >= spent then
-      break
+  local searching = true
+  while searching do
+    local page = redis.call('LRANGE', KEYS[5], 0, 99)
+    local taken = 0
+    for _, record in ipairs(page) do
+      local ts, cost, creator, event = string.match(record, '^(%d+)|(%d+)|([^|]+)|(.+)$')
+      if covered >= spent or tonumber(ts) < horizon then
+        searching = false
+        break
+      end
+      redis.call('HSET', KEYS[4], event, creator .. '|' .. ARGV[4])
+      covered = covered + tonumber(cost)
+      taken = taken + 1
     end
-    local f = {}
-    for i = 1, #entry[2], 2 do
-      f[entry[2][i]] = entry[2][i + 1]
+    if taken > 0 then
+      redis.call('LTRIM', KEYS[5], taken, -1)
     end
-    if f['kind'] == 'gift' and f['creator_id'] and redis.call('SADD', KEYS[5], f['ref']) == 1 then
-      redis.call('HSET', KEYS[4], f['ref'], f['creator_id'] .. '|' .. ARGV[4])
-      covered = covered - tonumber(f['delta'])
-      queued = queued + 1
+    if #page < 100 then
+      searching = false
     end
+    queued = queued + taken
   end
 end
 return {'ok', tostring(balance), tostring(spent), tostring(queued)}

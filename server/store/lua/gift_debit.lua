@@ -5,6 +5,7 @@
 -- KEYS[3] - idempotency hash for this key    ({u:S}:idem:<key>)
 -- KEYS[4] - outbox hash of the sender        ({u:S}:outbox)
 -- KEYS[5] - gift rate token bucket hash     ({u:S}:rate)
+-- KEYS[6] - gifts a clawback can take back  ({u:S}:clawable)
 -- ARGV[1] - cost in coins (positive integer)
 -- ARGV[2] - fingerprint of the request the idempotency key is bound to
 -- ARGV[3] - gift event id to use if this is a new gift
@@ -18,6 +19,7 @@
 -- ARGV[11] - gift rate: tokens added per second
 -- ARGV[12] - gift burst: bucket capacity
 -- ARGV[13] - creator id (recorded in the ledger entry, for reversals after a chargeback)
+-- ARGV[14] - how long KEYS[6] keeps a gift, milliseconds (past the clawback window)
 --
 -- Returns one of:
 --   {"ok", event_id, balance, spent_today}    debited now
@@ -31,6 +33,11 @@
 --
 -- A replay is answered before the rate check, so retrying never costs a token. The bucket
 -- refills continuously at ARGV[11] per second up to ARGV[12]; each new gift takes one token.
+--
+-- Each gift is pushed on KEYS[6], newest first, as "ts|cost|creator|event"; claw_back.lua
+-- pops from that end. Each debit also drops up to two gifts older than ARGV[14] from the far
+-- end (more than it adds), and the list expires ARGV[14] after the last gift, so it never
+-- holds more than the gifts of two such spans.
 
 local seen = redis.call('HMGET', KEYS[3], 'fp', 'event_id', 'coins', 'cost')
 if seen[1] then
@@ -82,6 +89,16 @@ redis.call('XADD', KEYS[2], '*',
   'kind', 'gift', 'delta', -cost, 'balance', balance, 'ref', ARGV[3],
   'room_id', ARGV[7], 'gift_id', ARGV[8], 'count', ARGV[9], 'creator_id', ARGV[13], 'ts', ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[10])
+redis.call('LPUSH', KEYS[6], ARGV[4] .. '|' .. ARGV[1] .. '|' .. ARGV[13] .. '|' .. ARGV[3])
+local keep = tonumber(ARGV[14])
+for _ = 1, 2 do
+  local oldest = redis.call('LINDEX', KEYS[6], -1)
+  if tonumber(string.match(oldest, '^(%d+)|')) >= now - keep then
+    break
+  end
+  redis.call('RPOP', KEYS[6])
+end
+redis.call('PEXPIRE', KEYS[6], keep)
 redis.call('HSET', KEYS[5], 'tokens', tostring(tokens - 1), 'ts', ARGV[4])
 redis.call('PEXPIRE', KEYS[5], math.ceil(burst * 1000 / rate) + 1000)
 redis.call('HSET', KEYS[3], 'fp', ARGV[2], 'event_id', ARGV[3], 'coins', balance, 'cost', cost)
