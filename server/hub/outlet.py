@@ -10,6 +10,10 @@ Each connection's unsent bytes are bounded: a frame that would push the transpor
 past the limit is not written; the connection is closed with 4408 and dropped shortly after
 if the peer does not read its close frame either. So a reader that stops reading costs at
 most the limit, and never slows the room.
+
+The one writer that does wait is a resume's catch-up (``Hub.join``), which can hold many
+times the limit: it writes pages of at most a quarter of the limit while the transport's
+buffer is under half of it (``drained``), leaving the rest for the frames written meanwhile.
 """
 
 from __future__ import annotations
@@ -119,6 +123,8 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(self.buffer_limit, 1 << 20))
+        # Flow control pauses at half the limit, so that ``drained`` leaves the other half free.
+        self.transport.set_write_buffer_limits(high=self.buffer_limit // 2)
 
     async def send(self, message: Any) -> None:
         await super().send(message)
@@ -145,6 +151,18 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
             return False
         transport.write(frame)
         return True
+
+    @property
+    def page_bytes(self) -> int:
+        """The most a frame written after ``drained`` may weigh and still fit in the buffer,
+        with room to spare for the frames written meanwhile."""
+        return self.buffer_limit // 4
+
+    async def drained(self) -> bool:
+        """Wait until the transport's buffer is under half the limit; False if the connection
+        is closing or closed instead."""
+        await self.writable.wait()  # closed by flow control at half the limit, open again at an eighth
+        return not (self.close_sent or self.conn.state is not _OPEN or self.transport.is_closing())
 
     def close(self, code: int, reason: str, abort: bool = False) -> None:
         """Start the closing handshake now, without waiting for the transport to drain.
