@@ -189,3 +189,27 @@ async def test_a_client_that_drops_mid_catch_up_resumes_from_what_it_stored_and_
 def offset_key(offset: str) -> tuple[int, int]:
     ms, seq = offset.split("-")
     return int(ms), int(seq)
+
+
+async def test_a_live_that_ends_during_a_catch_up_still_delivers_all_of_it_then_closes_with_1000(
+    server: Server,
+) -> None:
+    api, base_url = server.api, server.process.base_url
+    creator = unique("c")
+    room_id = api.open_room(creator)
+    senders = long_named_senders(api)
+    viewer = unique("w")
+    first = await RoomSocket.open(base_url, room_id, api.token(viewer))
+    since, epoch = resume_point([await first.welcome()])
+    await first.close()
+    missed = await send_gifts(api, base_url, room_id, senders, 150)
+    resumed = await RoomSocket.open(
+        base_url, room_id, api.token(viewer), since=since, epoch=epoch, sock=small_receive_buffer(base_url)
+    )
+    # Nothing read yet: most of the catch-up is still waiting for the connection to take it.
+    assert api.end_room(creator, room_id).status_code == 200
+    assert await resumed.closed(wait_s=30) == (1000, "the live has ended")
+    assert_in_room_order(gifts(resumed.frames), missed)
+    events = [e for f in resumed.frames if f["type"] == "batch" for e in f["events"]]
+    assert events[-1]["type"] == "room_end"
+    assert [e for e in events if e["type"] == "room_end"] == events[-1:]
