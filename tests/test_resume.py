@@ -127,7 +127,7 @@ async def test_a_resume_after_a_gap_many_times_the_buffer_delivers_every_missed_
     since, epoch = resume_point(first.frames)
     await first.close()
 
-    # 1,200 gifts of about 250 bytes each: some twenty times the connection's buffer.
+    # 1,200 gifts of about 225 bytes each: some sixteen times the connection's buffer.
     missed = await send_gifts(api, base_url, room_id, senders, 150)
     resumed = await RoomSocket.open(
         base_url, room_id, api.token(viewer), since=since, epoch=epoch, sock=small_receive_buffer(base_url)
