@@ -45,6 +45,8 @@ SNAPSHOT_ENTRIES = 200
 CATCH_UP_PAGE = 500
 # How long a resuming client waits for this process to catch up with the offset it brings.
 CATCH_UP_S = 2.0
+# The WebSocket close code for an unexpected server error.
+SERVER_ERROR = 1011
 
 
 class Hub:
@@ -147,8 +149,7 @@ class Hub:
                 until = room.cursor
                 entries, window = await self.store.rooms.page(room_id, after, until, CATCH_UP_PAGE)
                 if not window.covers(parse_offset(after)):
-                    metrics.WS_SLOW_CONSUMERS_DROPPED.inc()
-                    viewer.outlet.close(Close.TOO_SLOW, "too slow: the connection fell behind the room")
+                    viewer.outlet.drop_too_slow()  # trimmed past it before it read that far
                     return
                 events = [parse_entry(entry_id, fields) for entry_id, fields in entries]
                 outlet = viewer.outlet
@@ -162,6 +163,10 @@ class Hub:
             log.warning("resume cut short: engine unavailable (%s)", exc)
             viewer.send(error_frame(EngineUnavailable("the engine is unavailable; retry shortly")))
             viewer.outlet.close(Close.ENGINE_UNAVAILABLE, EngineUnavailable.default_code)
+            return
+        except Exception:
+            log.exception("resume failed")
+            viewer.outlet.close(SERVER_ERROR, "server error")
             return
         finally:
             self._catching_up.pop(viewer, None)
@@ -260,7 +265,7 @@ class Hub:
                     await asyncio.wait_for(self._progress.wait(), timeout)
                 except TimeoutError:
                     continue
-        return since
+        return f"{wanted[0]}-{wanted[1]}"
 
     # -- the tick loop -----------------------------------------------------------------
 

@@ -146,11 +146,16 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.close_sent or self.conn.state is not _OPEN or transport.is_closing():
             return False
         if transport.get_write_buffer_size() + len(frame) > self.buffer_limit:
-            self.close(Close.TOO_SLOW, "too slow: the connection fell behind the room", abort=True)
-            metrics.WS_SLOW_CONSUMERS_DROPPED.inc()
+            self.drop_too_slow()
             return False
         transport.write(frame)
         return True
+
+    def drop_too_slow(self) -> None:
+        """Close a connection that fell behind the room with 4408, cut if it does not read
+        that either."""
+        self.close(Close.TOO_SLOW, "too slow: the connection fell behind the room", abort=True)
+        metrics.WS_SLOW_CONSUMERS_DROPPED.inc()
 
     @property
     def page_bytes(self) -> int:
