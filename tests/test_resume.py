@@ -15,10 +15,12 @@ from pathlib import Path
 
 import anyio
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import Engine
 from tests.support import Api, ServerProcess, running_server, server_env, unique
+from tests.test_rooms import raw_upgrade, read_until_closed
 from tests.wsclient import MSGPACK, Frame, RoomSocket
 
 pytestmark = pytest.mark.anyio
@@ -213,3 +215,56 @@ async def test_a_live_that_ends_during_a_catch_up_still_delivers_all_of_it_then_
     events = [e for f in resumed.frames if f["type"] == "batch" for e in f["events"]]
     assert events[-1]["type"] == "room_end"
     assert [e for e in events if e["type"] == "room_end"] == events[-1:]
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """What a server wrote after its handshake, as (opcode, payload): unmasked, unfragmented."""
+    at = data.index(b"\r\n\r\n") + 4
+    frames = []
+    while at + 2 <= len(data):
+        opcode, size = data[at] & 0x0F, data[at + 1] & 0x7F
+        at += 2
+        if size >= 126:
+            width = 2 if size == 126 else 8
+            size, at = int.from_bytes(data[at : at + width]), at + width
+        frames.append((opcode, data[at : at + size]))
+        at += size
+    return frames
+
+
+async def test_a_catch_up_overtaken_by_the_log_window_is_closed_as_too_slow_and_the_next_resume_resyncs(
+    server: Server,
+) -> None:
+    api, base_url = server.api, server.process.base_url
+    room_id = api.open_room(unique("c"))
+    senders = long_named_senders(api)
+    viewer = unique("w")
+    first = await RoomSocket.open(base_url, room_id, api.token(viewer))
+    since, epoch = resume_point([await first.welcome()])
+    await first.close()
+    missed = await send_gifts(api, base_url, room_id, senders, 150)
+    query = f"token={api.token(viewer)}&since={since}&epoch={epoch}"
+    stalled = raw_upgrade(server.process.port, f"/v1/rooms/{room_id}/ws?{query}", receive_buffer=4096)
+    # It reads nothing while 3,600 more gifts go by: the 3,000-event log moves past its catch-up.
+    later = await send_gifts(api, base_url, room_id, senders, 450)
+    frames = server_frames(read_until_closed(stalled))
+    messages = [orjson.loads(payload) for opcode, payload in frames if opcode == 0x1]
+    assert messages[0]["type"] == "welcome" and messages[0]["resumed"] is True
+    close = next(payload for opcode, payload in frames if opcode == 0x8)
+    assert int.from_bytes(close[:2]) == 4408
+    received = gifts(messages)
+    assert received, "the catch-up had started"
+    # Nothing skipped: what arrived is, for each sender, the start of what it sent.
+    assert len({e["event_id"] for e in received}) == len(received)
+    for sender in senders:
+        sent = missed[sender] + later[sender]
+        mine = [e["event_id"] for e in received if e["sender"]["id"] == sender]
+        assert mine == sent[: len(mine)]
+    # Its last offset has left the window now: the next resume is a resync, not another 4408.
+    offset, _ = resume_point(messages)
+    again = await RoomSocket.open(base_url, room_id, api.token(viewer), since=offset, epoch=epoch)
+    resync = await again.recv()
+    assert resync["type"] == "resync" and "window" in resync["reason"]
+    welcome = await again.recv()
+    assert welcome["type"] == "welcome" and welcome["resumed"] is False
+    await again.close()
