@@ -3,7 +3,9 @@
 A real server with a 16 KiB per-connection buffer and a 3,000-event log window; senders with
 64-character names, so that the gifts a viewer misses weigh many times that buffer. The
 viewer that resumes must get every missed gift exactly once and in order, paced to what
-its connection can take, with live gifts arriving meanwhile neither lost nor repeated.
+its connection can take, with live gifts arriving meanwhile neither lost nor repeated; one
+too slow to catch up before the log window moves past it is told so (4408, then `resync`),
+never moved silently past what it missed.
 """
 
 from __future__ import annotations
