@@ -17,7 +17,7 @@ from server.domain.events import RoomEvent, parse_entry, parse_offset
 from server.domain.requests import GiftRequest
 from server.errors import InvalidRequest
 from server.hub.protocol import JSON, MSGPACK, Ping, decode, encode, negotiate, ws_frame
-from server.hub.room import LocalRoom
+from server.hub.room import LocalRoom, catch_up_frames
 from server.store.records import Gifter, Room, RoomState
 
 pytestmark = pytest.mark.pure
@@ -177,3 +177,19 @@ def test_a_test_alert_reaches_overlays_only() -> None:
     assert [e["type"] for e in overlays["events"]] == ["gift", "test_alert"]
     assert overlays["events"][1]["sender"] == {"id": "test-viewer", "name": "Test Viewer"}
     assert viewers["offset"] == overlays["offset"] == "1-1"
+
+
+@pytest.mark.parametrize("encoding", [JSON, MSGPACK])
+def test_a_catch_up_comes_in_frames_that_fit_the_page_each_carrying_its_last_offset(encoding: str) -> None:
+    events = [gift_event(f"{i}-0", "s" * 60 + str(i % 7), 1 + i % 3) for i in range(1, 400)]
+    events.insert(100, parse_entry("100-1", {"t": "test_alert", "ts": "7"}))
+    raw = catch_up_frames(events, False, encoding, 4096)
+    assert len(raw) > 10 and all(len(frame) <= 4096 for frame in raw)
+    frames = [parse_frame(frame) for frame in raw]
+    batches = [orjson.loads(f.data) if encoding == JSON else msgpack.unpackb(f.data) for f in frames]
+    assert [e for batch in batches for e in batch["events"]] == [e.public for e in events if e.kind == "gift"]
+    for batch in batches:
+        last = batch["events"][-1]
+        assert batch["type"] == "batch" and batch["offset"] == last["event_id"].removeprefix("g_")
+    overlay = [orjson.loads(parse_frame(f).data) for f in catch_up_frames(events[99:102], True, JSON, 4096)]
+    assert [e["type"] for e in overlay[0]["events"]] == ["gift", "test_alert", "gift"]

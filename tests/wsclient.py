@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,8 +40,10 @@ class RoomSocket:
         epoch: str | None = None,
         origin: str | None = None,
         path: str | None = None,
+        sock: socket.socket | None = None,
     ) -> RoomSocket:
-        """Connect to ``room_id``'s socket (or to ``path``, such as an overlay's)."""
+        """Connect to ``room_id``'s socket (or to ``path``, such as an overlay's), over
+        ``sock`` if given (a connected socket, such as one with a small receive buffer)."""
         query = {}
         if token is not None and not token_in_header:
             query["token"] = token
@@ -60,6 +63,7 @@ class RoomSocket:
             origin=origin,  # type: ignore[arg-type]
             max_size=None,
             open_timeout=10,
+            sock=sock,
         )
         return cls(ws, subprotocol or JSON)
 

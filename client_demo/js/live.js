@@ -2,10 +2,12 @@
 //
 // The protocol in five lines (docs/PROTOCOL.md has the rest):
 //   1. Connect with the subprotocol "gifting.v1.json"; every frame is a JSON object.
-//   2. The first frame is `welcome`: keep its `epoch` and `offset`.
+//   2. The first frame is `welcome`: keep its `epoch` and `offset` (on a resume, the offset
+//      you resumed from).
 //   3. Each `batch` brings new events and a new `offset`: keep it.
 //   4. When the connection drops, reconnect with ?since=<offset>&epoch=<epoch>: the server
-//      replays exactly the events you missed, or sends `resync` and a fresh `welcome`.
+//      replays exactly the events you missed, in as many batches as it takes, or sends
+//      `resync` and a fresh `welcome`.
 //   5. Some close codes mean "don't come back" (the live ended, a bad token, no such room).
 
 export const SUBPROTOCOL = "gifting.v1.json";

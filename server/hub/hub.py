@@ -29,9 +29,9 @@ from server import metrics
 from server.domain.catalog import Catalog
 from server.domain.combos import ComboWatch
 from server.domain.events import RoomEvent, parse_entry, parse_offset
-from server.errors import Conflict, InvalidRequest
-from server.hub.protocol import Close
-from server.hub.room import LocalRoom, Viewer
+from server.errors import Conflict, EngineUnavailable, InvalidRequest
+from server.hub.protocol import Close, error_frame
+from server.hub.room import LocalRoom, Viewer, catch_up_frames, state_changes
 from server.hub.slots import ConnectionSlots
 from server.settings import Settings
 from server.store import ENGINE_ERRORS, Store
@@ -41,8 +41,12 @@ log = logging.getLogger(__name__)
 
 READ_COUNT = 1_000
 SNAPSHOT_ENTRIES = 200
+# Stream entries read at a time for a resuming connection.
+CATCH_UP_PAGE = 500
 # How long a resuming client waits for this process to catch up with the offset it brings.
 CATCH_UP_S = 2.0
+# The WebSocket close code for an unexpected server error.
+SERVER_ERROR = 1011
 
 
 class Hub:
@@ -57,6 +61,7 @@ class Hub:
         self.slots = ConnectionSlots(self.node_id, settings.connection_slot_ttl_s / 3)
         self._slot_sync: asyncio.Task[None] | None = None
         self._opening: dict[str, asyncio.Future[LocalRoom]] = {}
+        self._catching_up: dict[Viewer, asyncio.Task[None]] = {}
         self._presence_changed: set[str] = set()
         self._vacated: set[str] = set()
         self._next_presence = 0.0
@@ -78,25 +83,32 @@ class Hub:
 
     async def join(self, viewer: Viewer, since: str | None, epoch: str | None) -> LocalRoom:
         """Add a connection to its room and send it ``welcome`` (after ``resync`` if it asked
-        to resume from where it cannot), then the events it missed."""
+        to resume from where it cannot), then the events it missed, paced to the connection
+        (``_catch_up``), before any live batch."""
         while True:
             room = await self._local_room(viewer.room_id)
-            missed: list[RoomEvent] = []
+            resume_from = None
             resync_reason = None
             if since is not None:
                 try:
-                    missed = await self._missed(room, since, epoch)
+                    resume_from = await self._resume_point(room, since, epoch)
                 except InvalidRequest as exc:
                     resync_reason = exc.message
             if self.rooms.get(viewer.room_id, room) is room:
                 break
-            # Everyone else left while this one was reading, and the room was reloaded since.
+            # Everyone else left while this one was waiting, and the room was reloaded since.
         if room.ended:
             raise Conflict(f"room {viewer.room_id!r} has ended", code="room_ended")
         # From here to the end nothing awaits: the welcome is written before any next batch.
         self.rooms[viewer.room_id] = room
         self._wake.set()
-        room.add(viewer)
+        if resume_from is None or parse_offset(resume_from) >= parse_offset(room.cursor):
+            room.add(viewer)
+        else:
+            room.add_catching_up(viewer)
+            self._catching_up[viewer] = asyncio.create_task(
+                self._catch_up(viewer, room, resume_from, room.state)
+            )
         if not viewer.overlay:
             self.by_user.setdefault(viewer.user_id, set()).add(viewer)
         self._presence_changed.add(viewer.room_id)
@@ -108,26 +120,76 @@ class Hub:
                 "type": "welcome",
                 "room_id": viewer.room_id,
                 "epoch": room.room.epoch,
-                "offset": room.cursor,
-                "resumed": since is not None and resync_reason is None,
+                # Where this connection's batches go on from: a resume's own offset, so that a
+                # client storing it never skips what the catch-up has yet to bring.
+                "offset": room.cursor if resume_from is None else resume_from,
+                "resumed": resume_from is not None,
                 "overlay": viewer.overlay,
                 "you": {"id": viewer.user_id, "name": viewer.name},
                 "room": room.room.to_dict(),
                 "snapshot": room.snapshot(),
             }
         )
-        events = [e.public for e in missed if e.public is not None and (viewer.overlay or not e.overlay_only)]
-        if events:
-            viewer.send({"type": "batch", "offset": room.cursor, "events": events})
         return room
 
+    async def _catch_up(self, viewer: Viewer, room: LocalRoom, after: str, shown: RoomState) -> None:
+        """Write a resuming connection the events after ``after``, a page at a time and each
+        page once the connection has taken most of the last, then hand it to the room's
+        batches; ``shown`` is the state its welcome showed.
+
+        The room goes on meanwhile: pages are read up to the room's cursor, which the tick
+        moves, until there is nothing left between them. Then, with no await in between, the
+        connection joins the batches, which start after that cursor. So each event reaches
+        it once and in order, however long the catch-up. A connection too slow to catch up
+        before the room's log is trimmed past it is closed as too slow, like a live one.
+        """
+        room_id = room.room.room_id
+        try:
+            while parse_offset(after) < parse_offset(room.cursor):
+                until = room.cursor
+                entries, window = await self.store.rooms.page(room_id, after, until, CATCH_UP_PAGE)
+                if not window.covers(parse_offset(after)):
+                    viewer.outlet.drop_too_slow()  # trimmed past it before it read that far
+                    return
+                events = [parse_entry(entry_id, fields) for entry_id, fields in entries]
+                outlet = viewer.outlet
+                for frame in catch_up_frames(events, viewer.overlay, viewer.encoding, outlet.page_bytes):
+                    if not await outlet.drained() or not outlet.write(frame):
+                        return
+                    metrics.frames_sent(1, len(frame))
+                after = entries[-1][0] if len(entries) >= CATCH_UP_PAGE else until
+        except ENGINE_ERRORS as exc:
+            metrics.engine_error(exc)
+            log.warning("resume cut short: engine unavailable (%s)", exc)
+            viewer.send(error_frame(EngineUnavailable("the engine is unavailable; retry shortly")))
+            viewer.outlet.close(Close.ENGINE_UNAVAILABLE, EngineUnavailable.default_code)
+            return
+        except Exception:
+            log.exception("resume failed")
+            viewer.outlet.close(SERVER_ERROR, "server error")
+            return
+        finally:
+            self._catching_up.pop(viewer, None)
+        if room.ended:  # its room_end was in the last page
+            viewer.outlet.finish(Close.ROOM_ENDED, "the live has ended")
+            self.leave(viewer)
+            return
+        # The state events it missed while catching up, since they are not in the log.
+        changes = state_changes(shown, room.state)
+        if changes and not viewer.send({"type": "batch", "offset": room.cursor, "events": changes}):
+            return
+        room.caught_up(viewer)
+
     def leave(self, viewer: Viewer) -> None:
+        catching_up = self._catching_up.pop(viewer, None)
+        if catching_up is not None:
+            catching_up.cancel()
         if self.slots.release(viewer.user_id, viewer):
             self._wake.set()  # the tick frees the slot, even with no room left to serve
         room = self.rooms.get(viewer.room_id)
         if room is not None and room.remove(viewer):
             self._presence_changed.add(viewer.room_id)
-            if not room.viewers:
+            if room.vacant:
                 del self.rooms[viewer.room_id]
                 self.combos.forget_room(viewer.room_id)
                 self._vacated.add(viewer.room_id)
@@ -180,9 +242,10 @@ class Hub:
         room.recent.extend(event.public for event in events if event.kind == "gift" and event.public)
         return room
 
-    async def _missed(self, room: LocalRoom, since: str, epoch: str | None) -> list[RoomEvent]:
-        """The events after ``since`` up to the room's cursor, or InvalidRequest if that cannot
-        be answered exactly (another epoch, an offset out of the stream window)."""
+    async def _resume_point(self, room: LocalRoom, since: str, epoch: str | None) -> str:
+        """``since`` once this process has delivered that far, or InvalidRequest if what
+        follows it cannot be answered exactly (another epoch, an offset out of the stream
+        window)."""
         if epoch != room.room.epoch:
             raise InvalidRequest(f"epoch {epoch!r} is not the room's current epoch")
         wanted = parse_offset(since, "since")
@@ -202,14 +265,7 @@ class Hub:
                     await asyncio.wait_for(self._progress.wait(), timeout)
                 except TimeoutError:
                     continue
-        missed: list[RoomEvent] = []
-        after = since
-        while parse_offset(after) < parse_offset(room.cursor):
-            until = room.cursor
-            entries = await self.store.rooms.entries_between(room.room.room_id, after, until)
-            missed += [parse_entry(entry_id, fields) for entry_id, fields in entries]
-            after = until
-        return missed
+        return f"{wanted[0]}-{wanted[1]}"
 
     # -- the tick loop -----------------------------------------------------------------
 

@@ -11,6 +11,10 @@ past the limit is not written; the connection is closed with 4408 and dropped sh
 if the peer does not read its close frame either. So a reader that stops reading costs at
 most the limit, and never slows the room.
 
+The one writer that does wait is a resume's catch-up (``Hub.join``), which can hold many
+times the limit: it writes pages of at most a quarter of the limit while the transport's
+buffer is under half of it (``drained``), leaving the rest for the frames written meanwhile.
+
 A close the endpoint did not ask for, such as the end of the live, waits for the endpoint to
 answer the frames it has read (``finish``): a gift being debited at that moment gets its
 answer before the close frame, within ``FINISH_WITHIN_S``.
@@ -134,6 +138,8 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(self.buffer_limit, 1 << 20))
+        # Flow control pauses at half the limit, so that ``drained`` leaves the other half free.
+        self.transport.set_write_buffer_limits(high=self.buffer_limit // 2)
 
     async def send(self, message: Any) -> None:
         await super().send(message)
@@ -162,11 +168,28 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.close_sent or self.conn.state is not _OPEN or transport.is_closing():
             return False
         if transport.get_write_buffer_size() + len(frame) > self.buffer_limit:
-            self.close(Close.TOO_SLOW, "too slow: the connection fell behind the room", abort=True)
-            metrics.WS_SLOW_CONSUMERS_DROPPED.inc()
+            self.drop_too_slow()
             return False
         transport.write(frame)
         return True
+
+    def drop_too_slow(self) -> None:
+        """Close a connection that fell behind the room with 4408, cut if it does not read
+        that either."""
+        self.close(Close.TOO_SLOW, "too slow: the connection fell behind the room", abort=True)
+        metrics.WS_SLOW_CONSUMERS_DROPPED.inc()
+
+    @property
+    def page_bytes(self) -> int:
+        """The most a frame written after ``drained`` may weigh and still fit in the buffer,
+        with room to spare for the frames written meanwhile."""
+        return self.buffer_limit // 4
+
+    async def drained(self) -> bool:
+        """Wait until the transport's buffer is under half the limit; False if the connection
+        is closing or closed instead."""
+        await self.writable.wait()  # closed by flow control at half the limit, open again at an eighth
+        return not (self.close_sent or self.conn.state is not _OPEN or self.transport.is_closing())
 
     def close(self, code: int, reason: str, abort: bool = False) -> None:
         """Start the closing handshake now, without waiting for the transport to drain.

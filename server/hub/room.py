@@ -2,7 +2,9 @@
 
 A ``LocalRoom`` collects the room's new stream events between ticks and, at each tick,
 turns them and any change of state into one ``batch`` message, encoded once per
-subprotocol in use and written as the same bytes to every connection.
+subprotocol in use and written as the same bytes to every connection. A resuming
+connection is written its own ``catch_up_frames`` first, and joins those batches only once
+it has been sent everything up to the room's cursor.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from server.hub.protocol import encode
 from server.store.records import Room, RoomState
 
 RECENT_GIFTS = 20
+# What a batch frame adds to its events: the frame header, its type and offset fields.
+BATCH_OVERHEAD = 64
 
 
 @dataclass(eq=False, slots=True)
@@ -50,13 +54,27 @@ class LocalRoom:
     pending: list[RoomEvent] = field(default_factory=list)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_GIFTS))
     ended: bool = False
+    # Resuming connections still being written the events they missed: no batches yet.
+    catching_up: set[Viewer] = field(default_factory=set)
 
     def add(self, viewer: Viewer) -> None:
         self.viewers.add(viewer)
         self.by_audience.setdefault((viewer.encoding, viewer.overlay), set()).add(viewer)
 
+    def add_catching_up(self, viewer: Viewer) -> None:
+        """A resuming connection, which gets no batch until ``add`` once it has caught up."""
+        self.catching_up.add(viewer)
+
+    def caught_up(self, viewer: Viewer) -> None:
+        """A resuming connection sent everything up to the cursor: batches from now on."""
+        self.catching_up.discard(viewer)
+        self.add(viewer)
+
     def remove(self, viewer: Viewer) -> bool:
         """Remove a connection; True if it was here."""
+        if viewer in self.catching_up:
+            self.catching_up.discard(viewer)
+            return True
         if viewer not in self.viewers:
             return False
         self.viewers.discard(viewer)
@@ -64,9 +82,14 @@ class LocalRoom:
         return True
 
     @property
+    def vacant(self) -> bool:
+        return not self.viewers and not self.catching_up
+
+    @property
     def audience(self) -> int:
         """The viewer count this process reports: connections, overlays excepted."""
-        return sum(len(viewers) for (_, overlay), viewers in self.by_audience.items() if not overlay)
+        live = sum(len(viewers) for (_, overlay), viewers in self.by_audience.items() if not overlay)
+        return live + sum(1 for viewer in self.catching_up if not viewer.overlay)
 
     def add_events(self, events: list[RoomEvent]) -> None:
         self.pending.extend(events)
@@ -84,14 +107,7 @@ class LocalRoom:
     def state_events(self, new: RoomState) -> list[dict[str, Any]]:
         """The ``leaderboard``, ``goal`` and ``viewers`` events for what changed since last sent."""
         old, self.state = self.state, new
-        events: list[dict[str, Any]] = []
-        if new.leaderboard != old.leaderboard:
-            events.append({"type": "leaderboard", "leaderboard": new.leaderboard_list()})
-        if (new.goal, new.coins) != (old.goal, old.coins):
-            events.append({"type": "goal", **new.goal_dict()})
-        if new.viewers != old.viewers:
-            events.append({"type": "viewers", "viewers": new.viewers})
-        return events
+        return state_changes(old, new)
 
     def take_batch(self, state_events: list[dict[str, Any]]) -> dict[bool, dict[str, Any] | None]:
         """This tick's batch for viewers and for overlays (None where there is nothing to
@@ -138,3 +154,37 @@ class LocalRoom:
                 # Counted per audience, not per write: this loop runs for every connection.
                 metrics.frames_sent(len(viewers) - (len(dropped) - failed), len(frame))
         return dropped
+
+
+def state_changes(old: RoomState, new: RoomState) -> list[dict[str, Any]]:
+    """The ``leaderboard``, ``goal`` and ``viewers`` events that bring ``old`` to ``new``."""
+    events: list[dict[str, Any]] = []
+    if new.leaderboard != old.leaderboard:
+        events.append({"type": "leaderboard", "leaderboard": new.leaderboard_list()})
+    if (new.goal, new.coins) != (old.goal, old.coins):
+        events.append({"type": "goal", **new.goal_dict()})
+    if new.viewers != old.viewers:
+        events.append({"type": "viewers", "viewers": new.viewers})
+    return events
+
+
+def catch_up_frames(events: list[RoomEvent], overlay: bool, encoding: str, most_bytes: int) -> list[bytes]:
+    """Missed events as ``batch`` frames in order, each of about ``most_bytes`` at most (an
+    event larger than that goes alone) and carrying the offset of its last event."""
+    frames: list[bytes] = []
+    chunk: list[dict[str, Any]] = []
+    size, offset = 0, ""
+    budget = most_bytes - BATCH_OVERHEAD
+    for event in events:
+        if event.public is None or (event.overlay_only and not overlay):
+            continue
+        weight = len(encode(event.public, encoding))
+        if chunk and size + weight > budget:
+            frames.append(encode({"type": "batch", "offset": offset, "events": chunk}, encoding))
+            chunk, size = [], 0
+        chunk.append(event.public)
+        size += weight
+        offset = event.offset
+    if chunk:
+        frames.append(encode({"type": "batch", "offset": offset, "events": chunk}, encoding))
+    return frames

@@ -10,6 +10,7 @@ import asyncio
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -306,20 +307,40 @@ class Rooms:
             replies = await pipe.execute()
         return [(key, entries) for reply in replies for key, entries in (reply or [])]
 
-    async def entries_between(self, room_id: str, after: str, until: str) -> list[StreamEntry]:
-        """Entries with offsets in (``after``, ``until``], oldest first."""
-        if parse_offset(after) >= parse_offset(until):
-            return []
-        result: list[StreamEntry] = await self._redis.xrange(
-            self._keys.room(room_id).events, min=f"({after}", max=until
-        )
-        return result
+    async def page(
+        self, room_id: str, after: str, until: str, count: int
+    ) -> tuple[list[StreamEntry], StreamWindow]:
+        """The first ``count`` entries with offsets in (``after``, ``until``], oldest first,
+        and the stream's window just after they were read, in one round trip.
+
+        Trimming only ever drops the oldest entries, so if that window still covers
+        ``after``, nothing after it was trimmed before the read either: the page is exact.
+        """
+        key = self._keys.room(room_id).events
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(key, min=f"({after}", max=until, count=count)
+            pipe.exists(key)
+            pipe.xinfo_stream(key)
+            entries, exists, info = await pipe.execute(raise_on_error=False)
+        if isinstance(entries, Exception):
+            raise entries
+        return entries, self._window(exists, info)
 
     async def window(self, room_id: str) -> StreamWindow:
         key = self._keys.room(room_id).events
         if not await self._redis.exists(key):
             return StreamWindow(first=(0, 0), last=(0, 0), trimmed=False)
-        info = await self._redis.xinfo_stream(key)
+        return self._window(1, await self._redis.xinfo_stream(key))
+
+    @staticmethod
+    def _window(exists: int | Exception, info: dict[str, Any] | Exception) -> StreamWindow:
+        """The window ``XINFO STREAM`` describes (an error if the stream does not exist)."""
+        if isinstance(exists, Exception):
+            raise exists
+        if not exists:
+            return StreamWindow(first=(0, 0), last=(0, 0), trimmed=False)
+        if isinstance(info, Exception):
+            raise info
         first = info.get("first-entry")
         return StreamWindow(
             first=parse_offset(first[0]) if first else (0, 0),
