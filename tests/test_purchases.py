@@ -131,11 +131,21 @@ def test_a_signed_webhook_with_a_malformed_body_is_422(api: Api) -> None:
 
 
 def test_an_order_is_visible_only_to_its_owner(api: Api, viewer: str) -> None:
+    """Another user's order answers exactly as an order that does not exist: nothing tells
+    a stranger that the id is taken."""
     order = api.order(viewer)
     other = unique("v")
-    reply = api.http.get(f"/v1/purchases/{order['order_id']}", headers=api.auth(other))
-    assert reply.status_code == 403
-    assert api.pay(other, order["order_id"]).status_code == 403
+    missing = unique("ord_")
+    for order_id in (order["order_id"], missing):
+        read = api.http.get(f"/v1/purchases/{order_id}", headers=api.auth(other))
+        paid = api.pay(other, order_id)
+        assert (read.status_code, paid.status_code) == (404, 404)
+        assert (
+            read.json()
+            == paid.json()
+            == {"error": {"code": "not_found", "message": f"no order {order_id!r}"}}
+        )
+    assert api.http.get(f"/v1/purchases/{order['order_id']}", headers=api.auth(viewer)).status_code == 200
     assert api.coins(viewer) == 0 and api.coins(other) == 0
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from server.domain.catalog import Package
-from server.errors import Conflict, Forbidden, NotFound
+from server.errors import Conflict, NotFound
 from server.keys import KeySchema
 from server.store.scripts import Scripts
 
@@ -69,11 +69,11 @@ class Payments:
         return _order_view(order)
 
     async def get_order(self, user_id: str, order_id: str) -> dict[str, Any]:
+        """The order as its owner sees it; ``NotFound`` for anyone else, exactly as for an
+        order that does not exist, so an order id tells a stranger nothing."""
         owner = await self._redis.get(self._keys.order_owner(order_id))
-        if owner is None:
+        if owner is None or owner != user_id:
             raise NotFound(f"no order {order_id!r}")
-        if owner != user_id:
-            raise Forbidden("this order belongs to another user")
         raw = await self._redis.hgetall(self._keys.user(owner).order(order_id))
         if not raw:
             raise NotFound(f"no order {order_id!r}")
