@@ -3,8 +3,9 @@ or as one JSON object per line (``GIFTING_LOG_FORMAT``), with bearer tokens kept
 every line and the context of the work in progress on each.
 
 A browser can only pass its token to a WebSocket in the URL (``?token=``) or in the
-subprotocol list, and uvicorn logs each WebSocket's path and query string. ``RedactTokens``
-replaces the token in any log record before it is formatted.
+subprotocol list, and uvicorn logs each WebSocket's path and query string; an overlay's
+token is in its paths (``/overlay/<token>``). ``RedactTokens`` replaces both in any log
+record before it is formatted.
 
 The context is held in context variables, so it follows the task that handles a request
 or a socket: ``REQUEST_ID`` (set per HTTP request and per room socket, ``api.request_ids``)
@@ -30,12 +31,16 @@ from server.settings import LOG_FORMATS
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 _FIELDS: ContextVar[dict[str, str] | None] = ContextVar("log_fields", default=None)
 
-_TOKEN = re.compile(r"(token=|bearer\.)[^&\s\"']+", re.IGNORECASE)
+# A bearer token in a query string or a subprotocol, and an overlay token in the overlay's
+# paths (``/overlay/<token>``, ``/v1/overlay/<token>`` and its socket), which is the overlay's
+# only credential; a creator's own ``/v1/creator/overlay`` routes hold none.
+_BEARER_TOKEN = re.compile(r"(token=|bearer\.)[^&\s\"']+", re.IGNORECASE)
+_OVERLAY_TOKEN = re.compile(r"((?<!/creator)/overlay/)[^&/?#\s\"']+")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(context_suffix)s"
 
 
 def redact(text: str) -> str:
-    return _TOKEN.sub(r"\1<redacted>", text)
+    return _OVERLAY_TOKEN.sub(r"\1<redacted>", _BEARER_TOKEN.sub(r"\1<redacted>", text))
 
 
 def bind(**fields: str) -> None:
