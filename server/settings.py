@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 
 FSYNC_POLICIES = ("always", "everysec")
@@ -119,24 +122,82 @@ class Settings:
         if demo:
             # Demo mode runs out of the box: fixed, public secrets that are useless in production.
             settings = _replace_missing_secrets(settings)
-        # HS256 keys shorter than the hash output (32 bytes) are weak (RFC 7518 section 3.2).
         for name, value in (
             ("GIFTING_JWT_SECRET", settings.jwt_secret),
             ("GIFTING_WEBHOOK_SECRET", settings.webhook_secret),
         ):
-            if len(value.encode()) < 32:
-                raise SettingsError(
-                    f"{name} must be set to a secret of at least 32 bytes "
-                    "(or set GIFTING_DEMO=1 to run with demo secrets)"
-                )
+            # Demo mode mints tokens for anyone, so only the length is checked there.
+            problem = secret_problem(value, demo=demo)
+            if problem is not None:
+                raise SettingsError(f"{name} {problem}; {SECRET_ADVICE}")
         return settings
+
+
+DEMO_JWT_SECRET = "demo-jwt-secret-not-for-production"
+DEMO_WEBHOOK_SECRET = "demo-webhook-secret-not-for-production"
+# Secrets anyone can read: the demo ones, and deploy/.env.example's placeholders (any value
+# still starting with its "replace-me").
+PUBLIC_SECRETS = frozenset({DEMO_JWT_SECRET, DEMO_WEBHOOK_SECRET})
+PLACEHOLDER_PREFIX = "replace-me"
+# HS256 keys shorter than the hash output (32 bytes) are weak (RFC 7518 section 3.2).
+MIN_SECRET_BYTES = 32
+# The least a secret's estimated entropy may be (see estimated_entropy_bits): 32 random
+# url-safe characters score about 125 to 160 bits, 64 about 300, a pattern far less.
+MIN_SECRET_BITS = 120
+SECRET_ADVICE = (
+    "use at least 32 random bytes, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(48))' "
+    "(or set GIFTING_DEMO=1 to run with demo secrets)"
+)
+
+
+def secret_problem(value: str, *, demo: bool = False) -> str | None:
+    """Why ``value`` cannot sign tokens or webhooks, or None if it can.
+
+    Outside demo mode a secret must also be private and unpredictable: the demo secrets and
+    the example file's placeholders are public, and a blank or repetitive secret is guessed.
+    """
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"must be set to a secret of at least {MIN_SECRET_BYTES} bytes"
+    if demo:
+        return None
+    if not value.strip():
+        return "is blank"
+    if value in PUBLIC_SECRETS or value.startswith(PLACEHOLDER_PREFIX):
+        return "is public (a demo secret or the example file's placeholder)"
+    bits = estimated_entropy_bits(value)
+    if bits < MIN_SECRET_BITS:
+        return f"is too predictable (about {bits:.0f} bits of entropy, at least {MIN_SECRET_BITS} needed)"
+    return None
+
+
+def estimated_entropy_bits(value: str) -> float:
+    """A conservative guess at the entropy of ``value`` in bits: the least of two estimates,
+    the Shannon entropy of its shortest repeating unit's characters (a repeated character or
+    pattern scores as one copy) and that of the steps between neighbouring characters (a run
+    such as ``0123…`` or ``abcd…`` scores almost nothing). A random string scores close to its
+    real entropy; a phrase is not seen as guessable, but a phrase is no secret either way."""
+    unit = _repeating_unit(value)
+    steps = [ord(b) - ord(a) for a, b in pairwise(value)]
+    return min(_shannon_bits(unit), _shannon_bits(steps) + math.log2(len(set(value)) or 1))
+
+
+def _repeating_unit(value: str) -> str:
+    for period in range(1, len(value)):
+        if value[period:] == value[:-period]:
+            return value[:period]
+    return value
+
+
+def _shannon_bits(symbols: Sequence[object]) -> float:
+    total = len(symbols)
+    return -sum(count * math.log2(count / total) for count in Counter(symbols).values())
 
 
 def _replace_missing_secrets(settings: Settings) -> Settings:
     return replace(
         settings,
-        jwt_secret=settings.jwt_secret or "demo-jwt-secret-not-for-production",
-        webhook_secret=settings.webhook_secret or "demo-webhook-secret-not-for-production",
+        jwt_secret=settings.jwt_secret or DEMO_JWT_SECRET,
+        webhook_secret=settings.webhook_secret or DEMO_WEBHOOK_SECRET,
     )
 
 

@@ -27,12 +27,21 @@ from server.app import create_app
 from server.engine import EmbeddedEngine
 from server.settings import Settings
 from tests.conftest import Engine
-from tests.support import ROOT, Api, ServerProcess, running_server, server_env, unique
+from tests.support import (
+    JWT_SECRET,
+    ROOT,
+    WEBHOOK_SECRET,
+    Api,
+    ServerProcess,
+    running_server,
+    server_env,
+    unique,
+)
 from tests.test_rooms import raw_upgrade
 from tests.wsclient import RoomSocket
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "gifting-dashboard.json"
-SECRETS = {"GIFTING_JWT_SECRET": "j" * 32, "GIFTING_WEBHOOK_SECRET": "w" * 32}
+SECRETS = {"GIFTING_JWT_SECRET": JWT_SECRET, "GIFTING_WEBHOOK_SECRET": WEBHOOK_SECRET}
 Labels = frozenset[tuple[str, str]]
 
 
