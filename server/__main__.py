@@ -23,6 +23,7 @@ import uvicorn
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from server.api.heads import BoundedHeadProtocol
 from server.app import create_app
 from server.audit import AuditResult, EngineReplyError, audit_books
 from server.engine import EmbeddedEngine, EngineError
@@ -98,6 +99,9 @@ def serve(settings: Settings) -> int:
         uvicorn.run(
             create_app(settings, url),
             ws=GiftingWebSocketProtocol.with_buffer_limit(settings.ws_buffer_bytes),
+            http=BoundedHeadProtocol.with_limits(
+                settings.max_header_bytes, settings.max_headers, settings.header_timeout_s
+            ),
             **uvicorn_options(settings),
         )
     finally:

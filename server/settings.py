@@ -57,6 +57,10 @@ class Settings:
     ws_max_frame_bytes: int = 4 * 1024
     ws_buffer_bytes: int = 256 * 1024
     ws_ping_s: float = 20.0
+    # Bounds on a request head, which arrives before any authentication (api.heads).
+    header_timeout_s: float = 10.0
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
     presence_ttl_s: float = 10.0
     allowed_origins: tuple[str, ...] = ()
     diamond_hold_s: float = 7 * 86_400
@@ -100,6 +104,9 @@ class Settings:
             room_stream_len=_int(env, "GIFTING_ROOM_STREAM_LEN", cls.room_stream_len, 100, 10_000_000),
             ws_buffer_bytes=_int(env, "GIFTING_WS_BUFFER_BYTES", cls.ws_buffer_bytes, 4096, 64 << 20),
             ws_ping_s=_float(env, "GIFTING_WS_PING_S", cls.ws_ping_s),
+            header_timeout_s=_float(env, "GIFTING_HEADER_TIMEOUT_S", cls.header_timeout_s),
+            max_header_bytes=_int(env, "GIFTING_MAX_HEADER_BYTES", cls.max_header_bytes, 1024, 1 << 20),
+            max_headers=_int(env, "GIFTING_MAX_HEADERS", cls.max_headers, 10, 10_000),
             presence_ttl_s=_float(env, "GIFTING_PRESENCE_TTL_S", cls.presence_ttl_s),
             connection_slot_ttl_s=_float(env, "GIFTING_CONNECTION_SLOT_TTL_S", cls.connection_slot_ttl_s),
             allowed_origins=_origins(env),
