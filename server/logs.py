@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import re
+import time
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +66,32 @@ def current_context() -> dict[str, str]:
     fields = _FIELDS.get()
     context = {"request_id": request_id} if request_id is not None else {}
     return {**context, **fields} if fields else context
+
+
+class Throttled:
+    """One logger's line that can repeat many times a second (a retry loop in an outage),
+    logged at most once per ``interval_s``; the next line logged says how many were left out."""
+
+    def __init__(
+        self, logger: logging.Logger, interval_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._logger = logger
+        self._interval_s = interval_s
+        self._clock = clock
+        self._next = -math.inf
+        self._suppressed = 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        now = self._clock()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            msg += " (and %d more like it in the last %g s)"
+            args = (*args, self._suppressed, self._interval_s)
+        self._logger.warning(msg, *args)
+        self._next = now + self._interval_s
+        self._suppressed = 0
 
 
 class RedactTokens(logging.Filter):
