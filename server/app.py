@@ -54,7 +54,7 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
     if settings.demo:
         routes += [*dev.routes, *payments.sandbox_routes]
     if settings.metrics:
-        routes.append(http.metrics_route)
+        routes.append(http.metrics_route(settings.metrics_allow))
     routes.append(openapi.route(routes))
 
     @contextlib.asynccontextmanager

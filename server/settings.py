@@ -9,12 +9,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from itertools import pairwise
 from pathlib import Path
 
 FSYNC_POLICIES = ("always", "everysec")
 LOG_FORMATS = ("text", "json")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
+IPNetwork = IPv4Network | IPv6Network
 
 
 class SettingsError(ValueError):
@@ -70,6 +72,8 @@ class Settings:
     client_dir: Path | None = None
     log_format: str = "text"  # or json: one JSON object per line (server.logs)
     metrics: bool = True  # GET /metrics (server.metrics)
+    # The client networks /metrics is served to; empty: any.
+    metrics_allow: tuple[IPNetwork, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -123,6 +127,7 @@ class Settings:
             client_dir=_client_dir(env),
             log_format=_choice(env, "GIFTING_LOG_FORMAT", cls.log_format, LOG_FORMATS),
             metrics=_flag(env, "GIFTING_METRICS", default=True),
+            metrics_allow=_networks(env, "GIFTING_METRICS_ALLOW"),
         )
         if settings.replica_acks and settings.redis_url is None:
             raise SettingsError(
@@ -291,6 +296,20 @@ def _key_prefix(env: Mapping[str, str]) -> str:
             f"at most 64 characters, got {raw!r}"
         )
     return raw
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
+    networks = []
+    for part in env.get(name, "").split(","):
+        if part.strip():
+            try:
+                networks.append(ip_network(part.strip()))
+            except ValueError as exc:
+                raise SettingsError(
+                    f"{name} must be a comma-separated list of addresses or networks such as "
+                    f"10.0.0.0/8 or ::1, got {part.strip()!r} ({exc})"
+                ) from None
+    return tuple(networks)
 
 
 def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
