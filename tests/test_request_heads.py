@@ -150,3 +150,35 @@ def test_silent_connections_are_closed_after_the_timeout(bounded: ServerProcess)
             sock.close()
     assert TIMEOUT_S - 0.1 <= elapsed <= TIMEOUT_S + 3, elapsed
     assert httpx.get(f"{bounded.base_url}/readyz").status_code == 200
+
+
+def resident_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_unfinished_big_heads_cost_the_server_no_memory(bounded: ServerProcess) -> None:
+    """20 connections each sending 8 MiB of a head that never ends: each is refused at the
+    bound, and the server grows by far less than one of them."""
+    assert bounded.process is not None
+    before = resident_bytes(bounded.process.pid)
+    socks = [connect(bounded) for _ in range(20)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nx-pad: ")
+        chunk = b"a" * 65_536
+        refused = 0
+        for sock in socks:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                for _ in range(128):  # 8 MiB, unless the server closes first
+                    sock.sendall(chunk)
+            reply = answer(sock)
+            refused += reply == b"" or status(reply) == 431
+        grown = resident_bytes(bounded.process.pid) - before
+    finally:
+        for sock in socks:
+            sock.close()
+    assert refused == 20
+    assert grown < 8 << 20, f"the server grew by {grown} bytes"
