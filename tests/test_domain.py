@@ -186,6 +186,11 @@ def test_settings_accept_the_random_secrets_the_docs_tell_how_to_make() -> None:
         ("GIFTING_REPLICA_ACKS", "-1"),
         ("GIFTING_REPLICA_ACKS", "1"),  # without GIFTING_REDIS_URL: the embedded engine has none
         ("GIFTING_REPLICA_TIMEOUT_MS", "0"),
+        ("GIFTING_ORDER_TTL_S", "0"),
+        ("GIFTING_HEADER_TIMEOUT_S", "0"),
+        ("GIFTING_MAX_HEADER_BYTES", "100"),
+        ("GIFTING_MAX_HEADERS", "many"),
+        ("GIFTING_METRICS_ALLOW", "10.0.0.0/8,everyone"),
     ],
 )
 def test_settings_name_the_variable_that_is_wrong(name: str, value: str) -> None:
