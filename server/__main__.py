@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import replace
@@ -22,12 +23,13 @@ import uvicorn
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from server.api.heads import BoundedHeadProtocol
 from server.app import create_app
 from server.audit import AuditResult, EngineReplyError, audit_books
 from server.engine import EmbeddedEngine, EngineError
 from server.hub.outlet import GiftingWebSocketProtocol
 from server.keys import KeySchema
-from server.settings import Settings, SettingsError, cluster_nodes
+from server.settings import Settings, SettingsError, cluster_nodes, secret_problem
 from server.store.store import connect_cluster
 from server.workers import configure_logging, serve_workers, uvicorn_options
 
@@ -97,6 +99,9 @@ def serve(settings: Settings) -> int:
         uvicorn.run(
             create_app(settings, url),
             ws=GiftingWebSocketProtocol.with_buffer_limit(settings.ws_buffer_bytes),
+            http=BoundedHeadProtocol.with_limits(
+                settings.max_header_bytes, settings.max_headers, settings.header_timeout_s
+            ),
             **uvicorn_options(settings),
         )
     finally:
@@ -106,15 +111,15 @@ def serve(settings: Settings) -> int:
 
 
 # The audit signs and checks no token or webhook, so it must run without the secrets; they
-# are filled with this placeholder only so that every other setting is validated as usual.
-_NO_SECRET = "unused-by-the-audit-" + "-" * 32
+# are filled with this throwaway one only so that every other setting is validated as usual.
+_NO_SECRET = secrets.token_urlsafe(48)
 
 
 def audit(env: Mapping[str, str], *, as_json: bool = False) -> int:
     """Audit the books of the engine the server would use with ``env``; the exit code."""
     env = dict(env)
     for name in ("GIFTING_JWT_SECRET", "GIFTING_WEBHOOK_SECRET"):
-        if len(env.get(name, "").encode()) < 32:
+        if secret_problem(env.get(name, "")) is not None:
             env[name] = _NO_SECRET
     try:
         settings = Settings.from_env(env)

@@ -54,7 +54,7 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
     if settings.demo:
         routes += [*dev.routes, *payments.sandbox_routes]
     if settings.metrics:
-        routes.append(http.metrics_route)
+        routes.append(http.metrics_route(settings.metrics_allow))
     routes.append(openapi.route(routes))
 
     @contextlib.asynccontextmanager
@@ -77,6 +77,10 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
         await store.catalog.apply_to(catalog)
         await warn_of_missing_replicas(store)
         if settings.demo:
+            log.warning(
+                "demo mode: anyone can mint a token for any user and role (POST /v1/dev/token) "
+                "and pay orders in the sandbox; never expose a demo server to the internet"
+            )
             await seed_demo(store)
         # What exists now (modules, the app, the catalog) lives as long as the process.
         # Freezing it keeps the collector's full passes, which pause every connection, from

@@ -40,6 +40,8 @@ from server.store.records import CreatorCredit
 log = logging.getLogger(__name__)
 
 _NAME_CACHE_SIZE = 10_000
+# The clears are retried every tick; in an outage their warning is logged once per this long.
+DEFERRED_LOG_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class GiftService:
     settings: Settings
     _names: dict[str, str] = field(default_factory=dict)
     _delivered: list[CreatorCredit] = field(default_factory=list)
+    _deferred_log: logs.Throttled = field(
+        default_factory=lambda: logs.Throttled(log, DEFERRED_LOG_INTERVAL_S)
+    )
 
     async def send(
         self,
@@ -183,7 +188,7 @@ class GiftService:
                 await self.flush_clears()
             except ENGINE_ERRORS as exc:
                 metrics.engine_error(exc)
-                log.warning("outbox clears deferred: engine unavailable (%s)", exc)
+                self._deferred_log.warning("outbox clears deferred: engine unavailable (%s)", exc)
 
     async def sweep(self, older_than_ms: int) -> int:
         """Deliver every outbox entry written before ``older_than_ms``; return how many credited now."""

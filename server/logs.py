@@ -3,8 +3,9 @@ or as one JSON object per line (``GIFTING_LOG_FORMAT``), with bearer tokens kept
 every line and the context of the work in progress on each.
 
 A browser can only pass its token to a WebSocket in the URL (``?token=``) or in the
-subprotocol list, and uvicorn logs each WebSocket's path and query string. ``RedactTokens``
-replaces the token in any log record before it is formatted.
+subprotocol list, and uvicorn logs each WebSocket's path and query string; an overlay's
+token is in its paths (``/overlay/<token>``). ``RedactTokens`` replaces both in any log
+record before it is formatted.
 
 The context is held in context variables, so it follows the task that handles a request
 or a socket: ``REQUEST_ID`` (set per HTTP request and per room socket, ``api.request_ids``)
@@ -17,7 +18,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import re
+import time
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
@@ -30,12 +34,16 @@ from server.settings import LOG_FORMATS
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 _FIELDS: ContextVar[dict[str, str] | None] = ContextVar("log_fields", default=None)
 
-_TOKEN = re.compile(r"(token=|bearer\.)[^&\s\"']+", re.IGNORECASE)
+# A bearer token in a query string or a subprotocol, and an overlay token in the overlay's
+# paths (``/overlay/<token>``, ``/v1/overlay/<token>`` and its socket), which is the overlay's
+# only credential; a creator's own ``/v1/creator/overlay`` routes hold none.
+_BEARER_TOKEN = re.compile(r"(token=|bearer\.)[^&\s\"']+", re.IGNORECASE)
+_OVERLAY_TOKEN = re.compile(r"((?<!/creator)/overlay/)[^&/?#\s\"']+")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(context_suffix)s"
 
 
 def redact(text: str) -> str:
-    return _TOKEN.sub(r"\1<redacted>", text)
+    return _OVERLAY_TOKEN.sub(r"\1<redacted>", _BEARER_TOKEN.sub(r"\1<redacted>", text))
 
 
 def bind(**fields: str) -> None:
@@ -58,6 +66,32 @@ def current_context() -> dict[str, str]:
     fields = _FIELDS.get()
     context = {"request_id": request_id} if request_id is not None else {}
     return {**context, **fields} if fields else context
+
+
+class Throttled:
+    """One logger's line that can repeat many times a second (a retry loop in an outage),
+    logged at most once per ``interval_s``; the next line logged says how many were left out."""
+
+    def __init__(
+        self, logger: logging.Logger, interval_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._logger = logger
+        self._interval_s = interval_s
+        self._clock = clock
+        self._next = -math.inf
+        self._suppressed = 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        now = self._clock()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            msg += " (and %d more like it in the last %g s)"
+            args = (*args, self._suppressed, self._interval_s)
+        self._logger.warning(msg, *args)
+        self._next = now + self._interval_s
+        self._suppressed = 0
 
 
 class RedactTokens(logging.Filter):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from itertools import pairwise
 from pathlib import Path
 
 FSYNC_POLICIES = ("always", "everysec")
@@ -14,6 +18,7 @@ LOG_FORMATS = ("text", "json")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
 # How long past the diamond hold a clawback still looks for gifts (docs/MONEY.md).
 CLAWBACK_GRACE_MS = 86_400_000
+IPNetwork = IPv4Network | IPv6Network
 
 
 class SettingsError(ValueError):
@@ -40,6 +45,8 @@ class Settings:
     webhook_tolerance_s: int = 300
     max_body_bytes: int = 64 * 1024
     idempotency_ttl_s: int = 24 * 3600
+    # How long an unpaid order lives (both its keys); a payment keeps it for good.
+    order_ttl_s: int = 24 * 3600
     outbox_sweep_s: float = 10.0
     gift_rate_per_s: int = 20
     gift_burst: int = 40
@@ -54,6 +61,10 @@ class Settings:
     ws_max_frame_bytes: int = 4 * 1024
     ws_buffer_bytes: int = 256 * 1024
     ws_ping_s: float = 20.0
+    # Bounds on a request head, which arrives before any authentication (api.heads).
+    header_timeout_s: float = 10.0
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
     presence_ttl_s: float = 10.0
     allowed_origins: tuple[str, ...] = ()
     diamond_hold_s: float = 7 * 86_400
@@ -63,6 +74,8 @@ class Settings:
     client_dir: Path | None = None
     log_format: str = "text"  # or json: one JSON object per line (server.logs)
     metrics: bool = True  # GET /metrics (server.metrics)
+    # The client networks /metrics is served to; empty: any.
+    metrics_allow: tuple[IPNetwork, ...] = ()
 
     @property
     def clawback_window_ms(self) -> int:
@@ -90,6 +103,7 @@ class Settings:
             creator_share=_share(env),
             key_prefix=_key_prefix(env),
             outbox_sweep_s=_float(env, "GIFTING_OUTBOX_SWEEP_S", cls.outbox_sweep_s),
+            order_ttl_s=_int(env, "GIFTING_ORDER_TTL_S", cls.order_ttl_s, 1, 30 * 86_400),
             gift_rate_per_s=_int(env, "GIFTING_GIFT_RATE", cls.gift_rate_per_s, 1, 1_000_000),
             gift_burst=_int(env, "GIFTING_GIFT_BURST", cls.gift_burst, 1, 1_000_000),
             ip_rate_per_s=_rate(env, "GIFTING_IP_RATE", cls.ip_rate_per_s),
@@ -102,6 +116,9 @@ class Settings:
             room_stream_len=_int(env, "GIFTING_ROOM_STREAM_LEN", cls.room_stream_len, 100, 10_000_000),
             ws_buffer_bytes=_int(env, "GIFTING_WS_BUFFER_BYTES", cls.ws_buffer_bytes, 4096, 64 << 20),
             ws_ping_s=_float(env, "GIFTING_WS_PING_S", cls.ws_ping_s),
+            header_timeout_s=_float(env, "GIFTING_HEADER_TIMEOUT_S", cls.header_timeout_s),
+            max_header_bytes=_int(env, "GIFTING_MAX_HEADER_BYTES", cls.max_header_bytes, 1024, 1 << 20),
+            max_headers=_int(env, "GIFTING_MAX_HEADERS", cls.max_headers, 10, 10_000),
             presence_ttl_s=_float(env, "GIFTING_PRESENCE_TTL_S", cls.presence_ttl_s),
             connection_slot_ttl_s=_float(env, "GIFTING_CONNECTION_SLOT_TTL_S", cls.connection_slot_ttl_s),
             allowed_origins=_origins(env),
@@ -118,6 +135,7 @@ class Settings:
             client_dir=_client_dir(env),
             log_format=_choice(env, "GIFTING_LOG_FORMAT", cls.log_format, LOG_FORMATS),
             metrics=_flag(env, "GIFTING_METRICS", default=True),
+            metrics_allow=_networks(env, "GIFTING_METRICS_ALLOW"),
         )
         if settings.replica_acks and settings.redis_url is None:
             raise SettingsError(
@@ -127,24 +145,82 @@ class Settings:
         if demo:
             # Demo mode runs out of the box: fixed, public secrets that are useless in production.
             settings = _replace_missing_secrets(settings)
-        # HS256 keys shorter than the hash output (32 bytes) are weak (RFC 7518 section 3.2).
         for name, value in (
             ("GIFTING_JWT_SECRET", settings.jwt_secret),
             ("GIFTING_WEBHOOK_SECRET", settings.webhook_secret),
         ):
-            if len(value.encode()) < 32:
-                raise SettingsError(
-                    f"{name} must be set to a secret of at least 32 bytes "
-                    "(or set GIFTING_DEMO=1 to run with demo secrets)"
-                )
+            # Demo mode mints tokens for anyone, so only the length is checked there.
+            problem = secret_problem(value, demo=demo)
+            if problem is not None:
+                raise SettingsError(f"{name} {problem}; {SECRET_ADVICE}")
         return settings
+
+
+DEMO_JWT_SECRET = "demo-jwt-secret-not-for-production"
+DEMO_WEBHOOK_SECRET = "demo-webhook-secret-not-for-production"
+# Secrets anyone can read: the demo ones, and deploy/.env.example's placeholders (any value
+# still starting with its "replace-me").
+PUBLIC_SECRETS = frozenset({DEMO_JWT_SECRET, DEMO_WEBHOOK_SECRET})
+PLACEHOLDER_PREFIX = "replace-me"
+# HS256 keys shorter than the hash output (32 bytes) are weak (RFC 7518 section 3.2).
+MIN_SECRET_BYTES = 32
+# The least a secret's estimated entropy may be (see estimated_entropy_bits): 32 random
+# url-safe characters score about 125 to 160 bits, 64 about 300, a pattern far less.
+MIN_SECRET_BITS = 120
+SECRET_ADVICE = (
+    "use at least 32 random bytes, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(48))' "
+    "(or set GIFTING_DEMO=1 to run with demo secrets)"
+)
+
+
+def secret_problem(value: str, *, demo: bool = False) -> str | None:
+    """Why ``value`` cannot sign tokens or webhooks, or None if it can.
+
+    Outside demo mode a secret must also be private and unpredictable: the demo secrets and
+    the example file's placeholders are public, and a blank or repetitive secret is guessed.
+    """
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"must be set to a secret of at least {MIN_SECRET_BYTES} bytes"
+    if demo:
+        return None
+    if not value.strip():
+        return "is blank"
+    if value in PUBLIC_SECRETS or value.startswith(PLACEHOLDER_PREFIX):
+        return "is public (a demo secret or the example file's placeholder)"
+    bits = estimated_entropy_bits(value)
+    if bits < MIN_SECRET_BITS:
+        return f"is too predictable (about {bits:.0f} bits of entropy, at least {MIN_SECRET_BITS} needed)"
+    return None
+
+
+def estimated_entropy_bits(value: str) -> float:
+    """A conservative guess at the entropy of ``value`` in bits: the least of two estimates,
+    the Shannon entropy of its shortest repeating unit's characters (a repeated character or
+    pattern scores as one copy) and that of the steps between neighbouring characters (a run
+    such as ``0123…`` or ``abcd…`` scores almost nothing). A random string scores close to its
+    real entropy; a phrase is not seen as guessable, but a phrase is no secret either way."""
+    unit = _repeating_unit(value)
+    steps = [ord(b) - ord(a) for a, b in pairwise(value)]
+    return min(_shannon_bits(unit), _shannon_bits(steps) + math.log2(len(set(value)) or 1))
+
+
+def _repeating_unit(value: str) -> str:
+    for period in range(1, len(value)):
+        if value[period:] == value[:-period]:
+            return value[:period]
+    return value
+
+
+def _shannon_bits(symbols: Sequence[object]) -> float:
+    total = len(symbols)
+    return -sum(count * math.log2(count / total) for count in Counter(symbols).values())
 
 
 def _replace_missing_secrets(settings: Settings) -> Settings:
     return replace(
         settings,
-        jwt_secret=settings.jwt_secret or "demo-jwt-secret-not-for-production",
-        webhook_secret=settings.webhook_secret or "demo-webhook-secret-not-for-production",
+        jwt_secret=settings.jwt_secret or DEMO_JWT_SECRET,
+        webhook_secret=settings.webhook_secret or DEMO_WEBHOOK_SECRET,
     )
 
 
@@ -228,6 +304,20 @@ def _key_prefix(env: Mapping[str, str]) -> str:
             f"at most 64 characters, got {raw!r}"
         )
     return raw
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
+    networks = []
+    for part in env.get(name, "").split(","):
+        if part.strip():
+            try:
+                networks.append(ip_network(part.strip()))
+            except ValueError as exc:
+                raise SettingsError(
+                    f"{name} must be a comma-separated list of addresses or networks such as "
+                    f"10.0.0.0/8 or ::1, got {part.strip()!r} ({exc})"
+                ) from None
+    return tuple(networks)
 
 
 def _origins(env: Mapping[str, str]) -> tuple[str, ...]:

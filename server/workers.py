@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from server.api.heads import BoundedHeadProtocol
 from server.app import create_app
 from server.hub.outlet import GiftingWebSocketProtocol
 from server.logs import log_config
@@ -67,8 +68,9 @@ def serve_workers(settings: Settings, engine_url: str) -> int:
     config = uvicorn.Config(
         f"{__name__}:app",
         factory=True,
-        # The class itself (a worker imports it by name); ``app()`` sets its buffer limit.
+        # The classes themselves (a worker imports them by name); ``app()`` sets their limits.
         ws=GiftingWebSocketProtocol,
+        http=BoundedHeadProtocol,
         **uvicorn_options(settings),
     )
     supervisor = Multiprocess(config, sockets=[config.bind_socket()])
@@ -91,6 +93,9 @@ def app() -> ASGIApp:
         sys.exit(STARTUP_FAILURE)
     # What ``with_buffer_limit`` does for one process; a worker has its own copy of the class.
     GiftingWebSocketProtocol.buffer_limit = settings.ws_buffer_bytes
+    BoundedHeadProtocol.max_bytes = settings.max_header_bytes
+    BoundedHeadProtocol.max_count = settings.max_headers
+    BoundedHeadProtocol.timeout_s = settings.header_timeout_s
     return create_app(settings, settings.redis_url)
 
 

@@ -24,8 +24,9 @@ from server.engine import free_port, stop_process
 from server.settings import cluster_nodes
 from server.store.store import connect_cluster
 
-JWT_SECRET = "test-jwt-secret-0123456789abcdef"
-WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdef"
+# Random-looking, as a server outside demo mode requires (settings.secret_problem).
+JWT_SECRET = "test-jwt-Zq3vX9pL2mK8wR4tY7uB1nC6dF0hJ5sA"
+WEBHOOK_SECRET = "test-webhook-Hk7Tn2Qw9Lp4Xs6Vb1Md8Rf3Gj5Yc0Ez"
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -159,7 +159,9 @@ def test_a_viewers_combo_shows_on_the_overlay_and_the_books_match(
     expect(overlay.get_by_test_id("alert-gift")).to_have_text("Finger Heart")
     expect(overlay.get_by_test_id("top-gifters")).to_contain_text(name)
     expect(overlay.get_by_test_id("goal-text")).to_have_text("Goal: 25 / 100 coins")
-    overlay.add_style_tag(content=CHECKERBOARD)
+    overlay.evaluate(
+        "background => { document.documentElement.style.background = background; }", CHECKERBOARD
+    )
     overlay.screenshot(path=screenshots() / "overlay.png")
     # Alerts last at most 4 s.
     expect(alert).to_be_hidden(timeout=4500)

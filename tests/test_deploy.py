@@ -29,7 +29,7 @@ import yaml
 
 from server import metrics
 from server.engine import engine_binary, free_port
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 from tests.conftest import Engine
 from tests.support import (
     JWT_SECRET,
@@ -173,11 +173,16 @@ def test_the_servers_are_the_image_on_the_cluster_with_known_settings_only() -> 
         assert services()[name]["networks"] == ["engine"]
 
 
-def test_the_example_env_file_holds_placeholders_that_pass_the_settings_checks() -> None:
+def test_the_example_env_file_holds_placeholders_that_a_server_refuses() -> None:
     example = env_file(DEPLOY / ".env.example")
     for name in ("GIFTING_JWT_SECRET", "GIFTING_WEBHOOK_SECRET"):
         assert example[name].startswith("replace-me"), f"{name} must be a placeholder, never a secret"
-    settings = Settings.from_env({**example, "GIFTING_REDIS_URL": CLUSTER_URL})
+        secrets = {"GIFTING_JWT_SECRET": JWT_SECRET, "GIFTING_WEBHOOK_SECRET": WEBHOOK_SECRET}
+        with pytest.raises(SettingsError, match=f"{name} is public"):
+            Settings.from_env({**example, **secrets, name: example[name], "GIFTING_REDIS_URL": CLUSTER_URL})
+    # Filled in, the rest of the file passes the settings checks.
+    real = {"GIFTING_JWT_SECRET": JWT_SECRET, "GIFTING_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    settings = Settings.from_env({**example, **real, "GIFTING_REDIS_URL": CLUSTER_URL})
     assert settings.workers == int(example["GIFTING_WORKERS"])
     ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/.env"], cwd=ROOT)
     assert ignored.returncode == 0, "deploy/.env, with the real secrets, must be ignored by git"

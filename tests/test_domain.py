@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from fractions import Fraction
 
 import pytest
@@ -13,6 +14,7 @@ from server.domain.catalog import Catalog, Gift
 from server.domain.money import diamonds_for, price_gift, utc_day
 from server.errors import BadSignature, InvalidRequest, NotFound
 from server.settings import Settings, SettingsError
+from tests.support import JWT_SECRET, WEBHOOK_SECRET
 
 pytestmark = pytest.mark.pure
 
@@ -121,11 +123,52 @@ def test_settings_refuse_missing_secrets_outside_demo_mode() -> None:
     with pytest.raises(SettingsError, match="GIFTING_JWT_SECRET"):
         Settings.from_env({})
     with pytest.raises(SettingsError, match="GIFTING_WEBHOOK_SECRET"):
-        Settings.from_env({"GIFTING_JWT_SECRET": "x" * 32})
+        Settings.from_env({"GIFTING_JWT_SECRET": JWT_SECRET})
     with pytest.raises(SettingsError, match="at least 32 bytes"):
-        Settings.from_env({"GIFTING_JWT_SECRET": "x" * 31, "GIFTING_WEBHOOK_SECRET": "y" * 32})
+        Settings.from_env({"GIFTING_JWT_SECRET": JWT_SECRET[:31], "GIFTING_WEBHOOK_SECRET": WEBHOOK_SECRET})
     demo = Settings.from_env({"GIFTING_DEMO": "1"})
     assert demo.demo and demo.jwt_secret and demo.webhook_secret
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("demo-jwt-secret-not-for-production", "is public"),
+        ("demo-webhook-secret-not-for-production", "is public"),
+        ("replace-me-with-at-least-32-random-bytes-0000", "is public"),
+        ("replace-me-with-at-least-32-random-bytes-1111", "is public"),
+        ("replace-me-with-a-secret-of-my-own-choosing-9", "is public"),
+        (" " * 32, "is blank"),
+        ("\t \n" * 16, "is blank"),
+        ("x" * 64, "is too predictable"),
+        ("0123456789" * 4, "is too predictable"),
+        (secrets.token_hex(8) * 4, "is too predictable"),
+    ],
+)
+def test_settings_refuse_public_and_weak_secrets_outside_demo_mode(value: str, why: str) -> None:
+    strong = secrets.token_urlsafe(48)
+    for name, other in (
+        ("GIFTING_JWT_SECRET", "GIFTING_WEBHOOK_SECRET"),
+        ("GIFTING_WEBHOOK_SECRET", "GIFTING_JWT_SECRET"),
+    ):
+        with pytest.raises(SettingsError, match=f"{name} {why}") as refused:
+            Settings.from_env({name: value, other: strong})
+        assert value not in str(refused.value) or not value.strip()
+    # Demo mode runs with known secrets anyway (it mints tokens for anyone): no refusal there.
+    assert Settings.from_env({"GIFTING_DEMO": "1", "GIFTING_JWT_SECRET": value.strip() or "d" * 32}).demo
+
+
+def test_settings_accept_the_random_secrets_the_docs_tell_how_to_make() -> None:
+    for _ in range(200):
+        Settings.from_env(
+            {"GIFTING_JWT_SECRET": secrets.token_urlsafe(48), "GIFTING_WEBHOOK_SECRET": secrets.token_hex(32)}
+        )
+        Settings.from_env(
+            {
+                "GIFTING_JWT_SECRET": secrets.token_urlsafe(32),
+                "GIFTING_WEBHOOK_SECRET": secrets.token_urlsafe(24),
+            }
+        )
 
 
 @pytest.mark.parametrize(
@@ -143,6 +186,11 @@ def test_settings_refuse_missing_secrets_outside_demo_mode() -> None:
         ("GIFTING_REPLICA_ACKS", "-1"),
         ("GIFTING_REPLICA_ACKS", "1"),  # without GIFTING_REDIS_URL: the embedded engine has none
         ("GIFTING_REPLICA_TIMEOUT_MS", "0"),
+        ("GIFTING_ORDER_TTL_S", "0"),
+        ("GIFTING_HEADER_TIMEOUT_S", "0"),
+        ("GIFTING_MAX_HEADER_BYTES", "100"),
+        ("GIFTING_MAX_HEADERS", "many"),
+        ("GIFTING_METRICS_ALLOW", "10.0.0.0/8,everyone"),
     ],
 )
 def test_settings_name_the_variable_that_is_wrong(name: str, value: str) -> None:
@@ -158,8 +206,8 @@ def test_settings_read_every_documented_variable(tmp_path: object) -> None:
             "GIFTING_DATA_DIR": "/srv/gifting",
             "GIFTING_REDIS_URL": "redis://cache:6379/2",
             "GIFTING_FSYNC": "everysec",
-            "GIFTING_JWT_SECRET": "j" * 32,
-            "GIFTING_WEBHOOK_SECRET": "w" * 32,
+            "GIFTING_JWT_SECRET": JWT_SECRET,
+            "GIFTING_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "GIFTING_CREATOR_SHARE": "0.55",
             "GIFTING_LOG_FORMAT": "json",
             "GIFTING_METRICS": "0",

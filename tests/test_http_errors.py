@@ -167,3 +167,32 @@ def test_the_server_refuses_to_start_without_secrets_outside_demo_mode() -> None
     )
     assert result.returncode == 2
     assert "GIFTING_JWT_SECRET must be set" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        # The placeholder of deploy/.env.example and the demo secrets are public.
+        ("GIFTING_JWT_SECRET", "replace-me-with-at-least-32-random-bytes-0000", "is public"),
+        ("GIFTING_WEBHOOK_SECRET", "replace-me-with-at-least-32-random-bytes-1111", "is public"),
+        ("GIFTING_JWT_SECRET", "demo-jwt-secret-not-for-production", "is public"),
+        ("GIFTING_WEBHOOK_SECRET", "demo-webhook-secret-not-for-production", "is public"),
+        ("GIFTING_JWT_SECRET", " " * 32, "is blank"),
+        ("GIFTING_WEBHOOK_SECRET", "ab" * 32, "is too predictable"),
+    ],
+)
+def test_the_server_refuses_to_start_with_a_public_or_weak_secret_outside_demo_mode(
+    name: str, value: str, why: str
+) -> None:
+    env = server_env("redis://127.0.0.1:1/0", "x:", GIFTING_DEMO="0", **{name: value})
+    result = subprocess.run(
+        [sys.executable, "-m", "server"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"gifting-server: {name} ") and why in line, line
+    assert value not in line or not value.strip(), "the message must not echo the secret"
+
+
+def test_a_demo_server_warns_that_anyone_can_mint_tokens(server: ServerProcess) -> None:
+    assert "demo mode: anyone can mint a token for any user and role" in server.log_path.read_text()

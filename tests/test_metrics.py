@@ -25,14 +25,23 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.api.request_ids import request_id
 from server.app import create_app
 from server.engine import EmbeddedEngine
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 from tests.conftest import Engine
-from tests.support import ROOT, Api, ServerProcess, running_server, server_env, unique
+from tests.support import (
+    JWT_SECRET,
+    ROOT,
+    WEBHOOK_SECRET,
+    Api,
+    ServerProcess,
+    running_server,
+    server_env,
+    unique,
+)
 from tests.test_rooms import raw_upgrade
 from tests.wsclient import RoomSocket
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "gifting-dashboard.json"
-SECRETS = {"GIFTING_JWT_SECRET": "j" * 32, "GIFTING_WEBHOOK_SECRET": "w" * 32}
+SECRETS = {"GIFTING_JWT_SECRET": JWT_SECRET, "GIFTING_WEBHOOK_SECRET": WEBHOOK_SECRET}
 Labels = frozenset[tuple[str, str]]
 
 
@@ -412,6 +421,29 @@ def test_gifting_metrics_0_turns_the_endpoint_off(enabled: bool) -> None:
         assert reply.headers["x-request-id"]
     else:
         assert reply.status_code == 404 and reply.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(("allowed", "served"), [("10.0.0.0/8, ::1", False), ("10.0.0.0/8,127.0.0.1", True)])
+def test_metrics_are_served_only_to_the_allowed_addresses(
+    engine: Engine, key_prefix: str, logs: Path, allowed: str, served: bool
+) -> None:
+    env = server_env(engine.url, key_prefix, GIFTING_METRICS_ALLOW=allowed)
+    with running_server(env, logs) as server, httpx.Client(base_url=server.base_url) as http:
+        reply = http.get("/metrics")
+        if served:
+            assert reply.status_code == 200 and "# TYPE gifting_gifts_total counter" in reply.text
+        else:
+            # As if there were no such route: nothing tells a stranger it exists.
+            assert reply.status_code == 404
+            assert reply.json() == {"error": {"code": "not_found", "message": "no route /metrics"}}
+        assert http.get("/readyz").status_code == 200
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("value", ["10.0.0.0/33", "localhost", "10.0.0.1/8", "*"])
+def test_a_malformed_metrics_allow_list_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="GIFTING_METRICS_ALLOW"):
+        Settings.from_env({**SECRETS, "GIFTING_METRICS_ALLOW": value})
 
 
 # -- the Grafana dashboard -------------------------------------------------------------

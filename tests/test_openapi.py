@@ -19,9 +19,9 @@ from server.app import create_app
 from server.domain.requests import DevTokenRequest, parse
 from server.errors import InvalidRequest
 from server.settings import Settings
-from tests.support import Api
+from tests.support import JWT_SECRET, WEBHOOK_SECRET, Api
 
-SECRETS = {"GIFTING_JWT_SECRET": "j" * 32, "GIFTING_WEBHOOK_SECRET": "w" * 32}
+SECRETS = {"GIFTING_JWT_SECRET": JWT_SECRET, "GIFTING_WEBHOOK_SECRET": WEBHOOK_SECRET}
 DEMO_ONLY = {("POST", "/v1/dev/token"), ("POST", "/v1/sandbox/orders/{order_id}/pay")}
 PAGES = {("GET", "/"), ("GET", "/creator"), ("GET", "/overlay/{token}"), ("GET", "/static/{path}")}
 

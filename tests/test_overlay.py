@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import anyio
 import pytest
 
 from tests.support import Api, ServerProcess, unique
@@ -101,3 +104,34 @@ async def test_an_overlay_of_a_creator_who_is_not_live_is_told_so(server: Server
     assert (await sock.closed())[0] == 4404
     reply = api.http.post("/v1/creator/test-alert", headers=api.auth(creator, "creator"))
     assert reply.status_code == 409 and reply.json()["error"]["code"] == "not_live"
+
+
+async def test_overlay_tokens_never_reach_the_server_log(
+    server: ServerProcess, api: Api, room: tuple[str, str]
+) -> None:
+    """The overlay token is the credential in the overlay's URL: the page, its lookup and its
+    socket are logged with the token redacted, as bearer tokens are."""
+    creator, _ = room
+    token = overlay_token(api, creator)
+    assert api.http.get(f"/overlay/{token}").status_code == 200
+    assert api.http.get(f"/v1/overlay/{token}").status_code == 200
+    overlay = await open_overlay(server, token)
+    await overlay.welcome()
+    await overlay.close()
+    regenerated = api.http.post("/v1/creator/overlay/regenerate", headers=api.auth(creator, "creator"))
+    new = regenerated.json()["token"]
+    assert api.http.get(f"/v1/overlay/{new}?x=1").status_code == 200
+    expected = (
+        '"GET /overlay/<redacted> HTTP/1.1" 200',
+        '"GET /v1/overlay/<redacted> HTTP/1.1" 200',
+        '"WebSocket /v1/overlay/<redacted>/ws" [accepted]',
+        '"POST /v1/creator/overlay/regenerate HTTP/1.1" 200',
+        '"GET /v1/overlay/<redacted>?x=1 HTTP/1.1" 200',
+    )
+    deadline = time.monotonic() + 5
+    log = server.log_path.read_text()
+    while not all(line in log for line in expected) and time.monotonic() < deadline:
+        await anyio.sleep(0.05)
+        log = server.log_path.read_text()
+    assert [line for line in expected if line not in log] == []
+    assert token not in log and new not in log

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
 
 from server.domain import webhooks
-from tests.support import WEBHOOK_SECRET, Api, unique, webhook
+from server.keys import KeySchema
+from tests.conftest import Engine
+from tests.support import WEBHOOK_SECRET, Api, engine_client, running_server, server_env, unique, webhook
 
 
 def test_a_new_order_is_pending_and_credits_nothing(api: Api, viewer: str) -> None:
@@ -131,11 +136,21 @@ def test_a_signed_webhook_with_a_malformed_body_is_422(api: Api) -> None:
 
 
 def test_an_order_is_visible_only_to_its_owner(api: Api, viewer: str) -> None:
+    """Another user's order answers exactly as an order that does not exist: nothing tells
+    a stranger that the id is taken."""
     order = api.order(viewer)
     other = unique("v")
-    reply = api.http.get(f"/v1/purchases/{order['order_id']}", headers=api.auth(other))
-    assert reply.status_code == 403
-    assert api.pay(other, order["order_id"]).status_code == 403
+    missing = unique("ord_")
+    for order_id in (order["order_id"], missing):
+        read = api.http.get(f"/v1/purchases/{order_id}", headers=api.auth(other))
+        paid = api.pay(other, order_id)
+        assert (read.status_code, paid.status_code) == (404, 404)
+        assert (
+            read.json()
+            == paid.json()
+            == {"error": {"code": "not_found", "message": f"no order {order_id!r}"}}
+        )
+    assert api.http.get(f"/v1/purchases/{order['order_id']}", headers=api.auth(viewer)).status_code == 200
     assert api.coins(viewer) == 0 and api.coins(other) == 0
 
 
@@ -148,3 +163,53 @@ def test_the_ledger_pages_with_a_cursor(api: Api, viewer: str) -> None:
     assert [e["balance"] for e in entries] == [500, 400, 300, 200, 100]
     bad = api.http.get("/v1/wallet/ledger", params={"cursor": "{x}"}, headers=api.auth(viewer))
     assert bad.status_code == 422
+
+
+def order_keys(keys: KeySchema, user_id: str, order_id: str) -> tuple[str, str]:
+    return keys.order_owner(order_id), keys.user(user_id).order(order_id)
+
+
+def test_a_pending_order_expires_and_a_paid_one_stays(engine: Engine, key_prefix: str, logs: Path) -> None:
+    """Unpaid orders cannot pile up in the engine: both keys of a pending order expire after
+    GIFTING_ORDER_TTL_S; a payment makes them part of the books, kept for good. A payment for
+    an expired order is refused (so the provider retries and flags it), credits nothing and
+    is logged."""
+    keys = KeySchema(key_prefix)
+    env = server_env(engine.url, key_prefix, GIFTING_ORDER_TTL_S="2")
+    with running_server(env, logs) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+        api = Api(http)
+        buyer = unique("v")
+        pending, paid = api.order(buyer), api.order(buyer)
+        payment = unique("pay_")
+        assert webhook(api, paid, payment).json()["credited"] is True
+        with engine_client(engine.url) as client:
+            for key in order_keys(keys, buyer, pending["order_id"]):
+                assert 0 < client.pttl(key) <= 2_000, key
+            for key in order_keys(keys, buyer, paid["order_id"]):
+                assert client.pttl(key) == -1, key
+            deadline = time.monotonic() + 10
+            while client.exists(*order_keys(keys, buyer, pending["order_id"])):
+                assert time.monotonic() < deadline, "the pending order never expired"
+                time.sleep(0.1)
+            assert client.exists(*order_keys(keys, buyer, paid["order_id"])) == 2
+        assert http.get(f"/v1/purchases/{pending['order_id']}", headers=api.auth(buyer)).status_code == 404
+        kept = http.get(f"/v1/purchases/{paid['order_id']}", headers=api.auth(buyer)).json()
+        assert (kept["state"], kept["payment_id"]) == ("paid", payment)
+        late = unique("pay_")
+        refused = webhook(api, pending, late)
+        assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
+        assert api.coins(buyer) == 550
+        assert [entry["ref"] for entry in api.ledger(buyer)] == [paid["order_id"]]
+        deadline = time.monotonic() + 5
+        while f"payment {late!r} for order {pending['order_id']!r}" not in server.log_path.read_text():
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+
+
+def test_a_pending_order_lives_a_day_by_default(
+    api: Api, engine: Engine, key_prefix: str, viewer: str
+) -> None:
+    order = api.order(viewer)
+    with engine_client(engine.url) as client:
+        for key in order_keys(KeySchema(key_prefix), viewer, order["order_id"]):
+            assert 86_390 <= client.ttl(key) <= 86_400, key

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,6 +13,7 @@ from starlette.routing import Route
 from server import metrics
 from server.api.context import JSON, caller, context, now_ms, query_int, read_json
 from server.domain.ids import check_id, new_id
+from server.domain.limits import address_in
 from server.domain.money import utc_day
 from server.domain.requests import (
     CreateRoomRequest,
@@ -20,6 +23,7 @@ from server.domain.requests import (
     PurchaseRequest,
     parse,
 )
+from server.errors import NotFound
 
 GIFTING_ROLES = ("viewer", "creator")
 CREATOR_ROLES = ("creator", "admin")
@@ -30,9 +34,16 @@ async def healthz(request: Request) -> JSON:
     return JSON({"status": "ok", "pid": os.getpid()})
 
 
-async def prometheus_metrics(request: Request) -> Response:
-    body, content_type = metrics.exposition(request.headers.get("accept"))
-    return Response(body, media_type=content_type)
+def metrics_route(allowed: Sequence[IPv4Network | IPv6Network]) -> Route:
+    """``GET /metrics``, to the clients in ``allowed`` only (any if it is empty)."""
+
+    async def prometheus_metrics(request: Request) -> Response:
+        if allowed and not address_in(request.client.host if request.client else None, allowed):
+            raise NotFound(f"no route {request.url.path}")  # as if metrics were off
+        body, content_type = metrics.exposition(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
+    return Route("/metrics", prometheus_metrics)
 
 
 async def readyz(request: Request) -> JSON:
@@ -88,7 +99,9 @@ async def create_purchase(request: Request) -> JSON:
     ctx = context(request)
     package = ctx.catalog.package(body.region, body.package_id)
     order_id = new_id("ord")
-    order = await ctx.store.payments.create_order(principal.user_id, order_id, package, now_ms())
+    order = await ctx.store.payments.create_order(
+        principal.user_id, order_id, package, now_ms(), ttl_s=ctx.settings.order_ttl_s
+    )
     # The order is paid elsewhere next; its payment must find it on whichever master is up.
     await ctx.store.replicated(users=[principal.user_id], keys=[ctx.store.keys.order_owner(order_id)])
     return JSON(order, status_code=201)
@@ -168,4 +181,3 @@ routes = [
     Route("/v1/rooms/{room_id}/gifts", send_gift, methods=["POST"]),
 ]
 # Served unless GIFTING_METRICS=0 (app.create_app).
-metrics_route = Route("/metrics", prometheus_metrics)

@@ -1,8 +1,16 @@
 """The browser clients in ``client_demo/``: the viewer page, the creator dashboard and the
-streamer overlay, served as plain files (no build step)."""
+streamer overlay, served as plain files (no build step), with the browser's security headers.
+
+The pages load only their own files (no inline script or style: the scripts set styles
+through the CSSOM, which a policy does not restrict) and talk only to this server. The
+viewer and creator pages may not be framed (clickjacking); the overlay may, as a streaming
+tool may frame it, and OBS loads it as a page of its own. No page sends a Referer: the
+overlay's URL holds its token.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -10,21 +18,61 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 PAGES = {"/": "index.html", "/creator": "creator.html", "/overlay/{token}": "overlay.html"}
+FRAMEABLE = frozenset({"/overlay/{token}"})
+
+_POLICY = (
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "connect-src 'self'",
+    "img-src 'self' data:",  # the pages' empty favicon is a data: URL
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+)
+_COMMON = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+PAGE_HEADERS = {
+    **_COMMON,
+    "Content-Security-Policy": "; ".join((*_POLICY, "frame-ancestors 'none'")),
+    "X-Frame-Options": "DENY",
+}
+FRAMEABLE_PAGE_HEADERS = {**_COMMON, "Content-Security-Policy": "; ".join(_POLICY)}
 
 
 def routes(client_dir: Path | None) -> list[BaseRoute]:
     """The page routes and ``/static``, or none when the clients are not installed."""
     if client_dir is None:
         return []
-    pages: list[BaseRoute] = [Route(path, file_page(client_dir / name)) for path, name in PAGES.items()]
-    return [*pages, Mount("/static", app=StaticFiles(directory=client_dir), name="static")]
+    pages: list[BaseRoute] = [
+        Route(
+            path, file_page(client_dir / name, FRAMEABLE_PAGE_HEADERS if path in FRAMEABLE else PAGE_HEADERS)
+        )
+        for path, name in PAGES.items()
+    ]
+    return [*pages, Mount("/static", app=ClientFiles(directory=client_dir), name="static")]
 
 
-def file_page(path: Path) -> Callable[[Request], Awaitable[Response]]:
+def file_page(path: Path, headers: dict[str, str]) -> Callable[[Request], Awaitable[Response]]:
     async def serve(request: Request) -> Response:
         # Pages are small and change with the server: let browsers revalidate them.
-        return FileResponse(path, headers={"Cache-Control": "no-cache"})
+        return FileResponse(path, headers={"Cache-Control": "no-cache", **headers})
 
     return serve
+
+
+class ClientFiles(StaticFiles):
+    """The pages' scripts and styles, which a browser must take for the type they are served as."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers.update(_COMMON)
+        return response

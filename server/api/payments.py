@@ -16,6 +16,7 @@ from server.clawbacks import REASONS
 from server.domain import webhooks
 from server.domain.ids import check_id, new_id
 from server.domain.requests import PaymentData, WebhookEvent, parse
+from server.errors import NotFound
 
 HANDLED_EVENTS = ("payment.succeeded", *REASONS)
 
@@ -40,9 +41,20 @@ async def payment_webhook(request: Request) -> JSON:
     if event.type in REASONS:
         clawback = await ctx.clawbacks.apply(data.order_id, data.payment_id, event.type, now_ms())
         return JSON({"received": True, "handled": True, "clawed_back": clawback.applied})
-    outcome = await ctx.store.payments.credit_payment(
-        data.order_id, data.payment_id, data.amount_minor, data.currency, now_ms()
-    )
+    try:
+        outcome = await ctx.store.payments.credit_payment(
+            data.order_id, data.payment_id, data.amount_minor, data.currency, now_ms()
+        )
+    except NotFound:
+        # Never created, or expired unpaid (GIFTING_ORDER_TTL_S). The 404 makes the provider
+        # retry and then flag the payment; it must not pass unseen (docs/MONEY.md).
+        log.warning(
+            "payment %r for order %r: no such order (expired unpaid, or never created); "
+            "answered 404, nothing credited: refund or credit the payment by hand",
+            data.payment_id,
+            data.order_id,
+        )
+        raise
     # The provider stops redelivering once answered: the credit must be on the replicas first.
     await ctx.store.replicated(users=[outcome.user_id], keys=[ctx.store.keys.payment_claim(data.payment_id)])
     metrics.COINS_PURCHASED.inc(outcome.coins)

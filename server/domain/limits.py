@@ -29,6 +29,18 @@ def is_exempt(path: str) -> bool:
     return path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES)
 
 
+def address_in(host: str | None, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """Whether the client ``host`` is an IP address in one of ``networks`` (an IPv4-mapped
+    IPv6 address as its IPv4 address)."""
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
 def client_address(client: Sequence[Any] | None) -> str | None:
     """The address an ASGI ``client`` (host, port) counts against; None if there is none.
 

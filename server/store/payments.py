@@ -8,7 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from server.domain.catalog import Package
-from server.errors import Conflict, Forbidden, NotFound
+from server.errors import Conflict, NotFound
 from server.keys import KeySchema
 from server.store.scripts import Scripts
 
@@ -46,8 +46,10 @@ class Payments:
         self._scripts = scripts
 
     async def create_order(
-        self, user_id: str, order_id: str, package: Package, now_ms: int
+        self, user_id: str, order_id: str, package: Package, now_ms: int, *, ttl_s: int
     ) -> dict[str, Any]:
+        """A pending order. Both its keys expire after ``ttl_s`` unless it is paid, so unpaid
+        orders cannot pile up; a verified payment keeps them (``credit_payment``)."""
         order = {
             "order_id": order_id,
             "user_id": user_id,
@@ -59,17 +61,23 @@ class Payments:
             "state": "pending",
             "created_ms": now_ms,
         }
-        # The owner pointer is written first: an order is reachable by a webhook only once both exist.
-        await self._redis.set(self._keys.order_owner(order_id), user_id)
-        await self._redis.hset(self._keys.user(user_id).order(order_id), mapping=order)
+        # The owner pointer is written first: an order is reachable by a webhook only once both
+        # exist. It also expires first, by as much as the two writes take apart.
+        await self._redis.set(self._keys.order_owner(order_id), user_id, ex=ttl_s)
+        # One write, so the hash does not stand without its expiry (a cluster pipeline cannot
+        # be a MULTI on redis-py 5).
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self._keys.user(user_id).order(order_id), mapping=order)
+            pipe.expire(self._keys.user(user_id).order(order_id), ttl_s)
+            await pipe.execute()
         return _order_view(order)
 
     async def get_order(self, user_id: str, order_id: str) -> dict[str, Any]:
+        """The order as its owner sees it; ``NotFound`` for anyone else, exactly as for an
+        order that does not exist, so an order id tells a stranger nothing."""
         owner = await self._redis.get(self._keys.order_owner(order_id))
-        if owner is None:
+        if owner is None or owner != user_id:
             raise NotFound(f"no order {order_id!r}")
-        if owner != user_id:
-            raise Forbidden("this order belongs to another user")
         raw = await self._redis.hgetall(self._keys.user(owner).order(order_id))
         if not raw:
             raise NotFound(f"no order {order_id!r}")
@@ -85,6 +93,9 @@ class Payments:
         owner = await self.order_owner(order_id)
         if owner is None:
             raise NotFound(f"no order {order_id!r}")
+        # A verified payment makes the order part of the books: its owner pointer must outlive
+        # the order's lifetime, for refunds and disputes (credit_purchase.lua keeps the order).
+        await self._redis.persist(self._keys.order_owner(order_id))
         # A provider payment id pays one order only; the claim routes redeliveries to the same one.
         claim = self._keys.payment_claim(payment_id)
         await self._redis.set(claim, order_id, nx=True, ex=PAYMENT_CLAIM_TTL_S)

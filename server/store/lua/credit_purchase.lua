@@ -20,6 +20,8 @@ local order = redis.call('HMGET', KEYS[1], 'state', 'payment_id', 'amount_minor'
 if not order[1] then
   return {'unknown'}
 end
+-- A paid or flagged order is part of the books: it no longer expires as a pending one does.
+redis.call('PERSIST', KEYS[1])
 if order[1] == 'paid' then
   return {'already', order[2]}
 end
