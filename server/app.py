@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 from server import metrics
 from server.api import admin, creator, dev, http, openapi, pages, payments, ws
 from server.api.context import JSON, Context, now_ms
+from server.api.deadline import EngineBudget
 from server.api.limits import ClientLimiter, RequestLimits
 from server.api.request_ids import RequestIds
 from server.clawbacks import Clawbacks
@@ -65,6 +66,7 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
             settings.room_stream_len,
             replica_acks=settings.replica_acks,
             replica_timeout_ms=settings.replica_timeout_ms,
+            timeout_ms=settings.engine_timeout_ms,
         )
         catalog = Catalog.load_default()
         gifts = GiftService(store, catalog, settings)
@@ -115,7 +117,7 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
         },
     )
     limits = RequestLimits(starlette)
-    sockets = ws.RoomSockets(RequestIds(limits))
+    sockets = ws.RoomSockets(RequestIds(EngineBudget(limits, settings.engine_timeout_ms / 1000)))
     return sockets
 
 
@@ -185,6 +187,8 @@ async def gifting_error(request: Request, exc: Exception) -> Response:
     headers = None
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(retry_after_s(exc.retry_after_ms))}
+    elif isinstance(exc, EngineUnavailable):
+        headers = {"Retry-After": "1"}
     return JSON(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
