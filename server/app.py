@@ -26,6 +26,7 @@ from server.clawbacks import Clawbacks
 from server.demo import seed_demo
 from server.domain.catalog import Catalog
 from server.domain.limits import retry_after_s
+from server.engine import EngineSupervisor
 from server.errors import EngineUnavailable, GiftingError, MethodNotAllowed, NotFound, RateLimited
 from server.gifting import GiftService
 from server.hub.hub import Hub
@@ -42,9 +43,10 @@ OUTBOX_GRACE_MS = 1_000
 CANCEL_AGAIN_S = 0.5
 
 
-def create_app(settings: Settings, engine_url: str) -> ASGIApp:
+def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | None = None) -> ASGIApp:
     """The server's ASGI app: room sockets (``api.ws``) in front of request ids
-    (``api.request_ids``), the per-address request limit (``api.limits``) and the Starlette app."""
+    (``api.request_ids``), the per-address request limit (``api.limits``) and the Starlette app.
+    ``engine``: the supervisor of the embedded engine, when this process runs it (``/healthz``)."""
     routes: list[BaseRoute] = [
         *http.routes,
         *creator.routes,
@@ -73,7 +75,13 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
         hub = Hub(store, catalog, settings)
         clawbacks = Clawbacks(store)
         app.state.ctx = sockets.context = Context(
-            settings=settings, store=store, catalog=catalog, gifts=gifts, hub=hub, clawbacks=clawbacks
+            settings=settings,
+            store=store,
+            catalog=catalog,
+            gifts=gifts,
+            hub=hub,
+            clawbacks=clawbacks,
+            engine=engine,
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)
         await store.catalog.apply_to(catalog)
