@@ -135,6 +135,9 @@ def test_a_restart_keeps_every_balance(tmp_path: Path, logs: Path) -> None:
 
 
 def test_an_engine_outage_is_503_and_service_resumes_by_itself(tmp_path: Path, logs: Path) -> None:
+    """An engine the server does not own (``GIFTING_REDIS_URL``) goes down: the server is not
+    ready, but healthy (``/healthz`` 200): restarting it would not bring the engine back.
+    A server's own embedded engine is another matter (``tests/faults/test_crashes.py``)."""
     from server.engine import EmbeddedEngine
 
     engine = EmbeddedEngine(tmp_path / "engine", fsync="always").start()

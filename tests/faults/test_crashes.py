@@ -271,11 +271,22 @@ def engine_restarts(url: str) -> float:
     raise AssertionError("no gifting_engine_restarts_total in /metrics")
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_a_killed_embedded_engine_is_restarted_by_its_server_and_loses_nothing_acknowledged(
-    tmp_path: Path, logs: Path, stack: ExitStack
+    workers: int, tmp_path: Path, logs: Path, stack: ExitStack
 ) -> None:
+    """With ``--workers 2`` the parent process owns the engine and restarts it; the workers
+    reconnect to the same socket, and count the parent's restart in their ``/metrics``."""
     data = (tmp_path / "data").resolve()
-    env = server_env(None, PREFIX, GIFTING_DATA_DIR=str(data), GIFTING_FSYNC="always")
+    (tmp_path / "metrics").mkdir()
+    env = server_env(
+        None,
+        PREFIX,
+        GIFTING_DATA_DIR=str(data),
+        GIFTING_FSYNC="always",
+        GIFTING_WORKERS=str(workers),
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
     server = stack.enter_context(running_server(env, logs))
     engine_url = f"unix://{data / 'engine.sock'}"
     creator, room_id = open_room(server.base_url)
@@ -300,17 +311,21 @@ async def test_a_killed_embedded_engine_is_restarted_by_its_server_and_loses_not
         assert (await http.get("/healthz")).status_code == 200
     await check_nothing_lost(storm, engine_url, PREFIX, creator, server.base_url)
     print(
-        f"\nembedded engine kill -9, restarted by the server: {len(storm.acked)} gifts and "
+        f"\nembedded engine kill -9, restarted by the server ({workers} worker(s)): "
+        f"{len(storm.acked)} gifts and "
         f"{len(storm.paid)} payments applied, {refused} requests refused during the restart and "
         f"retried ({dict(storm.refusals)}); lost: 0"
     )
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_server_whose_engine_cannot_be_restarted_fails_its_health_check_and_exits_1(
-    tmp_path: Path, logs: Path
+    workers: int, tmp_path: Path, logs: Path
 ) -> None:
+    """With ``--workers 2`` the parent, which owns the engine, stops the workers and exits 1;
+    a worker's ``/healthz`` cannot see the parent's engine, and answers until it is stopped."""
     data = (tmp_path / "data").resolve()
-    env = server_env(None, PREFIX, GIFTING_DATA_DIR=str(data))
+    env = server_env(None, PREFIX, GIFTING_DATA_DIR=str(data), GIFTING_WORKERS=str(workers))
     with running_server(env, logs) as server:
         assert server.process is not None
         # An append-only file the engine refuses to load: every restart fails.
@@ -327,5 +342,5 @@ def test_a_server_whose_engine_cannot_be_restarted_fails_its_health_check_and_ex
         code = server.process.returncode
         output = server.log_path.read_text()
     assert code == 1, output[-4000:]
-    assert 503 in health, health
+    assert 503 in health or workers > 1, health
     assert "could not be brought back" in output
