@@ -22,7 +22,8 @@ import pytest
 from server.engine import EmbeddedEngine
 from tests.faults.storm import GIFTS, Gift, Storm, error_code, wait_for_empty_outbox
 from tests.faults.test_crashes import check_audit, check_exactly_once, open_room
-from tests.support import running_server, server_env, unique
+from tests.support import Api, running_server, server_env, unique
+from tests.wsclient import RoomSocket
 
 pytestmark = [pytest.mark.anyio, pytest.mark.embedded_only]
 
@@ -70,6 +71,24 @@ async def test_a_stalled_engine_answers_503_within_the_bound_and_the_books_are_e
                         answers.append((f"gift {status}", time.monotonic() - started))
                         n += 1
 
+            # A room socket's gift frames are bounded the same way.
+            socket_user = unique("v")
+            with httpx.Client(base_url=server.base_url, timeout=10) as http:
+                api = Api(http)
+                api.buy(socket_user)
+                sock = await RoomSocket.open(server.base_url, room_id, api.token(socket_user))
+            await sock.welcome()
+            socket_keys: list[str] = []
+
+            async def socket_gifter(until: float) -> None:
+                while time.monotonic() < until:
+                    socket_keys.append(unique("k"))
+                    started = time.monotonic()
+                    answer = await sock.gift("rose", key=socket_keys[-1])
+                    answers.append(
+                        (f"socket {answer['type']} {answer.get('code')}", time.monotonic() - started)
+                    )
+
             async def prober(until: float) -> None:
                 async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
                     auth = storm.auth(storm.users[0])
@@ -84,6 +103,7 @@ async def test_a_stalled_engine_answers_503_within_the_bound_and_the_books_are_e
                     for user in storm.users:
                         tasks.start_soon(gifter, user, until)
                     tasks.start_soon(prober, until)
+                    tasks.start_soon(socket_gifter, until)
             finally:
                 os.kill(engine.process.pid, signal.SIGCONT)
 
@@ -93,6 +113,7 @@ async def test_a_stalled_engine_answers_503_within_the_bound_and_the_books_are_e
                 "gift refused",
                 "readyz 503 ?",
                 "wallet 503 engine_unavailable",
+                "socket error engine_unavailable",
             }, answers
             assert set(storm.refusals) == {"gift 503 engine_unavailable"}, storm.refusals
             # Refused before its debit: nothing charged; refused in it: it says it may have been.
@@ -103,6 +124,11 @@ async def test_a_stalled_engine_answers_503_within_the_bound_and_the_books_are_e
             # The engine back: every refused gift retried with its key, each applied once.
             await storm.settle(server.base_url)
             check_exactly_once(storm, await wait_for_empty_outbox(engine.url, PREFIX, storm, creator))
+            for key in socket_keys:  # the same keys again: each charged once
+                assert (await sock.gift("rose", key=key))["type"] == "gift_ack"
+            await sock.close()
+            with httpx.Client(base_url=server.base_url, timeout=10) as http:
+                assert Api(http).coins(socket_user) == 550 - len(socket_keys)
             check_audit(engine.url)
             print(
                 f"\nengine stalled {STALL_S:.0f} s: {len(answers)} requests answered in at most "
