@@ -79,15 +79,16 @@ async def test_a_stalled_engine_answers_503_within_the_bound_and_the_books_are_e
                 sock = await RoomSocket.open(server.base_url, room_id, api.token(socket_user))
             await sock.welcome()
             socket_keys: list[str] = []
+            socket_messages: set[str] = set()
 
             async def socket_gifter(until: float) -> None:
                 while time.monotonic() < until:
                     socket_keys.append(unique("k"))
                     started = time.monotonic()
                     answer = await sock.gift("rose", key=socket_keys[-1])
-                    answers.append(
-                        (f"socket {answer['type']} {answer.get('code')}", time.monotonic() - started)
-                    )
+                    elapsed = time.monotonic() - started
+                    answers.append((f"socket {answer['type']} {answer.get('code')}", elapsed))
+                    socket_messages.add(answer.get("message", ""))
 
             async def prober(until: float) -> None:
                 async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
@@ -118,6 +119,8 @@ async def test_a_stalled_engine_answers_503_within_the_bound_and_the_books_are_e
             assert set(storm.refusals) == {"gift 503 engine_unavailable"}, storm.refusals
             # Refused before its debit: nothing charged; refused in it: it says it may have been.
             assert all(m == NOT_CHARGED or UNKNOWN in m for m in messages), messages
+            # A socket knows its room is live: its gift goes straight to the debit, which stalls.
+            assert len(socket_messages) == 1 and UNKNOWN in min(socket_messages), socket_messages
             refused = len(storm.failed)
             assert refused >= USERS * 2
 
