@@ -123,14 +123,24 @@ def charged_to(groups: Iterable[Budgets]) -> Iterator[None]:
 def blocking_s(args: tuple[Any, ...]) -> float:
     """How long the engine may rightly hold the command ``args`` before it answers: the
     ``BLOCK`` of an ``XREAD``, the timeout of a ``WAIT``; 0 for any other command."""
-    name = str(args[0]).upper() if args else ""
+    name = _word(args[0]) if args else ""
     if name in ("XREAD", "XREADGROUP"):
         for i, arg in enumerate(args[1:-1], start=1):
-            if str(arg).upper() == "BLOCK":
+            option = _word(arg)
+            if option == "STREAMS":  # keys and ids follow: no more options
+                break
+            if option == "BLOCK":
                 return int(args[i + 1]) / 1000
     elif name == "WAIT" and len(args) >= 3:
         return int(args[2]) / 1000
     return 0.0
+
+
+def _word(arg: Any) -> str:
+    """A command's name or option, upper case, whether redis-py passed it as str or bytes."""
+    if isinstance(arg, bytes | bytearray | memoryview):
+        return bytes(arg).decode("latin-1").upper()
+    return str(arg).upper()
 
 
 @contextlib.asynccontextmanager
