@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -22,11 +23,12 @@ import redis
 import uvicorn
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from uvicorn.config import STARTUP_FAILURE
 
 from server.api.heads import BoundedHeadProtocol
 from server.app import create_app
 from server.audit import AuditResult, EngineReplyError, audit_books
-from server.engine import EmbeddedEngine, EngineError
+from server.engine import EmbeddedEngine, EngineError, EngineSupervisor
 from server.hub.outlet import GiftingWebSocketProtocol
 from server.keys import KeySchema
 from server.settings import Settings, SettingsError, cluster_nodes, secret_problem
@@ -77,7 +79,8 @@ def _worker_count(raw: str) -> int:
 
 
 def serve(settings: Settings) -> int:
-    engine: EmbeddedEngine | None = None
+    """Serve until stopped: 0; 1 if the embedded engine could not be started or brought back."""
+    supervisor: EngineSupervisor | None = None
     url = settings.redis_url
     if url is None:
         try:
@@ -92,22 +95,31 @@ def serve(settings: Settings) -> int:
             engine.data_dir,
             settings.fsync,
         )
+        supervisor = EngineSupervisor(engine).start()
     try:
         if settings.workers > 1:
-            # Every worker connects to this engine; it stops once they all have.
-            return serve_workers(settings, url)
-        uvicorn.run(
-            create_app(settings, url),
-            ws=GiftingWebSocketProtocol.with_buffer_limit(settings.ws_buffer_bytes),
-            http=BoundedHeadProtocol.with_limits(
-                settings.max_header_bytes, settings.max_headers, settings.header_timeout_s
-            ),
-            **uvicorn_options(settings),
-        )
+            # Every worker connects to this engine, which this process alone supervises.
+            code = serve_workers(settings, url, supervisor)
+        else:
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    create_app(settings, url, supervisor),
+                    ws=GiftingWebSocketProtocol.with_buffer_limit(settings.ws_buffer_bytes),
+                    http=BoundedHeadProtocol.with_limits(
+                        settings.max_header_bytes, settings.max_headers, settings.header_timeout_s
+                    ),
+                    **uvicorn_options(settings),
+                )
+            )
+            if supervisor is not None:
+                supervisor.when_given_up(lambda: setattr(server, "should_exit", True))
+            with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
+                server.run()
+            code = 0 if server.started else STARTUP_FAILURE
     finally:
-        if engine is not None:
-            engine.stop()
-    return 0
+        if supervisor is not None:
+            supervisor.stop()
+    return 1 if supervisor is not None and supervisor.gave_up.is_set() else code
 
 
 # The audit signs and checks no token or webhook, so it must run without the secrets; they

@@ -19,12 +19,14 @@ from starlette.types import ASGIApp
 from server import metrics
 from server.api import admin, creator, dev, http, openapi, pages, payments, ws
 from server.api.context import JSON, Context, now_ms
+from server.api.deadline import EngineBudget
 from server.api.limits import ClientLimiter, RequestLimits
 from server.api.request_ids import RequestIds
 from server.clawbacks import Clawbacks
 from server.demo import seed_demo
 from server.domain.catalog import Catalog
 from server.domain.limits import retry_after_s
+from server.engine import EngineSupervisor
 from server.errors import EngineUnavailable, GiftingError, MethodNotAllowed, NotFound, RateLimited
 from server.gifting import GiftService
 from server.hub.hub import Hub
@@ -41,9 +43,10 @@ OUTBOX_GRACE_MS = 1_000
 CANCEL_AGAIN_S = 0.5
 
 
-def create_app(settings: Settings, engine_url: str) -> ASGIApp:
+def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | None = None) -> ASGIApp:
     """The server's ASGI app: room sockets (``api.ws``) in front of request ids
-    (``api.request_ids``), the per-address request limit (``api.limits``) and the Starlette app."""
+    (``api.request_ids``), the per-address request limit (``api.limits``) and the Starlette app.
+    ``engine``: the supervisor of the embedded engine, when this process runs it (``/healthz``)."""
     routes: list[BaseRoute] = [
         *http.routes,
         *creator.routes,
@@ -65,13 +68,20 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
             settings.room_stream_len,
             replica_acks=settings.replica_acks,
             replica_timeout_ms=settings.replica_timeout_ms,
+            timeout_ms=settings.engine_timeout_ms,
         )
         catalog = Catalog.load_default()
         gifts = GiftService(store, catalog, settings)
         hub = Hub(store, catalog, settings)
         clawbacks = Clawbacks(store, settings.clawback_window_ms)
         app.state.ctx = sockets.context = Context(
-            settings=settings, store=store, catalog=catalog, gifts=gifts, hub=hub, clawbacks=clawbacks
+            settings=settings,
+            store=store,
+            catalog=catalog,
+            gifts=gifts,
+            hub=hub,
+            clawbacks=clawbacks,
+            engine=engine,
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)
         await store.catalog.apply_to(catalog)
@@ -119,7 +129,7 @@ def create_app(settings: Settings, engine_url: str) -> ASGIApp:
         },
     )
     limits = RequestLimits(starlette)
-    sockets = ws.RoomSockets(RequestIds(limits))
+    sockets = ws.RoomSockets(RequestIds(EngineBudget(limits, settings.engine_timeout_ms / 1000)))
     return sockets
 
 
@@ -189,6 +199,8 @@ async def gifting_error(request: Request, exc: Exception) -> Response:
     headers = None
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(retry_after_s(exc.retry_after_ms))}
+    elif isinstance(exc, EngineUnavailable):
+        headers = {"Retry-After": "1"}
     return JSON(exc.to_dict(), status_code=exc.status, headers=headers)
 
 

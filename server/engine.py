@@ -3,6 +3,10 @@
 It listens on a unix socket only (TCP disabled) when the socket path fits, else on a free
 loopback port; the append-only file is on with the chosen fsync policy. The process is
 stopped with the server, and dies with it if the server is killed.
+
+``EngineSupervisor`` keeps it serving: an engine that dies is reaped and started again on
+its files and its socket (clients reconnect by themselves), after a backoff; if it cannot be
+brought back, the supervisor gives up so that the server exits and its own supervisor acts.
 """
 
 from __future__ import annotations
@@ -10,13 +14,16 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -24,7 +31,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from server import metrics
+
 UNIX_PATH_MAX = 100
+log = logging.getLogger(__name__)
 
 
 class EngineError(RuntimeError):
@@ -55,6 +65,7 @@ class EmbeddedEngine:
         self.binary = binary or engine_binary()
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self._port = 0  # kept across restarts, so the URL stays the same
 
     @property
     def socket_path(self) -> Path:
@@ -97,9 +108,9 @@ class EmbeddedEngine:
             ]
             self.url = f"unix://{self.socket_path}"
         else:
-            port = free_port()
-            args += ["--port", str(port), "--bind", "127.0.0.1"]
-            self.url = f"redis://127.0.0.1:{port}/0"
+            self._port = self._port or free_port()
+            args += ["--port", str(self._port), "--bind", "127.0.0.1"]
+            self.url = f"redis://127.0.0.1:{self._port}/0"
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
@@ -169,6 +180,124 @@ class EmbeddedEngine:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class EngineSupervisor:
+    """Watches a started ``EmbeddedEngine`` from a thread and starts it again when it dies.
+
+    The thread waits on the engine process, so a dead engine is reaped at once (no zombie).
+    It is logged and started again on the same data dir (its append-only file) and socket,
+    after a backoff that doubles with each death in a row, and counted in
+    ``gifting_engine_restarts_total``. An engine that served ``STABLE_S`` before dying
+    starts a new row. After ``max_restarts`` deaths or failed starts in a row, it gives up:
+    ``gave_up`` is set and the callbacks of ``when_given_up`` run (the server stops, and
+    exits 1). ``healthy`` is False from the first failed start on: the server may not
+    recover by itself.
+
+    The engines it restarts are started from its thread, so they are asked to die with
+    that thread (``PR_SET_PDEATHSIG`` follows the thread that forked): it lives as long as
+    the server serves.
+    """
+
+    STABLE_S = 30.0
+    FIRST_BACKOFF_S = 0.1
+    MAX_BACKOFF_S = 5.0
+    # A restart may replay a large append-only file before it answers.
+    START_TIMEOUT_S = 120.0
+
+    def __init__(self, engine: EmbeddedEngine, max_restarts: int = 5) -> None:
+        self.engine = engine
+        self.max_restarts = max_restarts
+        self.healthy = True
+        self.gave_up = threading.Event()
+        self._deaths = 0  # in a row: deaths and failed starts since it last served STABLE_S
+        self._on_give_up: list[Callable[[], None]] = []
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._watch, name="engine-supervisor", daemon=True)
+
+    def start(self) -> EngineSupervisor:
+        """Start watching the engine (already started)."""
+        self._thread.start()
+        return self
+
+    def when_given_up(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the supervisor's thread) when it gives up; at once if it has."""
+        with self._lock:
+            if not self.gave_up.is_set():
+                self._on_give_up.append(callback)
+                return
+        callback()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop watching, then stop the engine."""
+        self._stopping.set()
+        with self._lock:
+            self.engine.stop(timeout_s)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    def _watch(self) -> None:
+        while (process := self.engine.process) is not None:
+            served_from = time.monotonic()
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            served_s = time.monotonic() - served_from
+            self._deaths = 1 if served_s >= self.STABLE_S else self._deaths + 1
+            log.error(
+                "embedded engine (pid %d) exited with %s after %.1f s; restarting it on %s",
+                process.pid,
+                code,
+                served_s,
+                self.engine.data_dir,
+            )
+            if not self._restart():
+                return
+
+    def _restart(self) -> bool:
+        """Start the engine again, after a backoff and again after each failed start; False
+        once stopped or given up."""
+        while self._deaths <= self.max_restarts:
+            backoff_s = min(self.MAX_BACKOFF_S, self.FIRST_BACKOFF_S * 2 ** (self._deaths - 1))
+            if self._stopping.wait(backoff_s):
+                return False
+            with self._lock:
+                if self._stopping.is_set():
+                    return False
+                try:
+                    self.engine.start(self.START_TIMEOUT_S)
+                except (EngineError, OSError) as exc:
+                    self.healthy = False
+                    log.error("embedded engine restart %d failed: %s", self._deaths, exc)
+                    self._deaths += 1
+                    continue
+            metrics.ENGINE_RESTARTS.inc()
+            self.healthy = True
+            assert self.engine.process is not None
+            log.warning(
+                "embedded engine restarted (pid %d) at %s after %d death(s) in a row",
+                self.engine.process.pid,
+                self.engine.url,
+                self._deaths,
+            )
+            return True
+        self._give_up()
+        return False
+
+    def _give_up(self) -> None:
+        self.healthy = False
+        log.critical(
+            "embedded engine could not be brought back after %d attempts: giving up, the server "
+            "stops (see %s)",
+            self.max_restarts,
+            self.engine.log_path,
+        )
+        with self._lock:
+            self.gave_up.set()
+            callbacks, self._on_give_up = self._on_give_up, []
+        for callback in callbacks:
+            callback()
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> int:

@@ -32,9 +32,9 @@ from server.domain.catalog import Catalog
 from server.domain.ids import new_id
 from server.domain.money import gift_fingerprint, price_gift, utc_day
 from server.domain.requests import GiftRequest
-from server.errors import Conflict
+from server.errors import Conflict, EngineUnavailable
 from server.settings import Settings
-from server.store import ENGINE_ERRORS, Store
+from server.store import ENGINE_ERRORS, UNAVAILABLE, Store
 from server.store.records import CreatorCredit
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 _NAME_CACHE_SIZE = 10_000
 # The clears are retried every tick; in an outage their warning is logged once per this long.
 DEFERRED_LOG_INTERVAL_S = 10.0
+# What a gift whose debit met an engine outage answers (503 engine_unavailable).
+OUTCOME_UNKNOWN = (
+    "the engine did not answer: this gift may or may not have been charged; retry with the "
+    "same idempotency_key, which charges it at most once and answers with its outcome"
+)
 
 
 @dataclass(frozen=True)
@@ -101,17 +106,23 @@ class GiftService:
             ts=now_ms,
             sender_name=sender_name or await self.name_of(sender_id),
         )
-        with metrics.GIFT_DEBIT_SECONDS.time():
-            debit = await self.store.wallets.debit_gift(
-                credit=credit,
-                idempotency_key=request.idempotency_key,
-                fingerprint=fingerprint,
-                day=utc_day(now_ms),
-                idempotency_ttl_s=self.settings.idempotency_ttl_s,
-                rate_per_s=self.settings.gift_rate_per_s,
-                burst=self.settings.gift_burst,
-                clawback_window_ms=self.settings.clawback_window_ms,
-            )
+        try:
+            with metrics.GIFT_DEBIT_SECONDS.time():
+                debit = await self.store.wallets.debit_gift(
+                    credit=credit,
+                    idempotency_key=request.idempotency_key,
+                    fingerprint=fingerprint,
+                    day=utc_day(now_ms),
+                    idempotency_ttl_s=self.settings.idempotency_ttl_s,
+                    rate_per_s=self.settings.gift_rate_per_s,
+                    burst=self.settings.gift_burst,
+                    clawback_window_ms=self.settings.clawback_window_ms,
+                )
+        except UNAVAILABLE as exc:
+            # The debit may have run with its reply lost: only a retry with the key can tell.
+            metrics.engine_error(exc)
+            log.warning("gift debit outcome unknown: engine unavailable (%r)", exc)
+            raise EngineUnavailable(OUTCOME_UNKNOWN) from exc
         logs.bind(gift_event_id=debit.event_id)
         # Acknowledged only once the replicas hold it (a replay too: it may answer for a debit
         # the replicas do not have yet). Unconfirmed, the delivery waits for the sweeper.

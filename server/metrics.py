@@ -91,6 +91,11 @@ ENGINE_ERRORS = Counter(
     "not_replicated: fewer replicas than GIFTING_REPLICA_ACKS confirmed a money write in time)",
     ["kind"],
 )
+ENGINE_RESTARTS = Counter(
+    "gifting_engine_restarts_total",
+    "Times the embedded engine died and was started again on its files by the server "
+    "(server.engine.EngineSupervisor); counted by the process that owns the engine",
+)
 
 # The series every dashboard expects, present (at 0) from the first scrape on.
 _ANSWERED = {

@@ -37,6 +37,8 @@ class Settings:
     # and how long to wait for them.
     replica_acks: int = 0
     replica_timeout_ms: int = 500
+    # How long a request may wait for the engine before it answers 503 (store.connection).
+    engine_timeout_ms: int = 2_000
     jwt_secret: str = ""
     webhook_secret: str = ""
     demo: bool = False
@@ -97,6 +99,7 @@ class Settings:
             fsync=_choice(env, "GIFTING_FSYNC", cls.fsync, FSYNC_POLICIES),
             replica_acks=_int(env, "GIFTING_REPLICA_ACKS", cls.replica_acks, 0, 16),
             replica_timeout_ms=_int(env, "GIFTING_REPLICA_TIMEOUT_MS", cls.replica_timeout_ms, 1, 60_000),
+            engine_timeout_ms=_int(env, "GIFTING_ENGINE_TIMEOUT_MS", cls.engine_timeout_ms, 100, 60_000),
             jwt_secret=env.get("GIFTING_JWT_SECRET", ""),
             webhook_secret=env.get("GIFTING_WEBHOOK_SECRET", ""),
             demo=demo,

@@ -4,7 +4,10 @@ uvicorn's supervisor binds the port once, starts N worker processes that all acc
 and starts a new worker when one dies. A worker is a fresh interpreter that builds its app
 with ``app()`` from the environment it inherits, so the parent hands the engine's URL down
 in ``GIFTING_REDIS_URL``: an embedded engine is started once, by the parent, and shared by
-every worker. The workers cooperate through the engine like servers on separate machines.
+every worker. The parent alone supervises that engine (``engine.EngineSupervisor``): it
+restarts it on the same socket, which the workers reconnect to, or, if it cannot, stops the
+workers and exits 1. The workers cooperate through the engine like servers on separate
+machines.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from uvicorn.supervisors import Multiprocess
 
 from server.api.heads import BoundedHeadProtocol
 from server.app import create_app
+from server.engine import EngineSupervisor
 from server.hub.outlet import GiftingWebSocketProtocol
 from server.logs import log_config
 from server.settings import Settings, SettingsError
@@ -60,10 +64,11 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def serve_workers(settings: Settings, engine_url: str) -> int:
+def serve_workers(settings: Settings, engine_url: str, engine: EngineSupervisor | None = None) -> int:
     """Serve with ``settings.workers`` processes on the engine at ``engine_url`` until the
-    parent is stopped (SIGTERM or SIGINT) and every worker has finished. The exit code: 0, or
-    uvicorn's startup failure (3) when a worker could not start, which stops them all."""
+    parent is stopped (SIGTERM or SIGINT), or the supervisor of its embedded engine, which
+    runs here, gives up; and every worker has finished. The exit code: 0, or uvicorn's
+    startup failure (3) when a worker could not start, which stops them all."""
     os.environ["GIFTING_REDIS_URL"] = engine_url
     config = uvicorn.Config(
         f"{__name__}:app",
@@ -74,6 +79,8 @@ def serve_workers(settings: Settings, engine_url: str) -> int:
         **uvicorn_options(settings),
     )
     supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    if engine is not None:
+        engine.when_given_up(supervisor.should_exit.set)
     supervisor.run()
     failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
     return STARTUP_FAILURE if failed else 0

@@ -44,3 +44,20 @@ def test_a_long_data_dir_falls_back_to_a_loopback_port(tmp_path: Path) -> None:
     with EmbeddedEngine(deep) as engine, engine.client() as client:
         assert engine.url.startswith("redis://127.0.0.1:")
         assert client.config_get("bind")["bind"].split() == ["127.0.0.1"]
+
+
+def test_an_engine_on_a_loopback_port_comes_back_on_the_same_port(tmp_path: Path) -> None:
+    """A data dir too deep for a unix socket: the engine listens on a free port, and starts
+    again on that port, so the server's clients find it where they left it."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    engine = EmbeddedEngine(deep).start()
+    try:
+        first = engine.url
+        assert first.startswith("redis://127.0.0.1:")
+        engine.kill()
+        engine.start()
+        assert engine.url == first
+        with engine.client() as client:
+            assert client.ping()
+    finally:
+        engine.stop()

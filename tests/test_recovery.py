@@ -136,6 +136,9 @@ def test_a_restart_keeps_every_balance(tmp_path: Path, logs: Path) -> None:
 
 
 def test_an_engine_outage_is_503_and_service_resumes_by_itself(tmp_path: Path, logs: Path) -> None:
+    """An engine the server does not own (``GIFTING_REDIS_URL``) goes down: the server is not
+    ready, but healthy (``/healthz`` 200): restarting it would not bring the engine back.
+    A server's own embedded engine is another matter (``tests/faults/test_crashes.py``)."""
     from server.engine import EmbeddedEngine
 
     engine = EmbeddedEngine(tmp_path / "engine", fsync="always").start()
@@ -225,3 +228,45 @@ async def test_shutdown_ends_a_loop_that_lost_its_cancellation() -> None:
         await stop_tasks([stubborn, crashed])
     assert stubborn.cancelled() and cancellations == 2
     assert isinstance(crashed.exception(), RuntimeError)
+
+
+@pytest.mark.anyio
+async def test_engine_calls_end_within_their_bound_against_a_stalled_engine(tmp_path: Path) -> None:
+    """Each call gives up after the store's timeout, a request's calls share one budget, a
+    blocking read gets its own wait on top, and the pool is usable again after the stall."""
+    import os
+    import signal
+
+    from redis.exceptions import TimeoutError as EngineTimeout
+
+    from server.engine import EmbeddedEngine
+    from server.store.connection import engine_budget
+
+    engine = EmbeddedEngine(tmp_path / "engine").start()
+    assert engine.process is not None
+    try:
+        async with Store.from_url(engine.url, KeySchema("t:"), timeout_ms=300) as store:
+            started = time.monotonic()
+            assert await store.redis.xread({"t:s": "$"}, block=600) == []
+            assert time.monotonic() - started >= 0.6  # its block, not the 0.3 s bound
+
+            os.kill(engine.process.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(EngineTimeout):
+                    await store.redis.get("t:x")
+                assert 0.3 <= time.monotonic() - started < 0.6
+                with engine_budget(0.3):
+                    started = time.monotonic()
+                    with pytest.raises(EngineTimeout):
+                        await store.redis.get("t:x")
+                    with pytest.raises(EngineTimeout):
+                        await store.redis.set("t:x", 1)
+                    assert time.monotonic() - started < 0.6  # the second had nothing left
+                assert await store.ping() is False
+            finally:
+                os.kill(engine.process.pid, signal.SIGCONT)
+            assert await store.ping() is True
+            assert await store.redis.set("t:x", 1) and await store.redis.get("t:x") == "1"
+    finally:
+        engine.stop()

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from server.auth import Principal, principal_from_header
 from server.clawbacks import Clawbacks
 from server.domain.catalog import Catalog
+from server.engine import EngineSupervisor
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.gifting import GiftService
 from server.hub.hub import Hub
@@ -27,6 +28,8 @@ class Context:
     gifts: GiftService
     hub: Hub
     clawbacks: Clawbacks
+    # The embedded engine's supervisor, in the process that runs it (one process serving).
+    engine: EngineSupervisor | None = None
 
 
 def context(conn: HTTPConnection) -> Context:

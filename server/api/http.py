@@ -31,6 +31,11 @@ CREATOR_ROLES = ("creator", "admin")
 
 async def healthz(request: Request) -> JSON:
     # The pid tells which process answered when several share the port (``--workers``).
+    engine = context(request).engine
+    if engine is not None and not engine.healthy:
+        # The embedded engine died and could not be started again: the server may not recover
+        # by itself, and exits once its supervisor gives up.
+        return JSON({"status": "failing", "engine": "not_restarting", "pid": os.getpid()}, status_code=503)
     return JSON({"status": "ok", "pid": os.getpid()})
 
 

@@ -126,7 +126,9 @@ REGIONS = sorted(Catalog.load_default().regions)
 DECISION_ERRORS = ("withdrawal_not_found", "withdrawal_decided")
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("GET", "/healthz", "The process is up, and its pid", returns=("status", "pid"), engine=False),
+    Operation("GET", "/healthz", "The process is up, and its pid (503 if its embedded engine died and "
+              "cannot be started again: the server is about to exit)", returns=("status", "pid"),
+              engine=False),
     Operation("GET", "/readyz", "The engine is reachable (503 with a status body if not)",
               returns=("status",)),
     Operation("GET", PATH, "This document", returns=("openapi", "paths"), engine=False),
@@ -393,9 +395,11 @@ def responses(op: Operation) -> dict[str, Any]:
             result[str(status)]["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
     for status, names in op.headers.items():
         result[str(status)]["headers"] = {name: {"schema": {"type": "string"}} for name in names}
-    if op.path == "/readyz":
+    if op.path in ("/readyz", "/healthz"):
         result["503"] = {
-            "description": "The engine is unreachable",
+            "description": "The engine is unreachable"
+            if op.path == "/readyz"
+            else "The embedded engine died and cannot be started again",
             "content": {"application/json": {"schema": {"type": "object", "required": ["status", "engine"]}}},
         }
     return result

@@ -39,6 +39,7 @@ from server.hub.outlet import SCOPE_EXTENSION, GiftingWebSocketProtocol
 from server.hub.protocol import Close, Ping, decode, encode, error_frame, negotiate
 from server.hub.room import LocalRoom, Viewer
 from server.store import ENGINE_ERRORS
+from server.store.connection import engine_budget
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +129,14 @@ async def room_socket(
                 if viewer.overlay:
                     raise Forbidden("an overlay connection is read-only: it cannot send gifts")
                 principal.require(*GIFTING_ROLES)
-                outcome = await ctx.gifts.send(
-                    viewer.user_id,
-                    viewer.room_id,
-                    frame,
-                    now_ms(),
-                    sender_name=viewer.name,
-                )
+                with engine_budget(ctx.settings.engine_timeout_ms / 1000):
+                    outcome = await ctx.gifts.send(
+                        viewer.user_id,
+                        viewer.room_id,
+                        frame,
+                        now_ms(),
+                        sender_name=viewer.name,
+                    )
             except GiftingError as exc:
                 metrics.gift_refused(metrics.WS, exc.code)
                 viewer.send(error_frame(exc, frame.idempotency_key))

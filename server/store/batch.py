@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from server.store.connection import charged_to, current_budgets
 from server.store.scripts import queue_script
 
 T = TypeVar("T")
@@ -42,7 +43,7 @@ class _Call:
     """One queued call: ``script`` with ``keys`` and ``args``, or (no script) the plain
     command ``args``."""
 
-    __slots__ = ("args", "future", "keys", "parse", "script")
+    __slots__ = ("args", "budgets", "future", "keys", "parse", "script")
 
     def __init__(
         self,
@@ -57,6 +58,8 @@ class _Call:
         self.args = args
         self.parse = parse
         self.future = future
+        # The caller's request budget: the batch waits no longer than its callers may.
+        self.budgets = current_budgets()
 
 
 def _reply(reply: Any) -> Any:
@@ -108,7 +111,8 @@ class ScriptBatch:
 
     async def _send(self, calls: list[_Call]) -> None:
         try:
-            replies = await self._execute(calls)
+            with charged_to(call.budgets for call in calls):
+                replies = await self._execute(calls)
         except BaseException as exc:
             for call in calls:
                 if not call.future.done():

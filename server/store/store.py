@@ -7,17 +7,17 @@ from types import TracebackType
 from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from server.keys import KeySchema
-from server.settings import cluster_nodes
+from server.settings import Settings, cluster_nodes
 from server.store.adminlog import AdminLog
 from server.store.batch import ScriptBatch
 from server.store.catalog import CatalogChanges
-from server.store.connection import hiredis_packing
+from server.store.connection import DeadlineCluster, DeadlineRedis, hiredis_packing
 from server.store.earnings import CreatorEarnings
 from server.store.failures import ENGINE_ERRORS
 from server.store.limits import Limits
@@ -66,13 +66,22 @@ class Store:
         self.limits = Limits(redis, keys, scripts, batch)
 
     @classmethod
-    def from_url(cls, url: str, keys: KeySchema, room_stream_len: int = 10_000, **options: int) -> Store:
+    def from_url(
+        cls,
+        url: str,
+        keys: KeySchema,
+        room_stream_len: int = 10_000,
+        *,
+        timeout_ms: int = Settings.engine_timeout_ms,
+        **options: int,
+    ) -> Store:
         """A store on the engine at ``url``: ``redis://``, ``rediss://``, ``unix://``, or a
-        cluster as ``redis+cluster://host:port,host:port,...`` (any reachable nodes).
-        ``options`` are the replica settings of ``__init__``."""
+        cluster as ``redis+cluster://host:port,host:port,...`` (any reachable nodes). Each
+        engine call ends within ``timeout_ms`` (``store.connection``). ``options`` are the
+        replica settings of ``__init__``."""
         nodes = cluster_nodes(url)
         if nodes is not None:
-            return cls(connect_cluster(nodes), keys, room_stream_len, **options)
+            return cls(connect_cluster(nodes, timeout_ms=timeout_ms), keys, room_stream_len, **options)
         pool = BlockingConnectionPool.from_url(
             url,
             decode_responses=True,
@@ -83,7 +92,8 @@ class Store:
             timeout=POOL_WAIT_S,
         )
         pool.connection_class = hiredis_packing(pool.connection_class)
-        redis = Redis.from_pool(pool)
+        redis = cast(DeadlineRedis, DeadlineRedis.from_pool(pool))
+        redis.timeout_s = timeout_ms / 1000
         return cls(redis, keys, room_stream_len, **options)
 
     async def ping(self) -> bool:
@@ -142,13 +152,16 @@ def client_options() -> dict[str, Any]:
     }
 
 
-def connect_cluster(nodes: list[tuple[str, int]], *, decode_responses: bool = True) -> Redis:
-    """A cluster client that routes every command to the node serving its keys' slot.
+def connect_cluster(
+    nodes: list[tuple[str, int]], *, decode_responses: bool = True, timeout_ms: int | None = None
+) -> Redis:
+    """A cluster client that routes every command to the node serving its keys' slot, each
+    call ending within ``timeout_ms`` if given (``store.connection``).
 
     It is typed as ``Redis``: the stores use only commands both clients have, and every
     script and pipeline keeps its keys in one slot (``keys.py``), which is all a cluster asks.
     """
-    cluster = RedisCluster(
+    cluster = DeadlineCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
         decode_responses=decode_responses,
         **client_options(),
@@ -162,4 +175,5 @@ def connect_cluster(nodes: list[tuple[str, int]], *, decode_responses: bool = Tr
     cluster.connection_kwargs["connection_class"] = packed
     for node in cluster.startup_nodes:
         node.connection_class = packed
+    cluster.timeout_s = None if timeout_ms is None else timeout_ms / 1000
     return cast(Redis, cluster)

@@ -13,7 +13,10 @@ of it, recovers, and then checks the books against what the servers acknowledged
   can take back the last second or two of writes (docs/RELIABILITY.md); the test checks
   that nothing acknowledged is lost and that the books balance;
 - a server killed between a gift's debit and its creator credit leaves the credit in the
-  sender's outbox, and another server delivers it exactly once.
+  sender's outbox, and another server delivers it exactly once;
+- the embedded engine a server started itself, killed, is restarted by that server (no
+  test restarts it), and the books are exact; an engine that cannot be restarted makes the
+  server fail its health check and exit non-zero.
 
 In every case ``gifting-server audit`` passes afterwards. The figures each test prints are
 the counts in docs/RELIABILITY.md (run with ``-s`` to see them). Each test crashes once
@@ -27,11 +30,12 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import anyio
 import httpx
+import psutil
 import pytest
 
 from server.engine import EmbeddedEngine
@@ -235,3 +239,108 @@ def stranded(url: str, keys: KeySchema, storm: Storm, creator_id: str) -> int:
             return 0
         credited = client.smismember(keys.user(creator_id).credited, waiting)
     return sum(1 for is_credited in credited if not is_credited)
+
+
+def embedded_engine(server: ServerProcess) -> psutil.Process:
+    """The engine process the server started itself, as the kernel sees it."""
+    assert server.process is not None
+    children = psutil.Process(server.process.pid).children()
+    engines = [child for child in children if "valkey" in child.name() or "redis" in child.name()]
+    assert len(engines) == 1, children
+    return engines[0]
+
+
+def wait_until(ready: Callable[[], bool], timeout_s: float, failure: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def engine_restarts(url: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("gifting_engine_restarts_total "):
+            return float(line.split()[1])
+    raise AssertionError("no gifting_engine_restarts_total in /metrics")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_killed_embedded_engine_is_restarted_by_its_server_and_loses_nothing_acknowledged(
+    workers: int, tmp_path: Path, logs: Path, stack: ExitStack
+) -> None:
+    """With ``--workers 2`` the parent process owns the engine and restarts it; the workers
+    reconnect to the same socket, and count the parent's restart in their ``/metrics``."""
+    data = (tmp_path / "data").resolve()
+    (tmp_path / "metrics").mkdir()
+    env = server_env(
+        None,
+        PREFIX,
+        GIFTING_DATA_DIR=str(data),
+        GIFTING_FSYNC="always",
+        GIFTING_WORKERS=str(workers),
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
+    server = stack.enter_context(running_server(env, logs))
+    engine_url = f"unix://{data / 'engine.sock'}"
+    creator, room_id = open_room(server.base_url)
+    storm = await Storm.prepare([server.base_url], room_id, USERS)
+    killed: list[psutil.Process] = []
+
+    def crash() -> None:
+        engine = embedded_engine(server)
+        killed.append(engine)
+        engine.kill()
+        # Nothing here starts it again: the server must, and serve again, by itself.
+        wait_until(lambda: ready(server.base_url), 20, f"the server never recovered:\n{server.output()}")
+
+    await storm_with(storm, AFTER_S, crash)
+    [dead] = killed
+    assert not dead.is_running(), "the killed engine was never reaped (a zombie)"
+    assert embedded_engine(server).pid != dead.pid
+    assert engine_restarts(server.base_url) == 1
+    assert "embedded engine restarted" in server.log_path.read_text()
+    refused = len(storm.failed) + len(storm.unpaid)
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        assert (await http.get("/healthz")).status_code == 200
+    await check_nothing_lost(storm, engine_url, PREFIX, creator, server.base_url)
+    print(
+        f"\nembedded engine kill -9, restarted by the server ({workers} worker(s)): "
+        f"{len(storm.acked)} gifts and "
+        f"{len(storm.paid)} payments applied, {refused} requests refused during the restart and "
+        f"retried ({dict(storm.refusals)}); lost: 0"
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_server_whose_engine_cannot_be_restarted_fails_its_health_check_and_exits_1(
+    workers: int, tmp_path: Path, logs: Path
+) -> None:
+    """With ``--workers 2`` the parent, which owns the engine, stops the workers and exits 1;
+    a worker's ``/healthz`` cannot see the parent's engine, and answers until it is stopped."""
+    data = (tmp_path / "data").resolve()
+    env = server_env(None, PREFIX, GIFTING_DATA_DIR=str(data), GIFTING_WORKERS=str(workers))
+    with running_server(env, logs) as server:
+        assert server.process is not None
+        # An append-only file the engine refuses to load: every restart fails.
+        [manifest] = (data / "appendonlydir").glob("*.manifest")
+        manifest.write_text("not a manifest\n")
+        embedded_engine(server).kill()
+        health: list[int] = []
+        deadline = time.monotonic() + 60
+        while server.process.poll() is None:
+            assert time.monotonic() < deadline, f"the server never exited: {health[-5:]}"
+            with suppress(httpx.TransportError):
+                health.append(httpx.get(f"{server.base_url}/healthz", timeout=5).status_code)
+            time.sleep(0.05)
+        code = server.process.returncode
+        output = server.log_path.read_text()
+    assert code == 1, output[-4000:]
+    assert 503 in health or workers > 1, health
+    assert "could not be brought back" in output
