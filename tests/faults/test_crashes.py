@@ -328,6 +328,13 @@ def test_a_server_whose_engine_cannot_be_restarted_fails_its_health_check_and_ex
     env = server_env(None, PREFIX, GIFTING_DATA_DIR=str(data), GIFTING_WORKERS=str(workers))
     with running_server(env, logs) as server:
         assert server.process is not None
+        # Every worker up first: one still starting when the engine dies fails its own start,
+        # and uvicorn stops the parent with its startup-failure code instead.
+        wait_until(
+            lambda: server.log_path.read_text().count("Application startup complete") >= workers,
+            30,
+            f"the workers never all started:\n{server.output()}",
+        )
         # An append-only file the engine refuses to load: every restart fails.
         [manifest] = (data / "appendonlydir").glob("*.manifest")
         manifest.write_text("not a manifest\n")
