@@ -55,6 +55,12 @@ class UserKeys:
         return f"{self.tag}:order:{order_id}"
 
     @property
+    def pending_orders(self) -> str:
+        """ZSET order id -> when it expires (unix ms): the user's unpaid orders, counted against
+        their cap; the set expires with the latest of them."""
+        return f"{self.tag}:orders:pending"
+
+    @property
     def profile(self) -> str:
         """HASH name, role."""
         return f"{self.tag}:profile"

@@ -49,6 +49,9 @@ class Settings:
     idempotency_ttl_s: int = 24 * 3600
     # How long an unpaid order lives (both its keys); a payment keeps it for good.
     order_ttl_s: int = 24 * 3600
+    # Unpaid, unexpired orders one user may hold at once: bounds what one account (or address)
+    # can leave in the engine to this many times the order lifetime, whatever its request rate.
+    max_pending_orders: int = 20
     outbox_sweep_s: float = 10.0
     gift_rate_per_s: int = 20
     gift_burst: int = 40
@@ -107,6 +110,7 @@ class Settings:
             key_prefix=_key_prefix(env),
             outbox_sweep_s=_float(env, "GIFTING_OUTBOX_SWEEP_S", cls.outbox_sweep_s),
             order_ttl_s=_int(env, "GIFTING_ORDER_TTL_S", cls.order_ttl_s, 1, 30 * 86_400),
+            max_pending_orders=_int(env, "GIFTING_MAX_PENDING_ORDERS", cls.max_pending_orders, 1, 10_000),
             gift_rate_per_s=_int(env, "GIFTING_GIFT_RATE", cls.gift_rate_per_s, 1, 1_000_000),
             gift_burst=_int(env, "GIFTING_GIFT_BURST", cls.gift_burst, 1, 1_000_000),
             ip_rate_per_s=_rate(env, "GIFTING_IP_RATE", cls.ip_rate_per_s),

@@ -30,7 +30,7 @@ from uvicorn.supervisors import Multiprocess
 from server.api.heads import BoundedHeadProtocol
 from server.app import create_app
 from server.engine import EngineSupervisor
-from server.hub.outlet import GiftingWebSocketProtocol
+from server.hub.outlet import GRACEFUL_SHUTDOWN_S, GiftingWebSocketProtocol
 from server.logs import log_config
 from server.settings import Settings, SettingsError
 
@@ -55,7 +55,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "log_level": "info",
         "log_config": log_config(settings.log_format),
         "server_header": False,
-        "timeout_graceful_shutdown": 5,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
         "ws_max_size": settings.ws_max_frame_bytes,
         "ws_ping_interval": settings.ws_ping_s,
         "ws_ping_timeout": settings.ws_ping_s,

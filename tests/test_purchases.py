@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import redis
 
 from server.domain import webhooks
 from server.keys import KeySchema
@@ -213,3 +214,94 @@ def test_a_pending_order_lives_a_day_by_default(
     with engine_client(engine.url) as client:
         for key in order_keys(KeySchema(key_prefix), viewer, order["order_id"]):
             assert 86_390 <= client.ttl(key) <= 86_400, key
+
+
+def slot_keys(client: redis.Redis, keys: KeySchema, user_id: str) -> dict[str, int]:
+    """Every key of the user's slot and every order owner pointer naming the user, with its
+    time to live (ms; -1 for none)."""
+    found = set(client.scan_iter(match=f"{keys.user(user_id).tag}*", count=1000))
+    found |= {
+        key for key in client.scan_iter(match=keys.order_owner("*"), count=1000) if client.get(key) == user_id
+    }
+    return {key: client.pttl(key) for key in found}
+
+
+def post_order(api: Api, user_id: str) -> httpx.Response:
+    return api.http.post(
+        "/v1/purchases", json={"package_id": "us_550", "region": "US"}, headers=api.auth(user_id)
+    )
+
+
+def refused_order(api: Api, user_id: str) -> None:
+    reply = post_order(api, user_id)
+    assert reply.status_code == 409, reply.text
+    assert reply.json()["error"]["code"] == "too_many_pending_orders"
+
+
+def test_the_order_over_the_pending_cap_is_refused_and_changes_nothing(
+    api: Api, engine: Engine, key_prefix: str, viewer: str
+) -> None:
+    """A user holds at most GIFTING_MAX_PENDING_ORDERS (20) unpaid orders at once: the 21st is
+    refused, writes no key and moves no coin; paying one of the 20 frees a place."""
+    keys = KeySchema(key_prefix)
+    api.buy(viewer, "us_100")
+    orders = [api.order(viewer) for _ in range(20)]
+    with engine_client(engine.url) as client:
+        before = slot_keys(client, keys, viewer)
+        refused_order(api, viewer)
+        assert slot_keys(client, keys, viewer).keys() == before.keys()
+    assert api.coins(viewer) == 100
+    assert webhook(api, orders[0], unique("pay_")).json()["credited"] is True
+    api.order(viewer)
+    refused_order(api, viewer)
+    assert api.coins(viewer) == 650
+
+
+def test_an_expired_order_frees_a_place_under_the_pending_cap(
+    engine: Engine, key_prefix: str, logs: Path
+) -> None:
+    keys = KeySchema(key_prefix)
+    env = server_env(engine.url, key_prefix, GIFTING_ORDER_TTL_S="1", GIFTING_MAX_PENDING_ORDERS="2")
+    with running_server(env, logs) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+        api = Api(http)
+        buyer = unique("v")
+        first, _ = api.order(buyer), api.order(buyer)
+        refused_order(api, buyer)
+        with engine_client(engine.url) as client:
+            deadline = time.monotonic() + 10
+            while client.exists(*order_keys(keys, buyer, first["order_id"])):
+                assert time.monotonic() < deadline, "the pending order never expired"
+                time.sleep(0.05)
+        api.order(buyer)
+
+
+def test_a_burst_of_orders_from_one_user_never_passes_the_pending_cap(
+    api: Api, engine: Engine, key_prefix: str, viewer: str
+) -> None:
+    api.token(viewer)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        replies = list(pool.map(lambda _: post_order(api, viewer), range(60)))
+    statuses = sorted(reply.status_code for reply in replies)
+    assert statuses == [201] * 20 + [409] * 40, statuses
+    created = {reply.json()["order_id"] for reply in replies if reply.status_code == 201}
+    user = KeySchema(key_prefix).user(viewer)
+    with engine_client(engine.url) as client:
+        assert {key for key in client.scan_iter(match=user.order("*"))} == {user.order(o) for o in created}
+        assert set(client.zrange(user.pending_orders, 0, -1)) == created
+
+
+def test_an_order_and_its_place_under_the_cap_expire_with_it(
+    api: Api, engine: Engine, key_prefix: str, viewer: str
+) -> None:
+    keys = KeySchema(key_prefix)
+    first = api.order(viewer)
+    second = api.order(viewer)
+    with engine_client(engine.url) as client:
+        for order in (first, second):
+            for key in order_keys(keys, viewer, order["order_id"]):
+                assert 86_390_000 <= client.pttl(key) <= 86_400_000, key
+        pending = keys.user(viewer).pending_orders
+        expiries = client.zrange(pending, 0, -1, withscores=True)
+        assert [order_id for order_id, _ in expiries] == [first["order_id"], second["order_id"]]
+        # The set lives as long as its latest order, to the millisecond.
+        assert client.pexpiretime(pending) == int(expiries[-1][1])

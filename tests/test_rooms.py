@@ -467,6 +467,45 @@ async def test_gift_frames_racing_the_end_of_the_live_are_each_answered_before_t
     assert hub.api.coins(sender) == 550 - len(acked)
 
 
+async def test_a_server_shutdown_answers_the_gift_frames_it_read_before_closing_1012(
+    engine: Engine, key_prefix: str, logs: Path, hub: Hub, live: tuple[str, str]
+) -> None:
+    """SIGTERM (a deploy, a restart) while a socket sends a burst of gift frames: the server
+    answers every frame it read, in order, before its close 1012, and exactly the gifts it
+    acknowledged are charged."""
+    _, room_id = live
+    sender = funded(hub.api)
+    # The default buffer: the client reads no answer until the whole burst is sent.
+    env = server_env(engine.url, key_prefix, GIFTING_GIFT_RATE="1000", GIFTING_GIFT_BURST="1000")
+    with running_server(env, logs) as server:
+        assert server.process is not None
+        sock = await RoomSocket.open(server.base_url, room_id, hub.api.token(sender))
+        await sock.welcome()
+        keys = [unique("k") for _ in range(500)]
+        for key in keys:
+            await sock.send({"type": "gift", "gift_id": "rose", "count": 1, "idempotency_key": key})
+        await sock.answer(keys[0])  # the server is working through the burst: stop it now
+        server.process.send_signal(signal.SIGTERM)
+        code, _ = await sock.closed()
+        assert code == 1012
+        await anyio.to_thread.run_sync(server.process.wait, 15)
+    answers: dict[str, list[dict[str, Any]]] = {key: [] for key in keys}
+    for frame in sock.frames:
+        if frame["type"] in ("gift_ack", "error"):
+            answers[frame["idempotency_key"]].append(frame)
+    answered = [key for key in keys if answers[key]]
+    # Frames are read in order: the answered ones are the first ones, each answered once, and
+    # each with an acknowledgement (nothing in the burst is over a limit).
+    assert answered == keys[: len(answered)]
+    assert all(len(answers[key]) == 1 for key in answered)
+    acked = [answers[key][0] for key in answered]
+    assert {frame["type"] for frame in acked} == {"gift_ack"}, acked
+    # The books, read through another process once this one is gone: charged = acknowledged.
+    charged = [e["ref"] for e in hub.api.ledger(sender) if e["kind"] == "gift"]
+    assert sorted(charged) == sorted(frame["gift_event_id"] for frame in acked)
+    assert hub.api.coins(sender) == 550 - len(acked)
+
+
 async def gift_and_its_batch(sock: RoomSocket) -> None:
     """Send a rose and read until the batch that carries it."""
     ack = await sock.gift("rose")

@@ -105,7 +105,12 @@ async def create_purchase(request: Request) -> JSON:
     package = ctx.catalog.package(body.region, body.package_id)
     order_id = new_id("ord")
     order = await ctx.store.payments.create_order(
-        principal.user_id, order_id, package, now_ms(), ttl_s=ctx.settings.order_ttl_s
+        principal.user_id,
+        order_id,
+        package,
+        now_ms(),
+        ttl_s=ctx.settings.order_ttl_s,
+        max_pending=ctx.settings.max_pending_orders,
     )
     # The order is paid elsewhere next; its payment must find it on whichever master is up.
     await ctx.store.replicated(users=[principal.user_id], keys=[ctx.store.keys.order_owner(order_id)])

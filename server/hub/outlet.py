@@ -15,9 +15,12 @@ The one writer that does wait is a resume's catch-up (``Hub.join``), which can h
 times the limit: it writes pages of at most a quarter of the limit while the transport's
 buffer is under half of it (``drained``), leaving the rest for the frames written meanwhile.
 
-A close the endpoint did not ask for, such as the end of the live, waits for the endpoint to
-answer the frames it has read (``finish``): a gift being debited at that moment gets its
-answer before the close frame, within ``FINISH_WITHIN_S``.
+A close the endpoint did not ask for, such as the end of the live or a server shutdown
+(SIGTERM, SIGINT: close 1012), waits for the endpoint to answer the frames it has read
+(``finish``): a gift being debited at that moment gets its answer before the close frame,
+within ``FINISH_WITHIN_S`` (``SHUTDOWN_FINISH_WITHIN_S`` on shutdown). Frames the endpoint
+has not taken by the close are dropped unread: none is acted on once its answer can no
+longer be sent.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ ABORT_AFTER_S = 2.0
 # is closed all the same: longer than a gift takes while the engine answers at all, so only a
 # stuck engine or a sender that never stops holds a close this long.
 FINISH_WITHIN_S = 10.0
+# uvicorn's bound on a graceful shutdown, after which it cancels what still runs: the
+# endpoints' answers (``SHUTDOWN_FINISH_WITHIN_S``), then the peers' reading of the close
+# (``ABORT_AFTER_S``), fit in it with time to spare.
+GRACEFUL_SHUTDOWN_S = 5
+SHUTDOWN_FINISH_WITHIN_S = 2.5
 
 
 class Inbox:
@@ -62,6 +70,9 @@ class Inbox:
 
     def empty(self) -> bool:
         return not self._items
+
+    def clear(self) -> None:
+        self._items.clear()
 
     @property
     def idle(self) -> bool:
@@ -199,6 +210,9 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
         """
         if self.close_sent or self.transport.is_closing() or self.conn.state is not State.OPEN:
             return
+        # The endpoint reads the disconnect next, not the frames it has not taken: once the
+        # close is sent a frame cannot be answered, so it must not be acted on (charged).
+        cast(Inbox, self.queue).clear()
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         self.conn.send_close(code, reason)
         self.transport.write(b"".join(self.conn.data_to_send()))
@@ -209,15 +223,27 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
         wait = ABORT_AFTER_S if abort else self.close_timeout
         self.close_timer = self.loop.call_later(wait, self._give_up)
 
-    def finish(self, code: int, reason: str) -> None:
+    def finish(self, code: int, reason: str, within_s: float = FINISH_WITHIN_S) -> None:
         """Close once the endpoint has answered every frame it has read: now if it waits for
         one, else when it next asks for a frame and none is left, at the latest after
-        ``FINISH_WITHIN_S``. Frames the server reads meanwhile are answered too."""
+        ``within_s``. Frames the server reads meanwhile are answered too."""
         if cast(Inbox, self.queue).idle:
             self.close(code, reason)
         elif self._finishing is None:
             self._finishing = (code, reason)
-            self.loop.call_later(FINISH_WITHIN_S, self.close, code, reason)
+            self.loop.call_later(within_s, self.close, code, reason)
+
+    def shutdown(self) -> None:
+        """The server is shutting down: close an open connection with 1012 through ``finish``,
+        bounded to fit uvicorn's graceful shutdown. (uvicorn's own sends the close at once and
+        leaves the endpoint to act on the frames it has read with no way left to answer.)"""
+        if not self.handshake_complete or self.close_sent or self.conn.state is not _OPEN:
+            super().shutdown()
+            return
+        self.stop_keepalive()
+        # A peer that does not read the close in time is cut, as a slow one is.
+        self.close_timeout = ABORT_AFTER_S
+        self.finish(Close.SERVER_RESTARTING, "the server is restarting", SHUTDOWN_FINISH_WITHIN_S)
 
     def _give_up(self) -> None:
         self.transport.abort()

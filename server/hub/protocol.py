@@ -25,9 +25,10 @@ TOKEN_PREFIX = "bearer."
 
 class Close(enum.IntEnum):
     """Close codes the server sends, besides the ones the WebSocket layer itself uses
-    (1009 frame too large, 1007 invalid UTF-8, 1011 heartbeat timeout, 1012 restart)."""
+    (1009 frame too large, 1007 invalid UTF-8, 1011 heartbeat timeout)."""
 
     ROOM_ENDED = 1000
+    SERVER_RESTARTING = 1012
     ENGINE_UNAVAILABLE = 1013
     INVALID_FRAMES = 4400
     UNAUTHORIZED = 4401

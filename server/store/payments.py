@@ -46,10 +46,12 @@ class Payments:
         self._scripts = scripts
 
     async def create_order(
-        self, user_id: str, order_id: str, package: Package, now_ms: int, *, ttl_s: int
+        self, user_id: str, order_id: str, package: Package, now_ms: int, *, ttl_s: int, max_pending: int
     ) -> dict[str, Any]:
-        """A pending order. Both its keys expire after ``ttl_s`` unless it is paid, so unpaid
-        orders cannot pile up; a verified payment keeps them (``credit_payment``)."""
+        """A pending order, unless the user already holds ``max_pending`` of them (``Conflict``
+        ``too_many_pending_orders``, nothing written). Both its keys expire after ``ttl_s``
+        unless it is paid, so unpaid orders cannot pile up; a verified payment keeps them
+        (``credit_payment``)."""
         order = {
             "order_id": order_id,
             "user_id": user_id,
@@ -61,15 +63,21 @@ class Payments:
             "state": "pending",
             "created_ms": now_ms,
         }
-        # The owner pointer is written first: an order is reachable by a webhook only once both
-        # exist. It also expires first, by as much as the two writes take apart.
-        await self._redis.set(self._keys.order_owner(order_id), user_id, ex=ttl_s)
-        # One write, so the hash does not stand without its expiry (a cluster pipeline cannot
-        # be a MULTI on redis-py 5).
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self._keys.user(user_id).order(order_id), mapping=order)
-            pipe.expire(self._keys.user(user_id).order(order_id), ttl_s)
-            await pipe.execute()
+        user = self._keys.user(user_id)
+        reply = await self._scripts.create_order(
+            keys=[user.order(order_id), user.pending_orders],
+            args=[order_id, now_ms, ttl_s * 1000, max_pending, *(x for item in order.items() for x in item)],
+        )
+        if reply[0] == "too_many":
+            raise Conflict(
+                f"{reply[1]} orders are already waiting for payment, the most one user may hold: "
+                "pay one, or wait for one to expire",
+                code="too_many_pending_orders",
+            )
+        # The owner pointer, in another slot, is written once the order exists, and expires at
+        # the order's expiry by this clock: at or before the hash, which the script wrote after
+        # ``now_ms``. Until then a webhook cannot reach the order, whose id nobody knows yet.
+        await self._redis.set(self._keys.order_owner(order_id), user_id, pxat=int(reply[1]))
         return _order_view(order)
 
     async def get_order(self, user_id: str, order_id: str) -> dict[str, Any]:
@@ -106,7 +114,7 @@ class Payments:
             )
         user = self._keys.user(owner)
         reply = await self._scripts.credit_purchase(
-            keys=[user.order(order_id), user.wallet, user.ledger],
+            keys=[user.order(order_id), user.wallet, user.ledger, user.pending_orders],
             args=[payment_id, amount_minor, currency, now_ms, order_id],
         )
         status = reply[0]

@@ -37,6 +37,7 @@ class Scripts:
     withdraw: AsyncScript
     withdrawal_decide: AsyncScript
     claw_back: AsyncScript
+    create_order: AsyncScript
     ip_bucket: AsyncScript
     connection_open: AsyncScript
     connection_refresh: AsyncScript

@@ -3,6 +3,7 @@
 -- KEYS[1] - order hash  ({u:U}:order:<order_id>)
 -- KEYS[2] - wallet hash ({u:U}:wallet)
 -- KEYS[3] - coin ledger ({u:U}:ledger)
+-- KEYS[4] - the user's pending orders ({u:U}:orders:pending)
 -- ARGV[1] - provider payment id
 -- ARGV[2] - amount paid, minor units
 -- ARGV[3] - currency paid (ISO 4217)
@@ -22,6 +23,7 @@ if not order[1] then
 end
 -- A paid or flagged order is part of the books: it no longer expires as a pending one does.
 redis.call('PERSIST', KEYS[1])
+redis.call('ZREM', KEYS[4], ARGV[5])
 if order[1] == 'paid' then
   return {'already', order[2]}
 end
