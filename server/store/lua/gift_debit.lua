@@ -116,6 +116,7 @@ for _ = 1, 2 do
 end
 redis.call('PEXPIRE', clawable_key, keep_ms)
 bucket_take(rate_key, tokens, bucket_now, rate, burst)
-redis.call('HSET', idem_key, 'fp', fingerprint, 'event_id', event_id, 'coins', balance, 'cost', cost)
+redis.call('HSET', idem_key,
+  'fp', fingerprint, 'event_id', event_id, 'coins', balance, 'cost', cost)
 redis.call('EXPIRE', idem_key, idempotency_ttl_s)
 return {'ok', event_id, tostring(balance), tostring(spent)}
