@@ -7,7 +7,8 @@ room was live and debited after its end still reaches the creator.
 
 Delivery runs right after the debit: the gift is published into its room (totals,
 leaderboard, combo, the event every viewer sees) and the creator is credited, each at most
-once per gift event; then the outbox entry the debit wrote is cleared. If delivery fails or
+once per gift event, at the share the gift was priced with (carried in the outbox entry);
+then the outbox entry the debit wrote is cleared. If delivery fails or
 the process dies first, the sweeper delivers the outbox entry later.
 
 On the hot path the clears are batched: ``flush_clears_forever`` removes every entry
@@ -105,6 +106,7 @@ class GiftService:
             diamonds=price.diamonds,
             ts=now_ms,
             sender_name=sender_name or await self.name_of(sender_id),
+            share=price.share,
         )
         try:
             with metrics.GIFT_DEBIT_SECONDS.time():
@@ -157,7 +159,8 @@ class GiftService:
         credit_applied = self.store.earnings.credit(
             credit,
             credit.ts + int(self.settings.diamond_hold_s * 1000),
-            self.settings.creator_share,
+            # The share its diamonds were priced with; entries that predate it record none.
+            self.settings.creator_share if credit.share is None else credit.share,
         )
         try:
             await published

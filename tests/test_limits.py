@@ -1,5 +1,5 @@
-"""Abuse limits that hold across processes: the per-address request rate and the per-user
-connection limit, on two real server processes sharing one engine.
+"""Abuse limits that hold across processes: the per-address request rate, the per-user
+connection limit and the per-user gift rate, on two real server processes sharing one engine.
 
 Every client here names its address with ``X-Forwarded-For``, which the server honours from
 127.0.0.1 (uvicorn's trusted proxy by default): each test's requests then count against an
@@ -22,8 +22,13 @@ from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from server.domain.limits import UNKNOWN_ADDRESS, client_address, is_exempt, retry_after_s
+from server.domain.money import gift_fingerprint, utc_day
+from server.errors import RateLimited
 from server.hub.slots import ConnectionSlots
+from server.keys import KeySchema
 from server.settings import Settings, SettingsError
+from server.store import Store
+from server.store.records import CreatorCredit
 from tests.conftest import Engine
 from tests.support import (
     JWT_SECRET,
@@ -374,6 +379,42 @@ async def test_the_limits_survive_a_flushed_script_cache(pair: Pair, engine: Eng
         assert [http.get("/v1/catalog/gifts").status_code for _ in range(BURST + 1)] == [200] * BURST + [429]
     for sock in mine:
         await sock.close()
+
+
+# -- the per-user gift rate ------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_process_whose_clock_runs_ahead_does_not_refill_a_users_gift_bucket(
+    pair: Pair, engine: Engine
+) -> None:
+    """Two debits take a burst of 2 (a token a second); a third, from a process whose clock
+    is a minute ahead, is refused all the same: the engine's clock times the bucket."""
+    creator, room_id = live_room(pair)
+    sender = unique("v")
+    pair.setup.buy(sender)
+    async with Store.from_url(engine.url, KeySchema(pair.env["GIFTING_KEY_PREFIX"])) as store:
+
+        async def debit(now_ms: int) -> int:
+            credit = CreatorCredit(unique("g_"), creator, room_id, sender, "rose", 1, 1, 0, now_ms)
+            debited = await store.wallets.debit_gift(
+                credit=credit,
+                idempotency_key=unique("k"),
+                fingerprint=gift_fingerprint(room_id, "rose", 1),
+                day=utc_day(now_ms),
+                idempotency_ttl_s=60,
+                rate_per_s=1,
+                burst=2,
+                clawback_window_ms=Settings().clawback_window_ms,
+            )
+            return debited.coins
+
+        now_ms = int(time.time() * 1000)
+        assert [await debit(now_ms), await debit(now_ms)] == [549, 548]
+        with pytest.raises(RateLimited) as over:
+            await debit(now_ms + 60_000)
+        assert 0 < over.value.retry_after_ms <= 1000
+    assert pair.setup.coins(sender) == 548
 
 
 # -- the rules, fed with inputs -------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from fractions import Fraction
 from pathlib import Path
 
 import anyio
@@ -12,7 +13,9 @@ import httpx
 import pytest
 
 from server.app import stop_tasks
+from server.audit import AuditResult, audit_books
 from server.domain.catalog import Catalog
+from server.domain.money import price_gift
 from server.domain.requests import GiftRequest
 from server.gifting import GiftService
 from server.keys import KeySchema
@@ -20,7 +23,15 @@ from server.settings import Settings
 from server.store import Store
 from server.store.records import CreatorCredit
 from tests.conftest import Engine
-from tests.support import Api, engine_client, running_server, server_env, unique
+from tests.support import (
+    Api,
+    delete_prefix,
+    engine_client,
+    engine_client_async,
+    running_server,
+    server_env,
+    unique,
+)
 from tests.wsclient import RoomSocket
 
 
@@ -102,6 +113,55 @@ async def test_the_running_server_sweeps_a_stranded_outbox_entry_by_itself(
         assert time.monotonic() < deadline, "the server's sweeper did not apply the outbox entry"
         await anyio.sleep(0.05)
     assert await store.outbox.pending(viewer) == []
+
+
+def test_a_stranded_gift_is_credited_at_the_share_it_was_priced_with_after_the_share_changes(
+    engine: Engine, logs: Path
+) -> None:
+    """A gift priced at a share of 0.5 waits in the outbox while the servers are redeployed with
+    0.7; the new server's sweeper credits the diamonds of 0.5 and records 0.5 with them."""
+    prefix, viewer, creator = f"{unique('share')}:", unique("v"), unique("c")
+    keys = KeySchema(prefix)
+    try:
+        with (
+            running_server(server_env(engine.url, prefix, GIFTING_CREATOR_SHARE="0.5"), logs) as first,
+            httpx.Client(base_url=first.base_url, timeout=10) as http,
+        ):
+            api = Api(http)
+            api.buy(viewer)
+            room_id = api.open_room(creator)
+
+        async def price_and_strand() -> None:
+            price = price_gift(Catalog.load_default().gift("corgi"), 1, Fraction(1, 2))
+            credit = CreatorCredit(
+                unique("g_"), creator, room_id, viewer, "corgi", 1, price.coins, price.diamonds,
+                int(time.time() * 1000), share=price.share,
+            )  # fmt: skip
+            async with Store.from_url(engine.url, keys) as store:
+                assert await strand(store, credit) == 550 - 299
+
+        asyncio.run(price_and_strand())
+        with (
+            running_server(server_env(engine.url, prefix, GIFTING_CREATOR_SHARE="0.7"), logs) as second,
+            httpx.Client(base_url=second.base_url, timeout=10) as http,
+        ):
+            api = Api(http)
+            deadline = time.monotonic() + 10
+            while api.earnings(creator)["lifetime"] == 0:
+                assert time.monotonic() < deadline, "the second server's sweeper did not deliver the gift"
+                time.sleep(0.05)
+            assert api.earnings(creator)["lifetime"] == 149  # floor(299 x 0.5), not floor(299 x 0.7)
+            assert [(e["pending"], e["share"]) for e in api.earnings_ledger(creator)] == [(149, "1/2")]
+
+        async def audit() -> AuditResult:
+            async with engine_client_async(engine.url) as client:
+                return await audit_books(client, keys, Fraction(7, 10))
+
+        result = asyncio.run(audit())
+        assert result.ok, result.violations
+    finally:
+        if not engine.owned:
+            delete_prefix(engine.url, prefix)
 
 
 @pytest.mark.anyio

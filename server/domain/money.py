@@ -14,10 +14,11 @@ MS_PER_DAY = 86_400_000
 
 @dataclass(frozen=True)
 class GiftPrice:
-    """What one gift request costs the sender and earns the creator."""
+    """What one gift request costs the sender and earns the creator, at ``share``."""
 
     coins: int
     diamonds: int
+    share: Fraction
 
 
 def price_gift(gift: Gift, count: int, creator_share: Fraction) -> GiftPrice:
@@ -25,7 +26,7 @@ def price_gift(gift: Gift, count: int, creator_share: Fraction) -> GiftPrice:
     if not MIN_COUNT <= count <= MAX_COUNT:
         raise ValueError(f"count must be between {MIN_COUNT} and {MAX_COUNT}")
     coins = gift.coins * count
-    return GiftPrice(coins=coins, diamonds=diamonds_for(coins, creator_share))
+    return GiftPrice(coins=coins, diamonds=diamonds_for(coins, creator_share), share=creator_share)
 
 
 def diamonds_for(coins: int, creator_share: Fraction) -> int:

@@ -1,6 +1,7 @@
 """The outbox: creator credits the debit script queued in the sender's slot, not yet delivered.
 
-The debit script writes a ``CreatorCredit`` here in the same atomic step as the debit.
+The debit script writes a ``CreatorCredit`` here in the same atomic step as the debit, with
+the diamonds and the creator share the gift was priced with, which its delivery credits.
 Delivering it (publishing the gift into its room and crediting the creator, both guarded
 per gift event) and then clearing it is the gift service's job; an entry left behind by a
 crash is found by ``senders`` and delivered again, which the guards make harmless.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, ClassVar
 
 import orjson
@@ -34,7 +35,11 @@ class Debit:
 
 @dataclass(frozen=True)
 class CreatorCredit:
-    """What the outbox carries from the sender's slot to the creator's slot for one gift."""
+    """What the outbox carries from the sender's slot to the creator's slot for one gift.
+
+    ``share`` is the creator share ``diamonds`` were priced with, credited with them however
+    the setting changes before delivery; None in entries written before it was recorded.
+    """
 
     event_id: str
     creator_id: str
@@ -46,13 +51,22 @@ class CreatorCredit:
     diamonds: int
     ts: int
     sender_name: str = ""
+    share: Fraction | None = None
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.__dict__)
+        body: dict[str, Any] = dict(self.__dict__)
+        if self.share is None:
+            del body["share"]
+        else:
+            body["share"] = f"{self.share.numerator}/{self.share.denominator}"
+        return orjson.dumps(body)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> CreatorCredit:
-        return cls(**orjson.loads(raw))
+        body = orjson.loads(raw)
+        if "share" in body:
+            body["share"] = Fraction(body["share"])
+        return cls(**body)
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,15 @@
 
 redis-py's ``Script`` computes the SHA on the client, sends EVALSHA, and loads the script
 again when the engine answers NOSCRIPT (after a restart or SCRIPT FLUSH).
+
+A script may include a part written once for several scripts: a line ``--#include <name>``
+is replaced by the text of ``store/lua/<name>.lua`` (names of parts start with ``_``; parts
+include nothing). The text is the same in every process, and so is each script's SHA.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -16,9 +21,15 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+_INCLUDE = re.compile(r"^--#include (_\w+)$", re.MULTILINE)
+
 
 def script_source(name: str) -> str:
-    """The text of ``store/lua/<name>.lua``."""
+    """The text of ``store/lua/<name>.lua``, with the parts it includes in place."""
+    return _INCLUDE.sub(lambda line: _lua_file(line[1]), _lua_file(name))
+
+
+def _lua_file(name: str) -> str:
     return resources.files("server.store").joinpath(f"lua/{name}.lua").read_text("utf-8")
 
 

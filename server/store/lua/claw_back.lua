@@ -28,7 +28,18 @@
 --   {"wrong_payment", payment}   the order was paid by another payment
 --   {"unknown"}
 
-local order = redis.call('HMGET', KEYS[1], 'state', 'payment_id', 'coins', 'ledger_id')
+local order_key = KEYS[1]
+local wallet_key = KEYS[2]
+local ledger_key = KEYS[3]
+local reversals_key = KEYS[4]
+local clawable_key = KEYS[5]
+local reason = ARGV[1]
+local payment_id = ARGV[2]
+local now = ARGV[3]
+local order_id = ARGV[4]
+local window_ms = tonumber(ARGV[5])
+
+local order = redis.call('HMGET', order_key, 'state', 'payment_id', 'coins', 'ledger_id')
 if not order[1] then
   return {'unknown'}
 end
@@ -38,26 +49,26 @@ end
 if order[1] ~= 'paid' then
   return {'not_paid', order[1]}
 end
-if order[2] ~= ARGV[2] then
+if order[2] ~= payment_id then
   return {'wrong_payment', order[2]}
 end
 
 local coins = tonumber(order[3])
-local before = tonumber(redis.call('HGET', KEYS[2], 'coins') or '0')
-local balance = redis.call('HINCRBY', KEYS[2], 'coins', -coins)
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'clawed_back_ms', ARGV[3])
-redis.call('XADD', KEYS[3], '*', 'kind', 'clawback', 'delta', -coins, 'balance', balance,
-  'ref', ARGV[4], 'reason', ARGV[1], 'payment_id', ARGV[2], 'ts', ARGV[3])
+local before = tonumber(redis.call('HGET', wallet_key, 'coins') or '0')
+local balance = redis.call('HINCRBY', wallet_key, 'coins', -coins)
+redis.call('HSET', order_key, 'state', reason, 'clawed_back_ms', now)
+redis.call('XADD', ledger_key, '*', 'kind', 'clawback', 'delta', -coins, 'balance', balance,
+  'ref', order_id, 'reason', reason, 'payment_id', payment_id, 'ts', now)
 
 -- Coins of this purchase already spent: what the balance before could not cover.
 local spent = coins - math.min(coins, math.max(before, 0))
 local queued = 0
 if spent > 0 then
-  local horizon = tonumber(ARGV[3]) - tonumber(ARGV[5])
+  local horizon = tonumber(now) - window_ms
   local covered = 0
   local searching = true
   while searching do
-    local page = redis.call('LRANGE', KEYS[5], 0, 99)
+    local page = redis.call('LRANGE', clawable_key, 0, 99)
     local taken = 0
     for _, record in ipairs(page) do
       local ts, cost, creator, event = string.match(record, '^(%d+)|(%d+)|([^|]+)|(.+)$')
@@ -65,12 +76,12 @@ if spent > 0 then
         searching = false
         break
       end
-      redis.call('HSET', KEYS[4], event, creator .. '|' .. ARGV[4])
+      redis.call('HSET', reversals_key, event, creator .. '|' .. order_id)
       covered = covered + tonumber(cost)
       taken = taken + 1
     end
     if taken > 0 then
-      redis.call('LTRIM', KEYS[5], taken, -1)
+      redis.call('LTRIM', clawable_key, taken, -1)
     end
     if #page < 100 then
       searching = false

@@ -14,22 +14,31 @@
 -- Returns 1 if the combo was closed now, 0 if it was already closed or continued since
 -- (nothing left to watch), -1 if its window has not passed yet by the engine's clock.
 
-local open = redis.call('HGET', KEYS[3], ARGV[1])
+local events_key = KEYS[1]
+local names_key = KEYS[2]
+local combos_key = KEYS[3]
+local sender_id = ARGV[1]
+local last_ts = ARGV[2]
+local window_ms = tonumber(ARGV[3])
+local maxlen = ARGV[4]
+local wake_channel = ARGV[5]
+
+local open = redis.call('HGET', combos_key, sender_id)
 if not open then
   return 0
 end
 local gift, combo, last = string.match(open, '^([^|]*)|(%d+)|(%d+)$')
-if last ~= ARGV[2] then
+if last ~= last_ts then
   return 0
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if now - tonumber(last) <= tonumber(ARGV[3]) then
+if now - tonumber(last) <= window_ms then
   return -1
 end
-redis.call('HDEL', KEYS[3], ARGV[1])
-local name = redis.call('HGET', KEYS[2], ARGV[1]) or ARGV[1]
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*',
-  't', 'combo_end', 's', ARGV[1], 'n', name, 'g', gift, 'k', combo, 'ts', now)
-redis.call('SPUBLISH', ARGV[5], '')
+redis.call('HDEL', combos_key, sender_id)
+local name = redis.call('HGET', names_key, sender_id) or sender_id
+redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*',
+  't', 'combo_end', 's', sender_id, 'n', name, 'g', gift, 'k', combo, 'ts', now)
+redis.call('SPUBLISH', wake_channel, '')
 return 1

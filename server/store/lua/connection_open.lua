@@ -13,17 +13,22 @@
 -- Returns {1, open} when the slot is taken (open counts it), or {0, open} when the user
 -- already holds ARGV[2] live slots: then nothing is written but the removal of expired ones.
 
+local slots_key = KEYS[1]
+local slot_id = ARGV[1]
+local max_slots = tonumber(ARGV[2])
+local ttl_ms = tonumber(ARGV[3])
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
-local open = redis.call('ZCARD', KEYS[1])
-if open >= tonumber(ARGV[2]) then
+redis.call('ZREMRANGEBYSCORE', slots_key, '-inf', '(' .. now)
+local open = redis.call('ZCARD', slots_key)
+if open >= max_slots then
   return {0, open}
 end
 
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('ZADD', slots_key, now + ttl_ms, slot_id)
 -- The set lives as long as its longest-lived slot.
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIREAT', KEYS[1], last[2])
+local last = redis.call('ZRANGE', slots_key, -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', slots_key, last[2])
 return {1, open + 1}

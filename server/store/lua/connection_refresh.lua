@@ -9,16 +9,19 @@
 --
 -- Returns the number of the user's live slots, on every process.
 
+local slots_key = KEYS[1]
+local ttl_ms = tonumber(ARGV[1])
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expires = now + tonumber(ARGV[1])
+local expires = now + ttl_ms
 
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+redis.call('ZREMRANGEBYSCORE', slots_key, '-inf', '(' .. now)
 for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], expires, ARGV[i])
+  redis.call('ZADD', slots_key, expires, ARGV[i])
 end
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local last = redis.call('ZRANGE', slots_key, -1, -1, 'WITHSCORES')
 if last[2] then
-  redis.call('PEXPIREAT', KEYS[1], last[2])
+  redis.call('PEXPIREAT', slots_key, last[2])
 end
-return redis.call('ZCARD', KEYS[1])
+return redis.call('ZCARD', slots_key)

@@ -24,22 +24,37 @@
 -- Ledger entries carry signed per-bucket changes (pending, available, reserved, withdrawn,
 -- reversed); each bucket in the earnings hash is the sum of its changes over the ledger.
 
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
+local credited_key = KEYS[1]
+local earnings_key = KEYS[2]
+local earnings_ledger_key = KEYS[3]
+local holds_key = KEYS[4]
+local held_key = KEYS[5]
+local lives_key = KEYS[6]
+local reversed_key = KEYS[7]
+local event_id = ARGV[1]
+local diamonds = tonumber(ARGV[2])
+local coins = ARGV[3]
+local sender_id = ARGV[4]
+local room_id = ARGV[5]
+local ts = ARGV[6]
+local hold_until_ms = ARGV[7]
+local share = ARGV[8]
+
+if redis.call('SADD', credited_key, event_id) == 0 then
   return 0
 end
-if redis.call('SISMEMBER', KEYS[7], ARGV[1]) == 1 then
+if redis.call('SISMEMBER', reversed_key, event_id) == 1 then
   -- The coins that paid for this gift were clawed back before it reached the creator.
   return 0
 end
-local diamonds = tonumber(ARGV[2])
-redis.call('HINCRBY', KEYS[2], 'pending', diamonds)
-redis.call('HINCRBY', KEYS[2], 'lifetime', diamonds)
-redis.call('HINCRBY', KEYS[6], ARGV[5], diamonds)
+redis.call('HINCRBY', earnings_key, 'pending', diamonds)
+redis.call('HINCRBY', earnings_key, 'lifetime', diamonds)
+redis.call('HINCRBY', lives_key, room_id, diamonds)
 if diamonds > 0 then
-  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[1])
-  redis.call('HSET', KEYS[5], ARGV[1], diamonds)
+  redis.call('ZADD', holds_key, hold_until_ms, event_id)
+  redis.call('HSET', held_key, event_id, diamonds)
 end
-redis.call('XADD', KEYS[3], '*',
-  'kind', 'gift', 'pending', diamonds, 'ref', ARGV[1],
-  'coins', ARGV[3], 'share', ARGV[8], 'sender', ARGV[4], 'room_id', ARGV[5], 'ts', ARGV[6])
+redis.call('XADD', earnings_ledger_key, '*',
+  'kind', 'gift', 'pending', diamonds, 'ref', event_id,
+  'coins', coins, 'share', share, 'sender', sender_id, 'room_id', room_id, 'ts', ts)
 return 1

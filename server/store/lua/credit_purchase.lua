@@ -17,13 +17,24 @@
 --   {"flagged", flag}               order was flagged before: nothing credited
 --   {"unknown"}                     no such order
 
-local order = redis.call('HMGET', KEYS[1], 'state', 'payment_id', 'amount_minor', 'currency', 'coins')
+local order_key = KEYS[1]
+local wallet_key = KEYS[2]
+local ledger_key = KEYS[3]
+local pending_key = KEYS[4]
+local payment_id = ARGV[1]
+local amount_minor = ARGV[2]
+local currency = ARGV[3]
+local now = ARGV[4]
+local order_id = ARGV[5]
+
+local order = redis.call('HMGET', order_key,
+  'state', 'payment_id', 'amount_minor', 'currency', 'coins')
 if not order[1] then
   return {'unknown'}
 end
 -- A paid or flagged order is part of the books: it no longer expires as a pending one does.
-redis.call('PERSIST', KEYS[1])
-redis.call('ZREM', KEYS[4], ARGV[5])
+redis.call('PERSIST', order_key)
+redis.call('ZREM', pending_key, order_id)
 if order[1] == 'paid' then
   return {'already', order[2]}
 end
@@ -31,19 +42,19 @@ if order[1] == 'refunded' or order[1] == 'charged_back' then
   return {'already', order[2]}
 end
 if order[1] == 'flagged' then
-  return {'flagged', redis.call('HGET', KEYS[1], 'flag') or ''}
+  return {'flagged', redis.call('HGET', order_key, 'flag') or ''}
 end
-if order[3] ~= ARGV[2] or order[4] ~= ARGV[3] then
-  redis.call('HSET', KEYS[1], 'state', 'flagged', 'flag', 'amount_mismatch',
-    'payment_id', ARGV[1], 'paid_amount_minor', ARGV[2], 'paid_currency', ARGV[3],
-    'flagged_ms', ARGV[4])
+if order[3] ~= amount_minor or order[4] ~= currency then
+  redis.call('HSET', order_key, 'state', 'flagged', 'flag', 'amount_mismatch',
+    'payment_id', payment_id, 'paid_amount_minor', amount_minor, 'paid_currency', currency,
+    'flagged_ms', now)
   return {'mismatch'}
 end
 local coins = tonumber(order[5])
-local balance = redis.call('HINCRBY', KEYS[2], 'coins', coins)
-local entry = redis.call('XADD', KEYS[3], '*',
-  'kind', 'purchase', 'delta', coins, 'balance', balance, 'ref', ARGV[5],
-  'payment_id', ARGV[1], 'ts', ARGV[4])
-redis.call('HSET', KEYS[1], 'state', 'paid', 'payment_id', ARGV[1], 'paid_ms', ARGV[4],
+local balance = redis.call('HINCRBY', wallet_key, 'coins', coins)
+local entry = redis.call('XADD', ledger_key, '*',
+  'kind', 'purchase', 'delta', coins, 'balance', balance, 'ref', order_id,
+  'payment_id', payment_id, 'ts', now)
+redis.call('HSET', order_key, 'state', 'paid', 'payment_id', payment_id, 'paid_ms', now,
   'ledger_id', entry)
 return {'ok', tostring(balance), tostring(coins)}

@@ -9,13 +9,14 @@
 -- ARGV[1] - cost in coins (positive integer)
 -- ARGV[2] - fingerprint of the request the idempotency key is bound to
 -- ARGV[3] - gift event id to use if this is a new gift
--- ARGV[4] - now, unix milliseconds
+-- ARGV[4] - now, unix milliseconds: the gift's time (ledger entry, clawable list)
 -- ARGV[5] - UTC day number the daily budget counts against
 -- ARGV[6] - idempotency record lifetime, seconds
 -- ARGV[7] - room id
 -- ARGV[8] - gift id
 -- ARGV[9] - count
--- ARGV[10] - outbox entry (JSON) for the creator credit and the room event
+-- ARGV[10] - outbox entry (JSON) for the creator credit and the room event, with the
+--            diamonds and the creator share the gift was priced with
 -- ARGV[11] - gift rate: tokens added per second
 -- ARGV[12] - gift burst: bucket capacity
 -- ARGV[13] - creator id (recorded in the ledger entry, for reversals after a chargeback)
@@ -33,39 +34,55 @@
 --
 -- A replay is answered before the rate check, so retrying never costs a token. The bucket
 -- refills continuously at ARGV[11] per second up to ARGV[12]; each new gift takes one token.
+-- It is _token_bucket.lua's, timed by the engine's clock, not ARGV[4]: every process that
+-- debits this sender reads the one clock of the sender's slot, whatever its own says.
 --
 -- Each gift is pushed on KEYS[6], newest first, as "ts|cost|creator|event"; claw_back.lua
 -- pops from that end. Each debit also drops up to two gifts older than ARGV[14] from the far
 -- end (more than it adds), and the list expires ARGV[14] after the last gift, so it never
 -- holds more than the gifts of two such spans.
 
-local seen = redis.call('HMGET', KEYS[3], 'fp', 'event_id', 'coins', 'cost')
+local wallet_key = KEYS[1]
+local ledger_key = KEYS[2]
+local idem_key = KEYS[3]
+local outbox_key = KEYS[4]
+local rate_key = KEYS[5]
+local clawable_key = KEYS[6]
+local cost = tonumber(ARGV[1])
+local fingerprint = ARGV[2]
+local event_id = ARGV[3]
+local now = ARGV[4]
+local day = ARGV[5]
+local idempotency_ttl_s = ARGV[6]
+local room_id = ARGV[7]
+local gift_id = ARGV[8]
+local count = ARGV[9]
+local outbox_entry = ARGV[10]
+local rate = tonumber(ARGV[11])
+local burst = tonumber(ARGV[12])
+local creator_id = ARGV[13]
+local keep_ms = tonumber(ARGV[14])
+
+--#include _token_bucket
+
+local seen = redis.call('HMGET', idem_key, 'fp', 'event_id', 'coins', 'cost')
 if seen[1] then
-  if seen[1] == ARGV[2] then
+  if seen[1] == fingerprint then
     return {'replay', seen[2], seen[3], seen[4]}
   end
   return {'mismatch'}
 end
 
-if redis.call('HGET', KEYS[1], 'frozen') == '1' then
+if redis.call('HGET', wallet_key, 'frozen') == '1' then
   return {'frozen'}
 end
 
-local now = tonumber(ARGV[4])
-local rate = tonumber(ARGV[11])
-local burst = tonumber(ARGV[12])
-local bucket = redis.call('HMGET', KEYS[5], 'tokens', 'ts')
-local tokens = burst
-if bucket[1] then
-  local elapsed = math.max(0, now - tonumber(bucket[2]))
-  tokens = math.min(burst, tonumber(bucket[1]) + elapsed * rate / 1000)
-end
+local tokens, bucket_now = bucket_read(rate_key, rate, burst)
 if tokens < 1 then
-  return {'rate', tostring(math.ceil((1 - tokens) * 1000 / rate))}
+  return {'rate', tostring(bucket_retry_ms(tokens, rate))}
 end
 
-local cost = tonumber(ARGV[1])
-local wallet = redis.call('HMGET', KEYS[1], 'coins', 'daily_limit', 'spent_day', 'spent')
+local wallet = redis.call('HMGET', wallet_key, 'coins', 'daily_limit', 'spent_day', 'spent')
 local coins = tonumber(wallet[1] or '0')
 if coins < 0 then
   return {'negative', tostring(coins)}
@@ -75,32 +92,31 @@ if coins < cost then
 end
 
 local spent = 0
-if wallet[3] == ARGV[5] then
+if wallet[3] == day then
   spent = tonumber(wallet[4] or '0')
 end
 if wallet[2] and spent + cost > tonumber(wallet[2]) then
   return {'limit', tostring(spent), wallet[2]}
 end
 
-local balance = redis.call('HINCRBY', KEYS[1], 'coins', -cost)
+local balance = redis.call('HINCRBY', wallet_key, 'coins', -cost)
 spent = spent + cost
-redis.call('HSET', KEYS[1], 'spent_day', ARGV[5], 'spent', spent)
-redis.call('XADD', KEYS[2], '*',
-  'kind', 'gift', 'delta', -cost, 'balance', balance, 'ref', ARGV[3],
-  'room_id', ARGV[7], 'gift_id', ARGV[8], 'count', ARGV[9], 'creator_id', ARGV[13], 'ts', ARGV[4])
-redis.call('HSET', KEYS[4], ARGV[3], ARGV[10])
-redis.call('LPUSH', KEYS[6], ARGV[4] .. '|' .. ARGV[1] .. '|' .. ARGV[13] .. '|' .. ARGV[3])
-local keep = tonumber(ARGV[14])
+redis.call('HSET', wallet_key, 'spent_day', day, 'spent', spent)
+redis.call('XADD', ledger_key, '*',
+  'kind', 'gift', 'delta', -cost, 'balance', balance, 'ref', event_id,
+  'room_id', room_id, 'gift_id', gift_id, 'count', count, 'creator_id', creator_id, 'ts', now)
+redis.call('HSET', outbox_key, event_id, outbox_entry)
+redis.call('LPUSH', clawable_key, now .. '|' .. cost .. '|' .. creator_id .. '|' .. event_id)
 for _ = 1, 2 do
-  local oldest = redis.call('LINDEX', KEYS[6], -1)
-  if tonumber(string.match(oldest, '^(%d+)|')) >= now - keep then
+  local oldest = redis.call('LINDEX', clawable_key, -1)
+  if tonumber(string.match(oldest, '^(%d+)|')) >= tonumber(now) - keep_ms then
     break
   end
-  redis.call('RPOP', KEYS[6])
+  redis.call('RPOP', clawable_key)
 end
-redis.call('PEXPIRE', KEYS[6], keep)
-redis.call('HSET', KEYS[5], 'tokens', tostring(tokens - 1), 'ts', ARGV[4])
-redis.call('PEXPIRE', KEYS[5], math.ceil(burst * 1000 / rate) + 1000)
-redis.call('HSET', KEYS[3], 'fp', ARGV[2], 'event_id', ARGV[3], 'coins', balance, 'cost', cost)
-redis.call('EXPIRE', KEYS[3], ARGV[6])
-return {'ok', ARGV[3], tostring(balance), tostring(spent)}
+redis.call('PEXPIRE', clawable_key, keep_ms)
+bucket_take(rate_key, tokens, bucket_now, rate, burst)
+redis.call('HSET', idem_key,
+  'fp', fingerprint, 'event_id', event_id, 'coins', balance, 'cost', cost)
+redis.call('EXPIRE', idem_key, idempotency_ttl_s)
+return {'ok', event_id, tostring(balance), tostring(spent)}

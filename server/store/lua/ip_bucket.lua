@@ -8,26 +8,17 @@
 -- rounded down), or {0, retry_after_ms} when the bucket holds less than one token: nothing
 -- is written then, so a refused request costs the client nothing.
 --
--- The engine's clock times the refill, so processes on hosts whose clocks disagree still
--- share one bucket. A full bucket is the same as no bucket: the key expires once it would
--- have refilled, and an address that stays away leaves nothing behind.
+-- The bucket is _token_bucket.lua's: timed by the engine's clock, so processes on hosts
+-- whose clocks disagree still share one bucket, and gone once it would be full.
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local bucket_key = KEYS[1]
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 
-local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = burst
-if bucket[1] then
-  local elapsed = math.max(0, now - tonumber(bucket[2]))
-  tokens = math.min(burst, tonumber(bucket[1]) + elapsed * rate / 1000)
-end
-if tokens < 1 then
-  return {0, math.ceil((1 - tokens) * 1000 / rate)}
-end
+--#include _token_bucket
 
-tokens = tokens - 1
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
-return {1, math.floor(tokens)}
+local tokens, now = bucket_read(bucket_key, rate, burst)
+if tokens < 1 then
+  return {0, bucket_retry_ms(tokens, rate)}
+end
+return {1, math.floor(bucket_take(bucket_key, tokens, now, rate, burst))}

@@ -9,20 +9,27 @@
 --
 -- Returns the diamonds released now (one ledger entry "release" if any).
 
-local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local earnings_key = KEYS[1]
+local earnings_ledger_key = KEYS[2]
+local holds_key = KEYS[3]
+local held_key = KEYS[4]
+local now = ARGV[1]
+local batch = tonumber(ARGV[2])
+
+local due = redis.call('ZRANGEBYSCORE', holds_key, '-inf', now, 'LIMIT', 0, batch)
 if #due == 0 then
   return 0
 end
 local total = 0
 for _, event in ipairs(due) do
-  total = total + tonumber(redis.call('HGET', KEYS[4], event) or '0')
-  redis.call('HDEL', KEYS[4], event)
+  total = total + tonumber(redis.call('HGET', held_key, event) or '0')
+  redis.call('HDEL', held_key, event)
 end
-redis.call('ZREM', KEYS[3], unpack(due))
+redis.call('ZREM', holds_key, unpack(due))
 if total > 0 then
-  redis.call('HINCRBY', KEYS[1], 'pending', -total)
-  redis.call('HINCRBY', KEYS[1], 'available', total)
-  redis.call('XADD', KEYS[2], '*', 'kind', 'release', 'pending', -total, 'available', total,
-    'gifts', #due, 'ts', ARGV[1])
+  redis.call('HINCRBY', earnings_key, 'pending', -total)
+  redis.call('HINCRBY', earnings_key, 'available', total)
+  redis.call('XADD', earnings_ledger_key, '*',
+    'kind', 'release', 'pending', -total, 'available', total, 'gifts', #due, 'ts', now)
 end
 return total

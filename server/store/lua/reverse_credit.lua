@@ -16,21 +16,32 @@
 -- diamonds already left the hold (the platform bears the loss; nothing changes); or
 -- {"already"}.
 
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
+local reversed_key = KEYS[1]
+local earnings_key = KEYS[2]
+local earnings_ledger_key = KEYS[3]
+local holds_key = KEYS[4]
+local held_key = KEYS[5]
+local credited_key = KEYS[6]
+local event_id = ARGV[1]
+local order_id = ARGV[2]
+local now = ARGV[3]
+
+if redis.call('SADD', reversed_key, event_id) == 0 then
   return {'already'}
 end
-local held = redis.call('HGET', KEYS[5], ARGV[1])
+local held = redis.call('HGET', held_key, event_id)
 if not held then
-  if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 0 then
+  if redis.call('SISMEMBER', credited_key, event_id) == 0 then
     return {'blocked'}
   end
   return {'settled'}
 end
 local diamonds = tonumber(held)
-redis.call('HDEL', KEYS[5], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('HINCRBY', KEYS[2], 'pending', -diamonds)
-redis.call('HINCRBY', KEYS[2], 'reversed', diamonds)
-redis.call('XADD', KEYS[3], '*', 'kind', 'reversal', 'pending', -diamonds, 'reversed', diamonds,
-  'ref', ARGV[1], 'order_id', ARGV[2], 'ts', ARGV[3])
+redis.call('HDEL', held_key, event_id)
+redis.call('ZREM', holds_key, event_id)
+redis.call('HINCRBY', earnings_key, 'pending', -diamonds)
+redis.call('HINCRBY', earnings_key, 'reversed', diamonds)
+redis.call('XADD', earnings_ledger_key, '*',
+  'kind', 'reversal', 'pending', -diamonds, 'reversed', diamonds,
+  'ref', event_id, 'order_id', order_id, 'ts', now)
 return {'reversed', tostring(diamonds)}

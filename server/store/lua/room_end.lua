@@ -14,31 +14,40 @@
 -- Returns {"ended", ended_ms} when ended now, {"already", ended_ms} if it had ended before,
 -- or {"missing"} if there is no such room.
 
-local state = redis.call('HGET', KEYS[1], 'state')
+local room_key = KEYS[1]
+local events_key = KEYS[2]
+local names_key = KEYS[3]
+local combos_key = KEYS[4]
+local top_key = KEYS[5]
+local published_key = KEYS[6]
+local presence_key = KEYS[7]
+local maxlen = ARGV[1]
+local keep_s = ARGV[2]
+local wake_channel = ARGV[3]
+
+local state = redis.call('HGET', room_key, 'state')
 if not state then
   return {'missing'}
 end
 if state ~= 'live' then
-  return {'already', redis.call('HGET', KEYS[1], 'ended_ms')}
+  return {'already', redis.call('HGET', room_key, 'ended_ms')}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local open = redis.call('HGETALL', KEYS[4])
+local open = redis.call('HGETALL', combos_key)
 for i = 1, #open, 2 do
   local sender = open[i]
   local gift, combo = string.match(open[i + 1], '^([^|]*)|(%d+)|')
-  local name = redis.call('HGET', KEYS[3], sender) or sender
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*',
+  local name = redis.call('HGET', names_key, sender) or sender
+  redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*',
     't', 'combo_end', 's', sender, 'n', name, 'g', gift, 'k', combo, 'ts', now)
 end
-redis.call('DEL', KEYS[4], KEYS[7])
-redis.call('HSET', KEYS[1], 'state', 'ended', 'ended_ms', now)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 't', 'room_end', 'ts', now)
-redis.call('SPUBLISH', ARGV[3], '')
-for i = 2, 6 do
-  if i ~= 4 then
-    redis.call('EXPIRE', KEYS[i], ARGV[2])
-  end
+redis.call('DEL', combos_key, presence_key)
+redis.call('HSET', room_key, 'state', 'ended', 'ended_ms', now)
+redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', 't', 'room_end', 'ts', now)
+redis.call('SPUBLISH', wake_channel, '')
+for _, key in ipairs({events_key, names_key, top_key, published_key}) do
+  redis.call('EXPIRE', key, keep_s)
 end
 return {'ended', tostring(now)}

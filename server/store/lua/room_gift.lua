@@ -30,41 +30,57 @@
 -- of counts. Anything else from that sender first closes the open combo with a combo_end
 -- event. combo_expire.lua closes combos whose sender simply stopped.
 
-if redis.call('HGET', KEYS[1], 'state') ~= 'live' then
+local room_key = KEYS[1]
+local events_key = KEYS[2]
+local top_key = KEYS[3]
+local names_key = KEYS[4]
+local combos_key = KEYS[5]
+local published_key = KEYS[6]
+local event_id = ARGV[1]
+local sender = ARGV[2]
+local name = ARGV[3]
+local gift = ARGV[4]
+local count = tonumber(ARGV[5])
+local coins = tonumber(ARGV[6])
+local streakable = ARGV[7]
+local window_ms = tonumber(ARGV[8])
+local maxlen = ARGV[9]
+local balance = ARGV[10]
+local wake_channel = ARGV[11]
+
+if redis.call('HGET', room_key, 'state') ~= 'live' then
   return {'ended', '0', '0'}
 end
-if redis.call('SADD', KEYS[6], ARGV[1]) == 0 then
+if redis.call('SADD', published_key, event_id) == 0 then
   return {'dup', '0', '0'}
 end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local sender, name, gift = ARGV[2], ARGV[3], ARGV[4]
-local count, coins = tonumber(ARGV[5]), tonumber(ARGV[6])
 
-redis.call('HINCRBY', KEYS[1], 'coins', coins)
-redis.call('ZINCRBY', KEYS[3], coins, sender)
-redis.call('HSET', KEYS[4], sender, name)
+redis.call('HINCRBY', room_key, 'coins', coins)
+redis.call('ZINCRBY', top_key, coins, sender)
+redis.call('HSET', names_key, sender, name)
 
 local combo = count
-local open = redis.call('HGET', KEYS[5], sender)
+local open = redis.call('HGET', combos_key, sender)
 if open then
   local open_gift, open_combo, open_ts = string.match(open, '^([^|]*)|(%d+)|(%d+)$')
-  if ARGV[7] == '1' and open_gift == gift and now - tonumber(open_ts) <= tonumber(ARGV[8]) then
+  if streakable == '1' and open_gift == gift and now - tonumber(open_ts) <= window_ms then
     combo = tonumber(open_combo) + count
   else
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*',
+    redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*',
       't', 'combo_end', 's', sender, 'n', name, 'g', open_gift, 'k', open_combo, 'ts', now)
   end
 end
-if ARGV[7] == '1' then
-  redis.call('HSET', KEYS[5], sender, gift .. '|' .. combo .. '|' .. now)
+if streakable == '1' then
+  redis.call('HSET', combos_key, sender, gift .. '|' .. combo .. '|' .. now)
 elseif open then
-  redis.call('HDEL', KEYS[5], sender)
+  redis.call('HDEL', combos_key, sender)
 end
 
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*',
-  't', 'gift', 'e', ARGV[1], 's', sender, 'n', name, 'g', gift, 'c', count, 'k', combo,
-  'ts', now, 'b', ARGV[10])
-redis.call('SPUBLISH', ARGV[11], '')
+redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*',
+  't', 'gift', 'e', event_id, 's', sender, 'n', name, 'g', gift, 'c', count, 'k', combo,
+  'ts', now, 'b', balance)
+redis.call('SPUBLISH', wake_channel, '')
 return {'ok', tostring(combo), tostring(now)}

@@ -9,16 +9,22 @@
 -- Returns {"ok", progress} with the coins received so far this live, {"ended"} if the
 -- room is not live, or {"missing"} if there is no such room.
 
-local state = redis.call('HGET', KEYS[1], 'state')
+local room_key = KEYS[1]
+local events_key = KEYS[2]
+local goal = ARGV[1]
+local maxlen = ARGV[2]
+local wake_channel = ARGV[3]
+
+local state = redis.call('HGET', room_key, 'state')
 if not state then
   return {'missing'}
 end
 if state ~= 'live' then
   return {'ended'}
 end
-redis.call('HSET', KEYS[1], 'goal', ARGV[1])
+redis.call('HSET', room_key, 'goal', goal)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 't', 'goal_set', 'goal', ARGV[1], 'ts', now)
-redis.call('SPUBLISH', ARGV[3], '')
-return {'ok', redis.call('HGET', KEYS[1], 'coins') or '0'}
+redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', 't', 'goal_set', 'goal', goal, 'ts', now)
+redis.call('SPUBLISH', wake_channel, '')
+return {'ok', redis.call('HGET', room_key, 'coins') or '0'}

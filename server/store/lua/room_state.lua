@@ -16,36 +16,44 @@
 -- Returns {state, viewers, goal, coins, id1, name1, coins1, id2, ...}; state is "" if there
 -- is no such room, goal is "" when none is set.
 
-local state = redis.call('HGET', KEYS[1], 'state')
+local room_key = KEYS[1]
+local top_key = KEYS[2]
+local names_key = KEYS[3]
+local presence_key = KEYS[4]
+local node_id = ARGV[1]
+local mine = tonumber(ARGV[2])
+local ttl_ms = tonumber(ARGV[3])
+local top_n = tonumber(ARGV[4])
+
+local state = redis.call('HGET', room_key, 'state')
 if not state then
   return {''}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local mine = tonumber(ARGV[2])
 if state == 'live' and mine > 0 then
-  redis.call('HSET', KEYS[4], ARGV[1], mine .. ':' .. (now + tonumber(ARGV[3])))
+  redis.call('HSET', presence_key, node_id, mine .. ':' .. (now + ttl_ms))
 elseif mine >= 0 then
-  redis.call('HDEL', KEYS[4], ARGV[1])
+  redis.call('HDEL', presence_key, node_id)
 end
 
 local viewers = 0
-local nodes = redis.call('HGETALL', KEYS[4])
+local nodes = redis.call('HGETALL', presence_key)
 for i = 1, #nodes, 2 do
   local count, expires = string.match(nodes[i + 1], '^(%d+):(%d+)$')
   if tonumber(expires) < now then
-    redis.call('HDEL', KEYS[4], nodes[i])
+    redis.call('HDEL', presence_key, nodes[i])
   else
     viewers = viewers + tonumber(count)
   end
 end
 
-local room = redis.call('HMGET', KEYS[1], 'goal', 'coins')
+local room = redis.call('HMGET', room_key, 'goal', 'coins')
 local out = {state, tostring(viewers), room[1] or '', room[2] or '0'}
-local top = redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[4]) - 1, 'WITHSCORES')
+local top = redis.call('ZREVRANGE', top_key, 0, top_n - 1, 'WITHSCORES')
 for i = 1, #top, 2 do
   out[#out + 1] = top[i]
-  out[#out + 1] = redis.call('HGET', KEYS[3], top[i]) or top[i]
+  out[#out + 1] = redis.call('HGET', names_key, top[i]) or top[i]
   out[#out + 1] = top[i + 1]
 end
 return out

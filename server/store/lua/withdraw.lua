@@ -24,41 +24,56 @@
 --   {"insufficient", available}
 --   {"cap", used_today_minor, cap_minor}
 
-local earlier = redis.call('GET', KEYS[4])
+local earnings_key = KEYS[1]
+local earnings_ledger_key = KEYS[2]
+local withdrawal_key = KEYS[3]
+local idem_key = KEYS[4]
+local wallet_key = KEYS[5]
+local withdrawal_id = ARGV[1]
+local requested = ARGV[2]
+local value = tonumber(ARGV[3])
+local currency = ARGV[4]
+local minimum = ARGV[5]
+local cap_minor = ARGV[6]
+local day = ARGV[7]
+local now = ARGV[8]
+local idempotency_ttl_s = ARGV[9]
+
+local earlier = redis.call('GET', idem_key)
 if earlier then
   local id, diamonds = string.match(earlier, '^([^|]+)|(%d+)$')
-  if diamonds == ARGV[2] then
+  if diamonds == requested then
     return {'replay', id}
   end
   return {'mismatch'}
 end
-if redis.call('HGET', KEYS[5], 'frozen') == '1' then
+if redis.call('HGET', wallet_key, 'frozen') == '1' then
   return {'frozen'}
 end
-local diamonds = tonumber(ARGV[2])
-if diamonds < tonumber(ARGV[5]) then
-  return {'below_min', ARGV[5]}
+local diamonds = tonumber(requested)
+if diamonds < tonumber(minimum) then
+  return {'below_min', minimum}
 end
-local e = redis.call('HMGET', KEYS[1], 'available', 'payout_day', 'payout_today_minor')
+local e = redis.call('HMGET', earnings_key, 'available', 'payout_day', 'payout_today_minor')
 local available = tonumber(e[1] or '0')
 if available < diamonds then
   return {'insufficient', tostring(available)}
 end
 local used = 0
-if e[2] == ARGV[7] then
+if e[2] == day then
   used = tonumber(e[3] or '0')
 end
-local value = tonumber(ARGV[3])
-if used + value > tonumber(ARGV[6]) then
-  return {'cap', tostring(used), ARGV[6]}
+if used + value > tonumber(cap_minor) then
+  return {'cap', tostring(used), cap_minor}
 end
 
-redis.call('HINCRBY', KEYS[1], 'available', -diamonds)
-redis.call('HINCRBY', KEYS[1], 'reserved', diamonds)
-redis.call('HSET', KEYS[1], 'payout_day', ARGV[7], 'payout_today_minor', used + value)
-redis.call('HSET', KEYS[3], 'id', ARGV[1], 'state', 'requested', 'diamonds', diamonds,
-  'amount_minor', value, 'currency', ARGV[4], 'day', ARGV[7], 'requested_ms', ARGV[8])
-redis.call('XADD', KEYS[2], '*', 'kind', 'withdrawal', 'available', -diamonds, 'reserved', diamonds,
-  'ref', ARGV[1], 'amount_minor', value, 'ts', ARGV[8])
-redis.call('SET', KEYS[4], ARGV[1] .. '|' .. diamonds, 'EX', ARGV[9])
-return {'ok', ARGV[1]}
+redis.call('HINCRBY', earnings_key, 'available', -diamonds)
+redis.call('HINCRBY', earnings_key, 'reserved', diamonds)
+redis.call('HSET', earnings_key, 'payout_day', day, 'payout_today_minor', used + value)
+redis.call('HSET', withdrawal_key, 'id', withdrawal_id, 'state', 'requested', 'diamonds', diamonds,
+  'amount_minor', value, 'currency', currency, 'day', day, 'requested_ms', now)
+redis.call('XADD', earnings_ledger_key, '*',
+  'kind', 'withdrawal', 'available', -diamonds, 'reserved', diamonds,
+  'ref', withdrawal_id, 'amount_minor', value, 'ts', now)
+redis.call('SET', idem_key, withdrawal_id .. '|' .. diamonds, 'EX', idempotency_ttl_s)
+return {'ok', withdrawal_id}

@@ -11,7 +11,15 @@
 --
 -- Returns {"ok", state}, {"already", state} if it was decided before, or {"missing"}.
 
-local w = redis.call('HMGET', KEYS[1], 'state', 'diamonds', 'amount_minor', 'day')
+local withdrawal_key = KEYS[1]
+local earnings_key = KEYS[2]
+local earnings_ledger_key = KEYS[3]
+local decision = ARGV[1]
+local admin_id = ARGV[2]
+local now = ARGV[3]
+local note = ARGV[4]
+
+local w = redis.call('HMGET', withdrawal_key, 'state', 'diamonds', 'amount_minor', 'day')
 if not w[1] then
   return {'missing'}
 end
@@ -19,20 +27,20 @@ if w[1] ~= 'requested' then
   return {'already', w[1]}
 end
 local diamonds = tonumber(w[2])
-redis.call('HINCRBY', KEYS[2], 'reserved', -diamonds)
-if ARGV[1] == 'paid' then
-  redis.call('HINCRBY', KEYS[2], 'withdrawn', diamonds)
-  redis.call('XADD', KEYS[3], '*', 'kind', 'withdrawal_paid', 'reserved', -diamonds,
-    'withdrawn', diamonds, 'ref', redis.call('HGET', KEYS[1], 'id'), 'ts', ARGV[3])
+redis.call('HINCRBY', earnings_key, 'reserved', -diamonds)
+if decision == 'paid' then
+  redis.call('HINCRBY', earnings_key, 'withdrawn', diamonds)
+  redis.call('XADD', earnings_ledger_key, '*', 'kind', 'withdrawal_paid', 'reserved', -diamonds,
+    'withdrawn', diamonds, 'ref', redis.call('HGET', withdrawal_key, 'id'), 'ts', now)
 else
-  redis.call('HINCRBY', KEYS[2], 'available', diamonds)
+  redis.call('HINCRBY', earnings_key, 'available', diamonds)
   -- A rejected request no longer counts against that day's payout cap.
-  if redis.call('HGET', KEYS[2], 'payout_day') == w[4] then
-    redis.call('HINCRBY', KEYS[2], 'payout_today_minor', -tonumber(w[3]))
+  if redis.call('HGET', earnings_key, 'payout_day') == w[4] then
+    redis.call('HINCRBY', earnings_key, 'payout_today_minor', -tonumber(w[3]))
   end
-  redis.call('XADD', KEYS[3], '*', 'kind', 'withdrawal_rejected', 'reserved', -diamonds,
-    'available', diamonds, 'ref', redis.call('HGET', KEYS[1], 'id'), 'ts', ARGV[3])
+  redis.call('XADD', earnings_ledger_key, '*', 'kind', 'withdrawal_rejected', 'reserved', -diamonds,
+    'available', diamonds, 'ref', redis.call('HGET', withdrawal_key, 'id'), 'ts', now)
 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'decided_ms', ARGV[3], 'decided_by', ARGV[2],
-  'note', ARGV[4])
-return {'ok', ARGV[1]}
+redis.call('HSET', withdrawal_key, 'state', decision, 'decided_ms', now, 'decided_by', admin_id,
+  'note', note)
+return {'ok', decision}
