@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest import bench_gift, bench_room
+from loadtest import bench_gift, bench_room, harness
 
 GIFT_RATIO_TARGET = 0.25
 TWO_PROCESS_RATIO_TARGET = 0.40
@@ -214,13 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     gift_args = bench_gift.parse_args(gift_argv)
     two_args = bench_gift.parse_args(two_argv)
     room_args = bench_room.parse_args(room_argv)
-    bench_room.raise_fd_limit()
-    bench_gift.skip_missing_sniffio()
+    harness.raise_fd_limit()
     started = time.perf_counter()
-    try:
-        ran = bench_room.run_async(suite(gift_args, two_args, room_args))
-    except bench_gift.BenchError as exc:
-        print(f"bench: FAILED: {exc}", file=sys.stderr)
+    ran = harness.run_benchmark("bench", suite(gift_args, two_args, room_args))
+    if ran is None:
         return 1
     gift: list[bench_gift.PolicyResult] = ran["gift"]
     rooms: dict[str, Any] = ran["rooms"]

@@ -92,17 +92,15 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import importlib.util
 import json
 import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,10 +114,32 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from loadtest.harness import (
+    ACK_TIMEOUT_S,
+    CREATOR_ID,
+    GIFT_ID,
+    PACKAGE_COINS,
+    ROOM_ID,
+    SUBPROTOCOL,
+    UNLIMITED,
+    BenchError,
+    CpuMeter,
+    Sender,
+    fraction,
+    http_client,
+    new_sender,
+    open_room,
+    percentile,
+    positive_float,
+    positive_int,
+    run_benchmark,
+    running_server,
+    top_up,
+)
 from server.cluster import EmbeddedCluster
 from server.domain.catalog import Catalog
 from server.domain.money import gift_fingerprint, price_gift, utc_day
-from server.engine import EmbeddedEngine, free_port
+from server.engine import EmbeddedEngine
 from server.keys import KeySchema, UserKeys
 from server.settings import FSYNC_POLICIES, Settings
 from server.store.connection import hiredis_packing
@@ -128,37 +148,17 @@ from server.store.scripts import script_source
 from server.store.store import connect_cluster
 from server.store.wallets import gift_debit_arguments
 
-# What is gifted, and where: the demo room and the cheapest gift, so one package goes far.
-ROOM_ID = "demo_carol"
-CREATOR_ID = "carol"
-GIFT_ID = "rose"
-PACKAGE = {"package_id": "us_5450", "region": "US"}
-PACKAGE_COINS = 5450
-
-SERVER_PREFIX = "bench:"
 RAW_PREFIX = "benchraw:"
 RAW_DB = 1
 RAW_COINS = 10**15
-# The per-user gift rate limit is set out of the way: this measures the path, not the limit.
-UNLIMITED = 1_000_000
 PIPELINES = 4
 PIPELINE_DEPTH = 100
-SUBPROTOCOL = Subprotocol("gifting.v1.json")
 # Frames a sender skips unparsed: room batches and its own balance updates.
 IGNORED_FRAMES = ('{"type":"batch"', '{"type":"balance"')
-ACK_TIMEOUT_S = 15.0
 HTTP_SENDERS = 64
 WS_SENDERS = 64  # x --inflight 1 (see the module docstring)
 ROOMS = 16
 PACE_TICK_S = 0.001  # the paced sender's shortest sleep
-
-READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not run as intended (an error reply, a server that would not start)."""
 
 
 # --- results -------------------------------------------------------------------------------
@@ -263,180 +263,6 @@ def median_cpu(samples: list[dict[str, float]]) -> dict[str, float]:
     return {name: round(statistics.median(s[name] for s in samples), 2) for name in samples[0]}
 
 
-def percentile(ordered: list[float], q: float) -> float:
-    """The nearest-rank ``q``-th percentile of an ascending list."""
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-# --- CPU accounting ------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds used so far by ``pid`` (None: this process); NaN if unknown."""
-    if pid is None:
-        return time.process_time()
-    try:
-        # Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return math.nan
-
-
-class CpuMeter:
-    """Cores used by each named process (pid None: this one; a tuple: those processes together)
-    between ``start()`` and ``stop()``."""
-
-    def __init__(self, pids: Mapping[str, int | tuple[int, ...] | None]) -> None:
-        self._pids = pids
-        self._wall = 0.0
-        self._cpu: dict[str, float] = {}
-
-    def _seconds(self, pid: int | tuple[int, ...] | None) -> float:
-        return sum(map(cpu_seconds, pid)) if isinstance(pid, tuple) else cpu_seconds(pid)
-
-    def start(self) -> None:
-        self._cpu = {name: self._seconds(pid) for name, pid in self._pids.items()}
-        self._wall = time.perf_counter()
-
-    def stop(self) -> dict[str, float]:
-        wall = time.perf_counter() - self._wall
-        used = {name: self._seconds(pid) - self._cpu[name] for name, pid in self._pids.items()}
-        return {name: round(seconds / wall, 2) for name, seconds in used.items()}
-
-
-# --- the server under test -----------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def running_server(
-    engine_url: str, log_path: Path, replica_acks: int = 0
-) -> AsyncIterator[tuple[str, int]]:
-    """Run ``python -m server`` on ``engine_url`` until the block ends; yield its URL and pid."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "GIFTING_REPLICA_ACKS": str(replica_acks),
-        "GIFTING_DEMO": "1",
-        "GIFTING_REDIS_URL": engine_url,
-        "GIFTING_PORT": str(port),
-        "GIFTING_KEY_PREFIX": SERVER_PREFIX,
-        # The per-user gift rate limit (default 20/s, burst 40) would throttle the senders.
-        "GIFTING_GIFT_RATE": str(UNLIMITED),
-        "GIFTING_GIFT_BURST": str(UNLIMITED),
-        # So would the per-address request limit: every load client is 127.0.0.1. It stays
-        # on, out of reach, so that its cost is measured with the rest.
-        "GIFTING_IP_RATE": str(UNLIMITED),
-        "GIFTING_IP_BURST": str(UNLIMITED),
-    }
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "server",
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        await wait_ready(base_url, process)
-        yield base_url, process.pid
-    except BaseException:
-        print("--- last lines of the server log ---", *log_tail(log_path), sep="\n", file=sys.stderr)
-        raise
-    finally:
-        await stop_process(process)
-
-
-async def wait_ready(base_url: str, process: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    async with httpx.AsyncClient(base_url=base_url, timeout=2.0) as probe:
-        while True:
-            if process.returncode is not None:
-                raise BenchError(f"the server exited with code {process.returncode} before it was ready")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await probe.get("/readyz")).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise BenchError(f"the server was not ready after {READY_TIMEOUT_S} s")
-            await asyncio.sleep(0.05)
-
-
-async def stop_process(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()
-    try:
-        await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-
-
-def log_tail(path: Path, lines: int = 15) -> list[str]:
-    return path.read_text(errors="replace").splitlines()[-lines:]
-
-
-# --- senders and their coins ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sender:
-    user_id: str
-    headers: dict[str, str]
-    client: httpx.AsyncClient  # what this sender's gifts go through (see --client-pool)
-    room_id: str  # the live room this sender gifts into (see --rooms)
-
-
-async def expect(request: Awaitable[httpx.Response], status: int) -> dict[str, Any]:
-    """The JSON body of a reply that must have ``status``."""
-    reply = await request
-    if reply.status_code != status:
-        raise BenchError(
-            f"{reply.request.method} {reply.request.url.path} answered {reply.status_code}, "
-            f"expected {status}: {reply.text[:300]}"
-        )
-    body: dict[str, Any] = reply.json()
-    return body
-
-
-async def bearer(client: httpx.AsyncClient, user_id: str, role: str) -> dict[str, str]:
-    """Request headers carrying a demo token for ``user_id`` in ``role``."""
-    token = await expect(client.post("/v1/dev/token", json={"user_id": user_id, "role": role}), 200)
-    return {"authorization": f"Bearer {token['token']}", "content-type": "application/json"}
-
-
-async def new_sender(
-    client: httpx.AsyncClient, user_id: str, gift_client: httpx.AsyncClient, room_id: str
-) -> Sender:
-    return Sender(user_id, await bearer(client, user_id, "viewer"), gift_client, room_id)
-
-
-async def open_room(client: httpx.AsyncClient, creator_id: str) -> str:
-    """Take ``creator_id`` live through the API; the new room's id."""
-    room = await expect(
-        client.post("/v1/rooms", json={}, headers=await bearer(client, creator_id, "creator")), 201
-    )
-    return str(room["room_id"])
-
-
-async def top_up(client: httpx.AsyncClient, sender: Sender, coins: int) -> None:
-    """Buy packages through the purchase and sandbox payment flow until ``sender`` holds ``coins``."""
-    wallet = await expect(client.get("/v1/wallet", headers=sender.headers), 200)
-    for _ in range(math.ceil(max(0, coins - wallet["coins"]) / PACKAGE_COINS)):
-        order = await expect(client.post("/v1/purchases", json=PACKAGE, headers=sender.headers), 201)
-        pay = f"/v1/sandbox/orders/{order['order_id']}/pay"
-        await expect(client.post(pay, headers=sender.headers), 200)
-    wallet = await expect(client.get("/v1/wallet", headers=sender.headers), 200)
-    if wallet["coins"] < coins:
-        raise BenchError(f"{sender.user_id} holds {wallet['coins']} coins after paying, not {coins}")
-
-
 # --- measurement 1: gifts through the server -----------------------------------------------
 
 
@@ -531,7 +357,7 @@ class WsGifter:
     async def open(cls, base_url: str, sender: Sender) -> WsGifter:
         token = sender.headers["authorization"].removeprefix("Bearer ")
         uri = f"{base_url.replace('http://', 'ws://', 1)}/v1/rooms/{sender.room_id}/ws?token={token}"
-        conn = await connect(uri, subprotocols=[SUBPROTOCOL], compression=None, max_size=None)
+        conn = await connect(uri, subprotocols=[Subprotocol(SUBPROTOCOL)], compression=None, max_size=None)
         first = await asyncio.wait_for(conn.recv(), ACK_TIMEOUT_S)
         if not str(first).startswith('{"type":"welcome"'):
             await conn.close()
@@ -825,12 +651,6 @@ async def bench_engine(
         await raw.aclose()
 
 
-def http_client(base_url: str, connections: int) -> httpx.AsyncClient:
-    """An HTTP/1.1 keep-alive client holding up to ``connections`` connections to the server."""
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30.0)
-
-
 async def interleaved_runs(
     args: argparse.Namespace,
     fsync: str,
@@ -1045,60 +865,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def positive_int(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {raw}")
-    return value
-
-
-def fraction(raw: str) -> float:
-    value = float(raw)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {raw}")
-    return value
-
-
-def positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {raw}")
-    return value
-
-
 async def bench(args: argparse.Namespace) -> list[PolicyResult]:
     policies = list(FSYNC_POLICIES) if args.fsync == "both" else [args.fsync]
     return [await bench_policy(args, fsync) for fsync in policies]
 
 
-def run_async(main: Coroutine[Any, Any, list[PolicyResult]]) -> list[PolicyResult]:
-    """Run ``main`` on uvloop when it is installed (a cheaper load generator), else on asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
-
-
-def skip_missing_sniffio() -> None:
-    """Make the load generator's repeated ``import sniffio`` fail at once when it is not installed.
-
-    httpcore 1.0 runs ``import sniffio`` each time it sets up a lock or an event, several
-    times per request; without sniffio installed every attempt searches sys.path again
-    (about 40 us each). Recording the module as absent changes no outcome, only that cost.
-    """
-    if importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]  # None in sys.modules: "not importable"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    skip_missing_sniffio()
-    try:
-        results = run_async(bench(args))
-    except BenchError as exc:
-        print(f"bench_gift: FAILED: {exc}", file=sys.stderr)
+    results = run_benchmark("bench_gift", bench(args))
+    if results is None:
         return 1
     print_table(results, args)
     if args.json is not None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from loadtest.bench_gift import CpuMeter, bearer, open_room, running_server
+from loadtest.harness import CpuMeter, bearer, open_room, running_server
 from server.cluster import EmbeddedCluster
 from server.engine import EmbeddedEngine
 

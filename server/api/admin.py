@@ -5,8 +5,7 @@ Every change made here is appended to the admin log (``GET /v1/admin/log``).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
+import msgspec
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -86,10 +85,9 @@ async def set_frozen(request: Request) -> JSON:
 
 async def add_gift(request: Request) -> JSON:
     ctx, principal = admin(request)
-    body = parse(await read_json(request), NewGift)
-    if body.id in ctx.catalog.gifts:
-        raise Conflict(f"gift {body.id!r} exists; change it with PATCH", code="gift_exists")
-    gift = Gift(body.id, body.name, body.coins, body.streakable, body.animation)
+    gift = Gift(**msgspec.structs.asdict(parse(await read_json(request), NewGift)))
+    if gift.id in ctx.catalog.gifts:
+        raise Conflict(f"gift {gift.id!r} exists; change it with PATCH", code="gift_exists")
     await save_gift(ctx, principal, "catalog.add", gift)
     return JSON(gift.to_record(), status_code=201)
 
@@ -101,8 +99,10 @@ async def change_gift(request: Request) -> JSON:
     if current is None:
         raise NotFound(f"unknown gift {gift_id!r}", code="unknown_gift")
     change = parse(await read_json(request), GiftChange)
-    fields = {name: getattr(change, name) for name in change.__struct_fields__}
-    gift = replace(current, **{name: value for name, value in fields.items() if value is not None})
+    fields = msgspec.structs.asdict(change)
+    gift = msgspec.structs.replace(
+        current, **{name: value for name, value in fields.items() if value is not None}
+    )
     await save_gift(ctx, principal, "catalog.change", gift)
     return JSON(gift.to_record())
 

@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from server.api.admin import WITHDRAWAL_STATES
 from server.auth import ROLES
-from server.domain.catalog import Catalog
+from server.domain.catalog import Catalog, Gift
 from server.domain.ids import ID_PATTERN
 from server.domain.limits import is_exempt
 from server.domain.requests import (
@@ -121,7 +121,7 @@ ORDER = ("order_id", "package_id", "region", "coins", "price", "state", "created
 WITHDRAWAL = ("withdrawal_id", "creator_id", "state", "diamonds", "amount", "requested_ms")
 PAGE = ("entries", "next_cursor")
 OVERLAY = ("token", "url")
-GIFT = ("id", "name", "coins", "streakable", "animation", "retired")
+GIFT = Gift.__struct_fields__
 CREATOR_ROLES = ("creator", "admin")
 REGIONS = sorted(Catalog.load_default().regions)
 DECISION_ERRORS = ("withdrawal_not_found", "withdrawal_decided")

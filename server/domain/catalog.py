@@ -3,35 +3,52 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
+
+from server.domain.ids import ID_PATTERN
 from server.errors import InvalidRequest, NotFound
 
 MAX_GIFT_COINS = 1_000_000
 
+GiftId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+GiftText = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+GiftCoins = Annotated[int, msgspec.Meta(ge=1, le=MAX_GIFT_COINS)]
 
-@dataclass(frozen=True)
-class Gift:
-    id: str
-    name: str
-    coins: int
-    streakable: bool
-    animation: str
+
+class Gift(msgspec.Struct, frozen=True):
+    """A gift, defined once: its fields, their limits and their defaults.
+
+    The catalog file, the stored form of admins' edits (``store.catalog``), the admin request
+    bodies (``domain.requests``) and the OpenAPI document all follow this struct, so a new
+    field is added here, with a default so that gifts stored before it still read.
+    """
+
+    id: GiftId
+    name: GiftText
+    coins: GiftCoins
+    streakable: bool = False
+    animation: GiftText = "default"
     retired: bool = False
 
+    @classmethod
+    def read(cls, fields: Mapping[str, Any]) -> Gift:
+        """A gift from its fields, checked against the limits above; fields it does not have
+        are ignored. ``ValueError`` (``msgspec.ValidationError``) if they are not a gift."""
+        return msgspec.convert(fields, cls)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "coins": self.coins,
-            "streakable": self.streakable,
-            "animation": self.animation,
-        }
+        """The gift as clients see it: everything but ``retired``."""
+        record = self.to_record()
+        del record["retired"]
+        return record
 
     def to_record(self) -> dict[str, Any]:
-        return {**self.to_dict(), "retired": self.retired}
+        return msgspec.structs.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -79,15 +96,11 @@ class Catalog:
         raw = tomllib.loads(text)
         gifts: dict[str, Gift] = {}
         for entry in raw.get("gifts", []):
-            gift = Gift(
-                id=str(entry["id"]),
-                name=str(entry["name"]),
-                coins=_positive_int(entry["coins"], f"gift {entry['id']} coins"),
-                streakable=bool(entry.get("streakable", False)),
-                animation=str(entry.get("animation", entry["id"])),
-            )
-            if gift.coins > MAX_GIFT_COINS:
-                raise ValueError(f"gift {gift.id} costs more than {MAX_GIFT_COINS} coins")
+            try:
+                # A gift's animation is named after it unless the file says otherwise.
+                gift = Gift.read({"animation": entry.get("id"), **entry})
+            except msgspec.ValidationError as exc:
+                raise ValueError(f"gift {entry.get('id')!r}: {exc}") from None
             if gift.id in gifts:
                 raise ValueError(f"gift {gift.id} is listed twice")
             gifts[gift.id] = gift

@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
+from server.domain.catalog import Gift
 from server.domain.ids import ID_PATTERN, IDEMPOTENCY_KEY_PATTERN
 from server.domain.money import MAX_COUNT, MIN_COUNT
 from server.errors import InvalidRequest
@@ -69,22 +70,27 @@ class DecisionRequest(Strict, frozen=True):
     note: Annotated[str, msgspec.Meta(max_length=500)] = ""
 
 
-class GiftChange(Strict, frozen=True):
-    """An admin's change to a gift: any of the fields; ``retired`` hides it from sale."""
-
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
-    coins: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-    streakable: bool | None = None
-    animation: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
-    retired: bool | None = None
+def _gift_body(name: str, doc: str, fields: list[tuple[str, Any, Any]]) -> type[msgspec.Struct]:
+    return msgspec.defstruct(
+        name, fields, bases=(Strict,), frozen=True, namespace={"__doc__": doc}, module=__name__
+    )
 
 
-class NewGift(Strict, frozen=True):
-    id: Id
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    coins: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
-    streakable: bool = False
-    animation: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "default"
+# The admin's bodies are the gift's own fields (``Gift``), so they cannot drift from it.
+NewGift = _gift_body(
+    "NewGift",
+    "A gift to add: the gift's fields but ``retired``.",
+    [
+        (f.name, f.type, msgspec.field() if f.required else f.default)
+        for f in msgspec.structs.fields(Gift)
+        if f.name != "retired"
+    ],
+)
+GiftChange = _gift_body(
+    "GiftChange",
+    "An admin's change to a gift: any of the fields; ``retired`` hides it from sale.",
+    [(f.name, f.type | None, None) for f in msgspec.structs.fields(Gift) if f.name != "id"],
+)
 
 
 class PaymentData(msgspec.Struct, frozen=True):
