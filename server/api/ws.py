@@ -133,7 +133,7 @@ async def room_socket(
         ctx.hub.leave(socket.viewer)
 
 
-@dataclass
+@dataclass(slots=True)
 class Socket:
     """One admitted connection, as its frame handlers see it."""
 
