@@ -172,6 +172,7 @@ async def gift_from(request: Request) -> GiftOutcome:
 
 # Its refusals by the per-address request limit count as gifts refused too (api.limits).
 GIFT_ROUTE = Route("/v1/rooms/{room_id}/gifts", send_gift, methods=["POST"])
+
 routes = [
     Route("/healthz", healthz),
     Route("/readyz", readyz),

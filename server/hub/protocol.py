@@ -109,7 +109,8 @@ def read(data: str | bytes, encoding: str) -> tuple[str, dict[str, Any]]:
 
 
 def decode(data: str | bytes, encoding: str) -> ClientFrame:
-    """A client frame as a request, or ``InvalidRequest`` saying what is wrong with it."""
+    """A client frame as a request, or ``InvalidRequest`` saying what is wrong with it: every
+    rule in one call, as ``api.ws`` applies them (``read``, then the type's handler)."""
     kind, fields = read(data, encoding)
     return FRAME_TYPES[kind](fields)
 
