@@ -8,7 +8,6 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -18,6 +17,7 @@ from starlette.types import ASGIApp
 
 from server import metrics
 from server.api import admin, creator, dev, http, openapi, pages, payments, ws
+from server.api.answers import client_error
 from server.api.context import JSON, Context, now_ms
 from server.api.deadline import EngineBudget
 from server.api.limits import ClientLimiter, RequestLimits
@@ -124,8 +124,8 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         exception_handlers={
             GiftingError: gifting_error,
             HTTPException: http_error,
-            **dict.fromkeys(UNAVAILABLE, engine_error),
-            Exception: internal_error,
+            **dict.fromkeys(UNAVAILABLE, unexpected_error),
+            Exception: unexpected_error,
         },
     )
     limits = RequestLimits(starlette)
@@ -216,17 +216,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSON(error.to_dict(), status_code=error.status, headers=exc.headers)
 
 
-async def engine_error(request: Request, exc: Exception) -> Response:
-    metrics.engine_error(exc)
-    log.warning("engine unavailable on %s: %s", request.url.path, exc)
-    error = EngineUnavailable("the engine is unavailable; retry shortly")
-    return JSON(error.to_dict(), status_code=error.status, headers={"Retry-After": "1"})
-
-
-async def internal_error(request: Request, exc: Exception) -> Response:
-    """A bug, not a client error: logged with its traceback, answered in the usual error shape."""
-    if isinstance(exc, RedisError):  # an engine reply the server did not expect
-        metrics.engine_error(exc)
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    body = {"error": {"code": "internal_error", "message": "an unexpected error occurred"}}
-    return JSON(body, status_code=500)
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """An engine outage (503, retry) or a bug (500, logged with its traceback), answered in
+    the usual error shape (``api.answers.client_error``)."""
+    return await gifting_error(request, client_error(exc, f"{request.method} {request.url.path}"))

@@ -11,6 +11,9 @@ from server.domain.ids import check_id
 from server.errors import Forbidden, Unauthorized
 
 ROLES = ("viewer", "creator", "admin")
+# Who may send gifts (over HTTP and the room socket), and who may act on a creator's things.
+GIFTING_ROLES = ("viewer", "creator")
+CREATOR_ROLES = ("creator", "admin")
 ALGORITHM = "HS256"
 
 

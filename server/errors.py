@@ -17,9 +17,11 @@
     ├── RateLimited           429 rate_limited
     ├── TooManyConnections    429 too_many_connections (room sockets only)
     ├── InvalidRequest        422 invalid_request, unknown_region, below_minimum_withdrawal
+    ├── InternalError         500 internal_error (a bug, or an engine failure that is no outage)
     └── EngineUnavailable     503 engine_unavailable
 
 Routes raise these; one handler in ``app`` turns them into ``{"error": {"code", "message"}}``.
+Any other exception is answered as one of them by ``api.answers.client_error``.
 """
 
 from __future__ import annotations
@@ -111,3 +113,8 @@ class TooManyConnections(GiftingError):
 class EngineUnavailable(GiftingError):
     status = 503
     default_code = "engine_unavailable"
+
+
+class InternalError(GiftingError):
+    status = 500
+    default_code = "internal_error"

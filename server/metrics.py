@@ -13,22 +13,15 @@ connection, user or room.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import re
-from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client import disable_created_metrics as _disable_created_metrics
 from prometheus_client.exposition import choose_encoder
-from redis.exceptions import ConnectionError as EngineConnectionError
-from redis.exceptions import RedisClusterException, RedisError
-from redis.exceptions import TimeoutError as EngineTimeoutError
 
-from server.errors import GiftingError
-from server.store.failures import UNAVAILABLE
-from server.store.replication import NotReplicated
+from server.store import failures
 
 # ``*_created`` series double every counter and histogram for a start time nobody graphs.
 _disable_created_metrics()
@@ -43,7 +36,8 @@ TICK_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 GIFTS = Counter(
     "gifting_gifts_total",
     "Gift requests by transport (http, ws) and outcome: acked, replayed, or the error code "
-    "of the refusal (insufficient_coins, rate_limited, room_ended, engine_unavailable, ...)",
+    "of the refusal (insufficient_coins, rate_limited, room_ended, engine_unavailable, "
+    "internal_error, ...)",
     ["transport", "outcome"],
 )
 GIFT_DEBIT_SECONDS = Histogram(
@@ -74,6 +68,12 @@ WS_BYTES_SENT = Counter(
 WS_SLOW_CONSUMERS_DROPPED = Counter(
     "gifting_websocket_slow_consumers_dropped_total",
     "Room sockets closed with 4408 for falling GIFTING_WS_BUFFER_BYTES behind the room",
+)
+WS_INVALID_FRAMES = Counter(
+    "gifting_websocket_invalid_frames_total",
+    "Client frames on room sockets that are no frame of a known type (not JSON or msgpack, "
+    "not an object, an unknown type, a ping with fields); a gift frame that fails its checks "
+    "counts as a gift refused with invalid_request instead",
 )
 WS_REFUSALS = Counter(
     "gifting_websocket_refusals_total",
@@ -106,7 +106,7 @@ _ANSWERED = {
 CONNECTIONS = {
     overlay: WS_CONNECTIONS.labels("overlay" if overlay else "viewer") for overlay in (False, True)
 }
-for _kind in ("connection", "timeout", "response", "not_replicated"):
+for _kind in failures.KINDS:
     ENGINE_ERRORS.labels(_kind)
 
 
@@ -118,48 +118,12 @@ def gift_refused(transport: str, code: str) -> None:
     GIFTS.labels(transport, code).inc()
 
 
-class GiftTally:
-    """One gift request being answered; ``gift_request`` counts it if it fails instead."""
-
-    __slots__ = ("transport",)
-
-    def __init__(self, transport: str) -> None:
-        self.transport = transport
-
-    def answered(self, replayed: bool) -> None:
-        gift_answered(self.transport, replayed)
-
-
-@contextlib.contextmanager
-def gift_request(transport: str) -> Iterator[GiftTally]:
-    """Count the gift request handled in the block: the caller calls ``answered``, and an
-    error leaving the block counts as the outcome the HTTP API answers it with."""
-    try:
-        yield GiftTally(transport)
-    except GiftingError as exc:
-        gift_refused(transport, exc.code)
-        raise
-    except UNAVAILABLE:
-        gift_refused(transport, "engine_unavailable")
-        raise
-    except Exception:
-        gift_refused(transport, "internal_error")
-        raise
-
-
 def engine_error(exc: BaseException) -> None:
-    """Count a failed engine call by kind; anything that is no engine failure is not counted."""
-    if isinstance(exc, NotReplicated):
-        kind = "not_replicated"
-    elif isinstance(exc, EngineTimeoutError | TimeoutError):
-        kind = "timeout"
-    elif isinstance(exc, EngineConnectionError | OSError):
-        kind = "connection"
-    elif isinstance(exc, RedisError | RedisClusterException):
-        kind = "response"
-    else:
-        return
-    ENGINE_ERRORS.labels(kind).inc()
+    """Count a failed engine call by kind (``store.failures.kind``); anything that is no
+    engine failure is not counted."""
+    kind = failures.kind(exc)
+    if kind is not None:
+        ENGINE_ERRORS.labels(kind).inc()
 
 
 def frames_sent(frames: int, frame_bytes: int) -> None:

@@ -153,6 +153,18 @@ def test_a_creator_is_live_in_one_room_at_a_time(api: Api) -> None:
     assert api.open_room(creator) != room_id
 
 
+def test_a_room_opened_with_no_body_takes_every_default(api: Api) -> None:
+    creator = unique("c")
+    opened = api.http.post("/v1/rooms", headers=api.auth(creator, "creator"))
+    assert opened.status_code == 201, opened.text
+    assert (opened.json()["creator_id"], opened.json()["title"]) == (creator, f"{creator}'s live")
+    assert api.http.get(f"/v1/rooms/{opened.json()['room_id']}").json()["state"] == "live"
+    # An empty body is no JSON anywhere else: a gift with none is still refused.
+    viewer = unique("v")
+    refused = api.http.post(f"/v1/rooms/{opened.json()['room_id']}/gifts", headers=api.auth(viewer))
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
+
+
 def test_only_creators_open_rooms_and_only_their_owner_ends_them(api: Api, room: tuple[str, str]) -> None:
     _, room_id = room
     viewer = unique("v")

@@ -12,11 +12,12 @@ from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
+from server.api.ws import FRAME_HANDLERS
 from server.domain.combos import ComboWatch
 from server.domain.events import RoomEvent, parse_entry, parse_offset
 from server.domain.requests import GiftRequest
 from server.errors import InvalidRequest
-from server.hub.protocol import JSON, MSGPACK, Ping, decode, encode, negotiate, ws_frame
+from server.hub.protocol import FRAME_TYPES, JSON, MSGPACK, Ping, decode, encode, negotiate, ws_frame
 from server.hub.room import LocalRoom, catch_up_frames
 from server.store.records import Gifter, Room, RoomState
 
@@ -67,6 +68,10 @@ def test_negotiation_picks_the_first_gifting_subprotocol_and_the_token(
     handshake = negotiate(offered)
     assert (handshake.subprotocol, handshake.token) == (subprotocol, token)
     assert handshake.encoding == (subprotocol or JSON)
+
+
+def test_every_client_frame_type_has_its_rules_and_one_handler() -> None:
+    assert list(FRAME_HANDLERS) == list(FRAME_TYPES) == ["gift", "ping"]
 
 
 def test_client_frames_decode_to_requests_in_both_subprotocols() -> None:

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.api.request_ids import request_id
 from server.app import create_app
 from server.engine import EmbeddedEngine
+from server.keys import KeySchema
 from server.settings import Settings, SettingsError
 from tests.conftest import Engine
 from tests.support import (
@@ -33,6 +34,7 @@ from tests.support import (
     WEBHOOK_SECRET,
     Api,
     ServerProcess,
+    engine_client,
     running_server,
     server_env,
     unique,
@@ -178,6 +180,58 @@ async def test_a_refused_gift_counts_under_its_error_code_and_moves_no_coin(
     assert after.since(before, "gifting_gift_debit_seconds_count") == 2  # the two debits refused
     assert after.since(before, "gifting_coins_spent_total") == 0
     assert after.since(before, "gifting_diamonds_credited_total") == 0
+
+
+@pytest.mark.anyio
+async def test_an_engine_error_that_is_no_outage_answers_internal_error_over_both_transports(
+    server: ServerProcess, api: Api, room: tuple[str, str], engine: Engine, key_prefix: str
+) -> None:
+    _, room_id = room
+    sender = unique("v")
+    token = api.token(sender)
+    wallet = KeySchema(key_prefix).user(sender).wallet
+    with engine_client(engine.url) as client:
+        client.set(wallet, "not a hash")  # the debit script's HGET on it fails inside Lua
+    before = scrape(server)
+    over_http = api.gift(sender, room_id, "rose")
+    sock = await RoomSocket.open(server.base_url, room_id, token)
+    await sock.welcome()
+    key = unique("k")
+    over_ws = await sock.gift("rose", key=key)
+    await sock.close()
+    after = scrape(server)
+
+    assert over_http.status_code == 500 and over_http.json()["error"]["code"] == "internal_error"
+    assert (over_ws["type"], over_ws["code"], over_ws["idempotency_key"]) == ("error", "internal_error", key)
+    assert "retry-after" not in over_http.headers
+    for transport in ("http", "ws"):
+        assert after.since(before, "gifting_gifts_total", **gifts(transport, "internal_error")) == 1
+        assert after.since(before, "gifting_gifts_total", **gifts(transport, "engine_unavailable")) == 0
+    assert after.since(before, "gifting_engine_errors_total", kind="response") == 2
+    with engine_client(engine.url) as client:
+        assert client.get(wallet) == "not a hash"
+    log = server.log_path.read_text()
+    assert f"unhandled error on POST /v1/rooms/{room_id}/gifts" in log
+    assert f"unhandled error on a gift frame on /v1/rooms/{room_id}/ws" in log
+    assert log.count("WRONGTYPE") >= 2
+
+
+@pytest.mark.anyio
+async def test_frames_that_are_no_gift_count_as_invalid_frames_not_as_gifts(
+    server: ServerProcess, api: Api, room: tuple[str, str]
+) -> None:
+    _, room_id = room
+    before = scrape(server)
+    sock = await RoomSocket.open(server.base_url, room_id, api.token(unique("v")))
+    await sock.welcome()
+    for raw in ("not json", "[1]", '{"type": "teleport"}', '{"type": "ping", "x": 1}'):
+        await sock.ws.send(raw)
+        assert (await sock.wait_for(lambda f: f["type"] == "error", new=True))["code"] == "invalid_request"
+    await sock.close()
+    after = scrape(server)
+
+    assert after.since(before, "gifting_websocket_invalid_frames_total") == 4
+    assert after.since(before, "gifting_gifts_total", **gifts("ws", "invalid_request")) == 0
 
 
 # -- sockets ---------------------------------------------------------------------------
@@ -360,10 +414,10 @@ def test_json_logs_are_one_object_per_line_with_the_request_id_and_no_token(
     # The gift path's warning and the access line both carry the request's id and the gift's
     # sender and room.
     outage = {e["logger"]: e for e in entries if e.get("request_id") == "outage-1"}
-    assert {"uvicorn.access", "server.app"} <= outage.keys(), outage
-    for name in ("uvicorn.access", "server.app"):
+    assert {"uvicorn.access", "server.api.answers"} <= outage.keys(), outage
+    for name in ("uvicorn.access", "server.api.answers"):
         assert (outage[name]["sender"], outage[name]["room"]) == (viewer, "demo_carol"), outage[name]
-    assert "engine unavailable" in outage["server.app"]["message"]
+    assert "engine unavailable" in outage["server.api.answers"]["message"]
     [socket_line] = [e for e in entries if "WebSocket /v1/rooms/demo_carol/ws" in e["message"]]
     assert "token=<redacted>" in socket_line["message"] and re.fullmatch(
         "[0-9a-f]{16}", socket_line["request_id"]

@@ -342,6 +342,31 @@ async def test_bad_frames_get_an_error_frame_and_debit_nothing(hub: Hub, live: t
     assert hub.api.coins(sender) == 550
 
 
+@pytest.mark.parametrize("subprotocol", [JSON, MSGPACK])
+async def test_a_gift_frame_refused_by_its_checks_is_answered_with_its_key(
+    hub: Hub, live: tuple[str, str], subprotocol: str
+) -> None:
+    _, room_id = live
+    sender = funded(hub.api)
+    sock = await hub.join("a", room_id, sender, subprotocol=subprotocol)
+    gift = {"type": "gift", "gift_id": "rose", "count": 1}
+    wrongs: list[dict[str, Any]] = [{"count": -5}, {"count": 1.5}, {"extra": 1}, {"gift_id": "no such id!"}]
+    for n, wrong in enumerate(wrongs):
+        key = f"tap-{n}:refused"
+        await sock.send({**gift, "idempotency_key": key, **wrong})
+        error = await reply(sock)
+        answered = (error["type"], error["code"], error.get("idempotency_key"))
+        assert answered == ("error", "invalid_request", key), wrong
+    # A key that is no string, or does not match the key pattern, is not echoed back.
+    for unreadable in (7, "two words", "k" * 129):
+        await sock.send({**gift, "count": -5, "idempotency_key": unreadable})
+        error = await reply(sock)
+        assert error["code"] == "invalid_request" and "idempotency_key" not in error, unreadable
+    assert hub.api.coins(sender) == 550
+    assert not sock.events("gift")
+    await sock.close()
+
+
 async def test_frames_that_are_not_json_objects_are_invalid(hub: Hub, live: tuple[str, str]) -> None:
     _, room_id = live
     sender = funded(hub.api)

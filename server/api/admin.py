@@ -14,10 +14,8 @@ from server.api.context import (
     Context,
     caller,
     context,
-    decode_json,
     now_ms,
     query_int,
-    read_body,
     read_json,
 )
 from server.audit import audit_books
@@ -50,8 +48,7 @@ async def list_withdrawals(request: Request) -> JSON:
 async def decide(request: Request, state: str) -> JSON:
     ctx, principal = admin(request)
     withdrawal_id = check_id(request.path_params["withdrawal_id"], "withdrawal_id")
-    raw = await read_body(request)
-    note = parse(decode_json(raw), DecisionRequest).note if raw.strip() else ""
+    note = parse(await read_json(request, optional=True), DecisionRequest).note
     withdrawal = await ctx.store.withdrawals.decide(withdrawal_id, state, principal.user_id, note, now_ms())
     await ctx.store.replicated(users=[withdrawal.creator_id])
     await ctx.store.admin_log.record(

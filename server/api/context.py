@@ -79,8 +79,13 @@ def decode_json(body: bytes) -> object:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
 
 
-async def read_json(request: Request) -> object:
-    return decode_json(await read_body(request))
+async def read_json(request: Request, *, optional: bool = False) -> object:
+    """The body as JSON. With ``optional`` (a body whose every field has a default), an empty
+    body reads as ``{}``, whatever its Content-Type."""
+    body = await read_body(request)
+    if optional and not body.strip():
+        return {}
+    return decode_json(body)
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:

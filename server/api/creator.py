@@ -7,14 +7,13 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from server.api.context import JSON, caller, context, now_ms, query_int, read_json
+from server.auth import CREATOR_ROLES
 from server.domain.ids import new_id
 from server.domain.money import diamonds_value_minor, utc_day
 from server.domain.requests import WithdrawalRequest, parse
 from server.errors import Conflict, NotFound
 from server.store.records import Earnings
 from server.store.withdrawals import CURRENCY
-
-CREATOR_ROLES = ("creator", "admin")
 
 
 async def creator_earnings(request: Request) -> JSON:

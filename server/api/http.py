@@ -11,7 +11,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server import metrics
+from server.api.answers import answer_gift
 from server.api.context import JSON, caller, context, now_ms, query_int, read_json
+from server.auth import CREATOR_ROLES, GIFTING_ROLES
 from server.domain.ids import check_id, new_id
 from server.domain.limits import address_in
 from server.domain.money import utc_day
@@ -24,9 +26,7 @@ from server.domain.requests import (
     parse,
 )
 from server.errors import NotFound
-
-GIFTING_ROLES = ("viewer", "creator")
-CREATOR_ROLES = ("creator", "admin")
+from server.gifting import GiftOutcome
 
 
 async def healthz(request: Request) -> JSON:
@@ -131,7 +131,7 @@ async def list_rooms(request: Request) -> JSON:
 
 async def create_room(request: Request) -> JSON:
     principal = caller(request, "creator")
-    body = parse(await read_json(request), CreateRoomRequest)
+    body = parse(await read_json(request, optional=True), CreateRoomRequest)
     title = body.title or f"{principal.user_id}'s live"
     room = await context(request).store.rooms.create(principal.user_id, new_id("r"), title, now_ms())
     return JSON(room.to_dict(), status_code=201)
@@ -160,17 +160,23 @@ async def set_goal(request: Request) -> JSON:
 
 
 async def send_gift(request: Request) -> JSON:
-    with metrics.gift_request(metrics.HTTP) as tally:
-        principal = caller(request, *GIFTING_ROLES)
-        room_id = check_id(request.path_params["room_id"], "room_id")
-        body = parse(await read_json(request), GiftRequest)
-        outcome = await context(request).gifts.send(
-            principal.user_id, room_id, body, now_ms(), sender_name=principal.name
-        )
-        tally.answered(outcome.replayed)
+    where = f"{request.method} {request.url.path}"
+    outcome = await answer_gift(metrics.HTTP, gift_from(request), where)
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return JSON(outcome.to_dict(), headers=headers)
 
+
+async def gift_from(request: Request) -> GiftOutcome:
+    principal = caller(request, *GIFTING_ROLES)
+    room_id = check_id(request.path_params["room_id"], "room_id")
+    body = parse(await read_json(request), GiftRequest)
+    return await context(request).gifts.send(
+        principal.user_id, room_id, body, now_ms(), sender_name=principal.name
+    )
+
+
+# Its refusals by the per-address request limit count as gifts refused too (api.limits).
+GIFT_ROUTE = Route("/v1/rooms/{room_id}/gifts", send_gift, methods=["POST"])
 
 routes = [
     Route("/healthz", healthz),
@@ -188,6 +194,6 @@ routes = [
     Route("/v1/rooms/{room_id}", get_room),
     Route("/v1/rooms/{room_id}/end", end_room, methods=["POST"]),
     Route("/v1/rooms/{room_id}/goal", set_goal, methods=["PUT"]),
-    Route("/v1/rooms/{room_id}/gifts", send_gift, methods=["POST"]),
+    GIFT_ROUTE,
 ]
 # Served unless GIFTING_METRICS=0 (app.create_app).

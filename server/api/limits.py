@@ -19,13 +19,14 @@ once per outage), and each route answers as it would without it.
 from __future__ import annotations
 
 import logging
-import re
 import time
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import metrics
 from server.api.context import JSON
+from server.api.http import GIFT_ROUTE
 from server.domain.limits import client_address, is_exempt, retry_after_s
 from server.errors import RateLimited
 from server.settings import Settings
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 # After the engine failed to answer, how long requests skip the limit before it is tried
 # again, so that an outage does not add a failed engine call to every request.
 RETRY_ENGINE_S = 1.0
-# The HTTP gift route, whose refusals count as gifts refused (metrics.GIFTS).
-GIFT_PATH = re.compile(r"^/v1/rooms/[^/]+/gifts$")
 
 
 class ClientLimiter:
@@ -87,7 +86,7 @@ class RequestLimits:
         if scope["type"] == "http" and self.limiter is not None and not is_exempt(scope["path"]):
             refused = await self.limiter.check(scope)
             if refused is not None:
-                if scope["method"] == "POST" and GIFT_PATH.match(scope["path"]):
+                if GIFT_ROUTE.matches(scope)[0] is Match.FULL:
                     metrics.gift_refused(metrics.HTTP, refused.code)  # a gift refused like any other
                 await too_many_requests(refused)(scope, receive, send)
                 return

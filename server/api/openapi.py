@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from server.api.admin import WITHDRAWAL_STATES
-from server.auth import ROLES
+from server.auth import CREATOR_ROLES, GIFTING_ROLES, ROLES
 from server.domain.catalog import Catalog, Gift
 from server.domain.ids import ID_PATTERN
 from server.domain.limits import is_exempt
@@ -122,7 +122,6 @@ WITHDRAWAL = ("withdrawal_id", "creator_id", "state", "diamonds", "amount", "req
 PAGE = ("entries", "next_cursor")
 OVERLAY = ("token", "url")
 GIFT = Gift.__struct_fields__
-CREATOR_ROLES = ("creator", "admin")
 REGIONS = sorted(Catalog.load_default().regions)
 DECISION_ERRORS = ("withdrawal_not_found", "withdrawal_decided")
 
@@ -161,14 +160,14 @@ OPERATIONS: tuple[Operation, ...] = (
                       "order_flagged", "order_not_paid", "payment_mismatch")),
     Operation("GET", "/v1/rooms", "Live rooms, newest first", returns=("rooms",), query=(limit(200),)),
     Operation("POST", "/v1/rooms", "Go live", CreateRoomRequest, roles=("creator",), status=201, returns=ROOM,
-              errors=("already_live",)),
+              errors=("already_live",), body_optional=True),
     Operation("GET", "/v1/rooms/{room_id}", "A room with its offset and snapshot",
               returns=(*ROOM, "offset", "snapshot"), errors=("room_not_found",)),
     Operation("POST", "/v1/rooms/{room_id}/end", "End the live", roles=CREATOR_ROLES, returns=ROOM,
               errors=("room_not_found",)),
     Operation("PUT", "/v1/rooms/{room_id}/goal", "Set the goal bar", GoalRequest, roles=CREATOR_ROLES,
               returns=("room_id", "goal"), errors=("room_not_found", "room_ended")),
-    Operation("POST", "/v1/rooms/{room_id}/gifts", "Send a gift", GiftRequest, roles=("viewer", "creator"),
+    Operation("POST", "/v1/rooms/{room_id}/gifts", "Send a gift", GiftRequest, roles=GIFTING_ROLES,
               returns=("gift_event_id", "coins", "cost"),
               errors=("insufficient_coins", "negative_balance", "account_frozen", "daily_limit_exceeded",
                       "room_not_found", "unknown_gift", "idempotency_mismatch", "room_ended", "self_gift",

@@ -15,16 +15,19 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import logs, metrics
 from server.api import request_ids
+from server.api.answers import answer_gift
 from server.api.context import Context, now_ms
 from server.api.limits import ClientLimiter
-from server.auth import Principal, principal_from_token
+from server.auth import GIFTING_ROLES, Principal, principal_from_token
 from server.domain.ids import check_id
 from server.errors import (
     EngineUnavailable,
@@ -35,8 +38,18 @@ from server.errors import (
     TooManyConnections,
     Unauthorized,
 )
+from server.gifting import GiftOutcome
 from server.hub.outlet import SCOPE_EXTENSION, GiftingWebSocketProtocol
-from server.hub.protocol import Close, Ping, decode, encode, error_frame, negotiate
+from server.hub.protocol import (
+    Close,
+    encode,
+    error_frame,
+    gift_frame,
+    negotiate,
+    ping_frame,
+    read,
+    readable_key,
+)
 from server.hub.room import LocalRoom, Viewer
 from server.store import ENGINE_ERRORS
 from server.store.connection import engine_budget
@@ -45,7 +58,6 @@ log = logging.getLogger(__name__)
 
 PATH = re.compile(r"^/v1/rooms/([^/]+)/ws$")
 OVERLAY_PATH = re.compile(r"^/v1/overlay/([^/]+)/ws$")
-GIFTING_ROLES = ("viewer", "creator")
 # A connection sending this many frames that do not parse or validate within a minute is closed.
 MAX_INVALID_FRAMES = 10
 INVALID_WINDOW_S = 60.0
@@ -99,8 +111,7 @@ async def room_socket(
     admitted = await admit(ctx, scope, send, target, overlay, limiter)
     if admitted is None:
         return
-    viewer, principal = admitted.viewer, admitted.principal
-    invalid: list[float] = []
+    socket = Socket(ctx, admitted.viewer, admitted.principal)
     connections = metrics.CONNECTIONS[overlay]
     connections.inc()
     try:
@@ -112,55 +123,81 @@ async def room_socket(
             if data is None:
                 data = message.get("bytes") or b""
             try:
-                frame = decode(data, viewer.encoding)
+                kind, fields = read(data, socket.viewer.encoding)
+                await FRAME_HANDLERS[kind](socket, fields)
             except InvalidRequest as exc:
-                metrics.gift_refused(metrics.WS, exc.code)  # what a client sends is a gift or a ping
-                now = time.monotonic()
-                invalid = [t for t in invalid if now - t < INVALID_WINDOW_S] + [now]
-                viewer.send(error_frame(exc))
-                if len(invalid) >= MAX_INVALID_FRAMES:
-                    viewer.outlet.close(Close.INVALID_FRAMES, "too many invalid frames")
-                continue
-            if isinstance(frame, Ping):
-                viewer.send({"type": "pong"})
-                continue
-            mark = logs.keep()  # the gift's log fields last until its answer
-            try:
-                if viewer.overlay:
-                    raise Forbidden("an overlay connection is read-only: it cannot send gifts")
-                principal.require(*GIFTING_ROLES)
-                with engine_budget(ctx.settings.engine_timeout_ms / 1000):
-                    outcome = await ctx.gifts.send(
-                        viewer.user_id,
-                        viewer.room_id,
-                        frame,
-                        now_ms(),
-                        sender_name=viewer.name,
-                    )
-            except GiftingError as exc:
-                metrics.gift_refused(metrics.WS, exc.code)
-                viewer.send(error_frame(exc, frame.idempotency_key))
-            except ENGINE_ERRORS as exc:
-                metrics.engine_error(exc)
-                metrics.gift_refused(metrics.WS, EngineUnavailable.default_code)
-                log.warning("gift over websocket refused: engine unavailable (%r)", exc)
-                error = EngineUnavailable("the engine is unavailable; retry shortly")
-                viewer.send(error_frame(error, frame.idempotency_key))
-            else:
-                metrics.gift_answered(metrics.WS, outcome.replayed)
-                viewer.send(
-                    {
-                        "type": "gift_ack",
-                        "idempotency_key": frame.idempotency_key,
-                        "gift_event_id": outcome.gift_event_id,
-                        "coins": outcome.coins,
-                    }
-                )
-            finally:
-                logs.restore(mark)
+                metrics.WS_INVALID_FRAMES.inc()
+                socket.refuse(exc)
     finally:
         connections.dec()
-        ctx.hub.leave(viewer)
+        ctx.hub.leave(socket.viewer)
+
+
+@dataclass(slots=True)
+class Socket:
+    """One admitted connection, as its frame handlers see it."""
+
+    ctx: Context
+    viewer: Viewer
+    principal: Principal
+    # When its recent invalid frames came (time.monotonic()).
+    invalid: list[float] = field(default_factory=list)
+
+    def refuse(self, error: GiftingError, idempotency_key: str | None = None) -> None:
+        """Answer a frame with ``error``; an invalid frame counts towards the close for too many."""
+        self.viewer.send(error_frame(error, idempotency_key))
+        if isinstance(error, InvalidRequest):
+            now = time.monotonic()
+            self.invalid = [t for t in self.invalid if now - t < INVALID_WINDOW_S] + [now]
+            if len(self.invalid) >= MAX_INVALID_FRAMES:
+                self.viewer.outlet.close(Close.INVALID_FRAMES, "too many invalid frames")
+
+
+async def on_ping(socket: Socket, fields: dict[str, Any]) -> None:
+    ping_frame(fields)
+    socket.viewer.send({"type": "pong"})
+
+
+async def on_gift(socket: Socket, fields: dict[str, Any]) -> None:
+    """A gift, through the same ``answer_gift`` as ``POST /v1/rooms/{id}/gifts``, answered to
+    this connection only; a refusal carries the frame's key whenever it is readable."""
+    key = readable_key(fields)
+    where = f"a gift frame on /v1/rooms/{socket.viewer.room_id}/ws"
+    mark = logs.keep()  # the gift's log fields last until its answer
+    try:
+        outcome = await answer_gift(metrics.WS, gift_from(socket, fields), where)
+    except GiftingError as exc:
+        socket.refuse(exc, key)
+    else:
+        socket.viewer.send(
+            {
+                "type": "gift_ack",
+                "idempotency_key": key,
+                "gift_event_id": outcome.gift_event_id,
+                "coins": outcome.coins,
+            }
+        )
+    finally:
+        logs.restore(mark)
+
+
+async def gift_from(socket: Socket, fields: dict[str, Any]) -> GiftOutcome:
+    request = gift_frame(fields)
+    viewer = socket.viewer
+    if viewer.overlay:
+        raise Forbidden("an overlay connection is read-only: it cannot send gifts")
+    socket.principal.require(*GIFTING_ROLES)
+    with engine_budget(socket.ctx.settings.engine_timeout_ms / 1000):
+        return await socket.ctx.gifts.send(
+            viewer.user_id, viewer.room_id, request, now_ms(), sender_name=viewer.name
+        )
+
+
+# One handler per client frame type (``hub.protocol.FRAME_TYPES`` holds each one's rules).
+FRAME_HANDLERS: dict[str, Callable[[Socket, dict[str, Any]], Awaitable[None]]] = {
+    "gift": on_gift,
+    "ping": on_ping,
+}
 
 
 async def admit(

@@ -7,13 +7,16 @@ decoding client frames and encoding server frames once for every connection.
 from __future__ import annotations
 
 import enum
+import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import orjson
 
+from server.domain.ids import IDEMPOTENCY_KEY_PATTERN
 from server.domain.requests import GiftRequest, parse
 from server.errors import GiftingError, InvalidRequest, RateLimited
 
@@ -65,10 +68,26 @@ class Ping:
 
 
 ClientFrame = GiftRequest | Ping
+_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
-def decode(data: str | bytes, encoding: str) -> ClientFrame:
-    """A client frame as a request, or ``InvalidRequest`` saying what is wrong with it."""
+def gift_frame(fields: dict[str, Any]) -> GiftRequest:
+    return parse(fields, GiftRequest)
+
+
+def ping_frame(fields: dict[str, Any]) -> Ping:
+    if fields:
+        raise InvalidRequest(f"unknown field(s) in ping: {', '.join(map(str, fields))}")
+    return Ping()
+
+
+# Each client frame type and the rules of its fields; ``api.ws`` has one handler per type.
+FRAME_TYPES: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {"gift": gift_frame, "ping": ping_frame}
+
+
+def read(data: str | bytes, encoding: str) -> tuple[str, dict[str, Any]]:
+    """A client frame's type and its other fields, not yet checked; ``InvalidRequest`` if it
+    is no object of a known type."""
     if encoding == MSGPACK:
         if isinstance(data, str):
             raise InvalidRequest("this connection speaks gifting.v1.msgpack: send binary frames")
@@ -84,13 +103,24 @@ def decode(data: str | bytes, encoding: str) -> ClientFrame:
     if not isinstance(body, dict):
         raise InvalidRequest("a frame must be an object with a 'type' field")
     kind = body.pop("type", None)
-    if kind == "gift":
-        return parse(body, GiftRequest)
-    if kind == "ping":
-        if body:
-            raise InvalidRequest(f"unknown field(s) in ping: {', '.join(map(str, body))}")
-        return Ping()
-    raise InvalidRequest(f"unknown frame type {kind!r}; expected 'gift' or 'ping'")
+    if not isinstance(kind, str) or kind not in FRAME_TYPES:
+        expected = " or ".join(map(repr, FRAME_TYPES))
+        raise InvalidRequest(f"unknown frame type {kind!r}; expected {expected}")
+    return kind, body
+
+
+def decode(data: str | bytes, encoding: str) -> ClientFrame:
+    """A client frame as a request, or ``InvalidRequest`` saying what is wrong with it: every
+    rule in one call, as ``api.ws`` applies them (``read``, then the type's handler)."""
+    kind, fields = read(data, encoding)
+    return FRAME_TYPES[kind](fields)
+
+
+def readable_key(fields: dict[str, Any]) -> str | None:
+    """The frame's ``idempotency_key`` if it is one (a string of the key pattern), so that a
+    refusal of the frame can name the tap it answers even when other fields are wrong."""
+    key = fields.get("idempotency_key")
+    return key if isinstance(key, str) and _KEY.match(key) else None
 
 
 def error_frame(error: GiftingError, idempotency_key: str | None = None) -> dict[str, Any]:
