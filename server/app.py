@@ -16,12 +16,13 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from server import metrics
-from server.api import admin, creator, dev, http, openapi, pages, payments, ws
+from server.api import admin, chat, creator, dev, http, openapi, pages, payments, ws
 from server.api.answers import client_error
 from server.api.context import JSON, Context, now_ms
 from server.api.deadline import EngineBudget
 from server.api.limits import ClientLimiter, RequestLimits
 from server.api.request_ids import RequestIds
+from server.chat import ChatService
 from server.clawbacks import Clawbacks
 from server.demo import seed_demo
 from server.domain.catalog import Catalog
@@ -50,6 +51,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
     routes: list[BaseRoute] = [
         *http.routes,
         *creator.routes,
+        *chat.routes,
         *admin.routes,
         *payments.routes,
         *pages.routes(settings.client_dir),
@@ -81,6 +83,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             gifts=gifts,
             hub=hub,
             clawbacks=clawbacks,
+            chat=ChatService(store, settings, gifts.name_of),
             engine=engine,
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)

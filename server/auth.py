@@ -14,6 +14,8 @@ ROLES = ("viewer", "creator", "admin")
 # Who may send gifts (over HTTP and the room socket), and who may act on a creator's things.
 GIFTING_ROLES = ("viewer", "creator")
 CREATOR_ROLES = ("creator", "admin")
+# Who may chat in a live room (over HTTP and the room socket).
+CHAT_ROLES = ("viewer", "creator")
 ALGORITHM = "HS256"
 
 

@@ -131,6 +131,21 @@ class UserKeys:
         """STRING id of the creator's live room, if any."""
         return f"{self.tag}:live"
 
+    @property
+    def chat_rate(self) -> str:
+        """HASH tokens, ts: the user's chat rate token bucket (expires when full again)."""
+        return f"{self.tag}:chat:rate"
+
+    @property
+    def chat_settings(self) -> str:
+        """HASH a creator's chat rules: slow_mode_s, blocked_words (JSON list), allow_links."""
+        return f"{self.tag}:chat:settings"
+
+    @property
+    def moderators(self) -> str:
+        """SET of the user ids a creator appointed moderators of their lives."""
+        return f"{self.tag}:moderators"
+
 
 @dataclass(frozen=True)
 class RoomKeys:
@@ -172,6 +187,22 @@ class RoomKeys:
     def presence(self) -> str:
         """HASH hub node id -> "viewers:expires_ms" (expiring presence)."""
         return f"{self.tag}:presence"
+
+    @property
+    def chat(self) -> str:
+        """STREAM of the live's last chat messages, each under its id in ``events`` (capped,
+        for the welcome); it expires a day after the last message."""
+        return f"{self.tag}:chat"
+
+    def chat_message(self, sender_id: str, client_id: str) -> str:
+        """STRING "fingerprint|event id" of a chat message by its sender's client id (the
+        message's idempotency record), expires after a day."""
+        return f"{self.tag}:chat:msg:{sender_id}:{client_id}"
+
+    def chat_slow(self, sender_id: str) -> str:
+        """STRING set when the user last chatted here under slow mode; its remaining time to
+        live tells how long ago (``chat_post.lua``)."""
+        return f"{self.tag}:chat:slow:{sender_id}"
 
     @property
     def wake(self) -> str:

@@ -164,6 +164,12 @@ class Api:
     def auth(self, user_id: str, role: str = "viewer") -> dict[str, str]:
         return {"authorization": f"Bearer {self.token(user_id, role)}"}
 
+    def me(self, user_id: str) -> dict[str, Any]:
+        reply = self.http.get("/v1/me", headers=self.auth(user_id))
+        assert reply.status_code == 200, reply.text
+        me: dict[str, Any] = reply.json()
+        return me
+
     def order(self, user_id: str, package_id: str = "us_550", region: str = "US") -> dict[str, Any]:
         reply = self.http.post(
             "/v1/purchases", json={"package_id": package_id, "region": region}, headers=self.auth(user_id)

@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from server.auth import Principal, principal_from_header
+from server.chat import ChatService
 from server.clawbacks import Clawbacks
 from server.domain.catalog import Catalog
 from server.engine import EngineSupervisor
@@ -28,6 +29,7 @@ class Context:
     gifts: GiftService
     hub: Hub
     clawbacks: Clawbacks
+    chat: ChatService
     # The embedded engine's supervisor, in the process that runs it (one process serving).
     engine: EngineSupervisor | None = None
 

@@ -24,10 +24,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import logs, metrics
 from server.api import request_ids
-from server.api.answers import answer_gift
+from server.api.answers import answer_gift, client_error
 from server.api.context import Context, now_ms
 from server.api.limits import ClientLimiter
-from server.auth import GIFTING_ROLES, Principal, principal_from_token
+from server.auth import CHAT_ROLES, GIFTING_ROLES, Principal, principal_from_token
+from server.chat import ChatOutcome
 from server.domain.ids import check_id
 from server.errors import (
     EngineUnavailable,
@@ -42,12 +43,14 @@ from server.gifting import GiftOutcome
 from server.hub.outlet import SCOPE_EXTENSION, GiftingWebSocketProtocol
 from server.hub.protocol import (
     Close,
+    chat_frame,
     encode,
     error_frame,
     gift_frame,
     negotiate,
     ping_frame,
     read,
+    readable_client_id,
     readable_key,
 )
 from server.hub.room import LocalRoom, Viewer
@@ -143,9 +146,11 @@ class Socket:
     # When its recent invalid frames came (time.monotonic()).
     invalid: list[float] = field(default_factory=list)
 
-    def refuse(self, error: GiftingError, idempotency_key: str | None = None) -> None:
+    def refuse(
+        self, error: GiftingError, idempotency_key: str | None = None, *, client_id: str | None = None
+    ) -> None:
         """Answer a frame with ``error``; an invalid frame counts towards the close for too many."""
-        self.viewer.send(error_frame(error, idempotency_key))
+        self.viewer.send(error_frame(error, idempotency_key, client_id=client_id))
         if isinstance(error, InvalidRequest):
             now = time.monotonic()
             self.invalid = [t for t in self.invalid if now - t < INVALID_WINDOW_S] + [now]
@@ -193,11 +198,39 @@ async def gift_from(socket: Socket, fields: dict[str, Any]) -> GiftOutcome:
         )
 
 
+async def on_chat(socket: Socket, fields: dict[str, Any]) -> None:
+    """A chat message, through the same ``ChatService.post`` as ``POST /v1/rooms/{id}/chat``,
+    acknowledged to this connection only; a refusal carries the frame's ``client_id``
+    whenever it is readable."""
+    client_id = readable_client_id(fields)
+    mark = logs.keep()
+    try:
+        outcome = await chat_from(socket, fields)
+    except Exception as exc:
+        where = f"a chat frame on /v1/rooms/{socket.viewer.room_id}/ws"
+        socket.refuse(client_error(exc, where), client_id=client_id)
+    else:
+        socket.viewer.send({"type": "chat_ack", "client_id": outcome.client_id, "event_id": outcome.event_id})
+    finally:
+        logs.restore(mark)
+
+
+async def chat_from(socket: Socket, fields: dict[str, Any]) -> ChatOutcome:
+    request = chat_frame(fields)
+    viewer = socket.viewer
+    if viewer.overlay:
+        raise Forbidden("an overlay connection is read-only: it cannot chat")
+    socket.principal.require(*CHAT_ROLES)
+    with engine_budget(socket.ctx.settings.engine_timeout_ms / 1000):
+        return await socket.ctx.chat.post(viewer.user_id, viewer.room_id, request, sender_name=viewer.name)
+
+
 # One handler per client frame type (``hub.protocol.FRAME_TYPES`` holds each one's rules).
 FRAME_HANDLERS: dict[str, Callable[[Socket, dict[str, Any]], Awaitable[None]]] = {
     "gift": on_gift,
     "ping": on_ping,
 }
+FRAME_HANDLERS["chat"] = on_chat
 
 
 async def admit(

@@ -1,6 +1,6 @@
 """Room events: stream offsets, and how an entry of a room's stream becomes what clients see.
 
-The stream holds ``gift``, ``combo_end``, ``room_end``, ``test_alert`` (for overlays only)
+The stream holds ``gift``, ``combo_end``, ``chat``, ``room_end``, ``test_alert`` (for overlays only)
 and the internal ``goal_set`` marker.
 The ``leaderboard``, ``goal`` and ``viewers`` events are not stored: each hub derives them
 from the room's state when it changes (see ``hub.room``).
@@ -96,6 +96,22 @@ def parse_entry(entry_id: str, fields: dict[str, str]) -> RoomEvent:
                 "ts": ts,
             },
             overlay_only=True,
+        )
+    if kind == "chat":
+        sender = fields["s"]
+        badges = fields.get("bd", "")
+        return RoomEvent(
+            offset=entry_id,
+            kind=kind,
+            ts=ts,
+            public={
+                "type": "chat",
+                "event_id": fields["e"],
+                "sender": {"id": sender, "name": fields["n"], "badges": badges.split(",") if badges else []},
+                "text": fields["x"],
+                "ts": ts,
+            },
+            sender_id=sender,
         )
     if kind == "room_end":
         return RoomEvent(offset=entry_id, kind=kind, ts=ts, public={"type": "room_end", "ts": ts})

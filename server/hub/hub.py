@@ -128,6 +128,7 @@ class Hub:
                 "you": {"id": viewer.user_id, "name": viewer.name},
                 "room": room.room.to_dict(),
                 "snapshot": room.snapshot(),
+                "recent_chat": room.recent_chat(resume_from),
             }
         )
         return room
@@ -240,6 +241,9 @@ class Hub:
         events = [parse_entry(entry_id, fields) for entry_id, fields in entries]
         self._watch_combos(room_id, events)
         room.recent.extend(event.public for event in events if event.kind == "gift" and event.public)
+        cursor = parse_offset(offset)
+        chat = [parse_entry(entry_id, fields) for entry_id, fields in await self.store.chat.recent(room_id)]
+        room.chat.extend(event for event in chat if parse_offset(event.offset) <= cursor)
         return room
 
     async def _resume_point(self, room: LocalRoom, since: str, epoch: str | None) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import msgpack
 import orjson
 
+from server.domain.chat import ChatRequest
 from server.domain.ids import IDEMPOTENCY_KEY_PATTERN
 from server.domain.requests import GiftRequest, parse
 from server.errors import GiftingError, InvalidRequest, RateLimited
@@ -67,7 +68,7 @@ class Ping:
     pass
 
 
-ClientFrame = GiftRequest | Ping
+ClientFrame = GiftRequest | Ping | ChatRequest
 _KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
@@ -81,8 +82,14 @@ def ping_frame(fields: dict[str, Any]) -> Ping:
     return Ping()
 
 
+def chat_frame(fields: dict[str, Any]) -> ChatRequest:
+    """A chat message's fields (its text is checked by ``domain.chat`` when it is posted)."""
+    return parse(fields, ChatRequest)
+
+
 # Each client frame type and the rules of its fields; ``api.ws`` has one handler per type.
 FRAME_TYPES: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {"gift": gift_frame, "ping": ping_frame}
+FRAME_TYPES["chat"] = chat_frame
 
 
 def read(data: str | bytes, encoding: str) -> tuple[str, dict[str, Any]]:
@@ -123,12 +130,23 @@ def readable_key(fields: dict[str, Any]) -> str | None:
     return key if isinstance(key, str) and _KEY.match(key) else None
 
 
-def error_frame(error: GiftingError, idempotency_key: str | None = None) -> dict[str, Any]:
+def readable_client_id(fields: dict[str, Any]) -> str | None:
+    """A chat frame's ``client_id`` if it is one (a string of the key pattern), so that a
+    refusal of the frame can name the message it answers even when other fields are wrong."""
+    client_id = fields.get("client_id")
+    return client_id if isinstance(client_id, str) and _KEY.match(client_id) else None
+
+
+def error_frame(
+    error: GiftingError, idempotency_key: str | None = None, *, client_id: str | None = None
+) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
     if isinstance(error, RateLimited):
         frame["retry_after_ms"] = error.retry_after_ms
     if idempotency_key is not None:
         frame["idempotency_key"] = idempotency_key
+    if client_id is not None:
+        frame["client_id"] = client_id
     return frame
 
 

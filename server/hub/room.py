@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server import metrics
-from server.domain.events import RoomEvent
+from server.domain.events import RoomEvent, parse_offset
 from server.hub.outlet import GiftingWebSocketProtocol
 from server.hub.protocol import encode
+from server.store.chat import RECENT_CHAT
 from server.store.records import Room, RoomState
 
 RECENT_GIFTS = 20
@@ -53,6 +54,8 @@ class LocalRoom:
     by_audience: dict[tuple[str, bool], set[Viewer]] = field(default_factory=dict)
     pending: list[RoomEvent] = field(default_factory=list)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_GIFTS))
+    # The live's last chat messages up to the cursor, for the welcome.
+    chat: deque[RoomEvent] = field(default_factory=lambda: deque(maxlen=RECENT_CHAT))
     ended: bool = False
     # Resuming connections still being written the events they missed: no batches yet.
     catching_up: set[Viewer] = field(default_factory=set)
@@ -104,6 +107,16 @@ class LocalRoom:
             "recent": list(self.recent),
         }
 
+    def recent_chat(self, until: str | None = None) -> list[dict[str, Any]]:
+        """The chat messages a welcome carries: the last ones up to the cursor, or up to
+        ``until`` for a resume (those after it come in its catch-up)."""
+        last = None if until is None else parse_offset(until)
+        return [
+            event.public
+            for event in self.chat
+            if event.public is not None and (last is None or parse_offset(event.offset) <= last)
+        ]
+
     def state_events(self, new: RoomState) -> list[dict[str, Any]]:
         """The ``leaderboard``, ``goal`` and ``viewers`` events for what changed since last sent."""
         old, self.state = self.state, new
@@ -115,6 +128,8 @@ class LocalRoom:
         for event in self.pending:
             if event.kind == "gift" and event.public is not None:
                 self.recent.append(event.public)
+            elif event.kind == "chat":
+                self.chat.append(event)
             elif event.kind == "room_end":
                 self.ended = True
         batches = {

@@ -52,6 +52,7 @@ class Scripts:
     ip_bucket: AsyncScript
     connection_open: AsyncScript
     connection_refresh: AsyncScript
+    chat_post: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

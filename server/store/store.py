@@ -17,6 +17,7 @@ from server.settings import Settings, cluster_nodes
 from server.store.adminlog import AdminLog
 from server.store.batch import ScriptBatch
 from server.store.catalog import CatalogChanges
+from server.store.chat import Chat
 from server.store.connection import DeadlineCluster, DeadlineRedis, hiredis_packing
 from server.store.earnings import CreatorEarnings
 from server.store.failures import ENGINE_ERRORS
@@ -64,6 +65,7 @@ class Store:
         self.admin_log = AdminLog(redis, keys)
         self.overlays = OverlayTokens(redis, keys)
         self.limits = Limits(redis, keys, scripts, batch)
+        self.chat = Chat(redis, keys, scripts, batch, room_stream_len)
 
     @classmethod
     def from_url(

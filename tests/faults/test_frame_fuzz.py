@@ -20,11 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection, connect
 
+from server.domain.chat import MAX_RAW_LENGTH, ChatRequest
 from server.domain.ids import ID_PATTERN, IDEMPOTENCY_KEY_PATTERN
 from server.domain.money import MAX_COUNT, MIN_COUNT
 from server.domain.requests import GiftRequest
 from server.errors import InvalidRequest
-from server.hub.protocol import JSON, MSGPACK, Ping, decode
+from server.hub.protocol import JSON, MSGPACK, ClientFrame, Ping, decode
 from tests.support import Api, ServerProcess, unique
 
 ENCODINGS = st.sampled_from([JSON, MSGPACK])
@@ -68,9 +69,13 @@ def encoded(frame: object, encoding: str) -> str | bytes:
     return orjson.dumps(frame).decode()
 
 
-def check_accepted(result: GiftRequest | Ping) -> None:
+def check_accepted(result: ClientFrame) -> None:
     """What the decoder lets through obeys every rule of the protocol."""
-    if isinstance(result, GiftRequest):
+    if isinstance(result, ChatRequest):
+        # The text's own rules apply when it is posted (tests/test_chat.py).
+        assert isinstance(result.text, str) and len(result.text) <= MAX_RAW_LENGTH
+        assert re.fullmatch(IDEMPOTENCY_KEY_PATTERN, result.client_id)
+    elif isinstance(result, GiftRequest):
         assert re.fullmatch(ID_PATTERN, result.gift_id)
         assert re.fullmatch(IDEMPOTENCY_KEY_PATTERN, result.idempotency_key)
         assert type(result.count) is int and MIN_COUNT <= result.count <= MAX_COUNT

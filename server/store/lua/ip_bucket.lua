@@ -1,6 +1,7 @@
--- Take one request token from a client address's bucket, shared by every server process.
+-- Take one token from a bucket shared by every server process: a client address's requests,
+-- or a user's chat messages (``store.chat``).
 --
--- KEYS[1] - the address's token bucket hash: tokens, ts      ({ip:A}:rate)
+-- KEYS[1] - the token bucket hash: tokens, ts      ({ip:A}:rate, or {u:U}:chat:rate)
 -- ARGV[1] - rate: tokens added per second (may be fractional)
 -- ARGV[2] - burst: bucket capacity
 --
