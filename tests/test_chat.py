@@ -41,7 +41,7 @@ XSS = [
 ]
 # Text that a message may hold: letters of several scripts, marks, emoji, symbols, spaces.
 TEXT = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)),
+    alphabet=st.characters(codec="utf-8"),
     max_size=MAX_RAW_LENGTH,
 )
 
@@ -104,7 +104,7 @@ def test_any_text_is_either_refused_as_invalid_or_made_clean(text: str) -> None:
         assert_clean(clean)
 
 
-@pytest.mark.parametrize("bad", sorted(BIDI_CONTROLS) + ["\x00", "\x07", "\x1b", "\x7f", "\u2028", "a\nb"])
+@pytest.mark.parametrize("bad", [*sorted(BIDI_CONTROLS), "\x00", "\x07", "\x1b", "\x7f", "\u2028", "a\nb"])
 def test_control_and_bidi_characters_are_refused_with_a_clear_message(bad: str) -> None:
     with pytest.raises(InvalidRequest, match="control or bidi-override"):
         sanitised(f"hello {bad} world")
@@ -480,7 +480,7 @@ def test_any_text_over_http_is_posted_clean_or_refused_never_a_500(
 
 def chat_frames() -> st.SearchStrategy[dict[str, Any]]:
     """Chat frames near the valid ones, each well within the socket's frame size limit."""
-    text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200)
+    text = st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
     values = (
         st.none()
         | st.booleans()

@@ -24,8 +24,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from server.api.admin import WITHDRAWAL_STATES
-from server.auth import CREATOR_ROLES, GIFTING_ROLES, ROLES
+from server.auth import CHAT_ROLES, CREATOR_ROLES, GIFTING_ROLES, ROLES
 from server.domain.catalog import Catalog, Gift
+from server.domain.chat import ChatRequest, ChatSettings
 from server.domain.ids import ID_PATTERN
 from server.domain.limits import is_exempt
 from server.domain.requests import (
@@ -55,9 +56,11 @@ STATUSES: dict[int, tuple[str, tuple[str, ...]]] = {
     400: ("Bad webhook signature", ("bad_signature",)),
     401: ("No, malformed, expired or wrongly signed bearer token", ("unauthorized",)),
     402: ("Not enough coins", ("insufficient_coins", "negative_balance")),
-    403: ("Not allowed", ("forbidden", "account_frozen", "daily_limit_exceeded")),
+    403: ("Not allowed", ("forbidden", "account_frozen", "daily_limit_exceeded",
+                          "links_not_allowed", "message_blocked")),
     404: ("No such thing", ("not_found", "room_not_found", "unknown_gift", "unknown_package",
-                            "withdrawal_not_found", "overlay_not_found")),
+                            "withdrawal_not_found", "overlay_not_found",
+                            "moderator_not_found")),
     409: ("Conflicts with the current state", ("idempotency_mismatch", "room_ended", "self_gift",
                                               "already_live", "not_live", "amount_mismatch", "order_flagged",
                                               "order_already_paid", "payment_reused", "order_not_paid",
@@ -66,7 +69,8 @@ STATUSES: dict[int, tuple[str, tuple[str, ...]]] = {
                                               "too_many_pending_orders")),
     413: ("The body is over 64 KiB", ("payload_too_large",)),
     422: ("Invalid request", ("invalid_request", "unknown_region", "below_minimum_withdrawal")),
-    429: ("Too many requests; Retry-After says when to retry", ("rate_limited",)),
+    429: ("Too many requests; Retry-After says when to retry", ("rate_limited",
+                                                                "slow_mode")),
     503: ("The engine cannot be reached; retry", ("engine_unavailable",)),
 }  # fmt: skip
 STATUS_OF = {code: status for status, (_, codes) in STATUSES.items() for code in codes}
@@ -124,6 +128,7 @@ OVERLAY = ("token", "url")
 GIFT = Gift.__struct_fields__
 REGIONS = sorted(Catalog.load_default().regions)
 DECISION_ERRORS = ("withdrawal_not_found", "withdrawal_decided")
+CHAT_SETTINGS = ChatSettings.__struct_fields__
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/healthz", "The process is up, and its pid (503 if its embedded engine died and "
@@ -173,6 +178,21 @@ OPERATIONS: tuple[Operation, ...] = (
                       "room_not_found", "unknown_gift", "idempotency_mismatch", "room_ended", "self_gift",
                       "rate_limited"),  # rate_limited: also the per-user gift rate
               headers={200: ("Idempotent-Replayed",)}),
+    Operation("POST", "/v1/rooms/{room_id}/chat", "Post a chat message (a resend with its client_id: 200)",
+              ChatRequest, roles=CHAT_ROLES, status=201, returns=("client_id", "event_id"),
+              errors=("room_not_found", "room_ended", "idempotency_mismatch", "links_not_allowed",
+                      "message_blocked", "slow_mode", "rate_limited"),  # rate_limited: also the chat rate
+              headers={200: ("Idempotent-Replayed",)}),
+    Operation("GET", "/v1/creator/moderators", "The creator's moderators", roles=("creator",),
+              returns=("moderators",)),
+    Operation("PUT", "/v1/creator/moderators/{user_id}", "Appoint a moderator (204 if one already)",
+              roles=("creator",), status=204),
+    Operation("DELETE", "/v1/creator/moderators/{user_id}", "Remove a moderator, at once",
+              roles=("creator",), status=204, errors=("moderator_not_found",)),
+    Operation("GET", "/v1/creator/chat-settings", "The creator's chat settings", roles=("creator",),
+              returns=CHAT_SETTINGS),
+    Operation("PUT", "/v1/creator/chat-settings", "Replace the creator's chat settings (for all their lives)",
+              ChatSettings, roles=("creator",), returns=CHAT_SETTINGS),
     Operation("GET", "/v1/creator/overlay", "The overlay token and URL", roles=("creator",), returns=OVERLAY),
     Operation("POST", "/v1/creator/overlay/regenerate", "Replace the overlay token", roles=("creator",),
               returns=OVERLAY),
@@ -377,7 +397,9 @@ def error_codes(op: Operation) -> dict[int, list[str]]:
 
 def responses(op: Operation) -> dict[str, Any]:
     success: dict[str, Any] = {"description": op.summary}
-    if op.media == "application/json":
+    if op.status == 204:
+        pass  # no content
+    elif op.media == "application/json":
         schema: dict[str, Any] = {"type": "object"}
         if op.returns:
             schema["required"] = list(op.returns)

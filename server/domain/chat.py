@@ -51,11 +51,32 @@ _LINK = re.compile(
 class ChatRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """A chat message as sent: over ``POST /v1/rooms/{id}/chat`` or a ``chat`` frame."""
 
-    text: Annotated[str, msgspec.Meta(max_length=MAX_RAW_LENGTH)]
-    client_id: Annotated[str, msgspec.Meta(pattern=IDEMPOTENCY_KEY_PATTERN)]
+    text: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=MAX_RAW_LENGTH,
+            description=f"{MIN_LENGTH} to {MAX_LENGTH} characters once NFC-normalised and trimmed; "
+            "no control, line separator or bidi-override character",
+        ),
+    ]
+    client_id: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="the message's idempotency key: a resend with it posts once",
+        ),
+    ]
 
 
-BlockedWord = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_BLOCKED_WORD_LENGTH)]
+BlockedWord = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_BLOCKED_WORD_LENGTH,
+        description="matched as a whole word, case-insensitively (NFC, casefolded); "
+        "no control character, not blank",
+    ),
+]
 
 
 class ChatSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
