@@ -40,6 +40,12 @@ GIFTS = Counter(
     "internal_error, ...)",
     ["transport", "outcome"],
 )
+CHAT_MESSAGES = Counter(
+    "gifting_chat_messages_total",
+    "Chat messages by transport (http, ws) and outcome: posted, replayed, or the error code of "
+    "the refusal (invalid_request, rate_limited, slow_mode, message_blocked, links_not_allowed, ...)",
+    ["transport", "outcome"],
+)
 GIFT_DEBIT_SECONDS = Histogram(
     "gifting_gift_debit_seconds",
     "Time the gift debit script took as the server sees it, from the call to the answer "

@@ -6,7 +6,8 @@ engine outage (``store.failures.is_outage``) as 503 ``engine_unavailable`` (retr
 anything else, a script's runtime error included, as 500 ``internal_error``, logged with its
 traceback. ``answer_gift`` runs one gift through it and counts the outcome in
 ``metrics.GIFTS`` under its transport: ``POST /v1/rooms/{id}/gifts`` and the room socket's
-``gift`` frame only render what it returns or raises.
+``gift`` frame only render what it returns or raises. ``answer_chat`` does the same for a chat
+message (``metrics.CHAT_MESSAGES``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 from collections.abc import Awaitable
 
 from server import metrics
+from server.chat import ChatOutcome
 from server.errors import EngineUnavailable, GiftingError, InternalError
 from server.gifting import GiftOutcome
 from server.store.failures import is_outage
@@ -46,4 +48,19 @@ async def answer_gift(transport: str, attempt: Awaitable[GiftOutcome], where: st
             raise
         raise error from exc
     metrics.gift_answered(transport, outcome.replayed)
+    return outcome
+
+
+async def answer_chat(transport: str, attempt: Awaitable[ChatOutcome], where: str) -> ChatOutcome:
+    """The outcome of one chat message ``attempt``, counted once in ``metrics.CHAT_MESSAGES``;
+    a failure is raised as the error the client is answered with."""
+    try:
+        outcome = await attempt
+    except Exception as exc:
+        error = client_error(exc, where)
+        metrics.CHAT_MESSAGES.labels(transport, error.code).inc()
+        if error is exc:
+            raise
+        raise error from exc
+    metrics.CHAT_MESSAGES.labels(transport, "replayed" if outcome.replayed else "posted").inc()
     return outcome

@@ -6,9 +6,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.api.answers import client_error
+from server import metrics
+from server.api.answers import answer_chat
 from server.api.context import JSON, caller, context, read_json
 from server.auth import CHAT_ROLES
+from server.chat import ChatOutcome
 from server.domain.chat import ChatRequest, ChatSettings
 from server.domain.ids import check_id
 from server.domain.requests import parse
@@ -17,18 +19,17 @@ from server.errors import InvalidRequest, NotFound
 
 async def post_chat(request: Request) -> JSON:
     """One chat message: 201 when posted, 200 with ``Idempotent-Replayed`` for a resend."""
-    principal = caller(request, *CHAT_ROLES)
-    room_id = check_id(request.path_params["room_id"], "room_id")
-    body = parse(await read_json(request), ChatRequest)
-    try:
-        outcome = await context(request).chat.post(
-            principal.user_id, room_id, body, sender_name=principal.name
-        )
-    except Exception as exc:
-        raise client_error(exc, f"{request.method} {request.url.path}") from exc
+    outcome = await answer_chat(metrics.HTTP, chat_from(request), f"{request.method} {request.url.path}")
     if outcome.replayed:
         return JSON(outcome.to_dict(), headers={"Idempotent-Replayed": "true"})
     return JSON(outcome.to_dict(), status_code=201)
+
+
+async def chat_from(request: Request) -> ChatOutcome:
+    principal = caller(request, *CHAT_ROLES)
+    room_id = check_id(request.path_params["room_id"], "room_id")
+    body = parse(await read_json(request), ChatRequest)
+    return await context(request).chat.post(principal.user_id, room_id, body, sender_name=principal.name)
 
 
 async def list_moderators(request: Request) -> JSON:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import logs, metrics
 from server.api import request_ids
-from server.api.answers import answer_gift, client_error
+from server.api.answers import answer_chat, answer_gift
 from server.api.context import Context, now_ms
 from server.api.limits import ClientLimiter
 from server.auth import CHAT_ROLES, GIFTING_ROLES, Principal, principal_from_token
@@ -203,12 +203,12 @@ async def on_chat(socket: Socket, fields: dict[str, Any]) -> None:
     acknowledged to this connection only; a refusal carries the frame's ``client_id``
     whenever it is readable."""
     client_id = readable_client_id(fields)
+    where = f"a chat frame on /v1/rooms/{socket.viewer.room_id}/ws"
     mark = logs.keep()
     try:
-        outcome = await chat_from(socket, fields)
-    except Exception as exc:
-        where = f"a chat frame on /v1/rooms/{socket.viewer.room_id}/ws"
-        socket.refuse(client_error(exc, where), client_id=client_id)
+        outcome = await answer_chat(metrics.WS, chat_from(socket, fields), where)
+    except GiftingError as exc:
+        socket.refuse(exc, client_id=client_id)
     else:
         socket.viewer.send({"type": "chat_ack", "client_id": outcome.client_id, "event_id": outcome.event_id})
     finally:
