@@ -30,6 +30,7 @@ from server.errors import InvalidRequest
 from server.keys import KeySchema
 from tests.conftest import Engine
 from tests.support import Api, ServerProcess, engine_client, running_server, server_env, unique
+from tests.test_metrics import scrape
 from tests.wsclient import RoomSocket
 
 XSS = [
@@ -200,6 +201,8 @@ def test_bad_bodies_get_a_clear_error_and_post_nothing(
         reply = api.http.post(f"/v1/rooms/{room_id}/chat", json=body, headers=api.auth(sender))
         assert reply.status_code == 422 and reply.json()["error"]["code"] == "invalid_request", reply.text
     assert chat_log(engine, key_prefix, room_id) == []
+    nowhere = chat(api, sender, "r_nowhere", "hello")
+    assert nowhere.status_code == 404 and nowhere.json()["error"]["code"] == "room_not_found"
     admin = api.http.post(
         f"/v1/rooms/{room_id}/chat",
         json={"text": "hi", "client_id": "m-2"},
@@ -237,10 +240,11 @@ async def test_an_overlay_cannot_chat(api: Api, server: ServerProcess, room: tup
 
 
 def test_a_flood_hits_the_rate_limit_and_posts_nothing_more(
-    api: Api, engine: Engine, key_prefix: str, room: tuple[str, str]
+    api: Api, server: ServerProcess, engine: Engine, key_prefix: str, room: tuple[str, str]
 ) -> None:
     _, room_id = room
     sender = unique("v")
+    before = scrape(server)
     replies = [chat(api, sender, room_id, f"flood {i}") for i in range(30)]
     accepted = [r for r in replies if r.status_code == 201]
     refused = [r for r in replies if r.status_code == 429]
@@ -251,6 +255,9 @@ def test_a_flood_hits_the_rate_limit_and_posts_nothing_more(
         error = reply.json()["error"]
         assert error["code"] == "rate_limited" and reply.headers["retry-after"]
     assert len(chat_log(engine, key_prefix, room_id)) == len(accepted)
+    after = scrape(server)
+    for outcome, count in (("posted", len(accepted)), ("rate_limited", len(refused))):
+        assert after.since(before, "gifting_chat_messages_total", transport="http", outcome=outcome) == count
 
 
 @pytest.fixture(scope="module")
