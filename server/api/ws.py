@@ -229,8 +229,8 @@ async def chat_from(socket: Socket, fields: dict[str, Any]) -> ChatOutcome:
 FRAME_HANDLERS: dict[str, Callable[[Socket, dict[str, Any]], Awaitable[None]]] = {
     "gift": on_gift,
     "ping": on_ping,
+    "chat": on_chat,
 }
-FRAME_HANDLERS["chat"] = on_chat
 
 
 async def admit(

@@ -88,8 +88,11 @@ def chat_frame(fields: dict[str, Any]) -> ChatRequest:
 
 
 # Each client frame type and the rules of its fields; ``api.ws`` has one handler per type.
-FRAME_TYPES: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {"gift": gift_frame, "ping": ping_frame}
-FRAME_TYPES["chat"] = chat_frame
+FRAME_TYPES: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {
+    "gift": gift_frame,
+    "ping": ping_frame,
+    "chat": chat_frame,
+}
 
 
 def read(data: str | bytes, encoding: str) -> tuple[str, dict[str, Any]]:
