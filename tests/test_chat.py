@@ -31,7 +31,7 @@ from server.keys import KeySchema
 from tests.conftest import Engine
 from tests.support import Api, ServerProcess, engine_client, running_server, server_env, unique
 from tests.test_metrics import scrape
-from tests.wsclient import RoomSocket
+from tests.wsclient import JSON, MSGPACK, RoomSocket
 
 XSS = [
     "<script>alert(1)</script>",
@@ -182,6 +182,33 @@ def test_a_resend_with_the_same_client_id_posts_once_and_gets_the_first_answer(
     other = chat(api, sender, room_id, "another text", "m-resend")
     assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_mismatch"
     assert [e["x"] for e in chat_log(engine, key_prefix, room_id)] == ["only once"]
+
+
+@pytest.mark.anyio
+async def test_a_frame_resent_on_a_new_connection_after_a_drop_posts_once(
+    api: Api, server: ServerProcess, engine: Engine, key_prefix: str, room: tuple[str, str]
+) -> None:
+    _, room_id = room
+    sender = unique("v")
+    frame = {"type": "chat", "text": "sent twice", "client_id": "m-drop"}
+    answers = []
+    for subprotocol in (JSON, MSGPACK):  # the second connection speaks the other encoding
+        ws = await socket(server, api, room_id, sender, subprotocol=subprotocol)
+        await ws.send(frame)
+        answers.append(await ws.wait_for(lambda f: f["type"] in ("chat_ack", "error")))
+        await ws.close()
+    assert answers[0]["type"] == "chat_ack" and answers[1] == answers[0]
+    assert [e["x"] for e in chat_log(engine, key_prefix, room_id)] == ["sent twice"]
+
+
+def test_a_post_after_the_engine_lost_its_scripts_loads_them_again(
+    api: Api, engine: Engine, key_prefix: str, room: tuple[str, str], needs_own_engine: None
+) -> None:
+    _, room_id = room
+    with engine_client(engine.url) as client:
+        client.script_flush()
+    posted(api, unique("v"), room_id, "after a flush")
+    assert [e["x"] for e in chat_log(engine, key_prefix, room_id)] == ["after a flush"]
 
 
 def test_bad_bodies_get_a_clear_error_and_post_nothing(
