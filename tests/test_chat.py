@@ -370,7 +370,9 @@ def test_blocked_words_refuse_whole_words_whatever_their_case(
 def test_links_are_refused_unless_the_creator_allows_them(api: Api, room: tuple[str, str]) -> None:
     creator, room_id = room
     viewer = unique("v")
-    for text in ("see https://evil.test/x", "go to www.example", "visit example.com now", "bit.ly/abc"):
+    links = ["see https://evil.test/x", "go to www.example", "visit example.com now", "bit.ly/abc"]
+    links.append("at a.example.com.")
+    for text in links:
         refused = chat(api, viewer, room_id, text)
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "links_not_allowed", text
     posted(api, viewer, room_id, "e.g. 3.14 is pi...ok")
