@@ -45,13 +45,13 @@ class Withdrawals:
             *withdraw_arguments(
                 creator,
                 withdrawal_id,
-                diamonds=diamonds,
-                amount_minor=amount_minor,
-                minimum=minimum,
-                daily_cap_minor=daily_cap_minor,
-                day=day,
-                idempotency_key=idempotency_key,
-                now_ms=now_ms,
+                idempotency_key,
+                diamonds,
+                amount_minor,
+                minimum,
+                daily_cap_minor,
+                day,
+                now_ms,
             ),
         )
         if reply[0] != "ok":
@@ -134,13 +134,12 @@ class Withdrawals:
 def withdraw_arguments(
     creator: UserKeys,
     withdrawal_id: str,
-    *,
+    idempotency_key: str,
     diamonds: int,
     amount_minor: int,
     minimum: int,
     daily_cap_minor: int,
     day: int,
-    idempotency_key: str,
     now_ms: int,
 ) -> Arguments:
     """KEYS and ARGV of ``withdraw.lua``."""
