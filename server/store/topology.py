@@ -22,6 +22,8 @@ from server.keys import KeySchema
 from server.store.wakeups import RoomWakeups
 
 T = TypeVar("T")
+# How many of one read's transactions a cluster client sends at once.
+CONCURRENT_TRANSACTIONS = 16
 StreamEntry = tuple[str, dict[str, str]]
 
 
@@ -133,10 +135,13 @@ class ClusterTopology(Topology):
     async def read_at_one_instant(
         self, queue: Callable[[Pipeline, T], None], groups: Sequence[T]
     ) -> list[Any]:
-        """One transaction per group (a transaction's keys must share a slot)."""
+        """One transaction per group (a transaction's keys must share a slot), at most
+        ``CONCURRENT_TRANSACTIONS`` at once: each is one engine call with its own time bound,
+        and hundreds sent together would queue behind each other past it."""
+        gate = asyncio.Semaphore(CONCURRENT_TRANSACTIONS)
 
         async def one(group: T) -> list[Any]:
-            async with self.cluster.pipeline(transaction=True) as pipe:
+            async with gate, self.cluster.pipeline(transaction=True) as pipe:
                 queue(pipe, group)
                 got: list[Any] = await pipe.execute()
             return got
