@@ -36,9 +36,10 @@ from server.domain.chat import (
     sanitised,
 )
 from server.domain.ids import new_id
-from server.errors import Conflict, Forbidden, RateLimited
+from server.errors import Conflict, Forbidden
 from server.settings import Settings
 from server.store import Store
+from server.store.chat import Message, mismatch, slow_mode
 
 CREATOR = "creator"
 MODERATOR = "moderator"
@@ -93,7 +94,7 @@ class ChatService:
         slow_mode_ms = 0 if creator or moderator else rules.slow_mode_s * 1000
         wait_ms = slow_mode_wait_ms(slow_mode_ms, where.slow_marker_left_ms)
         if wait_ms:
-            raise self._slow(rules.slow_mode_s, wait_ms)
+            raise slow_mode(rules.slow_mode_s, wait_ms)
         if not rules.allow_links and has_link(text):
             raise Forbidden("links are not allowed in this chat", code="links_not_allowed")
         if blocked_word_in(text, rules.blocked_words) is not None:
@@ -106,43 +107,24 @@ class ChatService:
         await chat.take_token(sender_id, self.settings.chat_rate_per_s, self.settings.chat_burst)
         posted = await chat.post(
             room_id,
-            event_id=new_id("c"),
-            sender_id=sender_id,
-            sender_name=sender_name or await self.name_of(sender_id),
-            text=masked(text),
-            badges=badges,
-            client_id=request.client_id,
-            fingerprint=bound,
-            record_ttl_s=self.settings.idempotency_ttl_s,
-            slow_mode_ms=slow_mode_ms,
+            Message(
+                event_id=new_id("c"),
+                sender_id=sender_id,
+                sender_name=sender_name or await self.name_of(sender_id),
+                text=masked(text),
+                badges=badges,
+                client_id=request.client_id,
+                fingerprint=bound,
+                record_ttl_s=self.settings.idempotency_ttl_s,
+                slow_mode_ms=slow_mode_ms,
+            ),
         )
-        if posted.status == "ok":
+        if not posted.replayed:
             logs.bind(chat_event_id=posted.event_id)
-            return ChatOutcome(request.client_id, posted.event_id, replayed=False)
-        if posted.status == "replay":
-            return ChatOutcome(request.client_id, posted.event_id, replayed=True)
-        if posted.status == "mismatch":
-            raise self._mismatch()
-        if posted.status == "slow":
-            raise self._slow(rules.slow_mode_s, posted.retry_after_ms)
-        raise Conflict(f"room {room_id!r} has ended", code="room_ended")
+        return ChatOutcome(request.client_id, posted.event_id, replayed=posted.replayed)
 
-    def _replay(self, client_id: str, bound: str, earlier_bound: str, event_id: str) -> ChatOutcome:
+    @staticmethod
+    def _replay(client_id: str, bound: str, earlier_bound: str, event_id: str) -> ChatOutcome:
         if earlier_bound != bound:
-            raise self._mismatch()
+            raise mismatch()
         return ChatOutcome(client_id, event_id, replayed=True)
-
-    @staticmethod
-    def _mismatch() -> Conflict:
-        return Conflict(
-            "this client_id was already used for another message; use a new one for each message",
-            code="idempotency_mismatch",
-        )
-
-    @staticmethod
-    def _slow(slow_mode_s: int, wait_ms: int) -> RateLimited:
-        return RateLimited(
-            f"slow mode: one message every {slow_mode_s} s; retry in {wait_ms} ms",
-            retry_after_ms=wait_ms,
-            code="slow_mode",
-        )

@@ -103,25 +103,34 @@ ENGINE_RESTARTS = Counter(
     "(server.engine.EngineSupervisor); counted by the process that owns the engine",
 )
 
-# The series every dashboard expects, present (at 0) from the first scrape on.
-_ANSWERED = {
-    (transport, replayed): GIFTS.labels(transport, "replayed" if replayed else "acked")
-    for transport in (HTTP, WS)
-    for replayed in (False, True)
-}
+
+class Answers:
+    """The outcomes of one kind of request (a gift, a chat message) counted by transport:
+    ``accepted``, ``replayed``, or the code of the refusal."""
+
+    def __init__(self, counter: Counter, accepted: str) -> None:
+        self._counter = counter
+        # The series every dashboard expects, present (at 0) from the first scrape on.
+        self._answered = {
+            (transport, replayed): counter.labels(transport, "replayed" if replayed else accepted)
+            for transport in (HTTP, WS)
+            for replayed in (False, True)
+        }
+
+    def answered(self, transport: str, replayed: bool) -> None:
+        self._answered[(transport, replayed)].inc()
+
+    def refused(self, transport: str, code: str) -> None:
+        self._counter.labels(transport, code).inc()
+
+
+GIFT_ANSWERS = Answers(GIFTS, "acked")
+CHAT_ANSWERS = Answers(CHAT_MESSAGES, "posted")
 CONNECTIONS = {
     overlay: WS_CONNECTIONS.labels("overlay" if overlay else "viewer") for overlay in (False, True)
 }
 for _kind in failures.KINDS:
     ENGINE_ERRORS.labels(_kind)
-
-
-def gift_answered(transport: str, replayed: bool) -> None:
-    _ANSWERED[(transport, replayed)].inc()
-
-
-def gift_refused(transport: str, code: str) -> None:
-    GIFTS.labels(transport, code).inc()
 
 
 def engine_error(exc: BaseException) -> None:

@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server import metrics
-from server.api.answers import answer_chat
+from server.api.answers import answer
 from server.api.context import JSON, caller, context, read_json
 from server.auth import CHAT_ROLES
 from server.chat import ChatOutcome
@@ -19,7 +19,9 @@ from server.errors import InvalidRequest, NotFound
 
 async def post_chat(request: Request) -> JSON:
     """One chat message: 201 when posted, 200 with ``Idempotent-Replayed`` for a resend."""
-    outcome = await answer_chat(metrics.HTTP, chat_from(request), f"{request.method} {request.url.path}")
+    outcome = await answer(
+        metrics.HTTP, chat_from(request), f"{request.method} {request.url.path}", metrics.CHAT_ANSWERS
+    )
     if outcome.replayed:
         return JSON(outcome.to_dict(), headers={"Idempotent-Replayed": "true"})
     return JSON(outcome.to_dict(), status_code=201)

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server import metrics
-from server.api.answers import answer_gift
+from server.api.answers import answer
 from server.api.context import JSON, caller, context, now_ms, query_int, read_json
 from server.auth import CREATOR_ROLES, GIFTING_ROLES
 from server.domain.ids import check_id, new_id
@@ -161,7 +161,7 @@ async def set_goal(request: Request) -> JSON:
 
 async def send_gift(request: Request) -> JSON:
     where = f"{request.method} {request.url.path}"
-    outcome = await answer_gift(metrics.HTTP, gift_from(request), where)
+    outcome = await answer(metrics.HTTP, gift_from(request), where, metrics.GIFT_ANSWERS)
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return JSON(outcome.to_dict(), headers=headers)
 

@@ -87,7 +87,7 @@ class RequestLimits:
             refused = await self.limiter.check(scope)
             if refused is not None:
                 if GIFT_ROUTE.matches(scope)[0] is Match.FULL:
-                    metrics.gift_refused(metrics.HTTP, refused.code)  # a gift refused like any other
+                    metrics.GIFT_ANSWERS.refused(metrics.HTTP, refused.code)  # a gift refused like any other
                 await too_many_requests(refused)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import logs, metrics
 from server.api import request_ids
-from server.api.answers import answer_chat, answer_gift
+from server.api.answers import answer
 from server.api.context import Context, now_ms
 from server.api.limits import ClientLimiter
 from server.auth import CHAT_ROLES, GIFTING_ROLES, Principal, principal_from_token
@@ -164,13 +164,13 @@ async def on_ping(socket: Socket, fields: dict[str, Any]) -> None:
 
 
 async def on_gift(socket: Socket, fields: dict[str, Any]) -> None:
-    """A gift, through the same ``answer_gift`` as ``POST /v1/rooms/{id}/gifts``, answered to
+    """A gift, through the same ``answer`` as ``POST /v1/rooms/{id}/gifts``, answered to
     this connection only; a refusal carries the frame's key whenever it is readable."""
     key = readable_key(fields)
     where = f"a gift frame on /v1/rooms/{socket.viewer.room_id}/ws"
     mark = logs.keep()  # the gift's log fields last until its answer
     try:
-        outcome = await answer_gift(metrics.WS, gift_from(socket, fields), where)
+        outcome = await answer(metrics.WS, gift_from(socket, fields), where, metrics.GIFT_ANSWERS)
     except GiftingError as exc:
         socket.refuse(exc, key)
     else:
@@ -206,7 +206,7 @@ async def on_chat(socket: Socket, fields: dict[str, Any]) -> None:
     where = f"a chat frame on /v1/rooms/{socket.viewer.room_id}/ws"
     mark = logs.keep()
     try:
-        outcome = await answer_chat(metrics.WS, chat_from(socket, fields), where)
+        outcome = await answer(metrics.WS, chat_from(socket, fields), where, metrics.CHAT_ANSWERS)
     except GiftingError as exc:
         socket.refuse(exc, client_id=client_id)
     else:

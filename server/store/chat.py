@@ -3,7 +3,9 @@ user's chat rate, and a creator's moderators and chat settings.
 
 A post is one ``chat_post.lua`` call in the room's slot (idempotency record, slow mode, the
 room event); the sender's rate bucket is in the sender's slot and the creator's rules in the
-creator's, so each is its own call (``ChatService.post`` says in which order).
+creator's, so each is its own call (``ChatService.post`` says in which order). A post the
+script refuses is raised as the same error the checks before it raise (``mismatch``,
+``slow_mode``, the room's refusals).
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from server.domain.chat import MAX_SLOW_MODE_S, TOP_GIFTERS, ChatSettings
-from server.errors import RateLimited
-from server.keys import KeySchema
+from server.errors import Conflict, RateLimited
+from server.keys import KeySchema, RoomKeys, UserKeys
 from server.store.batch import ScriptBatch
 from server.store.records import Room
-from server.store.rooms import ENDED_ROOM_RETENTION_S, Rooms, StreamEntry
-from server.store.scripts import Scripts, run_pipeline
+from server.store.rooms import ENDED_ROOM_RETENTION_S, room_from_hash, room_refusals
+from server.store.scripts import CHAT_POST, IP_BUCKET, Arguments, Call, Refusals, ScriptRunner, outcome
+from server.store.topology import StreamEntry
 
 # The chat messages a welcome carries.
 RECENT_CHAT = 50
@@ -40,19 +42,33 @@ class ChatRoom:
 
 
 @dataclass(frozen=True)
+class Message:
+    """A chat message to post, as checked by ``ChatService.post``."""
+
+    event_id: str  # used if this is a new message
+    sender_id: str
+    sender_name: str
+    text: str  # sanitised and masked
+    badges: list[str]
+    client_id: str
+    fingerprint: str  # of the request the client id is bound to
+    record_ttl_s: int  # how long the idempotency record lives
+    slow_mode_ms: int  # 0: off, or the sender is exempt
+
+
+@dataclass(frozen=True)
 class Posted:
-    status: str  # "ok", "replay", "mismatch", "ended" or "slow"
-    event_id: str = ""
-    retry_after_ms: int = 0
+    event_id: str
+    replayed: bool  # the same client id and text were posted before: nothing posted now
 
 
 class Chat:
     def __init__(
-        self, redis: Redis, keys: KeySchema, scripts: Scripts, batch: ScriptBatch, stream_len: int
+        self, redis: Redis, keys: KeySchema, runner: ScriptRunner, batch: ScriptBatch, stream_len: int
     ) -> None:
         self._redis = redis
         self._keys = keys
-        self._scripts = scripts
+        self._runner = runner
         self._batch = batch
         self._stream_len = stream_len
 
@@ -60,36 +76,36 @@ class Chat:
         """The room, its top gifters, the message's idempotency record and the sender's slow
         mode marker, as they are now."""
         keys = self._keys.room(room_id)
-
-        def build(pipe: Pipeline) -> None:
-            pipe.hgetall(keys.info)
-            pipe.zrevrange(keys.top, 0, TOP_GIFTERS - 1)
-            pipe.get(keys.chat_message(sender_id, client_id))
-            pipe.pttl(keys.chat_slow(sender_id))
-
-        raw, top, record, left = await run_pipeline(self._redis, build, [])
+        raw, top, record, left = await self._runner.pipeline(
+            [
+                Call.command("HGETALL", keys.info),
+                Call.command("ZREVRANGE", keys.top, 0, TOP_GIFTERS - 1),
+                Call.command("GET", keys.chat_message(sender_id, client_id)),
+                Call.command("PTTL", keys.chat_slow(sender_id)),
+            ]
+        )
         earlier = None
         if record is not None:
             fingerprint, _, event_id = record.partition("|")
             earlier = (fingerprint, event_id)
-        return ChatRoom(Rooms._room(room_id, raw), list(top), earlier, max(0, int(left)))
+        return ChatRoom(room_from_hash(room_id, raw), list(top), earlier, max(0, int(left)))
 
     async def rules(self, creator_id: str, sender_id: str) -> tuple[ChatSettings, bool]:
         """The creator's chat settings, and whether the sender is one of their moderators."""
         keys = self._keys.user(creator_id)
-
-        def build(pipe: Pipeline) -> None:
-            pipe.hgetall(keys.chat_settings)
-            pipe.sismember(keys.moderators, sender_id)
-
-        raw, moderator = await run_pipeline(self._redis, build, [])
+        raw, moderator = await self._runner.pipeline(
+            [
+                Call.command("HGETALL", keys.chat_settings),
+                Call.command("SISMEMBER", keys.moderators, sender_id),
+            ]
+        )
         return self._settings(raw), bool(moderator)
 
     async def take_token(self, user_id: str, rate_per_s: float, burst: int) -> None:
         """Take one token from the user's chat bucket (``ip_bucket.lua``), or ``RateLimited``
         with the wait, having taken nothing."""
         reply: list[Any] = await self._batch.call(
-            self._scripts.ip_bucket, [self._keys.user(user_id).chat_rate], [repr(float(rate_per_s)), burst]
+            IP_BUCKET, *chat_bucket_arguments(self._keys.user(user_id), rate_per_s, burst)
         )
         if int(reply[0]) == 1:
             return
@@ -100,53 +116,13 @@ class Chat:
             retry_after_ms=wait_ms,
         )
 
-    async def post(
-        self,
-        room_id: str,
-        *,
-        event_id: str,
-        sender_id: str,
-        sender_name: str,
-        text: str,
-        badges: list[str],
-        client_id: str,
-        fingerprint: str,
-        record_ttl_s: int,
-        slow_mode_ms: int,
-    ) -> Posted:
-        """Post the message (``chat_post.lua``); what became of it."""
-        keys = self._keys.room(room_id)
+    async def post(self, room_id: str, message: Message) -> Posted:
+        """Post the message (``chat_post.lua``), or raise its refusal."""
         reply: list[Any] = await self._batch.call(
-            self._scripts.chat_post,
-            [
-                keys.info,
-                keys.events,
-                keys.chat,
-                keys.chat_message(sender_id, client_id),
-                keys.chat_slow(sender_id),
-            ],
-            [
-                event_id,
-                sender_id,
-                sender_name,
-                text,
-                ",".join(badges),
-                fingerprint,
-                record_ttl_s,
-                slow_mode_ms,
-                MAX_SLOW_MODE_S * 1000,
-                self._stream_len,
-                RECENT_CHAT,
-                ENDED_ROOM_RETENTION_S,
-                keys.wake,
-            ],
+            CHAT_POST, *chat_post_arguments(self._keys.room(room_id), message, self._stream_len)
         )
-        status = str(reply[0])
-        if status in ("ok", "replay"):
-            return Posted(status, event_id=str(reply[1]))
-        if status == "slow":
-            return Posted(status, retry_after_ms=int(reply[1]))
-        return Posted(status)
+        status = outcome(CHAT_POST, reply, ("ok", "replay"), _post_refusals(room_id, message.slow_mode_ms))[0]
+        return Posted(str(reply[1]), replayed=status == "replay")
 
     async def recent(self, room_id: str) -> list[StreamEntry]:
         """The live's last chat messages, oldest first, each under its offset in the room's log."""
@@ -191,3 +167,62 @@ class Chat:
     async def remove_moderator(self, creator_id: str, user_id: str) -> bool:
         """Remove a moderator; True if they were one."""
         return bool(await self._redis.srem(self._keys.user(creator_id).moderators, user_id))
+
+
+def mismatch() -> Conflict:
+    """The refusal of a client id already bound to another message."""
+    return Conflict(
+        "this client_id was already used for another message; use a new one for each message",
+        code="idempotency_mismatch",
+    )
+
+
+def slow_mode(slow_mode_s: int, wait_ms: int) -> RateLimited:
+    """The refusal of a message slow mode holds back for ``wait_ms``."""
+    return RateLimited(
+        f"slow mode: one message every {slow_mode_s} s; retry in {wait_ms} ms",
+        retry_after_ms=wait_ms,
+        code="slow_mode",
+    )
+
+
+def _post_refusals(room_id: str, slow_mode_ms: int) -> Refusals:
+    return {
+        **room_refusals(room_id),
+        "mismatch": lambda _: mismatch(),
+        "slow": lambda reply: slow_mode(slow_mode_ms // 1000, int(reply[1])),
+    }
+
+
+def chat_bucket_arguments(user: UserKeys, rate_per_s: float, burst: int) -> Arguments:
+    """KEYS and ARGV of ``ip_bucket.lua`` for the user's chat bucket."""
+    return [user.chat_rate], [repr(float(rate_per_s)), burst]
+
+
+def chat_post_arguments(room: RoomKeys, message: Message, stream_len: int) -> Arguments:
+    """KEYS and ARGV of ``chat_post.lua``."""
+    m = message
+    return (
+        [
+            room.info,
+            room.events,
+            room.chat,
+            room.chat_message(m.sender_id, m.client_id),
+            room.chat_slow(m.sender_id),
+        ],
+        [
+            m.event_id,
+            m.sender_id,
+            m.sender_name,
+            m.text,
+            ",".join(m.badges),
+            m.fingerprint,
+            m.record_ttl_s,
+            m.slow_mode_ms,
+            MAX_SLOW_MODE_S * 1000,
+            stream_len,
+            RECENT_CHAT,
+            ENDED_ROOM_RETENTION_S,
+            room.wake,
+        ],
+    )
