@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from server import metrics
 from server.api import admin, creator, dev, http, openapi, pages, payments, ws
+from server.api import likes as likes_api
 from server.api.answers import client_error
 from server.api.context import JSON, Context, now_ms
 from server.api.deadline import EngineBudget
@@ -52,6 +53,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         *creator.routes,
         *admin.routes,
         *payments.routes,
+        *likes_api.routes,
         *pages.routes(settings.client_dir),
     ]
     if settings.demo:

@@ -140,12 +140,14 @@ class RoomKeys:
 
     @property
     def info(self) -> str:
-        """HASH creator_id, title, state (live|ended), epoch, created_ms, ended_ms, goal, coins."""
+        """HASH creator_id, title, state (live|ended), epoch, created_ms, ended_ms, goal, coins,
+        likes (the live's like total, room_likes.lua)."""
         return f"{self.tag}:room"
 
     @property
     def events(self) -> str:
-        """STREAM of room events (gift, combo_end, goal_set, room_end); bounded; the resume log."""
+        """STREAM of room events (gift, combo_end, goal_set, room_end, and each hub process's
+        per-tick like and join ``tally``); bounded; the resume log."""
         return f"{self.tag}:events"
 
     @property
@@ -172,6 +174,12 @@ class RoomKeys:
     def presence(self) -> str:
         """HASH hub node id -> "viewers:expires_ms" (expiring presence)."""
         return f"{self.tag}:presence"
+
+    @property
+    def tallies(self) -> str:
+        """HASH hub node id -> sequence number of its last like and join tally written here
+        (room_likes.lua), so that a tally sent again after an unknown outcome counts once."""
+        return f"{self.tag}:tallies"
 
     @property
     def wake(self) -> str:

@@ -55,6 +55,8 @@ class Settings:
     outbox_sweep_s: float = 10.0
     gift_rate_per_s: int = 20
     gift_burst: int = 40
+    # Likes one user may send a room per second (also the burst), per process (hub.likes).
+    like_rate_per_s: int = 15
     ip_rate_per_s: float = 50.0  # 0: no per-address request limit
     ip_burst: int = 200
     max_connections_per_user: int = 20  # 0: no limit
@@ -113,6 +115,7 @@ class Settings:
             max_pending_orders=_int(env, "GIFTING_MAX_PENDING_ORDERS", cls.max_pending_orders, 1, 10_000),
             gift_rate_per_s=_int(env, "GIFTING_GIFT_RATE", cls.gift_rate_per_s, 1, 1_000_000),
             gift_burst=_int(env, "GIFTING_GIFT_BURST", cls.gift_burst, 1, 1_000_000),
+            like_rate_per_s=_int(env, "GIFTING_LIKE_RATE", cls.like_rate_per_s, 1, 1_000),
             ip_rate_per_s=_rate(env, "GIFTING_IP_RATE", cls.ip_rate_per_s),
             ip_burst=_int(env, "GIFTING_IP_BURST", cls.ip_burst, 1, 1_000_000),
             max_connections_per_user=_int(

@@ -17,7 +17,7 @@ import msgpack
 import orjson
 
 from server.domain.ids import IDEMPOTENCY_KEY_PATTERN
-from server.domain.requests import GiftRequest, parse
+from server.domain.requests import GiftRequest, LikeRequest, parse
 from server.errors import GiftingError, InvalidRequest, RateLimited
 
 JSON = "gifting.v1.json"
@@ -67,7 +67,7 @@ class Ping:
     pass
 
 
-ClientFrame = GiftRequest | Ping
+ClientFrame = GiftRequest | Ping | LikeRequest
 _KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
@@ -81,8 +81,13 @@ def ping_frame(fields: dict[str, Any]) -> Ping:
     return Ping()
 
 
+def like_frame(fields: dict[str, Any]) -> LikeRequest:
+    return parse(fields, LikeRequest)
+
+
 # Each client frame type and the rules of its fields; ``api.ws`` has one handler per type.
 FRAME_TYPES: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {"gift": gift_frame, "ping": ping_frame}
+FRAME_TYPES["like"] = like_frame
 
 
 def read(data: str | bytes, encoding: str) -> tuple[str, dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from server import metrics
 from server.domain.events import RoomEvent
+from server.domain.likes import tick_events
 from server.hub.outlet import GiftingWebSocketProtocol
 from server.hub.protocol import encode
 from server.store.records import Room, RoomState
@@ -54,6 +55,7 @@ class LocalRoom:
     pending: list[RoomEvent] = field(default_factory=list)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_GIFTS))
     ended: bool = False
+    likes: int = 0  # the like total as of the last tally read
     # Resuming connections still being written the events they missed: no batches yet.
     catching_up: set[Viewer] = field(default_factory=set)
 
@@ -102,12 +104,22 @@ class LocalRoom:
             "leaderboard": self.state.leaderboard_list(),
             "goal": self.state.goal_dict(),
             "recent": list(self.recent),
+            "likes": self.likes,
         }
 
     def state_events(self, new: RoomState) -> list[dict[str, Any]]:
         """The ``leaderboard``, ``goal`` and ``viewers`` events for what changed since last sent."""
         old, self.state = self.state, new
         return state_changes(old, new)
+
+    def tally_events(self) -> list[dict[str, Any]]:
+        """The ``likes`` and ``joins`` events of the tallies read this tick (call before
+        ``take_batch``); keeps the like total."""
+        events = tick_events([event.tally for event in self.pending if event.tally is not None])
+        for event in events:
+            if event["type"] == "likes":
+                self.likes = event["total"]
+        return events
 
     def take_batch(self, state_events: list[dict[str, Any]]) -> dict[bool, dict[str, Any] | None]:
         """This tick's batch for viewers and for overlays (None where there is nothing to

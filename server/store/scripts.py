@@ -43,6 +43,7 @@ class Scripts:
     room_end: AsyncScript
     room_goal: AsyncScript
     room_state: AsyncScript
+    room_likes: AsyncScript
     release_diamonds: AsyncScript
     reverse_credit: AsyncScript
     withdraw: AsyncScript

@@ -20,6 +20,7 @@ from server.store.catalog import CatalogChanges
 from server.store.connection import DeadlineCluster, DeadlineRedis, hiredis_packing
 from server.store.earnings import CreatorEarnings
 from server.store.failures import ENGINE_ERRORS
+from server.store.likes import Likes
 from server.store.limits import Limits
 from server.store.outbox import Outbox
 from server.store.overlays import OverlayTokens
@@ -64,6 +65,7 @@ class Store:
         self.admin_log = AdminLog(redis, keys)
         self.overlays = OverlayTokens(redis, keys)
         self.limits = Limits(redis, keys, scripts, batch)
+        self.likes = Likes(redis, keys, scripts, room_stream_len)
 
     @classmethod
     def from_url(

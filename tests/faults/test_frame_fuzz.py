@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection, connect
 
 from server.domain.ids import ID_PATTERN, IDEMPOTENCY_KEY_PATTERN
+from server.domain.likes import MAX_LIKES_PER_FRAME
 from server.domain.money import MAX_COUNT, MIN_COUNT
-from server.domain.requests import GiftRequest
+from server.domain.requests import GiftRequest, LikeRequest
 from server.errors import InvalidRequest
 from server.hub.protocol import JSON, MSGPACK, Ping, decode
 from tests.support import Api, ServerProcess, unique
@@ -68,12 +69,14 @@ def encoded(frame: object, encoding: str) -> str | bytes:
     return orjson.dumps(frame).decode()
 
 
-def check_accepted(result: GiftRequest | Ping) -> None:
+def check_accepted(result: GiftRequest | Ping | LikeRequest) -> None:
     """What the decoder lets through obeys every rule of the protocol."""
     if isinstance(result, GiftRequest):
         assert re.fullmatch(ID_PATTERN, result.gift_id)
         assert re.fullmatch(IDEMPOTENCY_KEY_PATTERN, result.idempotency_key)
         assert type(result.count) is int and MIN_COUNT <= result.count <= MAX_COUNT
+    elif isinstance(result, LikeRequest):
+        assert type(result.count) is int and 1 <= result.count <= MAX_LIKES_PER_FRAME
     else:
         assert isinstance(result, Ping)
 
