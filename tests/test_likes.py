@@ -77,7 +77,8 @@ async def wait_total(sock: RoomSocket, total: int, wait_s: float = 10) -> dict[s
         lambda f: any(e["type"] == "likes" and e["total"] == total for e in f.get("events", ())), wait_s
     )
     [event] = [e for e in frame["events"] if e["type"] == "likes"]
-    return event
+    found: dict[str, Any] = event
+    return found
 
 
 def per_frame(sock: RoomSocket, kind: str) -> list[int]:
