@@ -36,6 +36,7 @@ from server.domain.requests import (
     GiftChange,
     GiftRequest,
     GoalRequest,
+    LikeRequest,
     LimitsRequest,
     NewGift,
     PurchaseRequest,
@@ -173,6 +174,10 @@ OPERATIONS: tuple[Operation, ...] = (
                       "room_not_found", "unknown_gift", "idempotency_mismatch", "room_ended", "self_gift",
                       "rate_limited"),  # rate_limited: also the per-user gift rate
               headers={200: ("Idempotent-Replayed",)}),
+    Operation("POST", "/v1/rooms/{room_id}/likes", "Like a live room (taps batched by the client); "
+              "likes over the caller's rate are dropped, not refused: the answer says how many were "
+              "accepted", LikeRequest, roles=GIFTING_ROLES, status=202,
+              returns=("room_id", "accepted", "dropped"), errors=("room_not_found", "room_ended")),
     Operation("GET", "/v1/creator/overlay", "The overlay token and URL", roles=("creator",), returns=OVERLAY),
     Operation("POST", "/v1/creator/overlay/regenerate", "Replace the overlay token", roles=("creator",),
               returns=OVERLAY),
