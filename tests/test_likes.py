@@ -380,3 +380,23 @@ def test_a_ticks_tallies_make_one_likes_and_one_joins_event_with_capped_lists() 
         {"id": "k1", "name": "K1"},
     ]
     assert tick_events([]) == []
+
+
+@pytest.mark.anyio
+async def test_a_tally_the_engine_refuses_is_dropped_and_holds_up_no_other_room(pair: Pair) -> None:
+    poisoned, healthy = pair.api.open_room(unique("c")), pair.api.open_room(unique("c"))
+    tallies = KeySchema(pair.prefix).room(poisoned).tallies
+    with engine_client(pair.engine_url) as client:
+        client.set(tallies, "not a hash")  # room_likes.lua then fails with WRONGTYPE
+        watcher = await join(pair.a, pair.api, healthy, unique("w"))
+        for room_id in (poisoned, healthy):
+            assert like(pair.api, pair.a, unique("v"), room_id, 3).json()["accepted"] == 3
+        await wait_total(watcher, 3)
+        assert pair.total(poisoned) == 0
+        client.delete(tallies)
+        # Not stuck: the next likes in that room are written, and the room goes on.
+        assert like(pair.api, pair.a, unique("v"), poisoned, 4).json()["accepted"] == 4
+        await eventually(pair.a, lambda _: pair.total(poisoned) == 4)
+        assert like(pair.api, pair.a, unique("v"), healthy, 2).json()["accepted"] == 2
+        await wait_total(watcher, 5)
+    await watcher.close()

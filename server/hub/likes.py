@@ -19,6 +19,7 @@ import time
 from server import metrics
 from server.domain.likes import LikeBucket, Tally
 from server.store import Store
+from server.store.failures import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +75,26 @@ class LikeTallies:
             return
         batch = [(room_id, seq, tally) for room_id, (seq, tally) in self._sending.items()]
         metrics.LIKE_FLUSHES.inc(len(batch))
+        # An outage raises: the hub pauses, and the same tallies go again once it is over.
         written = await self.store.likes.write(self.node_id, batch)
-        self._sending.clear()
         for (room_id, _, tally), outcome in zip(batch, written, strict=True):
-            if outcome.status in ("ok", "dup"):  # "dup": an earlier send had landed
+            if isinstance(outcome, Exception):
+                metrics.engine_error(outcome)
+                if is_outage(outcome):
+                    continue  # that room's master is away: sent again at the next tick
+                # A refusal that would come again (a script error): sent for ever, it would
+                # hold up this room's likes for good.
+                log.error(
+                    "%d likes dropped in room %s: the engine refused them",
+                    tally.total_likes,
+                    room_id,
+                    exc_info=outcome,
+                )
+            elif outcome.status in ("ok", "dup"):  # "dup": an earlier send had landed
                 metrics.LIKES_WRITTEN.inc(tally.total_likes)
-            elif outcome.status == "ended":
+            else:
                 log.info("%d likes dropped: room %s is not live", tally.total_likes, room_id)
+            del self._sending[room_id]
 
     def _prune(self) -> None:
         now = time.monotonic()

@@ -34,8 +34,9 @@ class Likes:
     async def total(self, room_id: str) -> int:
         return int(await self._redis.hget(self._keys.room(room_id).info, "likes") or 0)
 
-    async def write(self, node: str, tallies: Sequence[tuple[str, int, Tally]]) -> list[Written]:
-        """Write each room's tally ``(room_id, seq, tally)`` of this tick, in one pipeline.
+    async def write(self, node: str, tallies: Sequence[tuple[str, int, Tally]]) -> list[Written | Exception]:
+        """Write each room's tally ``(room_id, seq, tally)`` of this tick, in one pipeline;
+        a room whose call failed has the engine's error in its place.
 
         A tally is written at most once per ``(node, seq)``: after an unknown outcome (a
         timeout) the caller sends the same one again, and a copy that had landed is a "dup".
@@ -63,5 +64,8 @@ class Likes:
                     ],
                 )
 
-        replies = await run_pipeline(self._redis, build, [self._scripts.room_likes])
-        return [Written(str(status), int(total)) for status, total in replies]
+        replies = await run_pipeline(self._redis, build, [self._scripts.room_likes], errors=True)
+        return [
+            reply if isinstance(reply, Exception) else Written(str(reply[0]), int(reply[1]))
+            for reply in replies
+        ]

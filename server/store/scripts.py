@@ -69,9 +69,10 @@ def queue_script(pipe: Pipeline, script: AsyncScript, keys: Sequence[str], args:
 
 
 async def run_pipeline(
-    redis: Redis, build: Callable[[Pipeline], None], scripts: Sequence[AsyncScript]
+    redis: Redis, build: Callable[[Pipeline], None], scripts: Sequence[AsyncScript], *, errors: bool = False
 ) -> list[Any]:
-    """The replies of the commands ``build`` queues, sent as one pipeline.
+    """The replies of the commands ``build`` queues, sent as one pipeline; with ``errors``,
+    a command's error is its reply (the others' replies stand), else it is raised.
 
     If the engine had lost one of ``scripts`` (a restart, SCRIPT FLUSH), none of their calls
     ran: the scripts are loaded again and the whole pipeline sent again, so a caller's
@@ -86,7 +87,7 @@ async def run_pipeline(
                 script.sha = await redis.script_load(script.script)
             continue
         for reply in replies:
-            if isinstance(reply, Exception):
+            if isinstance(reply, Exception) and not errors:
                 raise reply
         return replies
     raise AssertionError("unreachable")
