@@ -93,7 +93,7 @@ def per_frame(sock: RoomSocket, kind: str) -> list[int]:
 async def test_a_like_frame_or_request_outside_1_to_15_is_invalid_request_and_counts_nothing(
     pair: Pair, count: Any
 ) -> None:
-    creator, room_id = unique("c"), ""
+    creator = unique("c")
     room_id = pair.api.open_room(creator)
     user = unique("v")
     sock = await join(pair.a, pair.api, room_id, user)
