@@ -22,6 +22,7 @@ from server.domain.likes import MAX_LIKES_PER_FRAME, NAMED_JOINS, TOP_LIKERS, Ta
 from server.errors import InvalidRequest
 from server.hub.protocol import JSON, decode
 from server.keys import KeySchema
+from server.store.likes import room_likes_arguments
 from tests.conftest import Engine
 from tests.support import Api, ServerProcess, delete_prefix, engine_client, running_server, server_env, unique
 from tests.test_metrics import Scrape, eventually, scrape
@@ -358,9 +359,10 @@ def test_a_ticks_tallies_make_one_likes_and_one_joins_event_with_capped_lists() 
     entries = []
     total = 0
     for tally in (a, b):
-        likes, top, joins, joiners = tally.script_args()
-        total += likes
-        fields = {"l": str(likes), "lt": str(total), "lp": top, "j": str(joins), "jn": joiners}
+        _, args = room_likes_arguments(KeySchema("t:").room("r"), "node", 1, tally, 100)
+        likes, top, joins, joiners = args[2:6]
+        total += int(likes)
+        fields = {"l": str(likes), "lt": str(total), "lp": str(top), "j": str(joins), "jn": str(joiners)}
         entries.append(TallyEntry.from_fields(fields))
     likes_event, joins_event = tick_events(entries)
     assert likes_event == {

@@ -212,8 +212,8 @@ async def on_like(socket: Socket, fields: dict[str, Any]) -> None:
 FRAME_HANDLERS: dict[str, Callable[[Socket, dict[str, Any]], Awaitable[None]]] = {
     "gift": on_gift,
     "ping": on_ping,
+    "like": on_like,
 }
-FRAME_HANDLERS["like"] = on_like
 
 
 async def admit(

@@ -69,11 +69,6 @@ class Tally:
         ranked = sorted(self.likes.items(), key=lambda item: (-item[1], item[0]))[:TOP_LIKERS]
         return [[user_id, self.names[user_id], count] for user_id, count in ranked]
 
-    def script_args(self) -> tuple[int, str, int, str]:
-        """ARGV[3..6] of ``room_likes.lua``: likes, top likers, joins, named joiners."""
-        joiners = [[user_id, name] for user_id, name in self.joiners.items()]
-        return self.total_likes, orjson.dumps(self.top()).decode(), self.joins, orjson.dumps(joiners).decode()
-
 
 @dataclass(frozen=True, slots=True)
 class TallyEntry:

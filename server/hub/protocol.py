@@ -86,8 +86,11 @@ def like_frame(fields: dict[str, Any]) -> LikeRequest:
 
 
 # Each client frame type and the rules of its fields; ``api.ws`` has one handler per type.
-FRAME_TYPES: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {"gift": gift_frame, "ping": ping_frame}
-FRAME_TYPES["like"] = like_frame
+FRAME_TYPES: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {
+    "gift": gift_frame,
+    "ping": ping_frame,
+    "like": like_frame,
+}
 
 
 def read(data: str | bytes, encoding: str) -> tuple[str, dict[str, Any]]:

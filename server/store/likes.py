@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from server.domain.likes import Tally
-from server.keys import KeySchema
+from server.keys import KeySchema, RoomKeys
 from server.store.rooms import ENDED_ROOM_RETENTION_S
-from server.store.scripts import Scripts, queue_script, run_pipeline
+from server.store.scripts import ROOM_LIKES, Arguments, Call, ScriptRunner
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +25,10 @@ class Written:
 
 
 class Likes:
-    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts, stream_len: int) -> None:
+    def __init__(self, redis: Redis, keys: KeySchema, runner: ScriptRunner, stream_len: int) -> None:
         self._redis = redis
         self._keys = keys
-        self._scripts = scripts
+        self._runner = runner
         self._stream_len = stream_len
 
     async def total(self, room_id: str) -> int:
@@ -36,36 +36,36 @@ class Likes:
 
     async def write(self, node: str, tallies: Sequence[tuple[str, int, Tally]]) -> list[Written | Exception]:
         """Write each room's tally ``(room_id, seq, tally)`` of this tick, in one pipeline;
-        a room whose call failed has the engine's error in its place.
+        a room whose call failed has the engine's error in its place (a connection's error
+        is raised).
 
         A tally is written at most once per ``(node, seq)``: after an unknown outcome (a
         timeout) the caller sends the same one again, and a copy that had landed is a "dup".
-        That also makes the pipeline safe to send again when the script must be reloaded.
         """
-
-        def build(pipe: Pipeline) -> None:
-            for room_id, seq, tally in tallies:
-                keys = self._keys.room(room_id)
-                likes, top, joins, joiners = tally.script_args()
-                queue_script(
-                    pipe,
-                    self._scripts.room_likes,
-                    [keys.info, keys.events, keys.tallies],
-                    [
-                        node,
-                        seq,
-                        likes,
-                        top,
-                        joins,
-                        joiners,
-                        self._stream_len,
-                        ENDED_ROOM_RETENTION_S,
-                        keys.wake,
-                    ],
-                )
-
-        replies = await run_pipeline(self._redis, build, [self._scripts.room_likes], errors=True)
+        calls = [
+            Call(ROOM_LIKES, *room_likes_arguments(self._keys.room(room), node, seq, tally, self._stream_len))
+            for room, seq, tally in tallies
+        ]
+        replies = await self._runner.execute(calls)
         return [
             reply if isinstance(reply, Exception) else Written(str(reply[0]), int(reply[1]))
             for reply in replies
         ]
+
+
+def room_likes_arguments(room: RoomKeys, node: str, seq: int, tally: Tally, stream_len: int) -> Arguments:
+    """KEYS and ARGV of ``room_likes.lua``: write ``tally``, sequence number ``seq`` of ``node``."""
+    return (
+        [room.info, room.events, room.tallies],
+        [
+            node,
+            seq,
+            tally.total_likes,
+            orjson.dumps(tally.top()).decode(),
+            tally.joins,
+            orjson.dumps(list(tally.joiners.items())).decode(),
+            stream_len,
+            ENDED_ROOM_RETENTION_S,
+            room.wake,
+        ],
+    )
