@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from server import metrics
-from server.api import admin, creator, dev, http, openapi, pages, payments, ws
+from server.api import admin, creator, dev, http, openapi, pages, payments, social, ws
 from server.api.answers import client_error
 from server.api.context import JSON, Context, now_ms
 from server.api.deadline import EngineBudget
@@ -32,6 +32,7 @@ from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.keys import KeySchema
 from server.settings import Settings
+from server.social import SocialService
 from server.store import UNAVAILABLE, Store
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         *creator.routes,
         *admin.routes,
         *payments.routes,
+        *social.routes,
         *pages.routes(settings.client_dir),
     ]
     if settings.demo:
@@ -81,6 +83,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             gifts=gifts,
             hub=hub,
             clawbacks=clawbacks,
+            social=SocialService(store, gifts.name_of),
             engine=engine,
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)

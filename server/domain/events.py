@@ -1,9 +1,9 @@
 """Room events: stream offsets, and how an entry of a room's stream becomes what clients see.
 
-The stream holds ``gift``, ``combo_end``, ``room_end``, ``test_alert`` (for overlays only)
-and the internal ``goal_set`` marker.
-The ``leaderboard``, ``goal`` and ``viewers`` events are not stored: each hub derives them
-from the room's state when it changes (see ``hub.room``).
+The stream holds ``gift``, ``combo_end``, ``room_end``, ``follow``, ``share``, ``test_alert``
+(for overlays only) and the internal ``goal_set`` marker.
+The ``leaderboard``, ``goal``, ``viewers`` and ``followers`` events are not stored: each hub
+derives them from the room's state when it changes (see ``hub.room``).
 """
 
 from __future__ import annotations
@@ -96,6 +96,16 @@ def parse_entry(entry_id: str, fields: dict[str, str]) -> RoomEvent:
                 "ts": ts,
             },
             overlay_only=True,
+        )
+    if kind in ("follow", "share"):
+        # Announced once per user per live (room_follow.lua, room_share.lua).
+        sender = fields["s"]
+        return RoomEvent(
+            offset=entry_id,
+            kind=kind,
+            ts=ts,
+            public={"type": kind, "sender": {"id": sender, "name": fields["n"]}, "ts": ts},
+            sender_id=sender,
         )
     if kind == "room_end":
         return RoomEvent(offset=entry_id, kind=kind, ts=ts, public={"type": "room_end", "ts": ts})

@@ -22,6 +22,7 @@ from server.keys import KeySchema
 from server.store.batch import ScriptBatch
 from server.store.records import CreatorCredit, Room, RoomState
 from server.store.scripts import Scripts, queue_script, run_pipeline
+from server.store.social import Social
 from server.store.wakeups import RoomWakeups
 
 StreamEntry = tuple[str, dict[str, str]]
@@ -59,9 +60,16 @@ class StreamWindow:
 
 class Rooms:
     def __init__(
-        self, redis: Redis, keys: KeySchema, scripts: Scripts, batch: ScriptBatch, stream_len: int
+        self,
+        redis: Redis,
+        keys: KeySchema,
+        scripts: Scripts,
+        batch: ScriptBatch,
+        stream_len: int,
+        social: Social,
     ) -> None:
         self._redis = redis
+        self._social = social
         self._keys = keys
         self._scripts = scripts
         self._batch = batch
@@ -105,6 +113,7 @@ class Rooms:
             },
         )
         await self._redis.set(live_key, room_id)
+        await self._social.went_live(creator_id, room_id)
         await self._redis.zadd(self._keys.live_rooms, {room_id: now_ms})
         return room
 
@@ -115,7 +124,17 @@ class Rooms:
             raise Forbidden("only the room's creator can end it")
         keys = self._keys.room(room_id)
         await self._scripts.room_end(
-            keys=[keys.info, keys.events, keys.names, keys.combos, keys.top, keys.published, keys.presence],
+            keys=[
+                keys.info,
+                keys.events,
+                keys.names,
+                keys.combos,
+                keys.top,
+                keys.published,
+                keys.presence,
+                keys.followed,
+                keys.shared,
+            ],
             args=[self._stream_len, ENDED_ROOM_RETENTION_S, keys.wake],
         )
         live_key = self._keys.user(room.creator_id).live_room

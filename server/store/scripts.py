@@ -52,6 +52,11 @@ class Scripts:
     ip_bucket: AsyncScript
     connection_open: AsyncScript
     connection_refresh: AsyncScript
+    follow: AsyncScript
+    unfollow: AsyncScript
+    creator_card: AsyncScript
+    room_follow: AsyncScript
+    room_share: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

@@ -28,6 +28,7 @@ from server.store.replication import ReplicaFence
 from server.store.reversals import Reversals
 from server.store.rooms import Rooms
 from server.store.scripts import Scripts
+from server.store.social import Social
 from server.store.wallets import Wallets
 from server.store.withdrawals import Withdrawals
 
@@ -55,7 +56,8 @@ class Store:
         batch = ScriptBatch(redis)
         self.wallets = Wallets(redis, keys, scripts, batch)
         self.payments = Payments(redis, keys, scripts)
-        self.rooms = Rooms(redis, keys, scripts, batch, room_stream_len)
+        self.social = Social(redis, keys, scripts, room_stream_len)
+        self.rooms = Rooms(redis, keys, scripts, batch, room_stream_len, self.social)
         self.earnings = CreatorEarnings(redis, keys, scripts, batch)
         self.outbox = Outbox(redis, keys)
         self.withdrawals = Withdrawals(redis, keys, scripts)
