@@ -122,10 +122,11 @@ def announced(sock: RoomSocket, kind: str, user: str) -> int:
     return sum(1 for event in sock.events(kind) if event["sender"]["id"] == user)
 
 
-def last_followers(sock: RoomSocket) -> int | None:
-    counts = [event["followers"] for event in sock.events("followers")]
+def last_followers(sock: RoomSocket) -> int:
+    """The follower count the socket was last told: by its welcome, or a ``followers`` event."""
     welcome = next(f for f in sock.frames if f["type"] == "welcome")
-    return counts[-1] if counts else welcome["snapshot"]["followers"]
+    counts = [welcome["snapshot"]["followers"]] + [event["followers"] for event in sock.events("followers")]
+    return int(counts[-1])
 
 
 async def followers_shown(sock: RoomSocket, count: int, wait_s: float = 10) -> None:
