@@ -109,7 +109,6 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -146,6 +145,7 @@ from server.store.connection import hiredis_packing
 from server.store.records import CreatorCredit
 from server.store.scripts import script_source
 from server.store.store import connect_cluster
+from server.store.topology import Topology
 from server.store.wallets import gift_debit_arguments
 
 RAW_PREFIX = "benchraw:"
@@ -497,7 +497,7 @@ class RawDebits:
         cluster has one database: there the earlier runs' keys stay, under their own prefix.)"""
         keys = KeySchema(RAW_PREFIX)
         users = [(f"raw_{i:03d}", keys.user(f"raw_{i:03d}")) for i in range(user_count)]
-        if not isinstance(redis, RedisCluster):
+        if Topology.of(redis).one_connection:
             await redis.flushdb()
         async with redis.pipeline(transaction=False) as pipe:
             for _, user in users:
@@ -611,7 +611,7 @@ async def bench_engine(
     """Every measurement on one engine (or cluster) at ``engine_url``; ``raw`` runs the ceiling."""
     try:
         info = await raw.info("server")
-        if isinstance(raw, RedisCluster) and "redis_version" not in info:
+        if not Topology.of(raw).one_connection and "redis_version" not in info:
             info = next(iter(info.values()))  # one reply per node: any of them names the version
         engine_version = (
             f"{info.get('server_name', 'redis')} {info.get('valkey_version') or info['redis_version']}"

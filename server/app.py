@@ -105,7 +105,6 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             asyncio.create_task(sweep_outbox_forever(gifts, clawbacks, settings.outbox_sweep_s)),
             asyncio.create_task(follow_catalog_forever(store, catalog)),
             asyncio.create_task(hub.run()),
-            asyncio.create_task(gifts.flush_clears_forever(settings.tick_ms / 1000)),
         ]
         try:
             yield

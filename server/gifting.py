@@ -11,20 +11,20 @@ once per gift event, at the share the gift was priced with (carried in the outbo
 then the outbox entry the debit wrote is cleared. If delivery fails or
 the process dies first, the sweeper delivers the outbox entry later.
 
-On the hot path the clears are batched: ``flush_clears_forever`` removes every entry
-delivered in the last few milliseconds in one pipeline, so a gift's own round trips are
-only its room check, its debit and its delivery (each shared with the other gifts of its
-event-loop turn, ``store.batch``). An entry whose clear is lost in a crash is delivered again by the
+On the hot path a gift does not wait for its clear: the clears of the gifts delivered in
+one event-loop turn go out together at the next (``store.coalesce``: a lone gift's clear at
+once, a busy turn's in one pipeline), so a gift's own round trips are only its room check,
+its debit and its delivery (each shared with the other gifts of its turn, ``store.batch``).
+An entry whose clear fails (an outage) or is lost in a crash is delivered again by the
 sweeper, which the per-event guards make harmless.
 
 With ``GIFTING_REPLICA_ACKS`` (``store.replication``) a gift is acknowledged only once the
-replicas hold its debit, and a flush clears its entries only once they hold the deliveries:
-the one wait on a gift's own path is its debit's.
+replicas hold its debit, and a turn's entries are cleared only once they hold the
+deliveries: the one wait on a gift's own path is its debit's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -36,12 +36,13 @@ from server.domain.requests import GiftRequest
 from server.errors import Conflict, EngineUnavailable
 from server.settings import Settings
 from server.store import ENGINE_ERRORS, UNAVAILABLE, Store
+from server.store.coalesce import Coalescer
 from server.store.records import CreatorCredit
 
 log = logging.getLogger(__name__)
 
 _NAME_CACHE_SIZE = 10_000
-# The clears are retried every tick; in an outage their warning is logged once per this long.
+# In an outage, every turn's clears fail: their warning is logged once per this long.
 DEFERRED_LOG_INTERVAL_S = 10.0
 # What a gift whose debit met an engine outage answers (503 engine_unavailable).
 OUTCOME_UNKNOWN = (
@@ -67,10 +68,12 @@ class GiftService:
     catalog: Catalog
     settings: Settings
     _names: dict[str, str] = field(default_factory=dict)
-    _delivered: list[CreatorCredit] = field(default_factory=list)
     _deferred_log: logs.Throttled = field(
         default_factory=lambda: logs.Throttled(log, DEFERRED_LOG_INTERVAL_S)
     )
+
+    def __post_init__(self) -> None:
+        self._clears: Coalescer[CreatorCredit] = Coalescer(self._clear)
 
     async def send(
         self,
@@ -174,35 +177,25 @@ class GiftService:
             await self.store.replicated(users=[credit.creator_id], rooms=[credit.room_id])
             await self.store.outbox.clear(credit.sender_id, credit.event_id)
         else:
-            self._delivered.append(credit)
+            self._clears.add(credit)
         return credited
 
-    async def flush_clears(self) -> int:
-        """Clear the outbox entries of every gift delivered since the last flush, once the
-        replicas hold their deliveries (one fence per master for all of them)."""
-        delivered, self._delivered = self._delivered, []
-        if delivered:
-            try:
-                await self.store.replicated(
-                    users={credit.creator_id for credit in delivered},
-                    rooms={credit.room_id for credit in delivered},
-                )
-                await self.store.outbox.clear_many(
-                    [(credit.sender_id, credit.event_id) for credit in delivered]
-                )
-            except Exception:
-                self._delivered[:0] = delivered
-                raise
-        return len(delivered)
+    async def flush_clears(self) -> None:
+        """Send the clears queued so far now, and wait for every clear in flight."""
+        await self._clears.drain()
 
-    async def flush_clears_forever(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.flush_clears()
-            except ENGINE_ERRORS as exc:
-                metrics.engine_error(exc)
-                self._deferred_log.warning("outbox clears deferred: engine unavailable (%s)", exc)
+    async def _clear(self, delivered: list[CreatorCredit]) -> None:
+        """Clear the outbox entries of one turn's deliveries, once the replicas hold them
+        (one fence per master for all of them); on an outage, leave them to the sweeper."""
+        try:
+            await self.store.replicated(
+                users={credit.creator_id for credit in delivered},
+                rooms={credit.room_id for credit in delivered},
+            )
+            await self.store.outbox.clear_many([(credit.sender_id, credit.event_id) for credit in delivered])
+        except ENGINE_ERRORS as exc:
+            metrics.engine_error(exc)
+            self._deferred_log.warning("outbox clears deferred: engine unavailable (%s)", exc)
 
     async def sweep(self, older_than_ms: int) -> int:
         """Deliver every outbox entry written before ``older_than_ms``; return how many credited now."""

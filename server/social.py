@@ -40,10 +40,11 @@ class SocialService:
         self._not_self(user_id, creator_id)
         social = self.store.social
         await social.list_creator(user_id, creator_id)
-        change = await social.follow(creator_id, user_id)
-        if change is None:
+        try:
+            change = await social.follow(creator_id, user_id)
+        except NotFound:
             await social.unlist_creator(user_id, creator_id)
-            raise self._not_creator(creator_id)
+            raise
         if change.live_room_id is not None:
             await social.tell_room(
                 change.live_room_id,
@@ -60,8 +61,6 @@ class SocialService:
         self._not_self(user_id, creator_id)
         social = self.store.social
         change = await social.unfollow(creator_id, user_id)
-        if change is None:
-            raise self._not_creator(creator_id)
         await social.unlist_creator(user_id, creator_id)
         if change.live_room_id is not None:
             await social.tell_room(change.live_room_id, change.followers, change.version)
@@ -70,8 +69,6 @@ class SocialService:
     async def creator(self, creator_id: str, caller_id: str | None) -> dict[str, Any]:
         """The creator's public profile; ``following`` is whether ``caller_id`` follows them."""
         card = await self.store.social.card(creator_id, caller_id)
-        if card is None:
-            raise self._not_creator(creator_id)
         live_room_id = card.live_room_id
         if live_room_id is not None:
             # The pointer outlives its room for a moment at the end of a live.
@@ -100,10 +97,6 @@ class SocialService:
     def _not_self(user_id: str, creator_id: str) -> None:
         if user_id == creator_id:
             raise Conflict("you cannot follow yourself", code="self_follow")
-
-    @staticmethod
-    def _not_creator(creator_id: str) -> NotFound:
-        return NotFound(f"no creator {creator_id!r}", code="creator_not_found")
 
     @staticmethod
     def _answer(creator_id: str, following: bool, change: FollowChange) -> dict[str, Any]:

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError, ResponseError
 
 from server.settings import cluster_nodes
 from server.store.batch import MAX_BATCH, ScriptBatch
 from server.store.connection import hiredis_packing
+from server.store.scripts import Script, ScriptRunner
 from tests.conftest import Engine
 from tests.support import engine_client_async, unique
 
@@ -38,9 +38,9 @@ async def client(engine: Engine) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-def appender(client: Redis, key_prefix: str) -> tuple[ScriptBatch, AsyncScript, str]:
+def appender(client: Redis, key_prefix: str) -> tuple[ScriptBatch, Script, str]:
     """A fresh batch, the APPEND script and a fresh list key for it."""
-    return ScriptBatch(client), client.register_script(APPEND), f"{key_prefix}{unique('list')}"
+    return ScriptBatch(ScriptRunner(client)), Script("append", APPEND), f"{key_prefix}{unique('list')}"
 
 
 async def connections_named(engine: Engine, name: str) -> int:
@@ -73,8 +73,8 @@ async def test_a_turn_larger_than_the_batch_limit_goes_out_in_several_pipelines(
 
 
 async def test_each_error_reaches_only_its_own_caller(client: Redis) -> None:
-    batch = ScriptBatch(client)
-    script = client.register_script(CHECKED)
+    batch = ScriptBatch(ScriptRunner(client))
+    script = Script("checked", CHECKED)
 
     def parse(reply: str) -> str:
         if reply == "bad":
@@ -136,8 +136,8 @@ async def test_an_unreachable_engine_fails_every_call_of_the_batch() -> None:
         port = probe.getsockname()[1]
     client = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=1)
     try:
-        batch = ScriptBatch(client)
-        script = client.register_script(APPEND)
+        batch = ScriptBatch(ScriptRunner(client))
+        script = Script("append", APPEND)
         results = await asyncio.gather(
             *(batch.call(script, ["k"], [i]) for i in range(3)), return_exceptions=True
         )

@@ -300,7 +300,7 @@ async def test_a_retried_follow_announces_what_a_crash_left_unannounced(pair: Pa
     fan = unique("v")
     # The follow reached the creator's slot, and then the process died before the room.
     change = await store.social.follow(creator, fan)
-    assert change is not None and change.changed and change.live_room_id == room_id
+    assert change.changed and change.live_room_id == room_id
     assert pair.follow(fan, creator).json()["followers"] == 1  # the client's retry
     assert pair.follow(fan, creator, 1).json()["followers"] == 1
     await everything_before(pair, room_id, [sock])
@@ -318,7 +318,7 @@ async def test_the_list_of_creators_followed_leaves_out_what_a_crash_left_in_it(
     await store.social.list_creator(fan, dropped)
     assert pair.following(fan) == [followed]
     assert pair.follow(fan, dropped).status_code == 200
-    assert await store.social.unfollow(dropped, fan) is not None
+    assert (await store.social.unfollow(dropped, fan)).changed
     assert pair.following(fan) == [followed]
     assert pair.creator(dropped)["followers"] == 0
 

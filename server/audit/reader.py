@@ -13,13 +13,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import RedisCluster
 
 from server.audit.checker import BooksChecker
 from server.audit.invariants import DECISIONS, MAX_VIOLATIONS, AuditResult, CreatorRecords, Entry
 from server.audit.resp import RawConnection, parse_scan_reply, parse_xrange_replies, resp_command
 from server.keys import KeySchema
 from server.settings import Settings
+from server.store.topology import Topology
 
 # A round trip asks for about this many stream entries (several small streams or one page).
 PAGE = 10_000
@@ -42,6 +42,7 @@ class BooksReader:
 
     def __init__(self, redis: Redis, keys: KeySchema, checker: BooksChecker, page: int = PAGE) -> None:
         self.redis = redis
+        self.topology = Topology.of(redis)
         self.keys = keys
         self.checker = checker
         self.page = page
@@ -50,7 +51,7 @@ class BooksReader:
 
     async def run(self) -> None:
         # On a cluster the bare connection would reach one node: read through the client.
-        self._raw = None if self._clustered else await RawConnection.like(self.redis)
+        self._raw = await RawConnection.like(self.redis) if self.topology.one_connection else None
         try:
             space = await self._scan()
             users = sorted(space.users)
@@ -80,32 +81,10 @@ class BooksReader:
             if self._raw is not None:
                 await self._raw.close()
 
-    @property
-    def _clustered(self) -> bool:
-        return isinstance(self.redis, RedisCluster)
-
     async def _snapshots(self, queue: Callable[[Pipeline, str], None], accounts: list[str]) -> list[Any]:
-        """The replies of the commands ``queue`` makes for each account, read at one instant
-        per account (MULTI/EXEC): all accounts in one transaction on a single engine, one
-        transaction per account on a cluster (a transaction's keys must share a slot).
-
-        ``queue`` sends plain ``execute_command`` calls: redis-py's cluster transaction passes
-        the ``keys=`` option of its command methods on to reply parsers that take none.
-        """
-        if not self._clustered:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for account in accounts:
-                    queue(pipe, account)
-                replies: list[Any] = await pipe.execute()
-            return replies
-
-        async def one(account: str) -> list[Any]:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                queue(pipe, account)
-                got: list[Any] = await pipe.execute()
-            return got
-
-        return [reply for replies_ in await asyncio.gather(*map(one, accounts)) for reply in replies_]
+        """The replies of the commands ``queue`` makes for each account, each account read at
+        one instant (``Topology.read_at_one_instant``)."""
+        return await self.topology.read_at_one_instant(queue, accounts)
 
     async def _scan(self) -> _Keyspace:
         """One SCAN over every user-slot key under the prefix, sorted into accounts."""

@@ -103,6 +103,17 @@ def engine_budget(timeout_s: float) -> Iterator[None]:
         _BUDGETS.reset(token)
 
 
+@contextlib.contextmanager
+def unbudgeted() -> Iterator[None]:
+    """The engine calls made in the block count against no request's budget, each still
+    bounded on its own: for work that reads the whole engine on purpose (the books audit)."""
+    token = _BUDGETS.set(())
+    try:
+        yield
+    finally:
+        _BUDGETS.reset(token)
+
+
 def current_budgets() -> Budgets:
     """The budgets an engine call made now counts against (for a call sent later, by a batch)."""
     return _BUDGETS.get()

@@ -14,10 +14,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from server.keys import KeySchema
+from server.keys import KeySchema, UserKeys
 from server.store.batch import ScriptBatch
 from server.store.records import CreatorCredit, Earnings
-from server.store.scripts import Scripts
+from server.store.scripts import CREDIT_CREATOR, RELEASE_DIAMONDS, REVERSE_CREDIT, Arguments, ScriptRunner
 from server.store.streams import read_stream_page
 
 # Holds released per script call; a creator with more due holds is released in several calls.
@@ -25,10 +25,10 @@ RELEASE_BATCH = 1_000
 
 
 class CreatorEarnings:
-    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts, batch: ScriptBatch) -> None:
+    def __init__(self, redis: Redis, keys: KeySchema, runner: ScriptRunner, batch: ScriptBatch) -> None:
         self._redis = redis
         self._keys = keys
-        self._scripts = scripts
+        self._runner = runner
         self._batch = batch
 
     async def get(self, creator_id: str, now_ms: int) -> Earnings:
@@ -47,9 +47,8 @@ class CreatorEarnings:
         creator = self._keys.user(creator_id)
         total = 0
         while True:
-            released: int = await self._scripts.release_diamonds(
-                keys=[creator.earnings, creator.earnings_ledger, creator.holds, creator.held],
-                args=[now_ms, RELEASE_BATCH],
+            released: int = await self._runner.call(
+                RELEASE_DIAMONDS, *release_diamonds_arguments(creator, now_ms)
             )
             total += released
             if not released or not await self._redis.zcount(creator.holds, "-inf", now_ms):
@@ -67,46 +66,64 @@ class CreatorEarnings:
 
         Queued at once and sent with the gift path's other scripts of this event-loop turn
         (see ``store.batch``); await the future for the outcome."""
-        creator = self._keys.user(credit.creator_id)
         return self._batch.call(
-            self._scripts.credit_creator,
-            [
-                creator.credited,
-                creator.earnings,
-                creator.earnings_ledger,
-                creator.holds,
-                creator.held,
-                creator.lives,
-                creator.reversed,
-            ],
-            [
-                credit.event_id,
-                credit.diamonds,
-                credit.coins,
-                credit.sender_id,
-                credit.room_id,
-                credit.ts,
-                hold_until_ms,
-                f"{share.numerator}/{share.denominator}",
-            ],
+            CREDIT_CREATOR,
+            *credit_creator_arguments(self._keys.user(credit.creator_id), credit, hold_until_ms, share),
             bool,
         )
 
     async def reverse(self, creator_id: str, event_id: str, order_id: str, now_ms: int) -> tuple[str, int]:
         """Take back a gift's pending diamonds after a clawback: ("reversed", n), ("blocked", 0)
         if its credit had not arrived, ("settled", 0) if already released, ("already", 0)."""
-        creator = self._keys.user(creator_id)
         # Through the batch: the reversals of one clawback, awaited together, share round trips.
         reply: list[Any] = await self._batch.call(
-            self._scripts.reverse_credit,
-            [
-                creator.reversed,
-                creator.earnings,
-                creator.earnings_ledger,
-                creator.holds,
-                creator.held,
-                creator.credited,
-            ],
-            [event_id, order_id, now_ms],
+            REVERSE_CREDIT, *reverse_credit_arguments(self._keys.user(creator_id), event_id, order_id, now_ms)
         )
         return reply[0], int(reply[1]) if len(reply) > 1 else 0
+
+
+def release_diamonds_arguments(creator: UserKeys, now_ms: int) -> Arguments:
+    """KEYS and ARGV of ``release_diamonds.lua``."""
+    return [creator.earnings, creator.earnings_ledger, creator.holds, creator.held], [now_ms, RELEASE_BATCH]
+
+
+def credit_creator_arguments(
+    creator: UserKeys, credit: CreatorCredit, hold_until_ms: int, share: Fraction
+) -> Arguments:
+    """KEYS and ARGV of ``credit_creator.lua``."""
+    return (
+        [
+            creator.credited,
+            creator.earnings,
+            creator.earnings_ledger,
+            creator.holds,
+            creator.held,
+            creator.lives,
+            creator.reversed,
+        ],
+        [
+            credit.event_id,
+            credit.diamonds,
+            credit.coins,
+            credit.sender_id,
+            credit.room_id,
+            credit.ts,
+            hold_until_ms,
+            f"{share.numerator}/{share.denominator}",
+        ],
+    )
+
+
+def reverse_credit_arguments(creator: UserKeys, event_id: str, order_id: str, now_ms: int) -> Arguments:
+    """KEYS and ARGV of ``reverse_credit.lua``."""
+    return (
+        [
+            creator.reversed,
+            creator.earnings,
+            creator.earnings_ledger,
+            creator.holds,
+            creator.held,
+            creator.credited,
+        ],
+        [event_id, order_id, now_ms],
+    )

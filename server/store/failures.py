@@ -15,7 +15,11 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from server.store.replication import NotReplicated
+
+class NotReplicated(TimeoutError):  # type: ignore[misc]
+    """Fewer replicas than required confirmed a write in time (503 engine_unavailable);
+    raised by ``store.replication``."""
+
 
 # Failures meaning the engine, or the cluster master serving a key, cannot answer now (down,
 # loading, failing over, a slot not yet served): a client gets 503 engine_unavailable and

@@ -6,30 +6,26 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-
 from server.errors import RateLimited, TooManyConnections
-from server.keys import KeySchema
+from server.keys import KeySchema, UserKeys
 from server.store.batch import ScriptBatch
-from server.store.scripts import Scripts, queue_script, run_pipeline
+from server.store.scripts import CONNECTION_OPEN, CONNECTION_REFRESH, IP_BUCKET, Arguments, Call, ScriptRunner
 
 # Users whose slots one pipeline frees or renews.
 SYNC_CHUNK = 500
 
 
 class Limits:
-    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts, batch: ScriptBatch) -> None:
-        self._redis = redis
+    def __init__(self, keys: KeySchema, runner: ScriptRunner, batch: ScriptBatch) -> None:
         self._keys = keys
-        self._scripts = scripts
+        self._runner = runner
         self._batch = batch
 
     async def take_request(self, address: str, rate_per_s: float, burst: int) -> int:
         """Take one request token from ``address``'s bucket (``ip_bucket.lua``); the whole
         tokens left, or ``RateLimited`` with the wait when there is none."""
         reply: list[Any] = await self._batch.call(
-            self._scripts.ip_bucket, [self._keys.client_rate(address)], [repr(float(rate_per_s)), burst]
+            IP_BUCKET, *ip_bucket_arguments(self._keys, address, rate_per_s, burst)
         )
         if int(reply[0]) == 1:
             return int(reply[1])
@@ -44,7 +40,7 @@ class Limits:
         """Take a connection slot for the user (``connection_open.lua``); the user's open
         slots counting it, or ``TooManyConnections`` if the user already holds ``most``."""
         reply: list[Any] = await self._batch.call(
-            self._scripts.connection_open, [self._keys.user(user_id).connections], [slot, most, ttl_ms]
+            CONNECTION_OPEN, *connection_open_arguments(self._keys.user(user_id), slot, most, ttl_ms)
         )
         if int(reply[0]) == 1:
             return int(reply[1])
@@ -57,19 +53,28 @@ class Limits:
     ) -> None:
         """Free the slots of closed connections, and keep those in ``held`` (user -> slot ids)
         alive for another ``ttl_ms`` (``connection_refresh.lua``), a pipeline per ``SYNC_CHUNK``."""
-        script = self._scripts.connection_refresh
-        ops = [(self._keys.user(user_id).connections, [slot], False) for user_id, slot in released]
-        ops += [(self._keys.user(user_id).connections, list(slots), True) for user_id, slots in held.items()]
+        calls = [
+            Call.command("ZREM", self._keys.user(user_id).connections, slot) for user_id, slot in released
+        ]
+        calls += [
+            Call(CONNECTION_REFRESH, *connection_refresh_arguments(self._keys.user(user_id), slots, ttl_ms))
+            for user_id, slots in held.items()
+        ]
         # In pipelines of a bounded size, so that other clients' commands get in between.
-        for start in range(0, len(ops), SYNC_CHUNK):
+        for start in range(0, len(calls), SYNC_CHUNK):
+            await self._runner.pipeline(calls[start : start + SYNC_CHUNK])
 
-            def build(
-                pipe: Pipeline, chunk: Sequence[tuple[str, list[str], bool]] = ops[start : start + SYNC_CHUNK]
-            ) -> None:
-                for key, slots, refresh in chunk:
-                    if refresh:
-                        queue_script(pipe, script, [key], [ttl_ms, *slots])
-                    else:
-                        pipe.zrem(key, *slots)
 
-            await run_pipeline(self._redis, build, [script])
+def ip_bucket_arguments(keys: KeySchema, address: str, rate_per_s: float, burst: int) -> Arguments:
+    """KEYS and ARGV of ``ip_bucket.lua``."""
+    return [keys.client_rate(address)], [repr(float(rate_per_s)), burst]
+
+
+def connection_open_arguments(user: UserKeys, slot: str, most: int, ttl_ms: int) -> Arguments:
+    """KEYS and ARGV of ``connection_open.lua``."""
+    return [user.connections], [slot, most, ttl_ms]
+
+
+def connection_refresh_arguments(user: UserKeys, slots: Sequence[str], ttl_ms: int) -> Arguments:
+    """KEYS and ARGV of ``connection_refresh.lua``."""
+    return [user.connections], [ttl_ms, *slots]

@@ -9,8 +9,16 @@ from redis.asyncio import Redis
 
 from server.domain.catalog import Package
 from server.errors import Conflict, NotFound
-from server.keys import KeySchema
-from server.store.scripts import Scripts
+from server.keys import KeySchema, UserKeys
+from server.store.scripts import (
+    CLAW_BACK,
+    CREATE_ORDER,
+    CREDIT_PURCHASE,
+    Arguments,
+    Refusals,
+    ScriptRunner,
+    outcome,
+)
 
 # A payment id claim is kept for as long as a provider may redeliver a webhook (30 days).
 PAYMENT_CLAIM_TTL_S = 30 * 86_400
@@ -40,10 +48,10 @@ class ClawbackOutcome:
 
 
 class Payments:
-    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts) -> None:
+    def __init__(self, redis: Redis, keys: KeySchema, runner: ScriptRunner) -> None:
         self._redis = redis
         self._keys = keys
-        self._scripts = scripts
+        self._runner = runner
 
     async def create_order(
         self, user_id: str, order_id: str, package: Package, now_ms: int, *, ttl_s: int, max_pending: int
@@ -63,17 +71,22 @@ class Payments:
             "state": "pending",
             "created_ms": now_ms,
         }
-        user = self._keys.user(user_id)
-        reply = await self._scripts.create_order(
-            keys=[user.order(order_id), user.pending_orders],
-            args=[order_id, now_ms, ttl_s * 1000, max_pending, *(x for item in order.items() for x in item)],
+        reply = await self._runner.call(
+            CREATE_ORDER,
+            *create_order_arguments(self._keys.user(user_id), order, now_ms, ttl_s, max_pending),
         )
-        if reply[0] == "too_many":
-            raise Conflict(
-                f"{reply[1]} orders are already waiting for payment, the most one user may hold: "
-                "pay one, or wait for one to expire",
-                code="too_many_pending_orders",
-            )
+        outcome(
+            CREATE_ORDER,
+            reply,
+            ("ok",),
+            {
+                "too_many": lambda reply: Conflict(
+                    f"{reply[1]} orders are already waiting for payment, the most one user may "
+                    "hold: pay one, or wait for one to expire",
+                    code="too_many_pending_orders",
+                )
+            },
+        )
         # The owner pointer, in another slot, is written once the order exists, and expires at
         # the order's expiry by this clock: at or before the hash, which the script wrote after
         # ``now_ms``. Until then a webhook cannot reach the order, whose id nobody knows yet.
@@ -112,35 +125,32 @@ class Payments:
             raise Conflict(
                 f"payment {payment_id!r} already paid order {claimed_for!r}", code="payment_reused"
             )
-        user = self._keys.user(owner)
-        reply = await self._scripts.credit_purchase(
-            keys=[user.order(order_id), user.wallet, user.ledger, user.pending_orders],
-            args=[payment_id, amount_minor, currency, now_ms, order_id],
+        reply = await self._runner.call(
+            CREDIT_PURCHASE,
+            *credit_purchase_arguments(
+                self._keys.user(owner), order_id, payment_id, amount_minor, currency, now_ms
+            ),
         )
-        status = reply[0]
-        if status == "ok":
-            return PaymentOutcome(order_id, owner, credited=True, balance=int(reply[1]), coins=int(reply[2]))
-        if status == "already":
-            if reply[1] != payment_id:
-                raise Conflict(
-                    f"order {order_id!r} was already paid by payment {reply[1]!r}",
-                    code="order_already_paid",
-                )
-            return PaymentOutcome(order_id, owner, credited=False, balance=None)
-        if status == "mismatch":
-            raise Conflict(
+        refusals: Refusals = {
+            "mismatch": lambda _: Conflict(
                 f"payment of {amount_minor} {currency} does not match order {order_id!r}; "
                 "the order is flagged for review and no coins were credited",
                 code="amount_mismatch",
-            )
-        if status == "flagged":
-            raise Conflict(
+            ),
+            "flagged": lambda reply: Conflict(
                 f"order {order_id!r} is flagged ({reply[1]}); no coins credited",
                 code="order_flagged",
+            ),
+            "unknown": lambda _: NotFound(f"no order {order_id!r}"),
+        }
+        if outcome(CREDIT_PURCHASE, reply, ("ok", "already"), refusals)[0] == "ok":
+            return PaymentOutcome(order_id, owner, credited=True, balance=int(reply[1]), coins=int(reply[2]))
+        if reply[1] != payment_id:
+            raise Conflict(
+                f"order {order_id!r} was already paid by payment {reply[1]!r}",
+                code="order_already_paid",
             )
-        if status == "unknown":
-            raise NotFound(f"no order {order_id!r}")
-        raise RuntimeError(f"credit_purchase returned {reply!r}")
+        return PaymentOutcome(order_id, owner, credited=False, balance=None)
 
     async def claw_back(
         self, order_id: str, payment_id: str, reason: str, now_ms: int, window_ms: int
@@ -150,28 +160,55 @@ class Payments:
         owner = await self.order_owner(order_id)
         if owner is None:
             raise NotFound(f"no order {order_id!r}")
-        user = self._keys.user(owner)
-        reply = await self._scripts.claw_back(
-            keys=[user.order(order_id), user.wallet, user.ledger, user.reversals, user.clawable],
-            args=[reason, payment_id, now_ms, order_id, window_ms],
+        reply = await self._runner.call(
+            CLAW_BACK,
+            *claw_back_arguments(self._keys.user(owner), order_id, payment_id, reason, now_ms, window_ms),
         )
-        status = reply[0]
-        if status == "ok":
-            return ClawbackOutcome(order_id, owner, True, int(reply[1]), int(reply[2]), int(reply[3]))
-        if status == "already":
-            return ClawbackOutcome(order_id, owner, False, None, 0, 0)
-        if status == "not_paid":
-            raise Conflict(
+        refusals: Refusals = {
+            "not_paid": lambda reply: Conflict(
                 f"order {order_id!r} is {reply[1]}: there are no coins to take back", code="order_not_paid"
-            )
-        if status == "wrong_payment":
-            raise Conflict(
+            ),
+            "wrong_payment": lambda reply: Conflict(
                 f"order {order_id!r} was paid by payment {reply[1]!r}, not {payment_id!r}",
                 code="payment_mismatch",
-            )
-        if status == "unknown":
-            raise NotFound(f"no order {order_id!r}")
-        raise RuntimeError(f"claw_back returned {reply!r}")
+            ),
+            "unknown": lambda _: NotFound(f"no order {order_id!r}"),
+        }
+        if outcome(CLAW_BACK, reply, ("ok", "already"), refusals)[0] == "ok":
+            return ClawbackOutcome(order_id, owner, True, int(reply[1]), int(reply[2]), int(reply[3]))
+        return ClawbackOutcome(order_id, owner, False, None, 0, 0)
+
+
+def create_order_arguments(
+    user: UserKeys, order: dict[str, Any], now_ms: int, ttl_s: int, max_pending: int
+) -> Arguments:
+    """KEYS and ARGV of ``create_order.lua``."""
+    order_id = order["order_id"]
+    fields = [x for item in order.items() for x in item]
+    return [user.order(order_id), user.pending_orders], [order_id, now_ms, ttl_s * 1000, max_pending, *fields]
+
+
+def credit_purchase_arguments(
+    user: UserKeys, order_id: str, payment_id: str, amount_minor: int, currency: str, now_ms: int
+) -> Arguments:
+    """KEYS and ARGV of ``credit_purchase.lua``."""
+    return [user.order(order_id), user.wallet, user.ledger, user.pending_orders], [
+        payment_id,
+        amount_minor,
+        currency,
+        now_ms,
+        order_id,
+    ]
+
+
+def claw_back_arguments(
+    user: UserKeys, order_id: str, payment_id: str, reason: str, now_ms: int, window_ms: int
+) -> Arguments:
+    """KEYS and ARGV of ``claw_back.lua``."""
+    return (
+        [user.order(order_id), user.wallet, user.ledger, user.reversals, user.clawable],
+        [reason, payment_id, now_ms, order_id, window_ms],
+    )
 
 
 def _order_view(raw: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ master; a client retry with the same idempotency key replays it and is confirmed
 and a delivery left unconfirmed keeps its outbox entry for the sweeper.
 
 Fences asked for in one event-loop turn share one pipeline, with one fence per master, as
-the gift path's scripts share theirs (``store.batch``).
+the gift path's scripts share theirs (``store.coalesce``): a lone fence goes out at once.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ import asyncio
 import time
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import AskError, MovedError, TimeoutError
+from redis.exceptions import AskError, MovedError
 
 from server.keys import KeySchema
+from server.store.coalesce import Coalescer
+from server.store.failures import NotReplicated
+from server.store.topology import Topology
 
 # A fence outlives any WAIT; it only has to exist long enough to be replicated.
 FENCE_TTL_MS = 60_000
@@ -43,20 +44,25 @@ FENCE_TTL_MS = 60_000
 REDIRECTED_RETRY_S = 0.01
 
 
-class NotReplicated(TimeoutError):  # type: ignore[misc]
-    """Fewer replicas than required confirmed a write in time (503 engine_unavailable)."""
+class _Fence:
+    """The fence asked for one master in this turn, and the future its callers await."""
+
+    __slots__ = ("future", "key", "master")
+
+    def __init__(self, master: str, key: str, future: asyncio.Future[None]) -> None:
+        self.master = master
+        self.key = key
+        self.future = future
 
 
 class ReplicaFence:
-    def __init__(self, redis: Redis, keys: KeySchema, replicas: int = 0, timeout_ms: int = 500) -> None:
-        self._redis = redis
+    def __init__(self, topology: Topology, keys: KeySchema, replicas: int = 0, timeout_ms: int = 500) -> None:
+        self._topology = topology
+        self._redis = topology.redis
         self._keys = keys
         self.replicas = replicas
         self.timeout_ms = timeout_ms
-        # master name -> (a fence key on that master, the future of the fence being sent)
-        self._pending: dict[str, tuple[str, asyncio.Future[None]]] = {}
-        self._scheduled = False
-        self._sending: set[asyncio.Task[None]] = set()
+        self._turn: Coalescer[_Fence] = Coalescer(self._send)
 
     async def confirm(self, *keys: str) -> None:
         """Return once ``replicas`` replicas hold every write made so far to the slots of
@@ -71,56 +77,36 @@ class ReplicaFence:
         money writes in their slots answer 503 until they have enough."""
         if self.replicas == 0:
             return {}
-        if isinstance(self._redis, RedisCluster):
-            infos = await self._redis.info("replication", target_nodes=RedisCluster.PRIMARIES)
-        else:
-            infos = {"engine": await self._redis.info("replication")}
+        infos = await self._topology.replication_infos()
         connected = {master: int(info.get("connected_slaves", 0)) for master, info in infos.items()}
         return {master: count for master, count in connected.items() if count < self.replicas}
 
     def _fence(self, key: str) -> asyncio.Future[None]:
-        master = self._master_of(key)
-        pending = self._pending.get(master)
-        if pending is not None:
-            return pending[1]
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._pending[master] = (self._keys.fence(key), future)
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
+        master = self._topology.master_of(key)
+        for pending in self._turn.pending:  # one fence per master and turn
+            if pending.master == master:
+                return pending.future
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._turn.add(_Fence(master, self._keys.fence(key), future))
         return future
 
-    def _master_of(self, key: str) -> str:
-        if isinstance(self._redis, RedisCluster):
-            return str(self._redis.get_node_from_key(key).name)
-        return ""
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        pending, self._pending = self._pending, {}
-        task = asyncio.get_running_loop().create_task(self._send(pending))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, pending: dict[str, tuple[str, asyncio.Future[None]]]) -> None:
-        fences = {master: key for master, (key, _) in pending.items()}
+    async def _send(self, fences: list[_Fence]) -> None:
         try:
-            acked = await self._wait(fences)
+            acked = await self._wait({fence.master: fence.key for fence in fences})
         except Exception as exc:
-            for _, future in pending.values():
-                if not future.done():
-                    future.set_exception(exc)
+            for fence in fences:
+                if not fence.future.done():
+                    fence.future.set_exception(exc)
             return
-        for master, (_, future) in pending.items():
-            if future.done():
+        for fence in fences:
+            if fence.future.done():
                 continue
-            if acked[master] >= self.replicas:
-                future.set_result(None)
+            if acked[fence.master] >= self.replicas:
+                fence.future.set_result(None)
             else:
-                future.set_exception(
+                fence.future.set_exception(
                     NotReplicated(
-                        f"{acked[master]} of {self.replicas} replicas confirmed the write "
+                        f"{acked[fence.master]} of {self.replicas} replicas confirmed the write "
                         f"within {self.timeout_ms} ms"
                     )
                 )
@@ -137,18 +123,20 @@ class ReplicaFence:
         todo = fences
         deadline = time.monotonic() + self.timeout_ms / 1000
         while True:
-            targets = {asked: self._master_of(key) for asked, key in todo.items()}
+            targets = {asked: self._topology.master_of(key) for asked, key in todo.items()}
             async with self._redis.pipeline(transaction=False) as pipe:
                 for asked, key in todo.items():
                     pipe.set(key, "1", px=FENCE_TTL_MS)
-                    pipe.execute_command("WAIT", self.replicas, self.timeout_ms, **self._on(targets[asked]))
-                replies: list[Any] = await pipe.execute(raise_on_error=False, **self._no_redirections())
+                    pipe.execute_command(
+                        "WAIT", self.replicas, self.timeout_ms, **self._topology.on(targets[asked])
+                    )
+                replies: list[Any] = await pipe.execute(raise_on_error=False, **self._topology.unredirected())
             redirected = {}
             for (asked, key), fenced, waited in zip(todo.items(), replies[0::2], replies[1::2], strict=True):
                 if isinstance(fenced, AskError):  # MovedError is an AskError too
                     redirected[asked] = key
                     if isinstance(fenced, MovedError):
-                        await self._refresh_slots()
+                        await self._topology.refresh_slots()
                 elif isinstance(fenced, Exception):
                     raise fenced
                 elif isinstance(waited, Exception):
@@ -159,16 +147,3 @@ class ReplicaFence:
                 return acked
             todo = redirected
             await asyncio.sleep(REDIRECTED_RETRY_S)
-
-    def _no_redirections(self) -> dict[str, Any]:
-        return {"allow_redirections": False} if isinstance(self._redis, RedisCluster) else {}
-
-    async def _refresh_slots(self) -> None:
-        if isinstance(self._redis, RedisCluster):
-            await self._redis.nodes_manager.initialize()
-
-    def _on(self, master: str) -> dict[str, Any]:
-        if isinstance(self._redis, RedisCluster):
-            node = self._redis.get_node(node_name=master)
-            return {"target_nodes": node}
-        return {}

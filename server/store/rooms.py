@@ -10,22 +10,31 @@ import asyncio
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import RedisCluster
 
 from server.domain.events import ZERO_OFFSET, Offset, parse_offset
 from server.errors import Conflict, Forbidden, NotFound
-from server.keys import KeySchema
+from server.keys import KeySchema, RoomKeys
 from server.store.batch import ScriptBatch
 from server.store.records import CreatorCredit, Room, RoomState
-from server.store.scripts import Scripts, queue_script, run_pipeline
-from server.store.social import Social
-from server.store.wakeups import RoomWakeups
+from server.store.scripts import (
+    COMBO_EXPIRE,
+    ROOM_END,
+    ROOM_GIFT,
+    ROOM_GOAL,
+    ROOM_STATE,
+    Arguments,
+    Call,
+    Refusals,
+    ScriptRunner,
+    outcome,
+)
+from server.store.topology import StreamEntry, Topology
 
-StreamEntry = tuple[str, dict[str, str]]
+if TYPE_CHECKING:
+    from server.store.social import Social  # which needs this module's refusals
 
 # A finished live's events, leaderboard and guards are kept this long after it ends.
 ENDED_ROOM_RETENTION_S = 24 * 3600
@@ -61,20 +70,21 @@ class StreamWindow:
 class Rooms:
     def __init__(
         self,
-        redis: Redis,
+        topology: Topology,
         keys: KeySchema,
-        scripts: Scripts,
+        runner: ScriptRunner,
         batch: ScriptBatch,
         stream_len: int,
         social: Social,
     ) -> None:
-        self._redis = redis
+        self._topology = topology
+        self._redis: Redis = topology.redis
         self._social = social
         self._keys = keys
-        self._scripts = scripts
+        self._runner = runner
         self._batch = batch
         self._stream_len = stream_len
-        self._wakeups = RoomWakeups(redis, keys) if isinstance(redis, RedisCluster) else None
+        self._wakeups = topology.wakeups(keys)
 
     async def get(self, room_id: str) -> Room:
         """The room as the engine holds it now. Read through the batch (``store.batch``): it
@@ -122,21 +132,7 @@ class Rooms:
         room = await self.get(room_id)
         if room.creator_id != user_id and not is_admin:
             raise Forbidden("only the room's creator can end it")
-        keys = self._keys.room(room_id)
-        await self._scripts.room_end(
-            keys=[
-                keys.info,
-                keys.events,
-                keys.names,
-                keys.combos,
-                keys.top,
-                keys.published,
-                keys.presence,
-                keys.followed,
-                keys.shared,
-            ],
-            args=[self._stream_len, ENDED_ROOM_RETENTION_S, keys.wake],
-        )
+        await self._runner.call(ROOM_END, *room_end_arguments(self._keys.room(room_id), self._stream_len))
         live_key = self._keys.user(room.creator_id).live_room
         if await self._redis.get(live_key) == room_id:
             await self._redis.delete(live_key)
@@ -147,14 +143,10 @@ class Rooms:
         room = await self.get(room_id)
         if room.creator_id != user_id and not is_admin:
             raise Forbidden("only the room's creator can set its goal")
-        keys = self._keys.room(room_id)
-        reply = await self._scripts.room_goal(
-            keys=[keys.info, keys.events], args=[coins, self._stream_len, keys.wake]
+        reply = await self._runner.call(
+            ROOM_GOAL, *room_goal_arguments(self._keys.room(room_id), coins, self._stream_len)
         )
-        if reply[0] == "missing":
-            raise NotFound(f"no room {room_id!r}", code="room_not_found")
-        if reply[0] == "ended":
-            raise Conflict(f"room {room_id!r} has ended", code="room_ended")
+        outcome(ROOM_GOAL, reply, ("ok",), room_refusals(room_id))
         state = await self.state(room_id)
         assert state is not None
         return state
@@ -183,13 +175,13 @@ class Rooms:
         ids = await self._redis.zrevrange(self._keys.live_rooms, 0, limit - 1)
         if not ids:
             return []
-
-        def build(pipe: Pipeline) -> None:
-            for room_id in ids:
-                pipe.hgetall(self._keys.room(room_id).info)
-                self._state_call(pipe, room_id, "", -1)
-
-        replies = await run_pipeline(self._redis, build, [self._scripts.room_state])
+        calls: list[Call] = []
+        for room_id in ids:
+            calls += [
+                Call.command("HGETALL", self._keys.room(room_id).info),
+                self._state_call(room_id, "", -1),
+            ]
+        replies = await self._runner.pipeline(calls)
         rooms = []
         for i, room_id in enumerate(ids):
             raw, state = replies[2 * i], RoomState.from_reply(replies[2 * i + 1])
@@ -211,44 +203,32 @@ class Rooms:
         The call is queued at once and sent with the gift path's other scripts of this
         event-loop turn (see ``store.batch``); await the future for the outcome.
         """
-        keys = self._keys.room(credit.room_id)
         return self._batch.call(
-            self._scripts.room_gift,
-            [keys.info, keys.events, keys.top, keys.names, keys.combos, keys.published],
-            [
-                credit.event_id,
-                credit.sender_id,
-                sender_name,
-                credit.gift_id,
-                credit.count,
-                credit.coins,
-                1 if streakable else 0,
-                combo_window_ms,
-                self._stream_len,
-                "" if balance is None else balance,
-                keys.wake,
-            ],
+            ROOM_GIFT,
+            *room_gift_arguments(
+                self._keys.room(credit.room_id),
+                credit,
+                sender_name=sender_name,
+                streakable=streakable,
+                balance=balance,
+                combo_window_ms=combo_window_ms,
+                stream_len=self._stream_len,
+            ),
             lambda reply: Published(status=reply[0], combo=int(reply[1]), ts=int(reply[2])),
         )
 
     async def expire_combo(self, room_id: str, sender_id: str, last_ts: int, window_ms: int) -> int:
         """1: closed now; 0: already closed or continued; -1: its window has not passed yet."""
-        keys = self._keys.room(room_id)
-        result: int = await self._scripts.combo_expire(
-            keys=[keys.events, keys.names, keys.combos],
-            args=[sender_id, last_ts, window_ms, self._stream_len, keys.wake],
+        result: int = await self._runner.call(
+            COMBO_EXPIRE,
+            *combo_expire_arguments(
+                self._keys.room(room_id), sender_id, last_ts, window_ms, self._stream_len
+            ),
         )
         return result
 
-    def _state_call(self, pipe: Pipeline, room_id: str, node: str, viewers: int, ttl_ms: int = 0) -> None:
-        """Queue ``room_state.lua`` on ``pipe`` (sent by ``run_pipeline``, which loads it if need be)."""
-        keys = self._keys.room(room_id)
-        queue_script(
-            pipe,
-            self._scripts.room_state,
-            [keys.info, keys.top, keys.names, keys.presence],
-            [node, viewers, ttl_ms, LEADERBOARD_SIZE],
-        )
+    def _state_call(self, room_id: str, node: str, viewers: int, ttl_ms: int = 0) -> Call:
+        return Call(ROOM_STATE, *room_state_arguments(self._keys.room(room_id), node, viewers, ttl_ms))
 
     async def state(self, room_id: str) -> RoomState | None:
         return (await self.states([(room_id, -1)], "", 0))[0]
@@ -257,24 +237,21 @@ class Rooms:
         self, reports: Sequence[tuple[str, int]], node: str, ttl_ms: int
     ) -> list[RoomState | None]:
         """Report this node's viewers in each room (-1: only read) and read every room's state."""
-
-        def build(pipe: Pipeline) -> None:
-            for room_id, viewers in reports:
-                self._state_call(pipe, room_id, node, viewers, ttl_ms)
-
-        replies = await run_pipeline(self._redis, build, [self._scripts.room_state])
+        replies = await self._runner.pipeline(
+            [self._state_call(room_id, node, viewers, ttl_ms) for room_id, viewers in reports]
+        )
         return [RoomState.from_reply(reply) for reply in replies]
 
     async def snapshot(self, room_id: str, recent: int) -> tuple[Room, RoomState, str, list[StreamEntry]]:
         """The room, its state, the stream's last offset and its last ``recent`` entries."""
         keys = self._keys.room(room_id)
-
-        def build(pipe: Pipeline) -> None:
-            pipe.hgetall(keys.info)
-            self._state_call(pipe, room_id, "", -1)
-            pipe.xrevrange(keys.events, count=recent)
-
-        raw, state_reply, entries = await run_pipeline(self._redis, build, [self._scripts.room_state])
+        raw, state_reply, entries = await self._runner.pipeline(
+            [
+                Call.command("HGETALL", keys.info),
+                self._state_call(room_id, "", -1),
+                Call.command("XREVRANGE", keys.events, "+", "-", "COUNT", recent),
+            ]
+        )
         room = self._room(room_id, raw)
         state = RoomState.from_reply(state_reply)
         assert state is not None
@@ -294,37 +271,19 @@ class Rooms:
                 return []
         streams = {self._keys.room(room_id).events: offset for room_id, offset in cursors.items()}
         ids = {self._keys.room(room_id).events: room_id for room_id in cursors}
-        if isinstance(self._redis, RedisCluster):
-            read = [
-                (ids[key], entries) for key, entries in await self._read_slots(self._redis, streams, count)
-            ]
-            if self._wakeups is not None:
-                for room_id, entries in read:
-                    if len(entries) >= count:
-                        self._wakeups.wake(room_id)  # more to read: next tick, woken or not
-            return read
-        reply = await self._redis.xread(streams, count=count, block=block_ms)
-        return [(ids[key], entries) for key, entries in reply or []]
+        read = [
+            (ids[key], entries)
+            for key, entries in await self._topology.read_streams(streams, count, block_ms)
+        ]
+        if self._wakeups is not None:
+            for room_id, entries in read:
+                if len(entries) >= count:
+                    self._wakeups.wake(room_id)  # more to read: next tick, woken or not
+        return read
 
     async def aclose(self) -> None:
         if self._wakeups is not None:
             await self._wakeups.aclose()
-
-    @staticmethod
-    async def _read_slots(
-        cluster: RedisCluster, streams: dict[str, str], count: int
-    ) -> list[tuple[str, list[StreamEntry]]]:
-        """On a cluster, one XREAD per hash slot (rooms are spread over slots, and a command's
-        keys must share one), all in one pipeline that goes to each node once. They do not
-        block: the hub reads again at its next tick anyway."""
-        by_slot: dict[int, dict[str, str]] = {}
-        for key, offset in streams.items():
-            by_slot.setdefault(cluster.keyslot(key), {})[key] = offset
-        async with cluster.pipeline() as pipe:
-            for group in by_slot.values():
-                pipe.xread(group, count=count)
-            replies = await pipe.execute()
-        return [(key, entries) for reply in replies for key, entries in (reply or [])]
 
     async def page(
         self, room_id: str, after: str, until: str, count: int
@@ -366,3 +325,75 @@ class Rooms:
             last=parse_offset(str(info["last-generated-id"])),
             trimmed=int(info["entries-added"]) > int(info["length"]),
         )
+
+
+def room_refusals(room_id: str) -> Refusals:
+    """The refusals of a script that changes a live room (``room_goal.lua``, ``room_share.lua``)."""
+    return {
+        "missing": lambda _: NotFound(f"no room {room_id!r}", code="room_not_found"),
+        "ended": lambda _: Conflict(f"room {room_id!r} has ended", code="room_ended"),
+    }
+
+
+def room_end_arguments(room: RoomKeys, stream_len: int) -> Arguments:
+    """KEYS and ARGV of ``room_end.lua``."""
+    return (
+        [
+            room.info,
+            room.events,
+            room.names,
+            room.combos,
+            room.top,
+            room.published,
+            room.presence,
+            room.followed,
+            room.shared,
+        ],
+        [stream_len, ENDED_ROOM_RETENTION_S, room.wake],
+    )
+
+
+def room_goal_arguments(room: RoomKeys, coins: int, stream_len: int) -> Arguments:
+    """KEYS and ARGV of ``room_goal.lua``."""
+    return [room.info, room.events], [coins, stream_len, room.wake]
+
+
+def room_gift_arguments(
+    room: RoomKeys,
+    credit: CreatorCredit,
+    *,
+    sender_name: str,
+    streakable: bool,
+    balance: int | None,
+    combo_window_ms: int,
+    stream_len: int,
+) -> Arguments:
+    """KEYS and ARGV of ``room_gift.lua``."""
+    return (
+        [room.info, room.events, room.top, room.names, room.combos, room.published],
+        [
+            credit.event_id,
+            credit.sender_id,
+            sender_name,
+            credit.gift_id,
+            credit.count,
+            credit.coins,
+            1 if streakable else 0,
+            combo_window_ms,
+            stream_len,
+            "" if balance is None else balance,
+            room.wake,
+        ],
+    )
+
+
+def combo_expire_arguments(
+    room: RoomKeys, sender_id: str, last_ts: int, window_ms: int, stream_len: int
+) -> Arguments:
+    """KEYS and ARGV of ``combo_expire.lua``."""
+    return [room.events, room.names, room.combos], [sender_id, last_ts, window_ms, stream_len, room.wake]
+
+
+def room_state_arguments(room: RoomKeys, node: str, viewers: int, ttl_ms: int) -> Arguments:
+    """KEYS and ARGV of ``room_state.lua``: report ``viewers`` on ``node`` (-1: only read)."""
+    return [room.info, room.top, room.names, room.presence], [node, viewers, ttl_ms, LEADERBOARD_SIZE]

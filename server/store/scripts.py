@@ -1,7 +1,15 @@
-"""The Lua scripts, each loaded once from its own file and called by EVALSHA.
+"""The Lua scripts, and the one owner of their loading: ``ScriptRunner``.
 
-redis-py's ``Script`` computes the SHA on the client, sends EVALSHA, and loads the script
-again when the engine answers NOSCRIPT (after a restart or SCRIPT FLUSH).
+Each script is read once from its own file (``store/lua/<name>.lua``, KEYS/ARGV/return
+header first) and called by EVALSHA with the SHA computed on the client, as redis-py's
+``Script`` does. The runner is the only place that knows how to recover a script the engine
+lost (a restart, SCRIPT FLUSH), for a single call, a batch and a mixed pipeline alike: the
+engine answers NOSCRIPT, so the call did not run; the runner loads the script and sends
+again the refused calls, and only those. Everything else in a pipeline ran once and keeps
+its first reply.
+
+A script's business outcomes come back as a status word; ``outcome`` turns the refusals
+into the typed errors of ``server.errors``, from one table per script beside its call.
 
 A script may include a part written once for several scripts: a line ``--#include <name>``
 is replaced by the text of ``store/lua/<name>.lua`` (names of parts start with ``_``; parts
@@ -10,18 +18,22 @@ include nothing). The text is the same in every process, and so is each script's
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 _INCLUDE = re.compile(r"^--#include (_\w+)$", re.MULTILINE)
+
+Arg = str | int | bytes
+# KEYS and ARGV of one script call, in the order of the script's header.
+Arguments = tuple[list[str], list[Arg]]
 
 
 def script_source(name: str) -> str:
@@ -34,63 +46,120 @@ def _lua_file(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class Scripts:
-    gift_debit: AsyncScript
-    credit_creator: AsyncScript
-    credit_purchase: AsyncScript
-    room_gift: AsyncScript
-    combo_expire: AsyncScript
-    room_end: AsyncScript
-    room_goal: AsyncScript
-    room_state: AsyncScript
-    release_diamonds: AsyncScript
-    reverse_credit: AsyncScript
-    withdraw: AsyncScript
-    withdrawal_decide: AsyncScript
-    claw_back: AsyncScript
-    create_order: AsyncScript
-    ip_bucket: AsyncScript
-    connection_open: AsyncScript
-    connection_refresh: AsyncScript
-    follow: AsyncScript
-    unfollow: AsyncScript
-    creator_card: AsyncScript
-    room_follow: AsyncScript
-    room_share: AsyncScript
+class Script:
+    name: str
+    source: str
+
+    @cached_property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode("utf-8")).hexdigest()  # the engine names a script by it
 
     @classmethod
-    def register(cls, redis: Redis) -> Scripts:
-        return cls(**{name: redis.register_script(script_source(name)) for name in _NAMES})
+    def named(cls, name: str) -> Script:
+        return cls(name, script_source(name))
 
 
-_NAMES = tuple(Scripts.__dataclass_fields__)
+GIFT_DEBIT = Script.named("gift_debit")
+CREDIT_CREATOR = Script.named("credit_creator")
+CREDIT_PURCHASE = Script.named("credit_purchase")
+ROOM_GIFT = Script.named("room_gift")
+COMBO_EXPIRE = Script.named("combo_expire")
+ROOM_END = Script.named("room_end")
+ROOM_GOAL = Script.named("room_goal")
+ROOM_STATE = Script.named("room_state")
+RELEASE_DIAMONDS = Script.named("release_diamonds")
+REVERSE_CREDIT = Script.named("reverse_credit")
+WITHDRAW = Script.named("withdraw")
+WITHDRAWAL_DECIDE = Script.named("withdrawal_decide")
+CLAW_BACK = Script.named("claw_back")
+CREATE_ORDER = Script.named("create_order")
+IP_BUCKET = Script.named("ip_bucket")
+CONNECTION_OPEN = Script.named("connection_open")
+CONNECTION_REFRESH = Script.named("connection_refresh")
+FOLLOW = Script.named("follow")
+UNFOLLOW = Script.named("unfollow")
+CREATOR_CARD = Script.named("creator_card")
+ROOM_FOLLOW = Script.named("room_follow")
+ROOM_SHARE = Script.named("room_share")
 
 
-def queue_script(pipe: Pipeline, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> None:
-    """Queue one EVALSHA of ``script`` on ``pipe`` (as a plain command: a cluster pipeline
-    refuses ``pipe.evalsha()``, and neither kind should check for the script first)."""
-    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+class Call(NamedTuple):
+    """One command of a pipeline: ``script`` with ``keys`` and ``args``, or (no script) the
+    plain command ``args`` (``("HGETALL", key)``)."""
+
+    script: Script | None
+    keys: Sequence[str]
+    args: Sequence[Arg]
+
+    @classmethod
+    def command(cls, *args: Arg) -> Call:
+        return cls(None, (), args)
 
 
-async def run_pipeline(
-    redis: Redis, build: Callable[[Pipeline], None], scripts: Sequence[AsyncScript]
-) -> list[Any]:
-    """The replies of the commands ``build`` queues, sent as one pipeline.
+class ScriptRunner:
+    """Calls scripts on one engine client, loading any the engine has lost."""
 
-    If the engine had lost one of ``scripts`` (a restart, SCRIPT FLUSH), none of their calls
-    ran: the scripts are loaded again and the whole pipeline sent again, so a caller's
-    pipeline must be safe to repeat (reads, and scripts that set rather than add).
-    """
-    for attempt in range(2):
-        async with redis.pipeline(transaction=False) as pipe:
-            build(pipe)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        if attempt == 0 and any(isinstance(reply, NoScriptError) for reply in replies):
-            for script in scripts:
-                script.sha = await redis.script_load(script.script)
-            continue
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def call(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """One script call on its own; its reply, or the error it raised."""
+        try:
+            return await self._evalsha(script, keys, args)
+        except NoScriptError:
+            await self._load([script])
+            return await self._evalsha(script, keys, args)
+
+    async def pipeline(self, calls: Sequence[Call]) -> list[Any]:
+        """The replies of ``calls``, sent as one pipeline; the first error any of them raised."""
+        replies = await self.execute(calls)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         return replies
-    raise AssertionError("unreachable")
+
+    async def execute(self, calls: Sequence[Call]) -> list[Any]:
+        """The replies of ``calls``, sent as one non-transactional pipeline, each error in
+        place of its reply; a connection's error is raised."""
+        replies = await self._pipeline(calls)
+        refused = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if refused:
+            await self._load([script for i in refused if (script := calls[i].script) is not None])
+            for i, reply in zip(refused, await self._pipeline([calls[i] for i in refused]), strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        return await self._redis.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def _pipeline(self, calls: Sequence[Call]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                if script is None:
+                    pipe.execute_command(*args)
+                else:
+                    # A plain command: a cluster pipeline refuses ``pipe.evalsha()``, and
+                    # neither kind should check for the script first.
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+    async def _load(self, scripts: Sequence[Script]) -> None:
+        for source in {script.source for script in scripts}:
+            await self._redis.script_load(source)
+
+
+# A script's refusals: status word -> the error for that reply.
+Refusals = Mapping[str, Callable[[list[Any]], Exception]]
+
+
+def outcome(script: Script, reply: list[Any], accepted: Sequence[str], refusals: Refusals) -> list[Any]:
+    """``reply`` if its status (``reply[0]``) is one of ``accepted``; else the error its
+    refusal maps to is raised, and ``RuntimeError`` for a status the script should not return."""
+    status = reply[0]
+    if status in accepted:
+        return reply
+    refusal = refusals.get(status)
+    if refusal is None:
+        raise RuntimeError(f"{script.name} returned {reply!r}")
+    raise refusal(reply)

@@ -14,9 +14,20 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from server.errors import Conflict, NotFound
-from server.keys import KeySchema
-from server.store.scripts import Scripts
+from server.errors import NotFound
+from server.keys import KeySchema, RoomKeys, UserKeys
+from server.store.rooms import room_refusals
+from server.store.scripts import (
+    CREATOR_CARD,
+    FOLLOW,
+    ROOM_FOLLOW,
+    ROOM_SHARE,
+    UNFOLLOW,
+    Arguments,
+    Refusals,
+    ScriptRunner,
+    outcome,
+)
 
 
 @dataclass(frozen=True)
@@ -43,39 +54,39 @@ class CreatorCard:
 
 
 class Social:
-    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts, stream_len: int) -> None:
+    def __init__(self, redis: Redis, keys: KeySchema, runner: ScriptRunner, stream_len: int) -> None:
         self._redis = redis
         self._keys = keys
-        self._scripts = scripts
+        self._runner = runner
         self._stream_len = stream_len
 
-    def _creator_keys(self, creator_id: str) -> list[str]:
-        user = self._keys.user(creator_id)
-        return [user.followers, user.followers_version, user.profile, user.live_room]
-
-    async def follow(self, creator_id: str, follower_id: str) -> FollowChange | None:
-        """Add the follower to the creator's set (once); None if the user is not a creator."""
-        reply = await self._scripts.follow(keys=self._creator_keys(creator_id), args=[follower_id])
-        if reply[0] != "ok":
-            return None
+    async def follow(self, creator_id: str, follower_id: str) -> FollowChange:
+        """Add the follower to the creator's set (once); ``creator_not_found`` if the user is
+        not a creator."""
+        reply = await self._runner.call(FOLLOW, *follow_arguments(self._keys.user(creator_id), follower_id))
+        _, added, followers, version, since, live = outcome(
+            FOLLOW, reply, ("ok",), _creator_refusals(creator_id)
+        )
         return FollowChange(
-            changed=int(reply[1]) == 1,
-            followers=int(reply[2]),
-            version=int(reply[3]),
-            since_ms=int(float(reply[4])),
-            live_room_id=reply[5] or None,
+            changed=int(added) == 1,
+            followers=int(followers),
+            version=int(version),
+            since_ms=int(float(since)),
+            live_room_id=live or None,
         )
 
-    async def unfollow(self, creator_id: str, follower_id: str) -> FollowChange | None:
-        """Remove the follower from the creator's set; None if the user is not a creator."""
-        reply = await self._scripts.unfollow(keys=self._creator_keys(creator_id), args=[follower_id])
-        if reply[0] != "ok":
-            return None
+    async def unfollow(self, creator_id: str, follower_id: str) -> FollowChange:
+        """Remove the follower from the creator's set; ``creator_not_found`` if the user is
+        not a creator."""
+        reply = await self._runner.call(UNFOLLOW, *follow_arguments(self._keys.user(creator_id), follower_id))
+        _, removed, followers, version, live = outcome(
+            UNFOLLOW, reply, ("ok",), _creator_refusals(creator_id)
+        )
         return FollowChange(
-            changed=int(reply[1]) == 1,
-            followers=int(reply[2]),
-            version=int(reply[3]),
-            live_room_id=reply[4] or None,
+            changed=int(removed) == 1,
+            followers=int(followers),
+            version=int(version),
+            live_room_id=live or None,
         )
 
     async def list_creator(self, user_id: str, creator_id: str) -> None:
@@ -85,17 +96,16 @@ class Social:
     async def unlist_creator(self, user_id: str, creator_id: str) -> None:
         await self._redis.zrem(self._keys.user(user_id).following, creator_id)
 
-    async def card(self, creator_id: str, caller_id: str | None) -> CreatorCard | None:
+    async def card(self, creator_id: str, caller_id: str | None) -> CreatorCard:
         """The creator's name, follower count (with its version), whether ``caller_id``
-        follows them and their live room id as recorded; None if the user is not a creator."""
-        user = self._keys.user(creator_id)
-        reply = await self._scripts.creator_card(
-            keys=[user.profile, user.followers, user.followers_version, user.live_room],
-            args=[caller_id or ""],
+        follows them and their live room id as recorded; ``creator_not_found`` if the user
+        is not a creator."""
+        reply = await self._runner.call(
+            CREATOR_CARD, *creator_card_arguments(self._keys.user(creator_id), caller_id)
         )
         role, name, followers, version, following, live = reply
         if role != "creator":
-            return None
+            raise _not_creator(creator_id)
         return CreatorCard(
             creator_id=creator_id,
             name=name or creator_id,
@@ -111,7 +121,6 @@ class Social:
         updates the room itself, and one before it is in the count read here."""
         await self._redis.hset(self._keys.user(creator_id).profile, "role", "creator")
         card = await self.card(creator_id, None)
-        assert card is not None
         await self.tell_room(room_id, card.followers, card.version)
 
     async def tell_room(
@@ -126,32 +135,29 @@ class Social:
         """Copy the follower count into the live room (a newer version wins), and with
         ``since_ms`` announce the follow if it began during this live and was not announced
         yet; True if announced now. A room that ended meanwhile is left as it is."""
-        keys = self._keys.room(room_id)
-        reply = await self._scripts.room_follow(
-            keys=[keys.info, keys.events, keys.followed],
-            args=[
+        reply = await self._runner.call(
+            ROOM_FOLLOW,
+            *room_follow_arguments(
+                self._keys.room(room_id),
                 follower_id,
                 name,
                 followers,
                 version,
-                "" if since_ms is None else since_ms,
+                since_ms,
                 self._stream_len,
-                keys.wake,
-            ],
+            ),
         )
+        # A room that ended (or is gone) keeps what it was last told.
+        outcome(ROOM_FOLLOW, reply, ("ok", "ended", "missing"), {})
         return reply[0] == "ok" and int(reply[1]) == 1
 
     async def share(self, room_id: str, user_id: str, name: str) -> bool:
         """Announce the user's share of a live room, once per live; True if announced now."""
-        keys = self._keys.room(room_id)
-        reply = await self._scripts.room_share(
-            keys=[keys.info, keys.events, keys.shared], args=[user_id, name, self._stream_len, keys.wake]
+        reply = await self._runner.call(
+            ROOM_SHARE, *room_share_arguments(self._keys.room(room_id), user_id, name, self._stream_len)
         )
-        if reply[0] == "missing":
-            raise NotFound(f"no room {room_id!r}", code="room_not_found")
-        if reply[0] == "ended":
-            raise Conflict(f"room {room_id!r} has ended", code="room_ended")
-        return int(reply[1]) == 1
+        _, counted = outcome(ROOM_SHARE, reply, ("ok",), room_refusals(room_id))
+        return int(counted) == 1
 
     async def following(
         self, user_id: str, after: str | None, limit: int
@@ -180,3 +186,45 @@ class Social:
             if since is not None
         ]
         return creators, page[-1] if more else None
+
+
+def _not_creator(creator_id: str) -> NotFound:
+    return NotFound(f"no creator {creator_id!r}", code="creator_not_found")
+
+
+def _creator_refusals(creator_id: str) -> Refusals:
+    return {"not_creator": lambda _: _not_creator(creator_id)}
+
+
+def follow_arguments(creator: UserKeys, follower_id: str) -> Arguments:
+    """KEYS and ARGV of ``follow.lua`` and of ``unfollow.lua``, whose headers are the same."""
+    return [creator.followers, creator.followers_version, creator.profile, creator.live_room], [follower_id]
+
+
+def creator_card_arguments(creator: UserKeys, caller_id: str | None) -> Arguments:
+    """KEYS and ARGV of ``creator_card.lua`` (no caller: an anonymous read)."""
+    return (
+        [creator.profile, creator.followers, creator.followers_version, creator.live_room],
+        [caller_id or ""],
+    )
+
+
+def room_follow_arguments(
+    room: RoomKeys,
+    follower_id: str,
+    name: str,
+    followers: int,
+    version: int,
+    since_ms: int | None,
+    stream_len: int,
+) -> Arguments:
+    """KEYS and ARGV of ``room_follow.lua`` (no ``since_ms``: only the count is copied)."""
+    return (
+        [room.info, room.events, room.followed],
+        [follower_id, name, followers, version, "" if since_ms is None else since_ms, stream_len, room.wake],
+    )
+
+
+def room_share_arguments(room: RoomKeys, user_id: str, name: str, stream_len: int) -> Arguments:
+    """KEYS and ARGV of ``room_share.lua``."""
+    return [room.info, room.events, room.shared], [user_id, name, stream_len, room.wake]

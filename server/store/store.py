@@ -27,8 +27,9 @@ from server.store.payments import Payments
 from server.store.replication import ReplicaFence
 from server.store.reversals import Reversals
 from server.store.rooms import Rooms
-from server.store.scripts import Scripts
+from server.store.scripts import ScriptRunner
 from server.store.social import Social
+from server.store.topology import Topology
 from server.store.wallets import Wallets
 from server.store.withdrawals import Withdrawals
 
@@ -50,22 +51,23 @@ class Store:
     ) -> None:
         self.redis = redis
         self.keys = keys
-        self.replication = ReplicaFence(redis, keys, replica_acks, replica_timeout_ms)
-        scripts = Scripts.register(redis)
+        self.topology = Topology.of(redis)
+        self.replication = ReplicaFence(self.topology, keys, replica_acks, replica_timeout_ms)
+        runner = ScriptRunner(redis)
         # The gift path's scripts (debit, room publish, creator credit) share round trips.
-        batch = ScriptBatch(redis)
-        self.wallets = Wallets(redis, keys, scripts, batch)
-        self.payments = Payments(redis, keys, scripts)
-        self.social = Social(redis, keys, scripts, room_stream_len)
-        self.rooms = Rooms(redis, keys, scripts, batch, room_stream_len, self.social)
-        self.earnings = CreatorEarnings(redis, keys, scripts, batch)
+        batch = ScriptBatch(runner)
+        self.wallets = Wallets(redis, keys, batch)
+        self.payments = Payments(redis, keys, runner)
+        self.social = Social(redis, keys, runner, room_stream_len)
+        self.rooms = Rooms(self.topology, keys, runner, batch, room_stream_len, self.social)
+        self.earnings = CreatorEarnings(redis, keys, runner, batch)
         self.outbox = Outbox(redis, keys)
-        self.withdrawals = Withdrawals(redis, keys, scripts)
+        self.withdrawals = Withdrawals(redis, keys, runner)
         self.reversals = Reversals(redis, keys)
         self.catalog = CatalogChanges(redis, keys)
         self.admin_log = AdminLog(redis, keys)
         self.overlays = OverlayTokens(redis, keys)
-        self.limits = Limits(redis, keys, scripts, batch)
+        self.limits = Limits(keys, runner, batch)
 
     @classmethod
     def from_url(

@@ -10,7 +10,7 @@ from server.errors import Conflict, DailyLimitExceeded, Forbidden, InsufficientC
 from server.keys import KeySchema, UserKeys
 from server.store.batch import ScriptBatch
 from server.store.records import CreatorCredit, Debit, Wallet
-from server.store.scripts import Scripts
+from server.store.scripts import GIFT_DEBIT, Arg, Arguments, Refusals, outcome
 from server.store.streams import read_stream_page
 
 # How long past the clawback window a buyer's gifts stay on the list claw_back.lua reads.
@@ -18,10 +18,9 @@ CLAWABLE_SLACK_MS = 3_600_000
 
 
 class Wallets:
-    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts, batch: ScriptBatch) -> None:
+    def __init__(self, redis: Redis, keys: KeySchema, batch: ScriptBatch) -> None:
         self._redis = redis
         self._keys = keys
-        self._scripts = scripts
         self._batch = batch
 
     async def get(self, user_id: str, today: int) -> Wallet:
@@ -90,38 +89,43 @@ class Wallets:
             burst=burst,
             clawback_window_ms=clawback_window_ms,
         )
-        reply: list[Any] = await self._batch.call(self._scripts.gift_debit, keys, args)
-        status = reply[0]
+        reply: list[Any] = await self._batch.call(GIFT_DEBIT, keys, args)
+        status = outcome(
+            GIFT_DEBIT,
+            reply,
+            ("ok", "replay"),
+            _debit_refusals(credit.coins, idempotency_key, rate_per_s, burst),
+        )[0]
         if status == "ok":
             return Debit(event_id=reply[1], coins=int(reply[2]), cost=credit.coins, replayed=False)
-        if status == "replay":
-            return Debit(event_id=reply[1], coins=int(reply[2]), cost=int(reply[3]), replayed=True)
-        if status == "mismatch":
-            raise Conflict(
-                f"idempotency key {idempotency_key!r} was already used for a different gift",
-                code="idempotency_mismatch",
-            )
-        if status == "insufficient":
-            raise InsufficientCoins(f"this gift costs {credit.coins} coins; the balance is {reply[1]}")
-        if status == "limit":
-            raise DailyLimitExceeded(
-                f"this gift costs {credit.coins} coins; {reply[1]} of the daily limit "
-                f"of {reply[2]} are already spent today"
-            )
-        if status == "frozen":
-            raise Forbidden("this account is frozen: it cannot send gifts", code="account_frozen")
-        if status == "negative":
-            raise InsufficientCoins(
-                f"the balance is {reply[1]} coins after a refund or chargeback; "
-                "buy coins to bring it back to zero before gifting",
-                code="negative_balance",
-            )
-        if status == "rate":
-            raise RateLimited(
-                f"too many gifts: at most {rate_per_s} a second (bursts of {burst}); retry in {reply[1]} ms",
-                retry_after_ms=int(reply[1]),
-            )
-        raise RuntimeError(f"gift_debit returned {reply!r}")
+        return Debit(event_id=reply[1], coins=int(reply[2]), cost=int(reply[3]), replayed=True)
+
+
+def _debit_refusals(cost: int, idempotency_key: str, rate_per_s: int, burst: int) -> Refusals:
+    """The errors of ``gift_debit.lua``'s refusals, for a gift of ``cost`` coins."""
+    return {
+        "mismatch": lambda _: Conflict(
+            f"idempotency key {idempotency_key!r} was already used for a different gift",
+            code="idempotency_mismatch",
+        ),
+        "insufficient": lambda reply: InsufficientCoins(
+            f"this gift costs {cost} coins; the balance is {reply[1]}"
+        ),
+        "limit": lambda reply: DailyLimitExceeded(
+            f"this gift costs {cost} coins; {reply[1]} of the daily limit "
+            f"of {reply[2]} are already spent today"
+        ),
+        "frozen": lambda _: Forbidden("this account is frozen: it cannot send gifts", code="account_frozen"),
+        "negative": lambda reply: InsufficientCoins(
+            f"the balance is {reply[1]} coins after a refund or chargeback; "
+            "buy coins to bring it back to zero before gifting",
+            code="negative_balance",
+        ),
+        "rate": lambda reply: RateLimited(
+            f"too many gifts: at most {rate_per_s} a second (bursts of {burst}); retry in {reply[1]} ms",
+            retry_after_ms=int(reply[1]),
+        ),
+    }
 
 
 def gift_debit_arguments(
@@ -135,7 +139,7 @@ def gift_debit_arguments(
     rate_per_s: int,
     burst: int,
     clawback_window_ms: int,
-) -> tuple[list[str], list[str | int | bytes]]:
+) -> Arguments:
     """KEYS and ARGV of ``gift_debit.lua`` (see its header), in one place for every caller."""
     keys = [
         user.wallet,
@@ -145,7 +149,7 @@ def gift_debit_arguments(
         user.gift_rate,
         user.clawable,
     ]
-    args: list[str | int | bytes] = [
+    args: list[Arg] = [
         credit.coins,
         fingerprint,
         credit.event_id,

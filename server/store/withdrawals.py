@@ -5,19 +5,19 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from server.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from server.keys import KeySchema
+from server.keys import KeySchema, UserKeys
 from server.store.records import Withdrawal
-from server.store.scripts import Scripts
+from server.store.scripts import WITHDRAW, WITHDRAWAL_DECIDE, Arguments, Refusals, ScriptRunner, outcome
 
 WITHDRAWAL_KEY_TTL_S = 30 * 86_400
 CURRENCY = "USD"
 
 
 class Withdrawals:
-    def __init__(self, redis: Redis, keys: KeySchema, scripts: Scripts) -> None:
+    def __init__(self, redis: Redis, keys: KeySchema, runner: ScriptRunner) -> None:
         self._redis = redis
         self._keys = keys
-        self._scripts = scripts
+        self._runner = runner
 
     async def request(
         self,
@@ -40,54 +40,45 @@ class Withdrawals:
         listed = f"{creator_id}:{withdrawal_id}"
         await self._redis.set(owner, creator_id)
         await self._redis.zadd(self._keys.withdrawals, {listed: now_ms})
-        reply = await self._scripts.withdraw(
-            keys=[
-                creator.earnings,
-                creator.earnings_ledger,
-                creator.withdrawal(withdrawal_id),
-                creator.withdrawal_key(idempotency_key),
-                creator.wallet,
-            ],
-            args=[
+        reply = await self._runner.call(
+            WITHDRAW,
+            *withdraw_arguments(
+                creator,
                 withdrawal_id,
+                idempotency_key,
                 diamonds,
                 amount_minor,
-                CURRENCY,
                 minimum,
                 daily_cap_minor,
                 day,
                 now_ms,
-                WITHDRAWAL_KEY_TTL_S,
-            ],
+            ),
         )
-        status = reply[0]
-        if status != "ok":
+        if reply[0] != "ok":
             await self._redis.delete(owner)
             await self._redis.zrem(self._keys.withdrawals, listed)
-        if status in ("ok", "replay"):
-            return await self.get(creator_id, reply[1]), status == "replay"
-        if status == "mismatch":
-            raise Conflict(
+        refusals: Refusals = {
+            "mismatch": lambda _: Conflict(
                 f"idempotency key {idempotency_key!r} was already used for another amount",
                 code="idempotency_mismatch",
-            )
-        if status == "frozen":
-            raise Forbidden("this account is frozen: it cannot withdraw", code="account_frozen")
-        if status == "below_min":
-            raise InvalidRequest(
+            ),
+            "frozen": lambda _: Forbidden(
+                "this account is frozen: it cannot withdraw", code="account_frozen"
+            ),
+            "below_min": lambda reply: InvalidRequest(
                 f"the minimum withdrawal is {reply[1]} diamonds", code="below_minimum_withdrawal"
-            )
-        if status == "insufficient":
-            raise Conflict(
+            ),
+            "insufficient": lambda reply: Conflict(
                 f"{diamonds} diamonds requested; {reply[1]} are available", code="insufficient_diamonds"
-            )
-        if status == "cap":
-            raise Conflict(
+            ),
+            "cap": lambda reply: Conflict(
                 f"this payout of {amount_minor} {CURRENCY} minor units would pass the daily cap of "
                 f"{reply[2]}; {reply[1]} are already requested today",
                 code="daily_payout_cap",
-            )
-        raise RuntimeError(f"withdraw returned {reply!r}")
+            ),
+        }
+        status = outcome(WITHDRAW, reply, ("ok", "replay"), refusals)[0]
+        return await self.get(creator_id, reply[1]), status == "replay"
 
     async def get(self, creator_id: str, withdrawal_id: str) -> Withdrawal:
         raw = await self._redis.hgetall(self._keys.user(creator_id).withdrawal(withdrawal_id))
@@ -106,15 +97,19 @@ class Withdrawals:
     ) -> Withdrawal:
         """Mark a requested withdrawal ``paid`` or ``rejected``; a second decision is refused."""
         creator_id = await self.owner(withdrawal_id)
-        creator = self._keys.user(creator_id)
-        reply = await self._scripts.withdrawal_decide(
-            keys=[creator.withdrawal(withdrawal_id), creator.earnings, creator.earnings_ledger],
-            args=[state, admin_id, now_ms, note],
+        reply = await self._runner.call(
+            WITHDRAWAL_DECIDE,
+            *withdrawal_decide_arguments(
+                self._keys.user(creator_id), withdrawal_id, state, admin_id, note, now_ms
+            ),
         )
-        if reply[0] == "missing":
-            raise NotFound(f"no withdrawal {withdrawal_id!r}", code="withdrawal_not_found")
-        if reply[0] == "already":
-            raise Conflict(f"withdrawal {withdrawal_id!r} is already {reply[1]}", code="withdrawal_decided")
+        refusals: Refusals = {
+            "missing": lambda _: NotFound(f"no withdrawal {withdrawal_id!r}", code="withdrawal_not_found"),
+            "already": lambda reply: Conflict(
+                f"withdrawal {withdrawal_id!r} is already {reply[1]}", code="withdrawal_decided"
+            ),
+        }
+        outcome(WITHDRAWAL_DECIDE, reply, ("ok",), refusals)
         return await self.get(creator_id, withdrawal_id)
 
     async def list(self, creator_id: str | None, state: str | None, limit: int) -> list[Withdrawal]:
@@ -134,3 +129,47 @@ class Withdrawals:
                     if len(out) == limit:
                         return out
         return out
+
+
+def withdraw_arguments(
+    creator: UserKeys,
+    withdrawal_id: str,
+    idempotency_key: str,
+    diamonds: int,
+    amount_minor: int,
+    minimum: int,
+    daily_cap_minor: int,
+    day: int,
+    now_ms: int,
+) -> Arguments:
+    """KEYS and ARGV of ``withdraw.lua``."""
+    return (
+        [
+            creator.earnings,
+            creator.earnings_ledger,
+            creator.withdrawal(withdrawal_id),
+            creator.withdrawal_key(idempotency_key),
+            creator.wallet,
+        ],
+        [
+            withdrawal_id,
+            diamonds,
+            amount_minor,
+            CURRENCY,
+            minimum,
+            daily_cap_minor,
+            day,
+            now_ms,
+            WITHDRAWAL_KEY_TTL_S,
+        ],
+    )
+
+
+def withdrawal_decide_arguments(
+    creator: UserKeys, withdrawal_id: str, state: str, admin_id: str, note: str, now_ms: int
+) -> Arguments:
+    """KEYS and ARGV of ``withdrawal_decide.lua``."""
+    return (
+        [creator.withdrawal(withdrawal_id), creator.earnings, creator.earnings_ledger],
+        [state, admin_id, now_ms, note],
+    )

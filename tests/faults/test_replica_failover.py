@@ -29,7 +29,7 @@ from redis.crc import key_slot
 from server.cluster import ClusterNode, EmbeddedCluster, cluster_info, wait
 from server.keys import KeySchema
 from server.store import Store
-from server.store.replication import NotReplicated
+from server.store.failures import NotReplicated
 from tests.faults.storm import Storm
 from tests.faults.test_crashes import AFTER_S, BEFORE_S, check_nothing_lost, open_room
 from tests.support import Api, engine_client, running_server, server_env, unique
