@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from server import metrics
-from server.api import admin, creator, dev, http, openapi, pages, payments, ws
+from server.api import admin, creator, dev, http, openapi, pages, payments, social, ws
 from server.api import likes as likes_api
 from server.api.answers import client_error
 from server.api.context import JSON, Context, now_ms
@@ -33,6 +33,7 @@ from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.keys import KeySchema
 from server.settings import Settings
+from server.social import SocialService
 from server.store import UNAVAILABLE, Store
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         *admin.routes,
         *payments.routes,
         *likes_api.routes,
+        *social.routes,
         *pages.routes(settings.client_dir),
     ]
     if settings.demo:
@@ -83,6 +85,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             gifts=gifts,
             hub=hub,
             clawbacks=clawbacks,
+            social=SocialService(store, gifts.name_of),
             engine=engine,
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)

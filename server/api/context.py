@@ -17,6 +17,7 @@ from server.errors import InvalidRequest, PayloadTooLarge
 from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.settings import Settings
+from server.social import SocialService
 from server.store import Store
 
 
@@ -28,6 +29,7 @@ class Context:
     gifts: GiftService
     hub: Hub
     clawbacks: Clawbacks
+    social: SocialService
     # The embedded engine's supervisor, in the process that runs it (one process serving).
     engine: EngineSupervisor | None = None
 

@@ -49,6 +49,9 @@ SNAPSHOT_ENTRIES = 200
 CATCH_UP_PAGE = 500
 # How long a resuming client waits for this process to catch up with the offset it brings.
 CATCH_UP_S = 2.0
+# Room events after which the room's state is read again at once (a follow's count with it;
+# an unfollow's shows at the next presence heartbeat).
+STATE_CUES = ("gift", "goal_set", "follow")
 # The WebSocket close code for an unexpected server error.
 SERVER_ERROR = 1011
 
@@ -344,7 +347,7 @@ class Hub:
         for room_id, room in self.rooms.items():
             if everyone or room_id in self._presence_changed:
                 reports.append((room_id, room.audience))
-            elif any(event.kind in ("gift", "goal_set") for event in room.pending):
+            elif any(event.kind in STATE_CUES for event in room.pending):
                 reports.append((room_id, -1))
         reports += [(room_id, 0) for room_id in self._vacated]
         if not reports:

@@ -105,6 +105,7 @@ class LocalRoom:
             "goal": self.state.goal_dict(),
             "recent": list(self.recent),
             "likes": self.likes,
+            "followers": self.state.followers,
         }
 
     def state_events(self, new: RoomState) -> list[dict[str, Any]]:
@@ -169,7 +170,8 @@ class LocalRoom:
 
 
 def state_changes(old: RoomState, new: RoomState) -> list[dict[str, Any]]:
-    """The ``leaderboard``, ``goal`` and ``viewers`` events that bring ``old`` to ``new``."""
+    """The ``leaderboard``, ``goal``, ``viewers`` and ``followers`` events that bring ``old``
+    to ``new``."""
     events: list[dict[str, Any]] = []
     if new.leaderboard != old.leaderboard:
         events.append({"type": "leaderboard", "leaderboard": new.leaderboard_list()})
@@ -177,6 +179,8 @@ def state_changes(old: RoomState, new: RoomState) -> list[dict[str, Any]]:
         events.append({"type": "goal", **new.goal_dict()})
     if new.viewers != old.viewers:
         events.append({"type": "viewers", "viewers": new.viewers})
+    if new.followers != old.followers:
+        events.append({"type": "followers", "followers": new.followers})
     return events
 
 

@@ -77,6 +77,11 @@ CREATE_ORDER = Script.named("create_order")
 IP_BUCKET = Script.named("ip_bucket")
 CONNECTION_OPEN = Script.named("connection_open")
 CONNECTION_REFRESH = Script.named("connection_refresh")
+FOLLOW = Script.named("follow")
+UNFOLLOW = Script.named("unfollow")
+CREATOR_CARD = Script.named("creator_card")
+ROOM_FOLLOW = Script.named("room_follow")
+ROOM_SHARE = Script.named("room_share")
 
 
 class Call(NamedTuple):

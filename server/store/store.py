@@ -29,6 +29,7 @@ from server.store.replication import ReplicaFence
 from server.store.reversals import Reversals
 from server.store.rooms import Rooms
 from server.store.scripts import ScriptRunner
+from server.store.social import Social
 from server.store.topology import Topology
 from server.store.wallets import Wallets
 from server.store.withdrawals import Withdrawals
@@ -58,7 +59,8 @@ class Store:
         batch = ScriptBatch(runner)
         self.wallets = Wallets(redis, keys, batch)
         self.payments = Payments(redis, keys, runner)
-        self.rooms = Rooms(self.topology, keys, runner, batch, room_stream_len)
+        self.social = Social(redis, keys, runner, room_stream_len)
+        self.rooms = Rooms(self.topology, keys, runner, batch, room_stream_len, self.social)
         self.earnings = CreatorEarnings(redis, keys, runner, batch)
         self.outbox = Outbox(redis, keys)
         self.withdrawals = Withdrawals(redis, keys, runner)
