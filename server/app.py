@@ -16,7 +16,8 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from server import metrics
-from server.api import admin, chat, creator, dev, http, openapi, pages, payments, ws
+from server.api import admin, chat, creator, dev, http, openapi, pages, payments, social, ws
+from server.api import likes as likes_api
 from server.api.answers import client_error
 from server.api.context import JSON, Context, now_ms
 from server.api.deadline import EngineBudget
@@ -33,6 +34,7 @@ from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.keys import KeySchema
 from server.settings import Settings
+from server.social import SocialService
 from server.store import UNAVAILABLE, Store
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         *chat.routes,
         *admin.routes,
         *payments.routes,
+        *likes_api.routes,
+        *social.routes,
         *pages.routes(settings.client_dir),
     ]
     if settings.demo:
@@ -84,6 +88,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             hub=hub,
             clawbacks=clawbacks,
             chat=ChatService(store, settings, gifts.name_of),
+            social=SocialService(store, gifts.name_of),
             engine=engine,
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)

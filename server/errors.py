@@ -8,11 +8,13 @@
     ├── DailyLimitExceeded    403 daily_limit_exceeded
     ├── NotFound              404 not_found, room_not_found, unknown_gift, unknown_package,
     │                             withdrawal_not_found
+    │                             creator_not_found
     ├── MethodNotAllowed      405 method_not_allowed
     ├── Conflict              409 idempotency_mismatch, room_ended, self_gift, already_live,
     │                             amount_mismatch, order_flagged, order_already_paid, payment_reused,
     │                             order_not_paid, payment_mismatch, insufficient_diamonds, daily_payout_cap,
     │                             withdrawal_decided, gift_exists, too_many_pending_orders
+    │                             self_follow
     ├── PayloadTooLarge       413 payload_too_large
     ├── RateLimited           429 rate_limited
     ├── TooManyConnections    429 too_many_connections (room sockets only)

@@ -146,6 +146,25 @@ class UserKeys:
         """SET of the user ids a creator appointed moderators of their lives."""
         return f"{self.tag}:moderators"
 
+    @property
+    def followers(self) -> str:
+        """ZSET follower id -> when the follow began (engine ms): a creator's followers, the
+        truth of the follower count (``follow.lua``, ``unfollow.lua``)."""
+        return f"{self.tag}:followers"
+
+    @property
+    def followers_version(self) -> str:
+        """STRING counter bumped by every follow and unfollow that changes the creator's
+        followers: orders the counts copied into the creator's live rooms."""
+        return f"{self.tag}:followers:v"
+
+    @property
+    def following(self) -> str:
+        """ZSET creator id -> 0 (ordered by id): the creators this user follows, a mirror of
+        the creators' follower sets that may hold extra entries after a crash, never miss one
+        (``social.py``)."""
+        return f"{self.tag}:following"
+
 
 @dataclass(frozen=True)
 class RoomKeys:
@@ -155,12 +174,15 @@ class RoomKeys:
 
     @property
     def info(self) -> str:
-        """HASH creator_id, title, state (live|ended), epoch, created_ms, ended_ms, goal, coins."""
+        """HASH creator_id, title, state (live|ended), epoch, created_ms, ended_ms, goal, coins,
+        likes (the live's like total, room_likes.lua); followers and followers_v: the creator's
+        follower count as of that version."""
         return f"{self.tag}:room"
 
     @property
     def events(self) -> str:
-        """STREAM of room events (gift, combo_end, goal_set, room_end); bounded; the resume log."""
+        """STREAM of room events (gift, combo_end, goal_set, room_end, follow, share, and each
+        hub process's per-tick like and join ``tally``); bounded; the resume log."""
         return f"{self.tag}:events"
 
     @property
@@ -203,6 +225,22 @@ class RoomKeys:
         """STRING set when the user last chatted here under slow mode; its remaining time to
         live tells how long ago (``chat_post.lua``)."""
         return f"{self.tag}:chat:slow:{sender_id}"
+
+    @property
+    def tallies(self) -> str:
+        """HASH hub node id -> sequence number of its last like and join tally written here
+        (room_likes.lua), so that a tally sent again after an unknown outcome counts once."""
+        return f"{self.tag}:tallies"
+
+    @property
+    def followed(self) -> str:
+        """SET of user ids whose follow this live already announced (once per user per live)."""
+        return f"{self.tag}:followed"
+
+    @property
+    def shared(self) -> str:
+        """SET of user ids whose share this live already announced (once per user per live)."""
+        return f"{self.tag}:shared"
 
     @property
     def wake(self) -> str:

@@ -91,6 +91,25 @@ HUB_TICK_SECONDS = Histogram(
     "Work of one hub tick once its stream read has returned: room states, batches written, combos closed",
     buckets=TICK_BUCKETS,
 )
+LIKES_ACCEPTED = Counter(
+    "gifting_likes_accepted_total", "Likes accepted from like frames and requests, within each user's rate"
+)
+LIKES_DROPPED = Counter(
+    "gifting_likes_dropped_total",
+    "Likes dropped for being over the user's rate (GIFTING_LIKE_RATE a second in a room)",
+)
+LIKES_WRITTEN = Counter(
+    "gifting_likes_written_total",
+    "Likes added to room totals in the engine by this process's per-tick tallies (acknowledged)",
+)
+LIKE_FLUSHES = Counter(
+    "gifting_like_flushes_total",
+    "Engine calls writing a room's per-tick like and join tally (room_likes.lua): at most one "
+    "per room with likes or joins and hub tick",
+)
+JOINS = Counter(
+    "gifting_joins_total", "Room sockets opened by viewers as joins (overlays and resumes excepted)"
+)
 ENGINE_ERRORS = Counter(
     "gifting_engine_errors_total",
     "Engine calls that failed as the server saw them, by kind (connection, timeout, response, "

@@ -57,6 +57,8 @@ class Settings:
     gift_burst: int = 40
     chat_rate_per_s: float = 1.0
     chat_burst: int = 5
+    # Likes one user may send a room per second (also the burst), per process (hub.likes).
+    like_rate_per_s: int = 15
     ip_rate_per_s: float = 50.0  # 0: no per-address request limit
     ip_burst: int = 200
     max_connections_per_user: int = 20  # 0: no limit
@@ -117,6 +119,7 @@ class Settings:
             gift_burst=_int(env, "GIFTING_GIFT_BURST", cls.gift_burst, 1, 1_000_000),
             chat_rate_per_s=_float(env, "GIFTING_CHAT_RATE_PER_S", cls.chat_rate_per_s),
             chat_burst=_int(env, "GIFTING_CHAT_BURST", cls.chat_burst, 1, 1_000_000),
+            like_rate_per_s=_int(env, "GIFTING_LIKE_RATE", cls.like_rate_per_s, 1, 1_000),
             ip_rate_per_s=_rate(env, "GIFTING_IP_RATE", cls.ip_rate_per_s),
             ip_burst=_int(env, "GIFTING_IP_BURST", cls.ip_burst, 1, 1_000_000),
             max_connections_per_user=_int(

@@ -71,7 +71,7 @@ def test_negotiation_picks_the_first_gifting_subprotocol_and_the_token(
 
 
 def test_every_client_frame_type_has_its_rules_and_one_handler() -> None:
-    assert list(FRAME_HANDLERS) == list(FRAME_TYPES) == ["gift", "ping", "chat"]
+    assert list(FRAME_HANDLERS) == list(FRAME_TYPES) == ["gift", "ping", "chat", "like"]
 
 
 def test_client_frames_decode_to_requests_in_both_subprotocols() -> None:

@@ -97,7 +97,7 @@ async def test_welcome_carries_the_room_and_its_snapshot_in_both_subprotocols(
         welcome = await sock.welcome()
         assert welcome["room_id"] == room_id and welcome["room"]["creator_id"] == creator
         assert welcome["resumed"] is False and welcome["epoch"] == welcome["room"]["epoch"]
-        assert set(welcome["snapshot"]) == {"viewers", "leaderboard", "goal", "recent"}
+        assert set(welcome["snapshot"]) == {"viewers", "leaderboard", "goal", "recent", "likes", "followers"}
         await sock.close()
 
 

@@ -18,6 +18,7 @@ from server.errors import InvalidRequest, PayloadTooLarge
 from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.settings import Settings
+from server.social import SocialService
 from server.store import Store
 
 
@@ -30,6 +31,7 @@ class Context:
     hub: Hub
     clawbacks: Clawbacks
     chat: ChatService
+    social: SocialService
     # The embedded engine's supervisor, in the process that runs it (one process serving).
     engine: EngineSupervisor | None = None
 

@@ -37,6 +37,7 @@ from server.domain.requests import (
     GiftChange,
     GiftRequest,
     GoalRequest,
+    LikeRequest,
     LimitsRequest,
     NewGift,
     PurchaseRequest,
@@ -60,13 +61,14 @@ STATUSES: dict[int, tuple[str, tuple[str, ...]]] = {
                           "links_not_allowed", "message_blocked")),
     404: ("No such thing", ("not_found", "room_not_found", "unknown_gift", "unknown_package",
                             "withdrawal_not_found", "overlay_not_found",
-                            "moderator_not_found")),
+                            "moderator_not_found", "creator_not_found")),
     409: ("Conflicts with the current state", ("idempotency_mismatch", "room_ended", "self_gift",
                                               "already_live", "not_live", "amount_mismatch", "order_flagged",
                                               "order_already_paid", "payment_reused", "order_not_paid",
                                               "payment_mismatch", "insufficient_diamonds", "daily_payout_cap",
                                               "withdrawal_decided", "gift_exists",
-                                              "too_many_pending_orders")),
+                                              "too_many_pending_orders",
+                                              "self_follow")),
     413: ("The body is over 64 KiB", ("payload_too_large",)),
     422: ("Invalid request", ("invalid_request", "unknown_region", "below_minimum_withdrawal")),
     429: ("Too many requests; Retry-After says when to retry", ("rate_limited",
@@ -129,6 +131,8 @@ GIFT = Gift.__struct_fields__
 REGIONS = sorted(Catalog.load_default().regions)
 DECISION_ERRORS = ("withdrawal_not_found", "withdrawal_decided")
 CHAT_SETTINGS = ChatSettings.__struct_fields__
+CREATOR = ("id", "name", "followers", "following", "live_room_id")
+FOLLOW = ("creator_id", "following", "followers")
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/healthz", "The process is up, and its pid (503 if its embedded engine died and "
@@ -193,6 +197,24 @@ OPERATIONS: tuple[Operation, ...] = (
               returns=CHAT_SETTINGS),
     Operation("PUT", "/v1/creator/chat-settings", "Replace the creator's chat settings (for all their lives)",
               ChatSettings, roles=("creator",), returns=CHAT_SETTINGS),
+    Operation("POST", "/v1/rooms/{room_id}/likes", "Like a live room (taps batched by the client); "
+              "likes over the caller's rate are dropped, not refused: the answer says how many were "
+              "accepted", LikeRequest, roles=GIFTING_ROLES, status=202,
+              returns=("room_id", "accepted", "dropped"), errors=("room_not_found", "room_ended")),
+    Operation("GET", "/v1/creators/{creator_id}", "A creator's public profile: followers, whether the caller "
+              "follows them (false without a token), the live room", returns=CREATOR,
+              errors=("creator_not_found", "unauthorized")),
+    Operation("PUT", "/v1/creators/{creator_id}/follow", "Follow a creator (again: no change)",
+              roles=GIFTING_ROLES, returns=FOLLOW, errors=("creator_not_found", "self_follow")),
+    Operation("DELETE", "/v1/creators/{creator_id}/follow", "Stop following a creator (not following: no "
+              "change)", roles=GIFTING_ROLES, returns=FOLLOW, errors=("creator_not_found", "self_follow")),
+    Operation("GET", "/v1/me/following", "The creators the caller follows, by id", roles=ANY_ROLE,
+              returns=("creators", "next_cursor"),
+              query=(Query("cursor", {"type": "string", "pattern": ID_PATTERN}, "the `next_cursor` of the "
+                           "previous page"), limit(200))),
+    Operation("POST", "/v1/rooms/{room_id}/share", "Share a live room: announced once per user per live "
+              "(counted false after that)", roles=GIFTING_ROLES, returns=("room_id", "counted"),
+              errors=("room_not_found", "room_ended")),
     Operation("GET", "/v1/creator/overlay", "The overlay token and URL", roles=("creator",), returns=OVERLAY),
     Operation("POST", "/v1/creator/overlay/regenerate", "Replace the overlay token", roles=("creator",),
               returns=OVERLAY),
@@ -247,6 +269,7 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "withdrawal_id": {"type": "string", "pattern": ID_PATTERN},
     "user_id": {"type": "string", "pattern": ID_PATTERN},
     "gift_id": {"type": "string", "pattern": ID_PATTERN},
+    "creator_id": {"type": "string", "pattern": ID_PATTERN},
     "token": {"type": "string"},
     "path": {"type": "string"},
 }

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server import logs, metrics
 from server.api import request_ids
-from server.api.answers import answer
+from server.api.answers import answer, client_error
 from server.api.context import Context, now_ms
 from server.api.limits import ClientLimiter
 from server.auth import CHAT_ROLES, GIFTING_ROLES, Principal, principal_from_token
@@ -47,6 +47,7 @@ from server.hub.protocol import (
     encode,
     error_frame,
     gift_frame,
+    like_frame,
     negotiate,
     ping_frame,
     read,
@@ -225,11 +226,26 @@ async def chat_from(socket: Socket, fields: dict[str, Any]) -> ChatOutcome:
         return await socket.ctx.chat.post(viewer.user_id, viewer.room_id, request, sender_name=viewer.name)
 
 
+async def on_like(socket: Socket, fields: dict[str, Any]) -> None:
+    """Likes, through the same ``Hub.like`` as ``POST /v1/rooms/{id}/likes``. Not answered:
+    the room's ``likes`` events show them, and likes over the user's rate are dropped
+    without an error, so that a tapping client is never sent a flood of them."""
+    request = like_frame(fields)
+    viewer = socket.viewer
+    try:
+        if viewer.overlay:
+            raise Forbidden("an overlay connection is read-only: it cannot send likes")
+        await socket.ctx.hub.like(viewer.user_id, viewer.name, viewer.room_id, request.count)
+    except Exception as exc:
+        socket.refuse(client_error(exc, f"a like frame on /v1/rooms/{viewer.room_id}/ws"))
+
+
 # One handler per client frame type (``hub.protocol.FRAME_TYPES`` holds each one's rules).
 FRAME_HANDLERS: dict[str, Callable[[Socket, dict[str, Any]], Awaitable[None]]] = {
     "gift": on_gift,
     "ping": on_ping,
     "chat": on_chat,
+    "like": on_like,
 }
 
 

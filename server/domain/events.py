@@ -1,9 +1,11 @@
 """Room events: stream offsets, and how an entry of a room's stream becomes what clients see.
 
-The stream holds ``gift``, ``combo_end``, ``chat``, ``room_end``, ``test_alert`` (for overlays only)
-and the internal ``goal_set`` marker.
-The ``leaderboard``, ``goal`` and ``viewers`` events are not stored: each hub derives them
-from the room's state when it changes (see ``hub.room``).
+The stream holds ``gift``, ``combo_end``, ``chat``, ``follow``, ``share``, ``room_end``,
+``test_alert`` (for overlays only) and the internal ``goal_set`` marker. It also holds each hub
+process's per-tick like and join ``tally``, which is room state rather than log: never replayed,
+each hub turns the tallies of a tick into ``likes`` and ``joins`` events (``domain.likes``).
+The ``leaderboard``, ``goal``, ``viewers`` and ``followers`` events are not stored: each hub
+derives them from the room's state when it changes (see ``hub.room``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from server.domain.likes import TallyEntry
 from server.errors import InvalidRequest
 
 Offset = tuple[int, int]
@@ -41,6 +44,7 @@ class RoomEvent:
     gift_id: str | None = None
     balance: int | None = None
     overlay_only: bool = False
+    tally: TallyEntry | None = None
 
 
 def parse_entry(entry_id: str, fields: dict[str, str]) -> RoomEvent:
@@ -113,7 +117,19 @@ def parse_entry(entry_id: str, fields: dict[str, str]) -> RoomEvent:
             },
             sender_id=sender,
         )
+    if kind in ("follow", "share"):
+        # Announced once per user per live (room_follow.lua, room_share.lua).
+        sender = fields["s"]
+        return RoomEvent(
+            offset=entry_id,
+            kind=kind,
+            ts=ts,
+            public={"type": kind, "sender": {"id": sender, "name": fields["n"]}, "ts": ts},
+            sender_id=sender,
+        )
     if kind == "room_end":
         return RoomEvent(offset=entry_id, kind=kind, ts=ts, public={"type": "room_end", "ts": ts})
+    if kind == "tally":
+        return RoomEvent(offset=entry_id, kind=kind, ts=ts, public=None, tally=TallyEntry.from_fields(fields))
     # goal_set and anything a newer server may add: a cue to refresh state, not shown as is.
     return RoomEvent(offset=entry_id, kind=kind, ts=ts, public=None)

@@ -12,6 +12,7 @@ import msgspec
 
 from server.domain.catalog import Gift
 from server.domain.ids import ID_PATTERN, IDEMPOTENCY_KEY_PATTERN
+from server.domain.likes import MAX_LIKES_PER_FRAME
 from server.domain.money import MAX_COUNT, MIN_COUNT
 from server.errors import InvalidRequest
 
@@ -43,6 +44,10 @@ class GiftRequest(Strict, frozen=True):
     gift_id: Id
     count: Count
     idempotency_key: IdempotencyKey
+
+
+class LikeRequest(Strict, frozen=True):
+    count: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIKES_PER_FRAME)]
 
 
 class LimitsRequest(Strict, frozen=True):

@@ -10,7 +10,10 @@ One task per process runs the tick loop:
 3. every room with something new gets one ``batch`` frame, encoded once per subprotocol
    and written to all its connections (``LocalRoom.broadcast``);
 4. combos whose sender stopped are closed (``combo_expire.lua``, exactly once overall);
-5. the connection slots of the per-user connection limit are kept alive with the presence
+5. before the read, one pipelined ``room_likes.lua`` call per room with likes or joins
+   accepted here since the last tick writes them (``hub.likes``); every hub turns the
+   ``tally`` entries it reads into the room's ``likes`` and ``joins`` events;
+6. the connection slots of the per-user connection limit are kept alive with the presence
    heartbeat, and those of closed connections freed (``hub.slots``).
 
 So the engine sees a constant number of calls per tick and room, whatever the number of
@@ -30,6 +33,7 @@ from server.domain.catalog import Catalog
 from server.domain.combos import ComboWatch
 from server.domain.events import RoomEvent, parse_entry, parse_offset
 from server.errors import Conflict, EngineUnavailable, InvalidRequest
+from server.hub.likes import LikeTallies
 from server.hub.protocol import Close, error_frame
 from server.hub.room import LocalRoom, Viewer, catch_up_frames, state_changes
 from server.hub.slots import ConnectionSlots
@@ -45,6 +49,9 @@ SNAPSHOT_ENTRIES = 200
 CATCH_UP_PAGE = 500
 # How long a resuming client waits for this process to catch up with the offset it brings.
 CATCH_UP_S = 2.0
+# Room events after which the room's state is read again at once (a follow's count with it;
+# an unfollow's shows at the next presence heartbeat).
+STATE_CUES = ("gift", "goal_set", "follow")
 # The WebSocket close code for an unexpected server error.
 SERVER_ERROR = 1011
 
@@ -59,6 +66,7 @@ class Hub:
         self.by_user: dict[str, set[Viewer]] = {}
         self.combos = ComboWatch(settings.combo_window_ms)
         self.slots = ConnectionSlots(self.node_id, settings.connection_slot_ttl_s / 3)
+        self.likes = LikeTallies(store, self.node_id, settings.like_rate_per_s)
         self._slot_sync: asyncio.Task[None] | None = None
         self._opening: dict[str, asyncio.Future[LocalRoom]] = {}
         self._catching_up: dict[Viewer, asyncio.Task[None]] = {}
@@ -111,6 +119,8 @@ class Hub:
             )
         if not viewer.overlay:
             self.by_user.setdefault(viewer.user_id, set()).add(viewer)
+            if since is None:  # a resume is the same visit going on
+                self.likes.joined(viewer.room_id, viewer.user_id, viewer.name)
         self._presence_changed.add(viewer.room_id)
         self._vacated.discard(viewer.room_id)
         if resync_reason is not None:
@@ -181,6 +191,17 @@ class Hub:
             return
         room.caught_up(viewer)
 
+    async def like(self, user_id: str, name: str, room_id: str, count: int) -> int:
+        """Take up to ``count`` likes of the user in a live room, as many as the user's like
+        rate allows (the rest are dropped); they reach the room's total at the next tick."""
+        room = self.rooms.get(room_id)
+        live = not room.ended if room is not None else (await self.store.rooms.get(room_id)).live
+        if not live:
+            raise Conflict(f"room {room_id!r} has ended", code="room_ended")
+        accepted = self.likes.like(user_id, name, room_id, count)
+        self._wake.set()
+        return accepted
+
     def leave(self, viewer: Viewer) -> None:
         catching_up = self._catching_up.pop(viewer, None)
         if catching_up is not None:
@@ -238,6 +259,9 @@ class Hub:
     async def _load(self, room_id: str) -> LocalRoom:
         info, state, offset, entries = await self.store.rooms.snapshot(room_id, SNAPSHOT_ENTRIES)
         room = LocalRoom(room=info, state=state, cursor=offset, read_cursor=offset)
+        # Read after the stream's offset: a tally written in between is counted in the total
+        # and read again, and the totals it carries are absolute.
+        room.likes = await self.store.likes.total(room_id)
         events = [parse_entry(entry_id, fields) for entry_id, fields in entries]
         self._watch_combos(room_id, events)
         room.recent.extend(event.public for event in events if event.kind == "gift" and event.public)
@@ -293,12 +317,13 @@ class Hub:
                 if engine_down:
                     log.warning("hub resumed: engine reachable again")
                 engine_down = False
-            if not self.rooms and not self._vacated:
+            if not self.rooms and not self._vacated and not self.likes.pending:
                 self._wake.clear()
                 await self._wake.wait()
             await asyncio.sleep(max(0.0, started + tick - time.monotonic()))
 
     async def tick(self) -> None:
+        await self.likes.write()  # before the read, which then brings the tallies back
         cursors = {room_id: room.read_cursor for room_id, room in self.rooms.items() if not room.ended}
         if cursors:
             for room_id, entries in await self.store.rooms.read(cursors, self.settings.tick_ms, READ_COUNT):
@@ -326,7 +351,7 @@ class Hub:
         for room_id, room in self.rooms.items():
             if everyone or room_id in self._presence_changed:
                 reports.append((room_id, room.audience))
-            elif any(event.kind in ("gift", "goal_set") for event in room.pending):
+            elif any(event.kind in STATE_CUES for event in room.pending):
                 reports.append((room_id, -1))
         reports += [(room_id, 0) for room_id in self._vacated]
         if not reports:
@@ -372,7 +397,8 @@ class Hub:
 
     def _flush(self, room_id: str, room: LocalRoom, state: RoomState | None) -> None:
         balances = {event.sender_id: event.balance for event in room.pending if event.balance is not None}
-        batches = room.take_batch(room.state_events(state) if state is not None else [])
+        state_events = room.state_events(state) if state is not None else []
+        batches = room.take_batch([*state_events, *room.tally_events()])
         for viewer in room.broadcast(batches):
             self.leave(viewer)
         for user_id, coins in balances.items():

@@ -18,7 +18,7 @@ import orjson
 
 from server.domain.chat import ChatRequest
 from server.domain.ids import IDEMPOTENCY_KEY_PATTERN
-from server.domain.requests import GiftRequest, parse
+from server.domain.requests import GiftRequest, LikeRequest, parse
 from server.errors import GiftingError, InvalidRequest, RateLimited
 
 JSON = "gifting.v1.json"
@@ -68,7 +68,7 @@ class Ping:
     pass
 
 
-ClientFrame = GiftRequest | Ping | ChatRequest
+ClientFrame = GiftRequest | Ping | ChatRequest | LikeRequest
 _KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
@@ -87,11 +87,16 @@ def chat_frame(fields: dict[str, Any]) -> ChatRequest:
     return parse(fields, ChatRequest)
 
 
+def like_frame(fields: dict[str, Any]) -> LikeRequest:
+    return parse(fields, LikeRequest)
+
+
 # Each client frame type and the rules of its fields; ``api.ws`` has one handler per type.
 FRAME_TYPES: dict[str, Callable[[dict[str, Any]], ClientFrame]] = {
     "gift": gift_frame,
     "ping": ping_frame,
     "chat": chat_frame,
+    "like": like_frame,
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from server import metrics
 from server.domain.events import RoomEvent, parse_offset
+from server.domain.likes import tick_events
 from server.hub.outlet import GiftingWebSocketProtocol
 from server.hub.protocol import encode
 from server.store.chat import RECENT_CHAT
@@ -57,6 +58,7 @@ class LocalRoom:
     # The live's last chat messages up to the cursor, for the welcome.
     chat: deque[RoomEvent] = field(default_factory=lambda: deque(maxlen=RECENT_CHAT))
     ended: bool = False
+    likes: int = 0  # the like total as of the last tally read
     # Resuming connections still being written the events they missed: no batches yet.
     catching_up: set[Viewer] = field(default_factory=set)
 
@@ -105,6 +107,8 @@ class LocalRoom:
             "leaderboard": self.state.leaderboard_list(),
             "goal": self.state.goal_dict(),
             "recent": list(self.recent),
+            "likes": self.likes,
+            "followers": self.state.followers,
         }
 
     def recent_chat(self, until: str | None = None) -> list[dict[str, Any]]:
@@ -121,6 +125,15 @@ class LocalRoom:
         """The ``leaderboard``, ``goal`` and ``viewers`` events for what changed since last sent."""
         old, self.state = self.state, new
         return state_changes(old, new)
+
+    def tally_events(self) -> list[dict[str, Any]]:
+        """The ``likes`` and ``joins`` events of the tallies read this tick (call before
+        ``take_batch``); keeps the like total."""
+        events = tick_events([event.tally for event in self.pending if event.tally is not None])
+        for event in events:
+            if event["type"] == "likes":
+                self.likes = event["total"]
+        return events
 
     def take_batch(self, state_events: list[dict[str, Any]]) -> dict[bool, dict[str, Any] | None]:
         """This tick's batch for viewers and for overlays (None where there is nothing to
@@ -172,7 +185,8 @@ class LocalRoom:
 
 
 def state_changes(old: RoomState, new: RoomState) -> list[dict[str, Any]]:
-    """The ``leaderboard``, ``goal`` and ``viewers`` events that bring ``old`` to ``new``."""
+    """The ``leaderboard``, ``goal``, ``viewers`` and ``followers`` events that bring ``old``
+    to ``new``."""
     events: list[dict[str, Any]] = []
     if new.leaderboard != old.leaderboard:
         events.append({"type": "leaderboard", "leaderboard": new.leaderboard_list()})
@@ -180,6 +194,8 @@ def state_changes(old: RoomState, new: RoomState) -> list[dict[str, Any]]:
         events.append({"type": "goal", **new.goal_dict()})
     if new.viewers != old.viewers:
         events.append({"type": "viewers", "viewers": new.viewers})
+    if new.followers != old.followers:
+        events.append({"type": "followers", "followers": new.followers})
     return events
 
 

@@ -109,13 +109,15 @@ class Gifter:
 
 @dataclass(frozen=True)
 class RoomState:
-    """What changes during a live besides its events: audience, leaderboard and goal."""
+    """What changes during a live besides its events: audience, leaderboard, goal and the
+    creator's follower count."""
 
     state: str
     viewers: int
     goal: int | None
     coins: int
     leaderboard: tuple[Gifter, ...]
+    followers: int = 0
 
     def goal_dict(self) -> dict[str, Any]:
         return {"target": self.goal, "progress": self.coins}
@@ -127,7 +129,7 @@ class RoomState:
     def from_reply(cls, reply: list[str]) -> RoomState | None:
         if not reply or not reply[0]:
             return None
-        rows = reply[4:]
+        rows = reply[5:]
         leaderboard = tuple(
             Gifter(rows[i], rows[i + 1], int(float(rows[i + 2]))) for i in range(0, len(rows), 3)
         )
@@ -137,6 +139,7 @@ class RoomState:
             goal=int(reply[2]) if reply[2] else None,
             coins=int(reply[3]),
             leaderboard=leaderboard,
+            followers=int(reply[4]),
         )
 
 

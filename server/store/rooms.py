@@ -10,7 +10,7 @@ import asyncio
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
@@ -32,6 +32,9 @@ from server.store.scripts import (
     outcome,
 )
 from server.store.topology import StreamEntry, Topology
+
+if TYPE_CHECKING:
+    from server.store.social import Social  # which needs this module's refusals
 
 # A finished live's events, leaderboard and guards are kept this long after it ends.
 ENDED_ROOM_RETENTION_S = 24 * 3600
@@ -72,9 +75,11 @@ class Rooms:
         runner: ScriptRunner,
         batch: ScriptBatch,
         stream_len: int,
+        social: Social,
     ) -> None:
         self._topology = topology
         self._redis: Redis = topology.redis
+        self._social = social
         self._keys = keys
         self._runner = runner
         self._batch = batch
@@ -104,6 +109,7 @@ class Rooms:
             },
         )
         await self._redis.set(live_key, room_id)
+        await self._social.went_live(creator_id, room_id)
         await self._redis.zadd(self._keys.live_rooms, {room_id: now_ms})
         return room
 
@@ -323,6 +329,8 @@ def room_from_hash(room_id: str, raw: dict[str, str]) -> Room:
 
 
 def room_refusals(room_id: str) -> Refusals:
+    """The refusals of a script that changes a live room (``room_goal.lua``, ``room_share.lua``,
+    ``chat_post.lua``)."""
     return {
         "missing": lambda _: NotFound(f"no room {room_id!r}", code="room_not_found"),
         "ended": lambda _: Conflict(f"room {room_id!r} has ended", code="room_ended"),
@@ -332,7 +340,17 @@ def room_refusals(room_id: str) -> Refusals:
 def room_end_arguments(room: RoomKeys, stream_len: int) -> Arguments:
     """KEYS and ARGV of ``room_end.lua``."""
     return (
-        [room.info, room.events, room.names, room.combos, room.top, room.published, room.presence],
+        [
+            room.info,
+            room.events,
+            room.names,
+            room.combos,
+            room.top,
+            room.published,
+            room.presence,
+            room.followed,
+            room.shared,
+        ],
         [stream_len, ENDED_ROOM_RETENTION_S, room.wake],
     )
 

@@ -21,6 +21,7 @@ from server.store.chat import Chat
 from server.store.connection import DeadlineCluster, DeadlineRedis, hiredis_packing
 from server.store.earnings import CreatorEarnings
 from server.store.failures import ENGINE_ERRORS
+from server.store.likes import Likes
 from server.store.limits import Limits
 from server.store.outbox import Outbox
 from server.store.overlays import OverlayTokens
@@ -29,6 +30,7 @@ from server.store.replication import ReplicaFence
 from server.store.reversals import Reversals
 from server.store.rooms import Rooms
 from server.store.scripts import ScriptRunner
+from server.store.social import Social
 from server.store.topology import Topology
 from server.store.wallets import Wallets
 from server.store.withdrawals import Withdrawals
@@ -58,7 +60,8 @@ class Store:
         batch = ScriptBatch(runner)
         self.wallets = Wallets(redis, keys, batch)
         self.payments = Payments(redis, keys, runner)
-        self.rooms = Rooms(self.topology, keys, runner, batch, room_stream_len)
+        self.social = Social(redis, keys, runner, room_stream_len)
+        self.rooms = Rooms(self.topology, keys, runner, batch, room_stream_len, self.social)
         self.earnings = CreatorEarnings(redis, keys, runner, batch)
         self.outbox = Outbox(redis, keys)
         self.withdrawals = Withdrawals(redis, keys, runner)
@@ -67,6 +70,7 @@ class Store:
         self.admin_log = AdminLog(redis, keys)
         self.overlays = OverlayTokens(redis, keys)
         self.limits = Limits(keys, runner, batch)
+        self.likes = Likes(redis, keys, runner, room_stream_len)
         self.chat = Chat(redis, keys, runner, batch, room_stream_len)
 
     @classmethod

@@ -22,8 +22,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from server.domain.chat import MAX_RAW_LENGTH, ChatRequest
 from server.domain.ids import ID_PATTERN, IDEMPOTENCY_KEY_PATTERN
+from server.domain.likes import MAX_LIKES_PER_FRAME
 from server.domain.money import MAX_COUNT, MIN_COUNT
-from server.domain.requests import GiftRequest
+from server.domain.requests import GiftRequest, LikeRequest
 from server.errors import InvalidRequest
 from server.hub.protocol import JSON, MSGPACK, ClientFrame, Ping, decode
 from tests.support import Api, ServerProcess, unique
@@ -79,6 +80,8 @@ def check_accepted(result: ClientFrame) -> None:
         assert re.fullmatch(ID_PATTERN, result.gift_id)
         assert re.fullmatch(IDEMPOTENCY_KEY_PATTERN, result.idempotency_key)
         assert type(result.count) is int and MIN_COUNT <= result.count <= MAX_COUNT
+    elif isinstance(result, LikeRequest):
+        assert type(result.count) is int and 1 <= result.count <= MAX_LIKES_PER_FRAME
     else:
         assert isinstance(result, Ping)
 

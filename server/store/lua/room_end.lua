@@ -7,6 +7,8 @@
 -- KEYS[5] - leaderboard zset                 ({r:R}:top)
 -- KEYS[6] - published gift event ids set     ({r:R}:published)
 -- KEYS[7] - presence hash                    ({r:R}:presence)
+-- KEYS[8] - followers announced this live     ({r:R}:followed)
+-- KEYS[9] - sharers announced this live       ({r:R}:shared)
 -- ARGV[1] - approximate stream length bound (XADD MAXLEN ~)
 -- ARGV[2] - seconds the room's event data is kept after the end
 -- ARGV[3] - the room's wake channel ({r:R}:wake), published to when the events are added
@@ -21,6 +23,8 @@ local combos_key = KEYS[4]
 local top_key = KEYS[5]
 local published_key = KEYS[6]
 local presence_key = KEYS[7]
+local followed_key = KEYS[8]
+local shared_key = KEYS[9]
 local maxlen = ARGV[1]
 local keep_s = ARGV[2]
 local wake_channel = ARGV[3]
@@ -47,7 +51,7 @@ redis.call('DEL', combos_key, presence_key)
 redis.call('HSET', room_key, 'state', 'ended', 'ended_ms', now)
 redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', 't', 'room_end', 'ts', now)
 redis.call('SPUBLISH', wake_channel, '')
-for _, key in ipairs({events_key, names_key, top_key, published_key}) do
+for _, key in ipairs({events_key, names_key, top_key, published_key, followed_key, shared_key}) do
   redis.call('EXPIRE', key, keep_s)
 end
 return {'ended', tostring(now)}

@@ -13,8 +13,9 @@
 -- ARGV[3] - presence TTL, milliseconds
 -- ARGV[4] - leaderboard size
 --
--- Returns {state, viewers, goal, coins, id1, name1, coins1, id2, ...}; state is "" if there
--- is no such room, goal is "" when none is set.
+-- Returns {state, viewers, goal, coins, followers, id1, name1, coins1, id2, ...}; state is ""
+-- if there is no such room, goal is "" when none is set, followers the creator's follower
+-- count as last copied into the room (room_follow.lua).
 
 local room_key = KEYS[1]
 local top_key = KEYS[2]
@@ -48,8 +49,8 @@ for i = 1, #nodes, 2 do
   end
 end
 
-local room = redis.call('HMGET', room_key, 'goal', 'coins')
-local out = {state, tostring(viewers), room[1] or '', room[2] or '0'}
+local room = redis.call('HMGET', room_key, 'goal', 'coins', 'followers')
+local out = {state, tostring(viewers), room[1] or '', room[2] or '0', room[3] or '0'}
 local top = redis.call('ZREVRANGE', top_key, 0, top_n - 1, 'WITHSCORES')
 for i = 1, #top, 2 do
   out[#out + 1] = top[i]
