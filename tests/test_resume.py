@@ -210,7 +210,9 @@ async def test_a_live_that_ends_during_a_catch_up_still_delivers_all_of_it_then_
     resumed = await RoomSocket.open(
         base_url, room_id, api.token(viewer), since=since, epoch=epoch, sock=small_receive_buffer(base_url)
     )
-    # Nothing read yet: most of the catch-up is still waiting for the connection to take it.
+    # Joined (its welcome is the first frame), and little more read: most of the catch-up is
+    # still waiting for the connection to take it when the live ends.
+    await resumed.welcome()
     assert api.end_room(creator, room_id).status_code == 200
     assert await resumed.closed(wait_s=30) == (1000, "the live has ended")
     assert_in_room_order(gifts(resumed.frames), missed)
