@@ -1,8 +1,11 @@
 """``/v1/rooms/{room_id}/ws``: a viewer's, overlay's or gifter's live connection to a room.
 
-The endpoint authenticates, joins the hub and then reads client frames: gifts go through
-the same ``GiftService`` as ``POST /v1/rooms/{id}/gifts``, acknowledged to the sender only.
-Everything else the connection receives comes from the hub's tick. See docs/PROTOCOL.md.
+The endpoint authenticates, joins the hub and then reads client frames, each type with one
+handler (``FRAME_HANDLERS``) calling the same service as its HTTP form: a gift goes through
+``GiftService`` as ``POST /v1/rooms/{id}/gifts`` does and a chat message through
+``ChatService``, each acknowledged to the sender only; likes go to the hub's per-tick tally
+and are not answered; a ping gets a pong. Everything else the connection receives comes
+from the hub's tick. See docs/PROTOCOL.md.
 
 ``RoomSockets`` routes these connections straight to the endpoint as plain ASGI, ahead of
 Starlette: an idle connection keeps its whole call stack alive for as long as it stays

@@ -122,7 +122,8 @@ class LocalRoom:
         ]
 
     def state_events(self, new: RoomState) -> list[dict[str, Any]]:
-        """The ``leaderboard``, ``goal`` and ``viewers`` events for what changed since last sent."""
+        """The ``leaderboard``, ``goal``, ``viewers`` and ``followers`` events for what changed since
+        last sent."""
         old, self.state = self.state, new
         return state_changes(old, new)
 
