@@ -206,7 +206,8 @@ OPERATIONS: tuple[Operation, ...] = (
               "or a moderator; again: 204)", roles=CHAT_ROLES, status=204,
               errors=("room_not_found", "message_not_found")),
     Operation("PUT", "/v1/rooms/{room_id}/mutes/{user_id}", "Mute a user's chat in this live (the room's "
-              "creator or a moderator)", MuteRequest, roles=CHAT_ROLES, status=204, errors=("room_not_found",)),
+              "creator or a moderator)", MuteRequest, roles=CHAT_ROLES, status=204,
+              errors=("room_not_found",)),
     Operation("DELETE", "/v1/rooms/{room_id}/mutes/{user_id}", "Unmute a user in this live (not muted: 204)",
               roles=CHAT_ROLES, status=204, errors=("room_not_found",)),
     Operation("PUT", "/v1/rooms/{room_id}/bans/{user_id}", "Ban a user from all of the creator's lives: "
@@ -289,6 +290,7 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "user_id": {"type": "string", "pattern": ID_PATTERN},
     "gift_id": {"type": "string", "pattern": ID_PATTERN},
     "creator_id": {"type": "string", "pattern": ID_PATTERN},
+    "event_id": {"type": "string", "pattern": ID_PATTERN},
     "token": {"type": "string"},
     "path": {"type": "string"},
 }

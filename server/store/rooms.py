@@ -86,11 +86,12 @@ class Rooms:
         self._stream_len = stream_len
         self._wakeups = topology.wakeups(keys)
 
-    async def get(self, room_id: str) -> Room:
+    def get(self, room_id: str) -> asyncio.Future[Room]:
         """The room as the engine holds it now. Read through the batch (``store.batch``): it
-        is the room check of every gift, whatever its transport, right before its debit."""
+        is the room check of every gift, whatever its transport, right before its debit.
+        Queued at the call, so reads queued with it in the same turn share its round trip."""
         key = self._keys.room(room_id).info
-        return await self._batch.read(("HGETALL", key), lambda raw: room_from_hash(room_id, raw))
+        return self._batch.read(("HGETALL", key), lambda raw: room_from_hash(room_id, raw))
 
     async def create(self, creator_id: str, room_id: str, title: str, now_ms: int) -> Room:
         live_key = self._keys.user(creator_id).live_room

@@ -6,6 +6,8 @@
 -- KEYS[3] - the live's last chat messages stream    ({r:R}:chat)
 -- KEYS[4] - the message's idempotency record        ({r:R}:chat:msg:<sender>:<client id>)
 -- KEYS[5] - the sender's slow mode marker           ({r:R}:chat:slow:<sender>)
+-- KEYS[6] - chat event id -> offset, for deletes    ({r:R}:chat:ids)
+-- KEYS[7] - the sender's mute in this live           ({r:R}:mute:<sender>)
 -- ARGV[1] - chat event id to use if this is a new message
 -- ARGV[2] - sender id
 -- ARGV[3] - sender display name
@@ -26,6 +28,7 @@
 --   {"mismatch"}               same client id, another text: nothing posted
 --   {"ended"}                  the room is not live: nothing posted
 --   {"slow", retry_after_ms}   the sender posted less than the slow mode ago: nothing posted
+--   {"muted", retry_after_ms}  a moderator muted the sender in this live: nothing posted
 --
 -- A replay is answered before the room check, so a resend gets its first answer even after
 -- the live ended. The slow mode marker is set for ARGV[9] on each message posted under slow
@@ -39,6 +42,8 @@ local events_key = KEYS[2]
 local chat_key = KEYS[3]
 local record_key = KEYS[4]
 local slow_key = KEYS[5]
+local ids_key = KEYS[6]
+local mute_key = KEYS[7]
 local event_id = ARGV[1]
 local sender = ARGV[2]
 local name = ARGV[3]
@@ -64,6 +69,10 @@ end
 if redis.call('HGET', room_key, 'state') ~= 'live' then
   return {'ended'}
 end
+local muted = redis.call('PTTL', mute_key)
+if muted > 0 then
+  return {'muted', muted}
+end
 if slow_ms > 0 then
   local left = redis.call('PTTL', slow_key)
   if left > 0 then
@@ -81,6 +90,8 @@ local offset = redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*',
 redis.call('XADD', chat_key, 'MAXLEN', recent, offset,
   't', 'chat', 'e', event_id, 's', sender, 'n', name, 'x', text, 'bd', badges, 'ts', now)
 redis.call('EXPIRE', chat_key, recent_keep_s)
+redis.call('HSET', ids_key, event_id, offset)
+redis.call('EXPIRE', ids_key, recent_keep_s)
 redis.call('SET', record_key, fingerprint .. '|' .. event_id, 'EX', record_ttl_s)
 if slow_ms > 0 then
   redis.call('SET', slow_key, '1', 'PX', slow_marker_ms)
