@@ -42,7 +42,8 @@ if entry[1] then
     end
   end
 end
-redis.call('XDEL', events_key, offset)
+-- Counted, so that the stream's window can tell deleted entries from trimmed ones.
+redis.call('HINCRBY', room_key, 'deleted', redis.call('XDEL', events_key, offset))
 redis.call('XDEL', chat_key, offset)
 redis.call('HSET', ids_key, event_id, 'd')
 if redis.call('HGET', room_key, 'state') == 'live' then
