@@ -425,10 +425,11 @@ class Hub:
 
     def _close_banned(self, room_id: str, user_id: str) -> None:
         """Close the user's connections in the room: the creator banned them."""
+        error = banned_error()
         for viewer in tuple(self.by_user.get(user_id, ())):
             if viewer.room_id == room_id:
-                viewer.send(error_frame(banned_error()))
-                viewer.outlet.close(Close.BANNED, banned_error().code)
+                viewer.send(error_frame(error))
+                viewer.outlet.close(Close.BANNED, error.code)
                 self.leave(viewer)
 
     def _watch_combos(self, room_id: str, events: list[RoomEvent]) -> None:
