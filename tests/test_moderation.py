@@ -272,6 +272,33 @@ async def test_a_ban_closes_the_users_sockets_on_every_process_and_holds_in_the_
         await back.close()
 
 
+@pytest.mark.anyio
+async def test_a_mute_set_through_one_process_holds_on_the_other(
+    pair: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = pair
+    with (
+        httpx.Client(base_url=a.base_url, timeout=10) as http_a,
+        httpx.Client(base_url=b.base_url, timeout=10) as http_b,
+    ):
+        api_a, api_b = Api(http_a), Api(http_b)
+        creator, target = unique("c"), unique("v")
+        room_id = api_a.open_room(creator)
+        ws = await socket(b, api_b, room_id, target)
+        assert mute(api_a, creator, room_id, target, 600).status_code == 204
+        refused = chat(api_b, target, room_id, "through b")
+        assert refused.status_code == 429 and error_code(refused) == "muted"
+        assert 590 <= int(refused.headers["retry-after"]) <= 600
+        await ws.send({"type": "chat", "text": "over b's socket", "client_id": "m-b"})
+        error = await ws.wait_for(lambda f: f["type"] == "error")
+        assert error["code"] == "muted" and 590_000 < error["retry_after_ms"] <= 600_000
+        assert (
+            act(api_b, creator, "DELETE", f"/v1/rooms/{room_id}/mutes/{target}", "creator").status_code == 204
+        )
+        assert chat(api_a, target, room_id, "through a").status_code == 201
+        await ws.close()
+
+
 # -- the moderation log ---------------------------------------------------------------------
 
 
