@@ -248,6 +248,12 @@ class RoomKeys:
         delete can find (``chat_post.lua``, ``chat_delete.lua``)."""
         return f"{self.tag}:chat:ids"
 
+    @property
+    def chat_ids_old(self) -> str:
+        """HASH: ``chat_ids`` as it was when it last filled up (a room's log length of ids),
+        so that the ids of the last one to two logs' worth of messages are kept."""
+        return f"{self.tag}:chat:ids:old"
+
     def mute(self, user_id: str) -> str:
         """STRING set while the user is muted in this live; expires when the mute ends."""
         return f"{self.tag}:mute:{user_id}"

@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from server.keys import KeySchema
 from tests.conftest import Engine
-from tests.support import Api, ServerProcess, running_server, server_env, unique
+from tests.support import Api, ServerProcess, engine_client, running_server, server_env, unique
 from tests.test_chat import chat, moderator, posted, socket
 from tests.wsclient import RoomSocket
 
@@ -345,3 +346,25 @@ def test_the_log_lists_every_action_newest_first_in_pages(api: Api, room: tuple[
     other = api.http.get("/v1/creator/moderation-log", headers=api.auth(mod, "viewer"))
     assert other.status_code == 403
     assert moderation_log(api, unique("c"))["entries"] == []
+
+
+def test_the_ids_a_delete_finds_are_bounded_to_the_last_messages_of_a_long_live(
+    engine: Engine, key_prefix: str, logs: Path
+) -> None:
+    # A log of 100 entries: the ids of the last 100 to 200 messages are kept, never more.
+    env = server_env(engine.url, key_prefix, GIFTING_ROOM_STREAM_LEN="100")
+    with running_server(env, logs) as process, httpx.Client(base_url=process.base_url, timeout=10) as http:
+        api = Api(http)
+        creator = unique("c")
+        room_id = api.open_room(creator)
+        ids = [posted(api, unique("v"), room_id, f"message {i}")["event_id"] for i in range(250)]
+        room = KeySchema(key_prefix).room(room_id)
+        with engine_client(engine.url) as client:
+            kept = client.hlen(room.chat_ids) + client.hlen(room.chat_ids_old)
+        assert 100 <= kept <= 200
+        gone = delete(api, creator, room_id, ids[0])
+        assert gone.status_code == 404 and error_code(gone) == "message_not_found"
+        # The newest, and the oldest of the previous generation, are found.
+        assert delete(api, creator, room_id, ids[-1]).status_code == 204
+        assert delete(api, creator, room_id, ids[-kept]).status_code == 204
+        assert [e["action"] for e in moderation_log(api, creator)["entries"]] == ["delete", "delete"]

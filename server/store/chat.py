@@ -226,6 +226,7 @@ def chat_post_arguments(room: RoomKeys, message: Message, stream_len: int) -> Ar
             room.chat_slow(m.sender_id),
             room.chat_ids,
             room.mute(m.sender_id),
+            room.chat_ids_old,
         ],
         [
             m.event_id,
@@ -241,5 +242,6 @@ def chat_post_arguments(room: RoomKeys, message: Message, stream_len: int) -> Ar
             RECENT_CHAT,
             ENDED_ROOM_RETENTION_S,
             room.wake,
+            stream_len,
         ],
     )

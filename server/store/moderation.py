@@ -107,7 +107,7 @@ class Moderation:
         keys = self._keys.room(room_id)
         reply: list[Any] = await self._runner.call(
             CHAT_DELETE,
-            [keys.info, keys.events, keys.chat, keys.chat_ids],
+            [keys.info, keys.events, keys.chat, keys.chat_ids, keys.chat_ids_old],
             [event_id, self._stream_len, keys.wake],
         )
         refusals = {

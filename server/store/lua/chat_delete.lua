@@ -5,6 +5,7 @@
 -- KEYS[2] - room event stream                      ({r:R}:events)
 -- KEYS[3] - the live's last chat messages stream    ({r:R}:chat)
 -- KEYS[4] - chat event id -> offset ("d": deleted)  ({r:R}:chat:ids)
+-- KEYS[5] - the previous generation of KEYS[4]      ({r:R}:chat:ids:old)
 -- ARGV[1] - the chat message's event id
 -- ARGV[2] - approximate stream length bound (XADD MAXLEN ~)
 -- ARGV[3] - the room's wake channel ({r:R}:wake), published to when the event is added
@@ -13,7 +14,8 @@
 --   {"deleted", sender}   deleted now (a chat_deleted event added if the room is live); the
 --                         message's sender ("" if the log no longer held the message)
 --   {"again"}             deleted before: nothing changed
---   {"missing"}           this live has no such message
+--   {"missing"}           this live has no such message, or not among its last messages
+--                         (``chat_post.lua`` keeps the ids of the last 1-2 generations)
 --
 -- After the live ended the message is still removed, with no event: room_end stays last.
 
@@ -21,11 +23,16 @@ local room_key = KEYS[1]
 local events_key = KEYS[2]
 local chat_key = KEYS[3]
 local ids_key = KEYS[4]
+local old_ids_key = KEYS[5]
 local event_id = ARGV[1]
 local maxlen = ARGV[2]
 local wake_channel = ARGV[3]
 
 local offset = redis.call('HGET', ids_key, event_id)
+if not offset then
+  ids_key = old_ids_key
+  offset = redis.call('HGET', ids_key, event_id)
+end
 if not offset then
   return {'missing'}
 end
