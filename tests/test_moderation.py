@@ -250,6 +250,8 @@ async def test_a_ban_closes_the_users_sockets_on_every_process_and_holds_in_the_
         refused = chat(api_b, target, room_id, "let me in")
         assert refused.status_code == 403 and error_code(refused) == "banned"
         assert ban(api_b, creator, room_id, target).status_code == 204  # again: the same
+        bans = api_a.http.get("/v1/creator/bans", headers=api_a.auth(creator, "creator"))
+        assert bans.json() == {"bans": [{"id": target, "name": api_a.me(target)["name"]}]}
         # The others watch on, and never see the ban itself.
         marker = posted(api_a, watcher, room_id, "still live")["event_id"]
         await watching.wait_for(holds(marker))
@@ -266,6 +268,9 @@ async def test_a_ban_closes_the_users_sockets_on_every_process_and_holds_in_the_
         # Unbanned: connects, chats and gifts again.
         assert ban(api_a, creator, next_room, target, "DELETE").status_code == 204
         back = await socket(b, api_b, next_room, target)
+        assert api_b.http.get("/v1/creator/bans", headers=api_b.auth(creator, "creator")).json() == {
+            "bans": []
+        }
         assert chat(api_a, target, next_room, "thanks").status_code == 201
         gift = api_b.gift(target, next_room, "rose")
         assert gift.status_code == 200, gift.text

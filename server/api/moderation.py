@@ -56,6 +56,13 @@ async def delete_ban(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def list_bans(request: Request) -> JSON:
+    principal = caller(request, "creator")
+    ctx = context(request)
+    ids = await ctx.store.moderation.bans(principal.user_id)
+    return JSON({"bans": [{"id": user_id, "name": await ctx.gifts.name_of(user_id)} for user_id in ids]})
+
+
 async def moderation_log(request: Request) -> JSON:
     principal = caller(request, "creator")
     limit = query_int(request, "limit", 50, 1, 100)
@@ -71,5 +78,6 @@ routes = [
     Route("/v1/rooms/{room_id}/mutes/{user_id}", delete_mute, methods=["DELETE"]),
     Route("/v1/rooms/{room_id}/bans/{user_id}", put_ban, methods=["PUT"]),
     Route("/v1/rooms/{room_id}/bans/{user_id}", delete_ban, methods=["DELETE"]),
+    Route("/v1/creator/bans", list_bans, methods=["GET"]),
     Route("/v1/creator/moderation-log", moderation_log, methods=["GET"]),
 ]

@@ -215,6 +215,8 @@ OPERATIONS: tuple[Operation, ...] = (
               errors=("room_not_found",)),
     Operation("DELETE", "/v1/rooms/{room_id}/bans/{user_id}", "Unban a user (not banned: 204)",
               roles=CHAT_ROLES, status=204, errors=("room_not_found",)),
+    Operation("GET", "/v1/creator/bans", "The users the creator banned from their lives", roles=("creator",),
+              returns=("bans",)),
     Operation("GET", "/v1/creator/moderation-log", "Every moderation action on the creator's lives, newest "
               "first", roles=("creator",), returns=PAGE, query=(CURSOR, limit(100))),
     Operation("POST", "/v1/rooms/{room_id}/likes", "Like a live room (taps batched by the client); "
