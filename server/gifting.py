@@ -97,7 +97,7 @@ class GiftService:
             self.store.rooms.get(room_id), self.store.moderation.banned_by(sender_id)
         )
         if not room.live or room.creator_id in banned_by:
-            # A retry of a gift accepted before the room ended still gets its first answer.
+            # A retry of a gift accepted before the room ended (or the ban) gets its first answer.
             earlier = await self.store.wallets.replay(sender_id, request.idempotency_key, fingerprint)
             if earlier is not None:
                 return GiftOutcome(earlier.event_id, earlier.coins, earlier.cost, replayed=True)
