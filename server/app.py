@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 from server import metrics
 from server.api import admin, chat, creator, dev, http, openapi, pages, payments, social, ws
 from server.api import likes as likes_api
+from server.api import moderation as moderation_api
 from server.api.answers import client_error
 from server.api.context import JSON, Context, now_ms
 from server.api.deadline import EngineBudget
@@ -54,6 +55,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         *http.routes,
         *creator.routes,
         *chat.routes,
+        *moderation_api.routes,
         *admin.routes,
         *payments.routes,
         *likes_api.routes,

@@ -4,16 +4,16 @@ the sender's rate token, post the message into the room's log.
 The order of the engine calls, and what a refusal costs:
 
 1. one round trip to the room's slot reads the room, its top gifters, the message's
-   idempotency record and the sender's slow mode marker: a resend is answered here with its
-   first answer (or ``idempotency_mismatch``), and a message the room has ended for or slow
-   mode holds back is refused;
+   idempotency record, the sender's slow mode marker and mute: a resend is answered here with
+   its first answer (or ``idempotency_mismatch``), and a message the room has ended for, or
+   that a mute or slow mode holds back, is refused;
 2. one round trip to the creator's slot reads the chat settings and whether the sender is a
-   moderator: links and blocked words are refused (the text rules were checked before any
-   call);
+   moderator or banned: a banned sender, links and blocked words are refused (the text rules
+   were checked before any call);
 3. the sender's chat rate bucket (``GIFTING_CHAT_RATE``/s, bursts of ``GIFTING_CHAT_BURST``,
    in the sender's slot) gives a token, or refuses ``rate_limited`` having taken none;
-4. ``chat_post.lua`` posts in the room's slot, checking the record, the room and slow mode
-   again atomically.
+4. ``chat_post.lua`` posts in the room's slot, checking the record, the room, the mute and
+   slow mode again atomically.
 
 So every refusal before step 3 costs no token. A message step 4 refuses after all (a resend
 racing its first send, the live ending or a slow mode wait starting between steps 1 and 4)
@@ -39,7 +39,8 @@ from server.domain.ids import new_id
 from server.errors import Conflict, Forbidden
 from server.settings import Settings
 from server.store import Store
-from server.store.chat import Message, mismatch, slow_mode
+from server.store.chat import Message, mismatch, muted, slow_mode
+from server.store.moderation import banned_error
 
 CREATOR = "creator"
 MODERATOR = "moderator"
@@ -89,7 +90,11 @@ class ChatService:
         room = where.room
         if not room.live:
             raise Conflict(f"room {room_id!r} has ended", code="room_ended")
-        rules, moderator = await chat.rules(room.creator_id, sender_id)
+        if where.mute_left_ms:
+            raise muted(where.mute_left_ms)
+        rules, moderator, banned = await chat.rules(room.creator_id, sender_id)
+        if banned:
+            raise banned_error()
         creator = sender_id == room.creator_id
         slow_mode_ms = 0 if creator or moderator else rules.slow_mode_s * 1000
         wait_ms = slow_mode_wait_ms(slow_mode_ms, where.slow_marker_left_ms)

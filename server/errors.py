@@ -5,10 +5,12 @@
     ├── Unauthorized          401 unauthorized
     ├── InsufficientCoins     402 insufficient_coins, negative_balance
     ├── Forbidden             403 forbidden, account_frozen
+    │                             banned
     ├── DailyLimitExceeded    403 daily_limit_exceeded
     ├── NotFound              404 not_found, room_not_found, unknown_gift, unknown_package,
     │                             withdrawal_not_found
     │                             creator_not_found
+    │                             message_not_found
     ├── MethodNotAllowed      405 method_not_allowed
     ├── Conflict              409 idempotency_mismatch, room_ended, self_gift, already_live,
     │                             amount_mismatch, order_flagged, order_already_paid, payment_reused,
@@ -17,6 +19,7 @@
     │                             self_follow
     ├── PayloadTooLarge       413 payload_too_large
     ├── RateLimited           429 rate_limited
+    │                             muted
     ├── TooManyConnections    429 too_many_connections (room sockets only)
     ├── InvalidRequest        422 invalid_request, unknown_region, below_minimum_withdrawal
     ├── InternalError         500 internal_error (a bug, or an engine failure that is no outage)

@@ -3,7 +3,9 @@
 The room check is the point a gift is accepted against, the same for every transport: the
 room's record in the engine, read right before the debit (never a process's copy of it,
 which learns of the end only at the hub's next read of the room). A gift checked while the
-room was live and debited after its end still reaches the creator.
+room was live and debited after its end still reaches the creator. The creators who banned
+the sender are read beside it, in the same round trip: a gift to one of them is refused
+``banned`` before any debit.
 
 Delivery runs right after the debit: the gift is published into its room (totals,
 leaderboard, combo, the event every viewer sees) and the creator is credited, each at most
@@ -25,6 +27,7 @@ deliveries: the one wait on a gift's own path is its debit's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -37,6 +40,7 @@ from server.errors import Conflict, EngineUnavailable
 from server.settings import Settings
 from server.store import ENGINE_ERRORS, UNAVAILABLE, Store
 from server.store.coalesce import Coalescer
+from server.store.moderation import banned_error
 from server.store.records import CreatorCredit
 
 log = logging.getLogger(__name__)
@@ -88,12 +92,17 @@ class GiftService:
         logs.bind(sender=sender_id, room=room_id)
         gift = self.catalog.gift(request.gift_id)
         fingerprint = gift_fingerprint(room_id, gift.id, request.count)
-        room = await self.store.rooms.get(room_id)
-        if not room.live:
-            # A retry of a gift accepted before the room ended still gets its first answer.
+        # One round trip: the ban check is queued beside the room check (``store.batch``).
+        room, banned_by = await asyncio.gather(
+            self.store.rooms.get(room_id), self.store.moderation.banned_by(sender_id)
+        )
+        if not room.live or room.creator_id in banned_by:
+            # A retry of a gift accepted before the room ended (or the ban) gets its first answer.
             earlier = await self.store.wallets.replay(sender_id, request.idempotency_key, fingerprint)
             if earlier is not None:
                 return GiftOutcome(earlier.event_id, earlier.coins, earlier.cost, replayed=True)
+            if room.live:
+                raise banned_error()
             raise Conflict(f"room {room_id!r} has ended", code="room_ended")
         if room.creator_id == sender_id:
             raise Conflict("creators cannot send gifts to their own room", code="self_gift")

@@ -147,6 +147,22 @@ class UserKeys:
         return f"{self.tag}:moderators"
 
     @property
+    def bans(self) -> str:
+        """SET of the user ids a creator banned from all of their lives."""
+        return f"{self.tag}:bans"
+
+    @property
+    def banned_by(self) -> str:
+        """SET of the creator ids that banned this user: the gift path reads it beside the
+        room, in the same round trip (``store.moderation``)."""
+        return f"{self.tag}:banned_by"
+
+    @property
+    def moderation_log(self) -> str:
+        """STREAM of the moderation actions on a creator's lives (capped), newest last."""
+        return f"{self.tag}:modlog"
+
+    @property
     def followers(self) -> str:
         """ZSET follower id -> when the follow began (engine ms): a creator's followers, the
         truth of the follower count (``follow.lua``, ``unfollow.lua``)."""
@@ -225,6 +241,22 @@ class RoomKeys:
         """STRING set when the user last chatted here under slow mode; its remaining time to
         live tells how long ago (``chat_post.lua``)."""
         return f"{self.tag}:chat:slow:{sender_id}"
+
+    @property
+    def chat_ids(self) -> str:
+        """HASH chat event id -> its offset in ``events`` ("d" once deleted): which messages a
+        delete can find (``chat_post.lua``, ``chat_delete.lua``)."""
+        return f"{self.tag}:chat:ids"
+
+    @property
+    def chat_ids_old(self) -> str:
+        """HASH: ``chat_ids`` as it was when it last filled up (a room's log length of ids),
+        so that the ids of the last one to two logs' worth of messages are kept."""
+        return f"{self.tag}:chat:ids:old"
+
+    def mute(self, user_id: str) -> str:
+        """STRING set while the user is muted in this live; expires when the mute ends."""
+        return f"{self.tag}:mute:{user_id}"
 
     @property
     def tallies(self) -> str:

@@ -15,6 +15,7 @@ from server.domain.chat import ChatRequest, ChatSettings
 from server.domain.ids import check_id
 from server.domain.requests import parse
 from server.errors import InvalidRequest, NotFound
+from server.store.moderation import ADD_MODERATOR, REMOVE_MODERATOR
 
 
 async def post_chat(request: Request) -> JSON:
@@ -48,7 +49,9 @@ async def add_moderator(request: Request) -> Response:
     user_id = check_id(request.path_params["user_id"], "user_id")
     if user_id == principal.user_id:
         raise InvalidRequest("a creator moderates their own lives already")
-    await context(request).store.chat.add_moderator(principal.user_id, user_id)
+    store = context(request).store
+    if await store.chat.add_moderator(principal.user_id, user_id):
+        await store.moderation.log(principal.user_id, ADD_MODERATOR, principal.user_id, user_id)
     return Response(status_code=204)
 
 
@@ -56,8 +59,10 @@ async def remove_moderator(request: Request) -> Response:
     """204 once removed; 404 ``moderator_not_found`` if the user was no moderator."""
     principal = caller(request, "creator")
     user_id = check_id(request.path_params["user_id"], "user_id")
-    if not await context(request).store.chat.remove_moderator(principal.user_id, user_id):
+    store = context(request).store
+    if not await store.chat.remove_moderator(principal.user_id, user_id):
         raise NotFound(f"{user_id!r} is not one of your moderators", code="moderator_not_found")
+    await store.moderation.log(principal.user_id, REMOVE_MODERATOR, principal.user_id, user_id)
     return Response(status_code=204)
 
 

@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from server.api.admin import WITHDRAWAL_STATES
 from server.auth import CHAT_ROLES, CREATOR_ROLES, GIFTING_ROLES, ROLES
 from server.domain.catalog import Catalog, Gift
-from server.domain.chat import ChatRequest, ChatSettings
+from server.domain.chat import ChatRequest, ChatSettings, MuteRequest
 from server.domain.ids import ID_PATTERN
 from server.domain.limits import is_exempt
 from server.domain.requests import (
@@ -58,10 +58,12 @@ STATUSES: dict[int, tuple[str, tuple[str, ...]]] = {
     401: ("No, malformed, expired or wrongly signed bearer token", ("unauthorized",)),
     402: ("Not enough coins", ("insufficient_coins", "negative_balance")),
     403: ("Not allowed", ("forbidden", "account_frozen", "daily_limit_exceeded",
-                          "links_not_allowed", "message_blocked")),
+                          "links_not_allowed", "message_blocked",
+                          "banned")),
     404: ("No such thing", ("not_found", "room_not_found", "unknown_gift", "unknown_package",
                             "withdrawal_not_found", "overlay_not_found",
-                            "moderator_not_found", "creator_not_found")),
+                            "moderator_not_found", "creator_not_found",
+                            "message_not_found")),
     409: ("Conflicts with the current state", ("idempotency_mismatch", "room_ended", "self_gift",
                                               "already_live", "not_live", "amount_mismatch", "order_flagged",
                                               "order_already_paid", "payment_reused", "order_not_paid",
@@ -72,7 +74,8 @@ STATUSES: dict[int, tuple[str, tuple[str, ...]]] = {
     413: ("The body is over 64 KiB", ("payload_too_large",)),
     422: ("Invalid request", ("invalid_request", "unknown_region", "below_minimum_withdrawal")),
     429: ("Too many requests; Retry-After says when to retry", ("rate_limited",
-                                                                "slow_mode")),
+                                                                "slow_mode",
+                                                                "muted")),
     503: ("The engine cannot be reached; retry", ("engine_unavailable",)),
 }  # fmt: skip
 STATUS_OF = {code: status for status, (_, codes) in STATUSES.items() for code in codes}
@@ -180,12 +183,14 @@ OPERATIONS: tuple[Operation, ...] = (
               returns=("gift_event_id", "coins", "cost"),
               errors=("insufficient_coins", "negative_balance", "account_frozen", "daily_limit_exceeded",
                       "room_not_found", "unknown_gift", "idempotency_mismatch", "room_ended", "self_gift",
-                      "rate_limited"),  # rate_limited: also the per-user gift rate
+                      "rate_limited",  # rate_limited: also the per-user gift rate
+                      "banned"),
               headers={200: ("Idempotent-Replayed",)}),
     Operation("POST", "/v1/rooms/{room_id}/chat", "Post a chat message (a resend with its client_id: 200)",
               ChatRequest, roles=CHAT_ROLES, status=201, returns=("client_id", "event_id"),
               errors=("room_not_found", "room_ended", "idempotency_mismatch", "links_not_allowed",
-                      "message_blocked", "slow_mode", "rate_limited"),  # rate_limited: also the chat rate
+                      "message_blocked", "slow_mode", "rate_limited",  # rate_limited: also the chat rate
+                      "muted", "banned"),
               headers={200: ("Idempotent-Replayed",)}),
     Operation("GET", "/v1/creator/moderators", "The creator's moderators", roles=("creator",),
               returns=("moderators",)),
@@ -197,6 +202,23 @@ OPERATIONS: tuple[Operation, ...] = (
               returns=CHAT_SETTINGS),
     Operation("PUT", "/v1/creator/chat-settings", "Replace the creator's chat settings (for all their lives)",
               ChatSettings, roles=("creator",), returns=CHAT_SETTINGS),
+    Operation("DELETE", "/v1/rooms/{room_id}/chat/{event_id}", "Delete a chat message (the room's creator "
+              "or a moderator; again: 204)", roles=CHAT_ROLES, status=204,
+              errors=("room_not_found", "message_not_found")),
+    Operation("PUT", "/v1/rooms/{room_id}/mutes/{user_id}", "Mute a user's chat in this live (the room's "
+              "creator or a moderator)", MuteRequest, roles=CHAT_ROLES, status=204,
+              errors=("room_not_found",)),
+    Operation("DELETE", "/v1/rooms/{room_id}/mutes/{user_id}", "Unmute a user in this live (not muted: 204)",
+              roles=CHAT_ROLES, status=204, errors=("room_not_found",)),
+    Operation("PUT", "/v1/rooms/{room_id}/bans/{user_id}", "Ban a user from all of the creator's lives: "
+              "their sockets close 4403 (banned already: 204)", roles=CHAT_ROLES, status=204,
+              errors=("room_not_found",)),
+    Operation("DELETE", "/v1/rooms/{room_id}/bans/{user_id}", "Unban a user (not banned: 204)",
+              roles=CHAT_ROLES, status=204, errors=("room_not_found",)),
+    Operation("GET", "/v1/creator/bans", "The users the creator banned from their lives", roles=("creator",),
+              returns=("bans",)),
+    Operation("GET", "/v1/creator/moderation-log", "Every moderation action on the creator's lives, newest "
+              "first", roles=("creator",), returns=PAGE, query=(CURSOR, limit(100))),
     Operation("POST", "/v1/rooms/{room_id}/likes", "Like a live room (taps batched by the client); "
               "likes over the caller's rate are dropped, not refused: the answer says how many were "
               "accepted", LikeRequest, roles=GIFTING_ROLES, status=202,
@@ -270,6 +292,7 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "user_id": {"type": "string", "pattern": ID_PATTERN},
     "gift_id": {"type": "string", "pattern": ID_PATTERN},
     "creator_id": {"type": "string", "pattern": ID_PATTERN},
+    "event_id": {"type": "string", "pattern": ID_PATTERN},
     "token": {"type": "string"},
     "path": {"type": "string"},
 }

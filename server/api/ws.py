@@ -313,6 +313,8 @@ async def admit(
         refuse(exc, Close.ROOM_NOT_FOUND)
     except TooManyConnections as exc:
         refuse(exc, Close.TOO_MANY)
+    except Forbidden as exc:  # banned
+        refuse(exc, Close.BANNED)
     except GiftingError as exc:  # room_ended
         refuse(exc, Close.ROOM_GONE)
     except ENGINE_ERRORS as exc:

@@ -164,3 +164,13 @@ def masked(text: str) -> str:
     if hidden == text:
         return text
     return sanitised(unicodedata.normalize("NFC", hidden)[:MAX_LENGTH])
+
+
+# The longest mute, seconds: a day.
+MAX_MUTE_S = 86_400
+
+
+class MuteRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """How long a user is muted in a live."""
+
+    seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_MUTE_S)]

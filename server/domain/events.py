@@ -1,7 +1,9 @@
 """Room events: stream offsets, and how an entry of a room's stream becomes what clients see.
 
-The stream holds ``gift``, ``combo_end``, ``chat``, ``follow``, ``share``, ``room_end``,
-``test_alert`` (for overlays only) and the internal ``goal_set`` marker. It also holds each hub
+The stream holds ``gift``, ``combo_end``, ``chat``, ``chat_deleted``, ``follow``, ``share``,
+``room_end``, ``test_alert`` (for overlays only), the internal ``goal_set`` marker and the
+``ban`` and ``unban`` markers each hub acts on (closing a banned user's connections), shown
+to no one. It also holds each hub
 process's per-tick like and join ``tally``, which is room state rather than log: never replayed,
 each hub turns the tallies of a tick into ``likes`` and ``joins`` events (``domain.likes``).
 The ``leaderboard``, ``goal``, ``viewers`` and ``followers`` events are not stored: each hub
@@ -129,6 +131,12 @@ def parse_entry(entry_id: str, fields: dict[str, str]) -> RoomEvent:
         )
     if kind == "room_end":
         return RoomEvent(offset=entry_id, kind=kind, ts=ts, public={"type": "room_end", "ts": ts})
+    if kind == "chat_deleted":
+        # The message itself left the stream in the same step (chat_delete.lua).
+        public = {"type": "chat_deleted", "event_id": fields["e"]}
+        return RoomEvent(offset=entry_id, kind=kind, ts=ts, public=public)
+    if kind in ("ban", "unban"):
+        return RoomEvent(offset=entry_id, kind=kind, ts=ts, public=None, sender_id=fields["u"])
     if kind == "tally":
         return RoomEvent(offset=entry_id, kind=kind, ts=ts, public=None, tally=TallyEntry.from_fields(fields))
     # goal_set and anything a newer server may add: a cue to refresh state, not shown as is.

@@ -15,6 +15,8 @@ One task per process runs the tick loop:
    ``tally`` entries it reads into the room's ``likes`` and ``joins`` events;
 6. the connection slots of the per-user connection limit are kept alive with the presence
    heartbeat, and those of closed connections freed (``hub.slots``).
+7. a ``ban`` marker in a room's log closes the banned user's connections in the room, on
+   every process that reads it (close 4403, ``store.moderation``).
 
 So the engine sees a constant number of calls per tick and room, whatever the number of
 viewers, and a viewer receives at most one batch per tick, whatever the gift rate.
@@ -39,6 +41,7 @@ from server.hub.room import LocalRoom, Viewer, catch_up_frames, state_changes
 from server.hub.slots import ConnectionSlots
 from server.settings import Settings
 from server.store import ENGINE_ERRORS, Store
+from server.store.moderation import banned_error
 from server.store.records import RoomState
 
 log = logging.getLogger(__name__)
@@ -102,11 +105,16 @@ class Hub:
                     resume_from = await self._resume_point(room, since, epoch)
                 except InvalidRequest as exc:
                     resync_reason = exc.message
+            banned = not viewer.overlay and await self.store.moderation.is_banned(
+                room.room.creator_id, viewer.user_id
+            )
             if self.rooms.get(viewer.room_id, room) is room:
                 break
             # Everyone else left while this one was waiting, and the room was reloaded since.
         if room.ended:
             raise Conflict(f"room {viewer.room_id!r} has ended", code="room_ended")
+        if banned or (not viewer.overlay and viewer.user_id in room.banned):
+            raise banned_error()
         # From here to the end nothing awaits: the welcome is written before any next batch.
         self.rooms[viewer.room_id] = room
         self._wake.set()
@@ -397,6 +405,7 @@ class Hub:
 
     def _flush(self, room_id: str, room: LocalRoom, state: RoomState | None) -> None:
         balances = {event.sender_id: event.balance for event in room.pending if event.balance is not None}
+        banned = [event.sender_id for event in room.pending if event.kind == "ban" and event.sender_id]
         state_events = room.state_events(state) if state is not None else []
         batches = room.take_batch([*state_events, *room.tally_events()])
         for viewer in room.broadcast(batches):
@@ -405,12 +414,23 @@ class Hub:
             for viewer in tuple(self.by_user.get(user_id or "", ())):
                 if not viewer.send({"type": "balance", "coins": coins}):
                     self.leave(viewer)
+        for user_id in banned:
+            self._close_banned(room_id, user_id)
         if room.ended:
             for viewer in tuple(room.viewers):
                 # A gift the connection is sending is answered before the close.
                 viewer.outlet.finish(Close.ROOM_ENDED, "the live has ended")
                 self.leave(viewer)
             self.rooms.pop(room_id, None)
+
+    def _close_banned(self, room_id: str, user_id: str) -> None:
+        """Close the user's connections in the room: the creator banned them."""
+        error = banned_error()
+        for viewer in tuple(self.by_user.get(user_id, ())):
+            if viewer.room_id == room_id:
+                viewer.send(error_frame(error))
+                viewer.outlet.close(Close.BANNED, error.code)
+                self.leave(viewer)
 
     def _watch_combos(self, room_id: str, events: list[RoomEvent]) -> None:
         for event in events:

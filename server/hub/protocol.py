@@ -36,6 +36,8 @@ class Close(enum.IntEnum):
     ENGINE_UNAVAILABLE = 1013
     INVALID_FRAMES = 4400
     UNAUTHORIZED = 4401
+    # The room's creator banned the user: at once on an open connection, or on connect.
+    BANNED = 4403
     ROOM_NOT_FOUND = 4404
     TOO_SLOW = 4408
     ROOM_GONE = 4410

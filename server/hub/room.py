@@ -61,6 +61,9 @@ class LocalRoom:
     likes: int = 0  # the like total as of the last tally read
     # Resuming connections still being written the events they missed: no batches yet.
     catching_up: set[Viewer] = field(default_factory=set)
+    # Users a ban marker of this live named and no unban since: a connection that checked
+    # the ban before it and joins after it is refused all the same.
+    banned: set[str] = field(default_factory=set)
 
     def add(self, viewer: Viewer) -> None:
         self.viewers.add(viewer)
@@ -144,6 +147,15 @@ class LocalRoom:
                 self.recent.append(event.public)
             elif event.kind == "chat":
                 self.chat.append(event)
+            elif event.kind == "chat_deleted" and event.public is not None:
+                gone = event.public["event_id"]
+                kept = [chat for chat in self.chat if chat.public is None or chat.public["event_id"] != gone]
+                if len(kept) != len(self.chat):
+                    self.chat = deque(kept, maxlen=RECENT_CHAT)
+            elif event.kind == "ban" and event.sender_id is not None:
+                self.banned.add(event.sender_id)
+            elif event.kind == "unban":
+                self.banned.discard(event.sender_id or "")
             elif event.kind == "room_end":
                 self.ended = True
         batches = {

@@ -39,6 +39,8 @@ class ChatRoom:
     earlier: tuple[str, str] | None
     # What is left of the sender's slow mode marker, milliseconds (0: none).
     slow_marker_left_ms: int
+    # What is left of the sender's mute in this live, milliseconds (0: not muted).
+    mute_left_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,32 +76,37 @@ class Chat:
 
     async def room(self, room_id: str, sender_id: str, client_id: str) -> ChatRoom:
         """The room, its top gifters, the message's idempotency record and the sender's slow
-        mode marker, as they are now."""
+        mode marker and mute, as they are now."""
         keys = self._keys.room(room_id)
-        raw, top, record, left = await self._runner.pipeline(
+        raw, top, record, left, muted = await self._runner.pipeline(
             [
                 Call.command("HGETALL", keys.info),
                 Call.command("ZREVRANGE", keys.top, 0, TOP_GIFTERS - 1),
                 Call.command("GET", keys.chat_message(sender_id, client_id)),
                 Call.command("PTTL", keys.chat_slow(sender_id)),
+                Call.command("PTTL", keys.mute(sender_id)),
             ]
         )
         earlier = None
         if record is not None:
             fingerprint, _, event_id = record.partition("|")
             earlier = (fingerprint, event_id)
-        return ChatRoom(room_from_hash(room_id, raw), list(top), earlier, max(0, int(left)))
+        return ChatRoom(
+            room_from_hash(room_id, raw), list(top), earlier, max(0, int(left)), max(0, int(muted))
+        )
 
-    async def rules(self, creator_id: str, sender_id: str) -> tuple[ChatSettings, bool]:
-        """The creator's chat settings, and whether the sender is one of their moderators."""
+    async def rules(self, creator_id: str, sender_id: str) -> tuple[ChatSettings, bool, bool]:
+        """The creator's chat settings, whether the sender is one of their moderators, and
+        whether the creator banned them."""
         keys = self._keys.user(creator_id)
-        raw, moderator = await self._runner.pipeline(
+        raw, moderator, banned = await self._runner.pipeline(
             [
                 Call.command("HGETALL", keys.chat_settings),
                 Call.command("SISMEMBER", keys.moderators, sender_id),
+                Call.command("SISMEMBER", keys.bans, sender_id),
             ]
         )
-        return self._settings(raw), bool(moderator)
+        return self._settings(raw), bool(moderator), bool(banned)
 
     async def take_token(self, user_id: str, rate_per_s: float, burst: int) -> None:
         """Take one token from the user's chat bucket (``ip_bucket.lua``), or ``RateLimited``
@@ -186,11 +193,19 @@ def slow_mode(slow_mode_s: int, wait_ms: int) -> RateLimited:
     )
 
 
+def muted(wait_ms: int) -> RateLimited:
+    """The refusal of a message from a sender muted in this live for ``wait_ms`` more."""
+    return RateLimited(
+        f"a moderator muted you in this live; retry in {wait_ms} ms", retry_after_ms=wait_ms, code="muted"
+    )
+
+
 def _post_refusals(room_id: str, slow_mode_ms: int) -> Refusals:
     return {
         **room_refusals(room_id),
         "mismatch": lambda _: mismatch(),
         "slow": lambda reply: slow_mode(slow_mode_ms // 1000, int(reply[1])),
+        "muted": lambda reply: muted(int(reply[1])),
     }
 
 
@@ -209,6 +224,9 @@ def chat_post_arguments(room: RoomKeys, message: Message, stream_len: int) -> Ar
             room.chat,
             room.chat_message(m.sender_id, m.client_id),
             room.chat_slow(m.sender_id),
+            room.chat_ids,
+            room.mute(m.sender_id),
+            room.chat_ids_old,
         ],
         [
             m.event_id,
@@ -224,5 +242,6 @@ def chat_post_arguments(room: RoomKeys, message: Message, stream_len: int) -> Ar
             RECENT_CHAT,
             ENDED_ROOM_RETENTION_S,
             room.wake,
+            stream_len,
         ],
     )

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 # A finished live's events, leaderboard and guards are kept this long after it ends.
 ENDED_ROOM_RETENTION_S = 24 * 3600
+# The room hash's count of entries deleted from its stream (``chat_delete.lua``).
+DELETED = "deleted"
 LEADERBOARD_SIZE = 10
 
 
@@ -86,11 +88,12 @@ class Rooms:
         self._stream_len = stream_len
         self._wakeups = topology.wakeups(keys)
 
-    async def get(self, room_id: str) -> Room:
+    def get(self, room_id: str) -> asyncio.Future[Room]:
         """The room as the engine holds it now. Read through the batch (``store.batch``): it
-        is the room check of every gift, whatever its transport, right before its debit."""
+        is the room check of every gift, whatever its transport, right before its debit.
+        Queued at the call, so reads queued with it in the same turn share its round trip."""
         key = self._keys.room(room_id).info
-        return await self._batch.read(("HGETALL", key), lambda raw: room_from_hash(room_id, raw))
+        return self._batch.read(("HGETALL", key), lambda raw: room_from_hash(room_id, raw))
 
     async def create(self, creator_id: str, room_id: str, title: str, now_ms: int) -> Room:
         live_key = self._keys.user(creator_id).live_room
@@ -280,36 +283,46 @@ class Rooms:
         Trimming only ever drops the oldest entries, so if that window still covers
         ``after``, nothing after it was trimmed before the read either: the page is exact.
         """
-        key = self._keys.room(room_id).events
+        keys = self._keys.room(room_id)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xrange(key, min=f"({after}", max=until, count=count)
-            pipe.exists(key)
-            pipe.xinfo_stream(key)
-            entries, exists, info = await pipe.execute(raise_on_error=False)
+            pipe.xrange(keys.events, min=f"({after}", max=until, count=count)
+            pipe.exists(keys.events)
+            pipe.xinfo_stream(keys.events)
+            pipe.hget(keys.info, DELETED)
+            entries, exists, info, deleted = await pipe.execute(raise_on_error=False)
         if isinstance(entries, Exception):
             raise entries
-        return entries, self._window(exists, info)
+        return entries, self._window(exists, info, deleted)
 
     async def window(self, room_id: str) -> StreamWindow:
-        key = self._keys.room(room_id).events
-        if not await self._redis.exists(key):
-            return StreamWindow(first=(0, 0), last=(0, 0), trimmed=False)
-        return self._window(1, await self._redis.xinfo_stream(key))
+        keys = self._keys.room(room_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(keys.events)
+            pipe.xinfo_stream(keys.events)
+            pipe.hget(keys.info, DELETED)
+            exists, info, deleted = await pipe.execute(raise_on_error=False)
+        return self._window(exists, info, deleted)
 
     @staticmethod
-    def _window(exists: int | Exception, info: dict[str, Any] | Exception) -> StreamWindow:
-        """The window ``XINFO STREAM`` describes (an error if the stream does not exist)."""
+    def _window(
+        exists: int | Exception, info: dict[str, Any] | Exception, deleted: str | Exception | None
+    ) -> StreamWindow:
+        """The window ``XINFO STREAM`` describes (an error if the stream does not exist);
+        ``deleted`` counts the entries deleted from the middle of the stream (deleted chat
+        messages), which are not trimmed ones."""
         if isinstance(exists, Exception):
             raise exists
         if not exists:
             return StreamWindow(first=(0, 0), last=(0, 0), trimmed=False)
         if isinstance(info, Exception):
             raise info
+        if isinstance(deleted, Exception):
+            raise deleted
         first = info.get("first-entry")
         return StreamWindow(
             first=parse_offset(first[0]) if first else (0, 0),
             last=parse_offset(str(info["last-generated-id"])),
-            trimmed=int(info["entries-added"]) > int(info["length"]),
+            trimmed=int(info["entries-added"]) - int(deleted or 0) > int(info["length"]),
         )
 
 

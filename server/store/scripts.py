@@ -83,6 +83,8 @@ UNFOLLOW = Script.named("unfollow")
 CREATOR_CARD = Script.named("creator_card")
 ROOM_FOLLOW = Script.named("room_follow")
 ROOM_SHARE = Script.named("room_share")
+CHAT_DELETE = Script.named("chat_delete")
+ROOM_BAN = Script.named("room_ban")
 
 
 class Call(NamedTuple):

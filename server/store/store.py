@@ -23,6 +23,7 @@ from server.store.earnings import CreatorEarnings
 from server.store.failures import ENGINE_ERRORS
 from server.store.likes import Likes
 from server.store.limits import Limits
+from server.store.moderation import Moderation
 from server.store.outbox import Outbox
 from server.store.overlays import OverlayTokens
 from server.store.payments import Payments
@@ -72,6 +73,7 @@ class Store:
         self.limits = Limits(keys, runner, batch)
         self.likes = Likes(redis, keys, runner, room_stream_len)
         self.chat = Chat(redis, keys, runner, batch, room_stream_len)
+        self.moderation = Moderation(redis, keys, runner, batch, room_stream_len)
 
     @classmethod
     def from_url(

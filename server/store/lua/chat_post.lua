@@ -6,6 +6,9 @@
 -- KEYS[3] - the live's last chat messages stream    ({r:R}:chat)
 -- KEYS[4] - the message's idempotency record        ({r:R}:chat:msg:<sender>:<client id>)
 -- KEYS[5] - the sender's slow mode marker           ({r:R}:chat:slow:<sender>)
+-- KEYS[6] - chat event id -> offset, for deletes    ({r:R}:chat:ids)
+-- KEYS[7] - the sender's mute in this live           ({r:R}:mute:<sender>)
+-- KEYS[8] - the previous generation of KEYS[6]      ({r:R}:chat:ids:old)
 -- ARGV[1] - chat event id to use if this is a new message
 -- ARGV[2] - sender id
 -- ARGV[3] - sender display name
@@ -19,6 +22,7 @@
 -- ARGV[11] - how many chat messages KEYS[3] keeps
 -- ARGV[12] - how long KEYS[3] is kept after the last message, seconds
 -- ARGV[13] - the room's wake channel ({r:R}:wake), published to when the event is added
+-- ARGV[14] - how many message ids KEYS[6] holds before it becomes KEYS[8] and a new one starts
 --
 -- Returns one of:
 --   {"ok", event_id, ts}       posted now
@@ -26,6 +30,7 @@
 --   {"mismatch"}               same client id, another text: nothing posted
 --   {"ended"}                  the room is not live: nothing posted
 --   {"slow", retry_after_ms}   the sender posted less than the slow mode ago: nothing posted
+--   {"muted", retry_after_ms}  a moderator muted the sender in this live: nothing posted
 --
 -- A replay is answered before the room check, so a resend gets its first answer even after
 -- the live ended. The slow mode marker is set for ARGV[9] on each message posted under slow
@@ -39,6 +44,9 @@ local events_key = KEYS[2]
 local chat_key = KEYS[3]
 local record_key = KEYS[4]
 local slow_key = KEYS[5]
+local ids_key = KEYS[6]
+local mute_key = KEYS[7]
+local old_ids_key = KEYS[8]
 local event_id = ARGV[1]
 local sender = ARGV[2]
 local name = ARGV[3]
@@ -52,6 +60,7 @@ local maxlen = ARGV[10]
 local recent = ARGV[11]
 local recent_keep_s = ARGV[12]
 local wake_channel = ARGV[13]
+local ids_generation = tonumber(ARGV[14])
 
 local record = redis.call('GET', record_key)
 if record then
@@ -63,6 +72,10 @@ if record then
 end
 if redis.call('HGET', room_key, 'state') ~= 'live' then
   return {'ended'}
+end
+local muted = redis.call('PTTL', mute_key)
+if muted > 0 then
+  return {'muted', muted}
 end
 if slow_ms > 0 then
   local left = redis.call('PTTL', slow_key)
@@ -81,6 +94,12 @@ local offset = redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*',
 redis.call('XADD', chat_key, 'MAXLEN', recent, offset,
   't', 'chat', 'e', event_id, 's', sender, 'n', name, 'x', text, 'bd', badges, 'ts', now)
 redis.call('EXPIRE', chat_key, recent_keep_s)
+-- The ids of the last ARGV[14] to 2 * ARGV[14] messages, whatever the length of the live.
+if redis.call('HSET', ids_key, event_id, offset) == 1 and redis.call('HLEN', ids_key) >= ids_generation then
+  redis.call('RENAME', ids_key, old_ids_key)
+else
+  redis.call('EXPIRE', ids_key, recent_keep_s)
+end
 redis.call('SET', record_key, fingerprint .. '|' .. event_id, 'EX', record_ttl_s)
 if slow_ms > 0 then
   redis.call('SET', slow_key, '1', 'PX', slow_marker_ms)
