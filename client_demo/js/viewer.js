@@ -421,16 +421,16 @@ function hideChatError() {
 }
 
 function canModerate() {
-  return Boolean(state.room && state.me && (state.room.creator_id === state.me.id || state.moderator));
+  return Boolean(state.room && state.me && (state.room.creator_id === state.me.user_id || state.moderator));
 }
 
 function addChat(event) {
-  if (state.me && event.sender.id === state.me.id) {
+  if (state.me && event.sender.id === state.me.user_id) {
     // Badges are decided per message: the latest of ours says whether we moderate now.
     state.moderator = (event.sender.badges ?? []).includes("moderator");
   }
   const item = chatItem(event);
-  if (canModerate() && event.sender.id !== state.me.id && event.sender.id !== state.room.creator_id) {
+  if (canModerate() && event.sender.id !== state.me.user_id && event.sender.id !== state.room.creator_id) {
     item.append(moderationMenu(event));
   }
   appendToChat(byTestId("chat-list"), item, CHAT_LENGTH);
@@ -542,7 +542,7 @@ function showFollowing(following) {
 
 async function loadCreator(creatorId) {
   const button = byTestId("follow");
-  show(button, creatorId !== state.me.id);
+  show(button, creatorId !== state.me.user_id);
   try {
     const creator = await api(`/v1/creators/${encodeURIComponent(creatorId)}`, { token: state.token });
     showFollowing(creator.following);
