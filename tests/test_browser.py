@@ -510,3 +510,53 @@ def test_the_dashboard_sets_chat_rules_moderators_and_shows_followers(
     name = "phone" if size == PHONE_SIZE else "desktop"
     dashboard.screenshot(path=screenshots() / f"creator-chat-{name}.png", full_page=True)
     console.assert_clean()
+
+
+def test_markup_in_names_and_chat_shows_as_text_on_every_page(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    api = site_api
+    creator, attacker, watcher = unique("c"), unique("v"), unique("v")
+    creator_token(api, creator, "Mia Streams")
+    room_id = open_room(api, creator, "Markup")
+    reply = api.http.put(
+        "/v1/creator/chat-settings", json={"allow_links": True}, headers=api.auth(creator, "creator")
+    )
+    assert reply.status_code == 200, reply.text
+    dialogs: list[str] = []
+
+    def guarded(page: Page) -> None:
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    overlay = new_page(browser, console, "overlay", OVERLAY_SIZE)
+    guarded(overlay)
+    open_overlay(overlay, site.base_url, overlay_url(api, creator) + "?chat=1")
+    viewer = watch(browser, console, site.base_url, room_id, watcher, "Wes", VIEWER_SIZE, guarded)
+    sender = watch(browser, console, site.base_url, room_id, attacker, XSS_NAME, PHONE_SIZE, guarded)
+    expect(sender.get_by_test_id("user-name")).to_have_text(XSS_NAME)
+
+    for text in XSS_TEXTS:
+        say(sender, text)
+    sender.get_by_test_id("follow").click()
+    for page in (viewer, sender, overlay.get_by_test_id("chat-widget")):
+        for text in XSS_TEXTS:
+            expect(message(page, text).get_by_test_id("chat-name")).to_have_text(XSS_NAME)
+    expect(viewer.get_by_test_id("notice-follow")).to_contain_text(f"{XSS_NAME} followed")
+    expect(viewer.get_by_test_id("joins")).to_have_text(f"{XSS_NAME} joined")
+    expect(overlay.get_by_test_id("alert-name")).to_have_text(XSS_NAME)
+
+    dashboard = new_page(browser, console, "dashboard", PHONE_SIZE)
+    guarded(dashboard)
+    dashboard.goto(site.base_url + "/creator")
+    sign_in(dashboard, creator)
+    dashboard.get_by_test_id("moderator-id").fill(attacker)
+    dashboard.get_by_test_id("moderator-add").click()
+    expect(dashboard.get_by_test_id("moderator-name")).to_have_text(XSS_NAME)
+
+    # Nothing ran and nothing was made of the markup: no dialog, no flag, no new element.
+    made = "document.querySelectorAll('img, svg, b, main script, body > script').length"
+    for page in (viewer, sender, overlay, dashboard):
+        assert page.evaluate("typeof window.__xss") == "undefined"
+        assert page.evaluate(made) == 0
+    assert dialogs == []
+    console.assert_clean()
