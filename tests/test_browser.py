@@ -560,3 +560,77 @@ def test_markup_in_names_and_chat_shows_as_text_on_every_page(
         assert page.evaluate(made) == 0
     assert dialogs == []
     console.assert_clean()
+
+
+# ---------------------------------------------------------------- moderation
+
+MODERATION_PATH = "/v1/rooms/{room_id}/bans/{user_id}"
+
+
+def test_the_creator_and_moderators_delete_mute_and_ban_from_the_viewer_page(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    api = site_api
+    if MODERATION_PATH not in api.http.get("/openapi.json").json()["paths"]:
+        pytest.skip("this server has no moderation endpoints")
+    creator, moderator, troll, guest = unique("c"), unique("v"), unique("v"), unique("v")
+    creator_token(api, creator, "Mia Streams")
+    room_id = open_room(api, creator, "Moderated")
+    reply = api.http.put(f"/v1/creator/moderators/{moderator}", headers=api.auth(creator, "creator"))
+    assert reply.status_code == 204, reply.text
+
+    # The creator moderates from the viewer page, at phone size.
+    mia = watch(browser, console, site.base_url, room_id, creator, "Mia Streams", PHONE_SIZE)
+    tom = watch(browser, console, site.base_url, room_id, troll, "Tom Troll", VIEWER_SIZE)
+
+    def act(page: Page, text: str, action: str) -> None:
+        item = message(page, text)
+        item.get_by_test_id("chat-menu").click()
+        item.get_by_test_id(f"moderate-{action}").click()
+
+    say(tom, "rude words")
+    expect(message(mia, "rude words")).to_be_visible()
+    act(mia, "rude words", "delete")
+    expect(message(tom, "rude words")).to_have_count(0)
+    expect(message(mia, "rude words")).to_have_count(0)
+
+    say(tom, "more rude words")
+    act(mia, "more rude words", "mute")
+    say(tom, "still here")
+    error = tom.get_by_test_id("chat-error")
+    expect(error).to_have_attribute("data-code", "muted")
+    expect(error).to_have_text(re.compile(r"^You are muted: you can chat again in (5 min|\d+ s)\.$"))
+
+    act(mia, "more rude words", "ban")
+    expect(tom.get_by_test_id("connection-state")).to_have_attribute("data-state", "closed")
+    expect(tom.get_by_test_id("message-text")).to_have_text("You are banned from this live.")
+
+    # A moderator gets the menu once their own message shows the badge.
+    mod = watch(browser, console, site.base_url, room_id, moderator, "Moe Derator", PHONE_SIZE)
+    gus = watch(browser, console, site.base_url, room_id, guest, "Gus", VIEWER_SIZE)
+    say(mod, "on duty")
+    expect(message(mod, "on duty").get_by_test_id("badge-moderator")).to_be_visible()
+    say(gus, "spam spam")
+    act(mod, "spam spam", "delete")
+    expect(message(gus, "spam spam")).to_have_count(0)
+    # Nobody else gets the menu.
+    expect(gus.get_by_test_id("chat-menu")).to_have_count(0)
+
+    # The dashboard: the log, newest first, and the unban.
+    dashboard = new_page(browser, console, "dashboard", PHONE_SIZE)
+    dashboard.goto(site.base_url + "/creator")
+    sign_in(dashboard, creator)
+    dashboard.get_by_test_id("moderation-log-panel").locator("summary").click()
+    entries = dashboard.get_by_test_id("moderation-entry")
+    expect(entries.first).to_have_attribute("data-action", "delete")
+    actions = [entries.nth(index).get_attribute("data-action") for index in range(entries.count())]
+    assert actions[:4] == ["delete", "ban", "mute", "delete"], actions
+    expect(entries.nth(1)).to_contain_text(re.compile(f"banned (Tom Troll|{troll})"))
+    dashboard.get_by_test_id("unban-id").fill(troll)
+    dashboard.get_by_test_id("unban").click()
+    expect(dashboard.get_by_test_id("unban-state")).to_have_attribute("data-state", "done")
+    tom.reload()
+    expect(tom.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+    for page in (mia, mod, dashboard):
+        assert_fits(page)
+    console.assert_clean()
