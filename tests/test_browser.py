@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, Playwright, WebSocket, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Locator, Page, Playwright, WebSocket, expect, sync_playwright
 
 from tests.browser import (
     CHECKERBOARD,
@@ -525,8 +525,12 @@ def test_markup_in_names_and_chat_shows_as_text_on_every_page(
     assert reply.status_code == 200, reply.text
     dialogs: list[str] = []
 
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
     def guarded(page: Page) -> None:
-        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.on("dialog", on_dialog)
 
     overlay = new_page(browser, console, "overlay", OVERLAY_SIZE)
     guarded(overlay)
