@@ -15,10 +15,21 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Dialog, Locator, Page, Playwright, WebSocket, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    Dialog,
+    Locator,
+    Page,
+    Playwright,
+    WebSocket,
+    WebSocketRoute,
+    expect,
+    sync_playwright,
+)
 
 from tests.browser import (
     CHECKERBOARD,
@@ -384,6 +395,69 @@ def test_two_viewers_chat_like_follow_and_share(
         assert_fits(page)
     name = "phone" if size == PHONE_SIZE else "desktop"
     ann.screenshot(path=screenshots() / f"viewer-chat-{name}.png", full_page=True)
+    console.assert_clean()
+
+
+def test_a_message_resent_after_a_dropped_connection_is_posted_once(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    api = site_api
+    creator, ann_id, bo_id = unique("c"), unique("v"), unique("v")
+    room_id = open_room(api, creator, "Resend")
+    bo = watch(browser, console, site.base_url, room_id, bo_id, "Bo Lee", VIEWER_SIZE)
+    sent: list[dict[str, Any]] = []
+    acks: list[dict[str, Any]] = []
+
+    def lose_the_first_ack(socket: WebSocketRoute) -> None:
+        # Between page and server: the first chat_ack never reaches the page.
+        server = socket.connect_to_server()
+
+        def from_page(payload: str | bytes) -> None:
+            frame = json.loads(payload)
+            if frame["type"] == "chat":
+                sent.append(frame)
+            server.send(payload)
+
+        def from_server(payload: str | bytes) -> None:
+            frame = json.loads(payload)
+            if frame["type"] == "chat_ack":
+                acks.append(frame)
+                if len(acks) == 1:
+                    return
+            socket.send(payload)
+
+        socket.on_message(from_page)
+        server.on_message(from_server)
+
+    def route(page: Page) -> None:
+        page.route_web_socket(re.compile(r"/ws(\?|$)"), lose_the_first_ack)
+
+    def wait_for(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            ann.wait_for_timeout(50)  # Playwright delivers the routed frames meanwhile
+
+    ann = watch(browser, console, site.base_url, room_id, ann_id, "Ann Fox", PHONE_SIZE, route)
+    say(ann, "said once")
+    wait_for(lambda: len(acks) == 1)
+    # ...and then the connection drops (the server restarts): the page resends the message
+    # with its client_id.
+    console.tolerate = RESTART_NOISE
+    site.stop()
+    expect(ann.get_by_test_id("connection-state")).to_have_attribute("data-state", "reconnecting")
+    site.start()
+    wait_for(lambda: len(acks) == 2)
+    expect(ann.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+    expect(bo.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+    console.tolerate = []
+    assert [frame["client_id"] for frame in sent] == [sent[0]["client_id"]] * 2, sent
+    # The first post's answer again, and no second post.
+    assert [ack["event_id"] for ack in acks] == [acks[0]["event_id"]] * 2, acks
+    say(bo, "after")
+    expect(message(ann, "after")).to_be_visible()
+    expect(message(bo, "said once")).to_have_count(1)
+    expect(message(ann, "said once")).to_have_count(1)
     console.assert_clean()
 
 
