@@ -519,6 +519,8 @@ function showLikes(total) {
 }
 
 function showJoins(event) {
+  // Our own arrival is no news to us.
+  if (event.count === 1 && event.users[0]?.id === state.me.user_id) return;
   const element = byTestId("joins");
   element.textContent = joinsText(event);
   show(element);
