@@ -179,6 +179,9 @@ def test_a_viewers_combo_shows_on_the_overlay_and_the_books_match(
     overlay.screenshot(path=screenshots() / "overlay.png")
     # Alerts last at most 4 s.
     expect(alert).to_be_hidden(timeout=4500)
+    # The viewer's chat says it once for the whole combo.
+    expect(page.get_by_test_id("notice-gift")).to_have_count(1)
+    expect(page.get_by_test_id("notice-gift")).to_have_text(f"{name} sent Finger Heart {TIMES}5")
 
     # The books: the balance on screen is the wallet's, and the creator earned
     # floor(0.5 * 5) = 2 diamonds for each of the five gifts.

@@ -205,12 +205,14 @@ function handleEvent(event) {
     case "gift":
       addToFeed(event);
       flyGift(event);
-      addNotice("gift", event.sender.name, `sent ${state.catalog.name(event.gift_id)} ×${event.count}`);
-      // Only streakable gifts make combos; their streak always ends with one combo_end.
+      // Only streakable gifts make combos; their streak always ends with one combo_end,
+      // which says it in the chat once for the whole streak.
       if (state.catalog.streakable(event.gift_id)) showCombo(event);
+      else addNotice("gift", event.sender.name, `sent ${state.catalog.name(event.gift_id)} ×${event.count}`);
       break;
     case "combo_end":
       endCombo(event);
+      addNotice("gift", event.sender.name, `sent ${state.catalog.name(event.gift_id)} ×${event.combo}`);
       break;
     case "leaderboard":
       renderLeaderboard(byTestId("leaderboard"), event.leaderboard);
