@@ -304,9 +304,44 @@ async function unban(userId) {
     status.dataset.state = "done";
     status.textContent = `${userId} can watch and chat again.`;
     byTestId("unban-id").value = "";
+    if (byTestId("bans-panel").open) await loadBans();
   } catch (error) {
     status.dataset.state = "failed";
     status.textContent = describeError(error.code, error.message);
+  }
+}
+
+/** Read when opened: whom the creator banned, each with its unban button. */
+async function loadBans() {
+  try {
+    const { bans } = await api("/v1/creator/bans", { token: state.token });
+    const items = bans.map((user) => {
+      const item = document.createElement("li");
+      item.dataset.testid = "banned-user";
+      const name = document.createElement("span");
+      name.className = "person-name";
+      name.textContent = user.name;
+      const id = document.createElement("span");
+      id.className = "hint";
+      id.textContent = user.id;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "link";
+      button.dataset.testid = `unban-${user.id}`;
+      button.textContent = "Unban";
+      button.addEventListener("click", () => unban(user.id));
+      item.append(name, id, button);
+      return item;
+    });
+    if (items.length === 0) {
+      const none = document.createElement("li");
+      none.className = "hint";
+      none.textContent = "Nobody is banned.";
+      items.push(none);
+    }
+    byTestId("bans").replaceChildren(...items);
+  } catch (error) {
+    showError(error);
   }
 }
 
@@ -395,6 +430,7 @@ function wire() {
     event.preventDefault();
     unban(byTestId("unban-id").value.trim());
   });
+  byTestId("bans-panel").addEventListener("toggle", (event) => event.target.open && loadBans());
   byTestId("moderation-log-panel").addEventListener("toggle", (event) => event.target.open && loadModerationLog());
   byTestId("moderation-log-more").addEventListener("click", () => loadModerationLog(true));
 }
