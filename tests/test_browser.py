@@ -9,13 +9,27 @@ The pages' screenshots in docs/screenshots/ are taken here.
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    Dialog,
+    Locator,
+    Page,
+    Playwright,
+    WebSocket,
+    WebSocketRoute,
+    expect,
+    sync_playwright,
+)
 
 from tests.browser import (
     CHECKERBOARD,
@@ -165,6 +179,9 @@ def test_a_viewers_combo_shows_on_the_overlay_and_the_books_match(
     overlay.screenshot(path=screenshots() / "overlay.png")
     # Alerts last at most 4 s.
     expect(alert).to_be_hidden(timeout=4500)
+    # The viewer's chat says it once for the whole combo.
+    expect(page.get_by_test_id("notice-gift")).to_have_count(1)
+    expect(page.get_by_test_id("notice-gift")).to_have_text(f"{name} sent Finger Heart {TIMES}5")
 
     # The books: the balance on screen is the wallet's, and the creator earned
     # floor(0.5 * 5) = 2 diamonds for each of the five gifts.
@@ -241,4 +258,472 @@ def test_the_overlay_reconnects_after_a_server_restart(
     assert api.gift(viewer, room_id, "corgi").status_code == 200
     expect(overlay.get_by_test_id("alert-name")).to_have_text(viewer.capitalize())
     expect(overlay.get_by_test_id("alert-gift")).to_have_text("Corgi")
+    console.assert_clean()
+
+
+# ---------------------------------------------------------------- chat, likes, follows, shares
+
+PHONE_SIZE = {"width": 390, "height": 844}
+BOTH_SIZES = pytest.mark.parametrize("size", [PHONE_SIZE, VIEWER_SIZE], ids=["phone", "desktop"])
+# Markup in a display name (at most 64 characters) and in chat texts: each must show as the
+# characters it is and run nothing.
+XSS_NAME = '<img src=x onerror="window.__xss=1;alert(1)">'
+XSS_TEXTS = (
+    "<script>window.__xss=2;alert(2)</script>",
+    "<img src=x onerror=alert(3)>",
+    '"><svg onload=alert(4)><b>bold</b>',
+)
+
+
+def named_token(api: Api, user_id: str, role: str, name: str) -> None:
+    """A demo token with a display name, for the API calls made on the user's behalf."""
+    reply = api.http.post("/v1/dev/token", json={"user_id": user_id, "role": role, "name": name})
+    assert reply.status_code == 200, reply.text
+    api.tokens[(user_id, role)] = reply.json()["token"]
+
+
+def watch(
+    browser: Browser,
+    console: ConsoleWatch,
+    base_url: str,
+    room_id: str,
+    user: str,
+    name: str,
+    size: dict[str, int],
+    before: Callable[[Page], object] = lambda page: None,
+) -> Page:
+    """A viewer signed in and watching the room; `before` sees the page before it opens."""
+    page = new_page(browser, console, name, size)
+    before(page)
+    page.goto(f"{base_url}/?room={room_id}")
+    sign_in(page, user, name)
+    expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+    return page
+
+
+def say(page: Page, text: str) -> None:
+    """Type a message and press Enter, as a person does."""
+    page.get_by_test_id("chat-input").fill(text)
+    page.get_by_test_id("chat-input").press("Enter")
+
+
+def message(page: Page | Locator, text: str) -> Locator:
+    """The chat message with exactly this text."""
+    # The inner locator of a filter is relative to each item: it starts from a page.
+    root = page if isinstance(page, Page) else page.page
+    text_locator = root.get_by_test_id("chat-text").get_by_text(text, exact=True)
+    return page.get_by_test_id("chat-message").filter(has=text_locator)
+
+
+def assert_fits(page: Page) -> None:
+    """Nothing wider than the viewport: no sideways scrolling at phone size."""
+    scroll, client = page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert scroll <= client, f"the page is {scroll}px wide in a {client}px viewport"
+
+
+def record_like_frames(page: Page, frames: list[tuple[float, int]]) -> None:
+    """Append each `like` frame the page sends, with the time it left, to `frames`."""
+
+    def on_socket(socket: WebSocket) -> None:
+        def sent(payload: str | bytes) -> None:
+            frame = json.loads(payload)
+            if frame.get("type") == "like":
+                frames.append((time.monotonic(), frame["count"]))
+
+        socket.on("framesent", sent)
+
+    page.on("websocket", on_socket)
+
+
+@BOTH_SIZES
+def test_two_viewers_chat_like_follow_and_share(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch, size: dict[str, int]
+) -> None:
+    api = site_api
+    creator, ann_id, bo_id = unique("c"), unique("v"), unique("v")
+    creator_token(api, creator, "Mia Streams")
+    room_id = open_room(api, creator, "Mia paints live")
+    frames: list[tuple[float, int]] = []
+    ann = watch(
+        browser,
+        console,
+        site.base_url,
+        room_id,
+        ann_id,
+        "Ann Fox",
+        size,
+        lambda page: record_like_frames(page, frames),
+    )
+    bo = watch(browser, console, site.base_url, room_id, bo_id, "Bo Lee", size)
+    # Bo's arrival, briefly, on Ann's stage.
+    expect(ann.get_by_test_id("joins")).to_have_text("Bo Lee joined")
+
+    say(ann, "hello from Ann")
+    expect(message(bo, "hello from Ann").get_by_test_id("chat-name")).to_have_text("Ann Fox")
+    expect(message(ann, "hello from Ann")).to_be_visible()
+    expect(ann.get_by_test_id("chat-input")).to_have_value("")
+    say(bo, "hi Ann!")
+    expect(message(ann, "hi Ann!").get_by_test_id("chat-name")).to_have_text("Bo Lee")
+
+    # Seven quick taps on the stage: hearts at once, the likes in batches of 1-15 a second.
+    stage = ann.get_by_test_id("stage")
+    for tap in range(7):
+        stage.click(position={"x": 60 + 20 * tap, "y": 120})
+    expect(ann.get_by_test_id("heart-layer").locator(".heart").first).to_be_attached()
+    expect(ann.get_by_test_id("likes")).to_have_attribute("data-likes", "7")
+    expect(bo.get_by_test_id("likes")).to_have_attribute("data-likes", "7")
+    assert sum(count for _, count in frames) == 7
+    assert all(1 <= count <= 15 for _, count in frames)
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(frames)]
+    assert all(gap >= 0.9 for gap in gaps), gaps
+
+    # Follow, then unfollow: both pages follow the count; Bo's chat says Ann followed.
+    follow = ann.get_by_test_id("follow")
+    follow.click()
+    expect(follow).to_have_attribute("aria-pressed", "true")
+    expect(ann.get_by_test_id("followers")).to_have_attribute("data-followers", "1")
+    expect(bo.get_by_test_id("followers")).to_have_attribute("data-followers", "1")
+    expect(bo.get_by_test_id("notice-follow")).to_contain_text("Ann Fox followed")
+    follow.click()
+    expect(follow).to_have_attribute("aria-pressed", "false")
+    expect(bo.get_by_test_id("followers")).to_have_attribute("data-followers", "0")
+
+    bo.get_by_test_id("share").click()
+    expect(bo.get_by_test_id("share-state")).to_have_attribute("data-state", "shared")
+    expect(ann.get_by_test_id("notice-share")).to_contain_text("Bo Lee shared the live")
+
+    for page in (ann, bo):
+        assert_fits(page)
+    if size == PHONE_SIZE:  # the desktop look is viewer.png / creator.png
+        ann.screenshot(path=screenshots() / "viewer-phone.png", full_page=True)
+    console.assert_clean()
+
+
+def test_a_message_resent_after_a_dropped_connection_is_posted_once(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    api = site_api
+    creator, ann_id, bo_id = unique("c"), unique("v"), unique("v")
+    room_id = open_room(api, creator, "Resend")
+    bo = watch(browser, console, site.base_url, room_id, bo_id, "Bo Lee", VIEWER_SIZE)
+    sent: list[dict[str, Any]] = []
+    acks: list[dict[str, Any]] = []
+
+    def lose_the_first_ack(socket: WebSocketRoute) -> None:
+        # Between page and server: the first chat_ack never reaches the page.
+        server = socket.connect_to_server()
+
+        def from_page(payload: str | bytes) -> None:
+            frame = json.loads(payload)
+            if frame["type"] == "chat":
+                sent.append(frame)
+            server.send(payload)
+
+        def from_server(payload: str | bytes) -> None:
+            frame = json.loads(payload)
+            if frame["type"] == "chat_ack":
+                acks.append(frame)
+                if len(acks) == 1:
+                    return
+            socket.send(payload)
+
+        socket.on_message(from_page)
+        server.on_message(from_server)
+
+    def route(page: Page) -> None:
+        page.route_web_socket(re.compile(r"/ws(\?|$)"), lose_the_first_ack)
+
+    def wait_for(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            ann.wait_for_timeout(50)  # Playwright delivers the routed frames meanwhile
+
+    ann = watch(browser, console, site.base_url, room_id, ann_id, "Ann Fox", PHONE_SIZE, route)
+    say(ann, "said once")
+    wait_for(lambda: len(acks) == 1)
+    # ...and then the connection drops (the server restarts): the page resends the message
+    # with its client_id.
+    console.tolerate = RESTART_NOISE
+    site.stop()
+    expect(ann.get_by_test_id("connection-state")).to_have_attribute("data-state", "reconnecting")
+    site.start()
+    wait_for(lambda: len(acks) == 2)
+    expect(ann.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+    expect(bo.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+    console.tolerate = []
+    assert [frame["client_id"] for frame in sent] == [sent[0]["client_id"]] * 2, sent
+    # The first post's answer again, and no second post.
+    assert [ack["event_id"] for ack in acks] == [acks[0]["event_id"]] * 2, acks
+    say(bo, "after")
+    expect(message(ann, "after")).to_be_visible()
+    expect(message(bo, "said once")).to_have_count(1)
+    expect(message(ann, "said once")).to_have_count(1)
+    console.assert_clean()
+
+
+def test_a_refused_message_says_why_beside_the_input(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    api = site_api
+    creator, viewer = unique("c"), unique("v")
+    room_id = open_room(api, creator, "Rules")
+
+    def settings(**fields: object) -> None:
+        reply = api.http.put("/v1/creator/chat-settings", json=fields, headers=api.auth(creator, "creator"))
+        assert reply.status_code == 200, reply.text
+
+    settings(blocked_words=["spoiler"], allow_links=False)
+    page = watch(browser, console, site.base_url, room_id, viewer, "Rita", PHONE_SIZE)
+    error = page.get_by_test_id("chat-error")
+
+    say(page, "see example.com now")
+    expect(error).to_have_attribute("data-code", "links_not_allowed")
+    expect(error).to_have_text("Links aren't allowed in this chat.")
+    # The refused text comes back to the input, to fix.
+    expect(page.get_by_test_id("chat-input")).to_have_value("see example.com now")
+
+    say(page, "a big spoiler here")
+    expect(error).to_have_attribute("data-code", "message_blocked")
+
+    settings(slow_mode_s=30)
+    say(page, "first")
+    expect(message(page, "first")).to_be_visible()
+    expect(error).to_be_hidden()
+    say(page, "second")
+    expect(error).to_have_attribute("data-code", "slow_mode")
+    expect(error).to_have_text(re.compile(r"^Slow mode: you can post again in (30|29|28|27|26|25) s\.$"))
+    expect(message(page, "second")).to_have_count(0)
+    assert_fits(page)
+    console.assert_clean()
+
+
+def test_the_overlay_alerts_follows_shares_and_like_milestones_and_shows_the_chat(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    api = site_api
+    creator, viewer = unique("c"), unique("v")
+    creator_token(api, creator, "Mia Streams")
+    named_token(api, viewer, "viewer", "Nia Park")
+    room_id = open_room(api, creator, "Alerts")
+    overlay = new_page(browser, console, "overlay", OVERLAY_SIZE)
+    open_overlay(overlay, site.base_url, overlay_url(api, creator) + "?likes_every=10&chat=1")
+    alert, verb = overlay.get_by_test_id("alert"), overlay.get_by_test_id("alert-verb")
+
+    reply = api.http.put(f"/v1/creators/{creator}/follow", headers=api.auth(viewer))
+    assert reply.status_code == 200, reply.text
+    expect(alert).to_have_attribute("data-kind", "follow")
+    expect(overlay.get_by_test_id("alert-name")).to_have_text("Nia Park")
+    expect(verb).to_have_text("followed")
+
+    reply = api.http.post(f"/v1/rooms/{room_id}/share", headers=api.auth(viewer))
+    assert reply.status_code == 200, reply.text
+    expect(alert).to_have_attribute("data-kind", "share")
+    expect(verb).to_have_text("shared the live")
+
+    # 9 likes pass no milestone; the 10th does.
+    for count in (9, 1):
+        reply = api.http.post(f"/v1/rooms/{room_id}/likes", json={"count": count}, headers=api.auth(viewer))
+        assert reply.status_code == 202, reply.text
+    expect(alert).to_have_attribute("data-kind", "likes")
+    expect(overlay.get_by_test_id("alert-name")).to_have_text("10 likes")
+
+    reply = api.http.post(
+        f"/v1/rooms/{room_id}/chat",
+        json={"text": "hello overlay", "client_id": "m-1"},
+        headers=api.auth(viewer),
+    )
+    assert reply.status_code == 201, reply.text
+    widget = overlay.get_by_test_id("chat-widget")
+    expect(message(widget, "hello overlay").get_by_test_id("chat-name")).to_have_text("Nia Park")
+    overlay.evaluate(
+        "background => { document.documentElement.style.background = background; }", CHECKERBOARD
+    )
+    overlay.screenshot(path=screenshots() / "overlay-social.png")
+    console.assert_clean()
+
+
+@BOTH_SIZES
+def test_the_dashboard_sets_chat_rules_moderators_and_shows_followers(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch, size: dict[str, int]
+) -> None:
+    api = site_api
+    creator, helper, fan = unique("c"), unique("v"), unique("v")
+    named_token(api, helper, "viewer", "Hal Moss")
+    api.me(helper)
+    open_room(api, creator, "Dashboard")
+    dashboard = new_page(browser, console, "dashboard", size)
+    dashboard.goto(site.base_url + "/creator")
+    sign_in(dashboard, creator)
+    expect(dashboard.get_by_test_id("followers")).to_have_attribute("data-followers", "0")
+
+    dashboard.get_by_test_id("slow-mode").fill("20")
+    dashboard.get_by_test_id("blocked-words").fill("Spoiler, leak\nspoiler")
+    dashboard.get_by_test_id("allow-links").check()
+    dashboard.get_by_test_id("chat-settings-save").click()
+    expect(dashboard.get_by_test_id("chat-settings-state")).to_have_attribute("data-state", "saved")
+    # The words as the server keeps them: casefolded, each once.
+    expect(dashboard.get_by_test_id("blocked-words")).to_have_value("spoiler, leak")
+    kept = api.http.get("/v1/creator/chat-settings", headers=api.auth(creator, "creator")).json()
+    assert kept == {"slow_mode_s": 20, "blocked_words": ["spoiler", "leak"], "allow_links": True}
+
+    dashboard.get_by_test_id("moderator-id").fill(helper)
+    dashboard.get_by_test_id("moderator-add").click()
+    expect(dashboard.get_by_test_id("moderator-name")).to_have_text("Hal Moss")
+    listed = api.http.get("/v1/creator/moderators", headers=api.auth(creator, "creator")).json()
+    assert [moderator["id"] for moderator in listed["moderators"]] == [helper]
+    dashboard.get_by_test_id(f"remove-moderator-{helper}").click()
+    expect(dashboard.get_by_test_id("moderator")).to_have_count(0)
+    assert api.http.get("/v1/creator/moderators", headers=api.auth(creator, "creator")).json() == {
+        "moderators": []
+    }
+
+    reply = api.http.put(f"/v1/creators/{creator}/follow", headers=api.auth(fan))
+    assert reply.status_code == 200, reply.text
+    expect(dashboard.get_by_test_id("followers")).to_have_attribute("data-followers", "1")
+    assert_fits(dashboard)
+    if size == PHONE_SIZE:  # the desktop look is viewer.png / creator.png
+        dashboard.screenshot(path=screenshots() / "creator-phone.png", full_page=True)
+    console.assert_clean()
+
+
+def test_markup_in_names_and_chat_shows_as_text_on_every_page(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    api = site_api
+    creator, attacker, watcher = unique("c"), unique("v"), unique("v")
+    creator_token(api, creator, "Mia Streams")
+    room_id = open_room(api, creator, "Markup")
+    reply = api.http.put(
+        "/v1/creator/chat-settings", json={"allow_links": True}, headers=api.auth(creator, "creator")
+    )
+    assert reply.status_code == 200, reply.text
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def guarded(page: Page) -> None:
+        page.on("dialog", on_dialog)
+
+    overlay = new_page(browser, console, "overlay", OVERLAY_SIZE)
+    guarded(overlay)
+    open_overlay(overlay, site.base_url, overlay_url(api, creator) + "?chat=1")
+    viewer = watch(browser, console, site.base_url, room_id, watcher, "Wes", VIEWER_SIZE, guarded)
+    sender = watch(browser, console, site.base_url, room_id, attacker, XSS_NAME, PHONE_SIZE, guarded)
+    expect(sender.get_by_test_id("user-name")).to_have_text(XSS_NAME)
+
+    for text in XSS_TEXTS:
+        say(sender, text)
+    sender.get_by_test_id("follow").click()
+    for page in (viewer, sender, overlay.get_by_test_id("chat-widget")):
+        for text in XSS_TEXTS:
+            expect(message(page, text).get_by_test_id("chat-name")).to_have_text(XSS_NAME)
+    expect(viewer.get_by_test_id("notice-follow")).to_contain_text(f"{XSS_NAME} followed")
+    expect(viewer.get_by_test_id("joins")).to_have_text(f"{XSS_NAME} joined")
+    expect(overlay.get_by_test_id("alert-name")).to_have_text(XSS_NAME)
+
+    dashboard = new_page(browser, console, "dashboard", PHONE_SIZE)
+    guarded(dashboard)
+    dashboard.goto(site.base_url + "/creator")
+    sign_in(dashboard, creator)
+    dashboard.get_by_test_id("moderator-id").fill(attacker)
+    dashboard.get_by_test_id("moderator-add").click()
+    expect(dashboard.get_by_test_id("moderator-name")).to_have_text(XSS_NAME)
+
+    # Nothing ran and nothing was made of the markup: no dialog, no flag, no new element.
+    made = "document.querySelectorAll('img, svg, b, main script, body > script').length"
+    for page in (viewer, sender, overlay, dashboard):
+        assert page.evaluate("typeof window.__xss") == "undefined"
+        assert page.evaluate(made) == 0
+    assert dialogs == []
+    console.assert_clean()
+
+
+# ---------------------------------------------------------------- moderation
+
+MODERATION_PATH = "/v1/rooms/{room_id}/bans/{user_id}"
+
+
+def test_the_creator_and_moderators_delete_mute_and_ban_from_the_viewer_page(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    api = site_api
+    if MODERATION_PATH not in api.http.get("/openapi.json").json()["paths"]:
+        pytest.skip("this server has no moderation endpoints")
+    creator, moderator, troll, guest = unique("c"), unique("v"), unique("v"), unique("v")
+    creator_token(api, creator, "Mia Streams")
+    room_id = open_room(api, creator, "Moderated")
+    reply = api.http.put(f"/v1/creator/moderators/{moderator}", headers=api.auth(creator, "creator"))
+    assert reply.status_code == 204, reply.text
+
+    # The creator moderates from the viewer page, at phone size, signed in with their own
+    # (creator) token, as an app that knows who they are would open it.
+    mia = new_page(browser, console, "Mia Streams", PHONE_SIZE)
+    mia.add_init_script(
+        f"sessionStorage.setItem('gifting.token.viewer', {json.dumps(api.token(creator, 'creator'))})"
+    )
+    mia.goto(f"{site.base_url}/?room={room_id}")
+    expect(mia.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+    expect(mia.get_by_test_id("follow")).to_be_hidden()
+    # The troll's name is markup: it must stay text in the chat menus and the ban list.
+    tom = watch(browser, console, site.base_url, room_id, troll, XSS_NAME, VIEWER_SIZE)
+
+    def act(page: Page, text: str, action: str) -> None:
+        item = message(page, text)
+        item.get_by_test_id("chat-menu").click()
+        item.get_by_test_id(f"moderate-{action}").click()
+
+    say(tom, "rude words")
+    expect(message(mia, "rude words")).to_be_visible()
+    act(mia, "rude words", "delete")
+    expect(message(tom, "rude words")).to_have_count(0)
+    expect(message(mia, "rude words")).to_have_count(0)
+
+    say(tom, "more rude words")
+    act(mia, "more rude words", "mute")
+    say(tom, "still here")
+    error = tom.get_by_test_id("chat-error")
+    expect(error).to_have_attribute("data-code", "muted")
+    expect(error).to_have_text(re.compile(r"^You are muted: you can chat again in (5 min|\d+ s)\.$"))
+
+    act(mia, "more rude words", "ban")
+    expect(tom.get_by_test_id("connection-state")).to_have_attribute("data-state", "closed")
+    expect(tom.get_by_test_id("message-text")).to_have_text("You are banned from this live.")
+
+    # A moderator gets the menu once their own message shows the badge.
+    mod = watch(browser, console, site.base_url, room_id, moderator, "Moe Derator", PHONE_SIZE)
+    gus = watch(browser, console, site.base_url, room_id, guest, "Gus", VIEWER_SIZE)
+    say(mod, "on duty")
+    expect(message(mod, "on duty").get_by_test_id("badge-moderator")).to_be_visible()
+    say(gus, "spam spam")
+    act(mod, "spam spam", "delete")
+    expect(message(gus, "spam spam")).to_have_count(0)
+    # Nobody else gets the menu.
+    expect(gus.get_by_test_id("chat-menu")).to_have_count(0)
+
+    # The dashboard: the log, newest first, and the unban.
+    dashboard = new_page(browser, console, "dashboard", PHONE_SIZE)
+    dashboard.goto(site.base_url + "/creator")
+    sign_in(dashboard, creator)
+    dashboard.get_by_test_id("moderation-log-panel").locator("summary").click()
+    entries = dashboard.get_by_test_id("moderation-entry")
+    expect(entries.first).to_have_attribute("data-action", "delete")
+    expect(entries.first).to_contain_text(f"{moderator} deleted a message of {guest}")
+    actions = [entries.nth(index).get_attribute("data-action") for index in range(entries.count())]
+    assert actions[:4] == ["delete", "ban", "mute", "delete"], actions
+    expect(entries.nth(1)).to_contain_text(f"{creator} banned {troll}")
+    dashboard.get_by_test_id("bans-panel").locator("summary").click()
+    expect(dashboard.get_by_test_id("banned-user")).to_contain_text(XSS_NAME)
+    dashboard.get_by_test_id(f"unban-{troll}").click()
+    expect(dashboard.get_by_test_id("unban-state")).to_have_attribute("data-state", "done")
+    expect(dashboard.get_by_test_id("banned-user")).to_have_count(0)
+    tom.reload()
+    expect(tom.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+    for page in (mia, mod, dashboard):
+        assert_fits(page)
+        assert page.evaluate("document.querySelectorAll('img, svg, main script').length") == 0
     console.assert_clean()

@@ -31,6 +31,14 @@ const MESSAGES = {
   daily_payout_cap: "That would pass today's payout limit. Try a smaller amount or tomorrow.",
   // Overlay
   overlay_not_found: "This overlay link is not valid any more. Copy the new one from the creator dashboard.",
+  // Chat and moderation
+  slow_mode: "Slow mode is on.",
+  links_not_allowed: "Links aren't allowed in this chat.",
+  message_blocked: "That message has a word the creator blocked.",
+  muted: "You are muted in this chat for now.",
+  banned: "You are banned from this live.",
+  moderator_not_found: "That user is not one of your moderators.",
+  message_not_found: "That message is gone already.",
   // Client side
   network_error: "The server cannot be reached. Check your connection.",
 };
@@ -39,6 +47,18 @@ const MESSAGES = {
 export function describeError(code, serverMessage = "") {
   return MESSAGES[code] ?? (serverMessage || `Something went wrong (${code}).`);
 }
+
+/** A chat error: the wait comes from the error's `retry_after_ms` when it has one. */
+export function describeChatError(code, serverMessage = "", retryAfterMs = null) {
+  const seconds = retryAfterMs ? Math.max(1, Math.ceil(retryAfterMs / 1000)) : null;
+  if (code === "slow_mode") return seconds ? `Slow mode: you can post again in ${seconds} s.` : MESSAGES.slow_mode;
+  if (code === "rate_limited") return seconds ? `You're chatting very fast. Try again in ${seconds} s.` : "You're chatting very fast.";
+  if (code === "muted") return seconds ? `You are muted: you can chat again in ${formatWait(seconds)}.` : MESSAGES.muted;
+  if (code === "invalid_request") return serverMessage || MESSAGES.invalid_request;
+  return describeError(code, serverMessage);
+}
+
+const formatWait = (seconds) => (seconds < 120 ? `${seconds} s` : `${Math.ceil(seconds / 60)} min`);
 
 /** Gift errors that are worth retrying later with the SAME idempotency key. */
 export const RETRYABLE_GIFT_ERRORS = new Set(["rate_limited", "engine_unavailable"]);

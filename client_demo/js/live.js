@@ -13,7 +13,7 @@
 export const SUBPROTOCOL = "gifting.v1.json";
 
 /** Close codes after which a viewer stops reconnecting (PROTOCOL.md, "Close codes"). */
-export const VIEWER_FINAL_CODES = new Set([1000, 4401, 4404, 4410]);
+export const VIEWER_FINAL_CODES = new Set([1000, 4401, 4403, 4404, 4410]);
 
 /**
  * Connection states reported to `onState`:

@@ -1,11 +1,15 @@
-// overlay.js — the streamer's OBS overlay: alerts, running combos, top gifters, goal bar.
+// overlay.js — the streamer's OBS overlay: alerts, running combos, top gifters, goal bar,
+// and optionally the chat.
 //
-// The page's URL holds the creator's overlay token (/overlay/<token>). The token is
+// The page's URL holds the creator's overlay token (/overlay/<token>). Its parameters:
+// `?likes_every=N` alerts at every N likes of the live (none without it), `?chat=1` shows
+// the chat. The token is
 // read-only: it opens the overlay socket of the creator's current live and nothing else.
 // The overlay outlives any one live: when the creator is not live it keeps retrying, so
 // the OBS scene can stay open for days.
 
-import { api, byTestId, show, wsUrl } from "./api.js";
+import { api, byTestId, formatNumber, show, wsUrl } from "./api.js";
+import { appendToChat, chatItem } from "./chat.js";
 import { describeError } from "./errors.js";
 import { comboKey, GiftCatalog } from "./gifts.js";
 import { RoomConnection } from "./live.js";
@@ -19,13 +23,21 @@ const BUSY_QUEUE = 3;
 const MAX_QUEUE = 50; // beyond this, the oldest waiting alerts are dropped
 const FADE_MS = 250;
 const STALE_COMBO_MS = 15_000;
+const CHAT_LENGTH = 8; // messages on screen in the chat widget
+
+const params = new URLSearchParams(location.search);
+const LIKES_EVERY = Math.max(0, Number.parseInt(params.get("likes_every") ?? "", 10) || 0);
+const SHOW_CHAT = params.get("chat") === "1";
+// Badges of the alerts that are not gifts: a symbol and a hue, as gifts.js draws a gift.
+const SOCIAL_LOOKS = { follow: ["+", 190], share: ["↗", 140], likes: ["♥", 345] };
 
 const token = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() ?? "");
-const state = { catalog: new GiftCatalog(), creatorName: "the creator", connection: null, queue: [], showing: false };
+const state = { catalog: new GiftCatalog(), creatorName: "the creator", connection: null, queue: [], showing: false, likes: null };
 
 async function start() {
   fitStage();
   window.addEventListener("resize", fitStage);
+  show(byTestId("chat-widget"), SHOW_CHAT);
   try {
     const [catalog, info] = await Promise.all([GiftCatalog.load(), api(`/v1/overlay/${encodeURIComponent(token)}`)]);
     state.catalog = catalog;
@@ -58,6 +70,12 @@ function handleFrame(frame) {
       // Loaded at start, unless the server was down then: the catalog says what can streak.
       if (state.catalog.byId.size === 0) GiftCatalog.load().then((catalog) => (state.catalog = catalog), () => {});
       renderSnapshot(frame.snapshot);
+      // Milestones count from here: the ones passed before the overlay opened are old news.
+      state.likes = frame.snapshot.likes ?? 0;
+      if (SHOW_CHAT && !frame.resumed) {
+        byTestId("chat-list").replaceChildren();
+        for (const message of frame.recent_chat ?? []) appendToChat(byTestId("chat-list"), chatItem(message), CHAT_LENGTH);
+      }
       break;
     case "batch":
       for (const event of frame.events) handleEvent(event);
@@ -86,6 +104,21 @@ function handleEvent(event) {
     case "test_alert": // sent by the creator's "Test alert" button; only overlays get it
       enqueueAlert(event);
       break;
+    case "follow":
+      enqueueSocialAlert("follow", event.sender.name, "followed");
+      break;
+    case "share":
+      enqueueSocialAlert("share", event.sender.name, "shared the live");
+      break;
+    case "likes":
+      likeMilestones(event.total);
+      break;
+    case "chat":
+      if (SHOW_CHAT) appendToChat(byTestId("chat-list"), chatItem(event), CHAT_LENGTH);
+      break;
+    case "chat_deleted":
+      byTestId("chat-list").querySelector(`[data-event-id="${CSS.escape(event.event_id)}"]`)?.remove();
+      break;
     case "leaderboard":
       renderLeaderboard(byTestId("top-gifters"), event.leaderboard, 5);
       show(byTestId("top-gifters-panel"), event.leaderboard.length > 0);
@@ -100,6 +133,8 @@ function handleEvent(event) {
       clearLiveCombos();
       show(byTestId("top-gifters-panel"), false);
       show(byTestId("goal"), false);
+      byTestId("chat-list").replaceChildren();
+      state.likes = null;
       break;
   }
 }
@@ -163,9 +198,39 @@ function clearLiveCombos() {
 
 /** One alert per finished combo (or unstreakable gift, or test alert), one at a time. */
 function enqueueAlert(event) {
-  state.queue.push({ name: event.sender.name, giftId: event.gift_id, count: event.combo });
+  pushAlert({ kind: "gift", name: event.sender.name, giftId: event.gift_id, count: event.combo });
+}
+
+/** A follow, a share or a like milestone: the same queue as the gifts. */
+function enqueueSocialAlert(kind, name, verb) {
+  pushAlert({ kind, name, verb });
+}
+
+/** One alert for each multiple of `likes_every` the like total passed. */
+function likeMilestones(total) {
+  const before = state.likes;
+  state.likes = total;
+  if (!LIKES_EVERY || before === null) return;
+  const reached = Math.floor(total / LIKES_EVERY);
+  // A burst of likes can pass several milestones in one tick: the highest one is the news.
+  if (reached > Math.floor(before / LIKES_EVERY)) {
+    enqueueSocialAlert("likes", `${formatNumber(reached * LIKES_EVERY)} likes`, "Thank you!");
+  }
+}
+
+function pushAlert(alert) {
+  state.queue.push(alert);
   if (state.queue.length > MAX_QUEUE) state.queue.splice(0, state.queue.length - MAX_QUEUE);
   if (!state.showing) showNextAlert();
+}
+
+function socialBadge(kind) {
+  const [symbol, hue] = SOCIAL_LOOKS[kind];
+  const badge = document.createElement("span");
+  badge.className = "gift-badge";
+  badge.textContent = symbol;
+  badge.style.setProperty("--hue", String(hue));
+  return badge;
 }
 
 async function showNextAlert() {
@@ -176,10 +241,19 @@ async function showNextAlert() {
   }
   state.showing = true;
   const alert = byTestId("alert");
+  alert.dataset.kind = next.kind;
   byTestId("alert-name").textContent = next.name;
-  byTestId("alert-gift").textContent = state.catalog.name(next.giftId);
-  byTestId("alert-count").textContent = `×${next.count}`;
-  byTestId("alert-badge").replaceChildren(state.catalog.badge(next.giftId));
+  if (next.kind === "gift") {
+    byTestId("alert-verb").textContent = "sent";
+    byTestId("alert-gift").textContent = state.catalog.name(next.giftId);
+    byTestId("alert-count").textContent = `×${next.count}`;
+    byTestId("alert-badge").replaceChildren(state.catalog.badge(next.giftId));
+  } else {
+    byTestId("alert-verb").textContent = next.verb;
+    byTestId("alert-gift").textContent = "";
+    byTestId("alert-count").textContent = "";
+    byTestId("alert-badge").replaceChildren(socialBadge(next.kind));
+  }
   alert.classList.remove("leaving");
   show(alert);
   const onScreen = state.queue.length >= BUSY_QUEUE ? BUSY_ALERT_MS : ALERT_MS;

@@ -1,7 +1,9 @@
-// viewer.js — the viewer page: sign in (demo), pick a live, buy coins, send gifts, watch.
+// viewer.js — the viewer page: sign in (demo), pick a live, buy coins, send gifts, chat,
+// like, follow and share, watch; the creator and moderators also moderate the chat here.
 
 import { api, ApiError, byTestId, clearToken, demoSignIn, formatMoney, formatNumber, getToken, newIdempotencyKey, show, wsUrl } from "./api.js";
-import { describeError, RETRYABLE_GIFT_ERRORS } from "./errors.js";
+import { appendToChat, chatItem, joinsText, noticeItem } from "./chat.js";
+import { describeChatError, describeError, RETRYABLE_GIFT_ERRORS } from "./errors.js";
 import { comboKey, GiftCatalog, reducedMotion } from "./gifts.js";
 import { RoomConnection } from "./live.js";
 import { renderGoal, renderLeaderboard } from "./widgets.js";
@@ -12,6 +14,12 @@ const MAX_FLYING = 24; // gifts animating at once; a storm of gifts must not mel
 const COMBO_LINGER_MS = 1500; // how long a finished ×N stays before it fades
 const FEED_LENGTH = 30;
 const STALE_COMBO_MS = 15_000;
+const CHAT_LENGTH = 100; // messages kept on screen
+const LIKE_EVERY_MS = 1000; // at most one `like` frame per second…
+const MAX_LIKES_PER_FRAME = 15; // …of 1–15 taps: the server's per-user like rate
+const MAX_HEARTS = 30;
+const JOINS_MS = 3000;
+const MUTE_S = 300;
 
 const state = {
   token: null,
@@ -22,6 +30,14 @@ const state = {
   // Gift frames sent but not yet answered, by idempotency key. After a dropped connection
   // they are sent again with the SAME key: the server charges each key at most once.
   pending: new Map(),
+  // Chat frames sent but not yet answered, by client_id: resent with the same id after a
+  // reconnect, so a message is posted once however often it is sent.
+  pendingChat: new Map(),
+  room: null, // the welcome's room: its creator decides who may moderate
+  moderator: false, // learnt from the badges of our own messages
+  likesToSend: 0,
+  likeTimer: null,
+  following: false,
 };
 
 // ---------------------------------------------------------------- signing in (demo mode)
@@ -101,6 +117,9 @@ function joinRoom(roomId) {
   state.connection?.stop();
   state.roomId = roomId;
   state.pending.clear();
+  state.pendingChat.clear();
+  state.likesToSend = 0;
+  state.moderator = false;
   resetRoomView();
   show(byTestId("lobby"), false);
   show(byTestId("room"));
@@ -126,6 +145,10 @@ function leaveRoom() {
 
 function resetRoomView() {
   byTestId("feed").replaceChildren();
+  byTestId("chat-list").replaceChildren();
+  byTestId("heart-layer").replaceChildren();
+  show(byTestId("joins"), false);
+  hideChatError();
   byTestId("combos").replaceChildren();
   byTestId("gift-layer").replaceChildren();
   hideMessage();
@@ -137,8 +160,12 @@ function handleFrame(frame) {
       // A fresh welcome (not a resume) means: start over from this snapshot.
       if (!frame.resumed) resetRoomView();
       byTestId("room-title").textContent = frame.room.title;
+      state.room = frame.room;
       applySnapshot(frame.snapshot, !frame.resumed);
+      if (!frame.resumed) for (const message of frame.recent_chat ?? []) addChat(message);
+      loadCreator(frame.room.creator_id);
       resendPendingGifts();
+      resendPendingChat();
       break;
     case "batch":
       for (const event of frame.events) handleEvent(event);
@@ -150,8 +177,12 @@ function handleFrame(frame) {
       state.pending.delete(frame.idempotency_key);
       showBalance(frame.coins);
       break;
+    case "chat_ack":
+      state.pendingChat.delete(frame.client_id);
+      break;
     case "error":
-      handleGiftError(frame);
+      if (frame.client_id !== undefined) handleChatError(frame);
+      else handleGiftError(frame);
       break;
     case "resync":
       // The resume window was lost (or the live restarted); a full welcome follows.
@@ -164,6 +195,8 @@ function applySnapshot(snapshot, withRecent) {
   byTestId("viewers").textContent = formatNumber(snapshot.viewers);
   renderLeaderboard(byTestId("leaderboard"), snapshot.leaderboard);
   renderGoal(byTestId("goal"), snapshot.goal);
+  showLikes(snapshot.likes ?? 0);
+  showFollowers(snapshot.followers ?? 0);
   if (withRecent) for (const gift of snapshot.recent) addToFeed(gift);
 }
 
@@ -172,11 +205,14 @@ function handleEvent(event) {
     case "gift":
       addToFeed(event);
       flyGift(event);
-      // Only streakable gifts make combos; their streak always ends with one combo_end.
+      // Only streakable gifts make combos; their streak always ends with one combo_end,
+      // which says it in the chat once for the whole streak.
       if (state.catalog.streakable(event.gift_id)) showCombo(event);
+      else addNotice("gift", event.sender.name, `sent ${state.catalog.name(event.gift_id)} ×${event.count}`);
       break;
     case "combo_end":
       endCombo(event);
+      addNotice("gift", event.sender.name, `sent ${state.catalog.name(event.gift_id)} ×${event.combo}`);
       break;
     case "leaderboard":
       renderLeaderboard(byTestId("leaderboard"), event.leaderboard);
@@ -186,6 +222,27 @@ function handleEvent(event) {
       break;
     case "viewers":
       byTestId("viewers").textContent = formatNumber(event.viewers);
+      break;
+    case "chat":
+      addChat(event);
+      break;
+    case "chat_deleted":
+      byTestId("chat-list").querySelector(`[data-event-id="${CSS.escape(event.event_id)}"]`)?.remove();
+      break;
+    case "likes":
+      showLikes(event.total);
+      break;
+    case "joins":
+      showJoins(event);
+      break;
+    case "follow":
+      addNotice("follow", event.sender.name, "followed");
+      break;
+    case "share":
+      addNotice("share", event.sender.name, "shared the live");
+      break;
+    case "followers":
+      showFollowers(event.followers);
       break;
     case "room_end":
       showMessage("This live has ended. Thanks for watching!", "Find another live", leaveRoom);
@@ -209,6 +266,8 @@ function showConnectionState(connectionState, detail) {
     clearToken(ROLE);
     showSignIn();
     alertError(new ApiError(401, "unauthorized", ""));
+  } else if (detail.code === 4403) {
+    showMessage(describeError("banned"), "Find another live", leaveRoom);
   } else if (detail.code === 4404 || detail.code === 4410) {
     showMessage("This live has ended or doesn't exist.", "Find another live", leaveRoom);
   }
@@ -327,6 +386,202 @@ function handleGiftError(frame) {
     loadCatalog();
   } else {
     showMessage(message);
+  }
+}
+
+// ---------------------------------------------------------------- chat
+
+function sendChat(text) {
+  const frame = { type: "chat", text, client_id: newIdempotencyKey("msg") };
+  state.pendingChat.set(frame.client_id, frame);
+  hideChatError();
+  if (!state.connection?.send(frame)) showChatError("Not connected: your message will be sent when the connection is back.");
+}
+
+function resendPendingChat() {
+  for (const frame of state.pendingChat.values()) state.connection.send(frame);
+}
+
+function handleChatError(frame) {
+  const sent = state.pendingChat.get(frame.client_id);
+  state.pendingChat.delete(frame.client_id);
+  // Give the refused text back to fix or send later, unless something new was typed.
+  const input = byTestId("chat-input");
+  if (sent && input.value === "") input.value = sent.text;
+  showChatError(describeChatError(frame.code, frame.message, frame.retry_after_ms), frame.code);
+}
+
+function showChatError(text, code = "") {
+  const box = byTestId("chat-error");
+  box.textContent = text;
+  box.dataset.code = code;
+  show(box);
+}
+
+function hideChatError() {
+  show(byTestId("chat-error"), false);
+}
+
+function canModerate() {
+  return Boolean(state.room && state.me && (state.room.creator_id === state.me.user_id || state.moderator));
+}
+
+function addChat(event) {
+  if (state.me && event.sender.id === state.me.user_id) {
+    // Badges are decided per message: the latest of ours says whether we moderate now.
+    state.moderator = (event.sender.badges ?? []).includes("moderator");
+  }
+  const item = chatItem(event);
+  if (canModerate() && event.sender.id !== state.me.user_id && event.sender.id !== state.room.creator_id) {
+    item.append(moderationMenu(event));
+  }
+  appendToChat(byTestId("chat-list"), item, CHAT_LENGTH);
+}
+
+function addNotice(kind, name, rest) {
+  appendToChat(byTestId("chat-list"), noticeItem(kind, name, rest), CHAT_LENGTH);
+}
+
+/** Delete, mute 5 minutes, ban: a <details> menu, so it opens by tap or keyboard alike. */
+function moderationMenu(event) {
+  const menu = document.createElement("details");
+  menu.className = "chat-menu";
+  const summary = document.createElement("summary");
+  summary.dataset.testid = "chat-menu";
+  summary.setAttribute("aria-label", "Moderate this message");
+  summary.textContent = "⋯";
+  const actions = document.createElement("div");
+  actions.className = "chat-menu-actions";
+  const room = encodeURIComponent(state.roomId);
+  const user = encodeURIComponent(event.sender.id);
+  const action = (label, testid, path, method, body) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "secondary";
+    button.dataset.testid = testid;
+    button.textContent = label;
+    button.addEventListener("click", async () => {
+      menu.open = false;
+      try {
+        await api(path, { method, body, token: state.token });
+        showChatError(`${label}: done.`, "moderated");
+      } catch (error) {
+        showChatError(describeError(error.code, error.message), error.code);
+      }
+    });
+    return button;
+  };
+  actions.append(
+    action("Delete", "moderate-delete", `/v1/rooms/${room}/chat/${encodeURIComponent(event.event_id)}`, "DELETE"),
+    action("Mute 5 min", "moderate-mute", `/v1/rooms/${room}/mutes/${user}`, "PUT", { seconds: MUTE_S }),
+    action("Ban", "moderate-ban", `/v1/rooms/${room}/bans/${user}`, "PUT"),
+  );
+  menu.append(summary, actions);
+  return menu;
+}
+
+// ---------------------------------------------------------------- likes, joins, follow, share
+
+/** A tap on the stage: a heart now, the like itself in the next batch (one frame a second). */
+function tapLike(event) {
+  if (!state.connection) return;
+  floatHeart(event);
+  state.likesToSend = Math.min(MAX_LIKES_PER_FRAME, state.likesToSend + 1);
+  if (state.likeTimer === null) state.likeTimer = setTimeout(flushLikes, LIKE_EVERY_MS);
+}
+
+function flushLikes() {
+  state.likeTimer = null;
+  if (state.likesToSend === 0) return;
+  // Not connected: the taps wait for the next second (likes are not worth more than that).
+  if (state.connection?.send({ type: "like", count: state.likesToSend })) state.likesToSend = 0;
+  else state.likeTimer = setTimeout(flushLikes, LIKE_EVERY_MS);
+}
+
+function floatHeart(event) {
+  const layer = byTestId("heart-layer");
+  if (layer.childElementCount >= MAX_HEARTS) return;
+  const heart = document.createElement("span");
+  heart.className = reducedMotion() ? "heart still" : "heart";
+  heart.textContent = "♥";
+  const box = byTestId("stage").getBoundingClientRect();
+  const x = event.clientX ? event.clientX - box.left : box.width * (0.6 + Math.random() * 0.3);
+  const y = event.clientY ? event.clientY - box.top : box.height * 0.8;
+  heart.style.left = `${x}px`;
+  heart.style.top = `${y}px`;
+  heart.style.setProperty("--drift", `${Math.round((Math.random() - 0.5) * 60)}px`);
+  layer.append(heart);
+  setTimeout(() => heart.remove(), 1300); // after its 1.2 s animation in viewer.css
+}
+
+function showLikes(total) {
+  const element = byTestId("likes");
+  element.textContent = formatNumber(total);
+  element.dataset.likes = total;
+}
+
+function showJoins(event) {
+  // Our own arrival is no news to us.
+  if (event.count === 1 && event.users[0]?.id === state.me.user_id) return;
+  const element = byTestId("joins");
+  element.textContent = joinsText(event);
+  show(element);
+  clearTimeout(element.hideTimer);
+  element.hideTimer = setTimeout(() => show(element, false), JOINS_MS);
+}
+
+function showFollowers(count) {
+  const element = byTestId("followers");
+  element.textContent = formatNumber(count);
+  element.dataset.followers = count;
+}
+
+function showFollowing(following) {
+  state.following = following;
+  const button = byTestId("follow");
+  button.textContent = following ? "Following" : "Follow";
+  button.setAttribute("aria-pressed", String(following));
+  button.classList.toggle("secondary", following);
+}
+
+async function loadCreator(creatorId) {
+  const button = byTestId("follow");
+  show(button, creatorId !== state.me.user_id);
+  try {
+    const creator = await api(`/v1/creators/${encodeURIComponent(creatorId)}`, { token: state.token });
+    showFollowing(creator.following);
+    showFollowers(creator.followers);
+  } catch (error) {
+    alertError(error);
+  }
+}
+
+async function toggleFollow() {
+  const button = byTestId("follow");
+  button.disabled = true;
+  try {
+    const path = `/v1/creators/${encodeURIComponent(state.room.creator_id)}/follow`;
+    const answer = await api(path, { method: state.following ? "DELETE" : "PUT", token: state.token });
+    showFollowing(answer.following);
+    showFollowers(answer.followers);
+  } catch (error) {
+    alertError(error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function share() {
+  const status = byTestId("share-state");
+  try {
+    await api(`/v1/rooms/${encodeURIComponent(state.roomId)}/share`, { method: "POST", token: state.token });
+    status.dataset.state = "shared";
+    // The link itself: a real app would open the system share sheet here.
+    const copied = await navigator.clipboard?.writeText(location.href).then(() => true, () => false);
+    status.textContent = copied ? "Link copied." : "Shared.";
+  } catch (error) {
+    status.dataset.state = "failed";
+    status.textContent = describeError(error.code, error.message);
   }
 }
 
@@ -480,6 +735,17 @@ function wireStaticControls() {
     saveBudget(value === "" ? null : Number.parseInt(value, 10));
   });
   byTestId("budget-clear").addEventListener("click", () => saveBudget(null));
+  byTestId("chat-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = byTestId("chat-input");
+    const text = input.value.trim();
+    if (!text) return;
+    input.value = "";
+    sendChat(text);
+  });
+  byTestId("stage").addEventListener("click", tapLike);
+  byTestId("follow").addEventListener("click", toggleFollow);
+  byTestId("share").addEventListener("click", share);
   byTestId("budget-close").addEventListener("click", () => byTestId("budget").close());
 }
 
