@@ -205,7 +205,7 @@ async def test_a_server_killed_between_debit_and_credit_is_completed_once_by_ano
     stranded_total = kills = 0
     storms: list[Storm] = []
     # Kill until a kill has landed between some gift's debit and its credit (at least twice).
-    while kills < max(2, ROUNDS) or (stranded_total == 0 and kills < 6):
+    while kills < max(2, ROUNDS) or (stranded_total == 0 and kills < 12):
         with running_server(env, logs) as victim:
             storm = await Storm.prepare([victim.base_url], room_id, USERS)
             storms.append(storm)
