@@ -645,15 +645,11 @@ def test_markup_in_names_and_chat_shows_as_text_on_every_page(
 
 # ---------------------------------------------------------------- moderation
 
-MODERATION_PATH = "/v1/rooms/{room_id}/bans/{user_id}"
-
 
 def test_the_creator_and_moderators_delete_mute_and_ban_from_the_viewer_page(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    if MODERATION_PATH not in api.http.get("/openapi.json").json()["paths"]:
-        pytest.skip("this server has no moderation endpoints")
     creator, moderator, troll, guest = unique("c"), unique("v"), unique("v"), unique("v")
     creator_token(api, creator, "Mia Streams")
     room_id = open_room(api, creator, "Moderated")
