@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
 from loadtest.bare import SERVER_BUFFER_BYTES, Bare
 from loadtest.harness import (
@@ -89,8 +90,20 @@ from loadtest.harness import (
     running_server,
     top_up,
 )
-from loadtest.sinks import Gifter, GiftLedger, SinkPool, open_gifters, pace_gifts, sink_pool, ws_path
+from loadtest.sinks import (
+    Gifter,
+    GiftLedger,
+    SinkPool,
+    Talker,
+    open_gifters,
+    open_talkers,
+    pace,
+    pace_gifts,
+    sink_pool,
+    ws_path,
+)
 from server.engine import EmbeddedEngine
+from server.settings import Settings
 
 DRAIN_IDLE_S = 5.0
 DRAIN_MAX_S = 60.0
@@ -127,6 +140,7 @@ class Stack:
     base_url: str
     port: int
     pids: dict[str, int | None]
+    engine_url: str
 
     @property
     def server_pid(self) -> int:
@@ -144,7 +158,8 @@ async def server_stack(tmp: Path, name: str, **env: str) -> AsyncIterator[Stack]
             server = running_server(engine.url, tmp / f"server-{name}.log")
             async with server as (base_url, pid):
                 port = int(base_url.rsplit(":", 1)[1])
-                yield Stack(base_url, port, {"server": pid, "engine": engine.process.pid, "load": None})
+                pids = {"server": pid, "engine": engine.process.pid, "load": None}
+                yield Stack(base_url, port, pids, engine.url)
     finally:
         engine.stop()
 
@@ -212,14 +227,14 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         acked = len(ledger.acked_ids)
         drain_s = await wait_delivered(pool, acked * viewers)
         await pool.every(op="window", active=False)
-        latencies = await pool.latencies()
+        latencies = (await pool.latencies())["gift"]
         stats = await pool.stats("room")
         replies = await pool.every(op="completeness", group="room", acked=ledger.acked_ids)
         per_viewer = [viewer for reply in replies for viewer in reply["viewers"]]
         for gifter in gifters:
             gifter.close()
     ack_ms = sorted(ledger.ack_ms)
-    complete = sum(1 for received, distinct, mine in per_viewer if mine == acked and received == distinct)
+    complete = sum(1 for received, distinct, mine, _ in per_viewer if mine == acked and received == distinct)
     return {
         "viewers": viewers,
         "gifters": args.storm_gifters,
@@ -234,12 +249,12 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "gifter_closes": dict(ledger.closed),
         "viewers_complete": complete,
         "completeness_min_pct": round(
-            min((mine / acked * 100 if acked else 0.0) for _, _, mine in per_viewer), 3
+            min((mine / acked * 100 if acked else 0.0) for _, _, mine, _ in per_viewer), 3
         )
         if per_viewer
         else 0.0,
-        "duplicate_events": sum(received - distinct for received, distinct, _ in per_viewer),
-        "events_not_acked": sum(distinct - mine for _, distinct, mine in per_viewer),
+        "duplicate_events": sum(received - distinct for received, distinct, _, _ in per_viewer),
+        "events_not_acked": sum(distinct - mine for _, distinct, mine, _ in per_viewer),
         "viewers_open_at_end": stats["open"],
         "viewer_closes": stats["closed"],
         "frames_per_viewer": round(stats["frames"] / viewers, 1),
@@ -258,11 +273,13 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 async def wait_delivered(pool: SinkPool, expected: int) -> float:
-    """Wait until the sinks hold ``expected`` gift events, or none arrive for a while; how long."""
+    """Wait until the sinks hold ``expected`` gift and chat events, or none arrive for a while;
+    how long."""
     started = time.perf_counter()
     last, last_change = -1, started
     while True:
-        gifts = (await pool.stats("room"))["gifts"]
+        stats = await pool.stats("room")
+        gifts = stats["gifts"] + stats["chats"]
         now = time.perf_counter()
         if gifts >= expected:
             return round(now - started, 3)
@@ -309,7 +326,7 @@ async def measure_window(
         cpu_cores=cpu,
     )
     if latency:
-        latencies = await pool.latencies()
+        latencies = (await pool.latencies())["gift"]
         window.p50_ms, window.p99_ms = pct(latencies, 50), pct(latencies, 99)
     window.extra["open"] = after["open"]
     window.extra["closed"] = after["closed"]
@@ -497,6 +514,323 @@ async def connections(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     }
 
 
+# --- scenario 4: mixed storm (gifts, chat and likes) against the gift-only storm -----------
+
+MIXED_P99_TARGET_MS = 250.0
+# A viewer's frames may exceed the ticks counted by this many: the window's two ends each cut a tick.
+FRAME_SLACK_TICKS = 2
+LIKES_SETTLE_S = 10.0
+
+
+@dataclass
+class Load:
+    """The connections of the mixed scenario and what each phase offers."""
+
+    stack: Stack
+    pool: SinkPool
+    client: httpx.AsyncClient
+    gifters: list[Gifter]
+    talkers: list[Talker]
+    meter: CpuMeter
+    tick_ms: int
+
+
+async def engine_calls(url: str) -> int:
+    """Commands the engine has run so far (``INFO commandstats``), the INFO calls left out."""
+    engine = aioredis.Redis.from_url(url)
+    try:
+        stats: dict[str, Any] = await engine.info("commandstats")
+    finally:
+        await engine.aclose()
+    return sum(
+        int(value["calls"])
+        for name, value in stats.items()
+        if isinstance(value, dict) and name.removeprefix("cmdstat_") != "info"
+    )
+
+
+def metric_total(exposition: str, name: str) -> float:
+    """The sum of a metric's samples (every label set) in a Prometheus text exposition."""
+    total = 0.0
+    for line in exposition.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def like_figures(client: httpx.AsyncClient) -> dict[str, float]:
+    """The room's like total and the server's accepted and dropped like counters."""
+    room = await expect(client.get(f"/v1/rooms/{ROOM_ID}"), 200)
+    exposition = (await client.get("/metrics")).text
+    return {
+        "total": room["snapshot"]["likes"],
+        "accepted": metric_total(exposition, "gifting_likes_accepted_total"),
+        "dropped": metric_total(exposition, "gifting_likes_dropped_total"),
+    }
+
+
+async def settled_like_total(client: httpx.AsyncClient, expected: float) -> float:
+    """The room's like total once it reaches ``expected`` or stops moving for a while."""
+    started = time.perf_counter()
+    last, last_change = -1.0, started
+    while True:
+        total = float((await like_figures(client))["total"])
+        now = time.perf_counter()
+        if total >= expected:
+            return total
+        if total != last:
+            last, last_change = total, now
+        if now - last_change > DRAIN_IDLE_S or now - started > LIKES_SETTLE_S:
+            return total
+        await asyncio.sleep(0.1)
+
+
+async def mixed_phase(args: argparse.Namespace, load: Load, name: str, talk: bool) -> dict[str, Any]:
+    """One phase of ``--mixed-seconds``: gifts, and with ``talk`` chat and likes at once."""
+    viewers, seconds = args.mixed_viewers, args.mixed_seconds
+    gift_ledger, chat_ledger = GiftLedger(), GiftLedger()
+    for gifter in load.gifters:
+        gifter.ledger = gift_ledger
+    for talker in load.talkers:
+        talker.ledger = chat_ledger
+    pool, talkers = load.pool, load.talkers
+    since = min(reply["time"] for reply in await pool.every(op="forget", group="room"))
+    base = await pool.stats("room")
+    likes_before = await like_figures(load.client)
+    await pool.every(op="window", active=True)
+    calls_before = await engine_calls(load.stack.engine_url)
+    load.meter.start()
+    started = time.perf_counter()
+    sends = [pace_gifts(load.gifters, args.mixed_gift_rate, seconds, name)]
+    if talk:
+        like_count = args.mixed_like_count
+        sends.append(pace(args.mixed_chat_rate, seconds, lambda n: talkers[n % len(talkers)].chat(name)))
+        sends.append(
+            pace(
+                args.mixed_like_rate / like_count,
+                seconds,
+                lambda n: talkers[n % len(talkers)].like(like_count),
+            )
+        )
+    likes_sent_before = sum(talker.likes_sent for talker in talkers)
+    sent = await asyncio.gather(*sends)
+    sending_s = time.perf_counter() - started
+    cpu = summarize_cpu(load.meter.stop())
+    calls = await engine_calls(load.stack.engine_url) - calls_before
+    likes_sent = sum(talker.likes_sent for talker in talkers) - likes_sent_before
+    for ledger in (gift_ledger, chat_ledger):
+        if ledger.sent:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ledger.answered.wait(), ACK_TIMEOUT_S)
+    gifts_acked, chats_acked = len(gift_ledger.acked_ids), len(chat_ledger.acked_ids)
+    delivered_before = base["gifts"] + base["chats"]
+    drain_s = await wait_delivered(pool, delivered_before + (gifts_acked + chats_acked) * viewers)
+    await pool.every(op="window", active=False)
+    latencies = await pool.latencies()
+    stats = await pool.stats("room")
+    acked = gift_ledger.acked_ids + chat_ledger.acked_ids
+    replies = await pool.every(op="completeness", group="room", acked=acked)
+    per_viewer = [viewer for reply in replies for viewer in reply["viewers"]]
+    by_kind = {}
+    for kind, ids in (("gift", gift_ledger.acked_ids), ("chat", chat_ledger.acked_ids)):
+        kind_replies = await pool.every(op="completeness", group="room", acked=ids)
+        mine = [viewer[2] for reply in kind_replies for viewer in reply["viewers"]]
+        by_kind[kind] = {
+            "acked": len(ids),
+            "viewers_complete": sum(1 for count in mine if count == len(ids)),
+            "completeness_min_pct": round(min(count / len(ids) * 100 for count in mine), 3)
+            if ids and mine
+            else (100.0 if mine else 0.0),
+        }
+    window_s = max(reply["time"] for reply in replies) - since
+    ticks = window_s * 1000 / load.tick_ms
+    frames = [viewer[3] for viewer in per_viewer]
+    likes_after = await like_figures(load.client)
+    accepted = likes_after["accepted"] - likes_before["accepted"]
+    like_total = await settled_like_total(load.client, likes_before["total"] + accepted)
+    ticks_sending = sending_s * 1000 / load.tick_ms
+    gift_p, chat_p = latencies["gift"], latencies["chat"]
+    return {
+        "gifts_sent": sent[0],
+        "chats_sent": sent[1] if talk else 0,
+        "like_frames_sent": sent[2] if talk else 0,
+        "likes_sent": likes_sent,
+        "sending_s": round(sending_s, 3),
+        "gifts_acked": gifts_acked,
+        "chats_acked": chats_acked,
+        "unanswered": len(gift_ledger.sent) + len(chat_ledger.sent),
+        "gift_errors": dict(gift_ledger.errors),
+        "chat_errors": dict(chat_ledger.errors),
+        "sender_closes": dict(gift_ledger.closed + chat_ledger.closed),
+        "viewers_complete": sum(
+            1 for received, distinct, mine, _ in per_viewer if mine == len(acked) and received == distinct
+        ),
+        "by_kind": by_kind,
+        "duplicate_events": sum(received - distinct for received, distinct, _, _ in per_viewer),
+        "events_not_acked": sum(distinct - mine for _, distinct, mine, _ in per_viewer),
+        "viewers_open_at_end": stats["open"],
+        "viewer_closes": stats["closed"],
+        "drain_s": drain_s,
+        "window_s": round(window_s, 3),
+        "ticks_in_window": round(ticks, 1),
+        "frames_per_viewer_max": max(frames) if frames else 0,
+        "frames_per_viewer_median": statistics.median(frames) if frames else 0,
+        "gift_latency_samples": len(gift_p),
+        "gift_p50_ms": pct(gift_p, 50),
+        "gift_p99_ms": pct(gift_p, 99),
+        "gift_max_ms": round(gift_p[-1], 2) if gift_p else None,
+        "chat_latency_samples": len(chat_p),
+        "chat_p50_ms": pct(chat_p, 50),
+        "chat_p99_ms": pct(chat_p, 99),
+        "chat_max_ms": round(chat_p[-1], 2) if chat_p else None,
+        "likes_accepted": accepted,
+        "likes_dropped": likes_after["dropped"] - likes_before["dropped"],
+        "like_total_before": likes_before["total"],
+        "like_total_after": like_total,
+        "cpu_cores": cpu,
+        "server_cpu_ms_per_tick": round(cpu["server"] * load.tick_ms, 3),
+        "engine_cpu_ms_per_tick": round(cpu["engine"] * load.tick_ms, 3),
+        "engine_calls": calls,
+        "engine_calls_per_tick": round(calls / ticks_sending, 2),
+    }
+
+
+def judged(figure: str, value: float | None, target: str, met: bool) -> dict[str, Any]:
+    return {"figure": figure, "value": value, "target": target, "met": met}
+
+
+def mixed_targets(phase: dict[str, Any], viewers: int) -> list[dict[str, Any]]:
+    """The targets of one phase, each with its figure and whether it was met."""
+    targets = []
+    for kind in ("gift", "chat"):
+        figures = phase["by_kind"][kind]
+        if not figures["acked"]:
+            continue
+        complete = figures["viewers_complete"] == viewers and figures["completeness_min_pct"] == 100
+        targets.append(
+            judged(f"min {kind} completeness %", figures["completeness_min_pct"], "100 %", complete)
+        )
+    exactly_once = phase["duplicate_events"] == 0 and phase["events_not_acked"] == 0
+    targets.append(
+        judged(
+            "events received twice or never acked",
+            phase["duplicate_events"] + phase["events_not_acked"],
+            "0",
+            exactly_once,
+        )
+    )
+    for kind in ("gift", "chat"):
+        p99 = phase[f"{kind}_p99_ms"]
+        if p99 is not None:
+            targets.append(
+                judged(
+                    f"p99 {kind} delivery ms",
+                    p99,
+                    f"<= {MIXED_P99_TARGET_MS:g} ms",
+                    p99 <= MIXED_P99_TARGET_MS,
+                )
+            )
+    if phase["likes_sent"]:
+        added = phase["like_total_after"] - phase["like_total_before"]
+        targets.append(
+            judged(
+                "like total added - likes accepted",
+                added - phase["likes_accepted"],
+                "0",
+                added == phase["likes_accepted"],
+            )
+        )
+    bound = math.floor(phase["ticks_in_window"]) + FRAME_SLACK_TICKS
+    targets.append(
+        judged(
+            "max frames per viewer",
+            phase["frames_per_viewer_max"],
+            f"<= {bound} (ticks + {FRAME_SLACK_TICKS})",
+            phase["frames_per_viewer_max"] <= bound,
+        )
+    )
+    return targets
+
+
+async def mixed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    viewers, seconds = args.mixed_viewers, args.mixed_seconds
+    tick_ms = Settings.tick_ms
+    env = {"GIFTING_WS_BUFFER_BYTES": str(SERVER_BUFFER_BYTES), "GIFTING_TICK_MS": str(tick_ms)}
+    async with (
+        server_stack(tmp, "mixed", **env) as stack,
+        sink_pool(args.sink_procs) as pool,
+        http_client(stack.base_url, 16) as client,
+    ):
+        # Both phases send gifts at the same rate.
+        coins = math.ceil(2 * args.mixed_gift_rate * seconds / args.mixed_gifters * 1.2) + 10
+        senders = await funded_senders(client, "mixed_gifter", args.mixed_gifters, coins)
+        talker_tokens = await viewer_tokens(client, "mixed_t", 0, args.mixed_talkers)
+        tokens = await viewer_tokens(client, "mixed_v", 0, viewers)
+        connect = await pool.connect(
+            "room",
+            stack.port,
+            [ws_path(ROOM_ID, token) for token in tokens],
+            welcome=True,
+            record=True,
+            sample_every=args.sample_every,
+            concurrency=args.connect_concurrency,
+        )
+        progress(f"mixed: {connect['opened']} viewers connected ({connect['per_s']:.0f}/s)")
+        if connect["opened"] != viewers:
+            raise BenchError(
+                f"only {connect['opened']} of {viewers} viewers connected: {connect['failures']}"
+            )
+        gifters = await open_gifters(stack.port, ROOM_ID, senders, GiftLedger())
+        talkers = await open_talkers(stack.port, ROOM_ID, talker_tokens, GiftLedger())
+        await asyncio.sleep(1.0)
+        load = Load(stack, pool, client, gifters, talkers, CpuMeter({**stack.pids, **pool.pids}), tick_ms)
+        phases: dict[str, dict[str, Any]] = {}
+        for name, talk in (("gift_only", False), ("mixed", True)):
+            phases[name] = await mixed_phase(args, load, name, talk)
+            phase = phases[name]
+            progress(
+                f"{name}: {phase['gifts_acked']} gifts, {phase['chats_acked']} chats acked, "
+                f"{phase['likes_accepted']:.0f} likes accepted; p99 gift {phase['gift_p99_ms']} ms, "
+                f"chat {phase['chat_p99_ms']} ms; server {phase['cpu_cores']['server']:.2f} cores"
+            )
+            await asyncio.sleep(1.0)
+        for sender in (*gifters, *talkers):
+            sender.close()
+    gift_only, storm_phase = phases["gift_only"], phases["mixed"]
+
+    def ratio(key: str) -> float | None:
+        return round(storm_phase[key] / gift_only[key], 3) if gift_only[key] else None
+
+    return {
+        "viewers": viewers,
+        "seconds": seconds,
+        "tick_ms": tick_ms,
+        "gifters": args.mixed_gifters,
+        "talkers": args.mixed_talkers,
+        "gift_rate": args.mixed_gift_rate,
+        "chat_rate": args.mixed_chat_rate,
+        "like_rate": args.mixed_like_rate,
+        "like_count": args.mixed_like_count,
+        "latency_sampled_viewers": math.ceil(viewers / args.sample_every),
+        "connect": connect,
+        "gift_only": gift_only,
+        "mixed": storm_phase,
+        "targets": {
+            "gift_only": mixed_targets(gift_only, viewers),
+            "mixed": mixed_targets(storm_phase, viewers),
+        },
+        "ratios": {
+            key: ratio(key)
+            for key in (
+                "server_cpu_ms_per_tick",
+                "engine_cpu_ms_per_tick",
+                "engine_calls_per_tick",
+                "gift_p99_ms",
+            )
+        },
+    }
+
+
 # --- report --------------------------------------------------------------------------------
 
 
@@ -568,6 +902,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Coroutine[Any, Any, di
     "storm": storm,
     "fanout": fanout,
     "connections": connections,
+    "mixed": mixed,
 }
 
 
@@ -625,6 +960,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the bare loop waits while a probed connection has more unsent bytes (default 16384)",
     )
     parser.add_argument("--connections", type=positive_int, default=10000)
+    parser.add_argument("--mixed-viewers", type=positive_int, default=2000)
+    parser.add_argument("--mixed-seconds", type=positive_float, default=20.0, help="each phase (default 20)")
+    parser.add_argument("--mixed-gift-rate", type=positive_float, default=500.0, help="gifts/s (default 500)")
+    parser.add_argument("--mixed-gifters", type=positive_int, default=50)
+    parser.add_argument(
+        "--mixed-chat-rate", type=positive_float, default=200.0, help="chat messages/s (default 200)"
+    )
+    parser.add_argument(
+        "--mixed-like-rate", type=positive_float, default=5000.0, help="likes/s (default 5000)"
+    )
+    parser.add_argument(
+        "--mixed-like-count", type=positive_int, default=5, help="likes per like frame, 1-15 (default 5)"
+    )
+    parser.add_argument(
+        "--mixed-talkers",
+        type=positive_int,
+        default=500,
+        help="users sending the chat and likes (default 500)",
+    )
     parser.add_argument("--sink-procs", type=positive_int, default=2, help="load processes for the sinks")
     parser.add_argument(
         "--connect-concurrency", type=positive_int, default=64, help="handshakes in flight per load process"
