@@ -164,6 +164,11 @@ def room_rows(rooms: dict[str, Any]) -> list[Row]:
             figures = mixed[phase]
             rows.append(Row(scenario, "server CPU per tick", figures["server_cpu_ms_per_tick"], "ms"))
             rows.append(Row(scenario, "engine calls per tick", figures["engine_calls_per_tick"], "calls"))
+            rows.append(
+                Row(
+                    scenario, "engine script calls per tick", figures["engine_script_calls_per_tick"], "calls"
+                )
+            )
     conns = rooms.get("connections")
     if conns:
         scenario = f"connections, {conns['connections']:,} idle viewers"

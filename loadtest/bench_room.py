@@ -61,6 +61,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -535,18 +536,24 @@ class Load:
     tick_ms: int
 
 
-async def engine_calls(url: str) -> int:
-    """Commands the engine has run so far (``INFO commandstats``), the INFO calls left out."""
+# Commands a client sends to run a script; the commands the script runs are counted apart.
+SCRIPT_COMMANDS = frozenset({"evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "fcall_ro"})
+
+
+async def engine_calls(url: str) -> Counter[str]:
+    """Commands the engine has run so far by name (``INFO commandstats``: those run by a script
+    included), the INFO calls left out."""
     engine = aioredis.Redis.from_url(url)
     try:
         stats: dict[str, Any] = await engine.info("commandstats")
     finally:
         await engine.aclose()
-    return sum(
-        int(value["calls"])
-        for name, value in stats.items()
-        if isinstance(value, dict) and name.removeprefix("cmdstat_") != "info"
-    )
+    calls: Counter[str] = Counter()
+    for name, value in stats.items():
+        command = name.removeprefix("cmdstat_").lower()
+        if isinstance(value, dict) and command != "info":
+            calls[command] = int(value["calls"])
+    return calls
 
 
 def metric_total(exposition: str, name: str) -> float:
@@ -559,13 +566,16 @@ def metric_total(exposition: str, name: str) -> float:
 
 
 async def like_figures(client: httpx.AsyncClient) -> dict[str, float]:
-    """The room's like total and the server's accepted and dropped like counters."""
+    """The room's like total and the server's like and hub tick counters."""
     room = await expect(client.get(f"/v1/rooms/{ROOM_ID}"), 200)
     exposition = (await client.get("/metrics")).text
     return {
         "total": room["snapshot"]["likes"],
         "accepted": metric_total(exposition, "gifting_likes_accepted_total"),
         "dropped": metric_total(exposition, "gifting_likes_dropped_total"),
+        "flushes": metric_total(exposition, "gifting_like_flushes_total"),
+        "ticks": metric_total(exposition, "gifting_hub_tick_seconds_count"),
+        "tick_seconds": metric_total(exposition, "gifting_hub_tick_seconds_sum"),
     }
 
 
@@ -596,7 +606,7 @@ async def mixed_phase(args: argparse.Namespace, load: Load, name: str, talk: boo
     pool, talkers = load.pool, load.talkers
     since = min(reply["time"] for reply in await pool.every(op="forget", group="room"))
     base = await pool.stats("room")
-    likes_before = await like_figures(load.client)
+    figures_before = await like_figures(load.client)
     await pool.every(op="window", active=True)
     calls_before = await engine_calls(load.stack.engine_url)
     load.meter.start()
@@ -616,7 +626,9 @@ async def mixed_phase(args: argparse.Namespace, load: Load, name: str, talk: boo
     sent = await asyncio.gather(*sends)
     sending_s = time.perf_counter() - started
     cpu = summarize_cpu(load.meter.stop())
-    calls = await engine_calls(load.stack.engine_url) - calls_before
+    calls = await engine_calls(load.stack.engine_url)
+    calls.subtract(calls_before)
+    figures_sent = await like_figures(load.client)
     likes_sent = sum(talker.likes_sent for talker in talkers) - likes_sent_before
     for ledger in (gift_ledger, chat_ledger):
         if ledger.sent:
@@ -646,9 +658,13 @@ async def mixed_phase(args: argparse.Namespace, load: Load, name: str, talk: boo
     ticks = window_s * 1000 / load.tick_ms
     frames = [viewer[3] for viewer in per_viewer]
     likes_after = await like_figures(load.client)
-    accepted = likes_after["accepted"] - likes_before["accepted"]
-    like_total = await settled_like_total(load.client, likes_before["total"] + accepted)
+    accepted = likes_after["accepted"] - figures_before["accepted"]
+    like_total = await settled_like_total(load.client, figures_before["total"] + accepted)
     ticks_sending = sending_s * 1000 / load.tick_ms
+    all_calls = sum(calls.values())
+    script_calls = sum(count for command, count in calls.items() if command in SCRIPT_COMMANDS)
+    hub_ticks = figures_sent["ticks"] - figures_before["ticks"]
+    hub_tick_s = figures_sent["tick_seconds"] - figures_before["tick_seconds"]
     gift_p, chat_p = latencies["gift"], latencies["chat"]
     return {
         "gifts_sent": sent[0],
@@ -684,14 +700,21 @@ async def mixed_phase(args: argparse.Namespace, load: Load, name: str, talk: boo
         "chat_p99_ms": pct(chat_p, 99),
         "chat_max_ms": round(chat_p[-1], 2) if chat_p else None,
         "likes_accepted": accepted,
-        "likes_dropped": likes_after["dropped"] - likes_before["dropped"],
-        "like_total_before": likes_before["total"],
+        "likes_dropped": likes_after["dropped"] - figures_before["dropped"],
+        "like_total_before": figures_before["total"],
         "like_total_after": like_total,
         "cpu_cores": cpu,
         "server_cpu_ms_per_tick": round(cpu["server"] * load.tick_ms, 3),
         "engine_cpu_ms_per_tick": round(cpu["engine"] * load.tick_ms, 3),
-        "engine_calls": calls,
-        "engine_calls_per_tick": round(calls / ticks_sending, 2),
+        "engine_calls": all_calls,
+        "engine_calls_per_tick": round(all_calls / ticks_sending, 2),
+        "engine_script_calls_per_tick": round(script_calls / ticks_sending, 2),
+        "engine_calls_by_command": dict(calls.most_common(12)),
+        "like_flushes_per_tick": round(
+            (figures_sent["flushes"] - figures_before["flushes"]) / ticks_sending, 2
+        ),
+        "hub_ticks": hub_ticks,
+        "hub_tick_work_mean_ms": round(hub_tick_s / hub_ticks * 1000, 3) if hub_ticks else None,
     }
 
 
@@ -799,7 +822,8 @@ async def mixed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     gift_only, storm_phase = phases["gift_only"], phases["mixed"]
 
     def ratio(key: str) -> float | None:
-        return round(storm_phase[key] / gift_only[key], 3) if gift_only[key] else None
+        value, base = storm_phase[key], gift_only[key]
+        return round(value / base, 3) if value is not None and base else None
 
     return {
         "viewers": viewers,
@@ -825,6 +849,10 @@ async def mixed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 "server_cpu_ms_per_tick",
                 "engine_cpu_ms_per_tick",
                 "engine_calls_per_tick",
+                "engine_script_calls_per_tick",
+                "like_flushes_per_tick",
+                "hub_tick_work_mean_ms",
+                "gift_p50_ms",
                 "gift_p99_ms",
             )
         },
@@ -892,7 +920,38 @@ def print_report(report: dict[str, Any]) -> None:
             f"idle server {conns['idle_cpu_cores']['server']:.2f} cores; "
             f"open after idling {conns['open_after_idle']:,}"
         )
+    mixed_result = report.get("mixed")
+    if mixed_result:
+        print_mixed(mixed_result)
     print("scenario wall times (s):", report["scenario_seconds"])
+
+
+def print_mixed(m: dict[str, Any]) -> None:
+    print(
+        f"\nmixed: {m['viewers']:,} viewers, {m['seconds']:g} s of {m['gift_rate']:g} gifts/s alone, "
+        f"then with {m['chat_rate']:g} chat messages/s and {m['like_rate']:g} likes/s "
+        f"(frames of {m['like_count']}) from {m['talkers']} users"
+    )
+    print(
+        f"  {'':<10}{'gifts':>7}{'chats':>7}{'likes':>8}{'gift p50/p99':>16}{'chat p50/p99':>16}"
+        f"{'frames/viewer':>15}{'ticks':>7}{'srv ms/tick':>12}{'calls/tick':>11}{'scripts/tick':>13}"
+        f"{'tick work ms':>13}"
+    )
+    for name in ("gift_only", "mixed"):
+        ph = m[name]
+        gift = f"{ph['gift_p50_ms']}/{ph['gift_p99_ms']}"
+        chat = f"{ph['chat_p50_ms']}/{ph['chat_p99_ms']}"
+        print(
+            f"  {name:<10}{ph['gifts_acked']:>7,}{ph['chats_acked']:>7,}{ph['likes_accepted']:>8,.0f}"
+            f"{gift:>16}{chat:>16}{ph['frames_per_viewer_max']:>15}{ph['ticks_in_window']:>7}"
+            f"{ph['server_cpu_ms_per_tick']:>12}{ph['engine_calls_per_tick']:>11}"
+            f"{ph['engine_script_calls_per_tick']:>13}{ph['hub_tick_work_mean_ms']!s:>13}"
+        )
+    print(f"  mixed / gift-only: {m['ratios']}")
+    for name in ("gift_only", "mixed"):
+        for target in m["targets"][name]:
+            met = "met" if target["met"] else "NOT MET"
+            print(f"  {name}: {target['figure']} = {target['value']} (target {target['target']}): {met}")
 
 
 # --- command line --------------------------------------------------------------------------
