@@ -41,6 +41,25 @@ connections
     completed including the ``welcome`` frame, per second, ``--connect-concurrency``
     handshakes in flight per load process) and the server's CPU while they sit idle.
 
+mixed
+    The 2,000-viewer room (``--mixed-viewers``) of the storm taking, for ``--mixed-seconds``
+    (20), first ``--mixed-gift-rate`` gifts/s (500) alone from ``--mixed-gifters`` (50), then
+    the same gifts together with ``--mixed-chat-rate`` chat messages/s (200) and
+    ``--mixed-like-rate`` likes/s (5,000, as ``like`` frames of ``--mixed-like-count`` taps,
+    5) from ``--mixed-talkers`` other users (500: 0.4 messages/s and 10 likes/s each, within
+    the default per-user limits of 1 message/s and 15 likes/s), all three paced on fixed
+    schedules over WebSocket frames. The talkers' connections are open in both phases, so
+    the server writes to the same sockets in each. For each phase, with its target: every
+    viewer's distinct gift and chat event ids against those acknowledged (``gift_ack``,
+    ``chat_ack``; 100 %, and none twice), the p99 gift and chat delivery latency on every
+    ``--sample-every``-th viewer (<= 250 ms), the room's like total against the likes the
+    server accepted (``gifting_likes_accepted_total``; equal), and each viewer's frames
+    against the ticks the phase lasted (at most the ticks + 2: one frame per tick). Beside
+    them, per tick of the sending window: the server's CPU (ms), the commands the engine ran
+    (``INFO commandstats`` deltas, the commands run inside scripts included) and the script
+    calls among them, the like flushes and the hub's mean tick work (both from the server's
+    metrics), with each figure's ratio mixed / gift-only.
+
 The viewers are raw sinks (``loadtest/sinks.py``), not ``websockets`` clients, which would
 cost more than the server. A viewer keeps the list of frames it got, so the distinct gift ids
 of every viewer are known exactly (viewers with the same frames are grouped). Sinks run in
