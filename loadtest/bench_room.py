@@ -733,6 +733,11 @@ async def mixed_phase(args: argparse.Namespace, load: Load, name: str, talk: boo
             (figures_sent["flushes"] - figures_before["flushes"]) / ticks_sending, 2
         ),
         "hub_ticks": hub_ticks,
+        # Per tick the hub actually ran: ticks stretch past --tick-ms when the server is short of CPU.
+        "server_cpu_ms_per_hub_tick": round(cpu["server"] * sending_s * 1000 / hub_ticks, 3)
+        if hub_ticks
+        else None,
+        "engine_calls_per_hub_tick": round(all_calls / hub_ticks, 2) if hub_ticks else None,
         "hub_tick_work_mean_ms": round(hub_tick_s / hub_ticks * 1000, 3) if hub_ticks else None,
     }
 
@@ -869,6 +874,8 @@ async def mixed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 "engine_cpu_ms_per_tick",
                 "engine_calls_per_tick",
                 "engine_script_calls_per_tick",
+                "server_cpu_ms_per_hub_tick",
+                "engine_calls_per_hub_tick",
                 "like_flushes_per_tick",
                 "hub_tick_work_mean_ms",
                 "gift_p50_ms",
