@@ -266,6 +266,7 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "gifts_acked": acked,
         "unanswered": len(ledger.sent),
         "errors": dict(ledger.errors),
+        "retries": dict(ledger.retries),
         "gifter_closes": dict(ledger.closed),
         "viewers_complete": complete,
         "completeness_min_pct": round(
@@ -696,6 +697,8 @@ async def mixed_phase(args: argparse.Namespace, load: Load, name: str, talk: boo
         "unanswered": len(gift_ledger.sent) + len(chat_ledger.sent),
         "gift_errors": dict(gift_ledger.errors),
         "chat_errors": dict(chat_ledger.errors),
+        "gift_retries": dict(gift_ledger.retries),
+        "chat_retries": dict(chat_ledger.retries),
         "sender_closes": dict(gift_ledger.closed + chat_ledger.closed),
         "viewers_complete": sum(
             1 for received, distinct, mine, _ in per_viewer if mine == len(acked) and received == distinct

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import orjson
 
@@ -546,6 +546,12 @@ async def sink_pool(procs: int) -> AsyncIterator[SinkPool]:
 # --- gifters -------------------------------------------------------------------------------
 
 
+# Answers that ask for the same frame again: the server could not tell whether it was done,
+# and the idempotency key (or client_id) makes a resend act at most once.
+RETRY_CODES = frozenset({"engine_unavailable"})
+RETRY_DELAY_S = 0.2
+
+
 @dataclass
 class GiftLedger:
     """What the gifters (or the talkers' chat messages) sent and what came back."""
@@ -554,6 +560,7 @@ class GiftLedger:
     ack_ms: list[float] = field(default_factory=list)
     acked_ids: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    retries: Counter[str] = field(default_factory=Counter)
     closed: Counter[str] = field(default_factory=Counter)
     answered: asyncio.Event = field(default_factory=asyncio.Event)  # set when none is unanswered
 
@@ -573,14 +580,21 @@ class GiftLedger:
             self.answered.set()
 
 
-class Gifter(Sink):
-    """A sender's connection: sends ``gift`` frames, reads acks, errors and balances."""
+class Poster(Sink):
+    """A connection that posts keyed frames (gifts, chat messages) and reads their answers;
+    batches are not decoded. An answer in ``RETRY_CODES`` has the frame sent again with the
+    same key, as a client should, and the ack time counts from the first send."""
+
+    ack_type: ClassVar[str]
+    key_field: ClassVar[str]
+    id_field: ClassVar[str]
 
     def __init__(self, request: bytes, opened: asyncio.Future[None], ledger: GiftLedger, tag: str) -> None:
         super().__init__(request, FrameBook(), None, False, True, opened)
         self.ledger = ledger
         self.tag = tag
         self.sent = 0
+        self.unanswered: dict[str, bytes] = {}
         self.closed_by_us = False
 
     def message(self, payload: bytes) -> None:
@@ -591,10 +605,28 @@ class Gifter(Sink):
         if kind == "welcome":
             self.welcomed = True
             self._open()
-        elif kind == "gift_ack":
-            self.ledger.ack(body["idempotency_key"], body["gift_event_id"])
+        elif kind == self.ack_type:
+            self.unanswered.pop(body[self.key_field], None)
+            self.ledger.ack(body[self.key_field], body[self.id_field])
         elif kind == "error":
-            self.ledger.error(body.get("idempotency_key"), body.get("code", "?"))
+            self.refused(body.get(self.key_field), body.get("code", "?"))
+
+    def refused(self, key: str | None, code: str) -> None:
+        frame = self.unanswered.get(key) if key is not None else None
+        if frame is not None and code in RETRY_CODES:
+            self.ledger.retries[code] += 1
+            asyncio.get_running_loop().call_later(RETRY_DELAY_S, self.send, 0x1, frame)
+            return
+        if key is not None:
+            self.unanswered.pop(key, None)
+        self.ledger.error(key, code)
+
+    def post(self, key: str, body: dict[str, Any]) -> None:
+        frame = orjson.dumps(body)
+        self.unanswered[key] = frame
+        self.ledger.sent[key] = time.perf_counter()
+        self.ledger.answered.clear()
+        self.send(0x1, frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -605,13 +637,18 @@ class Gifter(Sink):
         self.closed_by_us = True
         super().close()
 
+
+class Gifter(Poster):
+    """A sender's connection: sends ``gift`` frames, reads acks and errors."""
+
+    ack_type = "gift_ack"
+    key_field = "idempotency_key"
+    id_field = "gift_event_id"
+
     def gift(self, run: str) -> None:
         key = f"{self.tag}-{run}-{self.sent}"
         self.sent += 1
-        self.ledger.sent[key] = time.perf_counter()
-        self.ledger.answered.clear()
-        body = {"type": "gift", "gift_id": GIFT_ID, "count": 1, "idempotency_key": key}
-        self.send(0x1, orjson.dumps(body))
+        self.post(key, {"type": "gift", "gift_id": GIFT_ID, "count": 1, "idempotency_key": key})
 
 
 SinkT = TypeVar("SinkT", bound=Sink)
@@ -641,47 +678,22 @@ async def open_gifters(port: int, room_id: str, senders: list[Sender], ledger: G
     ]
 
 
-class Talker(Sink):
+class Talker(Poster):
     """A viewer's connection that sends ``chat`` and ``like`` frames and reads ``chat_ack``
-    and ``error`` answers (batches are not decoded)."""
+    and ``error`` answers."""
+
+    ack_type = "chat_ack"
+    key_field = "client_id"
+    id_field = "event_id"
 
     def __init__(self, request: bytes, opened: asyncio.Future[None], ledger: GiftLedger, tag: str) -> None:
-        super().__init__(request, FrameBook(), None, False, True, opened)
-        self.ledger = ledger
-        self.tag = tag
-        self.chats_sent = 0
+        super().__init__(request, opened, ledger, tag)
         self.likes_sent = 0
-        self.closed_by_us = False
-
-    def message(self, payload: bytes) -> None:
-        if payload.startswith(b'{"type":"batch"'):
-            return
-        body = orjson.loads(payload)
-        kind = body.get("type")
-        if kind == "welcome":
-            self.welcomed = True
-            self._open()
-        elif kind == "chat_ack":
-            self.ledger.ack(body["client_id"], body["event_id"])
-        elif kind == "error":
-            self.ledger.error(body.get("client_id"), body.get("code", "?"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if not self.closed_by_us:
-            self.ledger.closed[str(self.close_code)] += 1
-
-    def close(self) -> None:
-        self.closed_by_us = True
-        super().close()
 
     def chat(self, run: str) -> None:
-        key = f"{self.tag}-{run}-{self.chats_sent}"
-        self.chats_sent += 1
-        self.ledger.sent[key] = time.perf_counter()
-        self.ledger.answered.clear()
-        text = f"hello {run} {self.chats_sent}"
-        self.send(0x1, orjson.dumps({"type": "chat", "text": text, "client_id": key}))
+        key = f"{self.tag}-{run}-{self.sent}"
+        self.sent += 1
+        self.post(key, {"type": "chat", "text": f"hello {run} {self.sent}", "client_id": key})
 
     def like(self, count: int) -> None:
         self.likes_sent += count
