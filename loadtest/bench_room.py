@@ -654,17 +654,21 @@ async def mixed_phase(args: argparse.Namespace, load: Load, name: str, talk: boo
         if ledger.sent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ledger.answered.wait(), ACK_TIMEOUT_S)
-    gifts_acked, chats_acked = len(gift_ledger.acked_ids), len(chat_ledger.acked_ids)
+    # What was answered by now is what the phase is judged on: an ack arriving later would
+    # not be matched by the deliveries waited for.
+    gift_ids, chat_ids = list(gift_ledger.acked_ids), list(chat_ledger.acked_ids)
+    unanswered = len(gift_ledger.sent) + len(chat_ledger.sent)
+    gifts_acked, chats_acked = len(gift_ids), len(chat_ids)
     delivered_before = base["gifts"] + base["chats"]
     drain_s = await wait_delivered(pool, delivered_before + (gifts_acked + chats_acked) * viewers)
     await pool.every(op="window", active=False)
     latencies = await pool.latencies()
     stats = await pool.stats("room")
-    acked = gift_ledger.acked_ids + chat_ledger.acked_ids
+    acked = gift_ids + chat_ids
     replies = await pool.every(op="completeness", group="room", acked=acked)
     per_viewer = [viewer for reply in replies for viewer in reply["viewers"]]
     by_kind = {}
-    for kind, ids in (("gift", gift_ledger.acked_ids), ("chat", chat_ledger.acked_ids)):
+    for kind, ids in (("gift", gift_ids), ("chat", chat_ids)):
         kind_replies = await pool.every(op="completeness", group="room", acked=ids)
         mine = [viewer[2] for reply in kind_replies for viewer in reply["viewers"]]
         by_kind[kind] = {
@@ -694,7 +698,7 @@ async def mixed_phase(args: argparse.Namespace, load: Load, name: str, talk: boo
         "sending_s": round(sending_s, 3),
         "gifts_acked": gifts_acked,
         "chats_acked": chats_acked,
-        "unanswered": len(gift_ledger.sent) + len(chat_ledger.sent),
+        "unanswered": unanswered,
         "gift_errors": dict(gift_ledger.errors),
         "chat_errors": dict(chat_ledger.errors),
         "gift_retries": dict(gift_ledger.retries),
