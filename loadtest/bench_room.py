@@ -202,6 +202,28 @@ def progress(message: str) -> None:
     print(f"  {message}", flush=True)
 
 
+async def room_viewers(
+    args: argparse.Namespace, pool: SinkPool, stack: Stack, tokens: list[str], scenario: str
+) -> dict[str, Any]:
+    """Every token's viewer in the demo room as a recording sink (every ``--sample-every``-th
+    timing latencies); what ``SinkPool.connect`` says, or BenchError if any failed."""
+    connect = await pool.connect(
+        "room",
+        stack.port,
+        [ws_path(ROOM_ID, token) for token in tokens],
+        welcome=True,
+        record=True,
+        sample_every=args.sample_every,
+        concurrency=args.connect_concurrency,
+    )
+    progress(f"{scenario}: {connect['opened']} viewers connected ({connect['per_s']:.0f}/s)")
+    if connect["opened"] != len(tokens):
+        raise BenchError(
+            f"only {connect['opened']} of {len(tokens)} viewers connected: {connect['failures']}"
+        )
+    return connect
+
+
 # --- scenario 1: storm ---------------------------------------------------------------------
 
 
@@ -216,20 +238,7 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         coins = math.ceil(rate * seconds / args.storm_gifters * 1.2) + 10
         senders = await funded_senders(client, "storm_gifter", args.storm_gifters, coins)
         tokens = await viewer_tokens(client, "storm_v", 0, viewers)
-        connect = await pool.connect(
-            "room",
-            stack.port,
-            [ws_path(ROOM_ID, token) for token in tokens],
-            welcome=True,
-            record=True,
-            sample_every=args.sample_every,
-            concurrency=args.connect_concurrency,
-        )
-        progress(f"storm: {connect['opened']} viewers connected ({connect['per_s']:.0f}/s)")
-        if connect["opened"] != viewers:
-            raise BenchError(
-                f"only {connect['opened']} of {viewers} viewers connected: {connect['failures']}"
-            )
+        connect = await room_viewers(args, pool, stack, tokens, "storm")
         ledger = GiftLedger()
         gifters = await open_gifters(stack.port, ROOM_ID, senders, ledger)
         await asyncio.sleep(1.0)
@@ -820,20 +829,7 @@ async def mixed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         senders = await funded_senders(client, "mixed_gifter", args.mixed_gifters, coins)
         talker_tokens = await viewer_tokens(client, "mixed_t", 0, args.mixed_talkers)
         tokens = await viewer_tokens(client, "mixed_v", 0, viewers)
-        connect = await pool.connect(
-            "room",
-            stack.port,
-            [ws_path(ROOM_ID, token) for token in tokens],
-            welcome=True,
-            record=True,
-            sample_every=args.sample_every,
-            concurrency=args.connect_concurrency,
-        )
-        progress(f"mixed: {connect['opened']} viewers connected ({connect['per_s']:.0f}/s)")
-        if connect["opened"] != viewers:
-            raise BenchError(
-                f"only {connect['opened']} of {viewers} viewers connected: {connect['failures']}"
-            )
+        connect = await room_viewers(args, pool, stack, tokens, "mixed")
         gifters = await open_gifters(stack.port, ROOM_ID, senders, GiftLedger())
         talkers = await open_talkers(stack.port, ROOM_ID, talker_tokens, GiftLedger())
         await asyncio.sleep(1.0)

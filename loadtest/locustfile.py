@@ -284,6 +284,17 @@ class RoomUser(HttpUser):
     def connected(self) -> None:
         """Called after each (re)connection."""
 
+    def resend(self, texts: list[str]) -> None:
+        """Send ``texts`` again on the new socket, stopping at the first that fails (the
+        reader then reports the close and reconnects, which resends them again)."""
+        ws = self.ws
+        assert ws is not None
+        for text in texts:
+            try:
+                ws.send(text)
+            except (OSError, websocket.WebSocketException):
+                return
+
     def read(self) -> None:
         """The reader greenlet: every frame to ``on_frame`` until the socket closes."""
         code: int | None = None
@@ -419,13 +430,7 @@ class Viewer(RoomUser):
 
     def connected(self) -> None:
         """Resend the chat messages never answered, with the same ids: each posts once."""
-        ws = self.ws
-        assert ws is not None
-        for _, text in list(self.chat_pending.values()):
-            try:
-                ws.send(text)
-            except (OSError, websocket.WebSocketException):
-                return
+        self.resend([text for _, text in self.chat_pending.values()])
 
     def on_frame(self, frame: dict[str, Any], size: int) -> None:
         kind = frame.get("type")
@@ -527,13 +532,7 @@ class Gifter(RoomUser):
 
     def connected(self) -> None:
         """Resend what was never answered, with the same keys: the server charges each once."""
-        ws = self.ws
-        assert ws is not None
-        for _, text in list(self.pending.values()):
-            try:
-                ws.send(text)
-            except (OSError, websocket.WebSocketException):
-                return
+        self.resend([text for _, text in self.pending.values()])
 
     def on_frame(self, frame: dict[str, Any], size: int) -> None:
         kind = frame.get("type")
