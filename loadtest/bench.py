@@ -13,11 +13,14 @@ gift path (``bench_gift``, ``--transport ws``, with ``appendfsync always`` and `
     half that maximum offered on a fixed schedule (target: at most 25 ms). Then the most
     gifts/s of two server processes on one engine (``--servers 2``, ``always``; target: at
     least 40 %).
-fan-out, storm, connections (``bench_room``)
+fan-out, storm, connections, mixed (``bench_room``)
     Frames/s into rooms of 1,000, 5,000 and 10,000 viewers against a bare ``broadcast()``
     loop; delivery completeness of a 2,000-viewer gift storm (target: 100 %) and its p99
     latency; memory per idle connection at 10,000 viewers (goal: at most 20 KiB) and the
-    connect rate.
+    connect rate; the 2,000-viewer room taking gifts, chat and likes at once against the
+    same room taking the gifts alone (targets: every gift and chat message to every viewer
+    once, p99 delivery at most 250 ms, the like total equal to the likes accepted, at most
+    one frame per tick per viewer), with the server's CPU and the engine's calls per tick.
 
 The scenarios run one after another because they share the machine: each needs the cores
 the others would take. ``--quick`` runs every scenario at a tiny size, only to show that the
@@ -57,6 +60,8 @@ ROOM_QUICK = [
     *("--storm-viewers", "20", "--storm-rate", "20", "--storm-seconds", "1", "--storm-gifters", "2"),
     *("--fanout-sizes", "20,40", "--fanout-rate", "20", "--fanout-gifters", "2", "--fanout-seconds", "0.5"),
     *("--fanout-rounds", "1", "--warmup", "0.2", "--connections", "30", "--sink-procs", "1"),
+    *("--mixed-viewers", "20", "--mixed-seconds", "1", "--mixed-gift-rate", "20", "--mixed-gifters", "2"),
+    *("--mixed-chat-rate", "10", "--mixed-like-rate", "100", "--mixed-talkers", "10"),
 ]
 
 
@@ -147,6 +152,23 @@ def room_rows(rooms: dict[str, Any]) -> list[Row]:
         )
         rows.append(Row(scenario, "p99 delivery latency", storm["latency_p99_ms"] or 0.0, "ms"))
         rows.append(Row(scenario, "p99 ack latency", storm["ack_p99_ms"] or 0.0, "ms"))
+    mixed = rooms.get("mixed")
+    if mixed:
+        for phase, label in (("gift_only", "gifts only"), ("mixed", "gifts+chat+likes")):
+            scenario = f"{label}, {mixed['viewers']:,} viewers"
+            for target in mixed["targets"][phase]:
+                unit = "ms" if target["figure"].endswith(" ms") else ""
+                figure = target["figure"].removesuffix(" ms").removesuffix(" %")
+                value = float(target["value"] or 0.0)
+                rows.append(Row(scenario, figure, value, unit, None, target["target"], target["met"]))
+            figures = mixed[phase]
+            rows.append(Row(scenario, "server CPU per tick", figures["server_cpu_ms_per_tick"], "ms"))
+            rows.append(Row(scenario, "engine calls per tick", figures["engine_calls_per_tick"], "calls"))
+            rows.append(
+                Row(
+                    scenario, "engine script calls per tick", figures["engine_script_calls_per_tick"], "calls"
+                )
+            )
     conns = rooms.get("connections")
     if conns:
         scenario = f"connections, {conns['connections']:,} idle viewers"

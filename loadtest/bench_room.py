@@ -41,6 +41,25 @@ connections
     completed including the ``welcome`` frame, per second, ``--connect-concurrency``
     handshakes in flight per load process) and the server's CPU while they sit idle.
 
+mixed
+    The 2,000-viewer room (``--mixed-viewers``) of the storm taking, for ``--mixed-seconds``
+    (20), first ``--mixed-gift-rate`` gifts/s (500) alone from ``--mixed-gifters`` (50), then
+    the same gifts together with ``--mixed-chat-rate`` chat messages/s (200) and
+    ``--mixed-like-rate`` likes/s (5,000, as ``like`` frames of ``--mixed-like-count`` taps,
+    5) from ``--mixed-talkers`` other users (500: 0.4 messages/s and 10 likes/s each, within
+    the default per-user limits of 1 message/s and 15 likes/s), all three paced on fixed
+    schedules over WebSocket frames. The talkers' connections are open in both phases, so
+    the server writes to the same sockets in each. For each phase, with its target: every
+    viewer's distinct gift and chat event ids against those acknowledged (``gift_ack``,
+    ``chat_ack``; 100 %, and none twice), the p99 gift and chat delivery latency on every
+    ``--sample-every``-th viewer (<= 250 ms), the room's like total against the likes the
+    server accepted (``gifting_likes_accepted_total``; equal), and each viewer's frames
+    against the ticks the phase lasted (at most the ticks + 2: one frame per tick). Beside
+    them, per tick of the sending window: the server's CPU (ms), the commands the engine ran
+    (``INFO commandstats`` deltas, the commands run inside scripts included) and the script
+    calls among them, the like flushes and the hub's mean tick work (both from the server's
+    metrics), with each figure's ratio mixed / gift-only.
+
 The viewers are raw sinks (``loadtest/sinks.py``), not ``websockets`` clients, which would
 cost more than the server. A viewer keeps the list of frames it got, so the distinct gift ids
 of every viewer are known exactly (viewers with the same frames are grouped). Sinks run in
@@ -61,12 +80,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
 from loadtest.bare import SERVER_BUFFER_BYTES, Bare
 from loadtest.harness import (
@@ -89,8 +110,20 @@ from loadtest.harness import (
     running_server,
     top_up,
 )
-from loadtest.sinks import Gifter, GiftLedger, SinkPool, open_gifters, pace_gifts, sink_pool, ws_path
+from loadtest.sinks import (
+    Gifter,
+    GiftLedger,
+    SinkPool,
+    Talker,
+    open_gifters,
+    open_talkers,
+    pace,
+    pace_gifts,
+    sink_pool,
+    ws_path,
+)
 from server.engine import EmbeddedEngine
+from server.settings import Settings
 
 DRAIN_IDLE_S = 5.0
 DRAIN_MAX_S = 60.0
@@ -127,6 +160,7 @@ class Stack:
     base_url: str
     port: int
     pids: dict[str, int | None]
+    engine_url: str
 
     @property
     def server_pid(self) -> int:
@@ -144,7 +178,8 @@ async def server_stack(tmp: Path, name: str, **env: str) -> AsyncIterator[Stack]
             server = running_server(engine.url, tmp / f"server-{name}.log")
             async with server as (base_url, pid):
                 port = int(base_url.rsplit(":", 1)[1])
-                yield Stack(base_url, port, {"server": pid, "engine": engine.process.pid, "load": None})
+                pids = {"server": pid, "engine": engine.process.pid, "load": None}
+                yield Stack(base_url, port, pids, engine.url)
     finally:
         engine.stop()
 
@@ -167,6 +202,28 @@ def progress(message: str) -> None:
     print(f"  {message}", flush=True)
 
 
+async def room_viewers(
+    args: argparse.Namespace, pool: SinkPool, stack: Stack, tokens: list[str], scenario: str
+) -> dict[str, Any]:
+    """Every token's viewer in the demo room as a recording sink (every ``--sample-every``-th
+    timing latencies); what ``SinkPool.connect`` says, or BenchError if any failed."""
+    connect = await pool.connect(
+        "room",
+        stack.port,
+        [ws_path(ROOM_ID, token) for token in tokens],
+        welcome=True,
+        record=True,
+        sample_every=args.sample_every,
+        concurrency=args.connect_concurrency,
+    )
+    progress(f"{scenario}: {connect['opened']} viewers connected ({connect['per_s']:.0f}/s)")
+    if connect["opened"] != len(tokens):
+        raise BenchError(
+            f"only {connect['opened']} of {len(tokens)} viewers connected: {connect['failures']}"
+        )
+    return connect
+
+
 # --- scenario 1: storm ---------------------------------------------------------------------
 
 
@@ -181,20 +238,7 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         coins = math.ceil(rate * seconds / args.storm_gifters * 1.2) + 10
         senders = await funded_senders(client, "storm_gifter", args.storm_gifters, coins)
         tokens = await viewer_tokens(client, "storm_v", 0, viewers)
-        connect = await pool.connect(
-            "room",
-            stack.port,
-            [ws_path(ROOM_ID, token) for token in tokens],
-            welcome=True,
-            record=True,
-            sample_every=args.sample_every,
-            concurrency=args.connect_concurrency,
-        )
-        progress(f"storm: {connect['opened']} viewers connected ({connect['per_s']:.0f}/s)")
-        if connect["opened"] != viewers:
-            raise BenchError(
-                f"only {connect['opened']} of {viewers} viewers connected: {connect['failures']}"
-            )
+        connect = await room_viewers(args, pool, stack, tokens, "storm")
         ledger = GiftLedger()
         gifters = await open_gifters(stack.port, ROOM_ID, senders, ledger)
         await asyncio.sleep(1.0)
@@ -212,14 +256,14 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         acked = len(ledger.acked_ids)
         drain_s = await wait_delivered(pool, acked * viewers)
         await pool.every(op="window", active=False)
-        latencies = await pool.latencies()
+        latencies = (await pool.latencies())["gift"]
         stats = await pool.stats("room")
         replies = await pool.every(op="completeness", group="room", acked=ledger.acked_ids)
         per_viewer = [viewer for reply in replies for viewer in reply["viewers"]]
         for gifter in gifters:
             gifter.close()
     ack_ms = sorted(ledger.ack_ms)
-    complete = sum(1 for received, distinct, mine in per_viewer if mine == acked and received == distinct)
+    complete = sum(1 for received, distinct, mine, _ in per_viewer if mine == acked and received == distinct)
     return {
         "viewers": viewers,
         "gifters": args.storm_gifters,
@@ -231,15 +275,16 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "gifts_acked": acked,
         "unanswered": len(ledger.sent),
         "errors": dict(ledger.errors),
+        "retries": dict(ledger.retries),
         "gifter_closes": dict(ledger.closed),
         "viewers_complete": complete,
         "completeness_min_pct": round(
-            min((mine / acked * 100 if acked else 0.0) for _, _, mine in per_viewer), 3
+            min((mine / acked * 100 if acked else 0.0) for _, _, mine, _ in per_viewer), 3
         )
         if per_viewer
         else 0.0,
-        "duplicate_events": sum(received - distinct for received, distinct, _ in per_viewer),
-        "events_not_acked": sum(distinct - mine for _, distinct, mine in per_viewer),
+        "duplicate_events": sum(received - distinct for received, distinct, _, _ in per_viewer),
+        "events_not_acked": sum(distinct - mine for _, distinct, mine, _ in per_viewer),
         "viewers_open_at_end": stats["open"],
         "viewer_closes": stats["closed"],
         "frames_per_viewer": round(stats["frames"] / viewers, 1),
@@ -258,11 +303,13 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 async def wait_delivered(pool: SinkPool, expected: int) -> float:
-    """Wait until the sinks hold ``expected`` gift events, or none arrive for a while; how long."""
+    """Wait until the sinks hold ``expected`` gift and chat events, or none arrive for a while;
+    how long."""
     started = time.perf_counter()
     last, last_change = -1, started
     while True:
-        gifts = (await pool.stats("room"))["gifts"]
+        stats = await pool.stats("room")
+        gifts = stats["gifts"] + stats["chats"]
         now = time.perf_counter()
         if gifts >= expected:
             return round(now - started, 3)
@@ -309,7 +356,7 @@ async def measure_window(
         cpu_cores=cpu,
     )
     if latency:
-        latencies = await pool.latencies()
+        latencies = (await pool.latencies())["gift"]
         window.p50_ms, window.p99_ms = pct(latencies, 50), pct(latencies, 99)
     window.extra["open"] = after["open"]
     window.extra["closed"] = after["closed"]
@@ -497,6 +544,350 @@ async def connections(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     }
 
 
+# --- scenario 4: mixed storm (gifts, chat and likes) against the gift-only storm -----------
+
+MIXED_P99_TARGET_MS = 250.0
+# A viewer's frames may exceed the ticks counted by this many: the window's two ends each cut a tick.
+FRAME_SLACK_TICKS = 2
+LIKES_SETTLE_S = 10.0
+
+
+@dataclass
+class Load:
+    """The connections of the mixed scenario and what each phase offers."""
+
+    stack: Stack
+    pool: SinkPool
+    client: httpx.AsyncClient
+    gifters: list[Gifter]
+    talkers: list[Talker]
+    meter: CpuMeter
+    tick_ms: int
+
+
+# Commands a client sends to run a script; the commands the script runs are counted apart.
+SCRIPT_COMMANDS = frozenset({"evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "fcall_ro"})
+
+
+async def engine_calls(url: str) -> Counter[str]:
+    """Commands the engine has run so far by name (``INFO commandstats``: those run by a script
+    included), the INFO calls left out."""
+    engine = aioredis.Redis.from_url(url)
+    try:
+        stats: dict[str, Any] = await engine.info("commandstats")
+    finally:
+        await engine.aclose()
+    calls: Counter[str] = Counter()
+    for name, value in stats.items():
+        command = name.removeprefix("cmdstat_").lower()
+        if isinstance(value, dict) and command != "info":
+            calls[command] = int(value["calls"])
+    return calls
+
+
+def metric_total(exposition: str, name: str) -> float:
+    """The sum of a metric's samples (every label set) in a Prometheus text exposition."""
+    total = 0.0
+    for line in exposition.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def like_figures(client: httpx.AsyncClient) -> dict[str, float]:
+    """The room's like total and the server's like and hub tick counters."""
+    room = await expect(client.get(f"/v1/rooms/{ROOM_ID}"), 200)
+    exposition = (await client.get("/metrics")).text
+    return {
+        "total": room["snapshot"]["likes"],
+        "accepted": metric_total(exposition, "gifting_likes_accepted_total"),
+        "dropped": metric_total(exposition, "gifting_likes_dropped_total"),
+        "flushes": metric_total(exposition, "gifting_like_flushes_total"),
+        "ticks": metric_total(exposition, "gifting_hub_tick_seconds_count"),
+        "tick_seconds": metric_total(exposition, "gifting_hub_tick_seconds_sum"),
+    }
+
+
+async def settled_like_total(client: httpx.AsyncClient, expected: float) -> float:
+    """The room's like total once it reaches ``expected`` or stops moving for a while."""
+    started = time.perf_counter()
+    last, last_change = -1.0, started
+    while True:
+        total = float((await like_figures(client))["total"])
+        now = time.perf_counter()
+        if total >= expected:
+            return total
+        if total != last:
+            last, last_change = total, now
+        if now - last_change > DRAIN_IDLE_S or now - started > LIKES_SETTLE_S:
+            return total
+        await asyncio.sleep(0.1)
+
+
+async def mixed_phase(args: argparse.Namespace, load: Load, name: str, talk: bool) -> dict[str, Any]:
+    """One phase of ``--mixed-seconds``: gifts, and with ``talk`` chat and likes at once."""
+    viewers, seconds = args.mixed_viewers, args.mixed_seconds
+    gift_ledger, chat_ledger = GiftLedger(), GiftLedger()
+    for gifter in load.gifters:
+        gifter.ledger = gift_ledger
+    for talker in load.talkers:
+        talker.ledger = chat_ledger
+    pool, talkers = load.pool, load.talkers
+    since = min(reply["time"] for reply in await pool.every(op="forget", group="room"))
+    base = await pool.stats("room")
+    figures_before = await like_figures(load.client)
+    await pool.every(op="window", active=True)
+    calls_before = await engine_calls(load.stack.engine_url)
+    load.meter.start()
+    started = time.perf_counter()
+    sends = [pace_gifts(load.gifters, args.mixed_gift_rate, seconds, name)]
+    if talk:
+        like_count = args.mixed_like_count
+        sends.append(pace(args.mixed_chat_rate, seconds, lambda n: talkers[n % len(talkers)].chat(name)))
+        sends.append(
+            pace(
+                args.mixed_like_rate / like_count,
+                seconds,
+                lambda n: talkers[n % len(talkers)].like(like_count),
+            )
+        )
+    likes_sent_before = sum(talker.likes_sent for talker in talkers)
+    sent = await asyncio.gather(*sends)
+    sending_s = time.perf_counter() - started
+    cpu = summarize_cpu(load.meter.stop())
+    calls = await engine_calls(load.stack.engine_url)
+    calls.subtract(calls_before)
+    figures_sent = await like_figures(load.client)
+    likes_sent = sum(talker.likes_sent for talker in talkers) - likes_sent_before
+    for ledger in (gift_ledger, chat_ledger):
+        if ledger.sent:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ledger.answered.wait(), ACK_TIMEOUT_S)
+    # What was answered by now is what the phase is judged on: an ack arriving later would
+    # not be matched by the deliveries waited for.
+    gift_ids, chat_ids = list(gift_ledger.acked_ids), list(chat_ledger.acked_ids)
+    unanswered = len(gift_ledger.sent) + len(chat_ledger.sent)
+    gifts_acked, chats_acked = len(gift_ids), len(chat_ids)
+    delivered_before = base["gifts"] + base["chats"]
+    drain_s = await wait_delivered(pool, delivered_before + (gifts_acked + chats_acked) * viewers)
+    await pool.every(op="window", active=False)
+    latencies = await pool.latencies()
+    stats = await pool.stats("room")
+    acked = gift_ids + chat_ids
+    replies = await pool.every(op="completeness", group="room", acked=acked)
+    per_viewer = [viewer for reply in replies for viewer in reply["viewers"]]
+    by_kind = {}
+    for kind, ids in (("gift", gift_ids), ("chat", chat_ids)):
+        kind_replies = await pool.every(op="completeness", group="room", acked=ids)
+        mine = [viewer[2] for reply in kind_replies for viewer in reply["viewers"]]
+        by_kind[kind] = {
+            "acked": len(ids),
+            "viewers_complete": sum(1 for count in mine if count == len(ids)),
+            "completeness_min_pct": round(min(count / len(ids) * 100 for count in mine), 3)
+            if ids and mine
+            else (100.0 if mine else 0.0),
+        }
+    window_s = max(reply["time"] for reply in replies) - since
+    ticks = window_s * 1000 / load.tick_ms
+    frames = [viewer[3] for viewer in per_viewer]
+    likes_after = await like_figures(load.client)
+    accepted = likes_after["accepted"] - figures_before["accepted"]
+    like_total = await settled_like_total(load.client, figures_before["total"] + accepted)
+    ticks_sending = sending_s * 1000 / load.tick_ms
+    all_calls = sum(calls.values())
+    script_calls = sum(count for command, count in calls.items() if command in SCRIPT_COMMANDS)
+    hub_ticks = figures_sent["ticks"] - figures_before["ticks"]
+    hub_tick_s = figures_sent["tick_seconds"] - figures_before["tick_seconds"]
+    gift_p, chat_p = latencies["gift"], latencies["chat"]
+    return {
+        "gifts_sent": sent[0],
+        "chats_sent": sent[1] if talk else 0,
+        "like_frames_sent": sent[2] if talk else 0,
+        "likes_sent": likes_sent,
+        "sending_s": round(sending_s, 3),
+        "gifts_acked": gifts_acked,
+        "chats_acked": chats_acked,
+        "unanswered": unanswered,
+        "gift_errors": dict(gift_ledger.errors),
+        "chat_errors": dict(chat_ledger.errors),
+        "gift_retries": dict(gift_ledger.retries),
+        "chat_retries": dict(chat_ledger.retries),
+        "sender_closes": dict(gift_ledger.closed + chat_ledger.closed),
+        "viewers_complete": sum(
+            1 for received, distinct, mine, _ in per_viewer if mine == len(acked) and received == distinct
+        ),
+        "by_kind": by_kind,
+        "duplicate_events": sum(received - distinct for received, distinct, _, _ in per_viewer),
+        "events_not_acked": sum(distinct - mine for _, distinct, mine, _ in per_viewer),
+        "viewers_open_at_end": stats["open"],
+        "viewer_closes": stats["closed"],
+        "drain_s": drain_s,
+        "window_s": round(window_s, 3),
+        "ticks_in_window": round(ticks, 1),
+        "frames_per_viewer_max": max(frames) if frames else 0,
+        "frames_per_viewer_median": statistics.median(frames) if frames else 0,
+        "gift_latency_samples": len(gift_p),
+        "gift_p50_ms": pct(gift_p, 50),
+        "gift_p99_ms": pct(gift_p, 99),
+        "gift_max_ms": round(gift_p[-1], 2) if gift_p else None,
+        "chat_latency_samples": len(chat_p),
+        "chat_p50_ms": pct(chat_p, 50),
+        "chat_p99_ms": pct(chat_p, 99),
+        "chat_max_ms": round(chat_p[-1], 2) if chat_p else None,
+        "likes_accepted": accepted,
+        "likes_dropped": likes_after["dropped"] - figures_before["dropped"],
+        "like_total_before": figures_before["total"],
+        "like_total_after": like_total,
+        "cpu_cores": cpu,
+        "server_cpu_ms_per_tick": round(cpu["server"] * load.tick_ms, 3),
+        "engine_cpu_ms_per_tick": round(cpu["engine"] * load.tick_ms, 3),
+        "engine_calls": all_calls,
+        "engine_calls_per_tick": round(all_calls / ticks_sending, 2),
+        "engine_script_calls_per_tick": round(script_calls / ticks_sending, 2),
+        "engine_calls_by_command": dict(calls.most_common(12)),
+        "like_flushes_per_tick": round(
+            (figures_sent["flushes"] - figures_before["flushes"]) / ticks_sending, 2
+        ),
+        "hub_ticks": hub_ticks,
+        # Per tick the hub actually ran: ticks stretch past --tick-ms when the server is short of CPU.
+        "server_cpu_ms_per_hub_tick": round(cpu["server"] * sending_s * 1000 / hub_ticks, 3)
+        if hub_ticks
+        else None,
+        "engine_calls_per_hub_tick": round(all_calls / hub_ticks, 2) if hub_ticks else None,
+        "hub_tick_work_mean_ms": round(hub_tick_s / hub_ticks * 1000, 3) if hub_ticks else None,
+    }
+
+
+def judged(figure: str, value: float | None, target: str, met: bool) -> dict[str, Any]:
+    return {"figure": figure, "value": value, "target": target, "met": met}
+
+
+def mixed_targets(phase: dict[str, Any], viewers: int) -> list[dict[str, Any]]:
+    """The targets of one phase, each with its figure and whether it was met."""
+    targets = []
+    for kind in ("gift", "chat"):
+        figures = phase["by_kind"][kind]
+        if not figures["acked"]:
+            continue
+        complete = figures["viewers_complete"] == viewers and figures["completeness_min_pct"] == 100
+        targets.append(
+            judged(f"min {kind} completeness %", figures["completeness_min_pct"], "100 %", complete)
+        )
+    exactly_once = phase["duplicate_events"] == 0 and phase["events_not_acked"] == 0
+    targets.append(
+        judged(
+            "events received twice or never acked",
+            phase["duplicate_events"] + phase["events_not_acked"],
+            "0",
+            exactly_once,
+        )
+    )
+    for kind in ("gift", "chat"):
+        p99 = phase[f"{kind}_p99_ms"]
+        if p99 is not None:
+            targets.append(
+                judged(
+                    f"p99 {kind} delivery ms",
+                    p99,
+                    f"<= {MIXED_P99_TARGET_MS:g} ms",
+                    p99 <= MIXED_P99_TARGET_MS,
+                )
+            )
+    if phase["likes_sent"]:
+        added = phase["like_total_after"] - phase["like_total_before"]
+        targets.append(
+            judged(
+                "like total added - likes accepted",
+                added - phase["likes_accepted"],
+                "0",
+                added == phase["likes_accepted"],
+            )
+        )
+    bound = math.floor(phase["ticks_in_window"]) + FRAME_SLACK_TICKS
+    targets.append(
+        judged(
+            "max frames per viewer",
+            phase["frames_per_viewer_max"],
+            f"<= {bound} (ticks + {FRAME_SLACK_TICKS})",
+            phase["frames_per_viewer_max"] <= bound,
+        )
+    )
+    return targets
+
+
+async def mixed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    viewers, seconds = args.mixed_viewers, args.mixed_seconds
+    tick_ms = Settings.tick_ms
+    env = {"GIFTING_WS_BUFFER_BYTES": str(SERVER_BUFFER_BYTES), "GIFTING_TICK_MS": str(tick_ms)}
+    async with (
+        server_stack(tmp, "mixed", **env) as stack,
+        sink_pool(args.sink_procs) as pool,
+        http_client(stack.base_url, 16) as client,
+    ):
+        # Both phases send gifts at the same rate.
+        coins = math.ceil(2 * args.mixed_gift_rate * seconds / args.mixed_gifters * 1.2) + 10
+        senders = await funded_senders(client, "mixed_gifter", args.mixed_gifters, coins)
+        talker_tokens = await viewer_tokens(client, "mixed_t", 0, args.mixed_talkers)
+        tokens = await viewer_tokens(client, "mixed_v", 0, viewers)
+        connect = await room_viewers(args, pool, stack, tokens, "mixed")
+        gifters = await open_gifters(stack.port, ROOM_ID, senders, GiftLedger())
+        talkers = await open_talkers(stack.port, ROOM_ID, talker_tokens, GiftLedger())
+        await asyncio.sleep(1.0)
+        load = Load(stack, pool, client, gifters, talkers, CpuMeter({**stack.pids, **pool.pids}), tick_ms)
+        phases: dict[str, dict[str, Any]] = {}
+        for name, talk in (("gift_only", False), ("mixed", True)):
+            phases[name] = await mixed_phase(args, load, name, talk)
+            phase = phases[name]
+            progress(
+                f"{name}: {phase['gifts_acked']} gifts, {phase['chats_acked']} chats acked, "
+                f"{phase['likes_accepted']:.0f} likes accepted; p99 gift {phase['gift_p99_ms']} ms, "
+                f"chat {phase['chat_p99_ms']} ms; server {phase['cpu_cores']['server']:.2f} cores"
+            )
+            await asyncio.sleep(1.0)
+        for sender in (*gifters, *talkers):
+            sender.close()
+    gift_only, storm_phase = phases["gift_only"], phases["mixed"]
+
+    def ratio(key: str) -> float | None:
+        value, base = storm_phase[key], gift_only[key]
+        return round(value / base, 3) if value is not None and base else None
+
+    return {
+        "viewers": viewers,
+        "seconds": seconds,
+        "tick_ms": tick_ms,
+        "gifters": args.mixed_gifters,
+        "talkers": args.mixed_talkers,
+        "gift_rate": args.mixed_gift_rate,
+        "chat_rate": args.mixed_chat_rate,
+        "like_rate": args.mixed_like_rate,
+        "like_count": args.mixed_like_count,
+        "latency_sampled_viewers": math.ceil(viewers / args.sample_every),
+        "connect": connect,
+        "gift_only": gift_only,
+        "mixed": storm_phase,
+        "targets": {
+            "gift_only": mixed_targets(gift_only, viewers),
+            "mixed": mixed_targets(storm_phase, viewers),
+        },
+        "ratios": {
+            key: ratio(key)
+            for key in (
+                "server_cpu_ms_per_tick",
+                "engine_cpu_ms_per_tick",
+                "engine_calls_per_tick",
+                "engine_script_calls_per_tick",
+                "server_cpu_ms_per_hub_tick",
+                "engine_calls_per_hub_tick",
+                "like_flushes_per_tick",
+                "hub_tick_work_mean_ms",
+                "gift_p50_ms",
+                "gift_p99_ms",
+            )
+        },
+    }
+
+
 # --- report --------------------------------------------------------------------------------
 
 
@@ -558,7 +949,38 @@ def print_report(report: dict[str, Any]) -> None:
             f"idle server {conns['idle_cpu_cores']['server']:.2f} cores; "
             f"open after idling {conns['open_after_idle']:,}"
         )
+    mixed_result = report.get("mixed")
+    if mixed_result:
+        print_mixed(mixed_result)
     print("scenario wall times (s):", report["scenario_seconds"])
+
+
+def print_mixed(m: dict[str, Any]) -> None:
+    print(
+        f"\nmixed: {m['viewers']:,} viewers, {m['seconds']:g} s of {m['gift_rate']:g} gifts/s alone, "
+        f"then with {m['chat_rate']:g} chat messages/s and {m['like_rate']:g} likes/s "
+        f"(frames of {m['like_count']}) from {m['talkers']} users"
+    )
+    print(
+        f"  {'':<10}{'gifts':>7}{'chats':>7}{'likes':>8}{'gift p50/p99':>16}{'chat p50/p99':>16}"
+        f"{'frames/viewer':>15}{'ticks':>7}{'srv ms/tick':>12}{'calls/tick':>11}{'scripts/tick':>13}"
+        f"{'tick work ms':>13}"
+    )
+    for name in ("gift_only", "mixed"):
+        ph = m[name]
+        gift = f"{ph['gift_p50_ms']}/{ph['gift_p99_ms']}"
+        chat = f"{ph['chat_p50_ms']}/{ph['chat_p99_ms']}"
+        print(
+            f"  {name:<10}{ph['gifts_acked']:>7,}{ph['chats_acked']:>7,}{ph['likes_accepted']:>8,.0f}"
+            f"{gift:>16}{chat:>16}{ph['frames_per_viewer_max']:>15}{ph['ticks_in_window']:>7}"
+            f"{ph['server_cpu_ms_per_tick']:>12}{ph['engine_calls_per_tick']:>11}"
+            f"{ph['engine_script_calls_per_tick']:>13}{ph['hub_tick_work_mean_ms']!s:>13}"
+        )
+    print(f"  mixed / gift-only: {m['ratios']}")
+    for name in ("gift_only", "mixed"):
+        for target in m["targets"][name]:
+            met = "met" if target["met"] else "NOT MET"
+            print(f"  {name}: {target['figure']} = {target['value']} (target {target['target']}): {met}")
 
 
 # --- command line --------------------------------------------------------------------------
@@ -568,6 +990,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Coroutine[Any, Any, di
     "storm": storm,
     "fanout": fanout,
     "connections": connections,
+    "mixed": mixed,
 }
 
 
@@ -625,6 +1048,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the bare loop waits while a probed connection has more unsent bytes (default 16384)",
     )
     parser.add_argument("--connections", type=positive_int, default=10000)
+    parser.add_argument("--mixed-viewers", type=positive_int, default=2000)
+    parser.add_argument("--mixed-seconds", type=positive_float, default=20.0, help="each phase (default 20)")
+    parser.add_argument("--mixed-gift-rate", type=positive_float, default=500.0, help="gifts/s (default 500)")
+    parser.add_argument("--mixed-gifters", type=positive_int, default=50)
+    parser.add_argument(
+        "--mixed-chat-rate", type=positive_float, default=200.0, help="chat messages/s (default 200)"
+    )
+    parser.add_argument(
+        "--mixed-like-rate", type=positive_float, default=5000.0, help="likes/s (default 5000)"
+    )
+    parser.add_argument(
+        "--mixed-like-count", type=positive_int, default=5, help="likes per like frame, 1-15 (default 5)"
+    )
+    parser.add_argument(
+        "--mixed-talkers",
+        type=positive_int,
+        default=500,
+        help="users sending the chat and likes (default 500)",
+    )
     parser.add_argument("--sink-procs", type=positive_int, default=2, help="load processes for the sinks")
     parser.add_argument(
         "--connect-concurrency", type=positive_int, default=64, help="handshakes in flight per load process"

@@ -22,7 +22,15 @@ Users (the counts come from ``-u`` and the weights below):
     the age of its oldest timestamped event (0 for a batch of only leaderboard, goal or
     viewer changes), so a batch's time is its worst delivery; ``ping`` the round trip of
     an application ``ping`` every ``--ping-every`` seconds; ``connect`` the handshake up to
-    the ``welcome`` frame.
+    the ``welcome`` frame; ``chat delivered`` per chat event, timed like ``gift delivered``.
+    It also talks, each on an open-loop schedule like a Gifter's: ``--chat-rate`` chat
+    messages/s, each a ``chat_ack`` event (send to ack; an ``error`` answer is a failure
+    whose error is the code, ``ChatRefused: rate_limited``, and unanswered messages are sent
+    again with the same ``client_id`` after a reconnect), and ``--like-rate`` likes/s sent
+    as ``like`` frames of ``--like-count`` taps, each a ``like`` event (the time to write
+    the frame, the taps as its size: the server answers likes only with the room's
+    ``likes`` events; a frame that could not be written, or an ``error`` about one, is a
+    failure).
 ``Gifter`` (``--gifter-weight``, default 1)
     Buys ``--coins-package`` through the sandbox (again whenever its balance cannot cover
     the dearest gift of the mix), joins a room and sends ``--gift-rate`` gifts/s picked by
@@ -42,7 +50,7 @@ A dropped connection is reported as a ``WS closed`` failure and resumed with
         [--room demo_carol | --room a,b | --room new] [--creators 1]
         [--viewer-weight 9] [--gifter-weight 1] [--gift-rate 2]
         [--gift-mix rose:5,finger_heart:3,doughnut:1] [--coins-package us_5450]
-        [--ping-every 5] [--processes 4]
+        [--ping-every 5] [--chat-rate 0.1] [--like-rate 2] [--like-count 5] [--processes 4]
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -81,6 +91,14 @@ class GiftRefused(Exception):
     """A gift answered with an ``error`` frame; its text is the code, so failures group by code."""
 
 
+class ChatRefused(Exception):
+    """A chat message answered with an ``error`` frame; its text is the code."""
+
+
+class LikeRefused(Exception):
+    """A ``like`` frame answered with an ``error`` frame, or that could not be written."""
+
+
 class ConnectionLost(Exception):
     """The server closed the room socket (or it broke) while the test was running."""
 
@@ -101,6 +119,11 @@ def add_arguments(parser: LocustArgumentParser) -> None:
     group.add_argument("--gift-count", type=int, default=1, help="count of each gift frame (1-999)")
     group.add_argument("--coins-package", default="us_5450", help="coin package each Gifter buys")
     group.add_argument("--ping-every", type=float, default=5.0, help="Viewer ping interval, s (0: none)")
+    group.add_argument(
+        "--chat-rate", type=float, default=0.1, help="chat messages per second per Viewer (0: none)"
+    )
+    group.add_argument("--like-rate", type=float, default=2.0, help="likes per second per Viewer (0: none)")
+    group.add_argument("--like-count", type=int, default=5, help="taps in each like frame (1-15)")
     group.add_argument(
         "--run-id",
         default=uuid.uuid4().hex[:6],
@@ -261,6 +284,17 @@ class RoomUser(HttpUser):
     def connected(self) -> None:
         """Called after each (re)connection."""
 
+    def resend(self, texts: list[str]) -> None:
+        """Send ``texts`` again on the new socket, stopping at the first that fails (the
+        reader then reports the close and reconnects, which resends them again)."""
+        ws = self.ws
+        assert ws is not None
+        for text in texts:
+            try:
+                ws.send(text)
+            except (OSError, websocket.WebSocketException):
+                return
+
     def read(self) -> None:
         """The reader greenlet: every frame to ``on_frame`` until the socket closes."""
         code: int | None = None
@@ -320,30 +354,110 @@ class RoomUser(HttpUser):
         return True
 
 
+@dataclass
+class Every:
+    """One action of a Viewer's open-loop schedule: due at ``due``, then every ``interval`` s."""
+
+    interval: float
+    action: Callable[[], None]
+    due: float
+
+
 class Viewer(RoomUser):
-    """Watches a room and reports every delivery, batch and ping."""
+    """Watches a room, reports every delivery, batch and ping, and chats and likes."""
 
     weight = 9
     kind = "v"
 
+    def prepare(self) -> None:
+        options = self.options
+        self.chat_pending: dict[str, tuple[float, str]] = {}
+        self.chat_sequence = itertools.count()
+        now = time.monotonic()
+        rates = (
+            (1 / options.ping_every if options.ping_every > 0 else 0.0, self.ping),
+            (options.chat_rate, self.send_chat),
+            (options.like_rate / max(1, options.like_count), self.send_like),
+        )
+        # A random first due time, so that the viewers' sends spread over each interval.
+        self.schedule = [
+            Every(1 / rate, action, now + random.random() / rate) for rate, action in rates if rate > 0
+        ]
+
     def wait_time(self) -> float:
-        every: float = self.options.ping_every
-        return every if every > 0 else 3600.0
+        """Until the next action is due (not catching up more than 1 s, as a Gifter)."""
+        if not self.schedule:
+            return 3600.0
+        return max(0.0, min(entry.due for entry in self.schedule) - time.monotonic())
 
     @task
+    def act(self) -> None:
+        now = time.monotonic()
+        for entry in self.schedule:
+            if entry.due <= now:
+                entry.action()
+                entry.due = max(entry.due + entry.interval, now - 1)
+
     def ping(self) -> None:
-        if self.options.ping_every > 0 and len(self.pings) < 10:
+        if len(self.pings) < 10:
             self.pings.append(time.perf_counter())
             if not self.send({"type": "ping"}):
                 self.pings.pop()
+
+    def send_chat(self) -> None:
+        if len(self.chat_pending) >= MAX_PENDING:
+            self.fire("chat_ack", 0, error=ChatRefused(f"{len(self.chat_pending)} messages unanswered"))
+            self.chat_pending.clear()
+        number = next(self.chat_sequence)
+        client_id = f"{self.user_id}.{number}"
+        text = json.dumps(
+            {"type": "chat", "text": f"hello from {self.user_id} #{number}", "client_id": client_id},
+            separators=(",", ":"),
+        )
+        self.chat_pending[client_id] = (time.perf_counter(), text)
+        ws = self.ws
+        if ws is not None:
+            with contextlib.suppress(OSError, websocket.WebSocketException):
+                ws.send(text)  # if this fails, connected() sends it again after the reconnect
+
+    def send_like(self) -> None:
+        count: int = self.options.like_count
+        started = time.perf_counter()
+        if self.send({"type": "like", "count": count}):
+            self.fire("like", (time.perf_counter() - started) * 1000, count)
+        else:
+            self.fire("like", 0, count, LikeRefused("socket not open"))
+
+    def connected(self) -> None:
+        """Resend the chat messages never answered, with the same ids: each posts once."""
+        self.resend([text for _, text in self.chat_pending.values()])
+
+    def on_frame(self, frame: dict[str, Any], size: int) -> None:
+        kind = frame.get("type")
+        if kind == "chat_ack":
+            sent = self.chat_pending.pop(frame["client_id"], None)
+            if sent is not None:
+                self.fire("chat_ack", (time.perf_counter() - sent[0]) * 1000, size)
+        elif kind == "error":
+            sent = self.chat_pending.pop(frame.get("client_id") or "", None)
+            code = str(frame.get("code"))
+            if sent is not None:
+                self.fire("chat_ack", (time.perf_counter() - sent[0]) * 1000, size, ChatRefused(code))
+            else:  # a like frame (the only other frame a Viewer sends that an error can answer)
+                self.fire("like", 0, size, LikeRefused(code))
+        else:
+            super().on_frame(frame, size)
 
     def on_batch(self, frame: dict[str, Any], size: int) -> None:
         now_ms = time.time() * 1000
         stamps = [event["ts"] for event in frame["events"] if "ts" in event]
         self.fire("batch", max(0.0, now_ms - min(stamps)) if stamps else 0.0, size)
         for event in frame["events"]:
-            if event.get("type") == "gift":
+            kind = event.get("type")
+            if kind == "gift":
                 self.fire("gift delivered", max(0.0, now_ms - event["ts"]))
+            elif kind == "chat":
+                self.fire("chat delivered", max(0.0, now_ms - event["ts"]))
 
 
 class Gifter(RoomUser):
@@ -418,13 +532,7 @@ class Gifter(RoomUser):
 
     def connected(self) -> None:
         """Resend what was never answered, with the same keys: the server charges each once."""
-        ws = self.ws
-        assert ws is not None
-        for _, text in list(self.pending.values()):
-            try:
-                ws.send(text)
-            except (OSError, websocket.WebSocketException):
-                return
+        self.resend([text for _, text in self.pending.values()])
 
     def on_frame(self, frame: dict[str, Any], size: int) -> None:
         kind = frame.get("type")

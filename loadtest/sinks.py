@@ -1,5 +1,6 @@
 """The load's raw WebSocket clients: viewers that count frames without decoding them, gifters
-that send ``gift`` frames, and the processes that host them.
+that send ``gift`` frames, talkers that send ``chat`` and ``like`` frames, and the processes
+that host them.
 
 The sinks are not ``websockets`` clients (a client object per viewer would cost more than the
 server): ``Sink`` is an ``asyncio.Protocol`` (on uvloop) that sends the Upgrade request, reads
@@ -26,7 +27,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import orjson
 
@@ -90,8 +91,10 @@ class FrameBook:
     def __init__(self) -> None:
         self.index: dict[bytes, int] = {}
         self.gifts: list[int] = []
-        self.ids: list[tuple[str, ...]] = []
+        self.chats: list[int] = []
+        self.ids: list[tuple[str, ...]] = []  # gift and chat event ids
         self.ts: list[tuple[int, ...]] = []
+        self.chat_ts: list[tuple[int, ...]] = []
         self.first_seen: list[float] = []
         self.payloads: list[bytes] = []
 
@@ -102,25 +105,30 @@ class FrameBook:
         return number
 
     def _add(self, payload: bytes) -> int:
-        ids: tuple[str, ...] = ()
-        stamps: tuple[int, ...] = ()
+        gifts: list[dict[str, Any]] = []
+        chats: list[dict[str, Any]] = []
         if b'"type":"batch"' in payload[:24]:
-            events = [e for e in orjson.loads(payload).get("events", ()) if e.get("type") == "gift"]
-            ids = tuple(str(e["event_id"]) for e in events)
-            stamps = tuple(int(e["ts"]) for e in events)
+            for event in orjson.loads(payload).get("events", ()):
+                kind = event.get("type")
+                if kind == "gift":
+                    gifts.append(event)
+                elif kind == "chat":
+                    chats.append(event)
         number = len(self.gifts)
         self.index[payload] = number
-        self.gifts.append(len(ids))
-        self.ids.append(ids)
-        self.ts.append(stamps)
+        self.gifts.append(len(gifts))
+        self.chats.append(len(chats))
+        self.ids.append(tuple(str(e["event_id"]) for e in gifts + chats))
+        self.ts.append(tuple(int(e["ts"]) for e in gifts))
+        self.chat_ts.append(tuple(int(e["ts"]) for e in chats))
         self.first_seen.append(time.time())
-        self.payloads.append(payload if ids else b"")
+        self.payloads.append(payload if gifts else b"")
         return number
 
 
 @dataclass
 class Recorder:
-    """Arrival times of gift-carrying frames at sampled viewers while a window is open."""
+    """Arrival times of gift- or chat-carrying frames at sampled viewers while a window is open."""
 
     active: bool = False
     arrivals: list[tuple[int, float]] = field(default_factory=list)
@@ -150,6 +158,7 @@ class Sink(asyncio.Protocol):
         self.frames = 0
         self.bytes = 0
         self.gifts = 0
+        self.chats = 0
         self.close_code: int | None = None
         self.lost = False
 
@@ -234,9 +243,10 @@ class Sink(asyncio.Protocol):
         self.frames += 1
         self.bytes += len(payload)
         number = self.book.lookup(payload)
-        gifts = self.book.gifts[number]
-        if gifts:
+        gifts, chats = self.book.gifts[number], self.book.chats[number]
+        if gifts or chats:
             self.gifts += gifts
+            self.chats += chats
             if self.recorder is not None and self.recorder.active:
                 self.recorder.arrivals.append((number, time.time()))
         if self.frame_ids is not None:
@@ -340,6 +350,7 @@ class SinkHost:
             "frames": sum(s.frames for s in sinks),
             "bytes": sum(s.bytes for s in sinks),
             "gifts": sum(s.gifts for s in sinks),
+            "chats": sum(s.chats for s in sinks),
             "open": sum(1 for s in sinks if not s.lost and s.close_code is None),
             "closed": dict(codes),
             "time": time.time(),
@@ -353,13 +364,15 @@ class SinkHost:
         return {"ok": True}
 
     async def op_latencies(self, command: dict[str, Any]) -> dict[str, Any]:
-        """Gift-to-viewer latencies (ms) at the sampled viewers in the last window."""
-        out = array.array("d")
+        """Gift-to-viewer and chat-to-viewer latencies (ms) at the sampled viewers in the last
+        window."""
+        gifts, chats = array.array("d"), array.array("d")
         for number, received in self.recorder.arrivals:
             received_ms = received * 1000
-            out.extend(received_ms - ts for ts in self.book.ts[number])
+            gifts.extend(received_ms - ts for ts in self.book.ts[number])
+            chats.extend(received_ms - ts for ts in self.book.chat_ts[number])
         self.recorder.arrivals = []
-        return {"latencies": out.tobytes()}
+        return {"gift": gifts.tobytes(), "chat": chats.tobytes()}
 
     async def op_payloads(self, command: dict[str, Any]) -> dict[str, Any]:
         """The distinct gift-carrying payloads first seen between two times."""
@@ -373,8 +386,17 @@ class SinkHost:
             ]
         }
 
+    async def op_forget(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Clear the recorded frames of a group's viewers, so that the next completeness counts
+        from now; the time it was done."""
+        for sink in self.groups.get(command["group"], []):
+            if sink.frame_ids is not None:
+                sink.frame_ids = []
+        return {"time": time.time()}
+
     async def op_completeness(self, command: dict[str, Any]) -> dict[str, Any]:
-        """Per viewer: gift events received, distinct ids, distinct acknowledged ids."""
+        """Per viewer: gift and chat events received, distinct ids, distinct acknowledged ids,
+        and frames received (since the last ``forget``)."""
         acked = set(command["acked"])
         by_frames: Counter[tuple[int, ...]] = Counter()
         counted: list[int] = []
@@ -386,8 +408,13 @@ class SinkHost:
         for frames, viewers_alike in by_frames.items():
             ids = [event_id for number in frames for event_id in self.book.ids[number]]
             distinct = set(ids)
-            viewers += [(len(ids), len(distinct), len(distinct & acked))] * viewers_alike
-        return {"viewers": viewers, "counted": counted, "distinct_frame_lists": len(by_frames)}
+            viewers += [(len(ids), len(distinct), len(distinct & acked), len(frames))] * viewers_alike
+        return {
+            "viewers": viewers,
+            "counted": counted,
+            "distinct_frame_lists": len(by_frames),
+            "time": time.time(),
+        }
 
 
 def sink_process(conn: Connection) -> None:
@@ -485,14 +512,18 @@ class SinkPool:
         closed: Counter[str] = Counter()
         for reply in replies:
             closed.update(reply["closed"])
-        total = {key: sum(reply[key] for reply in replies) for key in ("frames", "bytes", "gifts", "open")}
+        keys = ("frames", "bytes", "gifts", "chats", "open")
+        total = {key: sum(reply[key] for reply in replies) for key in keys}
         return {**total, "closed": dict(closed), "time": max(reply["time"] for reply in replies)}
 
-    async def latencies(self) -> list[float]:
-        values = array.array("d")
+    async def latencies(self) -> dict[str, list[float]]:
+        """The sampled viewers' latencies (ms) of the last window, ascending, by event kind
+        (``gift``, ``chat``)."""
+        values = {"gift": array.array("d"), "chat": array.array("d")}
         for reply in await self.every(op="latencies"):
-            values.frombytes(reply["latencies"])
-        return sorted(values)
+            for kind, out in values.items():
+                out.frombytes(reply[kind])
+        return {kind: sorted(out) for kind, out in values.items()}
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -515,14 +546,21 @@ async def sink_pool(procs: int) -> AsyncIterator[SinkPool]:
 # --- gifters -------------------------------------------------------------------------------
 
 
+# Answers that ask for the same frame again: the server could not tell whether it was done,
+# and the idempotency key (or client_id) makes a resend act at most once.
+RETRY_CODES = frozenset({"engine_unavailable"})
+RETRY_DELAY_S = 0.2
+
+
 @dataclass
 class GiftLedger:
-    """What the gifters sent and what came back."""
+    """What the gifters (or the talkers' chat messages) sent and what came back."""
 
     sent: dict[str, float] = field(default_factory=dict)  # idempotency key -> send time
     ack_ms: list[float] = field(default_factory=list)
     acked_ids: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    retries: Counter[str] = field(default_factory=Counter)
     closed: Counter[str] = field(default_factory=Counter)
     answered: asyncio.Event = field(default_factory=asyncio.Event)  # set when none is unanswered
 
@@ -542,14 +580,21 @@ class GiftLedger:
             self.answered.set()
 
 
-class Gifter(Sink):
-    """A sender's connection: sends ``gift`` frames, reads acks, errors and balances."""
+class Poster(Sink):
+    """A connection that posts keyed frames (gifts, chat messages) and reads their answers;
+    batches are not decoded. An answer in ``RETRY_CODES`` has the frame sent again with the
+    same key, as a client should, and the ack time counts from the first send."""
+
+    ack_type: ClassVar[str]
+    key_field: ClassVar[str]
+    id_field: ClassVar[str]
 
     def __init__(self, request: bytes, opened: asyncio.Future[None], ledger: GiftLedger, tag: str) -> None:
         super().__init__(request, FrameBook(), None, False, True, opened)
         self.ledger = ledger
         self.tag = tag
         self.sent = 0
+        self.unanswered: dict[str, bytes] = {}
         self.closed_by_us = False
 
     def message(self, payload: bytes) -> None:
@@ -560,10 +605,28 @@ class Gifter(Sink):
         if kind == "welcome":
             self.welcomed = True
             self._open()
-        elif kind == "gift_ack":
-            self.ledger.ack(body["idempotency_key"], body["gift_event_id"])
+        elif kind == self.ack_type:
+            self.unanswered.pop(body[self.key_field], None)
+            self.ledger.ack(body[self.key_field], body[self.id_field])
         elif kind == "error":
-            self.ledger.error(body.get("idempotency_key"), body.get("code", "?"))
+            self.refused(body.get(self.key_field), body.get("code", "?"))
+
+    def refused(self, key: str | None, code: str) -> None:
+        frame = self.unanswered.get(key) if key is not None else None
+        if frame is not None and code in RETRY_CODES:
+            self.ledger.retries[code] += 1
+            asyncio.get_running_loop().call_later(RETRY_DELAY_S, self.send, 0x1, frame)
+            return
+        if key is not None:
+            self.unanswered.pop(key, None)
+        self.ledger.error(key, code)
+
+    def post(self, key: str, body: dict[str, Any]) -> None:
+        frame = orjson.dumps(body)
+        self.unanswered[key] = frame
+        self.ledger.sent[key] = time.perf_counter()
+        self.ledger.answered.clear()
+        self.send(0x1, frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -574,35 +637,91 @@ class Gifter(Sink):
         self.closed_by_us = True
         super().close()
 
+
+class Gifter(Poster):
+    """A sender's connection: sends ``gift`` frames, reads acks and errors."""
+
+    ack_type = "gift_ack"
+    key_field = "idempotency_key"
+    id_field = "gift_event_id"
+
     def gift(self, run: str) -> None:
         key = f"{self.tag}-{run}-{self.sent}"
         self.sent += 1
-        self.ledger.sent[key] = time.perf_counter()
-        self.ledger.answered.clear()
-        body = {"type": "gift", "gift_id": GIFT_ID, "count": 1, "idempotency_key": key}
-        self.send(0x1, orjson.dumps(body))
+        self.post(key, {"type": "gift", "gift_id": GIFT_ID, "count": 1, "idempotency_key": key})
+
+
+SinkT = TypeVar("SinkT", bound=Sink)
+
+
+async def open_client(
+    port: int, room_id: str, token: str, make: Callable[[bytes, asyncio.Future[None]], SinkT]
+) -> SinkT:
+    """One sending connection into ``room_id``, open once its ``welcome`` has arrived."""
+    loop = asyncio.get_running_loop()
+    opened: asyncio.Future[None] = loop.create_future()
+    client = make(upgrade_request("127.0.0.1", port, ws_path(room_id, token)), opened)
+    await loop.create_connection(lambda: client, "127.0.0.1", port)
+    await asyncio.wait_for(opened, CONNECT_TIMEOUT_S)
+    return client
 
 
 async def open_gifters(port: int, room_id: str, senders: list[Sender], ledger: GiftLedger) -> list[Gifter]:
-    loop = asyncio.get_running_loop()
-    gifters: list[Gifter] = []
-    for sender in senders:
-        opened: asyncio.Future[None] = loop.create_future()
-        gifter = Gifter(
-            upgrade_request("127.0.0.1", port, ws_path(room_id, token_of(sender))),
-            opened,
-            ledger,
-            sender.user_id,
+    return [
+        await open_client(
+            port,
+            room_id,
+            token_of(sender),
+            lambda request, opened, tag=sender.user_id: Gifter(request, opened, ledger, tag),  # type: ignore[misc]
         )
-        await loop.create_connection(lambda gifter=gifter: gifter, "127.0.0.1", port)  # type: ignore[misc]
-        await asyncio.wait_for(opened, CONNECT_TIMEOUT_S)
-        gifters.append(gifter)
-    return gifters
+        for sender in senders
+    ]
+
+
+class Talker(Poster):
+    """A viewer's connection that sends ``chat`` and ``like`` frames and reads ``chat_ack``
+    and ``error`` answers."""
+
+    ack_type = "chat_ack"
+    key_field = "client_id"
+    id_field = "event_id"
+
+    def __init__(self, request: bytes, opened: asyncio.Future[None], ledger: GiftLedger, tag: str) -> None:
+        super().__init__(request, opened, ledger, tag)
+        self.likes_sent = 0
+
+    def chat(self, run: str) -> None:
+        key = f"{self.tag}-{run}-{self.sent}"
+        self.sent += 1
+        self.post(key, {"type": "chat", "text": f"hello {run} {self.sent}", "client_id": key})
+
+    def like(self, count: int) -> None:
+        self.likes_sent += count
+        self.send(0x1, orjson.dumps({"type": "like", "count": count}))
+
+
+async def open_talkers(port: int, room_id: str, tokens: list[str], ledger: GiftLedger) -> list[Talker]:
+    return [
+        await open_client(
+            port,
+            room_id,
+            token,
+            lambda request, opened, tag=f"t{i}": Talker(request, opened, ledger, tag),  # type: ignore[misc]
+        )
+        for i, token in enumerate(tokens)
+    ]
 
 
 async def pace_gifts(gifters: list[Gifter], rate: float, seconds: float | None, run: str) -> int:
-    """Send ``rate`` gifts/s round-robin over ``gifters`` on a fixed schedule (catching up
-    at once if the loop fell behind) for ``seconds`` (None: until cancelled); how many sent."""
+    """Send ``rate`` gifts/s round-robin over ``gifters`` for ``seconds`` (None: until
+    cancelled); how many sent."""
+    return await pace(rate, seconds, lambda sent: gifters[sent % len(gifters)].gift(run))
+
+
+async def pace(rate: float, seconds: float | None, send: Callable[[int], None]) -> int:
+    """Call ``send(n)`` for n = 0, 1, ... ``rate`` times a second on a fixed schedule
+    (catching up at once if the loop fell behind) for ``seconds`` (None: until cancelled);
+    how many were sent."""
     interval = 1 / rate
     total = math.inf if seconds is None else round(rate * seconds)
     started = time.perf_counter()
@@ -614,6 +733,6 @@ async def pace_gifts(gifters: list[Gifter], rate: float, seconds: float | None, 
             await asyncio.sleep(due - now)
             now = time.perf_counter()
         while sent < total and started + sent * interval <= now:
-            gifters[sent % len(gifters)].gift(run)
+            send(sent)
             sent += 1
     return sent

@@ -90,11 +90,15 @@ def test_the_suite_runs(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["quick"] and {result["fsync"] for result in report["gift"]} == {"always", "everysec"}
     assert [result["servers"] for result in report["gift"]] == [1, 1, 2]
-    assert {"storm", "fanout", "connections"} <= report["rooms"].keys()
+    assert {"storm", "fanout", "connections", "mixed"} <= report["rooms"].keys()
     summary = report["summary"]
     assert any(row["ceiling"] and row["ratio"] for row in summary), "no figure stands beside its ceiling"
     completeness = [row for row in summary if row["figure"] == "min delivery completeness"]
     assert [row["met"] for row in completeness] == [True]
+    mixed = [row for row in summary if row["scenario"].startswith("gifts+chat+likes")]
+    assert {"min gift completeness", "min chat completeness", "like total added - likes accepted"} <= {
+        row["figure"] for row in mixed
+    }
     assert plot.read_bytes().startswith(b"\x89PNG") and "met" in printed
 
 
@@ -117,6 +121,33 @@ def test_the_room_benchmarks_run(tmp_path: Path) -> None:
     assert not report["fanout"]["gift_errors"]
     connections = report["connections"]
     assert connections["opened"] == connections["open_after_idle"] == 30 and not connections["failures"]
+
+
+def test_the_mixed_storm_benchmark_runs(tmp_path: Path) -> None:
+    out = tmp_path / "mixed.json"
+    bench(
+        "bench_room",
+        *("--scenarios", "mixed", "--mixed-viewers", "20", "--mixed-seconds", "1", "--mixed-gift-rate", "20"),
+        *("--mixed-gifters", "2", "--mixed-chat-rate", "10", "--mixed-like-rate", "100"),
+        *("--mixed-like-count", "5", "--mixed-talkers", "10", "--sink-procs", "1"),
+        json_path=out,
+    )
+    mixed = json.loads(out.read_text())["mixed"]
+    gift_only, storm = mixed["gift_only"], mixed["mixed"]
+    # The gift-only phase sends no chat or likes; the mixed phase sends all three, every one answered.
+    assert gift_only["gifts_acked"] == gift_only["gifts_sent"] == 20 and gift_only["chats_sent"] == 0
+    assert storm["gifts_acked"] == storm["gifts_sent"] == 20
+    assert storm["chats_acked"] == storm["chats_sent"] == 10 and not storm["chat_errors"]
+    assert storm["likes_sent"] == 100 and storm["likes_accepted"] + storm["likes_dropped"] == 100
+    assert storm["like_total_after"] - storm["like_total_before"] == storm["likes_accepted"] > 0
+    # Every viewer got every gift and chat message exactly once.
+    assert storm["by_kind"]["gift"]["viewers_complete"] == storm["by_kind"]["chat"]["viewers_complete"] == 20
+    assert storm["duplicate_events"] == storm["events_not_acked"] == 0
+    for phase in ("gift_only", "mixed"):
+        met = {target["figure"]: target["met"] for target in mixed["targets"][phase]}
+        assert met["max frames per viewer"] and met["min gift completeness %"], mixed["targets"][phase]
+        assert mixed[phase]["engine_calls_per_tick"] > 0
+    assert set(mixed["ratios"]) >= {"server_cpu_ms_per_tick", "engine_calls_per_tick"}
 
 
 def test_the_audit_benchmark_runs() -> None:

@@ -3,15 +3,18 @@
 Locust runs on gevent and monkey-patches the process it runs in, so it runs here as a
 subprocess (``python -m locust``), the way an operator runs it, and the test reads the CSV
 report it writes. The figures are not checked, only that every kind of event happened and
-nothing failed: gifts acknowledged, gifts delivered to viewers, no failure and no exception,
-and the gifts reached the server's books.
+nothing failed: gifts and chat messages acknowledged, both delivered to viewers, likes sent,
+no failure and no exception, the gifts reached the server's books and every like the
+viewers sent is in the room's like total.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -26,7 +29,9 @@ def read_stats(path: Path) -> dict[str, dict[str, str]]:
         return {row["Name"]: row for row in csv.DictReader(handle)}
 
 
-def test_headless_run_acknowledges_and_delivers_gifts(engine: Engine, logs: Path, tmp_path: Path) -> None:
+def test_headless_run_acknowledges_and_delivers_gifts_chat_and_likes(
+    engine: Engine, logs: Path, tmp_path: Path
+) -> None:
     env = server_env(engine.url, f"{unique('l')}:", GIFTING_GIFT_RATE="100000", GIFTING_GIFT_BURST="100000")
     run_id = unique("")[:6]
     with running_server(env, logs) as server:
@@ -48,10 +53,20 @@ def test_headless_run_acknowledges_and_delivers_gifts(engine: Engine, logs: Path
             "2",
             "--gift-rate",
             "10",
+            # Within the per-user limits: chat 1/s bursts of 5, likes 15/s.
+            "--chat-rate",
+            "0.5",
+            "--like-rate",
+            "10",
+            "--like-count",
+            "5",
             "--run-id",
             run_id,
             "--csv",
             str(tmp_path / "run"),
+            # The CSV is written every second; the JSON holds the final counts.
+            "--json-file",
+            str(tmp_path / "final"),
             "--host",
             server.base_url,
         ]
@@ -66,6 +81,9 @@ def test_headless_run_acknowledges_and_delivers_gifts(engine: Engine, logs: Path
         assert int(stats["gift delivered"]["Request Count"]) > 0, stats
         assert int(stats["batch"]["Request Count"]) > 0, stats
         assert int(stats["connect"]["Request Count"]) == 12, stats
+        for name in ("chat_ack", "chat delivered", "like"):
+            assert int(stats[name]["Request Count"]) > 0, (name, stats)
+            assert int(stats[name]["Failure Count"]) == 0, (name, stats)
         assert int(stats["Aggregated"]["Failure Count"]) == 0, stats
         for report in ("run_failures.csv", "run_exceptions.csv"):
             lines = (tmp_path / report).read_text().splitlines()
@@ -75,6 +93,14 @@ def test_headless_run_acknowledges_and_delivers_gifts(engine: Engine, logs: Path
         # spent, and every ledger still balances.
         with httpx.Client(base_url=server.base_url, timeout=10) as http:
             api = Api(http)
+            # Every like frame carried 5 taps, all within the rate: the room counts each once.
+            final = {entry["name"]: entry for entry in json.loads((tmp_path / "final.json").read_text())}
+            likes_sent = final["like"]["num_requests"] * 5
+            deadline = time.monotonic() + 10
+            while (total := http.get("/v1/rooms/demo_carol").json()["snapshot"]["likes"]) < likes_sent:
+                assert time.monotonic() < deadline, f"like total {total}, sent {likes_sent}"
+                time.sleep(0.05)
+            assert total == likes_sent
             board = http.get("/v1/rooms/demo_carol").json()["snapshot"]["leaderboard"]
             ours = [entry for entry in board if entry["id"].startswith(f"lt{run_id}g")]
             assert ours and all(entry["coins"] > 0 for entry in ours), board
