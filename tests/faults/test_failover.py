@@ -100,7 +100,11 @@ async def test_viewers_of_a_killed_process_resume_on_the_other_with_nothing_lost
                 tasks.start_soon(read_until_closed, sock)
             await send(15)
             # Wait until A has delivered some gifts, so the resume starts from inside the stream.
-            await first[0].wait_for(lambda f: f["type"] == "batch" and bool(gift_ids([f])), new=False)
+            # The reader task owns the socket's recv: watch the frames it has collected.
+            deadline = anyio.current_time() + 10
+            while not gift_ids(first[0].frames):
+                assert anyio.current_time() < deadline, "process A delivered no gift"
+                await anyio.sleep(0.01)
             assert a.process is not None
             a.process.send_signal(signal.SIGKILL)
             a.process.wait()
