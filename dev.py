@@ -5,7 +5,8 @@
     python3 dev.py test    lint, type-check and run the whole test suite
 
 Both create ``.venv`` and install the project into it on first use, and again whenever
-``pyproject.toml`` changes. Extra arguments go to the server or to pytest.
+``pyproject.toml`` changes: ``run`` only what the server needs, ``test`` its test tools too.
+Extra arguments go to the server or to pytest.
 """
 
 from __future__ import annotations
@@ -26,21 +27,23 @@ def python() -> str:
     return str(BIN / ("python.exe" if os.name == "nt" else "python"))
 
 
-def ensure_environment() -> None:
-    """Create the virtualenv and install the project with its test tools, once per pyproject."""
+def ensure_environment(with_tests: bool) -> None:
+    """Create the virtualenv and install the project, with its test tools if ``with_tests``,
+    once per pyproject: an environment that has the test tools serves the server too."""
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py runs under any python3 first
         sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
     stamp = VENV / ".installed"
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text() == wanted and Path(python()).exists():
+    pyproject = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    installed = stamp.read_text().split() if stamp.exists() and Path(python()).exists() else []
+    if installed[:1] == [pyproject] and (not with_tests or "test" in installed[1:]):
         return
     if not Path(python()).exists():
         print(f"creating {VENV}", flush=True)
         venv.create(VENV, with_pip=True)
-    print("installing the project and its test tools into .venv", flush=True)
+    print(f"installing the project{' and its test tools' if with_tests else ''} into .venv", flush=True)
     run([python(), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
-    run([python(), "-m", "pip", "install", "--quiet", "-e", ".[test]"])
-    stamp.write_text(wanted)
+    run([python(), "-m", "pip", "install", "--quiet", "-e", ".[test]" if with_tests else "."])
+    stamp.write_text(f"{pyproject} test" if with_tests else pyproject)
 
 
 def run(command: list[str], env: dict[str, str] | None = None) -> None:
@@ -67,7 +70,7 @@ def main() -> None:
     commands = {"run": serve, "test": test}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
-    ensure_environment()
+    ensure_environment(with_tests=sys.argv[1] == "test")
     commands[sys.argv[1]](sys.argv[2:])
 
 
