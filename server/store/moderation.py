@@ -18,11 +18,11 @@ from typing import Any
 from redis.asyncio import Redis
 
 from server.errors import Forbidden, NotFound
-from server.keys import KeySchema
+from server.keys import KeySchema, RoomKeys
 from server.store.batch import ScriptBatch
 from server.store.records import Room
 from server.store.rooms import room_from_hash
-from server.store.scripts import CHAT_DELETE, ROOM_BAN, Call, ScriptRunner, outcome
+from server.store.scripts import CHAT_DELETE, ROOM_BAN, Arguments, Call, ScriptRunner, outcome
 from server.store.streams import read_stream_page
 
 # The moderation log keeps about this many actions per creator.
@@ -106,9 +106,7 @@ class Moderation:
         live never had it."""
         keys = self._keys.room(room_id)
         reply: list[Any] = await self._runner.call(
-            CHAT_DELETE,
-            [keys.info, keys.events, keys.chat, keys.chat_ids, keys.chat_ids_old],
-            [event_id, self._stream_len, keys.wake],
+            CHAT_DELETE, *chat_delete_arguments(keys, event_id, self._stream_len)
         )
         refusals = {
             "missing": lambda _: NotFound(
@@ -146,9 +144,8 @@ class Moderation:
         await self._mark(room.room_id, UNBAN, user_id)
 
     async def _mark(self, room_id: str, kind: str, user_id: str) -> None:
-        keys = self._keys.room(room_id)
         await self._runner.call(
-            ROOM_BAN, [keys.info, keys.events], [kind, user_id, self._stream_len, keys.wake]
+            ROOM_BAN, *room_ban_arguments(self._keys.room(room_id), kind, user_id, self._stream_len)
         )
 
     # -- the moderation log --------------------------------------------------------------
@@ -197,3 +194,17 @@ class Moderation:
         return await read_stream_page(
             self._redis, self._keys.user(creator_id).moderation_log, cursor, limit, log_entry
         )
+
+
+def chat_delete_arguments(room: RoomKeys, event_id: str, stream_len: int) -> Arguments:
+    """KEYS and ARGV of ``chat_delete.lua``."""
+    return [room.info, room.events, room.chat, room.chat_ids, room.chat_ids_old], [
+        event_id,
+        stream_len,
+        room.wake,
+    ]
+
+
+def room_ban_arguments(room: RoomKeys, kind: str, user_id: str, stream_len: int) -> Arguments:
+    """KEYS and ARGV of ``room_ban.lua``."""
+    return [room.info, room.events], [kind, user_id, stream_len, room.wake]
