@@ -1,5 +1,7 @@
-"""Browser-test support: headless Chromium through Playwright, console-error capture, and a
-server process that comes back on the same port after a restart."""
+"""Browser-test support, shared by every browser test file (tests/conftest.py loads it as a
+plugin): headless Chromium through Playwright, a server of the browser tests' own, console-error
+capture, and the checks every page must pass at phone and desktop size: nothing wider than the
+viewport, no layout shift, no serious or critical accessibility violation (axe-core)."""
 
 from __future__ import annotations
 
@@ -7,13 +9,57 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
-from playwright.sync_api import ConsoleMessage, Error, Page
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Error,
+    Locator,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
-from tests.support import ROOT, Api
+from tests.conftest import Engine
+from tests.support import ROOT, Api, ServerProcess, delete_prefix, server_env, unique
+
+PHONE_SIZE = {"width": 390, "height": 844}
+DESKTOP_SIZE = {"width": 1280, "height": 800}
+OVERLAY_SIZE = {"width": 1920, "height": 1080}
+BOTH_SIZES = pytest.mark.parametrize("size", [PHONE_SIZE, DESKTOP_SIZE], ids=["phone", "desktop"])
+# The browser tests' server ends a combo after this long without a tap.
+COMBO_WINDOW_MS = 1500
+# The most layout shift (the sum of every shift not caused by input, as the browser's
+# layout-shift entries score them) a page may show while errors, notices and alerts appear.
+MAX_LAYOUT_SHIFT = 0.1
+AXE = ROOT / "tests" / "vendor" / "axe-core" / "axe.min.js"
+# Counts every layout shift from the first paint on; `__layoutShift.reset()` starts again.
+LAYOUT_SHIFT_WATCH = """
+(() => {
+  const watch = { total: 0, shifts: [], reset() { this.total = 0; this.shifts = []; } };
+  window.__layoutShift = watch;
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      if (entry.hadRecentInput) continue;
+      watch.total += entry.value;
+      watch.shifts.push({
+        value: entry.value,
+        nodes: entry.sources.map((s) => s.node && s.node.nodeType === 1
+          ? s.node.tagName.toLowerCase() + (s.node.dataset.testid ? `[${s.node.dataset.testid}]` : "")
+            + (s.node.className ? `.${String(s.node.className).split(" ").join(".")}` : "")
+          : String(s.node && s.node.nodeName)),
+      });
+    }
+  }).observe({ type: "layout-shift", buffered: true });
+})();
+"""
 
 
 def screenshots() -> Path:
@@ -86,3 +132,196 @@ def creator_token(api: Api, creator: str, name: str) -> None:
     reply = api.http.post("/v1/dev/token", json={"user_id": creator, "role": "creator", "name": name})
     assert reply.status_code == 200, reply.text
     api.tokens[(creator, "creator")] = reply.json()["token"]
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    return chromium_path()
+
+
+@pytest.fixture(scope="module")
+def site(engine: Engine, logs: Path, chromium: str) -> Iterator[ServerProcess]:
+    """A server of one browser-test module's own, with a short hold and combo window."""
+    prefix = f"{unique('b')}:"
+    env = server_env(
+        engine.url,
+        prefix,
+        GIFTING_DIAMOND_HOLD_S="3600",
+        GIFTING_COMBO_WINDOW_MS=str(COMBO_WINDOW_MS),
+    )
+    server = ServerProcess(env, logs / f"server-browser-{unique('')}.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if not engine.owned:
+            delete_prefix(engine.url, prefix)
+
+
+@pytest.fixture
+def site_api(site: ServerProcess) -> Iterator[Api]:
+    with httpx.Client(base_url=site.base_url, timeout=10) as http:
+        yield Api(http)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright, chromium: str) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@pytest.fixture
+def console() -> ConsoleWatch:
+    return ConsoleWatch()
+
+
+# ---------------------------------------------------------------- pages and people
+
+
+def new_page(
+    browser: Browser, console: ConsoleWatch, name: str, size: dict[str, int], **context: Any
+) -> Page:
+    """A page in a context of its own (its own storage, like a separate device), its console
+    watched and its layout shifts counted from the first paint. `context` goes to
+    `new_context` (for example `reduced_motion="reduce"`, `has_touch=True`)."""
+    page = browser.new_context(
+        viewport={"width": size["width"], "height": size["height"]}, **context
+    ).new_page()
+    page.set_default_timeout(10_000)
+    page.add_init_script(LAYOUT_SHIFT_WATCH)
+    return console.watch(page, name)
+
+
+def open_overlay(page: Page, base_url: str, url: str) -> None:
+    page.goto(base_url + url)
+    expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+
+
+def open_room(api: Api, creator: str, title: str) -> str:
+    reply = api.http.post("/v1/rooms", json={"title": title}, headers=api.auth(creator, "creator"))
+    assert reply.status_code == 201, reply.text
+    room_id: str = reply.json()["room_id"]
+    return room_id
+
+
+def sign_in(page: Page, user_id: str, name: str | None = None) -> None:
+    page.get_by_test_id("user-id").fill(user_id)
+    if name is not None:
+        page.get_by_test_id("user-display-name").fill(name)
+    page.get_by_test_id("sign-in-submit").click()
+
+
+def named_token(api: Api, user_id: str, role: str, name: str) -> None:
+    """A demo token with a display name, for the API calls made on the user's behalf."""
+    reply = api.http.post("/v1/dev/token", json={"user_id": user_id, "role": role, "name": name})
+    assert reply.status_code == 200, reply.text
+    api.tokens[(user_id, role)] = reply.json()["token"]
+
+
+def watch(
+    browser: Browser,
+    console: ConsoleWatch,
+    base_url: str,
+    room_id: str,
+    user: str,
+    name: str,
+    size: dict[str, int],
+    before: Callable[[Page], object] = lambda page: None,
+    **context: Any,
+) -> Page:
+    """A viewer signed in and watching the room; `before` sees the page before it opens."""
+    page = new_page(browser, console, name, size, **context)
+    before(page)
+    page.goto(f"{base_url}/?room={room_id}")
+    sign_in(page, user, name)
+    expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+    return page
+
+
+def say(page: Page, text: str) -> None:
+    """Type a message and press Enter, as a person does."""
+    page.get_by_test_id("chat-input").fill(text)
+    page.get_by_test_id("chat-input").press("Enter")
+
+
+def message(page: Page | Locator, text: str) -> Locator:
+    """The chat message with exactly this text."""
+    # The inner locator of a filter is relative to each item: it starts from a page.
+    root = page if isinstance(page, Page) else page.page
+    text_locator = root.get_by_test_id("chat-text").get_by_text(text, exact=True)
+    return page.get_by_test_id("chat-message").filter(has=text_locator)
+
+
+# ---------------------------------------------------------------- what every page must pass
+
+
+def assert_fits(page: Page) -> None:
+    """Nothing wider than the viewport: no sideways scrolling at phone size."""
+    scroll, client = page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert scroll <= client, f"the page is {scroll}px wide in a {client}px viewport"
+
+
+def reset_layout_shift(page: Page) -> None:
+    """Count layout shifts from now on (after the page has loaded and signed in)."""
+    page.evaluate("window.__layoutShift.reset()")
+
+
+def layout_shift(page: Page) -> tuple[float, list[dict[str, Any]]]:
+    """The layout shift counted so far, and each shift with the elements it moved."""
+    total, shifts = page.evaluate("[window.__layoutShift.total, window.__layoutShift.shifts]")
+    return float(total), shifts
+
+
+def assert_no_layout_shift(page: Page, limit: float = MAX_LAYOUT_SHIFT) -> None:
+    total, shifts = layout_shift(page)
+    assert total <= limit, f"layout shift {total:.3f} > {limit}: {shifts}"
+
+
+def accessibility_violations(page: Page, impacts: tuple[str, ...] = ("serious", "critical")) -> list[str]:
+    """axe-core's violations of the given impacts on the page as it is now, one line each.
+
+    axe runs through the DevTools protocol, so the page's own content security policy (which
+    refuses inline scripts) stays in force for everything else."""
+    if not page.evaluate("typeof window.axe === 'object'"):
+        page.evaluate(AXE.read_text(encoding="utf-8"))
+    violations: list[dict[str, Any]] = page.evaluate(
+        "async () => (await axe.run(document, { resultTypes: ['violations'] })).violations"
+    )
+    return [
+        f"{v['impact']} {v['id']}: {v['help']} — "
+        + "; ".join(
+            node["target"][0] if isinstance(node["target"][0], str) else str(node["target"])
+            for node in v["nodes"][:5]
+        )
+        for v in violations
+        if v["impact"] in impacts
+    ]
+
+
+def assert_accessible(page: Page) -> None:
+    found = accessibility_violations(page)
+    assert not found, "accessibility violations:\n" + "\n".join(found)
+
+
+def assert_page_quality(page: Page, console: ConsoleWatch, layout_limit: float = MAX_LAYOUT_SHIFT) -> None:
+    """Every page, at every size, after what a test made happen on it: it fits the viewport,
+    nothing moved under the user (layout shift since the last reset), no serious or critical
+    accessibility violation, and nothing in the console."""
+    assert_fits(page)
+    assert_no_layout_shift(page, layout_limit)
+    assert_accessible(page)
+    console.assert_clean()

@@ -21,6 +21,9 @@ from server.cluster import EmbeddedCluster
 from server.engine import EmbeddedEngine
 from tests.support import Api, ServerProcess, delete_prefix, running_server, server_env, unique
 
+# The browser tests' fixtures (headless Chromium, a server of their own) for every test file.
+pytest_plugins = ("tests.browser",)
+
 
 @dataclass
 class Engine:

@@ -13,119 +13,47 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import (
     Browser,
     Dialog,
-    Locator,
     Page,
-    Playwright,
     WebSocket,
     WebSocketRoute,
     expect,
-    sync_playwright,
 )
 
 from tests.browser import (
+    BOTH_SIZES,
     CHECKERBOARD,
+    DESKTOP_SIZE,
+    OVERLAY_SIZE,
+    PHONE_SIZE,
     ConsoleWatch,
-    chromium_path,
+    assert_fits,
     creator_token,
+    message,
+    named_token,
+    new_page,
+    open_overlay,
+    open_room,
     overlay_url,
+    say,
     screenshots,
+    sign_in,
+    watch,
 )
-from tests.conftest import Engine
-from tests.support import Api, ServerProcess, delete_prefix, server_env, unique
+from tests.support import Api, ServerProcess, unique
 
 pytestmark = pytest.mark.browser
 
-COMBO_WINDOW_MS = 1500
 TIMES = "\N{MULTIPLICATION SIGN}"  # the pages show a combo of 5 as TIMES + "5"
 SHARE = 0.5
-VIEWER_SIZE = {"width": 1280, "height": 800}
-OVERLAY_SIZE = {"width": 1920, "height": 1080}
 # A restarting server refuses connections for a moment; the browser logs each refusal.
 RESTART_NOISE = [re.compile(r"WebSocket connection to .* failed"), re.compile(r"ERR_CONNECTION_REFUSED")]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    return chromium_path()
-
-
-@pytest.fixture(scope="module")
-def site(engine: Engine, logs: Path, chromium: str) -> Iterator[ServerProcess]:
-    prefix = f"{unique('b')}:"
-    env = server_env(
-        engine.url,
-        prefix,
-        GIFTING_DIAMOND_HOLD_S="3600",
-        GIFTING_COMBO_WINDOW_MS=str(COMBO_WINDOW_MS),
-    )
-    server = ServerProcess(env, logs / f"server-browser-{unique('')}.log").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        if not engine.owned:
-            delete_prefix(engine.url, prefix)
-
-
-@pytest.fixture
-def site_api(site: ServerProcess) -> Iterator[Api]:
-    with httpx.Client(base_url=site.base_url, timeout=10) as http:
-        yield Api(http)
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright, chromium: str) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-    try:
-        yield browser
-    finally:
-        browser.close()
-
-
-@pytest.fixture
-def console() -> ConsoleWatch:
-    return ConsoleWatch()
-
-
-def new_page(browser: Browser, console: ConsoleWatch, name: str, size: dict[str, int]) -> Page:
-    # Each page in its own context: its own sessionStorage, like a separate device.
-    page = browser.new_context(viewport={"width": size["width"], "height": size["height"]}).new_page()
-    page.set_default_timeout(10_000)
-    return console.watch(page, name)
-
-
-def open_overlay(page: Page, base_url: str, url: str) -> None:
-    page.goto(base_url + url)
-    expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
-
-
-def open_room(api: Api, creator: str, title: str) -> str:
-    reply = api.http.post("/v1/rooms", json={"title": title}, headers=api.auth(creator, "creator"))
-    assert reply.status_code == 201, reply.text
-    room_id: str = reply.json()["room_id"]
-    return room_id
-
-
-def sign_in(page: Page, user_id: str, name: str | None = None) -> None:
-    page.get_by_test_id("user-id").fill(user_id)
-    if name is not None:
-        page.get_by_test_id("user-display-name").fill(name)
-    page.get_by_test_id("sign-in-submit").click()
 
 
 def test_a_viewers_combo_shows_on_the_overlay_and_the_books_match(
@@ -143,7 +71,7 @@ def test_a_viewers_combo_shows_on_the_overlay_and_the_books_match(
     overlay = new_page(browser, console, "overlay", OVERLAY_SIZE)
     open_overlay(overlay, site.base_url, overlay_url(api, creator))
 
-    page = new_page(browser, console, "viewer", VIEWER_SIZE)
+    page = new_page(browser, console, "viewer", DESKTOP_SIZE)
     page.goto(site.base_url + "/")
     sign_in(page, viewer, name)
     expect(page.get_by_test_id("balance")).to_have_attribute("data-coins", "0")
@@ -191,7 +119,7 @@ def test_a_viewers_combo_shows_on_the_overlay_and_the_books_match(
     expected_diamonds = 5 * int(5 * SHARE)
     assert api.earnings(creator)["pending"] == expected_diamonds
 
-    dashboard = new_page(browser, console, "dashboard", VIEWER_SIZE)
+    dashboard = new_page(browser, console, "dashboard", DESKTOP_SIZE)
     dashboard.goto(site.base_url + "/creator")
     sign_in(dashboard, creator)
     expect(dashboard.get_by_test_id("pending")).to_have_attribute("data-diamonds", str(expected_diamonds))
@@ -212,12 +140,12 @@ def test_the_test_alert_shows_on_the_overlay_only(
 
     overlay = new_page(browser, console, "overlay", OVERLAY_SIZE)
     open_overlay(overlay, site.base_url, overlay_url(api, creator))
-    page = new_page(browser, console, "viewer", VIEWER_SIZE)
+    page = new_page(browser, console, "viewer", DESKTOP_SIZE)
     page.goto(f"{site.base_url}/?room={room_id}")
     sign_in(page, viewer, "Theo")
     expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
 
-    dashboard = new_page(browser, console, "dashboard", VIEWER_SIZE)
+    dashboard = new_page(browser, console, "dashboard", DESKTOP_SIZE)
     dashboard.goto(site.base_url + "/creator")
     sign_in(dashboard, creator)
     expect(dashboard.get_by_test_id("pending")).to_have_attribute("data-diamonds", "150")
@@ -261,10 +189,6 @@ def test_the_overlay_reconnects_after_a_server_restart(
     console.assert_clean()
 
 
-# ---------------------------------------------------------------- chat, likes, follows, shares
-
-PHONE_SIZE = {"width": 390, "height": 844}
-BOTH_SIZES = pytest.mark.parametrize("size", [PHONE_SIZE, VIEWER_SIZE], ids=["phone", "desktop"])
 # Markup in a display name (at most 64 characters) and in chat texts: each must show as the
 # characters it is and run nothing.
 XSS_NAME = '<img src=x onerror="window.__xss=1;alert(1)">'
@@ -273,54 +197,6 @@ XSS_TEXTS = (
     "<img src=x onerror=alert(3)>",
     '"><svg onload=alert(4)><b>bold</b>',
 )
-
-
-def named_token(api: Api, user_id: str, role: str, name: str) -> None:
-    """A demo token with a display name, for the API calls made on the user's behalf."""
-    reply = api.http.post("/v1/dev/token", json={"user_id": user_id, "role": role, "name": name})
-    assert reply.status_code == 200, reply.text
-    api.tokens[(user_id, role)] = reply.json()["token"]
-
-
-def watch(
-    browser: Browser,
-    console: ConsoleWatch,
-    base_url: str,
-    room_id: str,
-    user: str,
-    name: str,
-    size: dict[str, int],
-    before: Callable[[Page], object] = lambda page: None,
-) -> Page:
-    """A viewer signed in and watching the room; `before` sees the page before it opens."""
-    page = new_page(browser, console, name, size)
-    before(page)
-    page.goto(f"{base_url}/?room={room_id}")
-    sign_in(page, user, name)
-    expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
-    return page
-
-
-def say(page: Page, text: str) -> None:
-    """Type a message and press Enter, as a person does."""
-    page.get_by_test_id("chat-input").fill(text)
-    page.get_by_test_id("chat-input").press("Enter")
-
-
-def message(page: Page | Locator, text: str) -> Locator:
-    """The chat message with exactly this text."""
-    # The inner locator of a filter is relative to each item: it starts from a page.
-    root = page if isinstance(page, Page) else page.page
-    text_locator = root.get_by_test_id("chat-text").get_by_text(text, exact=True)
-    return page.get_by_test_id("chat-message").filter(has=text_locator)
-
-
-def assert_fits(page: Page) -> None:
-    """Nothing wider than the viewport: no sideways scrolling at phone size."""
-    scroll, client = page.evaluate(
-        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
-    )
-    assert scroll <= client, f"the page is {scroll}px wide in a {client}px viewport"
 
 
 def record_like_frames(page: Page, frames: list[tuple[float, int]]) -> None:
@@ -407,7 +283,7 @@ def test_a_message_resent_after_a_dropped_connection_is_posted_once(
     api = site_api
     creator, ann_id, bo_id = unique("c"), unique("v"), unique("v")
     room_id = open_room(api, creator, "Resend")
-    bo = watch(browser, console, site.base_url, room_id, bo_id, "Bo Lee", VIEWER_SIZE)
+    bo = watch(browser, console, site.base_url, room_id, bo_id, "Bo Lee", DESKTOP_SIZE)
     sent: list[dict[str, Any]] = []
     acks: list[dict[str, Any]] = []
 
@@ -612,7 +488,7 @@ def test_markup_in_names_and_chat_shows_as_text_on_every_page(
     overlay = new_page(browser, console, "overlay", OVERLAY_SIZE)
     guarded(overlay)
     open_overlay(overlay, site.base_url, overlay_url(api, creator) + "?chat=1")
-    viewer = watch(browser, console, site.base_url, room_id, watcher, "Wes", VIEWER_SIZE, guarded)
+    viewer = watch(browser, console, site.base_url, room_id, watcher, "Wes", DESKTOP_SIZE, guarded)
     sender = watch(browser, console, site.base_url, room_id, attacker, XSS_NAME, PHONE_SIZE, guarded)
     expect(sender.get_by_test_id("user-name")).to_have_text(XSS_NAME)
 
@@ -666,7 +542,7 @@ def test_the_creator_and_moderators_delete_mute_and_ban_from_the_viewer_page(
     expect(mia.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
     expect(mia.get_by_test_id("follow")).to_be_hidden()
     # The troll's name is markup: it must stay text in the chat menus and the ban list.
-    tom = watch(browser, console, site.base_url, room_id, troll, XSS_NAME, VIEWER_SIZE)
+    tom = watch(browser, console, site.base_url, room_id, troll, XSS_NAME, DESKTOP_SIZE)
 
     def act(page: Page, text: str, action: str) -> None:
         item = message(page, text)
@@ -692,7 +568,7 @@ def test_the_creator_and_moderators_delete_mute_and_ban_from_the_viewer_page(
 
     # A moderator gets the menu once their own message shows the badge.
     mod = watch(browser, console, site.base_url, room_id, moderator, "Moe Derator", PHONE_SIZE)
-    gus = watch(browser, console, site.base_url, room_id, guest, "Gus", VIEWER_SIZE)
+    gus = watch(browser, console, site.base_url, room_id, guest, "Gus", DESKTOP_SIZE)
     say(mod, "on duty")
     expect(message(mod, "on duty").get_by_test_id("badge-moderator")).to_be_visible()
     say(gus, "spam spam")

@@ -1,0 +1,111 @@
+"""What every page must pass at phone size (390 by 844) and desktop size (1280 by 800), in headless
+Chromium, while errors, notices and gift alerts appear on it: nothing wider than the viewport,
+a layout shift of at most 0.1, no serious or critical accessibility violation (axe-core), and
+no JavaScript error."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser import (
+    BOTH_SIZES,
+    ConsoleWatch,
+    assert_page_quality,
+    creator_token,
+    new_page,
+    open_overlay,
+    open_room,
+    overlay_url,
+    reset_layout_shift,
+    sign_in,
+)
+from tests.support import Api, ServerProcess, unique
+
+pytestmark = pytest.mark.browser
+
+
+def live_room(api: Api) -> tuple[str, str]:
+    creator = unique("c")
+    creator_token(api, creator, "Mia Streams")
+    return creator, open_room(api, creator, "Mia paints live")
+
+
+@BOTH_SIZES
+def test_the_viewer_page(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch, size: dict[str, int]
+) -> None:
+    api = site_api
+    _creator, room_id = live_room(api)
+    fan, viewer = unique("f"), unique("v")
+    api.buy(fan, "us_5450")
+
+    page = new_page(browser, console, "viewer", size)
+    page.goto(site.base_url + "/")
+    sign_in(page, viewer, "Vera Quinn")
+    expect(page.get_by_test_id(f"join-{room_id}")).to_be_visible()
+    assert_page_quality(page, console)
+
+    page.get_by_test_id(f"join-{room_id}").click()
+    expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+    expect(page.get_by_test_id("gift-rose")).to_be_visible()
+    reset_layout_shift(page)
+
+    # With no coins, a tap is refused: the notice overlays and moves nothing.
+    page.get_by_test_id("gift-rose").click()
+    expect(page.get_by_role("alert").filter(has_text="coins")).to_be_visible()
+    # Gifts from someone else: small ones and a big one.
+    for _ in range(3):
+        assert api.gift(fan, room_id, "rose").status_code == 200
+    assert api.gift(fan, room_id, "lion").status_code == 200
+    expect(page.get_by_test_id("feed")).to_contain_text("Lion")
+    chat_and_likes(page)
+    assert_page_quality(page, console)
+
+    page.get_by_test_id("open-shop").click()
+    expect(page.get_by_test_id("shop")).to_be_visible()
+    assert_page_quality(page, console)
+
+
+def chat_and_likes(page: Page) -> None:
+    page.get_by_test_id("chat-input").fill("hello there")
+    page.get_by_test_id("chat-input").press("Enter")
+    expect(page.get_by_test_id("chat-list")).to_contain_text("hello there")
+
+
+@BOTH_SIZES
+def test_the_creator_dashboard(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch, size: dict[str, int]
+) -> None:
+    api = site_api
+    creator, room_id = live_room(api)
+    fan = unique("f")
+    api.buy(fan, "us_5450")
+    page = new_page(browser, console, "dashboard", size)
+    page.goto(site.base_url + "/creator")
+    sign_in(page, creator)
+    expect(page.get_by_test_id("live-state")).to_have_attribute("data-live", "true")
+    reset_layout_shift(page)
+
+    assert api.gift(fan, room_id, "lion").status_code == 200
+    page.get_by_test_id("withdraw-input").fill("1")
+    page.get_by_test_id("withdraw-submit").click()
+    expect(page.get_by_role("alert").filter(has_text="minimum")).to_be_visible()
+    assert_page_quality(page, console)
+
+
+@BOTH_SIZES
+def test_the_overlay(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch, size: dict[str, int]
+) -> None:
+    api = site_api
+    creator, room_id = live_room(api)
+    fan = unique("f")
+    api.buy(fan, "us_5450")
+    page = new_page(browser, console, "overlay", size)
+    open_overlay(page, site.base_url, overlay_url(api, creator) + "?chat=1")
+    reset_layout_shift(page)
+    assert api.gift(fan, room_id, "rose").status_code == 200
+    assert api.gift(fan, room_id, "lion").status_code == 200
+    expect(page.get_by_test_id("alert-gift")).to_have_text("Lion")
+    assert_page_quality(page, console)
