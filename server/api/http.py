@@ -14,6 +14,7 @@ from server import metrics
 from server.api.answers import answer
 from server.api.context import JSON, caller, context, now_ms, query_int, read_json
 from server.auth import CREATOR_ROLES, GIFTING_ROLES
+from server.domain.catalog import tier
 from server.domain.ids import check_id, new_id
 from server.domain.limits import address_in
 from server.domain.money import utc_day
@@ -64,8 +65,17 @@ async def me(request: Request) -> JSON:
 
 
 async def catalog_gifts(request: Request) -> JSON:
-    gifts = context(request).catalog.on_sale()
-    return JSON({"gifts": [gift.to_dict() for gift in gifts]})
+    ctx = context(request)
+    moment, grand = ctx.settings.moment_coins, ctx.settings.grand_moment_coins
+    return JSON(
+        {
+            "gifts": [
+                {**gift.to_dict(), "tier": tier(gift.coins, moment, grand)} for gift in ctx.catalog.on_sale()
+            ],
+            "tiers": {"moment_coins": moment, "grand_coins": grand},
+            "confirm_coins": ctx.settings.confirm_coins,
+        }
+    )
 
 
 async def catalog_packages(request: Request) -> JSON:

@@ -149,7 +149,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/v1/dev/token", "Mint a token for any user (demo mode)", DevTokenRequest,
               returns=("token", "user_id", "role")),
     Operation("GET", "/v1/me", "The caller", roles=ANY_ROLE, returns=("user_id", "role", "name")),
-    Operation("GET", "/v1/catalog/gifts", "Gifts on sale", returns=("gifts",), engine=False),
+    Operation("GET", "/v1/catalog/gifts", "Gifts on sale, each with its tier (1, 2, 3 by its coins), the "
+              "tier thresholds and the price from which a gift asks to confirm",
+              returns=("gifts", "tiers", "confirm_coins"), engine=False),
     Operation("GET", "/v1/catalog/packages", "Coin packages of a region", returns=("region", "packages"),
               errors=("unknown_region",), engine=False,
               query=(Query("region", {"type": "string", "enum": REGIONS, "default": "US"}, "the region"),)),

@@ -51,6 +51,13 @@ class Gift(msgspec.Struct, frozen=True):
         return msgspec.structs.asdict(self)
 
 
+def tier(coins: int, moment_coins: int, grand_moment_coins: int) -> int:
+    """A gift's tier by its price: 3 from ``grand_moment_coins``, 2 from ``moment_coins``, else 1."""
+    if coins >= grand_moment_coins:
+        return 3
+    return 2 if coins >= moment_coins else 1
+
+
 @dataclass(frozen=True)
 class Package:
     id: str
