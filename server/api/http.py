@@ -24,6 +24,7 @@ from server.domain.requests import (
     GoalRequest,
     LimitsRequest,
     PurchaseRequest,
+    RegionRequest,
     parse,
 )
 from server.errors import NotFound
@@ -60,8 +61,26 @@ async def readyz(request: Request) -> JSON:
 
 async def me(request: Request) -> JSON:
     principal = caller(request)
-    name = await context(request).store.profile_name(principal.user_id)
-    return JSON({"user_id": principal.user_id, "role": principal.role, "name": name or principal.user_id})
+    name, region = await context(request).store.profile_name_and_region(principal.user_id)
+    return JSON(
+        {
+            "user_id": principal.user_id,
+            "role": principal.role,
+            "name": name or principal.user_id,
+            "region": region,
+        }
+    )
+
+
+async def put_region(request: Request) -> JSON:
+    """Save the caller's region (the coin packages they see), and answer ``GET /v1/me``."""
+    principal = caller(request)
+    body = parse(await read_json(request), RegionRequest)
+    ctx = context(request)
+    if body.region is not None:
+        ctx.catalog.check_region(body.region)
+    await ctx.store.set_region(principal.user_id, body.region)
+    return await me(request)
 
 
 async def catalog_gifts(request: Request) -> JSON:
@@ -192,6 +211,7 @@ routes = [
     Route("/healthz", healthz),
     Route("/readyz", readyz),
     Route("/v1/me", me),
+    Route("/v1/me/region", put_region, methods=["PUT"]),
     Route("/v1/catalog/gifts", catalog_gifts),
     Route("/v1/catalog/packages", catalog_packages),
     Route("/v1/wallet", get_wallet),

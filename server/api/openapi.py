@@ -41,6 +41,7 @@ from server.domain.requests import (
     LimitsRequest,
     NewGift,
     PurchaseRequest,
+    RegionRequest,
     WebhookEvent,
     WithdrawalRequest,
 )
@@ -125,6 +126,7 @@ class Operation:
 
 
 WALLET = ("coins", "daily_limit", "spent_today")
+ME = ("user_id", "role", "name", "region")
 ROOM = ("room_id", "creator_id", "title", "state", "created_ms", "ended_ms", "epoch")
 ORDER = ("order_id", "package_id", "region", "coins", "price", "state", "created_ms")
 WITHDRAWAL = ("withdrawal_id", "creator_id", "state", "diamonds", "amount", "requested_ms")
@@ -148,7 +150,10 @@ OPERATIONS: tuple[Operation, ...] = (
               "PROMETHEUS_MULTIPROC_DIR); absent with GIFTING_METRICS=0", engine=False, media="text/plain"),
     Operation("POST", "/v1/dev/token", "Mint a token for any user (demo mode)", DevTokenRequest,
               returns=("token", "user_id", "role")),
-    Operation("GET", "/v1/me", "The caller", roles=ANY_ROLE, returns=("user_id", "role", "name")),
+    Operation("GET", "/v1/me", "The caller, with the region they saved (null if none)", roles=ANY_ROLE,
+              returns=ME),
+    Operation("PUT", "/v1/me/region", "Save the caller's region (null forgets it); answers GET /v1/me",
+              RegionRequest, roles=ANY_ROLE, returns=ME, errors=("unknown_region",)),
     Operation("GET", "/v1/catalog/gifts", "Gifts on sale, each with its tier (1, 2, 3 by its coins), the "
               "tier thresholds and the price from which a gift asks to confirm",
               returns=("gifts", "tiers", "confirm_coins"), engine=False),

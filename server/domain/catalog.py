@@ -134,13 +134,14 @@ class Catalog:
         return gift
 
     def packages(self, region: str) -> list[Package]:
-        try:
-            return list(self.regions[region].values())
-        except KeyError:
+        return list(self.regions[self.check_region(region)].values())
+
+    def check_region(self, region: str) -> str:
+        """``region`` if the catalog sells coins there; ``unknown_region`` if not."""
+        if region not in self.regions:
             known = ", ".join(sorted(self.regions))
-            raise InvalidRequest(
-                f"unknown region {region!r}; known regions: {known}", code="unknown_region"
-            ) from None
+            raise InvalidRequest(f"unknown region {region!r}; known regions: {known}", code="unknown_region")
+        return region
 
     def package(self, region: str, package_id: str) -> Package:
         for package in self.packages(region):
