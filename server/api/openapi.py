@@ -246,8 +246,9 @@ OPERATIONS: tuple[Operation, ...] = (
               returns=("creator", "room_id"), errors=("overlay_not_found",)),
     Operation("GET", "/v1/creator/earnings", "The creator's diamonds", roles=CREATOR_ROLES,
               returns=("pending", "available", "reserved", "withdrawn", "reversed", "lifetime",
-                       "diamond_value_minor", "pending_value_minor", "currency", "lives")),
-    Operation("GET", "/v1/creator/earnings/ledger", "The creator's diamond movements, newest first",
+                       "diamond_value_minor", "pending_value_minor", "currency", "lives", "terms")),
+    Operation("GET", "/v1/creator/earnings/ledger", "The creator's diamond movements, newest first; a "
+              "gift's entry names the gift, its sender and what became of its diamonds (state)",
               roles=CREATOR_ROLES, returns=PAGE, query=(CURSOR, limit(200))),
     Operation("POST", "/v1/creator/withdrawals", "Reserve available diamonds for a payout (a retry: 200)",
               WithdrawalRequest, roles=("creator",), status=201, returns=WITHDRAWAL,
@@ -328,8 +329,10 @@ def document(routes: Iterable[BaseRoute]) -> dict[str, Any]:
                 "title": "gifting-server",
                 "version": "1",
                 "description": "Coins, gifts to live rooms and creator earnings. Errors are "
-                '`{"error": {"code", "message"}}`; a rejected request changes nothing. Integers '
-                "are written without a fraction or exponent (2, not 2.0).",
+                '`{"error": {"code", "message"}}`, some with the numbers behind them beside '
+                "(a refused gift's cost and the sender's balance or budget, a withdrawal's "
+                "minimum, a wait); a rejected request changes nothing. Integers are written "
+                "without a fraction or exponent (2, not 2.0).",
             },
             "paths": paths,
             "components": {
@@ -370,7 +373,25 @@ ERROR_SCHEMA: dict[str, Any] = {
         "error": {
             "type": "object",
             "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                **{
+                    name: {"type": "integer", "description": description}
+                    for name, description in (
+                        (
+                            "cost",
+                            "insufficient_coins, negative_balance, daily_limit_exceeded: the gift's coins",
+                        ),
+                        ("balance", "insufficient_coins, negative_balance: the sender's coins"),
+                        ("daily_limit", "daily_limit_exceeded: the sender's daily budget"),
+                        ("spent_today", "daily_limit_exceeded: coins spent today"),
+                        ("budget_left", "daily_limit_exceeded: daily_limit - spent_today, at least 0"),
+                        ("minimum_diamonds", "below_minimum_withdrawal: the least a withdrawal may be"),
+                        ("retry_after_ms", "rate_limited, slow_mode, muted: when to retry"),
+                    )
+                },
+            },
         }
     },
 }
