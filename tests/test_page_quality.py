@@ -87,7 +87,8 @@ def test_the_creator_dashboard(
     expect(page.get_by_test_id("live-state")).to_have_attribute("data-live", "true")
     reset_layout_shift(page)
 
-    assert api.gift(fan, room_id, "lion").status_code == 200
+    assert api.gift(fan, room_id, "galaxy").status_code == 200
+    expect(page.get_by_test_id("ledger-row")).to_have_count(1)
     page.get_by_test_id("withdraw-input").fill("1")
     page.get_by_test_id("withdraw-submit").click()
     expect(page.get_by_role("alert").filter(has_text="minimum")).to_be_visible()
