@@ -274,7 +274,7 @@ function showTerms(terms) {
   byTestId("terms-cap").textContent = `You can withdraw up to ${cash(terms.daily_payout_cap_minor)} a day.`;
   byTestId("withdraw-minimum").textContent = `Minimum ${minimum}.`;
   const input = byTestId("withdraw-input");
-  input.placeholder = `${formatNumber(terms.min_withdrawal_diamonds)} or more`;
+  input.placeholder = `${formatNumber(terms.min_withdrawal_diamonds)}+`;
 }
 
 async function refreshEarnings() {
@@ -347,7 +347,8 @@ function ledgerRow(entry) {
     ["gift", `${giftName} ×${formatNumber(entry.count ?? 1)}`],
     ["coins", formatNumber(entry.coins ?? 0)],
     ["diamonds", formatNumber(diamonds)],
-    ["state", STATE_WORDS[entryState(entry)] ?? entryState(entry)],
+    // A gift too small to earn a whole diamond has nothing held or to withdraw.
+    ["state", diamonds === 0 ? "–" : STATE_WORDS[entryState(entry)] ?? entryState(entry)],
   ];
   for (const [name, text] of cells) {
     const cell = document.createElement("td");
