@@ -41,6 +41,7 @@ from server.domain.requests import (
     LimitsRequest,
     NewGift,
     PurchaseRequest,
+    RegionRequest,
     WebhookEvent,
     WithdrawalRequest,
 )
@@ -125,6 +126,21 @@ class Operation:
 
 
 WALLET = ("coins", "daily_limit", "spent_today")
+ME = ("user_id", "role", "name", "region")
+SUMMARY = (
+    "room_id",
+    "title",
+    "started_ms",
+    "ended_ms",
+    "duration_ms",
+    "coins",
+    "diamonds",
+    "gifts",
+    "gifters",
+    "top_gifters",
+    "likes",
+    "new_followers",
+)
 ROOM = ("room_id", "creator_id", "title", "state", "created_ms", "ended_ms", "epoch")
 ORDER = ("order_id", "package_id", "region", "coins", "price", "state", "created_ms")
 WITHDRAWAL = ("withdrawal_id", "creator_id", "state", "diamonds", "amount", "requested_ms")
@@ -148,8 +164,13 @@ OPERATIONS: tuple[Operation, ...] = (
               "PROMETHEUS_MULTIPROC_DIR); absent with GIFTING_METRICS=0", engine=False, media="text/plain"),
     Operation("POST", "/v1/dev/token", "Mint a token for any user (demo mode)", DevTokenRequest,
               returns=("token", "user_id", "role")),
-    Operation("GET", "/v1/me", "The caller", roles=ANY_ROLE, returns=("user_id", "role", "name")),
-    Operation("GET", "/v1/catalog/gifts", "Gifts on sale", returns=("gifts",), engine=False),
+    Operation("GET", "/v1/me", "The caller, with the region they saved (null if none)", roles=ANY_ROLE,
+              returns=ME),
+    Operation("PUT", "/v1/me/region", "Save the caller's region (null forgets it); answers GET /v1/me",
+              RegionRequest, roles=ANY_ROLE, returns=ME, errors=("unknown_region",)),
+    Operation("GET", "/v1/catalog/gifts", "Gifts on sale, each with its tier (1, 2, 3 by its coins), the "
+              "tier thresholds and the price from which a gift asks to confirm",
+              returns=("gifts", "tiers", "confirm_coins"), engine=False),
     Operation("GET", "/v1/catalog/packages", "Coin packages of a region", returns=("region", "packages"),
               errors=("unknown_region",), engine=False,
               query=(Query("region", {"type": "string", "enum": REGIONS, "default": "US"}, "the region"),)),
@@ -175,8 +196,10 @@ OPERATIONS: tuple[Operation, ...] = (
               errors=("already_live",), body_optional=True),
     Operation("GET", "/v1/rooms/{room_id}", "A room with its offset and snapshot",
               returns=(*ROOM, "offset", "snapshot"), errors=("room_not_found",)),
-    Operation("POST", "/v1/rooms/{room_id}/end", "End the live", roles=CREATOR_ROLES, returns=ROOM,
-              errors=("room_not_found",)),
+    Operation("POST", "/v1/rooms/{room_id}/end", "End the live; the room with the live's summary",
+              roles=CREATOR_ROLES, returns=(*ROOM, "summary"), errors=("room_not_found",)),
+    Operation("GET", "/v1/rooms/{room_id}/summary", "The live's summary, live or ended (its creator or an "
+              "admin)", roles=CREATOR_ROLES, returns=SUMMARY, errors=("room_not_found",)),
     Operation("PUT", "/v1/rooms/{room_id}/goal", "Set the goal bar", GoalRequest, roles=CREATOR_ROLES,
               returns=("room_id", "goal"), errors=("room_not_found", "room_ended")),
     Operation("POST", "/v1/rooms/{room_id}/gifts", "Send a gift", GiftRequest, roles=GIFTING_ROLES,
