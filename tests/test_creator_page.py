@@ -204,7 +204,7 @@ def test_end_live_asks_first_then_shows_the_summary(
     page.reload()
     expect(page.get_by_test_id("dashboard")).to_be_visible()
     assert_summary(page)
-    page.set_viewport_size(PHONE_SIZE)
+    page.set_viewport_size({"width": PHONE_SIZE["width"], "height": PHONE_SIZE["height"]})
     reset_layout_shift(page)
     assert_summary(page)
     assert_page_quality(page, console)
