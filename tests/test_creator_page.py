@@ -7,10 +7,13 @@ confirm)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -28,7 +31,8 @@ from tests.browser import (
     screenshots,
     sign_in,
 )
-from tests.support import Api, ServerProcess, unique
+from tests.conftest import Engine
+from tests.support import Api, ServerProcess, delete_prefix, running_server, server_env, unique
 
 pytestmark = pytest.mark.browser
 
@@ -313,3 +317,85 @@ def test_the_overlay_link_is_masked_copied_with_options_and_regenerated(
     expect(page.get_by_role("status").filter(has_text="Overlay link copied")).to_be_visible()
     assert clipboard(page) == f"{site.base_url}{new_path}?{query}"
     console.assert_clean()
+
+
+@pytest.fixture(scope="module")
+def paying_site(engine: Engine, logs: Path, chromium: str) -> Iterator[ServerProcess]:
+    """A server whose diamonds are available at once, with a small minimum and payout cap."""
+    prefix = f"{unique('p')}:"
+    env = server_env(
+        engine.url,
+        prefix,
+        GIFTING_DIAMOND_HOLD_S="0.001",
+        GIFTING_MIN_WITHDRAWAL_DIAMONDS="100",
+        GIFTING_DAILY_PAYOUT_CAP_MINOR="100",
+    )
+    try:
+        with running_server(env, logs) as server:
+            yield server
+    finally:
+        if not engine.owned:
+            delete_prefix(engine.url, prefix)
+
+
+def test_withdrawals_show_their_dates_and_states_and_the_servers_refusal(
+    paying_site: ServerProcess, browser: Browser, console: ConsoleWatch
+) -> None:
+    site = paying_site
+    with httpx.Client(base_url=site.base_url, timeout=10) as http:
+        api = Api(http)
+        creator, fan = unique("c"), unique("f")
+        creator_token(api, creator, "Mia Streams")
+        room_id = open_room(api, creator, "Payday")
+        api.buy(fan, "us_550")
+        for _ in range(5):  # 500 coins: 250 diamonds, available at once
+            assert api.gift(fan, room_id, "hand_hearts").status_code == 200
+
+        page = dashboard(browser, console, site, creator)
+        expect(page.get_by_test_id("available")).to_have_attribute("data-diamonds", "250")
+        expect(page.get_by_test_id("withdraw-minimum")).to_have_text("Minimum 100 diamonds ($0.50).")
+        expect(page.get_by_test_id("terms-cap")).to_have_text("You can withdraw up to $1.00 a day.")
+        page.get_by_test_id("withdraw-input").fill("150")
+        page.get_by_test_id("withdraw-submit").click()
+        expect(page.get_by_test_id("withdraw-state")).to_have_text(
+            "Requested: $0.75. We'll let you know when it's paid."
+        )
+        row = page.get_by_test_id("withdrawal")
+        expect(row).to_have_count(1)
+        expect(row).to_have_attribute("data-state", "requested")
+        expect(row.get_by_test_id("withdrawal-state")).to_have_text("Requested")
+        expect(row.get_by_test_id("withdrawal-dates")).to_have_text(
+            re.compile(r"^Requested [^·]*\d:\d\d[^·]*$")
+        )
+        expect(page.get_by_test_id("reserved")).to_have_attribute("data-diamonds", "150")
+
+        # Within the minimum and the available diamonds, but past today's cap: the server
+        # refuses, and the page says so with the cap's figure.
+        console.tolerate.append(re.compile(r"status of 409"))
+        page.get_by_test_id("withdraw-input").fill("100")
+        page.get_by_test_id("withdraw-submit").click()
+        expect(page.get_by_role("alert").get_by_test_id("toast-text")).to_have_text(
+            "That would pass today's payout limit of $1.00. Try a smaller amount or tomorrow."
+        )
+        expect(page.get_by_test_id("withdraw-state")).to_have_attribute("data-state", "refused")
+
+        (withdrawal,) = api.http.get("/v1/creator/withdrawals", headers=api.auth(creator, "creator")).json()[
+            "withdrawals"
+        ]
+        expect(row).to_have_attribute("data-requested-ms", str(withdrawal["requested_ms"]))
+        paid = api.http.post(
+            f"/v1/admin/withdrawals/{withdrawal['withdrawal_id']}/paid",
+            json={"note": "sent"},
+            headers=api.auth("boss", "admin"),
+        )
+        assert paid.status_code == 200, paid.text
+        expect(row).to_have_attribute("data-state", "paid")
+        expect(row.get_by_test_id("withdrawal-state")).to_have_text("Paid")
+        decided = paid.json()["decided_ms"]
+        assert isinstance(decided, int)
+        expect(row).to_have_attribute("data-decided-ms", str(decided))
+        expect(row.get_by_test_id("withdrawal-dates")).to_have_text(
+            re.compile(r"^Requested [^·]*\d:\d\d[^·]* · Paid [^·]*\d:\d\d[^·]*$")
+        )
+        expect(page.get_by_test_id("withdrawn")).to_have_attribute("data-diamonds", "150")
+        console.assert_clean()

@@ -372,6 +372,8 @@ async function refreshWithdrawals() {
     const item = document.createElement("li");
     item.dataset.testid = "withdrawal";
     item.dataset.state = withdrawal.state;
+    item.dataset.requestedMs = withdrawal.requested_ms;
+    if (withdrawal.decided_ms) item.dataset.decidedMs = withdrawal.decided_ms;
     const what = document.createElement("span");
     what.className = "withdrawal-amount";
     what.textContent = `${formatNumber(withdrawal.diamonds)} diamonds → ${formatMoney(withdrawal.amount.amount_minor, withdrawal.amount.currency)}`;
