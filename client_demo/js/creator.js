@@ -30,7 +30,7 @@ const state = {
   logCursor: null,
   terms: null,
   earnings: null,
-  ledger: { cursor: null, shown: 0, signature: null, loading: false },
+  ledger: { cursor: null, shown: 0, signature: null, loading: false, again: false },
 };
 
 function clampInt(raw, fallback, low, high) {
@@ -78,12 +78,19 @@ function signOut() {
   clearInterval(state.timer);
   clearToken(ROLE);
   clearToasts();
+  // Nothing of this creator stays for the next one: the summary, the history, a revealed link.
+  Object.assign(state, { me: null, overlay: null, revealed: false, roomId: null, lastRoomId: null, terms: null, earnings: null });
+  state.ledger = { cursor: null, shown: 0, signature: null, loading: false, again: false };
+  show(byTestId("live-summary"), false);
+  byTestId("ledger-rows").replaceChildren();
+  byTestId("overlay-url").textContent = "";
   show(byTestId("dashboard"), false);
   show(byTestId("account"), false);
   show(byTestId("sign-in"));
 }
 
 async function refresh() {
+  if (!state.overlay) return; // signed out meanwhile
   try {
     await Promise.all([refreshLive(), refreshEarnings(), refreshWithdrawals(), refreshFollowers()]);
   } catch (error) {
@@ -245,6 +252,7 @@ function formatMillicents(millicents, currency) {
 
 /** Seconds as people say them: 604800 → "7 days", 3600 → "1 hour", 90 → "1 min 30 s". */
 function formatDuration(seconds, short = false) {
+  if (seconds > 0 && seconds < 1) return "less than a second";
   const s = Math.max(0, Math.round(seconds));
   const plural = (n, word) => `${formatNumber(n)} ${word}${n === 1 ? "" : "s"}`;
   if (!short) {
@@ -304,8 +312,13 @@ const isGift = (entry) => entry.kind === "gift";
  */
 async function loadLedger(more) {
   const ledger = state.ledger;
-  if (ledger.loading) return;
+  if (ledger.loading) {
+    // A reload asked for while a page is read runs right after it, never lost.
+    if (!more) ledger.again = true;
+    return;
+  }
   ledger.loading = true;
+  byTestId("ledger-more").disabled = true;
   try {
     const limit = more ? PAGE_SIZE : Math.min(200, Math.max(PAGE_SIZE, ledger.shown));
     const query = new URLSearchParams({ limit: String(limit) });
@@ -323,6 +336,11 @@ async function loadLedger(more) {
     showError(error);
   } finally {
     ledger.loading = false;
+    byTestId("ledger-more").disabled = false;
+  }
+  if (ledger.again) {
+    ledger.again = false;
+    await loadLedger(false);
   }
 }
 
