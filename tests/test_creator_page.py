@@ -399,3 +399,30 @@ def test_withdrawals_show_their_dates_and_states_and_the_servers_refusal(
         )
         expect(page.get_by_test_id("withdrawn")).to_have_attribute("data-diamonds", "150")
         console.assert_clean()
+
+
+def test_copy_works_without_the_clipboard_api(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    """Where the page is not a secure context (plain http on a LAN address) there is no
+    navigator.clipboard: Copy falls back to the copy command, and the link still lands on
+    the clipboard."""
+    api = site_api
+    creator = unique("c")
+    creator_token(api, creator, "Mia Streams")
+    path = overlay_url(api, creator)
+    page = new_page(
+        browser, console, "dashboard", DESKTOP_SIZE, permissions=["clipboard-read", "clipboard-write"]
+    )
+    page.add_init_script("delete Navigator.prototype.clipboard")
+    page.goto(f"{site.base_url}/creator")
+    sign_in(page, creator)
+    assert page.evaluate("navigator.clipboard === undefined")
+    page.get_by_test_id("copy-overlay").click()
+    expect(page.get_by_role("status").filter(has_text="Overlay link copied")).to_be_visible()
+    # Another tab of the same browser reads the clipboard.
+    reader = page.context.new_page()
+    reader.goto(f"{site.base_url}/creator")
+    assert clipboard(reader) == f"{site.base_url}{path}"
+    assert path.rsplit("/", 1)[1] not in visible_text(page)
+    console.assert_clean()
