@@ -202,12 +202,13 @@ def test_end_live_asks_first_then_shows_the_summary(
     assert api.http.get(f"/v1/rooms/{room_id}").json()["state"] == "ended"
     assert_summary(page)
     assert_page_quality(page, console)
-    page.screenshot(path=screenshots() / "creator.png")
 
     # After a reload, the summary of the last LIVE is read again; on a phone too.
     page.reload()
     expect(page.get_by_test_id("dashboard")).to_be_visible()
     assert_summary(page)
+    expect(page.get_by_test_id("ledger-row")).to_have_count(3)
+    page.screenshot(path=screenshots() / "creator.png")
     page.set_viewport_size({"width": PHONE_SIZE["width"], "height": PHONE_SIZE["height"]})
     reset_layout_shift(page)
     assert_summary(page)
