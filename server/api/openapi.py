@@ -261,7 +261,8 @@ OPERATIONS: tuple[Operation, ...] = (
               "(counted false after that)", roles=GIFTING_ROLES, returns=("room_id", "counted"),
               errors=("room_not_found", "room_ended")),
     Operation("GET", "/v1/creator/overlay", "The overlay token and URL", roles=("creator",), returns=OVERLAY),
-    Operation("POST", "/v1/creator/overlay/regenerate", "Replace the overlay token", roles=("creator",),
+    Operation("POST", "/v1/creator/overlay/regenerate", "Replace the overlay token: the overlays open "
+              "with the old one close at once (overlay_revoked, 4401)", roles=("creator",),
               returns=OVERLAY),
     Operation("POST", "/v1/creator/test-alert", "A fake alert on the creator's overlays", roles=("creator",),
               status=202, returns=("sent", "room_id"), errors=("not_live",)),
