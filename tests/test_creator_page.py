@@ -214,6 +214,15 @@ def test_end_live_asks_first_then_shows_the_summary(
     assert_summary(page)
     assert_page_quality(page, console)
     page.screenshot(path=screenshots() / "creator-phone.png")
+
+    # Going LIVE again puts the last summary away.
+    page.get_by_test_id("live-title").fill("Second night")
+    page.get_by_test_id("go-live").click()
+    expect(page.get_by_test_id("live-state")).to_have_text("LIVE: Second night")
+    expect(page.get_by_test_id("live-summary")).to_be_hidden()
+    page.reload()
+    expect(page.get_by_test_id("live-state")).to_have_attribute("data-live", "true")
+    expect(page.get_by_test_id("live-summary")).to_be_hidden()
     console.assert_clean()
 
 

@@ -70,7 +70,9 @@ async function signedIn(me) {
   show(byTestId("dashboard"));
   // Created on first call; the same token until the creator regenerates it.
   showOverlay(await api("/v1/creator/overlay", { token: state.token }));
-  await Promise.all([refresh(), loadChatSettings(), loadModerators(), loadLastSummary()]);
+  await Promise.all([refresh(), loadChatSettings(), loadModerators()]);
+  // The last LIVE's summary is for between LIVEs.
+  if (!state.roomId) await loadLastSummary();
   state.timer = setInterval(() => document.visibilityState === "visible" && refresh(), REFRESH_MS);
 }
 
@@ -110,6 +112,7 @@ async function refreshLive() {
   liveState.dataset.live = String(Boolean(roomId));
   show(byTestId("offline-controls"), !roomId);
   show(byTestId("live-controls"), Boolean(roomId));
+  if (roomId) show(byTestId("live-summary"), false);
   if (!roomId) {
     liveState.textContent = "Offline";
     return;
@@ -126,7 +129,6 @@ async function goLive() {
   await act(async () => {
     const title = byTestId("live-title").value.trim();
     await api("/v1/rooms", { method: "POST", body: title ? { title } : {}, token: state.token });
-    show(byTestId("live-summary"), false);
   });
 }
 
