@@ -94,6 +94,18 @@ def test_the_creator_dashboard(
     expect(page.get_by_role("alert").filter(has_text="minimum")).to_be_visible()
     assert_page_quality(page, console)
 
+    # The confirm dialog fits the screen.
+    page.get_by_test_id("end-live").click()
+    dialog = page.get_by_test_id("end-dialog")
+    expect(dialog).to_be_visible()
+    box = dialog.bounding_box()
+    assert box is not None
+    assert box["x"] >= 0 and box["x"] + box["width"] <= size["width"], box
+    assert box["y"] >= 0 and box["y"] + box["height"] <= size["height"], box
+    assert_page_quality(page, console)
+    page.get_by_test_id("end-cancel").click()
+    expect(dialog).to_be_hidden()
+
 
 @BOTH_SIZES
 def test_the_overlay(
