@@ -87,11 +87,24 @@ def test_the_creator_dashboard(
     expect(page.get_by_test_id("live-state")).to_have_attribute("data-live", "true")
     reset_layout_shift(page)
 
-    assert api.gift(fan, room_id, "lion").status_code == 200
+    assert api.gift(fan, room_id, "galaxy").status_code == 200
+    expect(page.get_by_test_id("ledger-row")).to_have_count(1)
     page.get_by_test_id("withdraw-input").fill("1")
     page.get_by_test_id("withdraw-submit").click()
     expect(page.get_by_role("alert").filter(has_text="minimum")).to_be_visible()
     assert_page_quality(page, console)
+
+    # The confirm dialog fits the screen.
+    page.get_by_test_id("end-live").click()
+    dialog = page.get_by_test_id("end-dialog")
+    expect(dialog).to_be_visible()
+    box = dialog.bounding_box()
+    assert box is not None
+    assert box["x"] >= 0 and box["x"] + box["width"] <= size["width"], box
+    assert box["y"] >= 0 and box["y"] + box["height"] <= size["height"], box
+    assert_page_quality(page, console)
+    page.get_by_test_id("end-cancel").click()
+    expect(dialog).to_be_hidden()
 
 
 @BOTH_SIZES

@@ -1,14 +1,42 @@
-// creator.js — the creator dashboard: go live, set the goal, watch earnings, withdraw,
-// manage the OBS overlay link and send a test alert to it; chat settings, moderators, bans,
-// the moderation log and the follower count.
+// creator.js — the creator dashboard: go LIVE, set the goal, end the LIVE (with a confirm and
+// then its summary), the money (the terms the server states, earnings, the per-gift history,
+// withdrawals), the OBS overlay link (masked, copied with the chosen overlay options, revealed
+// only on request, regenerated after a confirm) and its test alert; chat settings,
+// moderators, bans, the moderation log and the follower count.
+//
+// Errors and notices are toasts (toast.js): they float over the page, so nothing under a
+// finger moves when one appears.
 
 import { api, byTestId, clearToken, demoSignIn, formatMoney, formatNumber, getToken, newIdempotencyKey, show } from "./api.js";
 import { describeError } from "./errors.js";
+import { clearToasts, toast } from "./toast.js";
 
 const ROLE = "creator";
 const REFRESH_MS = 3000;
+// Gifts per page of the earnings history; `?page_size=N` on the page's URL changes it.
+const PAGE_SIZE = clampInt(new URLSearchParams(location.search).get("page_size"), 20, 1, 200);
+const MASK = "••••••••";
+// The overlay's own defaults (overlay.js): a parameter at its default stays out of the link.
+const OVERLAY_DEFAULTS = { position: "top", scale: "1", min_coins: "1", widgets: "alerts,combos,top,goal" };
 
-const state = { token: null, me: null, overlay: null, roomId: null, lastRoomId: null, timer: null, confirmRegenerate: false, logCursor: null };
+const state = {
+  token: null,
+  me: null,
+  overlay: null,
+  revealed: false,
+  roomId: null,
+  lastRoomId: null,
+  timer: null,
+  logCursor: null,
+  terms: null,
+  earnings: null,
+  ledger: { cursor: null, shown: 0, signature: null, loading: false, again: false },
+};
+
+function clampInt(raw, fallback, low, high) {
+  const value = Number.parseInt(raw ?? "", 10);
+  return Number.isInteger(value) && value >= low && value <= high ? value : fallback;
+}
 
 // ---------------------------------------------------------------- signing in (demo mode)
 
@@ -43,18 +71,28 @@ async function signedIn(me) {
   // Created on first call; the same token until the creator regenerates it.
   showOverlay(await api("/v1/creator/overlay", { token: state.token }));
   await Promise.all([refresh(), loadChatSettings(), loadModerators()]);
+  // The last LIVE's summary is for between LIVEs.
+  if (!state.roomId) await loadLastSummary();
   state.timer = setInterval(() => document.visibilityState === "visible" && refresh(), REFRESH_MS);
 }
 
 function signOut() {
   clearInterval(state.timer);
   clearToken(ROLE);
+  clearToasts();
+  // Nothing of this creator stays for the next one: the summary, the history, a revealed link.
+  Object.assign(state, { me: null, overlay: null, revealed: false, roomId: null, lastRoomId: null, terms: null, earnings: null });
+  state.ledger = { cursor: null, shown: 0, signature: null, loading: false, again: false };
+  show(byTestId("live-summary"), false);
+  byTestId("ledger-rows").replaceChildren();
+  byTestId("overlay-url").textContent = "";
   show(byTestId("dashboard"), false);
   show(byTestId("account"), false);
   show(byTestId("sign-in"));
 }
 
 async function refresh() {
+  if (!state.overlay) return; // signed out meanwhile
   try {
     await Promise.all([refreshLive(), refreshEarnings(), refreshWithdrawals(), refreshFollowers()]);
   } catch (error) {
@@ -63,7 +101,7 @@ async function refresh() {
   }
 }
 
-// ---------------------------------------------------------------- the live
+// ---------------------------------------------------------------- the LIVE
 
 async function refreshLive() {
   // The overlay endpoint answers "which room is this creator live in" in one call.
@@ -74,12 +112,13 @@ async function refreshLive() {
   liveState.dataset.live = String(Boolean(roomId));
   show(byTestId("offline-controls"), !roomId);
   show(byTestId("live-controls"), Boolean(roomId));
+  if (roomId) show(byTestId("live-summary"), false);
   if (!roomId) {
     liveState.textContent = "Offline";
     return;
   }
   const room = await api(`/v1/rooms/${encodeURIComponent(roomId)}`);
-  liveState.textContent = `Live: ${room.title}`;
+  liveState.textContent = `LIVE: ${room.title}`;
   byTestId("live-viewers").textContent = formatNumber(room.snapshot.viewers);
   byTestId("live-coins").textContent = formatNumber(room.snapshot.goal.progress);
   const goalInput = byTestId("goal-input");
@@ -87,13 +126,99 @@ async function refreshLive() {
 }
 
 async function goLive() {
-  const title = byTestId("live-title").value.trim();
-  await act(() => api("/v1/rooms", { method: "POST", body: title ? { title } : {}, token: state.token }));
+  await act(async () => {
+    const title = byTestId("live-title").value.trim();
+    await api("/v1/rooms", { method: "POST", body: title ? { title } : {}, token: state.token });
+  });
+}
+
+/** The confirm dialog's answer decides: "Keep LIVE" changes nothing. */
+function askToEndLive() {
+  if (!state.roomId) return;
+  byTestId("end-dialog").showModal();
 }
 
 async function endLive() {
-  if (!state.roomId) return;
-  await act(() => api(`/v1/rooms/${encodeURIComponent(state.roomId)}/end`, { method: "POST", token: state.token }));
+  const roomId = state.roomId;
+  if (!roomId) return;
+  await act(async () => {
+    const ended = await api(`/v1/rooms/${encodeURIComponent(roomId)}/end`, { method: "POST", token: state.token });
+    remember(roomId);
+    if (ended.summary) showSummary(ended.summary);
+    toast("Your LIVE has ended.", { kind: "ok", key: "live" });
+  });
+}
+
+// The dashboard remembers the id of the creator's last ended LIVE (per creator, in this
+// browser), so its summary can be shown again after a reload.
+const lastLiveKey = () => `gifting.lastLive.${state.me.user_id}`;
+
+function remember(roomId) {
+  try {
+    localStorage.setItem(lastLiveKey(), roomId);
+  } catch {
+    // Storage can be off (private mode): the summary still shows until the next reload.
+  }
+}
+
+async function loadLastSummary() {
+  let roomId = null;
+  try {
+    roomId = localStorage.getItem(lastLiveKey());
+  } catch {
+    return;
+  }
+  if (!roomId) return;
+  try {
+    const summary = await api(`/v1/rooms/${encodeURIComponent(roomId)}/summary`, { token: state.token });
+    if (summary.ended_ms !== null) showSummary(summary);
+  } catch {
+    // The room is gone (or was never this creator's): forget it.
+    localStorage.removeItem(lastLiveKey());
+  }
+}
+
+function showSummary(summary) {
+  byTestId("summary-title").textContent = summary.title;
+  byTestId("summary-duration").textContent = formatDuration(summary.duration_ms / 1000, true);
+  setFigure("summary-coins", summary.coins, "coins");
+  setFigure("summary-diamonds", summary.diamonds, "diamonds");
+  byTestId("summary-value").textContent = state.terms ? diamondsCash(summary.diamonds) : "";
+  setFigure("summary-gifts", summary.gifts, "gifts");
+  setFigure("summary-gifters", summary.gifters, "gifters");
+  setFigure("summary-likes", summary.likes, "likes");
+  const hasFollowers = typeof summary.new_followers === "number";
+  show(byTestId("summary-followers-box"), hasFollowers);
+  if (hasFollowers) setFigure("summary-followers", summary.new_followers, "followers");
+  const top = summary.top_gifters ?? [];
+  const items = top.map((gifter) => {
+    const item = document.createElement("li");
+    item.dataset.testid = "summary-gifter";
+    item.dataset.userId = gifter.user_id;
+    const name = document.createElement("span");
+    name.className = "person-name";
+    name.textContent = gifter.name;
+    const coins = document.createElement("span");
+    coins.className = "hint";
+    coins.dataset.testid = "summary-gifter-coins";
+    coins.textContent = `${formatNumber(gifter.coins)} coins`;
+    item.append(name, coins);
+    return item;
+  });
+  if (items.length === 0) {
+    const none = document.createElement("li");
+    none.className = "hint";
+    none.textContent = "No gifts in this LIVE.";
+    items.push(none);
+  }
+  byTestId("summary-top-gifters").replaceChildren(...items);
+  show(byTestId("live-summary"));
+}
+
+function setFigure(testId, value, unit) {
+  const element = byTestId(testId);
+  element.textContent = formatNumber(value);
+  element.dataset[unit] = value;
 }
 
 async function setGoal(coins) {
@@ -104,7 +229,7 @@ async function setGoal(coins) {
 async function act(action) {
   try {
     await action();
-    hideMessage();
+    clearToasts("error");
   } catch (error) {
     showError(error);
   }
@@ -113,8 +238,59 @@ async function act(action) {
 
 // ---------------------------------------------------------------- money
 
+/** Cash for diamonds, as the server computes it: the value in minor units, rounded down. */
+function diamondsCash(diamonds) {
+  const { diamond_value_millicents: rate, currency } = state.terms;
+  return formatMoney(Math.floor((diamonds * rate) / 1000), currency);
+}
+
+/** A price that can be below a cent: 500 millicents → "$0.005". */
+function formatMillicents(millicents, currency) {
+  const format = new Intl.NumberFormat("en-US", { style: "currency", currency });
+  const digits = format.resolvedOptions().maximumFractionDigits;
+  const precise = new Intl.NumberFormat("en-US", { style: "currency", currency, minimumFractionDigits: digits, maximumFractionDigits: digits + 3 });
+  return precise.format(millicents / 1000 / 10 ** digits);
+}
+
+/** Seconds as people say them: 604800 → "7 days", 3600 → "1 hour", 90 → "1 min 30 s". */
+function formatDuration(seconds, short = false) {
+  if (seconds > 0 && seconds < 1) return "less than a second";
+  const s = Math.max(0, Math.round(seconds));
+  const plural = (n, word) => `${formatNumber(n)} ${word}${n === 1 ? "" : "s"}`;
+  if (!short) {
+    if (s % 86400 === 0 && s > 0) return plural(s / 86400, "day");
+    if (s % 3600 === 0 && s > 0) return plural(s / 3600, "hour");
+    if (s % 60 === 0 && s > 0) return plural(s / 60, "minute");
+    return plural(s, "second");
+  }
+  const hours = Math.floor(s / 3600);
+  const minutes = Math.floor((s % 3600) / 60);
+  const rest = s % 60;
+  if (hours > 0) return `${hours} h ${String(minutes).padStart(2, "0")} min`;
+  if (minutes > 0) return `${minutes} min ${String(rest).padStart(2, "0")} s`;
+  return `${rest} s`;
+}
+
+/** The terms as the server states them (GET /v1/creator/earnings `terms`). */
+function showTerms(terms) {
+  state.terms = terms;
+  const share = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 }).format(terms.share_percent);
+  const cash = (minor) => formatMoney(minor, terms.currency);
+  const minimum = `${formatNumber(terms.min_withdrawal_diamonds)} diamonds (${cash(terms.min_withdrawal_minor)})`;
+  byTestId("terms-share").textContent = `You earn ${share} % of the coins of every gift as diamonds.`;
+  byTestId("terms-value").textContent = `1 diamond = ${formatMillicents(terms.diamond_value_millicents, terms.currency)}, so 10,000 diamonds = ${diamondsCash(10000)}.`;
+  byTestId("terms-hold").textContent = `New diamonds are held ${formatDuration(terms.hold_s)} before you can withdraw them (a payment can still be refunded in that time).`;
+  byTestId("terms-minimum").textContent = `The minimum withdrawal is ${minimum}.`;
+  byTestId("terms-cap").textContent = `You can withdraw up to ${cash(terms.daily_payout_cap_minor)} a day.`;
+  byTestId("withdraw-minimum").textContent = `Minimum ${minimum}.`;
+  const input = byTestId("withdraw-input");
+  input.placeholder = `${formatNumber(terms.min_withdrawal_diamonds)}+`;
+}
+
 async function refreshEarnings() {
   const earnings = await api("/v1/creator/earnings", { token: state.token });
+  state.earnings = earnings;
+  if (earnings.terms) showTerms(earnings.terms);
   for (const field of ["pending", "available", "reserved", "withdrawn", "lifetime"]) {
     byTestId(field).textContent = formatNumber(earnings[field]);
     byTestId(field).dataset.diamonds = earnings[field];
@@ -122,26 +298,167 @@ async function refreshEarnings() {
   // The server computes cash values (exact integer arithmetic); the page only formats them.
   byTestId("pending-value").textContent = formatMoney(earnings.pending_value_minor, earnings.currency);
   byTestId("available-value").textContent = formatMoney(earnings.diamond_value_minor, earnings.currency);
+  // The history is read again only when the books changed (a gift, a release, a reversal).
+  const signature = ["pending", "available", "reserved", "withdrawn", "lifetime", "reversed"].map((field) => earnings[field]).join(":");
+  if (signature !== state.ledger.signature) {
+    state.ledger.signature = signature;
+    await loadLedger(false);
+  }
 }
+
+const isGift = (entry) => entry.kind === "gift";
+
+/**
+ * The per-gift history, newest first. `more` reads the next page; otherwise the pages shown
+ * so far are read again from the top (states change as holds are released).
+ */
+async function loadLedger(more) {
+  const ledger = state.ledger;
+  if (ledger.loading) {
+    // A reload asked for while a page is read runs right after it, never lost.
+    if (!more) ledger.again = true;
+    return;
+  }
+  ledger.loading = true;
+  byTestId("ledger-more").disabled = true;
+  try {
+    const limit = more ? PAGE_SIZE : Math.min(200, Math.max(PAGE_SIZE, ledger.shown));
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (more && ledger.cursor) query.set("cursor", ledger.cursor);
+    const { entries, next_cursor: next } = await api(`/v1/creator/earnings/ledger?${query}`, { token: state.token });
+    const rows = entries.filter(isGift).map(ledgerRow);
+    const body = byTestId("ledger-rows");
+    if (more) body.append(...rows);
+    else body.replaceChildren(...rows);
+    ledger.shown = more ? ledger.shown + entries.length : entries.length;
+    ledger.cursor = next;
+    show(byTestId("ledger-more"), Boolean(next));
+    show(byTestId("ledger-empty"), body.children.length === 0 && !next);
+  } catch (error) {
+    showError(error);
+  } finally {
+    ledger.loading = false;
+    byTestId("ledger-more").disabled = false;
+  }
+  if (ledger.again) {
+    ledger.again = false;
+    await loadLedger(false);
+  }
+}
+
+/** A gift's state: the server's when it says; else pending until its hold is over. */
+function entryState(entry) {
+  if (entry.state) return entry.state;
+  const holdMs = (state.terms?.hold_s ?? 0) * 1000;
+  return entry.ts + holdMs <= Date.now() ? "available" : "pending";
+}
+
+const STATE_WORDS = { pending: "Pending", available: "Available", reversed: "Refunded", clawed_back: "Refunded" };
+
+function ledgerRow(entry) {
+  const row = document.createElement("tr");
+  row.dataset.testid = "ledger-row";
+  row.dataset.id = entry.id;
+  const diamonds = entry.diamonds ?? entry.pending ?? 0;
+  const giftName = entry.gift_name ?? entry.gift_id ?? "Gift";
+  const cells = [
+    ["when", new Date(entry.ts).toLocaleString()],
+    ["sender", entry.sender_name ?? entry.sender ?? "?"],
+    ["gift", `${giftName} ×${formatNumber(entry.count ?? 1)}`],
+    ["coins", formatNumber(entry.coins ?? 0)],
+    ["diamonds", formatNumber(diamonds)],
+    // A gift too small to earn a whole diamond has nothing held or to withdraw.
+    ["state", diamonds === 0 ? "–" : STATE_WORDS[entryState(entry)] ?? entryState(entry)],
+  ];
+  for (const [name, text] of cells) {
+    const cell = document.createElement("td");
+    cell.dataset.testid = `ledger-${name}`;
+    if (name === "coins" || name === "diamonds") cell.className = "num";
+    cell.textContent = text;
+    row.append(cell);
+  }
+  row.dataset.state = entryState(entry);
+  row.dataset.coins = entry.coins ?? 0;
+  row.dataset.diamonds = diamonds;
+  return row;
+}
+
+const formatDate = (ms) => new Date(ms).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+const WITHDRAWAL_STATES = { requested: "Requested", pending: "Requested", paid: "Paid", rejected: "Rejected" };
 
 async function refreshWithdrawals() {
   const { withdrawals } = await api("/v1/creator/withdrawals", { token: state.token });
-  byTestId("withdrawals").replaceChildren(
-    ...withdrawals.slice(0, 5).map((withdrawal) => {
-      const item = document.createElement("li");
-      const what = document.createElement("span");
-      what.textContent = `${formatNumber(withdrawal.diamonds)} diamonds → ${formatMoney(withdrawal.amount.amount_minor, withdrawal.amount.currency)}`;
-      const where = document.createElement("span");
-      where.className = "hint";
-      where.textContent = withdrawal.state;
-      item.append(what, where);
-      return item;
-    }),
-  );
+  const items = withdrawals.slice(0, 10).map((withdrawal) => {
+    const item = document.createElement("li");
+    item.dataset.testid = "withdrawal";
+    item.dataset.state = withdrawal.state;
+    item.dataset.requestedMs = withdrawal.requested_ms;
+    if (withdrawal.decided_ms) item.dataset.decidedMs = withdrawal.decided_ms;
+    const what = document.createElement("span");
+    what.className = "withdrawal-amount";
+    what.textContent = `${formatNumber(withdrawal.diamonds)} diamonds → ${formatMoney(withdrawal.amount.amount_minor, withdrawal.amount.currency)}`;
+    const stateBadge = document.createElement("span");
+    stateBadge.className = "badge";
+    stateBadge.dataset.testid = "withdrawal-state";
+    stateBadge.textContent = WITHDRAWAL_STATES[withdrawal.state] ?? withdrawal.state;
+    const when = document.createElement("span");
+    when.className = "hint";
+    when.dataset.testid = "withdrawal-dates";
+    const decided = withdrawal.decided_ms ? ` · ${WITHDRAWAL_STATES[withdrawal.state] ?? withdrawal.state} ${formatDate(withdrawal.decided_ms)}` : "";
+    when.textContent = `Requested ${formatDate(withdrawal.requested_ms)}${decided}`;
+    item.append(what, stateBadge, when);
+    return item;
+  });
+  if (items.length === 0) {
+    const none = document.createElement("li");
+    none.className = "hint";
+    none.textContent = "No withdrawals yet.";
+    items.push(none);
+  }
+  byTestId("withdrawals").replaceChildren(...items);
+}
+
+const diamondsText = (n) => `${formatNumber(n)} diamond${n === 1 ? "" : "s"}`;
+
+/** One sentence for a refused withdrawal, with the numbers that decide it. */
+function withdrawalRefusal(error, asked) {
+  const terms = state.terms;
+  const cash = (minor) => (terms ? formatMoney(minor, terms.currency) : "");
+  if (error.code === "below_minimum_withdrawal") {
+    const minimum = error.minimum_diamonds ?? error.details?.minimum_diamonds ?? terms?.min_withdrawal_diamonds;
+    if (minimum !== undefined) {
+      const value = terms ? ` (${diamondsCash(minimum)})` : "";
+      return `You asked for ${diamondsText(asked)}; the minimum withdrawal is ${diamondsText(minimum)}${value}.`;
+    }
+  }
+  if (error.code === "insufficient_diamonds" && state.earnings) {
+    return `You asked for ${diamondsText(asked)}; you have ${formatNumber(state.earnings.available)} available to withdraw.`;
+  }
+  if (error.code === "daily_payout_cap" && terms) {
+    return `That would pass today's payout limit of ${cash(terms.daily_payout_cap_minor)}. Try a smaller amount or tomorrow.`;
+  }
+  return describeError(error.code, error.message);
+}
+
+/**
+ * The refusal the server would give, known before asking it: below the minimum of the terms,
+ * or more than the available diamonds. Null when the server has to decide.
+ */
+function refusalBeforeAsking(diamonds) {
+  if (state.terms && diamonds < state.terms.min_withdrawal_diamonds) return { code: "below_minimum_withdrawal" };
+  if (state.earnings && diamonds > state.earnings.available) return { code: "insufficient_diamonds" };
+  return null;
 }
 
 async function withdraw(diamonds) {
   const status = byTestId("withdraw-state");
+  const known = refusalBeforeAsking(diamonds);
+  if (known) {
+    status.dataset.state = "refused";
+    status.textContent = "";
+    toast(withdrawalRefusal(known, diamonds), { kind: "error", key: "withdraw" });
+    return;
+  }
   try {
     // One key per request: a retried click can never reserve the diamonds twice.
     const withdrawal = await api("/v1/creator/withdrawals", {
@@ -149,11 +466,13 @@ async function withdraw(diamonds) {
       body: { diamonds, idempotency_key: newIdempotencyKey("wd") },
       token: state.token,
     });
+    status.dataset.state = "requested";
     status.textContent = `Requested: ${formatMoney(withdrawal.amount.amount_minor, withdrawal.amount.currency)}. We'll let you know when it's paid.`;
     byTestId("withdraw-input").value = "";
   } catch (error) {
-    // The server's message names the limit (e.g. the minimum), so show it as well.
-    status.textContent = `${describeError(error.code, error.message)} ${error.code === "below_minimum_withdrawal" ? error.message : ""}`.trim();
+    status.dataset.state = "refused";
+    status.textContent = "";
+    toast(withdrawalRefusal(error, diamonds), { kind: "error", key: "withdraw" });
   }
   await refresh();
 }
@@ -162,40 +481,107 @@ async function withdraw(diamonds) {
 
 function showOverlay(overlay) {
   state.overlay = overlay;
-  const url = new URL(overlay.url, location.origin).href;
-  byTestId("overlay-url").value = url;
-  byTestId("open-overlay").href = url;
+  renderOverlayLink();
+}
+
+/** The overlay options chosen in the builder, as URL parameters (defaults left out). */
+function overlayParams() {
+  const params = [];
+  const position = byTestId("overlay-position").value;
+  const scale = byTestId("overlay-scale").value;
+  const minCoins = String(clampInt(byTestId("overlay-min-coins").value, 1, 1, 1_000_000_000));
+  const widgets = [...byTestId("overlay-widgets").querySelectorAll("input[value]")]
+    .filter((box) => box.checked)
+    .map((box) => box.value)
+    .join(",");
+  if (position !== OVERLAY_DEFAULTS.position) params.push(["position", position]);
+  if (scale !== OVERLAY_DEFAULTS.scale) params.push(["scale", scale]);
+  if (minCoins !== OVERLAY_DEFAULTS.min_coins) params.push(["min_coins", minCoins]);
+  if (widgets !== OVERLAY_DEFAULTS.widgets) params.push(["widgets", widgets]);
+  if (byTestId("overlay-sound").checked) params.push(["sound", "1"]);
+  return params;
+}
+
+/** The link to put in OBS, in full: the token and the builder's options (commas kept
+ * readable: every value comes from the builder's own fixed choices or digits). */
+function overlayLink() {
+  const url = new URL(state.overlay.url, location.origin);
+  const query = overlayParams().map(([name, value]) => `${name}=${encodeURIComponent(value).replaceAll("%2C", ",")}`);
+  return query.length ? `${url.href}?${query.join("&")}` : url.href;
+}
+
+/** The link on screen: masked (the token's last 4 characters) unless revealed. */
+function renderOverlayLink() {
+  const full = overlayLink();
+  const token = state.overlay.token;
+  const shown = state.revealed ? full : full.replace(token, `${MASK}${token.slice(-4)}`);
+  const element = byTestId("overlay-url");
+  element.textContent = shown;
+  element.dataset.revealed = String(state.revealed);
+  const reveal = byTestId("reveal-overlay");
+  reveal.textContent = state.revealed ? "Hide" : "Reveal";
+  reveal.setAttribute("aria-pressed", String(state.revealed));
+}
+
+/** An overlay that shows nothing is no overlay: the last ticked widget stays ticked. */
+function keepOneWidget(event) {
+  const boxes = [...byTestId("overlay-widgets").querySelectorAll("input[value]")];
+  if (event.target.value && !boxes.some((box) => box.checked)) {
+    event.target.checked = true;
+    toast("The overlay needs at least one thing to show.", { kind: "info", key: "overlay" });
+    renderOverlayLink();
+  }
+}
+
+function toggleReveal() {
+  state.revealed = !state.revealed;
+  renderOverlayLink();
 }
 
 async function copyOverlayUrl() {
-  const input = byTestId("overlay-url");
+  const link = overlayLink();
+  if (await copyText(link)) {
+    toast("Overlay link copied. Paste it into a Browser source in OBS.", { kind: "ok", key: "overlay" });
+    return;
+  }
+  // No clipboard at all: show the link selected, for Ctrl+C.
+  state.revealed = true;
+  renderOverlayLink();
+  getSelection().selectAllChildren(byTestId("overlay-url"));
+  toast("Copying is blocked here: the link is selected, press Ctrl+C (⌘C) to copy it.", { kind: "info", key: "overlay", ms: 8000 });
+}
+
+/** The clipboard API (secure contexts), else the older copy command on a hidden field. */
+async function copyText(text) {
   try {
-    await navigator.clipboard.writeText(input.value);
-    byTestId("overlay-state").textContent = "Copied.";
+    await navigator.clipboard.writeText(text);
+    return true;
   } catch {
-    // The clipboard API needs a secure context (https or localhost): select it instead.
-    input.select();
-    byTestId("overlay-state").textContent = "Press Ctrl+C (⌘C) to copy the selected link.";
+    const field = document.createElement("textarea");
+    field.value = text;
+    field.setAttribute("readonly", "");
+    field.className = "offscreen";
+    document.body.append(field);
+    field.select();
+    let copied = false;
+    try {
+      copied = document.execCommand("copy");
+    } catch {
+      copied = false;
+    }
+    field.remove();
+    return copied;
   }
 }
 
+function previewOverlay() {
+  window.open(overlayLink(), "_blank", "noopener");
+}
+
 async function regenerateOverlay() {
-  const button = byTestId("regenerate-overlay");
-  if (!state.confirmRegenerate) {
-    // Two clicks: the old link stops working at once, so an OBS scene using it goes blank.
-    state.confirmRegenerate = true;
-    button.textContent = "Click again: the old link stops working";
-    setTimeout(() => {
-      state.confirmRegenerate = false;
-      button.textContent = "Regenerate link";
-    }, 4000);
-    return;
-  }
-  state.confirmRegenerate = false;
-  button.textContent = "Regenerate link";
   try {
     showOverlay(await api("/v1/creator/overlay/regenerate", { method: "POST", token: state.token }));
-    byTestId("overlay-state").textContent = "New link made. Update the Browser source in OBS.";
+    toast("New link made: the old one has stopped. Copy this one into OBS.", { kind: "ok", key: "overlay" });
   } catch (error) {
     showError(error);
   }
@@ -207,7 +593,11 @@ async function sendTestAlert() {
     await api("/v1/creator/test-alert", { method: "POST", token: state.token });
     status.textContent = "Test alert sent: it shows on your overlay only, not to viewers.";
   } catch (error) {
-    status.textContent = error.code === "not_live" ? "Go live first: the overlay shows alerts of your current live." : describeError(error.code, error.message);
+    status.textContent = "";
+    toast(error.code === "not_live" ? "Go LIVE first: the overlay shows alerts of your current LIVE." : describeError(error.code, error.message), {
+      kind: "error",
+      key: "overlay",
+    });
   }
 }
 
@@ -229,6 +619,13 @@ async function loadChatSettings() {
   showChatSettings(await api("/v1/creator/chat-settings", { token: state.token }));
 }
 
+/** A refused action: a toast says why; its status line says only that it failed. */
+function refused(status, error) {
+  status.dataset.state = "failed";
+  status.textContent = "";
+  showError(error);
+}
+
 async function saveChatSettings() {
   const status = byTestId("chat-settings-state");
   const body = {
@@ -242,8 +639,7 @@ async function saveChatSettings() {
     status.dataset.state = "saved";
     status.textContent = "Saved.";
   } catch (error) {
-    status.dataset.state = "failed";
-    status.textContent = describeError(error.code, error.message);
+    refused(status, error);
   }
 }
 
@@ -283,10 +679,11 @@ async function changeModerator(userId, method) {
   const status = byTestId("moderators-state");
   try {
     await api(`/v1/creator/moderators/${encodeURIComponent(userId)}`, { method, token: state.token });
+    status.dataset.state = "done";
     status.textContent = method === "PUT" ? "Added." : "Removed.";
     if (method === "PUT") byTestId("moderator-id").value = "";
   } catch (error) {
-    status.textContent = describeError(error.code, error.message);
+    refused(status, error);
   }
   await loadModerators();
 }
@@ -296,7 +693,9 @@ async function unban(userId) {
   const status = byTestId("unban-state");
   const roomId = state.roomId ?? state.lastRoomId;
   if (!roomId) {
-    status.textContent = "Unbanning works from one of your lives: go live first.";
+    status.dataset.state = "failed";
+    status.textContent = "";
+    toast("Unbanning works from one of your LIVEs: go LIVE first.", { kind: "error", key: "error" });
     return;
   }
   try {
@@ -306,8 +705,7 @@ async function unban(userId) {
     byTestId("unban-id").value = "";
     if (byTestId("bans-panel").open) await loadBans();
   } catch (error) {
-    status.dataset.state = "failed";
-    status.textContent = describeError(error.code, error.message);
+    refused(status, error);
   }
 }
 
@@ -384,15 +782,18 @@ async function loadModerationLog(more = false) {
   }
 }
 
-// ---------------------------------------------------------------- messages and wiring
+// ---------------------------------------------------------------- notices and wiring
 
 function showError(error) {
-  byTestId("message-text").textContent = describeError(error.code, error.message);
-  show(byTestId("message"));
+  toast(describeError(error.code, error.message), { kind: "error", key: "error" });
 }
 
-function hideMessage() {
-  show(byTestId("message"), false);
+/** A confirm dialog: `run` only when the person picks `value`. */
+function onDialogChoice(dialog, value, run) {
+  dialog.addEventListener("close", () => {
+    if (dialog.returnValue === value) run();
+    dialog.returnValue = "";
+  });
 }
 
 function wire() {
@@ -404,9 +805,9 @@ function wire() {
     signIn(byTestId("user-id").value.trim());
   });
   byTestId("sign-out").addEventListener("click", signOut);
-  byTestId("message-close").addEventListener("click", hideMessage);
   byTestId("go-live").addEventListener("click", goLive);
-  byTestId("end-live").addEventListener("click", endLive);
+  byTestId("end-live").addEventListener("click", askToEndLive);
+  onDialogChoice(byTestId("end-dialog"), "end", endLive);
   byTestId("goal-form").addEventListener("submit", (event) => {
     event.preventDefault();
     setGoal(Number.parseInt(byTestId("goal-input").value, 10));
@@ -415,8 +816,14 @@ function wire() {
     event.preventDefault();
     withdraw(Number.parseInt(byTestId("withdraw-input").value, 10));
   });
+  byTestId("ledger-more").addEventListener("click", () => loadLedger(true));
   byTestId("copy-overlay").addEventListener("click", copyOverlayUrl);
-  byTestId("regenerate-overlay").addEventListener("click", regenerateOverlay);
+  byTestId("reveal-overlay").addEventListener("click", toggleReveal);
+  byTestId("open-overlay").addEventListener("click", previewOverlay);
+  byTestId("overlay-builder").addEventListener("input", renderOverlayLink);
+  byTestId("overlay-widgets").addEventListener("change", keepOneWidget);
+  byTestId("regenerate-overlay").addEventListener("click", () => byTestId("regenerate-dialog").showModal());
+  onDialogChoice(byTestId("regenerate-dialog"), "regenerate", regenerateOverlay);
   byTestId("test-alert").addEventListener("click", sendTestAlert);
   byTestId("chat-settings-form").addEventListener("submit", (event) => {
     event.preventDefault();
