@@ -59,7 +59,8 @@ export class SerialQueue {
 }
 
 /** A queue of gift moments drawn in `layer` (an element covering the stage). Each moment is
- * { tier, name, giftName, count, coins, badge } where badge is an element (GiftCatalog.badge). */
+ * { tier, name, giftName, count, coins, badge, ms? } where badge is an element
+ * (GiftCatalog.badge) and `ms`, if given, replaces the tier's MOMENT_MS. */
 export class MomentQueue extends SerialQueue {
   constructor(layer, { max = 50, scale = 1 } = {}) {
     super((moment) => playMoment(layer, moment, scale), { max });
@@ -69,7 +70,7 @@ export class MomentQueue extends SerialQueue {
 /** One moment in `layer`; resolves when it has left the screen. */
 export async function playMoment(layer, moment, scale = 1) {
   const tier = moment.tier >= 3 ? 3 : 2;
-  const duration = MOMENT_MS[tier];
+  const duration = moment.ms ?? MOMENT_MS[tier];
   const still = reducedMotion();
 
   const root = document.createElement("div");
