@@ -41,6 +41,7 @@ from server.domain.requests import (
     LimitsRequest,
     NewGift,
     PurchaseRequest,
+    RegionRequest,
     WebhookEvent,
     WithdrawalRequest,
 )
@@ -125,6 +126,7 @@ class Operation:
 
 
 WALLET = ("coins", "daily_limit", "spent_today")
+ME = ("user_id", "role", "name", "region")
 ROOM = ("room_id", "creator_id", "title", "state", "created_ms", "ended_ms", "epoch")
 ORDER = ("order_id", "package_id", "region", "coins", "price", "state", "created_ms")
 WITHDRAWAL = ("withdrawal_id", "creator_id", "state", "diamonds", "amount", "requested_ms")
@@ -148,8 +150,13 @@ OPERATIONS: tuple[Operation, ...] = (
               "PROMETHEUS_MULTIPROC_DIR); absent with GIFTING_METRICS=0", engine=False, media="text/plain"),
     Operation("POST", "/v1/dev/token", "Mint a token for any user (demo mode)", DevTokenRequest,
               returns=("token", "user_id", "role")),
-    Operation("GET", "/v1/me", "The caller", roles=ANY_ROLE, returns=("user_id", "role", "name")),
-    Operation("GET", "/v1/catalog/gifts", "Gifts on sale", returns=("gifts",), engine=False),
+    Operation("GET", "/v1/me", "The caller, with the region they saved (null if none)", roles=ANY_ROLE,
+              returns=ME),
+    Operation("PUT", "/v1/me/region", "Save the caller's region (null forgets it); answers GET /v1/me",
+              RegionRequest, roles=ANY_ROLE, returns=ME, errors=("unknown_region",)),
+    Operation("GET", "/v1/catalog/gifts", "Gifts on sale, each with its tier (1, 2, 3 by its coins), the "
+              "tier thresholds and the price from which a gift asks to confirm",
+              returns=("gifts", "tiers", "confirm_coins"), engine=False),
     Operation("GET", "/v1/catalog/packages", "Coin packages of a region", returns=("region", "packages"),
               errors=("unknown_region",), engine=False,
               query=(Query("region", {"type": "string", "enum": REGIONS, "default": "US"}, "the region"),)),
@@ -246,8 +253,9 @@ OPERATIONS: tuple[Operation, ...] = (
               returns=("creator", "room_id"), errors=("overlay_not_found",)),
     Operation("GET", "/v1/creator/earnings", "The creator's diamonds", roles=CREATOR_ROLES,
               returns=("pending", "available", "reserved", "withdrawn", "reversed", "lifetime",
-                       "diamond_value_minor", "pending_value_minor", "currency", "lives")),
-    Operation("GET", "/v1/creator/earnings/ledger", "The creator's diamond movements, newest first",
+                       "diamond_value_minor", "pending_value_minor", "currency", "lives", "terms")),
+    Operation("GET", "/v1/creator/earnings/ledger", "The creator's diamond movements, newest first; a "
+              "gift's entry names the gift, its sender and what became of its diamonds (state)",
               roles=CREATOR_ROLES, returns=PAGE, query=(CURSOR, limit(200))),
     Operation("POST", "/v1/creator/withdrawals", "Reserve available diamonds for a payout (a retry: 200)",
               WithdrawalRequest, roles=("creator",), status=201, returns=WITHDRAWAL,
@@ -328,8 +336,10 @@ def document(routes: Iterable[BaseRoute]) -> dict[str, Any]:
                 "title": "gifting-server",
                 "version": "1",
                 "description": "Coins, gifts to live rooms and creator earnings. Errors are "
-                '`{"error": {"code", "message"}}`; a rejected request changes nothing. Integers '
-                "are written without a fraction or exponent (2, not 2.0).",
+                '`{"error": {"code", "message"}}`, some with the numbers behind them beside '
+                "(a refused gift's cost and the sender's balance or budget, a withdrawal's "
+                "minimum, a wait); a rejected request changes nothing. Integers are written "
+                "without a fraction or exponent (2, not 2.0).",
             },
             "paths": paths,
             "components": {
@@ -370,7 +380,25 @@ ERROR_SCHEMA: dict[str, Any] = {
         "error": {
             "type": "object",
             "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                **{
+                    name: {"type": "integer", "description": description}
+                    for name, description in (
+                        (
+                            "cost",
+                            "insufficient_coins, negative_balance, daily_limit_exceeded: the gift's coins",
+                        ),
+                        ("balance", "insufficient_coins, negative_balance: the sender's coins"),
+                        ("daily_limit", "daily_limit_exceeded: the sender's daily budget"),
+                        ("spent_today", "daily_limit_exceeded: coins spent today"),
+                        ("budget_left", "daily_limit_exceeded: daily_limit - spent_today, at least 0"),
+                        ("minimum_diamonds", "below_minimum_withdrawal: the least a withdrawal may be"),
+                        ("retry_after_ms", "rate_limited, slow_mode, muted: when to retry"),
+                    )
+                },
+            },
         }
     },
 }

@@ -19,7 +19,7 @@ import orjson
 from server.domain.chat import ChatRequest
 from server.domain.ids import IDEMPOTENCY_KEY_PATTERN
 from server.domain.requests import GiftRequest, LikeRequest, parse
-from server.errors import GiftingError, InvalidRequest, RateLimited
+from server.errors import GiftingError, InvalidRequest
 
 JSON = "gifting.v1.json"
 MSGPACK = "gifting.v1.msgpack"
@@ -150,9 +150,7 @@ def readable_client_id(fields: dict[str, Any]) -> str | None:
 def error_frame(
     error: GiftingError, idempotency_key: str | None = None, *, client_id: str | None = None
 ) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
-    if isinstance(error, RateLimited):
-        frame["retry_after_ms"] = error.retry_after_ms
+    frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message, **error.details}
     if idempotency_key is not None:
         frame["idempotency_key"] = idempotency_key
     if client_id is not None:

@@ -131,6 +131,19 @@ class Store:
         name: str | None = await self.redis.hget(self.keys.user(user_id).profile, "name")
         return name
 
+    async def profile_name_and_region(self, user_id: str) -> tuple[str | None, str | None]:
+        """The user's display name and saved region (``None`` for either they do not have)."""
+        name, region = await self.redis.hmget(self.keys.user(user_id).profile, ["name", "region"])
+        return name, region
+
+    async def set_region(self, user_id: str, region: str | None) -> None:
+        """Save the user's region in their profile (``None``: forget it)."""
+        key = self.keys.user(user_id).profile
+        if region is None:
+            await self.redis.hdel(key, "region")
+        else:
+            await self.redis.hset(key, "region", region)
+
     async def close(self) -> None:
         await self.rooms.aclose()
         await self.redis.aclose()
