@@ -2,7 +2,7 @@
 
     GiftingError(message, code)           base; ``status`` is the HTTP status
     ├── BadSignature          400 bad_signature
-    ├── Unauthorized          401 unauthorized
+    ├── Unauthorized          401 unauthorized, overlay_revoked
     ├── InsufficientCoins     402 insufficient_coins, negative_balance
     ├── Forbidden             403 forbidden, account_frozen
     │                             banned

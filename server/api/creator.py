@@ -111,7 +111,9 @@ async def overlay(request: Request) -> JSON:
 
 async def regenerate_overlay(request: Request) -> JSON:
     principal = caller(request, "creator")
-    token = await context(request).store.overlays.regenerate(principal.user_id)
+    store = context(request).store
+    live = await store.rooms.live_room_of(principal.user_id)
+    token = await store.overlays.regenerate(principal.user_id, live.room_id if live is not None else None)
     return JSON({"token": token, "url": f"/overlay/{token}"})
 
 

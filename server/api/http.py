@@ -174,8 +174,18 @@ async def get_room(request: Request) -> JSON:
 async def end_room(request: Request) -> JSON:
     principal = caller(request, *CREATOR_ROLES)
     room_id = check_id(request.path_params["room_id"], "room_id")
-    room = await context(request).store.rooms.end(room_id, principal.user_id, principal.role == "admin")
-    return JSON(room.to_dict())
+    rooms = context(request).store.rooms
+    is_admin = principal.role == "admin"
+    room = await rooms.end(room_id, principal.user_id, is_admin)
+    summary = await rooms.summary(room_id, principal.user_id, is_admin, now_ms())
+    return JSON({**room.to_dict(), "summary": summary})
+
+
+async def room_summary(request: Request) -> JSON:
+    principal = caller(request, *CREATOR_ROLES)
+    room_id = check_id(request.path_params["room_id"], "room_id")
+    rooms = context(request).store.rooms
+    return JSON(await rooms.summary(room_id, principal.user_id, principal.role == "admin", now_ms()))
 
 
 async def set_goal(request: Request) -> JSON:
@@ -223,6 +233,7 @@ routes = [
     Route("/v1/rooms", create_room, methods=["POST"]),
     Route("/v1/rooms/{room_id}", get_room),
     Route("/v1/rooms/{room_id}/end", end_room, methods=["POST"]),
+    Route("/v1/rooms/{room_id}/summary", room_summary),
     Route("/v1/rooms/{room_id}/goal", set_goal, methods=["PUT"]),
     GIFT_ROUTE,
 ]

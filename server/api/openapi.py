@@ -127,6 +127,20 @@ class Operation:
 
 WALLET = ("coins", "daily_limit", "spent_today")
 ME = ("user_id", "role", "name", "region")
+SUMMARY = (
+    "room_id",
+    "title",
+    "started_ms",
+    "ended_ms",
+    "duration_ms",
+    "coins",
+    "diamonds",
+    "gifts",
+    "gifters",
+    "top_gifters",
+    "likes",
+    "new_followers",
+)
 ROOM = ("room_id", "creator_id", "title", "state", "created_ms", "ended_ms", "epoch")
 ORDER = ("order_id", "package_id", "region", "coins", "price", "state", "created_ms")
 WITHDRAWAL = ("withdrawal_id", "creator_id", "state", "diamonds", "amount", "requested_ms")
@@ -182,8 +196,10 @@ OPERATIONS: tuple[Operation, ...] = (
               errors=("already_live",), body_optional=True),
     Operation("GET", "/v1/rooms/{room_id}", "A room with its offset and snapshot",
               returns=(*ROOM, "offset", "snapshot"), errors=("room_not_found",)),
-    Operation("POST", "/v1/rooms/{room_id}/end", "End the live", roles=CREATOR_ROLES, returns=ROOM,
-              errors=("room_not_found",)),
+    Operation("POST", "/v1/rooms/{room_id}/end", "End the live; the room with the live's summary",
+              roles=CREATOR_ROLES, returns=(*ROOM, "summary"), errors=("room_not_found",)),
+    Operation("GET", "/v1/rooms/{room_id}/summary", "The live's summary, live or ended (its creator or an "
+              "admin)", roles=CREATOR_ROLES, returns=SUMMARY, errors=("room_not_found",)),
     Operation("PUT", "/v1/rooms/{room_id}/goal", "Set the goal bar", GoalRequest, roles=CREATOR_ROLES,
               returns=("room_id", "goal"), errors=("room_not_found", "room_ended")),
     Operation("POST", "/v1/rooms/{room_id}/gifts", "Send a gift", GiftRequest, roles=GIFTING_ROLES,
@@ -245,7 +261,8 @@ OPERATIONS: tuple[Operation, ...] = (
               "(counted false after that)", roles=GIFTING_ROLES, returns=("room_id", "counted"),
               errors=("room_not_found", "room_ended")),
     Operation("GET", "/v1/creator/overlay", "The overlay token and URL", roles=("creator",), returns=OVERLAY),
-    Operation("POST", "/v1/creator/overlay/regenerate", "Replace the overlay token", roles=("creator",),
+    Operation("POST", "/v1/creator/overlay/regenerate", "Replace the overlay token: the overlays open "
+              "with the old one close at once (overlay_revoked, 4401)", roles=("creator",),
               returns=OVERLAY),
     Operation("POST", "/v1/creator/test-alert", "A fake alert on the creator's overlays", roles=("creator",),
               status=202, returns=("sent", "room_id"), errors=("not_live",)),

@@ -35,6 +35,7 @@ class Close(enum.IntEnum):
     SERVER_RESTARTING = 1012
     ENGINE_UNAVAILABLE = 1013
     INVALID_FRAMES = 4400
+    # A bad or missing token on connect; an overlay whose token was regenerated, at once.
     UNAUTHORIZED = 4401
     # The room's creator banned the user: at once on an open connection, or on connect.
     BANNED = 4403

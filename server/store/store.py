@@ -69,7 +69,7 @@ class Store:
         self.reversals = Reversals(redis, keys)
         self.catalog = CatalogChanges(redis, keys)
         self.admin_log = AdminLog(redis, keys)
-        self.overlays = OverlayTokens(redis, keys)
+        self.overlays = OverlayTokens(redis, keys, runner, room_stream_len)
         self.limits = Limits(keys, runner, batch)
         self.likes = Likes(redis, keys, runner, room_stream_len)
         self.chat = Chat(redis, keys, runner, batch, room_stream_len)
