@@ -99,8 +99,10 @@ def fan_with(api: Api, coins: int, name: str | None = None) -> str:
     return fan
 
 
-def overlay(browser: Browser, console: ConsoleWatch, size: dict[str, int], *scripts: str) -> Page:
-    page = new_page(browser, console, "overlay", size)
+def overlay(
+    browser: Browser, console: ConsoleWatch, size: dict[str, int], *scripts: str, **context: Any
+) -> Page:
+    page = new_page(browser, console, "overlay", size, **context)
     page.add_init_script(SHOWN_WATCH)
     for script in scripts:
         page.add_init_script(script)
@@ -170,6 +172,29 @@ def test_min_coins_shows_only_gifts_worth_it(
 def settled(page: Page, test_id: str) -> None:
     """Wait until the element's entrance animation is over."""
     page.get_by_test_id(test_id).evaluate("e => Promise.all(e.getAnimations().map((a) => a.finished))")
+
+
+def test_with_reduced_motion_alerts_and_moments_only_fade(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    api = site_api
+    creator, room_id = live(api)
+    fan = fan_with(api, 299 + 1000)
+    page = overlay(browser, console, DESKTOP_SIZE, reduced_motion="reduce")
+    open_overlay(page, site.base_url, overlay_url(api, creator))
+    gift(api, fan, room_id, "corgi")
+    gift(api, fan, room_id, "galaxy")
+    expect(page.get_by_test_id("alert-gift")).to_have_text("Corgi")
+    assert page.get_by_test_id("alert").evaluate("e => e.getAnimations().length") == 0
+    moment = page.locator('[data-testid="moment"][data-tier="2"]')
+    expect(moment).to_have_count(1, timeout=8000)
+    # What the moment's animations change, besides their timing.
+    animated = moment.evaluate(
+        "m => m.getAnimations({ subtree: true }).flatMap((a) => a.effect.getKeyframes())"
+        ".flatMap((k) => Object.keys(k))"
+    )
+    assert set(animated) - {"offset", "easing", "composite", "computedOffset"} == {"opacity"}
+    console.assert_clean()
 
 
 def box(page: Page, test_id: str) -> FloatRect:
