@@ -151,6 +151,31 @@ def test_a_grand_moment_plays_after_a_small_gifts_alert_and_never_over_it(
     console.assert_clean()
 
 
+def test_a_storm_of_small_alerts_never_pushes_a_big_gift_out_of_the_queue(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    api = site_api
+    creator, room_id = live(api)
+    big = fan_with(api, 2 * 29_999, "Leo Grand")
+    small = [fan_with(api, 19 * 299) for _ in range(3)]
+    page = overlay(browser, console, DESKTOP_SIZE)
+    open_overlay(page, site.base_url, overlay_url(api, creator))
+    gift(api, big, room_id, "lion")
+    expect(page.locator('[data-testid="moment"][data-tier="3"]')).to_have_count(1)
+    # While the first Lion's moment plays, the second waits, then 57 Corgis (one alert each)
+    # overflow the queue of 50.
+    gift(api, big, room_id, "lion")
+    for fan in small:
+        for _ in range(19):
+            gift(api, fan, room_id, "corgi")
+    assert shown(page)["log"] == ["moment:3:Leo Grand"], "the storm came after the first moment"
+    page.wait_for_function("() => window.__shown.log.length >= 3", timeout=20_000)
+    log = shown(page)["log"]
+    assert log[:2] == ["moment:3:Leo Grand", "moment:3:Leo Grand"]
+    assert log[2].startswith("alert:Corgi:")
+    console.assert_clean()
+
+
 def test_min_coins_shows_only_gifts_worth_it(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:

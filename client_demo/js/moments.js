@@ -14,12 +14,14 @@ export const MOMENT_MS = { 2: 3000, 3: 6000 };
 const SPARKS = 18;
 
 /** Plays queued items one at a time: `play(item)` answers a promise that settles when the
- * item is done. Beyond `max` waiting items the oldest waiting ones are dropped (a counter
- * says how many), so a storm can't make the queue lag for minutes. */
+ * item is done. Beyond `max` waiting items the oldest waiting one of the lowest `rank(item)`
+ * is dropped (a counter says how many), so a storm can't make the queue lag for minutes,
+ * and a storm of small items never pushes out a big one. */
 export class SerialQueue {
-  constructor(play, { max = 50 } = {}) {
+  constructor(play, { max = 50, rank = () => 0 } = {}) {
     this.play = play;
     this.max = max;
+    this.rank = rank;
     this.waiting = [];
     this.busy = false;
     this.dropped = 0;
@@ -31,9 +33,10 @@ export class SerialQueue {
 
   push(item) {
     this.waiting.push(item);
-    if (this.waiting.length > this.max) {
-      this.dropped += this.waiting.length - this.max;
-      this.waiting.splice(0, this.waiting.length - this.max);
+    while (this.waiting.length > this.max) {
+      const ranks = this.waiting.map((waiting) => this.rank(waiting));
+      this.waiting.splice(ranks.indexOf(Math.min(...ranks)), 1);
+      this.dropped += 1;
     }
     if (!this.busy) this.next();
   }

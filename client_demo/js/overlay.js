@@ -38,7 +38,7 @@ const PORTRAIT_WIDTH = 720;
 const ALERT_MS = 3500; // on screen, plus 250 ms in and 250 ms out: at most 4 s per alert
 const BUSY_ALERT_MS = 1500; // shorter while alerts queue up, so the overlay never lags far behind
 const BUSY_QUEUE = 3;
-const MAX_QUEUE = 50; // beyond this, the oldest waiting alerts are dropped
+const MAX_QUEUE = 50; // beyond this, the oldest waiting alerts of the lowest tier are dropped
 const FADE_MS = 250;
 // How long a moment stays on the overlay: a tier-2 gift outlasts a small one's alert.
 const MOMENT_MS = { 2: 5000, 3: 8000 };
@@ -115,7 +115,8 @@ const state = {
   likes: null,
   revoked: false,
 };
-const alerts = new SerialQueue(playAlert, { max: MAX_QUEUE });
+// When too many wait, small alerts are dropped first: a big gift's moment is never lost.
+const alerts = new SerialQueue(playAlert, { max: MAX_QUEUE, rank: (alert) => alert.tier });
 const sound = OPTIONS.sound ? openAudio() : null;
 
 async function start() {
