@@ -45,8 +45,6 @@ const MOMENT_MS = { 2: 5000, 3: 8000 };
 const STALE_COMBO_MS = 15_000;
 const CHAT_LENGTH = 8; // messages on screen in the chat widget
 const NOTICE_MS = 5000;
-// Until the catalog says otherwise (its `tiers`): the coins of a moment and a grand moment.
-const DEFAULT_TIERS = { moment_coins: 1000, grand_coins: 10_000 };
 const REVOKED_TEXT = "This overlay link was replaced. Copy the new link from your creator dashboard.";
 // Badges of the alerts that are not gifts: a symbol and a hue, as gifts.js draws a gift.
 const SOCIAL_LOOKS = { follow: ["+", 190], share: ["↗", 140], likes: ["♥", 345] };
@@ -109,7 +107,6 @@ const shows = (widget) => OPTIONS.widgets.has(widget);
 const token = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() ?? "");
 const state = {
   catalog: new GiftCatalog(),
-  tiers: DEFAULT_TIERS,
   creatorName: "the creator",
   connection: null,
   likes: null,
@@ -131,8 +128,8 @@ async function start() {
     toast(`Overlay settings not understood: ${OPTIONS.problems.join("; ")}.`, { kind: "info", ms: NOTICE_MS, key: "options" });
   }
   try {
-    const [catalog, info] = await Promise.all([loadCatalog(), api(`/v1/overlay/${encodeURIComponent(token)}`)]);
-    useCatalog(catalog);
+    const [catalog, info] = await Promise.all([GiftCatalog.load(), api(`/v1/overlay/${encodeURIComponent(token)}`)]);
+    state.catalog = catalog;
     state.creatorName = info.creator.name;
   } catch (error) {
     if (error.code === "overlay_not_found") return revoke();
@@ -149,25 +146,8 @@ async function start() {
   }).start();
 }
 
-/** The catalog and its tier thresholds, in one call. */
-async function loadCatalog() {
-  const body = await api("/v1/catalog/gifts");
-  return { catalog: new GiftCatalog(body.gifts), tiers: body.tiers ?? DEFAULT_TIERS };
-}
-
-function useCatalog({ catalog, tiers }) {
-  state.catalog = catalog;
-  state.tiers = tiers;
-}
-
-/** 1, 2 or 3: the catalog's tier for the gift (from its coins for a catalog without tiers). */
-function giftTier(giftId) {
-  const gift = state.catalog.byId.get(giftId);
-  if (!gift) return 1;
-  if (gift.tier) return gift.tier;
-  if (gift.coins >= state.tiers.grand_coins) return 3;
-  return gift.coins >= state.tiers.moment_coins ? 2 : 1;
-}
+/** 1, 2 or 3: the catalog's tier for the gift (by its coins; the server sets the bounds). */
+const giftTier = (giftId) => state.catalog.byId.get(giftId)?.tier ?? 1;
 
 /** Lay the stage out at its width and scale it to fill the browser source. */
 function fitStage() {
@@ -187,7 +167,7 @@ function handleFrame(frame) {
     case "welcome":
       if (!frame.resumed) clearLiveCombos();
       // Loaded at start, unless the server was down then: the catalog says what can streak.
-      if (state.catalog.byId.size === 0) loadCatalog().then(useCatalog, () => {});
+      if (state.catalog.byId.size === 0) GiftCatalog.load().then((catalog) => (state.catalog = catalog), () => {});
       renderSnapshot(frame.snapshot);
       // Milestones count from here: the ones passed before the overlay opened are old news.
       state.likes = frame.snapshot.likes ?? 0;
