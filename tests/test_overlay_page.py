@@ -144,6 +144,10 @@ def test_a_grand_moment_plays_after_a_small_gifts_alert_and_never_over_it(
     moment = page.locator('[data-testid="moment"][data-tier="3"]')
     expect(moment.get_by_test_id("moment-name")).to_have_text(name, timeout=8000)
     expect(moment.get_by_test_id("moment-gift")).to_have_text("sent Lion")
+    # Its entrance (the first 14 % of 8 s) is over: the moment at its fullest.
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"moment\"]').getAnimations()[0].currentTime > 1500"
+    )
     page.screenshot(path=screenshots() / "overlay.png")
     expect(page.get_by_test_id("alert")).to_be_hidden()
     expect(moment).to_have_count(0, timeout=10_000)
