@@ -114,11 +114,15 @@ def test_the_overlay(
     api = site_api
     creator, room_id = live_room(api)
     fan = unique("f")
-    api.buy(fan, "us_5450")
+    for _ in range(6):  # a Lion is 29,999 coins
+        api.buy(fan, "us_5450")
     page = new_page(browser, console, "overlay", size)
     open_overlay(page, site.base_url, overlay_url(api, creator) + "?chat=1")
     reset_layout_shift(page)
-    assert api.gift(fan, room_id, "rose").status_code == 200
+    assert api.gift(fan, room_id, "corgi").status_code == 200
     assert api.gift(fan, room_id, "lion").status_code == 200
-    expect(page.get_by_test_id("alert-gift")).to_have_text("Lion")
+    expect(page.get_by_test_id("alert-gift")).to_have_text("Corgi")
+    assert_page_quality(page, console)
+    # The Lion is a grand moment, after the Corgi's alert.
+    expect(page.get_by_test_id("moment-name")).to_have_text(fan.capitalize(), timeout=8000)
     assert_page_quality(page, console)

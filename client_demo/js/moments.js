@@ -14,12 +14,14 @@ export const MOMENT_MS = { 2: 3000, 3: 6000 };
 const SPARKS = 18;
 
 /** Plays queued items one at a time: `play(item)` answers a promise that settles when the
- * item is done. Beyond `max` waiting items the oldest waiting ones are dropped (a counter
- * says how many), so a storm can't make the queue lag for minutes. */
+ * item is done. Beyond `max` waiting items the oldest waiting one of the lowest `rank(item)`
+ * is dropped (a counter says how many), so a storm can't make the queue lag for minutes,
+ * and a storm of small items never pushes out a big one. */
 export class SerialQueue {
-  constructor(play, { max = 50 } = {}) {
+  constructor(play, { max = 50, rank = () => 0 } = {}) {
     this.play = play;
     this.max = max;
+    this.rank = rank;
     this.waiting = [];
     this.busy = false;
     this.dropped = 0;
@@ -31,9 +33,10 @@ export class SerialQueue {
 
   push(item) {
     this.waiting.push(item);
-    if (this.waiting.length > this.max) {
-      this.dropped += this.waiting.length - this.max;
-      this.waiting.splice(0, this.waiting.length - this.max);
+    while (this.waiting.length > this.max) {
+      const ranks = this.waiting.map((waiting) => this.rank(waiting));
+      this.waiting.splice(ranks.indexOf(Math.min(...ranks)), 1);
+      this.dropped += 1;
     }
     if (!this.busy) this.next();
   }
@@ -59,7 +62,8 @@ export class SerialQueue {
 }
 
 /** A queue of gift moments drawn in `layer` (an element covering the stage). Each moment is
- * { tier, name, giftName, count, coins, badge } where badge is an element (GiftCatalog.badge). */
+ * { tier, name, giftName, count, coins, badge, ms? } where badge is an element
+ * (GiftCatalog.badge) and `ms`, if given, replaces the tier's MOMENT_MS. */
 export class MomentQueue extends SerialQueue {
   constructor(layer, { max = 50, scale = 1 } = {}) {
     super((moment) => playMoment(layer, moment, scale), { max });
@@ -69,7 +73,7 @@ export class MomentQueue extends SerialQueue {
 /** One moment in `layer`; resolves when it has left the screen. */
 export async function playMoment(layer, moment, scale = 1) {
   const tier = moment.tier >= 3 ? 3 : 2;
-  const duration = MOMENT_MS[tier];
+  const duration = moment.ms ?? MOMENT_MS[tier];
   const still = reducedMotion();
 
   const root = document.createElement("div");
