@@ -40,11 +40,23 @@ COMBO_WINDOW_MS = 1500
 # layout-shift entries score them) a page may show while errors, notices and alerts appear.
 MAX_LAYOUT_SHIFT = 0.1
 AXE = ROOT / "tests" / "vendor" / "axe-core" / "axe.min.js"
-# Counts every layout shift from the first paint on; `__layoutShift.reset()` starts again.
+# Counts every layout shift from the first paint on, and the most the page was ever wider than
+# its viewport; `__layoutShift.reset()` starts again.
 LAYOUT_SHIFT_WATCH = """
 (() => {
-  const watch = { total: 0, shifts: [], reset() { this.total = 0; this.shifts = []; } };
+  const watch = {
+    total: 0, shifts: [], overflow: 0,
+    reset() { this.total = 0; this.shifts = []; this.overflow = 0; },
+  };
   window.__layoutShift = watch;
+  // The widest the page got past its viewport, frame by frame: an animation that reaches
+  // past the edge for a moment counts too.
+  const measure = () => {
+    const root = document.documentElement;
+    if (root) watch.overflow = Math.max(watch.overflow, root.scrollWidth - root.clientWidth);
+    requestAnimationFrame(measure);
+  };
+  requestAnimationFrame(measure);
   new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) {
       if (entry.hadRecentInput) continue;
@@ -276,11 +288,14 @@ def message(page: Page | Locator, text: str) -> Locator:
 
 
 def assert_fits(page: Page) -> None:
-    """Nothing wider than the viewport: no sideways scrolling at phone size."""
+    """Nothing wider than the viewport, now or in any frame since the last reset (pages from
+    `new_page`): no sideways scrolling at phone size, not even during an animation."""
     scroll, client = page.evaluate(
         "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
     )
     assert scroll <= client, f"the page is {scroll}px wide in a {client}px viewport"
+    widest = page.evaluate("window.__layoutShift ? window.__layoutShift.overflow : 0")
+    assert widest <= 0, f"the page was {widest}px wider than its viewport in a frame since the last reset"
 
 
 def reset_layout_shift(page: Page) -> None:

@@ -126,3 +126,6 @@ def test_the_overlay(
     # The Lion is a grand moment, after the Corgi's alert.
     expect(page.get_by_test_id("moment-name")).to_have_text(fan.capitalize(), timeout=8000)
     assert_page_quality(page, console)
+    # Played to its end, every frame of it inside the window.
+    expect(page.get_by_test_id("moment")).to_have_count(0, timeout=12_000)
+    assert_page_quality(page, console)

@@ -110,16 +110,22 @@ export async function playMoment(layer, moment, scale = 1) {
   layer.append(root);
 
   const fade = still ? 250 : 400;
-  const frames = still
-    ? [{ opacity: 0 }, { opacity: 1, offset: fade / duration }, { opacity: 1, offset: 1 - fade / duration }, { opacity: 0 }]
-    : [
-        { opacity: 0, transform: "scale(0.6)" },
-        { opacity: 1, transform: "scale(1.08)", offset: 0.08 },
-        { opacity: 1, transform: "scale(1)", offset: 0.14 },
-        { opacity: 1, transform: "scale(1)", offset: 1 - fade / duration },
-        { opacity: 0, transform: "scale(1.15)" },
-      ];
-  const shown = root.animate(frames, { duration, easing: "ease-out", fill: "forwards" });
+  // The layer fades; only the card grows and shrinks (the `scale` property, which composes
+  // with the card's own --moment-scale), so nothing ever reaches past the stage's edges.
+  const fades = [{ opacity: 0 }, { opacity: 1, offset: fade / duration }, { opacity: 1, offset: 1 - fade / duration }, { opacity: 0 }];
+  const shown = root.animate(fades, { duration, easing: "ease-out", fill: "forwards" });
+  if (!still) {
+    card.animate(
+      [
+        { scale: "0.6" },
+        { scale: "1.08", offset: 0.08 },
+        { scale: "1", offset: 0.14 },
+        { scale: "1", offset: 1 - fade / duration },
+        { scale: "1.15" },
+      ],
+      { duration, easing: "ease-out", fill: "forwards" },
+    );
+  }
   if (tier === 3 && !still) burst(root, duration);
   if (!still) {
     badge.animate(
