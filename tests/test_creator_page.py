@@ -164,6 +164,31 @@ def test_the_earnings_history_pages_and_agrees_with_the_api(
     console.assert_clean()
 
 
+def test_a_phones_history_card_says_each_figure_with_its_unit(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    api = site_api
+    creator, fan = unique("c"), unique("f")
+    creator_token(api, creator, "Mia Streams")
+    room_id = open_room(api, creator, "Units")
+    api.buy(fan, "us_100")
+    assert api.gift(fan, room_id, "rose", 1).status_code == 200  # 1 coin, no whole diamond
+    assert api.gift(fan, room_id, "rose", 2).status_code == 200  # 2 coins, 1 diamond
+    page = dashboard(browser, console, site, creator, size=PHONE_SIZE)
+    rows = page.get_by_test_id("ledger-row")
+    expect(rows).to_have_count(2)
+
+    def shown(row: int, figure: str) -> str:
+        cell = rows.nth(row).get_by_test_id(f"ledger-{figure}")
+        after: str = cell.evaluate("cell => getComputedStyle(cell, '::after').content")
+        return f"{cell.text_content()}{after.strip(chr(34))}"
+
+    # Newest first.
+    assert (shown(0, "coins"), shown(0, "diamonds")) == ("2 coins", "1 diamond")
+    assert (shown(1, "coins"), shown(1, "diamonds")) == ("1 coin", "0 diamonds")
+    console.assert_clean()
+
+
 def test_end_live_asks_first_then_shows_the_summary(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:

@@ -373,7 +373,12 @@ function ledgerRow(entry) {
   for (const [name, text] of cells) {
     const cell = document.createElement("td");
     cell.dataset.testid = `ledger-${name}`;
-    if (name === "coins" || name === "diamonds") cell.className = "num";
+    if (name === "coins" || name === "diamonds") {
+      cell.className = "num";
+      // The unit a phone's card shows after the figure (creator.css): "1 coin", "2 coins".
+      const amount = name === "coins" ? (entry.coins ?? 0) : diamonds;
+      cell.dataset.unit = amount === 1 ? name.slice(0, -1) : name;
+    }
     cell.textContent = text;
     row.append(cell);
   }
