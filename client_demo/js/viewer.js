@@ -25,6 +25,7 @@ const LIKE_EVERY_MS = 1000; // at most one `like` frame per second…
 const MAX_LIKES_PER_FRAME = 15; // …of 1–15 taps: the server's per-user like rate
 const MAX_HEARTS = 30;
 const JOINS_MS = 3000;
+const CHAT_ERROR_MS = 8000;
 const MUTE_S = 300;
 const OFFLINE_TOAST = "offline"; // the one toast about gifts waiting for the connection
 const noConfirmKey = (roomId) => `gifting.no-confirm.${roomId}`;
@@ -221,6 +222,8 @@ function handleFrame(frame) {
       state.pendingChat.delete(frame.client_id);
       break;
     case "error":
+      // A ban's error frame comes right before the close 4403, which says it with a way out.
+      if (frame.code === "banned") break;
       if (frame.client_id !== undefined) handleChatError(frame);
       else handleGiftError(frame);
       break;
@@ -593,11 +596,14 @@ function handleChatError(frame) {
   showChatError(describeChatError(frame.code, frame.message, frame.retry_after_ms), frame.code);
 }
 
+/** A refused message, said over the chat right above the input for a few seconds. */
 function showChatError(text, code = "") {
   const box = byTestId("chat-error");
   box.textContent = text;
   box.dataset.code = code;
   show(box);
+  clearTimeout(box.hideTimer);
+  box.hideTimer = setTimeout(hideChatError, CHAT_ERROR_MS);
 }
 
 function hideChatError() {
@@ -646,9 +652,9 @@ function moderationMenu(event) {
       menu.open = false;
       try {
         await api(path, { method, body, token: state.token });
-        showChatError(`${label}: done.`, "moderated");
+        toast(`${label}: done.`, { kind: "ok", key: "moderation" });
       } catch (error) {
-        showChatError(describeError(error.code, error.message), error.code);
+        toast(describeError(error.code, error.message), { kind: "error", key: "moderation" });
       }
     });
     return button;
