@@ -2,7 +2,7 @@
 
     GiftingError(message, code)           base; ``status`` is the HTTP status
     ├── BadSignature          400 bad_signature
-    ├── Unauthorized          401 unauthorized
+    ├── Unauthorized          401 unauthorized, overlay_revoked
     ├── InsufficientCoins     402 insufficient_coins, negative_balance
     ├── Forbidden             403 forbidden, account_frozen
     │                             banned
@@ -25,7 +25,10 @@
     ├── InternalError         500 internal_error (a bug, or an engine failure that is no outage)
     └── EngineUnavailable     503 engine_unavailable
 
-Routes raise these; one handler in ``app`` turns them into ``{"error": {"code", "message"}}``.
+Routes raise these; one handler in ``app`` turns them into ``{"error": {"code", "message"}}``,
+with the error's ``details`` (the numbers behind it, such as a refused gift's ``cost`` and the
+sender's ``balance``) beside ``code`` and ``message``; a socket's ``error`` frame carries the
+same ``details`` (``hub.protocol.error_frame``).
 Any other exception is answered as one of them by ``api.answers.client_error``.
 """
 
@@ -40,13 +43,14 @@ class GiftingError(Exception):
     status: ClassVar[int] = 400
     default_code: ClassVar[str] = "bad_request"
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | None = None, details: dict[str, int] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
+        self.details: dict[str, int] = details or {}
 
-    def to_dict(self) -> dict[str, dict[str, str]]:
-        return {"error": {"code": self.code, "message": self.message}}
+    def to_dict(self) -> dict[str, dict[str, str | int]]:
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
 
 
 class Unauthorized(GiftingError):
@@ -104,7 +108,7 @@ class RateLimited(GiftingError):
     default_code = "rate_limited"
 
     def __init__(self, message: str, retry_after_ms: int, code: str | None = None) -> None:
-        super().__init__(message, code)
+        super().__init__(message, code, {"retry_after_ms": retry_after_ms})
         self.retry_after_ms = retry_after_ms
 
 

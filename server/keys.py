@@ -192,7 +192,8 @@ class RoomKeys:
     def info(self) -> str:
         """HASH creator_id, title, state (live|ended), epoch, created_ms, ended_ms, goal, coins,
         likes (the live's like total, room_likes.lua); followers and followers_v: the creator's
-        follower count as of that version."""
+        follower count as of that version; summary: the live's figures, kept as it ends
+        (JSON, _room_summary.lua)."""
         return f"{self.tag}:room"
 
     @property

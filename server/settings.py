@@ -80,6 +80,11 @@ class Settings:
     diamond_value_millicents: int = 500
     min_withdrawal_diamonds: int = 10_000
     daily_payout_cap_minor: int = 100_000
+    # Gift tiers by coins (a gift of at least moment_coins is a moment, of grand_moment_coins a
+    # grand one: the pages show them larger), and the price from which a page asks to confirm.
+    moment_coins: int = 1_000
+    grand_moment_coins: int = 10_000
+    confirm_coins: int = 1_000
     client_dir: Path | None = None
     log_format: str = "text"  # or json: one JSON object per line (server.logs)
     metrics: bool = True  # GET /metrics (server.metrics)
@@ -146,6 +151,9 @@ class Settings:
             daily_payout_cap_minor=_int(
                 env, "GIFTING_DAILY_PAYOUT_CAP_MINOR", cls.daily_payout_cap_minor, 1, 10**12
             ),
+            moment_coins=_int(env, "GIFTING_MOMENT_COINS", cls.moment_coins, 1, 10**12),
+            grand_moment_coins=_int(env, "GIFTING_GRAND_MOMENT_COINS", cls.grand_moment_coins, 1, 10**12),
+            confirm_coins=_int(env, "GIFTING_CONFIRM_COINS", cls.confirm_coins, 1, 10**12),
             client_dir=_client_dir(env),
             log_format=_choice(env, "GIFTING_LOG_FORMAT", cls.log_format, LOG_FORMATS),
             metrics=_flag(env, "GIFTING_METRICS", default=True),
@@ -155,6 +163,11 @@ class Settings:
             raise SettingsError(
                 "GIFTING_REPLICA_ACKS needs GIFTING_REDIS_URL: the embedded engine has no replicas, "
                 "so no money write could ever be confirmed"
+            )
+        if settings.grand_moment_coins < settings.moment_coins:
+            raise SettingsError(
+                f"GIFTING_GRAND_MOMENT_COINS ({settings.grand_moment_coins}) must be at least "
+                f"GIFTING_MOMENT_COINS ({settings.moment_coins})"
             )
         if demo:
             # Demo mode runs out of the box: fixed, public secrets that are useless in production.

@@ -201,6 +201,76 @@ def test_a_chargeback_after_the_coins_were_gifted_reverses_pending_diamonds_and_
     assert api.gift(fraud, room_id, "rose").status_code == 200
 
 
+def test_earnings_state_the_terms_and_each_gift_row_says_what_became_of_it(money: Money) -> None:
+    api = money.api
+    creator, room_id = live_creator(api)
+    assert api.earnings(creator)["terms"] == {
+        "share_percent": 50.0,
+        "diamond_value_millicents": 500,
+        "currency": "USD",
+        "min_withdrawal_diamonds": MIN_WITHDRAWAL,
+        "min_withdrawal_minor": 50,
+        "hold_s": 1,
+        "daily_payout_cap_minor": DAILY_CAP_MINOR,
+    }
+    below = withdraw(api, creator, MIN_WITHDRAWAL - 1)
+    assert below.status_code == 422
+    assert below.json() == {
+        "error": {
+            "code": "below_minimum_withdrawal",
+            "message": f"{MIN_WITHDRAWAL - 1} diamonds requested; a withdrawal is at least "
+            f"{MIN_WITHDRAWAL} diamonds",
+            "minimum_diamonds": MIN_WITHDRAWAL,
+        }
+    }
+    fan, fraud = unique("v"), unique("v")
+    api.buy(fan)
+    order = api.buy(fraud)
+    payment_id = api.http.get(f"/v1/purchases/{order['order_id']}", headers=api.auth(fraud)).json()[
+        "payment_id"
+    ]
+    kept = api.gift(fan, room_id, "doughnut", 2).json()["gift_event_id"]  # 60 coins -> 30 diamonds
+    taken = api.gift(fraud, room_id, "hand_hearts", 5).json()["gift_event_id"]  # 500 -> 250
+    assert webhook(api, order, payment_id, event_type="payment.disputed").json()["clawed_back"] is True
+    wait_until(lambda: api.earnings(creator)["available"] == 30, "the hold never released")
+    gifts = {e["ref"]: e for e in api.earnings_ledger(creator) if e["kind"] == "gift"}
+    rows = {
+        ref: {k: v for k, v in entry.items() if k not in ("id", "ts", "share")}
+        for ref, entry in gifts.items()
+    }
+    assert rows == {
+        kept: {
+            "kind": "gift",
+            "ref": kept,
+            "pending": 30,
+            "diamonds": 30,
+            "coins": 60,
+            "sender": fan,
+            "sender_name": api.me(fan)["name"],
+            "room_id": room_id,
+            "gift_id": "doughnut",
+            "gift_name": "Doughnut",
+            "count": 2,
+            "state": "available",
+        },
+        taken: {
+            "kind": "gift",
+            "ref": taken,
+            "pending": 250,
+            "diamonds": 250,
+            "coins": 500,
+            "sender": fraud,
+            "sender_name": api.me(fraud)["name"],
+            "room_id": room_id,
+            "gift_id": "hand_hearts",
+            "gift_name": "Hand Hearts",
+            "count": 5,
+            "state": "clawed_back",
+        },
+    }
+    assert all(isinstance(entry["ts"], int) and entry["ts"] > 0 for entry in gifts.values())
+
+
 def test_a_refund_of_unspent_coins_takes_only_the_coins(money: Money) -> None:
     api = money.api
     creator, room_id = live_creator(api)

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.support import Api, ServerProcess, unique
+from tests.wsclient import RoomSocket
 
 
 def test_a_gift_debits_the_sender_and_credits_the_creator(
@@ -34,6 +35,15 @@ def test_a_gift_debits_the_sender_and_credits_the_creator(
     assert earnings["lives"] == [{"room_id": room_id, "diamonds": 150}]
     [credit] = api.earnings_ledger(creator)
     assert (credit["pending"], credit["ref"], credit["sender"]) == (150, body["gift_event_id"], viewer)
+    row = {name: credit[name] for name in ("diamonds", "gift_id", "gift_name", "count", "room_id", "state")}
+    assert row == {
+        "diamonds": 150,
+        "gift_id": "hand_hearts",
+        "gift_name": "Hand Hearts",
+        "count": 3,
+        "room_id": room_id,
+        "state": "pending",
+    }
 
 
 def test_an_odd_gift_rounds_the_creator_share_down(api: Api, viewer: str, room: tuple[str, str]) -> None:
@@ -83,7 +93,15 @@ def test_a_gift_beyond_the_balance_is_402_and_changes_nothing(
     creator, room_id = room
     api.buy(viewer)
     reply = api.gift(viewer, room_id, "money_gun", 2, key="big")
-    assert reply.status_code == 402 and reply.json()["error"]["code"] == "insufficient_coins"
+    assert reply.status_code == 402
+    assert reply.json() == {
+        "error": {
+            "code": "insufficient_coins",
+            "message": "this gift costs 1000 coins; the balance is 550",
+            "cost": 1000,
+            "balance": 550,
+        }
+    }
     assert api.coins(viewer) == 550 and len(api.ledger(viewer)) == 1
     assert api.earnings(creator)["pending"] == 0
     # A failed attempt does not burn its key: after a top-up the same key goes through.
@@ -99,12 +117,58 @@ def test_the_daily_budget_is_enforced_in_the_debit(api: Api, viewer: str, room: 
     assert reply.json() == {"coins": 550, "daily_limit": 250, "spent_today": 0}
     assert api.gift(viewer, room_id, "hand_hearts", 2).status_code == 200
     over = api.gift(viewer, room_id, "hand_hearts", 1)
-    assert over.status_code == 403 and over.json()["error"]["code"] == "daily_limit_exceeded"
+    assert over.status_code == 403
+    assert over.json() == {
+        "error": {
+            "code": "daily_limit_exceeded",
+            "message": "this gift costs 100 coins; 200 of the daily limit of 250 are already spent "
+            "today, 50 left",
+            "cost": 100,
+            "daily_limit": 250,
+            "spent_today": 200,
+            "budget_left": 50,
+        }
+    }
     assert api.gift(viewer, room_id, "doughnut", 1).status_code == 200
     assert api.wallet(viewer) == {"coins": 320, "daily_limit": 250, "spent_today": 230}
     api.http.put("/v1/wallet/limits", json={"daily_limit": None}, headers=api.auth(viewer))
     assert api.gift(viewer, room_id, "hand_hearts", 1).status_code == 200
     assert api.wallet(viewer) == {"coins": 220, "daily_limit": None, "spent_today": 330}
+
+
+@pytest.mark.anyio
+async def test_a_gift_refused_on_the_socket_names_the_cost_and_what_the_sender_has(
+    server: ServerProcess, api: Api, viewer: str, room: tuple[str, str]
+) -> None:
+    _, room_id = room
+    api.buy(viewer)
+    sock = await RoomSocket.open(server.base_url, room_id, api.token(viewer))
+    await sock.welcome()
+    broke = await sock.gift("money_gun", 2, key="too-big")
+    assert broke == {
+        "type": "error",
+        "code": "insufficient_coins",
+        "message": "this gift costs 1000 coins; the balance is 550",
+        "cost": 1000,
+        "balance": 550,
+        "idempotency_key": "too-big",
+    }
+    reply = api.http.put("/v1/wallet/limits", json={"daily_limit": 120}, headers=api.auth(viewer))
+    assert reply.status_code == 200
+    assert (await sock.gift("hand_hearts", 1))["type"] == "gift_ack"
+    over = await sock.gift("doughnut", 1, key="over")
+    assert over == {
+        "type": "error",
+        "code": "daily_limit_exceeded",
+        "message": "this gift costs 30 coins; 100 of the daily limit of 120 are already spent today, 20 left",
+        "cost": 30,
+        "daily_limit": 120,
+        "spent_today": 100,
+        "budget_left": 20,
+        "idempotency_key": "over",
+    }
+    await sock.close()
+    assert api.wallet(viewer) == {"coins": 450, "daily_limit": 120, "spent_today": 100}
 
 
 @pytest.mark.parametrize("limit", [-1, 1.5, "100", True, 10**12])

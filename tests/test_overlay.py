@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import anyio
 import pytest
 
-from tests.support import Api, ServerProcess, unique
+from tests.conftest import Engine
+from tests.support import Api, ServerProcess, running_server, server_env, unique
 from tests.wsclient import RoomSocket
 
 pytestmark = pytest.mark.anyio
@@ -93,6 +95,66 @@ async def test_an_overlay_token_is_regenerable_and_grants_nothing_else(
     for path in ("/v1/wallet", "/v1/creator/earnings"):
         assert api.http.get(path, headers={"authorization": f"Bearer {new}"}).status_code == 401
     assert api.http.get("/v1/creator/overlay", headers=api.auth(unique("v"))).status_code == 403
+
+
+async def test_regenerating_closes_the_old_tokens_overlays_at_once_on_every_process(
+    server: ServerProcess, api: Api, room: tuple[str, str], engine: Engine, key_prefix: str, logs: Path
+) -> None:
+    creator, room_id = room
+    old = overlay_token(api, creator)
+    with running_server(server_env(engine.url, key_prefix), logs) as other:
+        here = await open_overlay(server, old)
+        there = await open_overlay(other, old)
+        for overlay in (here, there):
+            assert (await overlay.welcome())["room_id"] == room_id
+        reply = api.http.post("/v1/creator/overlay/regenerate", headers=api.auth(creator, "creator"))
+        assert reply.status_code == 200, reply.text
+        new = reply.json()["token"]
+        fresh = await open_overlay(other, new)
+        assert (await fresh.welcome())["room_id"] == room_id
+        for overlay in (here, there):
+            revoked = await overlay.wait_for(lambda f: f["type"] == "error")
+            assert revoked == {
+                "type": "error",
+                "code": "overlay_revoked",
+                "message": "this overlay's token was regenerated: open the overlay's new URL",
+            }
+            assert await overlay.closed() == (4401, "overlay_revoked")
+        sent = api.http.post("/v1/creator/test-alert", headers=api.auth(creator, "creator"))
+        assert sent.status_code == 202
+        await fresh.wait_for(lambda f: any(e["type"] == "test_alert" for e in f.get("events", ())))
+        assert not [f for f in fresh.frames if f["type"] == "error"]
+        for overlay in (here, there):
+            assert not [e for f in overlay.frames for e in f.get("events", ()) if e["type"] == "test_alert"]
+        # Regenerating again closes the overlay of the second token, and the old one stays shut.
+        again = api.http.post("/v1/creator/overlay/regenerate", headers=api.auth(creator, "creator"))
+        assert again.status_code == 200
+        assert (await fresh.wait_for(lambda f: f["type"] == "error"))["code"] == "overlay_revoked"
+        assert await fresh.closed() == (4401, "overlay_revoked")
+        stale = await open_overlay(server, old)
+        assert (await stale.recv())["code"] == "unauthorized"
+        assert (await stale.closed())[0] == 4401
+
+
+async def test_a_viewer_stays_when_the_creator_regenerates_the_overlay(
+    server: ServerProcess, api: Api, room: tuple[str, str]
+) -> None:
+    creator, room_id = room
+    overlay = await open_overlay(server, overlay_token(api, creator))
+    await overlay.welcome()
+    fan = unique("v")
+    api.buy(fan)
+    viewer = await RoomSocket.open(server.base_url, room_id, api.token(fan))
+    await viewer.welcome()
+    assert (
+        api.http.post("/v1/creator/overlay/regenerate", headers=api.auth(creator, "creator")).status_code
+        == 200
+    )
+    assert await overlay.closed() == (4401, "overlay_revoked")
+    assert api.gift(fan, room_id, "rose").status_code == 200
+    await viewer.wait_gift_count(1)
+    assert not [f for f in viewer.frames if f["type"] == "error"]
+    await viewer.close()
 
 
 async def test_an_overlay_of_a_creator_who_is_not_live_is_told_so(server: ServerProcess, api: Api) -> None:

@@ -3,6 +3,8 @@ and the overlay's own read-only lookup."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -12,6 +14,7 @@ from server.domain.ids import new_id
 from server.domain.money import diamonds_value_minor, utc_day
 from server.domain.requests import WithdrawalRequest, parse
 from server.errors import Conflict, NotFound
+from server.settings import Settings
 from server.store.records import Earnings
 from server.store.withdrawals import CURRENCY
 
@@ -32,16 +35,42 @@ async def creator_earnings(request: Request) -> JSON:
                 {"room_id": room_id, "diamonds": diamonds}
                 for room_id, diamonds in sorted(earnings.lives.items(), key=lambda kv: -kv[1])
             ],
+            "terms": money_terms(ctx.settings),
         }
     )
+
+
+def money_terms(settings: Settings) -> dict[str, Any]:
+    """The terms a creator earns and withdraws under, as the settings make them."""
+    hold_s = settings.diamond_hold_s
+    return {
+        "share_percent": float(settings.creator_share * 100),
+        "diamond_value_millicents": settings.diamond_value_millicents,
+        "currency": CURRENCY,
+        "min_withdrawal_diamonds": settings.min_withdrawal_diamonds,
+        "min_withdrawal_minor": diamonds_value_minor(
+            settings.min_withdrawal_diamonds, settings.diamond_value_millicents
+        ),
+        "hold_s": int(hold_s) if hold_s == int(hold_s) else hold_s,
+        "daily_payout_cap_minor": settings.daily_payout_cap_minor,
+    }
 
 
 async def creator_earnings_ledger(request: Request) -> JSON:
     principal = caller(request, *CREATOR_ROLES)
     limit = query_int(request, "limit", 50, 1, 200)
-    entries, cursor = await context(request).store.earnings.ledger(
+    ctx = context(request)
+    entries, cursor = await ctx.store.earnings.ledger(
         principal.user_id, request.query_params.get("cursor"), limit
     )
+    for entry in entries:
+        if entry["kind"] == "gift":
+            # Credits made before these were recorded have none: null, rather than a guess.
+            for name in ("gift_id", "count", "sender_name"):
+                entry.setdefault(name, None)
+            entry["sender_name"] = entry["sender_name"] or None
+            gift = ctx.catalog.gifts.get(entry["gift_id"] or "")
+            entry["gift_name"] = gift.name if gift is not None else None
     return JSON({"entries": entries, "next_cursor": cursor})
 
 
@@ -82,7 +111,9 @@ async def overlay(request: Request) -> JSON:
 
 async def regenerate_overlay(request: Request) -> JSON:
     principal = caller(request, "creator")
-    token = await context(request).store.overlays.regenerate(principal.user_id)
+    store = context(request).store
+    live = await store.rooms.live_room_of(principal.user_id)
+    token = await store.overlays.regenerate(principal.user_id, live.room_id if live is not None else None)
     return JSON({"token": token, "url": f"/overlay/{token}"})
 
 

@@ -14,6 +14,7 @@ from server import metrics
 from server.api.answers import answer
 from server.api.context import JSON, caller, context, now_ms, query_int, read_json
 from server.auth import CREATOR_ROLES, GIFTING_ROLES
+from server.domain.catalog import tier
 from server.domain.ids import check_id, new_id
 from server.domain.limits import address_in
 from server.domain.money import utc_day
@@ -23,6 +24,7 @@ from server.domain.requests import (
     GoalRequest,
     LimitsRequest,
     PurchaseRequest,
+    RegionRequest,
     parse,
 )
 from server.errors import NotFound
@@ -59,13 +61,40 @@ async def readyz(request: Request) -> JSON:
 
 async def me(request: Request) -> JSON:
     principal = caller(request)
-    name = await context(request).store.profile_name(principal.user_id)
-    return JSON({"user_id": principal.user_id, "role": principal.role, "name": name or principal.user_id})
+    name, region = await context(request).store.profile_name_and_region(principal.user_id)
+    return JSON(
+        {
+            "user_id": principal.user_id,
+            "role": principal.role,
+            "name": name or principal.user_id,
+            "region": region,
+        }
+    )
+
+
+async def put_region(request: Request) -> JSON:
+    """Save the caller's region (the coin packages they see), and answer ``GET /v1/me``."""
+    principal = caller(request)
+    body = parse(await read_json(request), RegionRequest)
+    ctx = context(request)
+    if body.region is not None:
+        ctx.catalog.check_region(body.region)
+    await ctx.store.set_region(principal.user_id, body.region)
+    return await me(request)
 
 
 async def catalog_gifts(request: Request) -> JSON:
-    gifts = context(request).catalog.on_sale()
-    return JSON({"gifts": [gift.to_dict() for gift in gifts]})
+    ctx = context(request)
+    moment, grand = ctx.settings.moment_coins, ctx.settings.grand_moment_coins
+    return JSON(
+        {
+            "gifts": [
+                {**gift.to_dict(), "tier": tier(gift.coins, moment, grand)} for gift in ctx.catalog.on_sale()
+            ],
+            "tiers": {"moment_coins": moment, "grand_coins": grand},
+            "confirm_coins": ctx.settings.confirm_coins,
+        }
+    )
 
 
 async def catalog_packages(request: Request) -> JSON:
@@ -145,8 +174,18 @@ async def get_room(request: Request) -> JSON:
 async def end_room(request: Request) -> JSON:
     principal = caller(request, *CREATOR_ROLES)
     room_id = check_id(request.path_params["room_id"], "room_id")
-    room = await context(request).store.rooms.end(room_id, principal.user_id, principal.role == "admin")
-    return JSON(room.to_dict())
+    rooms = context(request).store.rooms
+    is_admin = principal.role == "admin"
+    room = await rooms.end(room_id, principal.user_id, is_admin)
+    summary = await rooms.summary(room_id, principal.user_id, is_admin, now_ms())
+    return JSON({**room.to_dict(), "summary": summary})
+
+
+async def room_summary(request: Request) -> JSON:
+    principal = caller(request, *CREATOR_ROLES)
+    room_id = check_id(request.path_params["room_id"], "room_id")
+    rooms = context(request).store.rooms
+    return JSON(await rooms.summary(room_id, principal.user_id, principal.role == "admin", now_ms()))
 
 
 async def set_goal(request: Request) -> JSON:
@@ -182,6 +221,7 @@ routes = [
     Route("/healthz", healthz),
     Route("/readyz", readyz),
     Route("/v1/me", me),
+    Route("/v1/me/region", put_region, methods=["PUT"]),
     Route("/v1/catalog/gifts", catalog_gifts),
     Route("/v1/catalog/packages", catalog_packages),
     Route("/v1/wallet", get_wallet),
@@ -193,6 +233,7 @@ routes = [
     Route("/v1/rooms", create_room, methods=["POST"]),
     Route("/v1/rooms/{room_id}", get_room),
     Route("/v1/rooms/{room_id}/end", end_room, methods=["POST"]),
+    Route("/v1/rooms/{room_id}/summary", room_summary),
     Route("/v1/rooms/{room_id}/goal", set_goal, methods=["PUT"]),
     GIFT_ROUTE,
 ]

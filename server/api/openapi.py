@@ -41,6 +41,7 @@ from server.domain.requests import (
     LimitsRequest,
     NewGift,
     PurchaseRequest,
+    RegionRequest,
     WebhookEvent,
     WithdrawalRequest,
 )
@@ -125,6 +126,21 @@ class Operation:
 
 
 WALLET = ("coins", "daily_limit", "spent_today")
+ME = ("user_id", "role", "name", "region")
+SUMMARY = (
+    "room_id",
+    "title",
+    "started_ms",
+    "ended_ms",
+    "duration_ms",
+    "coins",
+    "diamonds",
+    "gifts",
+    "gifters",
+    "top_gifters",
+    "likes",
+    "new_followers",
+)
 ROOM = ("room_id", "creator_id", "title", "state", "created_ms", "ended_ms", "epoch")
 ORDER = ("order_id", "package_id", "region", "coins", "price", "state", "created_ms")
 WITHDRAWAL = ("withdrawal_id", "creator_id", "state", "diamonds", "amount", "requested_ms")
@@ -148,8 +164,13 @@ OPERATIONS: tuple[Operation, ...] = (
               "PROMETHEUS_MULTIPROC_DIR); absent with GIFTING_METRICS=0", engine=False, media="text/plain"),
     Operation("POST", "/v1/dev/token", "Mint a token for any user (demo mode)", DevTokenRequest,
               returns=("token", "user_id", "role")),
-    Operation("GET", "/v1/me", "The caller", roles=ANY_ROLE, returns=("user_id", "role", "name")),
-    Operation("GET", "/v1/catalog/gifts", "Gifts on sale", returns=("gifts",), engine=False),
+    Operation("GET", "/v1/me", "The caller, with the region they saved (null if none)", roles=ANY_ROLE,
+              returns=ME),
+    Operation("PUT", "/v1/me/region", "Save the caller's region (null forgets it); answers GET /v1/me",
+              RegionRequest, roles=ANY_ROLE, returns=ME, errors=("unknown_region",)),
+    Operation("GET", "/v1/catalog/gifts", "Gifts on sale, each with its tier (1, 2, 3 by its coins), the "
+              "tier thresholds and the price from which a gift asks to confirm",
+              returns=("gifts", "tiers", "confirm_coins"), engine=False),
     Operation("GET", "/v1/catalog/packages", "Coin packages of a region", returns=("region", "packages"),
               errors=("unknown_region",), engine=False,
               query=(Query("region", {"type": "string", "enum": REGIONS, "default": "US"}, "the region"),)),
@@ -175,8 +196,10 @@ OPERATIONS: tuple[Operation, ...] = (
               errors=("already_live",), body_optional=True),
     Operation("GET", "/v1/rooms/{room_id}", "A room with its offset and snapshot",
               returns=(*ROOM, "offset", "snapshot"), errors=("room_not_found",)),
-    Operation("POST", "/v1/rooms/{room_id}/end", "End the live", roles=CREATOR_ROLES, returns=ROOM,
-              errors=("room_not_found",)),
+    Operation("POST", "/v1/rooms/{room_id}/end", "End the live; the room with the live's summary",
+              roles=CREATOR_ROLES, returns=(*ROOM, "summary"), errors=("room_not_found",)),
+    Operation("GET", "/v1/rooms/{room_id}/summary", "The live's summary, live or ended (its creator or an "
+              "admin)", roles=CREATOR_ROLES, returns=SUMMARY, errors=("room_not_found",)),
     Operation("PUT", "/v1/rooms/{room_id}/goal", "Set the goal bar", GoalRequest, roles=CREATOR_ROLES,
               returns=("room_id", "goal"), errors=("room_not_found", "room_ended")),
     Operation("POST", "/v1/rooms/{room_id}/gifts", "Send a gift", GiftRequest, roles=GIFTING_ROLES,
@@ -238,7 +261,8 @@ OPERATIONS: tuple[Operation, ...] = (
               "(counted false after that)", roles=GIFTING_ROLES, returns=("room_id", "counted"),
               errors=("room_not_found", "room_ended")),
     Operation("GET", "/v1/creator/overlay", "The overlay token and URL", roles=("creator",), returns=OVERLAY),
-    Operation("POST", "/v1/creator/overlay/regenerate", "Replace the overlay token", roles=("creator",),
+    Operation("POST", "/v1/creator/overlay/regenerate", "Replace the overlay token: the overlays open "
+              "with the old one close at once (overlay_revoked, 4401)", roles=("creator",),
               returns=OVERLAY),
     Operation("POST", "/v1/creator/test-alert", "A fake alert on the creator's overlays", roles=("creator",),
               status=202, returns=("sent", "room_id"), errors=("not_live",)),
@@ -246,8 +270,9 @@ OPERATIONS: tuple[Operation, ...] = (
               returns=("creator", "room_id"), errors=("overlay_not_found",)),
     Operation("GET", "/v1/creator/earnings", "The creator's diamonds", roles=CREATOR_ROLES,
               returns=("pending", "available", "reserved", "withdrawn", "reversed", "lifetime",
-                       "diamond_value_minor", "pending_value_minor", "currency", "lives")),
-    Operation("GET", "/v1/creator/earnings/ledger", "The creator's diamond movements, newest first",
+                       "diamond_value_minor", "pending_value_minor", "currency", "lives", "terms")),
+    Operation("GET", "/v1/creator/earnings/ledger", "The creator's diamond movements, newest first; a "
+              "gift's entry names the gift, its sender and what became of its diamonds (state)",
               roles=CREATOR_ROLES, returns=PAGE, query=(CURSOR, limit(200))),
     Operation("POST", "/v1/creator/withdrawals", "Reserve available diamonds for a payout (a retry: 200)",
               WithdrawalRequest, roles=("creator",), status=201, returns=WITHDRAWAL,
@@ -328,8 +353,10 @@ def document(routes: Iterable[BaseRoute]) -> dict[str, Any]:
                 "title": "gifting-server",
                 "version": "1",
                 "description": "Coins, gifts to live rooms and creator earnings. Errors are "
-                '`{"error": {"code", "message"}}`; a rejected request changes nothing. Integers '
-                "are written without a fraction or exponent (2, not 2.0).",
+                '`{"error": {"code", "message"}}`, some with the numbers behind them beside '
+                "(a refused gift's cost and the sender's balance or budget, a withdrawal's "
+                "minimum, a wait); a rejected request changes nothing. Integers are written "
+                "without a fraction or exponent (2, not 2.0).",
             },
             "paths": paths,
             "components": {
@@ -370,7 +397,25 @@ ERROR_SCHEMA: dict[str, Any] = {
         "error": {
             "type": "object",
             "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                **{
+                    name: {"type": "integer", "description": description}
+                    for name, description in (
+                        (
+                            "cost",
+                            "insufficient_coins, negative_balance, daily_limit_exceeded: the gift's coins",
+                        ),
+                        ("balance", "insufficient_coins, negative_balance: the sender's coins"),
+                        ("daily_limit", "daily_limit_exceeded: the sender's daily budget"),
+                        ("spent_today", "daily_limit_exceeded: coins spent today"),
+                        ("budget_left", "daily_limit_exceeded: daily_limit - spent_today, at least 0"),
+                        ("minimum_diamonds", "below_minimum_withdrawal: the least a withdrawal may be"),
+                        ("retry_after_ms", "rate_limited, slow_mode, muted: when to retry"),
+                    )
+                },
+            },
         }
     },
 }

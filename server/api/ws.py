@@ -60,6 +60,7 @@ from server.hub.protocol import (
 from server.hub.room import LocalRoom, Viewer
 from server.store import ENGINE_ERRORS
 from server.store.connection import engine_budget
+from server.store.overlays import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +299,15 @@ async def admit(
             principal = principal_from_token(token, ctx.settings.jwt_secret)
             room_id = check_id(target, "room_id")
         name = principal.name or await ctx.gifts.name_of(principal.user_id)
-        viewer = Viewer(outlet, principal.user_id, name, handshake.encoding, room_id, overlay=overlay)
+        viewer = Viewer(
+            outlet,
+            principal.user_id,
+            name,
+            handshake.encoding,
+            room_id,
+            overlay=overlay,
+            overlay_key=fingerprint(target) if overlay else "",
+        )
         await ctx.hub.claim(viewer)
         try:
             room = await ctx.hub.join(viewer, param("since"), param("epoch"))

@@ -51,6 +51,13 @@ class Gift(msgspec.Struct, frozen=True):
         return msgspec.structs.asdict(self)
 
 
+def tier(coins: int, moment_coins: int, grand_moment_coins: int) -> int:
+    """A gift's tier by its price: 3 from ``grand_moment_coins``, 2 from ``moment_coins``, else 1."""
+    if coins >= grand_moment_coins:
+        return 3
+    return 2 if coins >= moment_coins else 1
+
+
 @dataclass(frozen=True)
 class Package:
     id: str
@@ -127,13 +134,14 @@ class Catalog:
         return gift
 
     def packages(self, region: str) -> list[Package]:
-        try:
-            return list(self.regions[region].values())
-        except KeyError:
+        return list(self.regions[self.check_region(region)].values())
+
+    def check_region(self, region: str) -> str:
+        """``region`` if the catalog sells coins there; ``unknown_region`` if not."""
+        if region not in self.regions:
             known = ", ".join(sorted(self.regions))
-            raise InvalidRequest(
-                f"unknown region {region!r}; known regions: {known}", code="unknown_region"
-            ) from None
+            raise InvalidRequest(f"unknown region {region!r}; known regions: {known}", code="unknown_region")
+        return region
 
     def package(self, region: str, package_id: str) -> Package:
         for package in self.packages(region):

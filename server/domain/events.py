@@ -2,8 +2,8 @@
 
 The stream holds ``gift``, ``combo_end``, ``chat``, ``chat_deleted``, ``follow``, ``share``,
 ``room_end``, ``test_alert`` (for overlays only), the internal ``goal_set`` marker and the
-``ban`` and ``unban`` markers each hub acts on (closing a banned user's connections), shown
-to no one. It also holds each hub
+``ban``, ``unban`` and ``overlay_revoked`` markers each hub acts on (closing a banned user's
+connections, or the overlays opened with a replaced token), shown to no one. It also holds each hub
 process's per-tick like and join ``tally``, which is room state rather than log: never replayed,
 each hub turns the tallies of a tick into ``likes`` and ``joins`` events (``domain.likes``).
 The ``leaderboard``, ``goal``, ``viewers`` and ``followers`` events are not stored: each hub
@@ -47,6 +47,8 @@ class RoomEvent:
     balance: int | None = None
     overlay_only: bool = False
     tally: TallyEntry | None = None
+    # An overlay_revoked marker's fingerprint of the replaced overlay token.
+    revoked_overlay: str | None = None
 
 
 def parse_entry(entry_id: str, fields: dict[str, str]) -> RoomEvent:
@@ -137,6 +139,8 @@ def parse_entry(entry_id: str, fields: dict[str, str]) -> RoomEvent:
         return RoomEvent(offset=entry_id, kind=kind, ts=ts, public=public)
     if kind in ("ban", "unban"):
         return RoomEvent(offset=entry_id, kind=kind, ts=ts, public=None, sender_id=fields["u"])
+    if kind == "overlay_revoked":
+        return RoomEvent(offset=entry_id, kind=kind, ts=ts, public=None, revoked_overlay=fields["u"])
     if kind == "tally":
         return RoomEvent(offset=entry_id, kind=kind, ts=ts, public=None, tally=TallyEntry.from_fields(fields))
     # goal_set and anything a newer server may add: a cue to refresh state, not shown as is.

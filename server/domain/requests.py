@@ -40,6 +40,10 @@ class PurchaseRequest(Strict, frozen=True):
     region: Region = "US"
 
 
+class RegionRequest(Strict, frozen=True):
+    region: Region | None
+
+
 class GiftRequest(Strict, frozen=True):
     gift_id: Id
     count: Count

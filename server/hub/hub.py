@@ -16,7 +16,9 @@ One task per process runs the tick loop:
 6. the connection slots of the per-user connection limit are kept alive with the presence
    heartbeat, and those of closed connections freed (``hub.slots``).
 7. a ``ban`` marker in a room's log closes the banned user's connections in the room, on
-   every process that reads it (close 4403, ``store.moderation``).
+   every process that reads it (close 4403, ``store.moderation``); an ``overlay_revoked``
+   marker closes the overlays opened with the replaced token (close 4401,
+   ``store.overlays``).
 
 So the engine sees a constant number of calls per tick and room, whatever the number of
 viewers, and a viewer receives at most one batch per tick, whatever the gift rate.
@@ -42,6 +44,7 @@ from server.hub.slots import ConnectionSlots
 from server.settings import Settings
 from server.store import ENGINE_ERRORS, Store
 from server.store.moderation import banned_error
+from server.store.overlays import overlay_revoked_error
 from server.store.records import RoomState
 
 log = logging.getLogger(__name__)
@@ -115,6 +118,8 @@ class Hub:
             raise Conflict(f"room {viewer.room_id!r} has ended", code="room_ended")
         if banned or (not viewer.overlay and viewer.user_id in room.banned):
             raise banned_error()
+        if viewer.overlay and viewer.overlay_key in room.revoked_overlays:
+            raise overlay_revoked_error()
         # From here to the end nothing awaits: the welcome is written before any next batch.
         self.rooms[viewer.room_id] = room
         self._wake.set()
@@ -406,6 +411,10 @@ class Hub:
     def _flush(self, room_id: str, room: LocalRoom, state: RoomState | None) -> None:
         balances = {event.sender_id: event.balance for event in room.pending if event.balance is not None}
         banned = [event.sender_id for event in room.pending if event.kind == "ban" and event.sender_id]
+        revoked = {event.revoked_overlay for event in room.pending if event.revoked_overlay is not None}
+        if revoked:
+            # Before this tick's batch: an old overlay shows nothing more once it is revoked.
+            self._close_revoked(room, revoked)
         state_events = room.state_events(state) if state is not None else []
         batches = room.take_batch([*state_events, *room.tally_events()])
         for viewer in room.broadcast(batches):
@@ -430,6 +439,15 @@ class Hub:
             if viewer.room_id == room_id:
                 viewer.send(error_frame(error))
                 viewer.outlet.close(Close.BANNED, error.code)
+                self.leave(viewer)
+
+    def _close_revoked(self, room: LocalRoom, revoked: set[str]) -> None:
+        """Close the room's overlays opened with a token the creator replaced."""
+        error = overlay_revoked_error()
+        for viewer in (*room.viewers, *room.catching_up):
+            if viewer.overlay and viewer.overlay_key in revoked:
+                viewer.send(error_frame(error))
+                viewer.outlet.close(Close.UNAUTHORIZED, error.code)
                 self.leave(viewer)
 
     def _watch_combos(self, room_id: str, events: list[RoomEvent]) -> None:

@@ -19,7 +19,7 @@ import orjson
 from server.domain.chat import ChatRequest
 from server.domain.ids import IDEMPOTENCY_KEY_PATTERN
 from server.domain.requests import GiftRequest, LikeRequest, parse
-from server.errors import GiftingError, InvalidRequest, RateLimited
+from server.errors import GiftingError, InvalidRequest
 
 JSON = "gifting.v1.json"
 MSGPACK = "gifting.v1.msgpack"
@@ -35,6 +35,7 @@ class Close(enum.IntEnum):
     SERVER_RESTARTING = 1012
     ENGINE_UNAVAILABLE = 1013
     INVALID_FRAMES = 4400
+    # A bad or missing token on connect; an overlay whose token was regenerated, at once.
     UNAUTHORIZED = 4401
     # The room's creator banned the user: at once on an open connection, or on connect.
     BANNED = 4403
@@ -150,9 +151,7 @@ def readable_client_id(fields: dict[str, Any]) -> str | None:
 def error_frame(
     error: GiftingError, idempotency_key: str | None = None, *, client_id: str | None = None
 ) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
-    if isinstance(error, RateLimited):
-        frame["retry_after_ms"] = error.retry_after_ms
+    frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message, **error.details}
     if idempotency_key is not None:
         frame["idempotency_key"] = idempotency_key
     if client_id is not None:

@@ -36,6 +36,8 @@ class Viewer:
     encoding: str
     room_id: str
     overlay: bool = False
+    # An overlay's token fingerprint (store.overlays.fingerprint): what a revocation names.
+    overlay_key: str = ""
 
     def send(self, message: dict[str, Any]) -> bool:
         frame = encode(message, self.encoding)
@@ -64,6 +66,9 @@ class LocalRoom:
     # Users a ban marker of this live named and no unban since: a connection that checked
     # the ban before it and joins after it is refused all the same.
     banned: set[str] = field(default_factory=set)
+    # Overlay tokens (fingerprints) an overlay_revoked marker of this live named: an overlay
+    # that checked its token before the marker and joins after it is refused all the same.
+    revoked_overlays: set[str] = field(default_factory=set)
 
     def add(self, viewer: Viewer) -> None:
         self.viewers.add(viewer)
@@ -156,6 +161,8 @@ class LocalRoom:
                 self.banned.add(event.sender_id)
             elif event.kind == "unban":
                 self.banned.discard(event.sender_id or "")
+            elif event.kind == "overlay_revoked" and event.revoked_overlay is not None:
+                self.revoked_overlays.add(event.revoked_overlay)
             elif event.kind == "room_end":
                 self.ended = True
         batches = {

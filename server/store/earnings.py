@@ -57,7 +57,25 @@ class CreatorEarnings:
     async def ledger(
         self, creator_id: str, cursor: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], str | None]:
-        return await read_stream_page(self._redis, self._keys.user(creator_id).earnings_ledger, cursor, limit)
+        """One page of the creator's diamond ledger, newest first, and the next page's cursor.
+
+        Each ``gift`` entry also says what became of its diamonds now, its ``state``: ``pending``
+        (still held), ``clawed_back`` (the coins that paid for it were refunded or charged
+        back), else ``available`` (released by its hold's end)."""
+        creator = self._keys.user(creator_id)
+        entries, next_cursor = await read_stream_page(self._redis, creator.earnings_ledger, cursor, limit)
+        gifts = [entry for entry in entries if entry.get("kind") == "gift"]
+        if gifts:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for entry in gifts:
+                    pipe.hexists(creator.held, entry["ref"])
+                    pipe.sismember(creator.reversed, entry["ref"])
+                replies = await pipe.execute()
+            for i, entry in enumerate(gifts):
+                held, reversed_ = replies[2 * i], replies[2 * i + 1]
+                entry["diamonds"] = entry["pending"]
+                entry["state"] = "pending" if held else "clawed_back" if reversed_ else "available"
+        return entries, next_cursor
 
     def credit(self, credit: CreatorCredit, hold_until_ms: int, share: Fraction) -> asyncio.Future[bool]:
         """Credit the creator's diamonds for one gift, pending until ``hold_until_ms``; True if
@@ -110,6 +128,9 @@ def credit_creator_arguments(
             credit.ts,
             hold_until_ms,
             f"{share.numerator}/{share.denominator}",
+            credit.gift_id,
+            credit.count,
+            credit.sender_name,
         ],
     )
 

@@ -205,6 +205,7 @@ def chat_delete_arguments(room: RoomKeys, event_id: str, stream_len: int) -> Arg
     ]
 
 
-def room_ban_arguments(room: RoomKeys, kind: str, user_id: str, stream_len: int) -> Arguments:
-    """KEYS and ARGV of ``room_ban.lua``."""
-    return [room.info, room.events], [kind, user_id, stream_len, room.wake]
+def room_ban_arguments(room: RoomKeys, kind: str, subject: str, stream_len: int) -> Arguments:
+    """KEYS and ARGV of ``room_ban.lua``: a ``ban`` or ``unban`` marker naming a user, or an
+    ``overlay_revoked`` one naming a token's fingerprint (``store.overlays``)."""
+    return [room.info, room.events], [kind, subject, stream_len, room.wake]

@@ -25,6 +25,7 @@ from server.store.scripts import (
     ROOM_GIFT,
     ROOM_GOAL,
     ROOM_STATE,
+    ROOM_SUMMARY,
     Arguments,
     Call,
     Refusals,
@@ -127,6 +128,38 @@ class Rooms:
             await self._redis.delete(live_key)
         await self._redis.zrem(self._keys.live_rooms, room_id)
         return await self.get(room_id)
+
+    async def summary(self, room_id: str, user_id: str, is_admin: bool, now_ms: int) -> dict[str, Any]:
+        """The live's summary for its creator (or an admin), live or ended: its figures
+        (``_room_summary.lua``) and the diamonds its creator was credited for it."""
+        room = await self.get(room_id)
+        if room.creator_id != user_id and not is_admin:
+            raise Forbidden("only the room's creator can read its summary")
+        reply: list[Any] = await self._runner.call(
+            ROOM_SUMMARY, *room_summary_arguments(self._keys.room(room_id))
+        )
+        outcome(ROOM_SUMMARY, reply, ("ok",), room_refusals(room_id))
+        diamonds = await self._redis.hget(self._keys.user(room.creator_id).lives, room_id)
+        coins, likes, gifts, gifters, new_followers = (int(n) for n in reply[1:6])
+        top = reply[6:]
+        ended = room.ended_ms
+        return {
+            "room_id": room_id,
+            "title": room.title,
+            "started_ms": room.created_ms,
+            "ended_ms": ended,
+            "duration_ms": max((now_ms if ended is None else ended) - room.created_ms, 0),
+            "coins": coins,
+            "diamonds": int(diamonds or 0),
+            "gifts": gifts,
+            "gifters": gifters,
+            "top_gifters": [
+                {"user_id": top[i], "name": top[i + 1], "coins": int(top[i + 2])}
+                for i in range(0, len(top), 3)
+            ],
+            "likes": likes,
+            "new_followers": new_followers,
+        }
 
     async def set_goal(self, room_id: str, user_id: str, is_admin: bool, coins: int) -> RoomState:
         room = await self.get(room_id)
@@ -366,6 +399,11 @@ def room_end_arguments(room: RoomKeys, stream_len: int) -> Arguments:
         ],
         [stream_len, ENDED_ROOM_RETENTION_S, room.wake],
     )
+
+
+def room_summary_arguments(room: RoomKeys) -> Arguments:
+    """KEYS and ARGV of ``room_summary.lua``."""
+    return [room.info, room.top, room.names, room.published, room.followed], []
 
 
 def room_goal_arguments(room: RoomKeys, coins: int, stream_len: int) -> Arguments:

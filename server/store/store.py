@@ -69,7 +69,7 @@ class Store:
         self.reversals = Reversals(redis, keys)
         self.catalog = CatalogChanges(redis, keys)
         self.admin_log = AdminLog(redis, keys)
-        self.overlays = OverlayTokens(redis, keys)
+        self.overlays = OverlayTokens(redis, keys, runner, room_stream_len)
         self.limits = Limits(keys, runner, batch)
         self.likes = Likes(redis, keys, runner, room_stream_len)
         self.chat = Chat(redis, keys, runner, batch, room_stream_len)
@@ -130,6 +130,19 @@ class Store:
     async def profile_name(self, user_id: str) -> str | None:
         name: str | None = await self.redis.hget(self.keys.user(user_id).profile, "name")
         return name
+
+    async def profile_name_and_region(self, user_id: str) -> tuple[str | None, str | None]:
+        """The user's display name and saved region (``None`` for either they do not have)."""
+        name, region = await self.redis.hmget(self.keys.user(user_id).profile, ["name", "region"])
+        return name, region
+
+    async def set_region(self, user_id: str, region: str | None) -> None:
+        """Save the user's region in their profile (``None``: forget it)."""
+        key = self.keys.user(user_id).profile
+        if region is None:
+            await self.redis.hdel(key, "region")
+        else:
+            await self.redis.hset(key, "region", region)
 
     async def close(self) -> None:
         await self.rooms.aclose()

@@ -109,23 +109,36 @@ def _debit_refusals(cost: int, idempotency_key: str, rate_per_s: int, burst: int
             code="idempotency_mismatch",
         ),
         "insufficient": lambda reply: InsufficientCoins(
-            f"this gift costs {cost} coins; the balance is {reply[1]}"
+            f"this gift costs {cost} coins; the balance is {reply[1]}",
+            details={"cost": cost, "balance": int(reply[1])},
         ),
-        "limit": lambda reply: DailyLimitExceeded(
-            f"this gift costs {cost} coins; {reply[1]} of the daily limit "
-            f"of {reply[2]} are already spent today"
-        ),
+        "limit": lambda reply: _over_daily_limit(cost, spent_today=int(reply[1]), daily_limit=int(reply[2])),
         "frozen": lambda _: Forbidden("this account is frozen: it cannot send gifts", code="account_frozen"),
         "negative": lambda reply: InsufficientCoins(
             f"the balance is {reply[1]} coins after a refund or chargeback; "
             "buy coins to bring it back to zero before gifting",
             code="negative_balance",
+            details={"cost": cost, "balance": int(reply[1])},
         ),
         "rate": lambda reply: RateLimited(
             f"too many gifts: at most {rate_per_s} a second (bursts of {burst}); retry in {reply[1]} ms",
             retry_after_ms=int(reply[1]),
         ),
     }
+
+
+def _over_daily_limit(cost: int, *, spent_today: int, daily_limit: int) -> DailyLimitExceeded:
+    budget_left = max(daily_limit - spent_today, 0)
+    return DailyLimitExceeded(
+        f"this gift costs {cost} coins; {spent_today} of the daily limit of {daily_limit} are "
+        f"already spent today, {budget_left} left",
+        details={
+            "cost": cost,
+            "daily_limit": daily_limit,
+            "spent_today": spent_today,
+            "budget_left": budget_left,
+        },
+    )
 
 
 def gift_debit_arguments(

@@ -66,7 +66,9 @@ class Withdrawals:
                 "this account is frozen: it cannot withdraw", code="account_frozen"
             ),
             "below_min": lambda reply: InvalidRequest(
-                f"the minimum withdrawal is {reply[1]} diamonds", code="below_minimum_withdrawal"
+                f"{diamonds} diamonds requested; a withdrawal is at least {reply[1]} diamonds",
+                code="below_minimum_withdrawal",
+                details={"minimum_diamonds": int(reply[1])},
             ),
             "insufficient": lambda reply: Conflict(
                 f"{diamonds} diamonds requested; {reply[1]} are available", code="insufficient_diamonds"

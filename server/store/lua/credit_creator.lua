@@ -18,6 +18,9 @@
 -- ARGV[6] - gift time, unix milliseconds
 -- ARGV[7] - when the hold ends, unix milliseconds
 -- ARGV[8] - the creator share the diamonds were computed with, "numerator/denominator"
+-- ARGV[9] - gift id
+-- ARGV[10] - count
+-- ARGV[11] - sender display name ("" if unknown)
 --
 -- Returns 1 if credited now, 0 if this event was credited (or reversed) before: nothing done.
 --
@@ -39,6 +42,9 @@ local room_id = ARGV[5]
 local ts = ARGV[6]
 local hold_until_ms = ARGV[7]
 local share = ARGV[8]
+local gift_id = ARGV[9]
+local count = ARGV[10]
+local sender_name = ARGV[11]
 
 if redis.call('SADD', credited_key, event_id) == 0 then
   return 0
@@ -56,5 +62,6 @@ if diamonds > 0 then
 end
 redis.call('XADD', earnings_ledger_key, '*',
   'kind', 'gift', 'pending', diamonds, 'ref', event_id,
-  'coins', coins, 'share', share, 'sender', sender_id, 'room_id', room_id, 'ts', ts)
+  'coins', coins, 'share', share, 'sender', sender_id, 'sender_name', sender_name,
+  'room_id', room_id, 'gift_id', gift_id, 'count', count, 'ts', ts)
 return 1

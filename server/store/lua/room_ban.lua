@@ -1,16 +1,18 @@
--- Tell every hub process of a live that a user was banned from it or unbanned: a marker in the
--- room's log, which each hub acts on (closing the user's connections on a ban) and shows to
--- no one.
+-- Tell every hub process of a live that a user was banned from it or unbanned, or that an
+-- overlay token was replaced: a marker in the room's log, which each hub acts on (closing the
+-- user's connections on a ban, the overlays opened with the old token on a revocation) and
+-- shows to no one.
 --
 -- KEYS[1] - room hash                               ({r:R}:room)
 -- KEYS[2] - room event stream                      ({r:R}:events)
--- ARGV[1] - "ban" or "unban"
--- ARGV[2] - the user's id
+-- ARGV[1] - "ban", "unban" or "overlay_revoked"
+-- ARGV[2] - the user's id; for "overlay_revoked", the old token's fingerprint
+--           (store.overlays.fingerprint: the token itself never enters the log)
 -- ARGV[3] - approximate stream length bound (XADD MAXLEN ~)
 -- ARGV[4] - the room's wake channel ({r:R}:wake), published to when the marker is added
 --
 -- Returns {"ok", 1} if the marker was added, {"ok", 0} if the room is not live (no hub
--- serves it; the creator's ban set alone holds the ban).
+-- serves it; the creator's ban set alone holds the ban, and no overlay is open).
 
 local room_key = KEYS[1]
 local events_key = KEYS[2]

@@ -13,6 +13,9 @@
 -- ARGV[2] - seconds the room's event data is kept after the end
 -- ARGV[3] - the room's wake channel ({r:R}:wake), published to when the events are added
 --
+-- The live's figures (_room_summary.lua) are kept in the room hash ("summary") as it ends,
+-- before its sets start to expire.
+--
 -- Returns {"ended", ended_ms} when ended now, {"already", ended_ms} if it had ended before,
 -- or {"missing"} if there is no such room.
 
@@ -28,6 +31,8 @@ local shared_key = KEYS[9]
 local maxlen = ARGV[1]
 local keep_s = ARGV[2]
 local wake_channel = ARGV[3]
+
+--#include _room_summary
 
 local state = redis.call('HGET', room_key, 'state')
 if not state then
@@ -48,7 +53,8 @@ for i = 1, #open, 2 do
     't', 'combo_end', 's', sender, 'n', name, 'g', gift, 'k', combo, 'ts', now)
 end
 redis.call('DEL', combos_key, presence_key)
-redis.call('HSET', room_key, 'state', 'ended', 'ended_ms', now)
+local figures = room_figures(room_key, top_key, names_key, published_key, followed_key)
+redis.call('HSET', room_key, 'state', 'ended', 'ended_ms', now, 'summary', cjson.encode(figures))
 redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', 't', 'room_end', 'ts', now)
 redis.call('SPUBLISH', wake_channel, '')
 for _, key in ipairs({events_key, names_key, top_key, published_key, followed_key, shared_key}) do
