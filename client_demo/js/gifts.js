@@ -21,16 +21,11 @@ const LOOKS = {
 };
 const UNKNOWN_LOOK = { symbol: "✦", hue: 50 };
 
-/** The catalog's defaults (`GIFTING_MOMENT_COINS`, `GIFTING_GRAND_MOMENT_COINS`,
- * `GIFTING_CONFIRM_COINS`), used when an answer leaves them out. */
-export const DEFAULT_TIERS = { moment_coins: 1000, grand_coins: 10000 };
-export const DEFAULT_CONFIRM_COINS = 1000;
-
 export class GiftCatalog {
-  constructor(gifts = [], { tiers = DEFAULT_TIERS, confirm_coins = DEFAULT_CONFIRM_COINS } = {}) {
+  constructor(gifts = [], { tiers = null, confirm_coins = Infinity } = {}) {
     this.byId = new Map(gifts.map((gift) => [gift.id, gift]));
-    this.tiers = { ...DEFAULT_TIERS, ...tiers };
-    this.confirmCoins = confirm_coins;
+    this.tiers = tiers; // {moment_coins, grand_coins}: where tiers 2 and 3 start
+    this.confirmCoins = confirm_coins; // a single gift from this price asks to confirm
   }
 
   /** `GET /v1/catalog/gifts`: {gifts: [{id, name, coins, streakable, animation, tier}],
@@ -58,14 +53,9 @@ export class GiftCatalog {
     return this.byId.get(giftId)?.coins ?? 0;
   }
 
-  /** 1 a small gift, 2 a moment, 3 a grand moment: the catalog's `tier`, or else the
-   * thresholds applied to the coins. */
+  /** 1 a small gift, 2 a moment, 3 a grand moment (the catalog's `tier`). */
   tier(giftId) {
-    const gift = this.byId.get(giftId);
-    if (!gift) return 1;
-    if (gift.tier) return gift.tier;
-    if (gift.coins >= this.tiers.grand_coins) return 3;
-    return gift.coins >= this.tiers.moment_coins ? 2 : 1;
+    return this.byId.get(giftId)?.tier ?? 1;
   }
 
   look(giftId) {

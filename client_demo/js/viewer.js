@@ -805,9 +805,9 @@ async function openShop({ need = null, giftName = "this gift" } = {}) {
   shortfall.textContent = need > 0 ? `You need ${formatNumber(need)} more coins for ${giftName}.` : "";
   if (!dialog.open) dialog.showModal();
   try {
-    const { currency, packages } = await api(`/v1/catalog/packages?region=${encodeURIComponent(state.region)}`);
-    byTestId("shop-currency").textContent = currency;
-    byTestId("shop-region").textContent = state.region;
+    const { region, packages } = await api(`/v1/catalog/packages?region=${encodeURIComponent(state.region)}`);
+    byTestId("shop-currency").textContent = packages[0]?.price.currency ?? "";
+    byTestId("shop-region").textContent = region;
     const covering = need > 0 ? packages.find((pack) => pack.coins >= need) : null;
     byTestId("packages").replaceChildren(
       ...packages.map((pack) => {
