@@ -35,6 +35,8 @@ from tests.support import Api, ServerProcess, unique
 pytestmark = pytest.mark.browser
 
 TIMES = "\N{MULTIPLICATION SIGN}"
+# A restarting server refuses connections for a moment; the browser logs each refusal.
+RESTART_NOISE = [re.compile(r"WebSocket connection to .* failed"), re.compile(r"ERR_CONNECTION_REFUSED")]
 # Records the gift moments as they come and go on the stage: the most on screen at once, and
 # the tier and sender of each, in order.
 MOMENT_WATCH = """
@@ -191,6 +193,47 @@ def test_a_refused_tap_leaves_the_tray_where_it_was(
     expect(page.get_by_test_id("gift-sheet")).to_be_visible()
     assert tray_boxes(page) == before
     assert api.coins(viewer) == 100
+    assert_page_quality(page, console)
+    # A tap outside the sheet shuts it.
+    page.get_by_test_id("stage").click(position={"x": 200, "y": 300})
+    expect(page.get_by_test_id("gift-sheet")).to_be_hidden()
+    expect(page.get_by_test_id("open-gifts")).to_have_attribute("aria-expanded", "false")
+
+
+def test_a_gift_tapped_while_reconnecting_goes_once_when_the_connection_is_back(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    api = site_api
+    _creator, room_id = live_room(api)
+    viewer = unique("v")
+    api.buy(viewer, "us_100")
+    sent: list[dict[str, Any]] = []
+    page = watch(
+        browser,
+        console,
+        site.base_url,
+        room_id,
+        viewer,
+        "Vera Quinn",
+        PHONE_SIZE,
+        lambda p: record_gifts(p, sent),
+    )
+    open_tray(page, PHONE_SIZE)
+    reset_layout_shift(page)
+    waiting = page.get_by_test_id("toasts").get_by_text(re.compile("sent when the connection is back"))
+    console.tolerate = RESTART_NOISE
+    site.stop()
+    expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "reconnecting")
+    page.get_by_test_id("gift-finger_heart").click()
+    expect(waiting).to_be_visible()
+    assert sent == []
+    site.start()
+    expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+    expect(waiting).to_have_count(0)
+    expect(page.get_by_test_id("balance")).to_have_attribute("data-coins", "95")
+    console.tolerate = []
+    assert [frame["gift_id"] for frame in sent] == ["finger_heart"]
+    assert api.coins(viewer) == 95
     assert_page_quality(page, console)
 
 
