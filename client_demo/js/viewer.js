@@ -26,6 +26,7 @@ const MAX_LIKES_PER_FRAME = 15; // …of 1–15 taps: the server's per-user like
 const MAX_HEARTS = 30;
 const JOINS_MS = 3000;
 const CHAT_ERROR_MS = 8000;
+const OTHER_LIVES = 5; // offered when a live ends; "See all lives" has the rest
 const MUTE_S = 300;
 const OFFLINE_TOAST = "offline"; // the one toast about gifts waiting for the connection
 const noConfirmKey = (roomId) => `gifting.no-confirm.${roomId}`;
@@ -343,7 +344,7 @@ function showEnded(ended = true) {
   const list = byTestId("other-rooms");
   const over = state.roomId;
   roomItems(over).then(
-    (items) => state.roomId === over && list.replaceChildren(...(items.length ? items : [nobodyLive()])),
+    (items) => state.roomId === over && list.replaceChildren(...(items.length ? items.slice(0, OTHER_LIVES) : [nobodyLive()])),
     () => list.replaceChildren(nobodyLive()),
   );
 }
