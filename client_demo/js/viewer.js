@@ -337,7 +337,6 @@ function showEnded(ended = true) {
   state.ended = true;
   state.pending.clear();
   state.pendingChat.clear();
-  state.moments.clear();
   clearToasts(OFFLINE_TOAST);
   openGiftSheet(false);
   byTestId("confirm-gift").close();
@@ -594,6 +593,7 @@ function handleChatError(frame) {
   // Give the refused text back to fix or send later, unless something new was typed.
   const input = byTestId("chat-input");
   if (sent && input.value === "") input.value = sent.text;
+  if (frame.code === "room_ended") return showEnded();
   showChatError(describeChatError(frame.code, frame.message, frame.retry_after_ms), frame.code);
 }
 
@@ -1029,6 +1029,9 @@ function wireStaticControls() {
     if (sheet.contains(event.target) || byTestId("open-gifts").contains(event.target)) return;
     if (event.target.closest("dialog, .toasts")) return;
     openGiftSheet(false);
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") openGiftSheet(false);
   });
   // The menu closes on a tap elsewhere.
   document.addEventListener("pointerdown", (event) => {
