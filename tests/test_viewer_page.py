@@ -100,6 +100,18 @@ def wait_until(page: Page, condition: Any, timeout_s: float = 10) -> None:
         page.wait_for_timeout(50)  # Playwright delivers the page's events meanwhile
 
 
+def assert_touch_targets(page: Page) -> None:
+    """Every control on screen is at least 44 by 44 px (a finger's width)."""
+    small = page.evaluate(
+        """[...document.querySelectorAll('button, input:not([type=checkbox]), select, summary')]
+             .filter((element) => element.checkVisibility() && element.getClientRects().length)
+             .map((el) => [el.dataset.testid || el.textContent, el.getBoundingClientRect()])
+             .filter(([, box]) => box.width < 44 || box.height < 44)
+             .map(([name, box]) => `${name}: ${Math.round(box.width)}x${Math.round(box.height)}`)"""
+    )
+    assert small == [], small
+
+
 def tray_boxes(page: Page) -> list[dict[str, float]]:
     boxes: list[dict[str, float]] = page.evaluate(
         """[...document.querySelectorAll('[data-testid="gift-tray"] .gift')].map((button) => {
@@ -144,6 +156,8 @@ def test_a_combo_is_one_badge_and_one_feed_row(
         page.get_by_test_id("close-gifts").click()
         expect(page.get_by_test_id("gift-sheet")).to_be_hidden()
     page.screenshot(path=screenshots() / ("viewer-phone.png" if size == PHONE_SIZE else "viewer.png"))
+    if size == PHONE_SIZE:
+        assert_touch_targets(page)
     # The streak ends: the badge fades, the row stays with its count, the chat says it once.
     expect(page.get_by_test_id("notice-gift")).to_have_text(f"Vera Quinn sent Rose {TIMES}12")
     expect(page.get_by_test_id("combo")).to_have_count(0)
@@ -307,6 +321,8 @@ def test_the_checkout_shows_its_notices_before_pay_and_a_double_click_buys_once(
     # Nothing is bought before Pay.
     assert api.coins(viewer) == 0
     assert_page_quality(page, console)
+    if size == PHONE_SIZE:
+        assert_touch_targets(page)
     page.get_by_test_id("pay").dblclick()
     state = page.get_by_test_id("purchase-state")
     expect(state).to_have_attribute("data-state", "paid")
