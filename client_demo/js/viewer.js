@@ -675,7 +675,7 @@ function moderationMenu(event) {
 function tapLike(event) {
   if (!state.connection || state.ended) return;
   // Taps on the stage's own controls (the end panel, the gift sheet) are not likes.
-  if (event.target.closest("button, a, input, .ended")) return;
+  if (event.target.closest("button, a, input, .live-ended")) return;
   floatHeart(event);
   state.likesToSend = Math.min(MAX_LIKES_PER_FRAME, state.likesToSend + 1);
   if (state.likeTimer === null) state.likeTimer = setTimeout(flushLikes, LIKE_EVERY_MS);
