@@ -10,6 +10,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import (
     BOTH_SIZES,
+    PHONE_SIZE,
     ConsoleWatch,
     assert_page_quality,
     creator_token,
@@ -38,7 +39,8 @@ def test_the_viewer_page(
     api = site_api
     _creator, room_id = live_room(api)
     fan, viewer = unique("f"), unique("v")
-    api.buy(fan, "us_5450")
+    for _ in range(6):  # 32,700 coins: enough for a Lion
+        api.buy(fan, "us_5450")
 
     page = new_page(browser, console, "viewer", size)
     page.goto(site.base_url + "/")
@@ -48,6 +50,8 @@ def test_the_viewer_page(
 
     page.get_by_test_id(f"join-{room_id}").click()
     expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+    if size == PHONE_SIZE:  # the tray is a bottom sheet on a phone
+        page.get_by_test_id("open-gifts").click()
     expect(page.get_by_test_id("gift-rose")).to_be_visible()
     reset_layout_shift(page)
 
@@ -59,6 +63,7 @@ def test_the_viewer_page(
         assert api.gift(fan, room_id, "rose").status_code == 200
     assert api.gift(fan, room_id, "lion").status_code == 200
     expect(page.get_by_test_id("feed")).to_contain_text("Lion")
+    expect(page.locator('[data-testid=moment][data-tier="3"]')).to_be_visible()
     chat_and_likes(page)
     assert_page_quality(page, console)
 

@@ -5,12 +5,13 @@
 
 /** An error answer from the server (or the network), with the server's stable code. */
 export class ApiError extends Error {
-  constructor(status, code, message, retryAfterS = null) {
+  constructor(status, code, message, retryAfterS = null, details = {}) {
     super(message);
     this.name = "ApiError";
     this.status = status; // HTTP status, 0 when the request never got an answer
     this.code = code; // e.g. "insufficient_coins"; see errors.js
     this.retryAfterS = retryAfterS; // from the Retry-After header of a 429
+    this.details = details; // the whole error object: some carry numbers (cost, balance…)
   }
 }
 
@@ -49,7 +50,7 @@ export async function api(path, { method = "GET", body, token = null } = {}) {
   if (!response.ok) {
     const error = data?.error ?? {};
     const retry = Number(response.headers.get("Retry-After")) || null;
-    throw new ApiError(response.status, error.code ?? `http_${response.status}`, error.message ?? response.statusText, retry);
+    throw new ApiError(response.status, error.code ?? `http_${response.status}`, error.message ?? response.statusText, retry, error);
   }
   return data;
 }

@@ -3,14 +3,16 @@
 // The codes are stable (README's error table and docs/PROTOCOL.md); the server's own
 // `message` is written for developers, so a client shows its own text to people.
 
+import { formatNumber } from "./api.js";
+
 const MESSAGES = {
   // Gifts (HTTP and WebSocket alike)
   insufficient_coins: "Not enough coins for this gift. Top up to keep gifting.",
   negative_balance: "Your balance is below zero after a refund or chargeback. Top up to gift again.",
-  daily_limit_exceeded: "That gift would go past your daily budget. You can change the budget in Budget.",
+  daily_limit_exceeded: "That gift would go past your daily budget. You can change the budget in Daily budget.",
   rate_limited: "You're sending gifts very fast. Retrying in a moment…",
   account_frozen: "Your account is frozen, so gifts and withdrawals are disabled. Please contact support.",
-  room_ended: "This live has ended.",
+  room_ended: "This LIVE has ended.",
   self_gift: "Creators can't send gifts in their own live.",
   engine_unavailable: "The server is busy right now. Retrying…",
   invalid_request: "The app sent a request the server could not accept.",
@@ -56,6 +58,24 @@ export function describeChatError(code, serverMessage = "", retryAfterMs = null)
   if (code === "muted") return seconds ? `You are muted: you can chat again in ${formatWait(seconds)}.` : MESSAGES.muted;
   if (code === "invalid_request") return serverMessage || MESSAGES.invalid_request;
   return describeError(code, serverMessage);
+}
+
+/**
+ * A refused gift, with the numbers the error carries (`cost`, `balance`, `budget_left`,
+ * `daily_limit`: PROTOCOL.md, "Errors"). Without them, the plain sentence.
+ */
+export function describeGiftError(error, giftName = "this gift") {
+  const n = (value) => (typeof value === "number" ? formatNumber(value) : null);
+  const cost = n(error.cost);
+  if (error.code === "insufficient_coins" && cost !== null && n(error.balance) !== null) {
+    const short = error.cost - error.balance;
+    return `Not enough coins: ${giftName} costs ${cost} and you have ${n(error.balance)}. You need ${formatNumber(short)} more.`;
+  }
+  if (error.code === "daily_limit_exceeded" && cost !== null && n(error.budget_left) !== null) {
+    const limit = n(error.daily_limit);
+    return `Over your daily budget: ${giftName} costs ${cost} coins and ${n(error.budget_left)} are left today${limit === null ? "" : ` of your ${limit}`}. You can change the budget in Daily budget.`;
+  }
+  return describeError(error.code, error.message);
 }
 
 const formatWait = (seconds) => (seconds < 120 ? `${seconds} s` : `${Math.ceil(seconds / 60)} min`);

@@ -22,13 +22,17 @@ const LOOKS = {
 const UNKNOWN_LOOK = { symbol: "✦", hue: 50 };
 
 export class GiftCatalog {
-  constructor(gifts = []) {
+  constructor(gifts = [], { tiers = null, confirm_coins = Infinity } = {}) {
     this.byId = new Map(gifts.map((gift) => [gift.id, gift]));
+    this.tiers = tiers; // {moment_coins, grand_coins}: where tiers 2 and 3 start
+    this.confirmCoins = confirm_coins; // a single gift from this price asks to confirm
   }
 
+  /** `GET /v1/catalog/gifts`: {gifts: [{id, name, coins, streakable, animation, tier}],
+   * tiers: {moment_coins, grand_coins}, confirm_coins}. */
   static async load() {
-    const { gifts } = await api("/v1/catalog/gifts");
-    return new GiftCatalog(gifts);
+    const answer = await api("/v1/catalog/gifts");
+    return new GiftCatalog(answer.gifts, answer);
   }
 
   get list() {
@@ -43,6 +47,15 @@ export class GiftCatalog {
   /** Unknown gifts count as not streakable: each is its own alert. */
   streakable(giftId) {
     return this.byId.get(giftId)?.streakable ?? false;
+  }
+
+  coins(giftId) {
+    return this.byId.get(giftId)?.coins ?? 0;
+  }
+
+  /** 1 a small gift, 2 a moment, 3 a grand moment (the catalog's `tier`). */
+  tier(giftId) {
+    return this.byId.get(giftId)?.tier ?? 1;
   }
 
   look(giftId) {

@@ -1,17 +1,23 @@
 // viewer.js — the viewer page: sign in (demo), pick a live, buy coins, send gifts, chat,
 // like, follow and share, watch; the creator and moderators also moderate the chat here.
+//
+// On a phone the room is a live app: the stage fills the screen, chat and the gift feed float
+// over its lower part, the gift tray is a bottom sheet. Every error and notice is a toast
+// (toast.js): nothing ever moves under a finger.
 
-import { api, ApiError, byTestId, clearToken, demoSignIn, formatMoney, formatNumber, getToken, newIdempotencyKey, show, wsUrl } from "./api.js";
+import { api, byTestId, clearToken, demoSignIn, formatMoney, formatNumber, getToken, newIdempotencyKey, show, wsUrl } from "./api.js";
 import { appendToChat, chatItem, joinsText, noticeItem } from "./chat.js";
-import { describeChatError, describeError, RETRYABLE_GIFT_ERRORS } from "./errors.js";
+import { describeChatError, describeError, describeGiftError, RETRYABLE_GIFT_ERRORS } from "./errors.js";
 import { comboKey, GiftCatalog, reducedMotion } from "./gifts.js";
 import { RoomConnection } from "./live.js";
+import { MomentQueue } from "./moments.js";
+import { clearToasts, toast } from "./toast.js";
 import { renderGoal, renderLeaderboard } from "./widgets.js";
 
 const ROLE = "viewer";
-const REGION = "US";
-const MAX_FLYING = 24; // gifts animating at once; a storm of gifts must not melt the page
+const DEFAULT_REGION = "US";
 const COMBO_LINGER_MS = 1500; // how long a finished ×N stays before it fades
+const SINGLE_GIFT_MS = 3000; // how long a small gift that makes no combo shows its badge
 const FEED_LENGTH = 30;
 const STALE_COMBO_MS = 15_000;
 const CHAT_LENGTH = 100; // messages kept on screen
@@ -19,14 +25,21 @@ const LIKE_EVERY_MS = 1000; // at most one `like` frame per second…
 const MAX_LIKES_PER_FRAME = 15; // …of 1–15 taps: the server's per-user like rate
 const MAX_HEARTS = 30;
 const JOINS_MS = 3000;
+const CHAT_ERROR_MS = 8000;
+const OTHER_LIVES = 5; // offered when a live ends; "See all lives" has the rest
 const MUTE_S = 300;
+const OFFLINE_TOAST = "offline"; // the one toast about gifts waiting for the connection
+const noConfirmKey = (roomId) => `gifting.no-confirm.${roomId}`;
 
 const state = {
   token: null,
   me: null,
+  region: DEFAULT_REGION,
   catalog: new GiftCatalog(),
   connection: null,
   roomId: null,
+  ended: false, // the live is over: nothing more can be sent
+  coins: null, // the balance as last heard from the server
   // Gift frames sent but not yet answered, by idempotency key. After a dropped connection
   // they are sent again with the SAME key: the server charges each key at most once.
   pending: new Map(),
@@ -38,12 +51,17 @@ const state = {
   likesToSend: 0,
   likeTimer: null,
   following: false,
+  pressed: null, // the gift button under the finger when it landed
+  moments: null, // MomentQueue on the stage: big gifts, one at a time
+  checkout: null, // the package being bought
+  paying: false,
 };
 
 // ---------------------------------------------------------------- signing in (demo mode)
 
 async function start() {
   wireStaticControls();
+  state.moments = new MomentQueue(byTestId("moment-layer"));
   state.token = getToken(ROLE);
   if (state.token) {
     try {
@@ -57,6 +75,7 @@ async function start() {
 
 function showSignIn() {
   state.connection?.stop();
+  state.connection = null;
   show(byTestId("account"), false);
   show(byTestId("lobby"), false);
   show(byTestId("room"), false);
@@ -74,6 +93,8 @@ async function signIn(userId, name) {
 
 async function signedIn(me) {
   state.me = me;
+  state.region = me.region ?? DEFAULT_REGION;
+  byTestId("region").value = state.region;
   byTestId("user-name").textContent = me.name;
   show(byTestId("sign-in"), false);
   show(byTestId("account"));
@@ -85,13 +106,12 @@ async function signedIn(me) {
 
 // ---------------------------------------------------------------- lobby
 
-async function showLobby() {
-  show(byTestId("room"), false);
-  show(byTestId("lobby"));
-  const list = byTestId("rooms");
+/** The lives now, as list items with a Watch button each (the lobby and the ended panel). */
+async function roomItems(except = null) {
   const { rooms } = await api("/v1/rooms");
-  list.replaceChildren(
-    ...rooms.map((room) => {
+  return rooms
+    .filter((room) => room.room_id !== except)
+    .map((room) => {
       const item = document.createElement("li");
       const title = document.createElement("span");
       title.className = "room-title";
@@ -103,12 +123,30 @@ async function showLobby() {
       join.type = "button";
       join.textContent = "Watch";
       join.dataset.testid = `join-${room.room_id}`;
+      join.setAttribute("aria-label", `Watch ${room.title}`);
       join.addEventListener("click", () => joinRoom(room.room_id));
       item.append(title, viewers, join);
       return item;
-    }),
-  );
-  if (rooms.length === 0) list.innerHTML = `<li class="hint">Nobody is live right now.</li>`;
+    });
+}
+
+function nobodyLive() {
+  const item = document.createElement("li");
+  item.className = "hint";
+  item.textContent = "Nobody else is live right now.";
+  return item;
+}
+
+async function showLobby() {
+  show(byTestId("room"), false);
+  document.body.classList.remove("in-room");
+  show(byTestId("lobby"));
+  try {
+    const items = await roomItems();
+    byTestId("rooms").replaceChildren(...(items.length ? items : [nobodyLive()]));
+  } catch (error) {
+    alertError(error);
+  }
 }
 
 // ---------------------------------------------------------------- the room
@@ -116,13 +154,16 @@ async function showLobby() {
 function joinRoom(roomId) {
   state.connection?.stop();
   state.roomId = roomId;
+  state.ended = false;
   state.pending.clear();
   state.pendingChat.clear();
   state.likesToSend = 0;
   state.moderator = false;
   resetRoomView();
+  showEnded(false);
   show(byTestId("lobby"), false);
   show(byTestId("room"));
+  document.body.classList.add("in-room");
   history.replaceState(null, "", `?room=${encodeURIComponent(roomId)}`);
   state.connection = new RoomConnection({
     url: wsUrl(`/v1/rooms/${encodeURIComponent(roomId)}/ws`),
@@ -138,6 +179,8 @@ function leaveRoom() {
   state.connection?.stop();
   state.connection = null;
   state.roomId = null;
+  openGiftSheet(false);
+  clearToasts(OFFLINE_TOAST);
   history.replaceState(null, "", location.pathname);
   show(byTestId("connection-state"), false);
   showLobby();
@@ -150,8 +193,7 @@ function resetRoomView() {
   show(byTestId("joins"), false);
   hideChatError();
   byTestId("combos").replaceChildren();
-  byTestId("gift-layer").replaceChildren();
-  hideMessage();
+  state.moments.clear();
 }
 
 function handleFrame(frame) {
@@ -181,6 +223,8 @@ function handleFrame(frame) {
       state.pendingChat.delete(frame.client_id);
       break;
     case "error":
+      // A ban's error frame comes right before the close 4403, which says it with a way out.
+      if (frame.code === "banned") break;
       if (frame.client_id !== undefined) handleChatError(frame);
       else handleGiftError(frame);
       break;
@@ -203,12 +247,7 @@ function applySnapshot(snapshot, withRecent) {
 function handleEvent(event) {
   switch (event.type) {
     case "gift":
-      addToFeed(event);
-      flyGift(event);
-      // Only streakable gifts make combos; their streak always ends with one combo_end,
-      // which says it in the chat once for the whole streak.
-      if (state.catalog.streakable(event.gift_id)) showCombo(event);
-      else addNotice("gift", event.sender.name, `sent ${state.catalog.name(event.gift_id)} ×${event.count}`);
+      showGift(event);
       break;
     case "combo_end":
       endCombo(event);
@@ -245,7 +284,7 @@ function handleEvent(event) {
       showFollowers(event.followers);
       break;
     case "room_end":
-      showMessage("This live has ended. Thanks for watching!", "Find another live", leaveRoom);
+      showEnded();
       break;
   }
 }
@@ -257,38 +296,99 @@ function showConnectionState(connectionState, detail) {
   const text = {
     connecting: "Connecting…",
     open: "Live",
-    reconnecting: `Connection lost, reconnecting in ${Math.ceil((detail.inMs ?? 0) / 1000)} s…`,
-    closed: "Disconnected",
+    reconnecting: `Reconnecting in ${Math.ceil((detail.inMs ?? 0) / 1000)} s…`,
+    closed: state.ended ? "Ended" : "Disconnected",
   };
   element.textContent = text[connectionState];
+  if (connectionState === "open") clearToasts(OFFLINE_TOAST);
+  if (connectionState === "reconnecting" && state.pending.size > 0) offlineToast();
   if (connectionState !== "closed") return;
   if (detail.code === 4401) {
     clearToken(ROLE);
     showSignIn();
-    alertError(new ApiError(401, "unauthorized", ""));
+    toast(describeError("unauthorized"), { kind: "error" });
   } else if (detail.code === 4403) {
-    showMessage(describeError("banned"), "Find another live", leaveRoom);
+    state.ended = true;
+    setRoomDisabled(true);
+    toast(describeError("banned"), { kind: "error", ms: 0, action: { label: "Find another live", run: leaveRoom } });
   } else if (detail.code === 4404 || detail.code === 4410) {
-    showMessage("This live has ended or doesn't exist.", "Find another live", leaveRoom);
+    showEnded();
   }
 }
 
-// ---------------------------------------------------------------- animations
-
-function flyGift(event) {
-  const layer = byTestId("gift-layer");
-  if (layer.childElementCount >= MAX_FLYING) return;
-  const flyer = document.createElement("div");
-  flyer.className = reducedMotion() ? "flyer still" : "flyer";
-  flyer.style.top = `${10 + Math.random() * 55}%`;
-  flyer.append(state.catalog.badge(event.gift_id), ` ${event.sender.name} ×${event.combo}`);
-  layer.append(flyer);
-  // Removed after its CSS animation (2.4 s in viewer.css), whichever animation ran.
-  setTimeout(() => flyer.remove(), 2500);
+function offlineToast() {
+  toast("Not connected: your gift will be sent when the connection is back.", { key: OFFLINE_TOAST, ms: 0 });
 }
 
-/** The running ×N of a streak, updated in place by each gift event of that streak. */
-function showCombo(event) {
+// ---------------------------------------------------------------- the end of the live
+
+/** The live is over: ENDED on the badge, nothing to send any more, other lives offered. */
+function showEnded(ended = true) {
+  const badge = byTestId("live-badge");
+  badge.textContent = ended ? "ENDED" : "LIVE";
+  badge.dataset.state = ended ? "ended" : "live";
+  byTestId("room").dataset.ended = String(ended);
+  setRoomDisabled(ended);
+  show(byTestId("ended"), ended);
+  if (!ended || state.ended) {
+    state.ended = ended;
+    return;
+  }
+  state.ended = true;
+  state.pending.clear();
+  state.pendingChat.clear();
+  clearToasts(OFFLINE_TOAST);
+  openGiftSheet(false);
+  byTestId("confirm-gift").close();
+  const list = byTestId("other-rooms");
+  const over = state.roomId;
+  roomItems(over).then(
+    (items) => state.roomId === over && list.replaceChildren(...(items.length ? items.slice(0, OTHER_LIVES) : [nobodyLive()])),
+    () => list.replaceChildren(nobodyLive()),
+  );
+}
+
+function setRoomDisabled(disabled) {
+  for (const button of byTestId("gift-tray").querySelectorAll("button")) button.disabled = disabled;
+  for (const id of ["chat-input", "chat-send", "open-gifts"]) byTestId(id).disabled = disabled;
+  byTestId("gift-tray").dataset.disabled = String(disabled);
+}
+
+// ---------------------------------------------------------------- gifts on screen
+
+/**
+ * A gift event. Small gifts (tier 1) show one badge per sender and gift that counts up, and
+ * one feed row per streak; gifts of tier 2 and 3 also get a moment of their own on the stage,
+ * queued so that they play one after the other.
+ */
+function showGift(event) {
+  addToFeed(event);
+  const streakable = state.catalog.streakable(event.gift_id);
+  const tier = state.catalog.tier(event.gift_id);
+  if (tier >= 2) {
+    state.moments.push({
+      tier,
+      name: event.sender.name,
+      giftName: state.catalog.name(event.gift_id),
+      count: event.count,
+      coins: state.catalog.coins(event.gift_id) * event.count,
+      badge: state.catalog.badge(event.gift_id),
+    });
+  }
+  if (streakable) {
+    // Its streak ends with one combo_end, which says it in the chat once for the whole streak.
+    showCombo(event, event.combo);
+  } else {
+    if (tier === 1) {
+      showCombo(event, event.count);
+      endCombo({ ...event, combo: event.count }, SINGLE_GIFT_MS);
+    }
+    addNotice("gift", event.sender.name, `sent ${state.catalog.name(event.gift_id)} ×${event.count}`);
+  }
+}
+
+/** The running ×N of a streak: one element per sender and gift, updated in place. */
+function showCombo(event, count) {
   const list = byTestId("combos");
   const key = comboKey(event);
   let item = list.querySelector(`[data-key="${CSS.escape(key)}"]`);
@@ -296,7 +396,11 @@ function showCombo(event) {
     item = document.createElement("li");
     item.dataset.key = key;
     item.dataset.testid = "combo";
-    item.append(state.catalog.badge(event.gift_id), document.createElement("span"), document.createElement("strong"));
+    const label = document.createElement("span");
+    label.className = "combo-label";
+    const number = document.createElement("strong");
+    number.dataset.testid = "combo-count";
+    item.append(state.catalog.badge(event.gift_id), label, number);
     list.append(item);
   }
   item.classList.remove("ended");
@@ -304,62 +408,136 @@ function showCombo(event) {
   // Safety net: a combo_end lost to a resync must not leave the ×N on screen forever.
   item.fadeTimer = setTimeout(() => item.remove(), STALE_COMBO_MS);
   item.children[1].textContent = `${event.sender.name} sent ${state.catalog.name(event.gift_id)}`;
-  const count = item.children[2];
-  count.textContent = `×${event.combo}`;
-  count.dataset.testid = "combo-count";
+  const number = item.children[2];
+  number.textContent = `×${count}`;
   // Restart the "bump" animation on every new tap.
-  count.classList.remove("bump");
-  void count.offsetWidth;
-  count.classList.add("bump");
+  number.classList.remove("bump");
+  void number.offsetWidth;
+  number.classList.add("bump");
 }
 
-function endCombo(event) {
-  const item = byTestId("combos").querySelector(`[data-key="${CSS.escape(comboKey(event))}"]`);
+function endCombo(event, lingerMs = COMBO_LINGER_MS) {
+  const key = comboKey(event);
+  const row = byTestId("feed").querySelector(`[data-key="${CSS.escape(key)}"][data-open="true"]`);
+  if (row) {
+    row.querySelector('[data-testid="feed-count"]').textContent = `×${event.combo}`;
+    row.dataset.open = "false";
+  }
+  const item = byTestId("combos").querySelector(`[data-key="${CSS.escape(key)}"]`);
   if (!item) return;
   item.children[2].textContent = `×${event.combo}`;
-  item.classList.add("ended");
-  item.fadeTimer = setTimeout(() => item.remove(), COMBO_LINGER_MS);
+  clearTimeout(item.fadeTimer);
+  item.fadeTimer = setTimeout(() => {
+    item.classList.add("ended");
+    item.fadeTimer = setTimeout(() => item.remove(), COMBO_LINGER_MS);
+  }, lingerMs - COMBO_LINGER_MS);
 }
 
+/** One feed row per streak (its ×N counts up in place), one per gift that makes no combo. */
 function addToFeed(event) {
   const feed = byTestId("feed");
-  const item = document.createElement("li");
-  item.append(state.catalog.badge(event.gift_id), ` ${event.sender.name} sent ${state.catalog.name(event.gift_id)} ×${event.count}`);
-  feed.prepend(item);
-  while (feed.childElementCount > FEED_LENGTH) feed.lastElementChild.remove();
+  const streakable = state.catalog.streakable(event.gift_id);
+  const key = comboKey(event);
+  let row = streakable ? feed.querySelector(`[data-key="${CSS.escape(key)}"][data-open="true"]`) : null;
+  if (!row) {
+    row = document.createElement("li");
+    row.dataset.testid = "feed-row";
+    row.dataset.key = key;
+    row.dataset.open = String(streakable);
+    const text = document.createElement("span");
+    text.className = "feed-text";
+    text.textContent = `${event.sender.name} sent ${state.catalog.name(event.gift_id)}`;
+    const count = document.createElement("strong");
+    count.dataset.testid = "feed-count";
+    row.append(state.catalog.badge(event.gift_id), text, count);
+    feed.prepend(row);
+    while (feed.childElementCount > FEED_LENGTH) feed.lastElementChild.remove();
+  }
+  row.querySelector('[data-testid="feed-count"]').textContent = `×${streakable ? (event.combo ?? event.count) : event.count}`;
 }
 
-// ---------------------------------------------------------------- sending gifts
+// ---------------------------------------------------------------- the gift tray
 
 async function loadCatalog() {
   state.catalog = await GiftCatalog.load();
-  const tray = byTestId("gift-tray");
-  tray.replaceChildren(
+  byTestId("gift-tray").replaceChildren(
     ...state.catalog.list.map((gift) => {
       const button = document.createElement("button");
       button.type = "button";
       button.className = "gift";
       button.dataset.testid = `gift-${gift.id}`;
+      button.dataset.giftId = gift.id;
+      button.dataset.tier = String(state.catalog.tier(gift.id));
       button.title = gift.streakable ? `${gift.name}: tap again quickly for a combo` : gift.name;
       const name = document.createElement("span");
+      name.className = "gift-name";
       name.textContent = gift.name;
       const price = document.createElement("span");
       price.className = "price";
-      price.textContent = `${formatNumber(gift.coins)} ${gift.coins === 1 ? "coin" : "coins"}`;
-      button.append(state.catalog.badge(gift.id), name, price);
-      button.addEventListener("click", () => sendGift(gift.id));
+      price.textContent = ` ${formatNumber(gift.coins)} ${gift.coins === 1 ? "coin" : "coins"}`;
+      // Read out, not drawn: the lock and the amber price say it to the eye.
+      const short = document.createElement("span");
+      short.className = "gift-short visually-hidden";
+      button.append(state.catalog.badge(gift.id), name, price, short);
       return button;
     }),
   );
+  markAffordable();
+  setRoomDisabled(state.ended);
 }
 
-/** One tap = one gift of count 1 with its own idempotency key; quick taps make a combo. */
+/** Gifts that cost more than the balance are marked, to the eye and in their names. */
+function markAffordable() {
+  for (const button of byTestId("gift-tray").querySelectorAll(".gift")) {
+    const gift = state.catalog.byId.get(button.dataset.giftId);
+    const affordable = state.coins === null || gift.coins <= state.coins;
+    button.dataset.affordable = String(affordable);
+    button.querySelector(".gift-short").textContent = affordable ? "" : ", not enough coins";
+  }
+}
+
+function openGiftSheet(open = true) {
+  byTestId("gift-sheet").classList.toggle("open", open);
+  byTestId("open-gifts").setAttribute("aria-expanded", String(open));
+}
+
+/**
+ * One tap = one gift of count 1 with its own idempotency key; quick taps make a combo.
+ * A single gift at or above the catalog's `confirm_coins` asks first (unless the viewer
+ * said not to for this live). A gift the viewer can't afford goes to the server anyway,
+ * which refuses it with the numbers (its balance here may be out of date).
+ */
+function tapGift(giftId) {
+  if (state.ended) return;
+  const cost = state.catalog.coins(giftId);
+  const affordable = state.coins === null || cost <= state.coins;
+  const asked = sessionStorage.getItem(noConfirmKey(state.roomId)) === "1";
+  if (affordable && cost >= state.catalog.confirmCoins && !asked) confirmGift(giftId);
+  else sendGift(giftId);
+}
+
+function confirmGift(giftId) {
+  const dialog = byTestId("confirm-gift");
+  const cost = state.catalog.coins(giftId);
+  const name = state.catalog.name(giftId);
+  byTestId("confirm-title").textContent = `Send ${name}?`;
+  byTestId("confirm-text").textContent =
+    `${name} costs ${formatNumber(cost)} coins. Your balance: ${formatNumber(state.coins)} coins; ` +
+    `after this gift: ${formatNumber(state.coins - cost)}. Gifts can't be undone.`;
+  byTestId("confirm-skip").checked = false;
+  dialog.returnValue = "";
+  dialog.onclose = () => {
+    if (dialog.returnValue !== "send") return;
+    if (byTestId("confirm-skip").checked) sessionStorage.setItem(noConfirmKey(state.roomId), "1");
+    sendGift(giftId);
+  };
+  dialog.showModal();
+}
+
 function sendGift(giftId) {
   const frame = { type: "gift", gift_id: giftId, count: 1, idempotency_key: newIdempotencyKey() };
   state.pending.set(frame.idempotency_key, frame);
-  if (!state.connection?.send(frame)) {
-    showMessage("Not connected: your gift will be sent when the connection is back.");
-  }
+  if (!state.connection?.send(frame)) offlineToast();
 }
 
 /** After a reconnect, anything unanswered goes again with its original key. */
@@ -369,23 +547,30 @@ function resendPendingGifts() {
 
 function handleGiftError(frame) {
   const key = frame.idempotency_key;
-  const retry = key && RETRYABLE_GIFT_ERRORS.has(frame.code) && state.pending.get(key);
+  const sent = key ? state.pending.get(key) : null;
+  const retry = sent && RETRYABLE_GIFT_ERRORS.has(frame.code);
   if (retry) {
     // Same key, later: charged once however many times it is retried.
-    setTimeout(() => state.pending.has(key) && state.connection?.send(retry), 1000);
+    setTimeout(() => state.pending.has(key) && state.connection?.send(sent), 1000);
   } else if (key) {
     state.pending.delete(key);
   }
-  const message = describeError(frame.code, frame.message);
+  const giftName = sent ? state.catalog.name(sent.gift_id) : undefined;
+  const text = describeGiftError(frame, giftName);
+  if (typeof frame.balance === "number") showBalance(frame.balance);
   if (frame.code === "insufficient_coins" || frame.code === "negative_balance") {
-    showMessage(message, "Buy coins", openShop);
+    const need = typeof frame.cost === "number" && typeof frame.balance === "number" ? frame.cost - frame.balance : null;
+    const run = () => openShop({ need, giftName });
+    toast(text, { kind: "error", key: "gift-error", action: { label: "Buy coins", run } });
   } else if (frame.code === "daily_limit_exceeded") {
-    showMessage(message, "Budget", openBudget);
+    toast(text, { kind: "error", key: "gift-error", action: { label: "Budget", run: openBudget } });
+  } else if (frame.code === "room_ended") {
+    showEnded();
   } else if (frame.code === "unknown_gift") {
-    showMessage(message);
+    toast(text, { kind: "error", key: "gift-error" });
     loadCatalog();
   } else {
-    showMessage(message);
+    toast(text, { kind: retry ? "info" : "error", key: "gift-error" });
   }
 }
 
@@ -395,7 +580,7 @@ function sendChat(text) {
   const frame = { type: "chat", text, client_id: newIdempotencyKey("msg") };
   state.pendingChat.set(frame.client_id, frame);
   hideChatError();
-  if (!state.connection?.send(frame)) showChatError("Not connected: your message will be sent when the connection is back.");
+  if (!state.connection?.send(frame)) toast("Not connected: your message will be sent when the connection is back.", { key: OFFLINE_TOAST, ms: 0 });
 }
 
 function resendPendingChat() {
@@ -408,14 +593,18 @@ function handleChatError(frame) {
   // Give the refused text back to fix or send later, unless something new was typed.
   const input = byTestId("chat-input");
   if (sent && input.value === "") input.value = sent.text;
+  if (frame.code === "room_ended") return showEnded();
   showChatError(describeChatError(frame.code, frame.message, frame.retry_after_ms), frame.code);
 }
 
+/** A refused message, said over the chat right above the input for a few seconds. */
 function showChatError(text, code = "") {
   const box = byTestId("chat-error");
   box.textContent = text;
   box.dataset.code = code;
   show(box);
+  clearTimeout(box.hideTimer);
+  box.hideTimer = setTimeout(hideChatError, CHAT_ERROR_MS);
 }
 
 function hideChatError() {
@@ -464,9 +653,9 @@ function moderationMenu(event) {
       menu.open = false;
       try {
         await api(path, { method, body, token: state.token });
-        showChatError(`${label}: done.`, "moderated");
+        toast(`${label}: done.`, { kind: "ok", key: "moderation" });
       } catch (error) {
-        showChatError(describeError(error.code, error.message), error.code);
+        toast(describeError(error.code, error.message), { kind: "error", key: "moderation" });
       }
     });
     return button;
@@ -484,7 +673,9 @@ function moderationMenu(event) {
 
 /** A tap on the stage: a heart now, the like itself in the next batch (one frame a second). */
 function tapLike(event) {
-  if (!state.connection) return;
+  if (!state.connection || state.ended) return;
+  // Taps on the stage's own controls (the end panel, the gift sheet) are not likes.
+  if (event.target.closest("button, a, input, .live-ended")) return;
   floatHeart(event);
   state.likesToSend = Math.min(MAX_LIKES_PER_FRAME, state.likesToSend + 1);
   if (state.likeTimer === null) state.likeTimer = setTimeout(flushLikes, LIKE_EVERY_MS);
@@ -579,9 +770,11 @@ async function share() {
     // The link itself: a real app would open the system share sheet here.
     const copied = await navigator.clipboard?.writeText(location.href).then(() => true, () => false);
     status.textContent = copied ? "Link copied." : "Shared.";
+    toast(status.textContent, { kind: "ok", key: "share" });
   } catch (error) {
     status.dataset.state = "failed";
     status.textContent = describeError(error.code, error.message);
+    toast(status.textContent, { kind: "error", key: "share" });
   }
 }
 
@@ -594,50 +787,102 @@ async function refreshWallet() {
 }
 
 function showBalance(coins) {
+  state.coins = coins;
   byTestId("balance").textContent = formatNumber(coins);
   byTestId("balance").dataset.coins = coins;
-}
-
-async function openShop() {
-  const dialog = byTestId("shop");
-  byTestId("purchase-state").textContent = "";
-  const { packages } = await api(`/v1/catalog/packages?region=${REGION}`);
-  byTestId("packages").replaceChildren(
-    ...packages.map((pack) => {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "package";
-      button.dataset.testid = `package-${pack.id}`;
-      button.innerHTML = `<strong></strong><span></span>`;
-      button.children[0].textContent = `${formatNumber(pack.coins)} coins`;
-      button.children[1].textContent = formatMoney(pack.price.amount_minor, pack.price.currency);
-      button.addEventListener("click", () => buy(pack));
-      return button;
-    }),
-  );
-  if (!dialog.open) dialog.showModal();
+  byTestId("balance-box").setAttribute("aria-label", `Your balance: ${formatNumber(coins)} coins`);
+  markAffordable();
 }
 
 /**
- * Buying is two steps: create an order, then pay it at the provider. The coins arrive only
- * when the provider's signed webhook reaches the server, so until the order is `paid` we
- * show "processing" and poll. (In demo mode the sandbox plays the provider.)
+ * The shop: the packages of the viewer's region, in its currency. `need` (coins short of a
+ * refused gift) is said at the top, and the smallest package that covers it is marked.
  */
-async function buy(pack) {
-  const status = byTestId("purchase-state");
-  const buttons = byTestId("packages").querySelectorAll("button");
-  buttons.forEach((button) => (button.disabled = true));
+async function openShop({ need = null, giftName = "this gift" } = {}) {
+  const dialog = byTestId("shop");
+  showCheckout(null);
+  const shortfall = byTestId("shortfall");
+  show(shortfall, need !== null && need > 0);
+  shortfall.textContent = need > 0 ? `You need ${formatNumber(need)} more coins for ${giftName}.` : "";
+  if (!dialog.open) dialog.showModal();
   try {
-    const order = await api("/v1/purchases", { method: "POST", body: { package_id: pack.id, region: REGION }, token: state.token });
+    const { region, packages } = await api(`/v1/catalog/packages?region=${encodeURIComponent(state.region)}`);
+    byTestId("shop-currency").textContent = packages[0]?.price.currency ?? "";
+    byTestId("shop-region").textContent = region;
+    const covering = need > 0 ? packages.find((pack) => pack.coins >= need) : null;
+    byTestId("packages").replaceChildren(
+      ...packages.map((pack) => {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "package";
+        button.dataset.testid = `package-${pack.id}`;
+        const coins = document.createElement("strong");
+        coins.textContent = `${formatNumber(pack.coins)} coins`;
+        const price = document.createElement("span");
+        price.textContent = formatMoney(pack.price.amount_minor, pack.price.currency);
+        button.append(coins, price);
+        if (pack === covering) {
+          button.classList.add("covers");
+          const note = document.createElement("em");
+          note.textContent = "enough for it";
+          button.append(note);
+        }
+        button.addEventListener("click", () => showCheckout(pack));
+        return button;
+      }),
+    );
+  } catch (error) {
+    alertError(error);
+  }
+}
+
+/** The checkout step of the shop (`pack`), or back to the package list (null). */
+function showCheckout(pack) {
+  state.checkout = pack;
+  show(byTestId("shop-packages"), pack === null);
+  show(byTestId("checkout"), pack !== null);
+  const status = byTestId("purchase-state");
+  status.textContent = "";
+  delete status.dataset.state;
+  byTestId("pay").disabled = false;
+  show(byTestId("pay"));
+  show(byTestId("checkout-back"));
+  show(byTestId("checkout-done"), false);
+  if (pack === null) return;
+  byTestId("checkout-coins").textContent = `${formatNumber(pack.coins)} coins`;
+  byTestId("checkout-price").textContent = formatMoney(pack.price.amount_minor, pack.price.currency);
+  byTestId("pay").textContent = `Pay ${formatMoney(pack.price.amount_minor, pack.price.currency)}`;
+  byTestId("pay").focus();
+}
+
+/**
+ * Paying is two steps: create an order, then pay it at the provider. The coins arrive only
+ * when the provider's signed webhook reaches the server, so until the order is `paid` we
+ * show "processing" and poll. (In demo mode the sandbox plays the provider.) The Pay button
+ * is disabled from the first click: a double click buys once.
+ */
+async function pay() {
+  const pack = state.checkout;
+  if (pack === null || state.paying) return;
+  state.paying = true;
+  const status = byTestId("purchase-state");
+  byTestId("pay").disabled = true;
+  byTestId("checkout-back").disabled = true;
+  try {
+    const order = await api("/v1/purchases", { method: "POST", body: { package_id: pack.id, region: state.region }, token: state.token });
     status.dataset.state = "processing";
     status.textContent = `Processing your payment for ${formatNumber(pack.coins)} coins…`;
     await api(`/v1/sandbox/orders/${order.order_id}/pay`, { method: "POST", token: state.token });
     const final = await waitForOrder(order.order_id);
     if (final.state === "paid") {
-      await refreshWallet();
+      const wallet = await refreshWallet();
       status.dataset.state = "paid";
-      status.textContent = `Done: ${formatNumber(pack.coins)} coins added.`;
-      hideMessage();
+      status.textContent = `Paid: ${formatNumber(pack.coins)} coins added. Your balance is ${formatNumber(wallet.coins)} coins.`;
+      show(byTestId("pay"), false);
+      show(byTestId("checkout-back"), false);
+      show(byTestId("checkout-done"));
+      byTestId("checkout-done").focus();
+      clearToasts("gift-error");
     } else if (final.state === "pending") {
       status.dataset.state = "processing";
       status.textContent = "Still processing. Your coins will appear as soon as the payment is confirmed.";
@@ -648,8 +893,10 @@ async function buy(pack) {
   } catch (error) {
     status.dataset.state = "failed";
     status.textContent = describeError(error.code, error.message);
+    byTestId("pay").disabled = false;
   } finally {
-    buttons.forEach((button) => (button.disabled = false));
+    byTestId("checkout-back").disabled = false;
+    state.paying = false;
   }
 }
 
@@ -662,14 +909,32 @@ async function waitForOrder(orderId, timeoutMs = 30_000) {
   }
 }
 
+/** The region decides the packages and the currency; the server remembers it per user. */
+async function saveRegion(region) {
+  const select = byTestId("region");
+  try {
+    const me = await api("/v1/me/region", { method: "PUT", body: { region }, token: state.token });
+    state.region = me.region ?? region;
+    toast(`Coin prices are now in ${select.selectedOptions[0].textContent}.`, { kind: "ok", key: "region" });
+    if (byTestId("shop").open) openShop();
+  } catch (error) {
+    select.value = state.region;
+    alertError(error);
+  }
+}
+
 // ---------------------------------------------------------------- daily budget
 
 async function openBudget() {
-  const wallet = await refreshWallet();
-  showBudget(wallet);
-  byTestId("budget-state").textContent = "";
+  closeMenu();
   const dialog = byTestId("budget");
+  byTestId("budget-state").textContent = "";
   if (!dialog.open) dialog.showModal();
+  try {
+    showBudget(await refreshWallet());
+  } catch (error) {
+    alertError(error);
+  }
 }
 
 function showBudget(wallet) {
@@ -687,27 +952,15 @@ async function saveBudget(dailyLimit) {
   }
 }
 
-// ---------------------------------------------------------------- messages
-
-function showMessage(text, actionLabel = null, action = null) {
-  const box = byTestId("message");
-  byTestId("message-text").textContent = text;
-  const button = byTestId("message-action");
-  show(button, Boolean(actionLabel));
-  button.textContent = actionLabel ?? "";
-  button.onclick = action;
-  show(box);
-}
-
-function hideMessage() {
-  show(byTestId("message"), false);
-}
+// ---------------------------------------------------------------- notices and wiring
 
 function alertError(error) {
-  showMessage(describeError(error.code, error.message));
+  toast(describeError(error.code, error.message), { kind: "error" });
 }
 
-// ---------------------------------------------------------------- wiring
+function closeMenu() {
+  byTestId("menu").open = false;
+}
 
 function wireStaticControls() {
   for (const button of byTestId("demo-users").querySelectorAll("button")) {
@@ -719,22 +972,31 @@ function wireStaticControls() {
     signIn(form.get("user_id").trim(), form.get("name").trim());
   });
   byTestId("sign-out").addEventListener("click", () => {
+    closeMenu();
     clearToken(ROLE);
+    clearToasts();
     history.replaceState(null, "", location.pathname);
     show(byTestId("connection-state"), false);
+    document.body.classList.remove("in-room");
     showSignIn();
   });
+  byTestId("region").addEventListener("change", (event) => saveRegion(event.target.value));
   byTestId("refresh-rooms").addEventListener("click", showLobby);
   byTestId("leave-room").addEventListener("click", leaveRoom);
-  byTestId("open-shop").addEventListener("click", openShop);
+  byTestId("back-to-lobby").addEventListener("click", leaveRoom);
+  byTestId("open-shop").addEventListener("click", () => openShop());
+  byTestId("shop-close").addEventListener("click", () => byTestId("shop").close());
+  byTestId("checkout-back").addEventListener("click", () => showCheckout(null));
+  byTestId("checkout-done").addEventListener("click", () => byTestId("shop").close());
+  byTestId("pay").addEventListener("click", pay);
   byTestId("open-budget").addEventListener("click", openBudget);
-  byTestId("message-close").addEventListener("click", hideMessage);
   byTestId("budget-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const value = byTestId("budget-input").value.trim();
     saveBudget(value === "" ? null : Number.parseInt(value, 10));
   });
   byTestId("budget-clear").addEventListener("click", () => saveBudget(null));
+  byTestId("budget-close").addEventListener("click", () => byTestId("budget").close());
   byTestId("chat-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = byTestId("chat-input");
@@ -746,7 +1008,35 @@ function wireStaticControls() {
   byTestId("stage").addEventListener("click", tapLike);
   byTestId("follow").addEventListener("click", toggleFollow);
   byTestId("share").addEventListener("click", share);
-  byTestId("budget-close").addEventListener("click", () => byTestId("budget").close());
+
+  // The tray: a tap acts on the gift that was under the finger when it landed.
+  const tray = byTestId("gift-tray");
+  tray.addEventListener("pointerdown", (event) => {
+    state.pressed = event.target.closest(".gift");
+  });
+  tray.addEventListener("click", (event) => {
+    const button = event.target.closest(".gift") ?? state.pressed;
+    state.pressed = null;
+    if (button && !button.disabled) tapGift(button.dataset.giftId);
+  });
+  // The gift sheet (phones) stays open while tapping gifts, so combos are easy; a tap
+  // outside it or its close button shuts it.
+  byTestId("open-gifts").addEventListener("click", () => openGiftSheet(!byTestId("gift-sheet").classList.contains("open")));
+  byTestId("close-gifts").addEventListener("click", () => openGiftSheet(false));
+  document.addEventListener("pointerdown", (event) => {
+    const sheet = byTestId("gift-sheet");
+    if (!sheet.classList.contains("open")) return;
+    if (sheet.contains(event.target) || byTestId("open-gifts").contains(event.target)) return;
+    if (event.target.closest("dialog, .toasts")) return;
+    openGiftSheet(false);
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") openGiftSheet(false);
+  });
+  // The menu closes on a tap elsewhere.
+  document.addEventListener("pointerdown", (event) => {
+    if (!byTestId("menu").contains(event.target)) closeMenu();
+  });
 }
 
 start();
