@@ -33,6 +33,7 @@ const MESSAGES = {
   daily_payout_cap: "That would pass today's payout limit. Try a smaller amount or tomorrow.",
   // Overlay
   overlay_not_found: "This overlay link is not valid any more. Copy the new one from the creator dashboard.",
+  overlay_revoked: "This overlay link was replaced. Copy the new link from your creator dashboard.",
   // Chat and moderation
   slow_mode: "Slow mode is on.",
   links_not_allowed: "Links aren't allowed in this chat.",

@@ -25,6 +25,7 @@
 
 import { api, byTestId, formatNumber, show, wsUrl } from "./api.js";
 import { appendToChat, chatItem } from "./chat.js";
+import { describeError } from "./errors.js";
 import { comboKey, GiftCatalog } from "./gifts.js";
 import { RoomConnection } from "./live.js";
 import { playMoment, SerialQueue } from "./moments.js";
@@ -45,7 +46,6 @@ const MOMENT_MS = { 2: 5000, 3: 8000 };
 const STALE_COMBO_MS = 15_000;
 const CHAT_LENGTH = 8; // messages on screen in the chat widget
 const NOTICE_MS = 5000;
-const REVOKED_TEXT = "This overlay link was replaced. Copy the new link from your creator dashboard.";
 // Badges of the alerts that are not gifts: a symbol and a hue, as gifts.js draws a gift.
 const SOCIAL_LOOKS = { follow: ["+", 190], share: ["↗", 140], likes: ["♥", 345] };
 
@@ -278,7 +278,7 @@ function revoke() {
   byTestId("moments").replaceChildren();
   clearLiveCombos();
   for (const widget of ["top-gifters-panel", "goal", "chat-widget"]) show(byTestId(widget), false);
-  showStatus("revoked", REVOKED_TEXT);
+  showStatus("revoked", describeError("overlay_revoked"));
 }
 
 // ---------------------------------------------------------------- running combos
