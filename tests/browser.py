@@ -5,11 +5,14 @@ viewport, no layout shift, no serious or critical accessibility violation (axe-c
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,13 @@ from playwright.sync_api import (
     Locator,
     Page,
     Playwright,
+    WebSocket,
     expect,
     sync_playwright,
 )
 
 from tests.conftest import Engine
-from tests.support import ROOT, Api, ServerProcess, delete_prefix, server_env, unique
+from tests.support import ROOT, Api, ServerProcess, delete_prefix, running_server, server_env, unique
 
 PHONE_SIZE = {"width": 390, "height": 844}
 DESKTOP_SIZE = {"width": 1280, "height": 800}
@@ -36,6 +40,9 @@ OVERLAY_SIZE = {"width": 1920, "height": 1080}
 BOTH_SIZES = pytest.mark.parametrize("size", [PHONE_SIZE, DESKTOP_SIZE], ids=["phone", "desktop"])
 # The browser tests' server ends a combo after this long without a tap.
 COMBO_WINDOW_MS = 1500
+TIMES = "\N{MULTIPLICATION SIGN}"  # the pages show a combo of 5 as TIMES + "5"
+# A restarting server refuses connections for a moment; the browser logs each refusal.
+RESTART_NOISE = [re.compile(r"WebSocket connection to .* failed"), re.compile(r"ERR_CONNECTION_REFUSED")]
 # The most layout shift (the sum of every shift not caused by input, as the browser's
 # layout-shift entries score them) a page may show while errors, notices and alerts appear.
 MAX_LAYOUT_SHIFT = 0.1
@@ -147,13 +154,6 @@ def overlay_url(api: Api, creator: str) -> str:
     return url
 
 
-def creator_token(api: Api, creator: str, name: str) -> None:
-    """Give the creator a display name (demo tokens take one) before pages show it."""
-    reply = api.http.post("/v1/dev/token", json={"user_id": creator, "role": "creator", "name": name})
-    assert reply.status_code == 200, reply.text
-    api.tokens[(creator, "creator")] = reply.json()["token"]
-
-
 # ---------------------------------------------------------------- fixtures
 
 
@@ -162,23 +162,26 @@ def chromium() -> str:
     return chromium_path()
 
 
+@contextmanager
+def own_server(engine: Engine, logs: Path, **overrides: str) -> Iterator[ServerProcess]:
+    """A server of the caller's own with these settings, its keys removed afterwards from an
+    engine the tests do not own."""
+    prefix = f"{unique('b')}:"
+    try:
+        with running_server(server_env(engine.url, prefix, **overrides), logs) as server:
+            yield server
+    finally:
+        if not engine.owned:
+            delete_prefix(engine.url, prefix)
+
+
 @pytest.fixture(scope="module")
 def site(engine: Engine, logs: Path, chromium: str) -> Iterator[ServerProcess]:
     """A server of one browser-test module's own, with a short hold and combo window."""
-    prefix = f"{unique('b')}:"
-    env = server_env(
-        engine.url,
-        prefix,
-        GIFTING_DIAMOND_HOLD_S="3600",
-        GIFTING_COMBO_WINDOW_MS=str(COMBO_WINDOW_MS),
-    )
-    server = ServerProcess(env, logs / f"server-browser-{unique('')}.log").start()
-    try:
+    with own_server(
+        engine, logs, GIFTING_DIAMOND_HOLD_S="3600", GIFTING_COMBO_WINDOW_MS=str(COMBO_WINDOW_MS)
+    ) as server:
         yield server
-    finally:
-        server.stop()
-        if not engine.owned:
-            delete_prefix(engine.url, prefix)
 
 
 @pytest.fixture
@@ -250,6 +253,31 @@ def named_token(api: Api, user_id: str, role: str, name: str) -> None:
     api.tokens[(user_id, role)] = reply.json()["token"]
 
 
+def live_room(api: Api, title: str = "Mia paints live", name: str = "Mia Streams") -> tuple[str, str]:
+    """A creator with a display name, and the id of their live room."""
+    creator = unique("c")
+    named_token(api, creator, "creator", name)
+    return creator, open_room(api, creator, title)
+
+
+def set_goal(api: Api, creator: str, room_id: str, coins: int) -> None:
+    reply = api.http.put(
+        f"/v1/rooms/{room_id}/goal", json={"coins": coins}, headers=api.auth(creator, "creator")
+    )
+    assert reply.status_code == 200, reply.text
+
+
+def fan_with(api: Api, coins: int, name: str | None = None) -> str:
+    """A viewer with at least `coins` coins, bought in packages of 5,450 (and a display name,
+    if given)."""
+    fan = unique("f")
+    if name is not None:
+        named_token(api, fan, "viewer", name)
+    for _ in range(-(-coins // 5450)):
+        api.buy(fan, "us_5450")
+    return fan
+
+
 def watch(
     browser: Browser,
     console: ConsoleWatch,
@@ -259,15 +287,64 @@ def watch(
     name: str,
     size: dict[str, int],
     before: Callable[[Page], object] = lambda page: None,
+    state: str = "open",
     **context: Any,
 ) -> Page:
-    """A viewer signed in and watching the room; `before` sees the page before it opens."""
+    """A viewer signed in and watching the room, once its connection is in `state` ("closed"
+    for a live that has ended); `before` sees the page before it opens."""
     page = new_page(browser, console, name, size, **context)
     before(page)
     page.goto(f"{base_url}/?room={room_id}")
     sign_in(page, user, name)
-    expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+    expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", state)
     return page
+
+
+def open_dashboard(
+    browser: Browser,
+    console: ConsoleWatch,
+    base_url: str,
+    creator: str,
+    size: dict[str, int] = DESKTOP_SIZE,
+    query: str = "",
+    before: Callable[[Page], object] = lambda page: None,
+    **context: Any,
+) -> Page:
+    """The creator signed in on their dashboard; `before` sees the page before it opens."""
+    page = new_page(browser, console, "dashboard", size, **context)
+    before(page)
+    page.goto(f"{base_url}/creator{query}")
+    sign_in(page, creator)
+    expect(page.get_by_test_id("dashboard")).to_be_visible()
+    return page
+
+
+def record_sent(page: Page, kind: str, record: Callable[[dict[str, Any]], object]) -> None:
+    """Hand `record` every frame of this type the page sends, as it sends it."""
+
+    def on_socket(socket: WebSocket) -> None:
+        def on_frame(payload: str | bytes) -> None:
+            frame = json.loads(payload)
+            if frame.get("type") == kind:
+                record(frame)
+
+        socket.on("framesent", on_frame)
+
+    page.on("websocket", on_socket)
+
+
+def wait_until(page: Page, condition: Callable[[], object], timeout_s: float = 10) -> None:
+    """Poll the condition until it holds, failing after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        page.wait_for_timeout(50)  # Playwright delivers the page's events meanwhile
+
+
+def paint(page: Page, background: str) -> None:
+    """A background behind a transparent page (the overlay), set through the CSSOM (the page's
+    policy refuses inline styles)."""
+    page.evaluate("background => { document.documentElement.style.background = background; }", background)
 
 
 def say(page: Page, text: str) -> None:

@@ -14,18 +14,10 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from playwright.sync_api import (
-    Browser,
-    Dialog,
-    Page,
-    WebSocket,
-    WebSocketRoute,
-    expect,
-)
+from playwright.sync_api import Browser, Dialog, Page, WebSocketRoute, expect
 
 from tests.browser import (
     BOTH_SIZES,
@@ -33,41 +25,41 @@ from tests.browser import (
     DESKTOP_SIZE,
     OVERLAY_SIZE,
     PHONE_SIZE,
+    RESTART_NOISE,
+    TIMES,
     ConsoleWatch,
     assert_fits,
-    creator_token,
+    live_room,
     message,
     named_token,
     new_page,
+    open_dashboard,
     open_overlay,
     open_room,
     overlay_url,
+    paint,
+    record_sent,
     say,
     screenshots,
+    set_goal,
     sign_in,
+    wait_until,
     watch,
 )
 from tests.support import Api, ServerProcess, unique
 
 pytestmark = pytest.mark.browser
 
-TIMES = "\N{MULTIPLICATION SIGN}"  # the pages show a combo of 5 as TIMES + "5"
 SHARE = 0.5
-# A restarting server refuses connections for a moment; the browser logs each refusal.
-RESTART_NOISE = [re.compile(r"WebSocket connection to .* failed"), re.compile(r"ERR_CONNECTION_REFUSED")]
 
 
 def test_a_viewers_combo_shows_on_the_overlay_and_the_books_match(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, viewer, name = unique("c"), unique("v"), "Vera Quinn"
-    creator_token(api, creator, "Mia Streams")
-    room_id = open_room(api, creator, "Mia paints live")
-    goal = api.http.put(
-        f"/v1/rooms/{room_id}/goal", json={"coins": 100}, headers=api.auth(creator, "creator")
-    )
-    assert goal.status_code == 200, goal.text
+    creator, room_id = live_room(api)
+    viewer, name = unique("v"), "Vera Quinn"
+    set_goal(api, creator, room_id, 100)
 
     overlay = new_page(browser, console, "overlay", OVERLAY_SIZE)
     open_overlay(overlay, site.base_url, overlay_url(api, creator))
@@ -116,9 +108,7 @@ def test_a_viewers_combo_shows_on_the_overlay_and_the_books_match(
     expected_diamonds = 5 * int(5 * SHARE)
     assert api.earnings(creator)["pending"] == expected_diamonds
 
-    dashboard = new_page(browser, console, "dashboard", DESKTOP_SIZE)
-    dashboard.goto(site.base_url + "/creator")
-    sign_in(dashboard, creator)
+    dashboard = open_dashboard(browser, console, site.base_url, creator)
     expect(dashboard.get_by_test_id("pending")).to_have_attribute("data-diamonds", str(expected_diamonds))
     expect(dashboard.get_by_test_id("live-state")).to_have_attribute("data-live", "true")
     console.assert_clean()
@@ -128,23 +118,17 @@ def test_the_test_alert_shows_on_the_overlay_only(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, viewer = unique("c"), unique("v")
-    creator_token(api, creator, "Mia Streams")
-    room_id = open_room(api, creator, "Mia paints live")
+    creator, room_id = live_room(api)
+    viewer = unique("v")
     api.buy(viewer)
     for _ in range(3):
         assert api.gift(viewer, room_id, "hand_hearts").status_code == 200
 
     overlay = new_page(browser, console, "overlay", OVERLAY_SIZE)
     open_overlay(overlay, site.base_url, overlay_url(api, creator))
-    page = new_page(browser, console, "viewer", DESKTOP_SIZE)
-    page.goto(f"{site.base_url}/?room={room_id}")
-    sign_in(page, viewer, "Theo")
-    expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
+    page = watch(browser, console, site.base_url, room_id, viewer, "Theo", DESKTOP_SIZE)
 
-    dashboard = new_page(browser, console, "dashboard", DESKTOP_SIZE)
-    dashboard.goto(site.base_url + "/creator")
-    sign_in(dashboard, creator)
+    dashboard = open_dashboard(browser, console, site.base_url, creator)
     expect(dashboard.get_by_test_id("pending")).to_have_attribute("data-diamonds", "150")
     expect(dashboard.get_by_test_id("pending-value")).to_have_text("$0.75")
     dashboard.get_by_test_id("reveal-overlay").click()
@@ -196,29 +180,19 @@ XSS_TEXTS = (
 )
 
 
-def record_like_frames(page: Page, frames: list[tuple[float, int]]) -> None:
-    """Append each `like` frame the page sends, with the time it left, to `frames`."""
-
-    def on_socket(socket: WebSocket) -> None:
-        def sent(payload: str | bytes) -> None:
-            frame = json.loads(payload)
-            if frame.get("type") == "like":
-                frames.append((time.monotonic(), frame["count"]))
-
-        socket.on("framesent", sent)
-
-    page.on("websocket", on_socket)
-
-
 @BOTH_SIZES
 def test_two_viewers_chat_like_follow_and_share(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch, size: dict[str, int]
 ) -> None:
     api = site_api
-    creator, ann_id, bo_id = unique("c"), unique("v"), unique("v")
-    creator_token(api, creator, "Mia Streams")
-    room_id = open_room(api, creator, "Mia paints live")
+    _creator, room_id = live_room(api)
+    ann_id, bo_id = unique("v"), unique("v")
+    # Each like frame Ann's page sends, with the time it left.
     frames: list[tuple[float, int]] = []
+
+    def record_like(frame: dict[str, Any]) -> None:
+        frames.append((time.monotonic(), frame["count"]))
+
     ann = watch(
         browser,
         console,
@@ -227,7 +201,7 @@ def test_two_viewers_chat_like_follow_and_share(
         ann_id,
         "Ann Fox",
         size,
-        lambda page: record_like_frames(page, frames),
+        lambda page: record_sent(page, "like", record_like),
     )
     bo = watch(browser, console, site.base_url, room_id, bo_id, "Bo Lee", size)
     # Bo's arrival, briefly, on Ann's stage.
@@ -306,22 +280,16 @@ def test_a_message_resent_after_a_dropped_connection_is_posted_once(
     def route(page: Page) -> None:
         page.route_web_socket(re.compile(r"/ws(\?|$)"), lose_the_first_ack)
 
-    def wait_for(condition: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + 10
-        while not condition():
-            assert time.monotonic() < deadline, "timed out"
-            ann.wait_for_timeout(50)  # Playwright delivers the routed frames meanwhile
-
     ann = watch(browser, console, site.base_url, room_id, ann_id, "Ann Fox", PHONE_SIZE, route)
     say(ann, "said once")
-    wait_for(lambda: len(acks) == 1)
+    wait_until(ann, lambda: len(acks) == 1)
     # ...and then the connection drops (the server restarts): the page resends the message
     # with its client_id.
     console.tolerate = RESTART_NOISE
     site.stop()
     expect(ann.get_by_test_id("connection-state")).to_have_attribute("data-state", "reconnecting")
     site.start()
-    wait_for(lambda: len(acks) == 2)
+    wait_until(ann, lambda: len(acks) == 2)
     expect(ann.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
     expect(bo.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
     console.tolerate = []
@@ -375,10 +343,9 @@ def test_the_overlay_alerts_follows_shares_and_like_milestones_and_shows_the_cha
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, viewer = unique("c"), unique("v")
-    creator_token(api, creator, "Mia Streams")
+    creator, room_id = live_room(api, "Alerts")
+    viewer = unique("v")
     named_token(api, viewer, "viewer", "Nia Park")
-    room_id = open_room(api, creator, "Alerts")
     overlay = new_page(browser, console, "overlay", OVERLAY_SIZE)
     open_overlay(overlay, site.base_url, overlay_url(api, creator) + "?likes_every=10&chat=1")
     alert, verb = overlay.get_by_test_id("alert"), overlay.get_by_test_id("alert-verb")
@@ -409,9 +376,7 @@ def test_the_overlay_alerts_follows_shares_and_like_milestones_and_shows_the_cha
     assert reply.status_code == 201, reply.text
     widget = overlay.get_by_test_id("chat-widget")
     expect(message(widget, "hello overlay").get_by_test_id("chat-name")).to_have_text("Nia Park")
-    overlay.evaluate(
-        "background => { document.documentElement.style.background = background; }", CHECKERBOARD
-    )
+    paint(overlay, CHECKERBOARD)
     overlay.screenshot(path=screenshots() / "overlay-social.png")
     console.assert_clean()
 
@@ -425,9 +390,7 @@ def test_the_dashboard_sets_chat_rules_moderators_and_shows_followers(
     named_token(api, helper, "viewer", "Hal Moss")
     api.me(helper)
     open_room(api, creator, "Dashboard")
-    dashboard = new_page(browser, console, "dashboard", size)
-    dashboard.goto(site.base_url + "/creator")
-    sign_in(dashboard, creator)
+    dashboard = open_dashboard(browser, console, site.base_url, creator, size)
     expect(dashboard.get_by_test_id("followers")).to_have_attribute("data-followers", "0")
 
     dashboard.get_by_test_id("slow-mode").fill("20")
@@ -462,9 +425,8 @@ def test_markup_in_names_and_chat_shows_as_text_on_every_page(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, attacker, watcher = unique("c"), unique("v"), unique("v")
-    creator_token(api, creator, "Mia Streams")
-    room_id = open_room(api, creator, "Markup")
+    creator, room_id = live_room(api, "Markup")
+    attacker, watcher = unique("v"), unique("v")
     reply = api.http.put(
         "/v1/creator/chat-settings", json={"allow_links": True}, headers=api.auth(creator, "creator")
     )
@@ -495,10 +457,7 @@ def test_markup_in_names_and_chat_shows_as_text_on_every_page(
     expect(viewer.get_by_test_id("joins")).to_have_text(f"{XSS_NAME} joined")
     expect(overlay.get_by_test_id("alert-name")).to_have_text(XSS_NAME)
 
-    dashboard = new_page(browser, console, "dashboard", PHONE_SIZE)
-    guarded(dashboard)
-    dashboard.goto(site.base_url + "/creator")
-    sign_in(dashboard, creator)
+    dashboard = open_dashboard(browser, console, site.base_url, creator, PHONE_SIZE, before=guarded)
     dashboard.get_by_test_id("moderator-id").fill(attacker)
     dashboard.get_by_test_id("moderator-add").click()
     expect(dashboard.get_by_test_id("moderator-name")).to_have_text(XSS_NAME)
@@ -519,9 +478,8 @@ def test_the_creator_and_moderators_delete_mute_and_ban_from_the_viewer_page(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, moderator, troll, guest = unique("c"), unique("v"), unique("v"), unique("v")
-    creator_token(api, creator, "Mia Streams")
-    room_id = open_room(api, creator, "Moderated")
+    creator, room_id = live_room(api, "Moderated")
+    moderator, troll, guest = unique("v"), unique("v"), unique("v")
     reply = api.http.put(f"/v1/creator/moderators/{moderator}", headers=api.auth(creator, "creator"))
     assert reply.status_code == 204, reply.text
 
@@ -572,9 +530,7 @@ def test_the_creator_and_moderators_delete_mute_and_ban_from_the_viewer_page(
     expect(gus.get_by_test_id("chat-menu")).to_have_count(0)
 
     # The dashboard: the log, newest first, and the unban.
-    dashboard = new_page(browser, console, "dashboard", PHONE_SIZE)
-    dashboard.goto(site.base_url + "/creator")
-    sign_in(dashboard, creator)
+    dashboard = open_dashboard(browser, console, site.base_url, creator, PHONE_SIZE)
     dashboard.get_by_test_id("moderation-log-panel").locator("summary").click()
     entries = dashboard.get_by_test_id("moderation-entry")
     expect(entries.first).to_have_attribute("data-action", "delete")

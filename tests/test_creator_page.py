@@ -18,38 +18,24 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import (
-    DESKTOP_SIZE,
     PHONE_SIZE,
+    TIMES,
     ConsoleWatch,
     assert_page_quality,
-    creator_token,
+    live_room,
     named_token,
-    new_page,
-    open_room,
+    open_dashboard,
     overlay_url,
+    own_server,
     reset_layout_shift,
     screenshots,
-    sign_in,
 )
 from tests.conftest import Engine
-from tests.support import Api, ServerProcess, delete_prefix, running_server, server_env, unique
+from tests.support import Api, ServerProcess, unique
 
 pytestmark = pytest.mark.browser
 
 MASK = "••••••••"
-TIMES = "\N{MULTIPLICATION SIGN}"
-
-
-def dashboard(
-    browser: Browser, console: ConsoleWatch, site: ServerProcess, creator: str, **options: Any
-) -> Page:
-    size = options.pop("size", DESKTOP_SIZE)
-    query = options.pop("query", "")
-    page = new_page(browser, console, "dashboard", size, **options)
-    page.goto(f"{site.base_url}/creator{query}")
-    sign_in(page, creator)
-    expect(page.get_by_test_id("dashboard")).to_be_visible()
-    return page
 
 
 def terms_of(api: Api, creator: str) -> dict[str, Any]:
@@ -64,7 +50,7 @@ def test_the_terms_are_the_servers_and_a_refused_withdrawal_says_the_minimum(
 ) -> None:
     api = site_api
     creator = unique("c")
-    creator_token(api, creator, "Mia Streams")
+    named_token(api, creator, "creator", "Mia Streams")
     # The browser tests' server: the default share, value, minimum and cap; a 1-hour hold.
     assert terms_of(api, creator) == {
         "share_percent": 50.0,
@@ -75,7 +61,7 @@ def test_the_terms_are_the_servers_and_a_refused_withdrawal_says_the_minimum(
         "hold_s": 3600,
         "daily_payout_cap_minor": 100000,
     }
-    page = dashboard(browser, console, site, creator)
+    page = open_dashboard(browser, console, site.base_url, creator)
     expect(page.get_by_test_id("terms-share")).to_have_text(
         "You earn 50 % of the coins of every gift as diamonds."
     )
@@ -113,11 +99,10 @@ def test_the_earnings_history_pages_and_agrees_with_the_api(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, fan, other = unique("c"), unique("f"), unique("f")
-    creator_token(api, creator, "Mia Streams")
+    creator, room_id = live_room(api, "History")
+    fan, other = unique("f"), unique("f")
     named_token(api, fan, "viewer", "Ann Lee")
     named_token(api, other, "viewer", "Bo Park")
-    room_id = open_room(api, creator, "History")
     api.buy(fan, "us_550")
     api.buy(other, "us_550")
     # 23 gifts: more than two pages of 10.
@@ -128,7 +113,7 @@ def test_the_earnings_history_pages_and_agrees_with_the_api(
         sent.append((sender, gift, count))
     diamonds = sum(count * 5 // 2 if gift == "finger_heart" else 10 for _, gift, count in sent)
 
-    page = dashboard(browser, console, site, creator, query="?page_size=10")
+    page = open_dashboard(browser, console, site.base_url, creator, query="?page_size=10")
     expect(page.get_by_test_id("lifetime")).to_have_attribute("data-diamonds", str(diamonds))
     rows = page.get_by_test_id("ledger-row")
     expect(rows).to_have_count(10)
@@ -168,13 +153,12 @@ def test_a_phones_history_card_says_each_figure_with_its_unit(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, fan = unique("c"), unique("f")
-    creator_token(api, creator, "Mia Streams")
-    room_id = open_room(api, creator, "Units")
+    creator, room_id = live_room(api, "Units")
+    fan = unique("f")
     api.buy(fan, "us_100")
     assert api.gift(fan, room_id, "rose", 1).status_code == 200  # 1 coin, no whole diamond
     assert api.gift(fan, room_id, "rose", 2).status_code == 200  # 2 coins, 1 diamond
-    page = dashboard(browser, console, site, creator, size=PHONE_SIZE)
+    page = open_dashboard(browser, console, site.base_url, creator, size=PHONE_SIZE)
     rows = page.get_by_test_id("ledger-row")
     expect(rows).to_have_count(2)
 
@@ -193,18 +177,17 @@ def test_end_live_asks_first_then_shows_the_summary(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, ann, bo = unique("c"), unique("f"), unique("f")
-    creator_token(api, creator, "Mia Streams")
+    creator, room_id = live_room(api, "Summary night")
+    ann, bo = unique("f"), unique("f")
     named_token(api, ann, "viewer", "Ann Lee")
     named_token(api, bo, "viewer", "Bo Park")
-    room_id = open_room(api, creator, "Summary night")
     api.buy(ann, "us_1250")
     api.buy(bo, "us_550")
     assert api.gift(ann, room_id, "galaxy").status_code == 200  # 1,000 coins, 500 diamonds
     assert api.gift(bo, room_id, "hand_hearts", 2).status_code == 200  # 200 coins, 100 diamonds
     assert api.gift(bo, room_id, "finger_heart").status_code == 200  # 5 coins, 2 diamonds
 
-    page = dashboard(browser, console, site, creator)
+    page = open_dashboard(browser, console, site.base_url, creator)
     expect(page.get_by_test_id("live-state")).to_have_attribute("data-live", "true")
     expect(page.get_by_test_id("lifetime")).to_have_attribute("data-diamonds", "602")
 
@@ -286,12 +269,17 @@ def test_the_overlay_link_is_masked_copied_with_options_and_regenerated(
 ) -> None:
     api = site_api
     creator = unique("c")
-    creator_token(api, creator, "Mia Streams")
+    named_token(api, creator, "creator", "Mia Streams")
     path = overlay_url(api, creator)
     token = path.rsplit("/", 1)[1]
     full = f"{site.base_url}{path}"
-    page = dashboard(
-        browser, console, site, creator, size=PHONE_SIZE, permissions=["clipboard-read", "clipboard-write"]
+    page = open_dashboard(
+        browser,
+        console,
+        site.base_url,
+        creator,
+        size=PHONE_SIZE,
+        permissions=["clipboard-read", "clipboard-write"],
     )
     link = page.get_by_test_id("overlay-url")
     masked = f"{site.base_url}/overlay/{MASK}{token[-4:]}"
@@ -357,20 +345,14 @@ def test_the_overlay_link_is_masked_copied_with_options_and_regenerated(
 @pytest.fixture(scope="module")
 def paying_site(engine: Engine, logs: Path, chromium: str) -> Iterator[ServerProcess]:
     """A server whose diamonds are available at once, with a small minimum and payout cap."""
-    prefix = f"{unique('p')}:"
-    env = server_env(
-        engine.url,
-        prefix,
+    with own_server(
+        engine,
+        logs,
         GIFTING_DIAMOND_HOLD_S="0.001",
         GIFTING_MIN_WITHDRAWAL_DIAMONDS="100",
         GIFTING_DAILY_PAYOUT_CAP_MINOR="100",
-    )
-    try:
-        with running_server(env, logs) as server:
-            yield server
-    finally:
-        if not engine.owned:
-            delete_prefix(engine.url, prefix)
+    ) as server:
+        yield server
 
 
 def test_withdrawals_show_their_dates_and_states_and_the_servers_refusal(
@@ -379,14 +361,13 @@ def test_withdrawals_show_their_dates_and_states_and_the_servers_refusal(
     site = paying_site
     with httpx.Client(base_url=site.base_url, timeout=10) as http:
         api = Api(http)
-        creator, fan = unique("c"), unique("f")
-        creator_token(api, creator, "Mia Streams")
-        room_id = open_room(api, creator, "Payday")
+        creator, room_id = live_room(api, "Payday")
+        fan = unique("f")
         api.buy(fan, "us_550")
         for _ in range(5):  # 500 coins: 250 diamonds, available at once
             assert api.gift(fan, room_id, "hand_hearts").status_code == 200
 
-        page = dashboard(browser, console, site, creator)
+        page = open_dashboard(browser, console, site.base_url, creator)
         expect(page.get_by_test_id("available")).to_have_attribute("data-diamonds", "250")
         expect(page.get_by_test_id("withdraw-minimum")).to_have_text("Minimum 100 diamonds ($0.50).")
         expect(page.get_by_test_id("terms-cap")).to_have_text("You can withdraw up to $1.00 a day.")
@@ -444,14 +425,16 @@ def test_copy_works_without_the_clipboard_api(
     the clipboard."""
     api = site_api
     creator = unique("c")
-    creator_token(api, creator, "Mia Streams")
+    named_token(api, creator, "creator", "Mia Streams")
     path = overlay_url(api, creator)
-    page = new_page(
-        browser, console, "dashboard", DESKTOP_SIZE, permissions=["clipboard-read", "clipboard-write"]
+    page = open_dashboard(
+        browser,
+        console,
+        site.base_url,
+        creator,
+        before=lambda page: page.add_init_script("delete Navigator.prototype.clipboard"),
+        permissions=["clipboard-read", "clipboard-write"],
     )
-    page.add_init_script("delete Navigator.prototype.clipboard")
-    page.goto(f"{site.base_url}/creator")
-    sign_in(page, creator)
     assert page.evaluate("navigator.clipboard === undefined")
     page.get_by_test_id("copy-overlay").click()
     expect(page.get_by_role("status").filter(has_text="Overlay link copied")).to_be_visible()

@@ -17,22 +17,23 @@ from tests.browser import (
     DESKTOP_SIZE,
     OVERLAY_SIZE,
     PHONE_SIZE,
+    TIMES,
     ConsoleWatch,
     assert_page_quality,
-    creator_token,
-    named_token,
+    fan_with,
+    live_room,
     new_page,
     open_overlay,
-    open_room,
     overlay_url,
+    paint,
     reset_layout_shift,
     screenshots,
+    set_goal,
 )
-from tests.support import Api, ServerProcess, unique
+from tests.support import Api, ServerProcess
 
 pytestmark = pytest.mark.browser
 
-TIMES = "\u00d7"
 REVOKED_TEXT = "This overlay link was replaced. Copy the new link from your creator dashboard."
 # Records, in order, each alert and each moment as it appears, and the most of them ever on
 # screen together, from the first paint on.
@@ -83,22 +84,6 @@ BUSY_BACKGROUND = (
 )
 
 
-def live(api: Api, name: str = "Mia Streams") -> tuple[str, str]:
-    creator = unique("c")
-    creator_token(api, creator, name)
-    return creator, open_room(api, creator, "Mia paints live")
-
-
-def fan_with(api: Api, coins: int, name: str | None = None) -> str:
-    """A viewer with at least `coins` coins (and a display name, if given)."""
-    fan = unique("f")
-    if name is not None:
-        named_token(api, fan, "viewer", name)
-    for _ in range(-(-coins // 5450)):
-        api.buy(fan, "us_5450")
-    return fan
-
-
 def overlay(
     browser: Browser, console: ConsoleWatch, size: dict[str, int], *scripts: str, **context: Any
 ) -> Page:
@@ -107,12 +92,6 @@ def overlay(
     for script in scripts:
         page.add_init_script(script)
     return page
-
-
-def paint(page: Page, background: str) -> None:
-    """A background behind the transparent overlay, set through the CSSOM (the page's policy
-    refuses inline styles)."""
-    page.evaluate("background => { document.documentElement.style.background = background; }", background)
 
 
 def shown(page: Page) -> dict[str, Any]:
@@ -129,7 +108,7 @@ def test_a_grand_moment_plays_after_a_small_gifts_alert_and_never_over_it(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, room_id = live(api)
+    creator, room_id = live_room(api)
     name = "Vera Quinn"
     fan = fan_with(api, 29_999 + 3, name)
     page = overlay(browser, console, OVERLAY_SIZE)
@@ -159,7 +138,7 @@ def test_a_storm_of_small_alerts_never_pushes_a_big_gift_out_of_the_queue(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, room_id = live(api)
+    creator, room_id = live_room(api)
     big = fan_with(api, 2 * 29_999, "Leo Grand")
     small = [fan_with(api, 19 * 299) for _ in range(3)]
     page = overlay(browser, console, DESKTOP_SIZE)
@@ -184,7 +163,7 @@ def test_min_coins_shows_only_gifts_worth_it(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, room_id = live(api)
+    creator, room_id = live_room(api)
     fan = fan_with(api, 299 + 300 + 1000)
     name = fan.capitalize()
     page = overlay(browser, console, DESKTOP_SIZE)
@@ -207,7 +186,7 @@ def test_with_reduced_motion_alerts_and_moments_only_fade(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, room_id = live(api)
+    creator, room_id = live_room(api)
     fan = fan_with(api, 299 + 1000)
     page = overlay(browser, console, DESKTOP_SIZE, reduced_motion="reduce")
     open_overlay(page, site.base_url, overlay_url(api, creator))
@@ -238,11 +217,8 @@ def test_position_scale_and_widgets_change_what_shows_and_where(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, room_id = live(api)
-    goal = api.http.put(
-        f"/v1/rooms/{room_id}/goal", json={"coins": 1000}, headers=api.auth(creator, "creator")
-    )
-    assert goal.status_code == 200, goal.text
+    creator, room_id = live_room(api)
+    set_goal(api, creator, room_id, 1000)
     fan = fan_with(api, 400)
     url = overlay_url(api, creator)
     plain = overlay(browser, console, DESKTOP_SIZE)
@@ -278,7 +254,7 @@ def test_values_it_does_not_understand_fall_back_with_a_notice_that_goes(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, room_id = live(api)
+    creator, room_id = live_room(api)
     fan = fan_with(api, 299)
     page = overlay(browser, console, DESKTOP_SIZE, AUDIO_WATCH)
     open_overlay(
@@ -307,7 +283,7 @@ def test_sound_only_when_asked_a_chime_richer_by_tier(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch, asked: bool
 ) -> None:
     api = site_api
-    creator, room_id = live(api)
+    creator, room_id = live_room(api)
     fan = fan_with(api, 299 + 1000)
     page = overlay(browser, console, DESKTOP_SIZE, AUDIO_WATCH)
     open_overlay(page, site.base_url, overlay_url(api, creator) + ("?sound=1" if asked else ""))
@@ -325,7 +301,7 @@ def test_regenerating_the_link_stops_an_open_overlay_for_good(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     api = site_api
-    creator, room_id = live(api)
+    creator, room_id = live_room(api)
     fan = fan_with(api, 299 * 2)
     old_url = overlay_url(api, creator)
     page = overlay(browser, console, DESKTOP_SIZE)
@@ -392,11 +368,8 @@ def test_it_fits_and_stays_legible_on_a_busy_background(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch, size: dict[str, int]
 ) -> None:
     api = site_api
-    creator, room_id = live(api)
-    goal = api.http.put(
-        f"/v1/rooms/{room_id}/goal", json={"coins": 1000}, headers=api.auth(creator, "creator")
-    )
-    assert goal.status_code == 200, goal.text
+    creator, room_id = live_room(api)
+    set_goal(api, creator, room_id, 1000)
     fan = fan_with(api, 400, "Nia Park")
     page = overlay(browser, console, size)
     open_overlay(page, site.base_url, overlay_url(api, creator) + "?chat=1")

@@ -13,23 +13,19 @@ from tests.browser import (
     PHONE_SIZE,
     ConsoleWatch,
     assert_page_quality,
-    creator_token,
+    fan_with,
+    live_room,
     new_page,
+    open_dashboard,
     open_overlay,
-    open_room,
     overlay_url,
     reset_layout_shift,
+    say,
     sign_in,
 )
 from tests.support import Api, ServerProcess, unique
 
 pytestmark = pytest.mark.browser
-
-
-def live_room(api: Api) -> tuple[str, str]:
-    creator = unique("c")
-    creator_token(api, creator, "Mia Streams")
-    return creator, open_room(api, creator, "Mia paints live")
 
 
 @BOTH_SIZES
@@ -38,9 +34,7 @@ def test_the_viewer_page(
 ) -> None:
     api = site_api
     _creator, room_id = live_room(api)
-    fan, viewer = unique("f"), unique("v")
-    for _ in range(6):  # 32,700 coins: enough for a Lion
-        api.buy(fan, "us_5450")
+    fan, viewer = fan_with(api, 29_999), unique("v")  # enough for a Lion
 
     page = new_page(browser, console, "viewer", size)
     page.goto(site.base_url + "/")
@@ -73,8 +67,7 @@ def test_the_viewer_page(
 
 
 def chat_and_likes(page: Page) -> None:
-    page.get_by_test_id("chat-input").fill("hello there")
-    page.get_by_test_id("chat-input").press("Enter")
+    say(page, "hello there")
     expect(page.get_by_test_id("chat-list")).to_contain_text("hello there")
 
 
@@ -84,11 +77,8 @@ def test_the_creator_dashboard(
 ) -> None:
     api = site_api
     creator, room_id = live_room(api)
-    fan = unique("f")
-    api.buy(fan, "us_5450")
-    page = new_page(browser, console, "dashboard", size)
-    page.goto(site.base_url + "/creator")
-    sign_in(page, creator)
+    fan = fan_with(api, 1_000)  # a Galaxy
+    page = open_dashboard(browser, console, site.base_url, creator, size)
     expect(page.get_by_test_id("live-state")).to_have_attribute("data-live", "true")
     reset_layout_shift(page)
 
@@ -118,9 +108,7 @@ def test_the_overlay(
 ) -> None:
     api = site_api
     creator, room_id = live_room(api)
-    fan = unique("f")
-    for _ in range(6):  # a Lion is 29,999 coins
-        api.buy(fan, "us_5450")
+    fan = fan_with(api, 29_999)  # a Lion
     page = new_page(browser, console, "overlay", size)
     open_overlay(page, site.base_url, overlay_url(api, creator) + "?chat=1")
     reset_layout_shift(page)

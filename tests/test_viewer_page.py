@@ -6,37 +6,33 @@ picks the currency, and the end of a live shows as such."""
 
 from __future__ import annotations
 
-import json
 import re
-import time
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, WebSocket, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import (
     BOTH_SIZES,
     DESKTOP_SIZE,
     PHONE_SIZE,
+    RESTART_NOISE,
+    TIMES,
     ConsoleWatch,
     assert_page_quality,
-    creator_token,
-    named_token,
-    new_page,
-    open_room,
+    fan_with,
+    live_room,
+    record_sent,
     reset_layout_shift,
     say,
     screenshots,
-    sign_in,
+    wait_until,
     watch,
 )
 from tests.support import Api, ServerProcess, unique
 
 pytestmark = pytest.mark.browser
 
-TIMES = "\N{MULTIPLICATION SIGN}"
-# A restarting server refuses connections for a moment; the browser logs each refusal.
-RESTART_NOISE = [re.compile(r"WebSocket connection to .* failed"), re.compile(r"ERR_CONNECTION_REFUSED")]
 # Records the gift moments as they come and go on the stage: the most on screen at once, and
 # the tier and sender of each, in order.
 MOMENT_WATCH = """
@@ -63,24 +59,22 @@ MOMENT_WATCH = """
 """
 
 
-def live_room(api: Api, title: str = "Mia paints live") -> tuple[str, str]:
-    creator = unique("c")
-    creator_token(api, creator, "Mia Streams")
-    return creator, open_room(api, creator, title)
-
-
-def record_gifts(page: Page, sent: list[dict[str, Any]]) -> None:
-    """Every gift frame the page sends, as it sends it."""
-
-    def on_socket(socket: WebSocket) -> None:
-        def on_frame(payload: str | bytes) -> None:
-            frame = json.loads(payload)
-            if frame.get("type") == "gift":
-                sent.append(frame)
-
-        socket.on("framesent", on_frame)
-
-    page.on("websocket", on_socket)
+def watch_sending(
+    browser: Browser, console: ConsoleWatch, base_url: str, room_id: str, viewer: str, size: dict[str, int]
+) -> tuple[Page, list[dict[str, Any]]]:
+    """Vera Quinn watching the room, and every gift frame her page sends, as it sends it."""
+    sent: list[dict[str, Any]] = []
+    page = watch(
+        browser,
+        console,
+        base_url,
+        room_id,
+        viewer,
+        "Vera Quinn",
+        size,
+        lambda p: record_sent(p, "gift", sent.append),
+    )
+    return page, sent
 
 
 def open_tray(page: Page, size: dict[str, int]) -> None:
@@ -91,13 +85,6 @@ def open_tray(page: Page, size: dict[str, int]) -> None:
     # The sheet slides up (0.18 s): measure once it is in place.
     sheet = page.get_by_test_id("gift-sheet")
     wait_until(page, lambda: sheet.evaluate("sheet => sheet.getAnimations().length") == 0)
-
-
-def wait_until(page: Page, condition: Any, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        page.wait_for_timeout(50)  # Playwright delivers the page's events meanwhile
 
 
 def assert_touch_targets(page: Page) -> None:
@@ -130,10 +117,7 @@ def test_a_combo_is_one_badge_and_one_feed_row(
     _creator, room_id = live_room(api)
     viewer, friend = unique("v"), unique("v")
     api.buy(viewer, "us_100")
-    sent: list[dict[str, Any]] = []
-    page = watch(
-        browser, console, site.base_url, room_id, viewer, "Vera Quinn", size, lambda p: record_gifts(p, sent)
-    )
+    page, sent = watch_sending(browser, console, site.base_url, room_id, viewer, size)
     open_tray(page, size)
     reset_layout_shift(page)
     rose = page.get_by_test_id("gift-rose")
@@ -174,17 +158,7 @@ def test_a_refused_tap_leaves_the_tray_where_it_was(
     _creator, room_id = live_room(api)
     viewer = unique("v")
     api.buy(viewer, "us_100")
-    sent: list[dict[str, Any]] = []
-    page = watch(
-        browser,
-        console,
-        site.base_url,
-        room_id,
-        viewer,
-        "Vera Quinn",
-        PHONE_SIZE,
-        lambda p: record_gifts(p, sent),
-    )
+    page, sent = watch_sending(browser, console, site.base_url, room_id, viewer, PHONE_SIZE)
     open_tray(page, PHONE_SIZE)
     lion = page.get_by_test_id("gift-lion")
     expect(lion).to_have_attribute("data-affordable", "false")
@@ -221,17 +195,7 @@ def test_a_gift_tapped_while_reconnecting_goes_once_when_the_connection_is_back(
     _creator, room_id = live_room(api)
     viewer = unique("v")
     api.buy(viewer, "us_100")
-    sent: list[dict[str, Any]] = []
-    page = watch(
-        browser,
-        console,
-        site.base_url,
-        room_id,
-        viewer,
-        "Vera Quinn",
-        PHONE_SIZE,
-        lambda p: record_gifts(p, sent),
-    )
+    page, sent = watch_sending(browser, console, site.base_url, room_id, viewer, PHONE_SIZE)
     open_tray(page, PHONE_SIZE)
     reset_layout_shift(page)
     waiting = page.get_by_test_id("toasts").get_by_text(re.compile("sent when the connection is back"))
@@ -257,10 +221,7 @@ def test_big_gifts_play_their_moments_one_after_the_other(
 ) -> None:
     api = site_api
     _creator, room_id = live_room(api)
-    fan, viewer = unique("f"), unique("v")
-    named_token(api, fan, "viewer", "Rich Fan")
-    for _ in range(6):  # 32,700 coins: a Lion (29,999) and a Galaxy (1,000)
-        api.buy(fan, "us_5450")
+    fan, viewer = fan_with(api, 29_999 + 1_000, "Rich Fan"), unique("v")
 
     def before(page: Page) -> None:
         page.add_init_script(MOMENT_WATCH)
@@ -344,17 +305,7 @@ def test_a_big_gift_asks_first_unless_told_not_to_for_this_live(
     viewer = unique("v")
     api.buy(viewer, "us_2650")
     api.buy(viewer, "us_1250")  # 3,900 coins
-    sent: list[dict[str, Any]] = []
-    page = watch(
-        browser,
-        console,
-        site.base_url,
-        room_id,
-        viewer,
-        "Vera Quinn",
-        DESKTOP_SIZE,
-        lambda p: record_gifts(p, sent),
-    )
+    page, sent = watch_sending(browser, console, site.base_url, room_id, viewer, DESKTOP_SIZE)
     confirm = page.get_by_test_id("confirm-gift")
     galaxy = page.get_by_test_id("gift-galaxy")
     galaxy.click()
@@ -504,8 +455,4 @@ def friend_page(browser: Browser, console: ConsoleWatch, base_url: str, room_id:
 def watch_ended(
     browser: Browser, console: ConsoleWatch, base_url: str, room_id: str, size: dict[str, int]
 ) -> Page:
-    page = new_page(browser, console, "late viewer", size)
-    page.goto(f"{base_url}/?room={room_id}")
-    sign_in(page, unique("v"), "Late Larry")
-    expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "closed")
-    return page
+    return watch(browser, console, base_url, room_id, unique("v"), "Late Larry", size, state="closed")
