@@ -232,13 +232,6 @@ def open_overlay(page: Page, base_url: str, url: str) -> None:
     expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "open")
 
 
-def open_room(api: Api, creator: str, title: str) -> str:
-    reply = api.http.post("/v1/rooms", json={"title": title}, headers=api.auth(creator, "creator"))
-    assert reply.status_code == 201, reply.text
-    room_id: str = reply.json()["room_id"]
-    return room_id
-
-
 def sign_in(page: Page, user_id: str, name: str | None = None) -> None:
     page.get_by_test_id("user-id").fill(user_id)
     if name is not None:
@@ -257,7 +250,7 @@ def live_room(api: Api, title: str = "Mia paints live", name: str = "Mia Streams
     """A creator with a display name, and the id of their live room."""
     creator = unique("c")
     named_token(api, creator, "creator", name)
-    return creator, open_room(api, creator, title)
+    return creator, api.open_room(creator, title)
 
 
 def set_goal(api: Api, creator: str, room_id: str, coins: int) -> None:

@@ -209,8 +209,9 @@ class Api:
     def earnings_ledger(self, creator_id: str) -> list[dict[str, Any]]:
         return self._pages("/v1/creator/earnings/ledger", self.auth(creator_id, "creator"), 200)
 
-    def open_room(self, creator_id: str) -> str:
-        reply = self.http.post("/v1/rooms", json={}, headers=self.auth(creator_id, "creator"))
+    def open_room(self, creator_id: str, title: str | None = None) -> str:
+        body = {} if title is None else {"title": title}
+        reply = self.http.post("/v1/rooms", json=body, headers=self.auth(creator_id, "creator"))
         assert reply.status_code == 201, reply.text
         room_id: str = reply.json()["room_id"]
         return room_id

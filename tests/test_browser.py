@@ -35,7 +35,6 @@ from tests.browser import (
     new_page,
     open_dashboard,
     open_overlay,
-    open_room,
     overlay_url,
     paint,
     record_sent,
@@ -251,7 +250,7 @@ def test_a_message_resent_after_a_dropped_connection_is_posted_once(
 ) -> None:
     api = site_api
     creator, ann_id, bo_id = unique("c"), unique("v"), unique("v")
-    room_id = open_room(api, creator, "Resend")
+    room_id = api.open_room(creator, "Resend")
     bo = watch(browser, console, site.base_url, room_id, bo_id, "Bo Lee", DESKTOP_SIZE)
     sent: list[dict[str, Any]] = []
     acks: list[dict[str, Any]] = []
@@ -308,7 +307,7 @@ def test_a_refused_message_says_why_beside_the_input(
 ) -> None:
     api = site_api
     creator, viewer = unique("c"), unique("v")
-    room_id = open_room(api, creator, "Rules")
+    room_id = api.open_room(creator, "Rules")
 
     def settings(**fields: object) -> None:
         reply = api.http.put("/v1/creator/chat-settings", json=fields, headers=api.auth(creator, "creator"))
@@ -389,7 +388,7 @@ def test_the_dashboard_sets_chat_rules_moderators_and_shows_followers(
     creator, helper, fan = unique("c"), unique("v"), unique("v")
     named_token(api, helper, "viewer", "Hal Moss")
     api.me(helper)
-    open_room(api, creator, "Dashboard")
+    api.open_room(creator, "Dashboard")
     dashboard = open_dashboard(browser, console, site.base_url, creator, size)
     expect(dashboard.get_by_test_id("followers")).to_have_attribute("data-followers", "0")
 
