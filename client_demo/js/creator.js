@@ -195,23 +195,13 @@ function showSummary(summary) {
     const item = document.createElement("li");
     item.dataset.testid = "summary-gifter";
     item.dataset.userId = gifter.user_id;
-    const name = document.createElement("span");
-    name.className = "person-name";
-    name.textContent = gifter.name;
-    const coins = document.createElement("span");
-    coins.className = "hint";
-    coins.dataset.testid = "summary-gifter-coins";
-    coins.textContent = `${formatNumber(gifter.coins)} coins`;
-    item.append(name, coins);
+    item.append(
+      span("person-name", gifter.name),
+      span("hint", `${formatNumber(gifter.coins)} coins`, "summary-gifter-coins"),
+    );
     return item;
   });
-  if (items.length === 0) {
-    const none = document.createElement("li");
-    none.className = "hint";
-    none.textContent = "No gifts in this LIVE.";
-    items.push(none);
-  }
-  byTestId("summary-top-gifters").replaceChildren(...items);
+  fillList(byTestId("summary-top-gifters"), items, "No gifts in this LIVE.");
   show(byTestId("live-summary"));
 }
 
@@ -399,28 +389,17 @@ async function refreshWithdrawals() {
     item.dataset.state = withdrawal.state;
     item.dataset.requestedMs = withdrawal.requested_ms;
     if (withdrawal.decided_ms) item.dataset.decidedMs = withdrawal.decided_ms;
-    const what = document.createElement("span");
-    what.className = "withdrawal-amount";
-    what.textContent = `${formatNumber(withdrawal.diamonds)} diamonds → ${formatMoney(withdrawal.amount.amount_minor, withdrawal.amount.currency)}`;
-    const stateBadge = document.createElement("span");
-    stateBadge.className = "badge";
-    stateBadge.dataset.testid = "withdrawal-state";
-    stateBadge.textContent = WITHDRAWAL_STATES[withdrawal.state] ?? withdrawal.state;
-    const when = document.createElement("span");
-    when.className = "hint";
-    when.dataset.testid = "withdrawal-dates";
-    const decided = withdrawal.decided_ms ? ` · ${WITHDRAWAL_STATES[withdrawal.state] ?? withdrawal.state} ${formatDate(withdrawal.decided_ms)}` : "";
-    when.textContent = `Requested ${formatDate(withdrawal.requested_ms)}${decided}`;
-    item.append(what, stateBadge, when);
+    const amount = `${formatNumber(withdrawal.diamonds)} diamonds → ${formatMoney(withdrawal.amount.amount_minor, withdrawal.amount.currency)}`;
+    const stateWord = WITHDRAWAL_STATES[withdrawal.state] ?? withdrawal.state;
+    const decided = withdrawal.decided_ms ? ` · ${stateWord} ${formatDate(withdrawal.decided_ms)}` : "";
+    item.append(
+      span("withdrawal-amount", amount),
+      span("badge", stateWord, "withdrawal-state"),
+      span("hint", `Requested ${formatDate(withdrawal.requested_ms)}${decided}`, "withdrawal-dates"),
+    );
     return item;
   });
-  if (items.length === 0) {
-    const none = document.createElement("li");
-    none.className = "hint";
-    none.textContent = "No withdrawals yet.";
-    items.push(none);
-  }
-  byTestId("withdrawals").replaceChildren(...items);
+  fillList(byTestId("withdrawals"), items, "No withdrawals yet.");
 }
 
 const diamondsText = (n) => `${formatNumber(n)} diamond${n === 1 ? "" : "s"}`;
@@ -650,34 +629,15 @@ async function saveChatSettings() {
 
 async function loadModerators() {
   const { moderators } = await api("/v1/creator/moderators", { token: state.token });
-  byTestId("moderators").replaceChildren(
-    ...moderators.map((moderator) => {
-      const item = document.createElement("li");
-      item.dataset.testid = "moderator";
-      item.dataset.userId = moderator.id;
-      const name = document.createElement("span");
-      name.className = "person-name";
-      name.dataset.testid = "moderator-name";
-      name.textContent = moderator.name;
-      const id = document.createElement("span");
-      id.className = "hint";
-      id.textContent = moderator.id;
-      const remove = document.createElement("button");
-      remove.type = "button";
-      remove.className = "link";
-      remove.dataset.testid = `remove-moderator-${moderator.id}`;
-      remove.textContent = "Remove";
-      remove.addEventListener("click", () => changeModerator(moderator.id, "DELETE"));
-      item.append(name, id, remove);
-      return item;
-    }),
-  );
-  if (moderators.length === 0) {
-    const none = document.createElement("li");
-    none.className = "hint";
-    none.textContent = "No moderators yet.";
-    byTestId("moderators").append(none);
-  }
+  const items = moderators.map((moderator) => {
+    const item = personItem(moderator, "moderator", "moderator-name");
+    item.dataset.userId = moderator.id;
+    item.append(
+      linkButton("Remove", `remove-moderator-${moderator.id}`, () => changeModerator(moderator.id, "DELETE")),
+    );
+    return item;
+  });
+  fillList(byTestId("moderators"), items, "No moderators yet.");
 }
 
 async function changeModerator(userId, method) {
@@ -719,30 +679,11 @@ async function loadBans() {
   try {
     const { bans } = await api("/v1/creator/bans", { token: state.token });
     const items = bans.map((user) => {
-      const item = document.createElement("li");
-      item.dataset.testid = "banned-user";
-      const name = document.createElement("span");
-      name.className = "person-name";
-      name.textContent = user.name;
-      const id = document.createElement("span");
-      id.className = "hint";
-      id.textContent = user.id;
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "link";
-      button.dataset.testid = `unban-${user.id}`;
-      button.textContent = "Unban";
-      button.addEventListener("click", () => unban(user.id));
-      item.append(name, id, button);
+      const item = personItem(user, "banned-user");
+      item.append(linkButton("Unban", `unban-${user.id}`, () => unban(user.id)));
       return item;
     });
-    if (items.length === 0) {
-      const none = document.createElement("li");
-      none.className = "hint";
-      none.textContent = "Nobody is banned.";
-      items.push(none);
-    }
-    byTestId("bans").replaceChildren(...items);
+    fillList(byTestId("bans"), items, "Nobody is banned.");
   } catch (error) {
     showError(error);
   }
@@ -770,9 +711,7 @@ async function loadModerationLog(more = false) {
       const item = document.createElement("li");
       item.dataset.testid = "moderation-entry";
       item.dataset.action = entry.action;
-      const when = document.createElement("span");
-      when.className = "hint";
-      when.textContent = new Date(entry.ts).toLocaleString();
+      const when = span("hint", new Date(entry.ts).toLocaleString());
       const what = document.createElement("span");
       const minutes = entry.seconds ? ` for ${Math.ceil(entry.seconds / 60)} min` : "";
       what.textContent = `${who(entry.actor)} ${LOG_VERBS[entry.action] ?? entry.action} ${who(entry.target)}${minutes}`;
@@ -785,6 +724,48 @@ async function loadModerationLog(more = false) {
   } catch (error) {
     showError(error);
   }
+}
+
+// ---------------------------------------------------------------- lists
+
+/** A <span> with this class and text, and this test id when one is given. */
+function span(className, text, testid) {
+  const element = document.createElement("span");
+  element.className = className;
+  if (testid) element.dataset.testid = testid;
+  element.textContent = text;
+  return element;
+}
+
+/** A list's items, or one line saying there are none. */
+function fillList(list, items, emptyText) {
+  if (items.length > 0) {
+    list.replaceChildren(...items);
+    return;
+  }
+  const none = document.createElement("li");
+  none.className = "hint";
+  none.textContent = emptyText;
+  list.replaceChildren(none);
+}
+
+/** A person in a list (a moderator, a banned user): their name, then their id. */
+function personItem(person, testid, nameTestid) {
+  const item = document.createElement("li");
+  item.dataset.testid = testid;
+  item.append(span("person-name", person.name, nameTestid), span("hint", person.id));
+  return item;
+}
+
+/** A button that looks like a link, for one action on a list's item. */
+function linkButton(label, testid, run) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "link";
+  button.dataset.testid = testid;
+  button.textContent = label;
+  button.addEventListener("click", run);
+  return button;
 }
 
 // ---------------------------------------------------------------- notices and wiring
