@@ -144,7 +144,7 @@ async def viewer_tokens(client: httpx.AsyncClient, prefix: str, first: int, coun
 
     async def mint(i: int) -> str:
         body = {"user_id": f"{prefix}{i:05d}", "role": "viewer"}
-        token: str = (await expect(client.post("/v1/dev/token", json=body), 200))["token"]
+        token: str = (await expect(lambda: client.post("/v1/dev/token", json=body), 200))["token"]
         return token
 
     return await gather_limited((mint(i) for i in range(first, first + count)), 16)
@@ -596,7 +596,7 @@ def metric_total(exposition: str, name: str) -> float:
 
 async def like_figures(client: httpx.AsyncClient) -> dict[str, float]:
     """The room's like total and the server's like and hub tick counters."""
-    room = await expect(client.get(f"/v1/rooms/{ROOM_ID}"), 200)
+    room = await expect(lambda: client.get(f"/v1/rooms/{ROOM_ID}"), 200)
     exposition = (await client.get("/metrics")).text
     return {
         "total": room["snapshot"]["likes"],

@@ -18,8 +18,9 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -203,9 +204,21 @@ class Sender:
     room_id: str  # the live room this sender gifts into (see --rooms)
 
 
-async def expect(request: Awaitable[httpx.Response], status: int) -> dict[str, Any]:
-    """The JSON body of a reply that must have ``status``."""
-    reply = await request
+# A setup request the server answers 503 engine_unavailable ("retry shortly": a busy or
+# restarting engine) is sent again, as a client does, this many times with a doubling pause.
+SETUP_RETRIES = 5
+SETUP_RETRY_PAUSE_S = 0.2
+
+
+async def expect(send: Callable[[], Awaitable[httpx.Response]], status: int) -> dict[str, Any]:
+    """The JSON body of a reply that must have ``status``. Only requests that are harmless to
+    repeat go through here: tokens, reads, a room, an order (an unpaid one expires) and its
+    sandbox payment (which credits an order once)."""
+    for attempt in range(SETUP_RETRIES + 1):
+        reply = await send()
+        if reply.status_code != 503 or attempt == SETUP_RETRIES:
+            break
+        await asyncio.sleep(SETUP_RETRY_PAUSE_S * 2**attempt)
     if reply.status_code != status:
         raise BenchError(
             f"{reply.request.method} {reply.request.url.path} answered {reply.status_code}, "
@@ -217,7 +230,7 @@ async def expect(request: Awaitable[httpx.Response], status: int) -> dict[str, A
 
 async def bearer(client: httpx.AsyncClient, user_id: str, role: str) -> dict[str, str]:
     """Request headers carrying a demo token for ``user_id`` in ``role``."""
-    token = await expect(client.post("/v1/dev/token", json={"user_id": user_id, "role": role}), 200)
+    token = await expect(lambda: client.post("/v1/dev/token", json={"user_id": user_id, "role": role}), 200)
     return {"authorization": f"Bearer {token['token']}", "content-type": "application/json"}
 
 
@@ -229,20 +242,19 @@ async def new_sender(
 
 async def open_room(client: httpx.AsyncClient, creator_id: str) -> str:
     """Take ``creator_id`` live through the API; the new room's id."""
-    room = await expect(
-        client.post("/v1/rooms", json={}, headers=await bearer(client, creator_id, "creator")), 201
-    )
+    headers = await bearer(client, creator_id, "creator")
+    room = await expect(lambda: client.post("/v1/rooms", json={}, headers=headers), 201)
     return str(room["room_id"])
 
 
 async def top_up(client: httpx.AsyncClient, sender: Sender, coins: int) -> None:
     """Buy packages through the purchase and sandbox payment flow until ``sender`` holds ``coins``."""
-    wallet = await expect(client.get("/v1/wallet", headers=sender.headers), 200)
+    wallet = await expect(lambda: client.get("/v1/wallet", headers=sender.headers), 200)
     for _ in range(math.ceil(max(0, coins - wallet["coins"]) / PACKAGE_COINS)):
-        order = await expect(client.post("/v1/purchases", json=PACKAGE, headers=sender.headers), 201)
+        order = await expect(lambda: client.post("/v1/purchases", json=PACKAGE, headers=sender.headers), 201)
         pay = f"/v1/sandbox/orders/{order['order_id']}/pay"
-        await expect(client.post(pay, headers=sender.headers), 200)
-    wallet = await expect(client.get("/v1/wallet", headers=sender.headers), 200)
+        await expect(partial(client.post, pay, headers=sender.headers), 200)
+    wallet = await expect(lambda: client.get("/v1/wallet", headers=sender.headers), 200)
     if wallet["coins"] < coins:
         raise BenchError(f"{sender.user_id} holds {wallet['coins']} coins after paying, not {coins}")
 

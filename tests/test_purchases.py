@@ -35,7 +35,15 @@ def test_the_catalog_lists_packages_per_region(api: Api) -> None:
         "unknown_region"
     )
     gifts = api.http.get("/v1/catalog/gifts").json()["gifts"]
-    assert {"id": "rose", "name": "Rose", "coins": 1, "streakable": True, "animation": "rose-float"} in gifts
+    rose = {
+        "id": "rose",
+        "name": "Rose",
+        "coins": 1,
+        "streakable": True,
+        "animation": "rose-float",
+        "tier": 1,
+    }
+    assert rose in gifts
 
 
 def test_a_verified_webhook_credits_the_order_once(api: Api, viewer: str) -> None:

@@ -289,8 +289,13 @@ def send(case: Case, user: str | None, world: World, tally: Tally) -> None:
     account(case, user, response, world, tally)
 
 
+# The numbers an error may carry beside its code and message (the document's Error schema).
+ERROR_DETAILS = set(openapi.ERROR_SCHEMA["properties"]["error"]["properties"]) - {"code", "message"}
+
+
 def error_shape(case: Case, response: Any) -> list[str]:
-    """An error is ``{"error": {"code", "message"}}`` with a code the document lists for it."""
+    """An error is ``{"error": {"code", "message"}}`` with a code the document lists for it,
+    and beside them only the integer details the document's Error schema names."""
     status = response.status_code
     if status < 400 or case.operation.path == "/readyz":
         return []
@@ -301,10 +306,12 @@ def error_shape(case: Case, response: Any) -> list[str]:
     error = body.get("error") if isinstance(body, dict) else None
     if not (
         isinstance(error, dict)
-        and set(error) == {"code", "message"}
-        and all(isinstance(v, str) for v in error.values())
+        and {"code", "message"} <= set(error) <= {"code", "message", *ERROR_DETAILS}
+        and isinstance(error["code"], str)
+        and isinstance(error["message"], str)
+        and all(type(error[name]) is int for name in set(error) & ERROR_DETAILS)
     ):
-        return [f"error body is not {{'error': {{'code', 'message'}}}}: {body!r}"]
+        return [f"error body is not {{'error': {{'code', 'message', details}}}}: {body!r}"]
     spec = next(op for op in openapi.OPERATIONS if op.key == (case.method.upper(), case.operation.path))
     listed = openapi.error_codes(spec).get(status, [])
     if error["code"] not in listed:
