@@ -384,6 +384,16 @@ def assert_no_layout_shift(page: Page, limit: float = MAX_LAYOUT_SHIFT) -> None:
     assert total <= limit, f"layout shift {total:.3f} > {limit}: {shifts}"
 
 
+# Waits for every running animation of at most a second (entrances and fades of notices) to end.
+SHORT_ANIMATIONS_SETTLED = """async () => {
+  const short = document.getAnimations().filter((animation) => {
+    const timing = animation.effect && animation.effect.getComputedTiming();
+    return timing && Number.isFinite(timing.endTime) && timing.endTime <= 1000;
+  });
+  await Promise.allSettled(short.map((animation) => animation.finished));
+}"""
+
+
 def accessibility_violations(page: Page, impacts: tuple[str, ...] = ("serious", "critical")) -> list[str]:
     """axe-core's violations of the given impacts on the page as it is now, one line each.
 
@@ -391,6 +401,9 @@ def accessibility_violations(page: Page, impacts: tuple[str, ...] = ("serious", 
     refuses inline scripts) stays in force for everything else."""
     if not page.evaluate("typeof window.axe === 'object'"):
         page.evaluate(AXE.read_text(encoding="utf-8"))
+    # Contrast is a property of what stays on screen: a notice fading in (a short entrance
+    # animation) is checked once it is there, not halfway through its fade.
+    page.evaluate(SHORT_ANIMATIONS_SETTLED)
     violations: list[dict[str, Any]] = page.evaluate(
         "async () => (await axe.run(document, { resultTypes: ['violations'] })).violations"
     )
