@@ -30,7 +30,7 @@ from tests.browser import (
     screenshots,
     set_goal,
 )
-from tests.support import Api, ServerProcess
+from tests.support import Api, ServerProcess, unique
 
 pytestmark = pytest.mark.browser
 
@@ -399,3 +399,22 @@ def test_it_fits_and_stays_legible_on_a_busy_background(
         assert look["smallest"] >= 12, look
         assert look["inside"], look
     assert_page_quality(page, console)
+
+
+def test_the_chat_widget_shows_no_empty_bar_before_the_first_message(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    api = site_api
+    creator, room_id = live_room(api)
+    viewer = unique("v")
+    page = overlay(browser, console, DESKTOP_SIZE)
+    open_overlay(page, site.base_url, overlay_url(api, creator) + "?chat=1")
+    widget = page.get_by_test_id("chat-widget")
+    expect(widget).to_be_hidden()
+    reply = api.http.post(
+        f"/v1/rooms/{room_id}/chat", json={"text": "first!", "client_id": "m-1"}, headers=api.auth(viewer)
+    )
+    assert reply.status_code == 201, reply.text
+    expect(widget).to_be_visible()
+    expect(widget).to_contain_text("first!")
+    console.assert_clean()
