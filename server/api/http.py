@@ -175,10 +175,8 @@ async def end_room(request: Request) -> JSON:
     principal = caller(request, *CREATOR_ROLES)
     room_id = check_id(request.path_params["room_id"], "room_id")
     rooms = context(request).store.rooms
-    is_admin = principal.role == "admin"
-    room = await rooms.end(room_id, principal.user_id, is_admin)
-    summary = await rooms.summary(room_id, principal.user_id, is_admin, now_ms())
-    return JSON({**room.to_dict(), "summary": summary})
+    room = await rooms.end(room_id, principal.user_id, principal.role == "admin")
+    return JSON({**room.to_dict(), "summary": await rooms.summary_of(room, now_ms())})
 
 
 async def room_summary(request: Request) -> JSON:

@@ -135,6 +135,11 @@ class Rooms:
         room = await self.get(room_id)
         if room.creator_id != user_id and not is_admin:
             raise Forbidden("only the room's creator can read its summary")
+        return await self.summary_of(room, now_ms)
+
+    async def summary_of(self, room: Room, now_ms: int) -> dict[str, Any]:
+        """The summary of a room already read (and its reader's right to it checked)."""
+        room_id = room.room_id
         reply: list[Any] = await self._runner.call(
             ROOM_SUMMARY, *room_summary_arguments(self._keys.room(room_id))
         )
