@@ -127,8 +127,11 @@ class Store:
         )
 
     async def engine_ms(self) -> int:
-        """The engine's clock, unix milliseconds."""
-        seconds, micros = await self.redis.time()
+        """The engine's clock, unix milliseconds (on a cluster, one master's)."""
+        reply: Any = await self.redis.time()
+        if isinstance(reply, dict):  # a cluster asks every node
+            reply = next(iter(reply.values()))
+        seconds, micros = reply
         return int(seconds) * 1000 + int(micros) // 1000
 
     async def set_profile(self, user_id: str, name: str, role: str) -> None:
