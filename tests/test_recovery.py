@@ -30,6 +30,7 @@ from tests.support import (
     engine_client_async,
     running_server,
     server_env,
+    strand,
     unique,
 )
 from tests.wsclient import RoomSocket
@@ -56,21 +57,6 @@ def test_gifts_keep_working_after_the_script_cache_is_flushed(
         assert api.gift(viewer, room_id, "doughnut").status_code == 200
     assert api.coins(viewer) == 550 - 300
     assert api.earnings(creator)["pending"] == 150
-
-
-async def strand(store: Store, credit: CreatorCredit) -> int:
-    """Debit exactly as the gift path does, then stop before the creator credit, as a crash would."""
-    debit = await store.wallets.debit_gift(
-        credit=credit,
-        idempotency_key=unique("k"),
-        fingerprint="f",
-        day=0,
-        idempotency_ttl_s=60,
-        rate_per_s=100,
-        burst=100,
-        clawback_window_ms=Settings().clawback_window_ms,
-    )
-    return debit.coins
 
 
 @pytest.fixture
