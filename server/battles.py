@@ -71,10 +71,10 @@ class BattleService:
         battles = self.store.battles
         battle_id = new_id("b")
         lifetime = INVITATION_MS + SETTLE_MS
-        busy = await battles.claim(creator_id, battle_id, lifetime)
+        busy = await self._claim(creator_id, battle_id, lifetime)
         if busy is not None:
             raise Conflict(f"you are already in battle {busy!r}", code="already_in_battle")
-        busy = await battles.claim(opponent_id, battle_id, lifetime)
+        busy = await self._claim(opponent_id, battle_id, lifetime)
         if busy is not None:
             await battles.release(creator_id, battle_id)
             raise Conflict(f"{opponent_id!r} is already in a battle", code="already_in_battle")
@@ -133,9 +133,30 @@ class BattleService:
         return await self.store.battles.get(battle_id)
 
     async def current(self, creator_id: str) -> Battle | None:
-        """The creator's battle while it is invited or running."""
+        """The creator's battle while it is invited or running: not one whose invitation
+        lapsed or that ended, though its pointer may outlive it a little."""
         battle_id = await self.store.battles.current(creator_id)
-        return None if battle_id is None else await self.store.battles.get(battle_id)
+        if battle_id is None:
+            return None
+        battle = (await self.store.battles.states([battle_id]))[0]
+        if battle is None or battle.shown_state(INVITATION_MS) not in ("invited", "running"):
+            return None
+        return battle
+
+    async def _claim(self, creator_id: str, battle_id: str, lifetime_ms: int) -> str | None:
+        """Take the creator's one battle pointer for ``battle_id``; the battle that holds it,
+        if one invited or running does. A pointer left to a battle that is over (an invitation
+        that lapsed, an end whose release has not run yet) is released and taken."""
+        battles = self.store.battles
+        busy = await battles.claim(creator_id, battle_id, lifetime_ms)
+        if busy is None:
+            return None
+        held = (await battles.states([busy]))[0]
+        # No record yet: that invitation is being written (its pointers come first).
+        if held is None or held.shown_state(INVITATION_MS) in ("invited", "running"):
+            return busy
+        await battles.release(creator_id, busy)
+        return await battles.claim(creator_id, battle_id, lifetime_ms)
 
     async def forfeit(self, creator_id: str) -> None:
         """The creator ended their live: a running battle ends at once, the other side wins;

@@ -21,7 +21,9 @@ from redis.cluster import ClusterNode
 
 from server.domain import webhooks
 from server.engine import free_port, stop_process
-from server.settings import cluster_nodes
+from server.settings import Settings, cluster_nodes
+from server.store import Store
+from server.store.records import CreatorCredit
 from server.store.store import connect_cluster
 
 # Random-looking, as a server outside demo mode requires (settings.secret_problem).
@@ -117,6 +119,22 @@ def running_server(env: Mapping[str, str], log_dir: Path) -> Iterator[ServerProc
         yield server
     finally:
         server.stop()
+
+
+async def strand(store: Store, credit: CreatorCredit) -> int:
+    """Debit exactly as the gift path does, then stop before the delivery, as a crash would:
+    the gift waits in its sender's outbox for a sweeper. The sender's balance after it."""
+    debit = await store.wallets.debit_gift(
+        credit=credit,
+        idempotency_key=unique("k"),
+        fingerprint="f",
+        day=0,
+        idempotency_ttl_s=60,
+        rate_per_s=100,
+        burst=100,
+        clawback_window_ms=Settings().clawback_window_ms,
+    )
+    return debit.coins
 
 
 def engine_client(url: str, *, decode_responses: bool = True) -> redis.Redis:
