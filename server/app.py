@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -84,7 +85,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         catalog = Catalog.load_default()
         gifts = GiftService(store, catalog, settings)
         hub = Hub(store, catalog, settings)
-        battles = BattleService(store, gifts.name_of)
+        battles = BattleService(store, gifts.name_of, functools.partial(gifts.sweep, by_debit=True))
         clawbacks = Clawbacks(store, settings.clawback_window_ms)
         app.state.ctx = sockets.context = Context(
             settings=settings,

@@ -17,8 +17,10 @@ battle's score against the ledgers by the same rule.
 - accept: both pointers extended to the battle's end (gone: the invitation lapsed); the end
   scheduled (``battles:due``) a little later than it can fall; the record accepts (running,
   from the engine's now); the exact end scheduled; the ``battle`` event into both rooms.
-- end: the record ends (``battle_finish.lua``, once: at ``ends_at`` plus the settle time, or
-  at once by a forfeit); ``battle_end`` into both rooms (once each, ``room_battle.lua``); both
+- end: at ``ends_at`` plus the settle time, one process (``{b:B}:settling``) first delivers
+  every gift a crashed process left in its outbox (the sweeper's delivery, which scores
+  those debited in time); the record ends (``battle_finish.lua``, once; a forfeit ends it at
+  once, with the scores so far); ``battle_end`` into both rooms (once each, ``room_battle.lua``); both
   pointers released; unscheduled. Every process's battle clock (``run``) ends the battles due,
   so an end a crash interrupted is finished by the next process to look.
 """
@@ -45,6 +47,9 @@ INVITATION_MS = 30_000
 # The end at ends_at is taken this long after it, so that the gifts debited just before it
 # are delivered and counted before battle_end announces the scores.
 SETTLE_MS = 1_000
+# How long one process has to settle a battle due (sweep the outboxes, end it, announce it)
+# before another may.
+SETTLE_LOCK_MS = 30_000
 # A creator's battle pointer outlives the latest end its battle can have by this much.
 POINTER_SLACK_MS = 60_000
 # How often each process's battle clock looks for battles due, and how many it ends a look.
@@ -57,6 +62,8 @@ class BattleService:
     store: Store
     # A user's display name (the gift path's cache).
     name_of: Callable[[str], Awaitable[str]]
+    # Deliver every outbox entry debited before an engine time (``GiftService.sweep``).
+    sweep: Callable[[int], Awaitable[int]]
 
     async def invite(self, creator_id: str, opponent_id: str, duration_s: int) -> Battle:
         """Invite ``opponent_id`` to battle; both must be live and in no other battle."""
@@ -175,8 +182,20 @@ class BattleService:
 
     async def finish(self, battle_id: str, forfeit: str = "") -> bool:
         """End the battle if it is due (or forfeited) and announce its end; True once it has
-        ended, here or before."""
+        ended, here or before. Before an end at its time, one process delivers every gift a
+        crashed process left in its outbox, so that ``battle_end`` counts those debited in
+        time too; the others wait for it."""
         battles = self.store.battles
+        if not forfeit:
+            battle = await battles.get(battle_id)
+            if battle.state == "running" and battle.ends_at is not None:
+                due = battle.ends_at + SETTLE_MS
+                if battle.read_ms < due:
+                    await battles.schedule(battle_id, due)
+                    return False
+                if not await battles.settle(battle_id, SETTLE_LOCK_MS):
+                    return False  # another process is settling it
+                await self.sweep(due)
         finished = await battles.finish(battle_id, forfeit, SETTLE_MS)
         if finished.status == "early":
             assert finished.due_ms is not None

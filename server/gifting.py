@@ -226,8 +226,9 @@ class GiftService:
             metrics.engine_error(exc)
             self._deferred_log.warning("outbox clears deferred: engine unavailable (%s)", exc)
 
-    async def sweep(self, older_than_ms: int) -> int:
-        """Deliver every outbox entry written before ``older_than_ms``; return how many credited now."""
+    async def sweep(self, older_than_ms: int, *, by_debit: bool = False) -> int:
+        """Deliver every outbox entry written before ``older_than_ms`` (priced then, or with
+        ``by_debit`` debited then by the engine's clock); return how many credited now."""
         credited = 0
         async for sender_id in self.store.outbox.senders():
             pending = await self.store.outbox.pending(sender_id)
@@ -235,7 +236,8 @@ class GiftService:
                 # Deliver no gift whose debit the replicas might not have.
                 await self.store.replicated(users=[sender_id])
             for credit in pending:
-                if credit.ts < older_than_ms and await self.deliver(credit):
+                when = credit.debit_ms if by_debit and credit.debit_ms is not None else credit.ts
+                if when < older_than_ms and await self.deliver(credit):
                     credited += 1
         return credited
 

@@ -329,6 +329,11 @@ class BattleKeys:
         """HASH supporter id -> display name."""
         return f"{self.tag}:names"
 
+    @property
+    def settling(self) -> str:
+        """STRING held (expiring) by the process settling the battle's end (``server.battles``)."""
+        return f"{self.tag}:settling"
+
 
 @dataclass(frozen=True)
 class KeySchema:

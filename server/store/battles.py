@@ -232,6 +232,10 @@ class Battles:
             lambda reply: str(reply[0]),
         )
 
+    async def settle(self, battle_id: str, lock_ms: int) -> bool:
+        """Take the settling of the battle's end for ``lock_ms``; False if another process has it."""
+        return bool(await self.redis.set(self.keys.battle(battle_id).settling, "1", nx=True, px=lock_ms))
+
     async def finish(self, battle_id: str, forfeit: str, settle_ms: int) -> Finished:
         reply = await self.runner.call(
             BATTLE_FINISH, [self.keys.battle(battle_id).info], [forfeit, settle_ms]
