@@ -203,6 +203,10 @@ def test_scores_are_exact_and_a_forfeit_ends_the_battle(arena: Arena) -> None:
         await late.wait_for(lambda f: any(e["type"] == "gift" for e in f.get("events", ())), wait_s=10)
         assert score_frame(arena.battle(battle_id)["sides"]) == want
         assert sum(e["type"] == "battle_end" for e in sb.events()) == 1
+        # The room that ended saw the battle's end, then the live's.
+        await sa.closed()
+        kinds = [e["type"] for e in sa.events() if e["type"] in ("battle_end", "room_end")]
+        assert kinds == ["battle_end", "room_end"]
         for socket in (sa, sb, late):
             await socket.close()
 

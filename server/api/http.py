@@ -176,9 +176,12 @@ async def end_room(request: Request) -> JSON:
     room_id = check_id(request.path_params["room_id"], "room_id")
     ctx = context(request)
     rooms = ctx.store.rooms
-    room = await rooms.end(room_id, principal.user_id, principal.role == "admin")
-    # Ending the live forfeits the creator's battle (or withdraws their invitation).
-    await ctx.battles.forfeit(room.creator_id)
+    room = await rooms.owned(room_id, principal.user_id, principal.role == "admin", "end it")
+    # Ending the live forfeits the creator's battle (or withdraws their invitation) first, so
+    # that the room's viewers see its end before the live's.
+    if room.live:
+        await ctx.battles.forfeit(room.creator_id)
+    room = await rooms.end(room)
     return JSON({**room.to_dict(), "summary": await rooms.summary_of(room, now_ms())})
 
 

@@ -119,11 +119,18 @@ class Rooms:
         await self._redis.zadd(self._keys.live_rooms, {room_id: now_ms})
         return room
 
-    async def end(self, room_id: str, user_id: str, is_admin: bool) -> Room:
-        """End the live: open combos close, ``room_end`` goes out, the room leaves the listing."""
+    async def owned(self, room_id: str, user_id: str, is_admin: bool, to: str) -> Room:
+        """The room, if ``user_id`` is its creator or an admin; else ``Forbidden`` (only the
+        room's creator can ``to``)."""
         room = await self.get(room_id)
         if room.creator_id != user_id and not is_admin:
-            raise Forbidden("only the room's creator can end it")
+            raise Forbidden(f"only the room's creator can {to}")
+        return room
+
+    async def end(self, room: Room) -> Room:
+        """End the live (its owner checked, ``owned``): open combos close, ``room_end`` goes
+        out, the room leaves the listing."""
+        room_id = room.room_id
         await self._runner.call(ROOM_END, *room_end_arguments(self._keys.room(room_id), self._stream_len))
         live_key = self._keys.user(room.creator_id).live_room
         if await self._redis.get(live_key) == room_id:
@@ -134,9 +141,7 @@ class Rooms:
     async def summary(self, room_id: str, user_id: str, is_admin: bool, now_ms: int) -> dict[str, Any]:
         """The live's summary for its creator (or an admin), live or ended: its figures
         (``_room_summary.lua``) and the diamonds its creator was credited for it."""
-        room = await self.get(room_id)
-        if room.creator_id != user_id and not is_admin:
-            raise Forbidden("only the room's creator can read its summary")
+        room = await self.owned(room_id, user_id, is_admin, "read its summary")
         return await self.summary_of(room, now_ms)
 
     async def summary_of(self, room: Room, now_ms: int) -> dict[str, Any]:
@@ -169,9 +174,7 @@ class Rooms:
         }
 
     async def set_goal(self, room_id: str, user_id: str, is_admin: bool, coins: int) -> RoomState:
-        room = await self.get(room_id)
-        if room.creator_id != user_id and not is_admin:
-            raise Forbidden("only the room's creator can set its goal")
+        await self.owned(room_id, user_id, is_admin, "set its goal")
         reply = await self._runner.call(
             ROOM_GOAL, *room_goal_arguments(self._keys.room(room_id), coins, self._stream_len)
         )
