@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from server import metrics
 from server.api import admin, chat, creator, dev, http, openapi, pages, payments, social, ws
+from server.api import battles as battles_api
 from server.api import likes as likes_api
 from server.api import moderation as moderation_api
 from server.api.answers import client_error
@@ -24,6 +25,7 @@ from server.api.context import JSON, Context, now_ms
 from server.api.deadline import EngineBudget
 from server.api.limits import ClientLimiter, RequestLimits
 from server.api.request_ids import RequestIds
+from server.battles import BattleService
 from server.chat import ChatService
 from server.clawbacks import Clawbacks
 from server.demo import seed_demo
@@ -60,6 +62,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         *payments.routes,
         *likes_api.routes,
         *social.routes,
+        *battles_api.routes,
         *pages.routes(settings.client_dir),
     ]
     if settings.demo:
@@ -81,6 +84,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         catalog = Catalog.load_default()
         gifts = GiftService(store, catalog, settings)
         hub = Hub(store, catalog, settings)
+        battles = BattleService(store, gifts.name_of)
         clawbacks = Clawbacks(store, settings.clawback_window_ms)
         app.state.ctx = sockets.context = Context(
             settings=settings,
@@ -91,6 +95,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             clawbacks=clawbacks,
             chat=ChatService(store, settings, gifts.name_of),
             social=SocialService(store, gifts.name_of),
+            battles=battles,
             engine=engine,
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)
@@ -112,6 +117,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             asyncio.create_task(sweep_outbox_forever(gifts, clawbacks, settings.outbox_sweep_s)),
             asyncio.create_task(follow_catalog_forever(store, catalog)),
             asyncio.create_task(hub.run()),
+            asyncio.create_task(battles.run()),
         ]
         try:
             yield

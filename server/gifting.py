@@ -10,7 +10,8 @@ the sender are read beside it, in the same round trip: a gift to one of them is 
 Delivery runs right after the debit: the gift is published into its room (totals,
 leaderboard, combo, the event every viewer sees) and the creator is credited, each at most
 once per gift event, at the share the gift was priced with (carried in the outbox entry);
-then the outbox entry the debit wrote is cleared. If delivery fails or
+if the room is in a battle the debit's time may fall in, the gift is counted there, once
+(``server.battles``); then the outbox entry the debit wrote is cleared. If delivery fails or
 the process dies first, the sweeper delivers the outbox entry later.
 
 On the hot path a gift does not wait for its clear: the clears of the gifts delivered in
@@ -28,6 +29,7 @@ deliveries: the one wait on a gift's own path is its debit's.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -66,6 +68,15 @@ class GiftOutcome:
         return {"gift_event_id": self.gift_event_id, "coins": self.coins, "cost": self.cost}
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """A gift delivered, its outbox entry yet to clear: the battle it was counted in, if
+    any, is one more slot the replicas must hold first."""
+
+    credit: CreatorCredit
+    battle_id: str | None
+
+
 @dataclass
 class GiftService:
     store: Store
@@ -77,7 +88,7 @@ class GiftService:
     )
 
     def __post_init__(self) -> None:
-        self._clears: Coalescer[CreatorCredit] = Coalescer(self._clear)
+        self._clears: Coalescer[Delivered] = Coalescer(self._clear)
 
     async def send(
         self,
@@ -144,6 +155,7 @@ class GiftService:
         if not debit.replayed:
             metrics.COINS_SPENT.inc(debit.cost)
             try:
+                credit = dataclasses.replace(credit, debit_ms=debit.debit_ms)
                 await self.deliver(credit, balance=debit.coins, clear_now=False)
             except Exception as exc:
                 metrics.engine_error(exc)
@@ -154,9 +166,10 @@ class GiftService:
     async def deliver(
         self, credit: CreatorCredit, balance: int | None = None, clear_now: bool = True
     ) -> bool:
-        """Publish the gift into its room and credit the creator, then clear the outbox entry.
+        """Publish the gift into its room and credit the creator, count it in the room's
+        battle if its debit fell in one, then clear the outbox entry.
 
-        Both steps are guarded per gift event, so delivering twice changes nothing the second
+        Every step is guarded per gift event, so delivering twice changes nothing the second
         time. Returns True if the creator was credited by this call.
         """
         gift = self.catalog.gifts.get(credit.gift_id)
@@ -175,34 +188,41 @@ class GiftService:
             self.settings.creator_share if credit.share is None else credit.share,
         )
         try:
-            await published
+            room = await published
         finally:
             # Awaited whatever the room's outcome, so neither error goes unobserved.
             credited = await credit_applied
+        battle = room.battle_id if credit.debit_ms is not None else None
+        if battle is not None:
+            await self.store.battles.score(battle, credit)
         if credited:
             metrics.DIAMONDS_CREDITED.inc(credit.diamonds)
+        delivered = Delivered(credit, battle)
         if clear_now:
             # The outbox entry is the only record left to deliver from once it is cleared.
-            await self.store.replicated(users=[credit.creator_id], rooms=[credit.room_id])
-            await self.store.outbox.clear(credit.sender_id, credit.event_id)
+            await self._clear([delivered], raise_errors=True)
         else:
-            self._clears.add(credit)
+            self._clears.add(delivered)
         return credited
 
     async def flush_clears(self) -> None:
         """Send the clears queued so far now, and wait for every clear in flight."""
         await self._clears.drain()
 
-    async def _clear(self, delivered: list[CreatorCredit]) -> None:
-        """Clear the outbox entries of one turn's deliveries, once the replicas hold them
-        (one fence per master for all of them); on an outage, leave them to the sweeper."""
+    async def _clear(self, delivered: list[Delivered], raise_errors: bool = False) -> None:
+        """Clear the outbox entries of deliveries (one turn's, or the sweeper's one), once the
+        replicas hold them (one fence per master for all of them); on an outage, leave them
+        to the sweeper."""
         try:
             await self.store.replicated(
-                users={credit.creator_id for credit in delivered},
-                rooms={credit.room_id for credit in delivered},
+                users={d.credit.creator_id for d in delivered},
+                rooms={d.credit.room_id for d in delivered},
+                keys={self.store.keys.battle(d.battle_id).info for d in delivered if d.battle_id},
             )
-            await self.store.outbox.clear_many([(credit.sender_id, credit.event_id) for credit in delivered])
+            await self.store.outbox.clear_many([(d.credit.sender_id, d.credit.event_id) for d in delivered])
         except ENGINE_ERRORS as exc:
+            if raise_errors:
+                raise
             metrics.engine_error(exc)
             self._deferred_log.warning("outbox clears deferred: engine unavailable (%s)", exc)
 

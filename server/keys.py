@@ -3,7 +3,8 @@
 Each key carries a hash tag so that every Lua script touches a single cluster slot:
 ``{u:<user>}`` holds a user's wallet, ledger, idempotency keys, outbox, orders and,
 for creators, earnings; ``{r:<room>}`` holds a room with its event stream, leaderboard,
-combos and presence; ``{o:<order>}`` and ``{p:<payment>}``
+combos and presence; ``{b:<battle>}`` holds one battle between two lives (its scores, supporters
+and the gifts it counted); ``{o:<order>}`` and ``{p:<payment>}``
 are small pointers that route a webhook to its owner's slot; ``{ip:<address>}`` holds one
 client address's request rate. Ids are validated before they reach a key (see
 ``domain.ids``), and addresses are normalised (``domain.limits``), so none can contain a brace.
@@ -130,6 +131,12 @@ class UserKeys:
     def live_room(self) -> str:
         """STRING id of the creator's live room, if any."""
         return f"{self.tag}:live"
+
+    @property
+    def battle(self) -> str:
+        """STRING id of the creator's battle while it is invited or running (``battle_claim.lua``):
+        one battle at a time; it expires by itself if its battle's end never released it."""
+        return f"{self.tag}:battle"
 
     @property
     def chat_rate(self) -> str:
@@ -276,11 +283,51 @@ class RoomKeys:
         return f"{self.tag}:shared"
 
     @property
+    def battles(self) -> str:
+        """ZSET battle id -> when it was invited (engine ms): the live's battles, registered
+        before each can start, so a gift's delivery finds the battle its debit fell in."""
+        return f"{self.tag}:battles"
+
+    @property
+    def battle_events(self) -> str:
+        """SET "start:<battle>" / "end:<battle>": the battle events already in this room's log
+        (``room_battle.lua``), so each goes in once."""
+        return f"{self.tag}:battle:events"
+
+    @property
     def wake(self) -> str:
         """Shard channel (not a key): every script that adds room events publishes an empty
         message on it, so that hubs on a cluster read the room only when it has news
         (``store.wakeups``)."""
         return f"{self.tag}:wake"
+
+
+@dataclass(frozen=True)
+class BattleKeys:
+    """Keys in one battle's slot: its record, the gifts it counted and each side's supporters."""
+
+    tag: str
+
+    @property
+    def info(self) -> str:
+        """HASH inviter, opponent, room_0, room_1, name_0, name_1, state (invited, running,
+        ended, declined), duration_ms, invited_ms, started_ms, ends_at, ended_ms, score_0,
+        score_1, v (bumped by every score), winner, forfeit, final_0, final_1."""
+        return f"{self.tag}:battle"
+
+    @property
+    def scored(self) -> str:
+        """SET of gift event ids this battle counted (exactly-once guard)."""
+        return f"{self.tag}:scored"
+
+    def top(self, side: int) -> str:
+        """ZSET supporter id -> coins they gave side 0 (the inviter) or 1 (the opponent)."""
+        return f"{self.tag}:top:{side}"
+
+    @property
+    def names(self) -> str:
+        """HASH supporter id -> display name."""
+        return f"{self.tag}:names"
 
 
 @dataclass(frozen=True)
@@ -294,6 +341,20 @@ class KeySchema:
 
     def room(self, room_id: str) -> RoomKeys:
         return RoomKeys(f"{self.prefix}{{r:{room_id}}}")
+
+    def battle(self, battle_id: str) -> BattleKeys:
+        return BattleKeys(f"{self.prefix}{{b:{battle_id}}}")
+
+    @property
+    def battles_due(self) -> str:
+        """ZSET running battle id -> when its end is due (engine ms, its settle time
+        included): what every process's battle clock watches (``server.battles``)."""
+        return f"{self.prefix}battles:due"
+
+    @property
+    def battle_pattern(self) -> str:
+        """SCAN pattern matching every battle's record (the audit)."""
+        return f"{self.prefix}{{b:*}}:battle"
 
     @property
     def live_rooms(self) -> str:

@@ -52,6 +52,11 @@ GIFT_DEBIT_SECONDS = Histogram(
     "(group commit included), refusals included",
     buckets=LATENCY_BUCKETS,
 )
+BATTLES = Counter(
+    "gifting_battles_total",
+    "Battles by what happened: invited, started, declined, ended (at their time), forfeited",
+    ["outcome"],
+)
 COINS_SPENT = Counter("gifting_coins_spent_total", "Coins debited from senders by gifts (replays excluded)")
 COINS_PURCHASED = Counter(
     "gifting_coins_purchased_total", "Coins credited to wallets by paid purchase orders"

@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from server.auth import Principal, principal_from_header
+from server.battles import BattleService
 from server.chat import ChatService
 from server.clawbacks import Clawbacks
 from server.domain.catalog import Catalog
@@ -32,6 +33,7 @@ class Context:
     clawbacks: Clawbacks
     chat: ChatService
     social: SocialService
+    battles: BattleService
     # The embedded engine's supervisor, in the process that runs it (one process serving).
     engine: EngineSupervisor | None = None
 

@@ -174,8 +174,11 @@ async def get_room(request: Request) -> JSON:
 async def end_room(request: Request) -> JSON:
     principal = caller(request, *CREATOR_ROLES)
     room_id = check_id(request.path_params["room_id"], "room_id")
-    rooms = context(request).store.rooms
+    ctx = context(request)
+    rooms = ctx.store.rooms
     room = await rooms.end(room_id, principal.user_id, principal.role == "admin")
+    # Ending the live forfeits the creator's battle (or withdraws their invitation).
+    await ctx.battles.forfeit(room.creator_id)
     return JSON({**room.to_dict(), "summary": await rooms.summary_of(room, now_ms())})
 
 

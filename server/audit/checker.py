@@ -34,6 +34,17 @@ class _Gift(NamedTuple):
     creator: str | None
     room: str
     coins: int
+    # The debit's time: the engine ms of its ledger entry's id (what a battle counts it by).
+    debit_ms: int
+
+
+class _Battle(NamedTuple):
+    battle_id: str
+    rooms: tuple[str, str]
+    scores: tuple[int, int]
+    started_ms: int
+    ended_ms: int
+    scored: frozenset[str]
 
 
 class _Credit(NamedTuple):
@@ -91,7 +102,8 @@ class BooksChecker:
     For each user: ``coin_entries`` (any number of times, in ledger order), then ``wallet``.
     For each creator: ``diamond_entries`` likewise, then ``creator``. Then optionally
     ``room_creators`` (for gift entries written before they carried ``creator_id``),
-    ``late_coin_entries`` and ``withdrawal_listing``; then ``finish``.
+    ``late_coin_entries``, ``battle`` (each ended battle) and ``withdrawal_listing``; then
+    ``finish``.
     """
 
     def __init__(
@@ -121,6 +133,7 @@ class BooksChecker:
                 *(f"diamonds_{b}" for b in HELD_BUCKETS),
                 "diamonds_held",
                 "gifts",
+                "battles",
                 "gifts_credited",
                 "gifts_in_flight",
                 "gifts_reversed_before_credit",
@@ -148,6 +161,7 @@ class BooksChecker:
         self._withdrawal_ids: list[tuple[str, str]] = []
         self._rooms: dict[str, str] = {}
         self._listing: set[str] | None = None
+        self._battles: list[_Battle] = []
 
     # -- violations ------------------------------------------------------------------------
 
@@ -208,7 +222,8 @@ class BooksChecker:
         if ref in self._gifts:
             self.violate("coin_entry", "user", user_id, f"gift event {ref} is debited twice")
             return
-        self._gifts[ref] = _Gift(user_id, f.get("creator_id"), f.get("room_id", ""), coins)
+        debit_ms = int(entry_id.partition("-")[0])
+        self._gifts[ref] = _Gift(user_id, f.get("creator_id"), f.get("room_id", ""), coins, debit_ms)
         self.totals["coins_gifted"] += coins
 
     def _take_back(
@@ -299,10 +314,16 @@ class BooksChecker:
     def late_coin_entries(self, user_id: str, entries: Iterable[Entry]) -> None:
         """Entries appended to a closed account after it was read (the audit of a running
         server): they count for matching credits and reversals only, not for balances."""
-        for _, f in entries:
+        for entry_id, f in entries:
             kind, ref = f.get("kind"), f.get("ref", "")
             if kind == "gift" and ref not in self._gifts:
-                self._gifts[ref] = _Gift(user_id, f.get("creator_id"), f.get("room_id", ""), -int(f["delta"]))
+                self._gifts[ref] = _Gift(
+                    user_id,
+                    f.get("creator_id"),
+                    f.get("room_id", ""),
+                    -int(f["delta"]),
+                    int(entry_id.partition("-")[0]),
+                )
             elif kind == "clawback":
                 self._clawed.add((user_id, ref))
 
@@ -603,6 +624,24 @@ class BooksChecker:
         senders.discard("")
         return senders
 
+    def battle(self, battle_id: str, record: Fields, scored: Iterable[str]) -> None:
+        """An ended battle's record and the gift event ids it counted, read after every
+        ledger and outbox (its window closed before they were read)."""
+        try:
+            battle = _Battle(
+                battle_id,
+                (record["room_0"], record["room_1"]),
+                (int(record["score_0"]), int(record["score_1"])),
+                int(record["started_ms"]),
+                int(record["ended_ms"]),
+                frozenset(scored),
+            )
+        except (KeyError, ValueError):
+            self.violate("battle_score", "battle", battle_id, f"the record is malformed: {dict(record)}")
+            return
+        self._battles.append(battle)
+        self.totals["battles"] += 1
+
     def withdrawal_listing(self, members: Iterable[str]) -> None:
         """The admin listing's members, ``<creator>:<withdrawal>``."""
         self._listing = set(members)
@@ -617,6 +656,7 @@ class BooksChecker:
         self._match_reversals()
         self._match_taken()
         self._match_outbox()
+        self._match_battles()
         self._conservation()
         if self._listing is not None:
             for creator_id, wid in self._withdrawal_ids:
@@ -635,6 +675,51 @@ class BooksChecker:
             violations=tuple(self._violations),
             violation_count=sum(self._failed.values()),
             elapsed_s=elapsed_s,
+        )
+
+    def _match_battles(self) -> None:
+        if not self._battles:
+            return
+        by_room: dict[str, list[tuple[str, _Gift]]] = {}
+        rooms = {room for battle in self._battles for room in battle.rooms}
+        for ref, gift in self._gifts.items():
+            if gift.room in rooms:
+                by_room.setdefault(gift.room, []).append((ref, gift))
+        for battle in self._battles:
+            self._count("battle_score")
+            for side, room in enumerate(battle.rooms):
+                due = {
+                    ref: gift.coins
+                    for ref, gift in by_room.get(room, ())
+                    if battle.started_ms <= gift.debit_ms < battle.ended_ms
+                }
+                counted = {ref for ref in battle.scored if ref in due}
+                coins = sum(due[ref] for ref in counted)
+                missing = [ref for ref in due if ref not in counted and ref not in self._outbox]
+                if coins != battle.scores[side] or missing:
+                    self.violate(
+                        "battle_score",
+                        "battle",
+                        battle.battle_id,
+                        f"side {side} (room {room}) scores {battle.scores[side]}; the {len(counted)} gifts "
+                        f"it counted cost {coins}; {len(missing)} gifts debited in its window are "
+                        f"neither counted nor in flight ({_some(missing)})",
+                    )
+            stray = [ref for ref in battle.scored if not self._in_battle(self._gifts.get(ref), battle)]
+            if stray:
+                self.violate(
+                    "battle_score",
+                    "battle",
+                    battle.battle_id,
+                    f"{len(stray)} counted gifts are no gift to its rooms in its window ({_some(stray)})",
+                )
+
+    @staticmethod
+    def _in_battle(gift: _Gift | None, battle: _Battle) -> bool:
+        return (
+            gift is not None
+            and gift.room in battle.rooms
+            and battle.started_ms <= gift.debit_ms < battle.ended_ms
         )
 
     def _match_gifts(self) -> None:

@@ -55,6 +55,9 @@ INVARIANTS = {
     "withdrawal_once": "each withdrawal is requested once and decided at most once, as its record says",
     "withdrawal_reserved": "each creator's reserved equals the diamonds of its requested withdrawals",
     "withdrawal_listed": "every withdrawal is in the admin listing",
+    "battle_score": "each ended battle counted exactly the gifts to its two rooms debited in its "
+    "window [started_ms, ended_ms), each once, to its room's side (a gift still in its sender's "
+    "outbox may not be counted yet), and each side's score is the coins of the gifts it counted",
 }
 
 MAX_VIOLATIONS = 1_000

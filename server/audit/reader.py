@@ -68,6 +68,7 @@ class BooksReader:
             for start in range(0, len(creators), BATCH):
                 await self._read_creators(creators[start : start + BATCH], space.withdrawals)
             self.checker.withdrawal_listing(await self.redis.zrange(self.keys.withdrawals, 0, -1))
+            await self._read_battles()
             late = sorted(self.checker.unmatched_senders())
             if late:
                 async with self.redis.pipeline(transaction=False) as pipe:
@@ -80,6 +81,26 @@ class BooksReader:
         finally:
             if self._raw is not None:
                 await self._raw.close()
+
+    async def _read_battles(self) -> None:
+        """Every ended battle's record and the gifts it counted: read after every ledger and
+        outbox, so every gift debited in an ended battle's window has been read."""
+        ids = [
+            key[len(self.keys.prefix) + len("{b:") : key.index("}")]
+            async for key in self.redis.scan_iter(match=self.keys.battle_pattern, count=5000)
+        ]
+        for start in range(0, len(ids), BATCH):
+            chunk = sorted(ids[start : start + BATCH])
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for battle_id in chunk:
+                    battle = self.keys.battle(battle_id)
+                    pipe.hgetall(battle.info)
+                    pipe.smembers(battle.scored)
+                replies = await pipe.execute()
+            for n, battle_id in enumerate(chunk):
+                record, scored = replies[2 * n], replies[2 * n + 1]
+                if record.get("state") == "ended":
+                    self.checker.battle(battle_id, record, scored)
 
     async def _snapshots(self, queue: Callable[[Pipeline, str], None], accounts: list[str]) -> list[Any]:
         """The replies of the commands ``queue`` makes for each account, each account read at

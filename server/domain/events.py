@@ -1,13 +1,15 @@
 """Room events: stream offsets, and how an entry of a room's stream becomes what clients see.
 
 The stream holds ``gift``, ``combo_end``, ``chat``, ``chat_deleted``, ``follow``, ``share``,
-``room_end``, ``test_alert`` (for overlays only), the internal ``goal_set`` marker and the
+``battle`` (a battle's start) and ``battle_end``, ``room_end``, ``test_alert`` (for overlays
+only), the internal ``goal_set`` marker and the
 ``ban``, ``unban`` and ``overlay_revoked`` markers each hub acts on (closing a banned user's
 connections, or the overlays opened with a replaced token), shown to no one. It also holds each hub
 process's per-tick like and join ``tally``, which is room state rather than log: never replayed,
 each hub turns the tallies of a tick into ``likes`` and ``joins`` events (``domain.likes``).
 The ``leaderboard``, ``goal``, ``viewers`` and ``followers`` events are not stored: each hub
-derives them from the room's state when it changes (see ``hub.room``).
+derives them from the room's state when it changes (see ``hub.room``), and the ``battle``
+events of a running battle's new scores from the battle's record (``hub.hub``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from server.domain.likes import TallyEntry
 from server.errors import InvalidRequest
@@ -131,6 +135,9 @@ def parse_entry(entry_id: str, fields: dict[str, str]) -> RoomEvent:
             public={"type": kind, "sender": {"id": sender, "name": fields["n"]}, "ts": ts},
             sender_id=sender,
         )
+    if kind in ("battle", "battle_end"):
+        # A battle's start and its end in one of its rooms, written whole (room_battle.lua).
+        return RoomEvent(offset=entry_id, kind=kind, ts=ts, public=orjson.loads(fields["j"]))
     if kind == "room_end":
         return RoomEvent(offset=entry_id, kind=kind, ts=ts, public={"type": "room_end", "ts": ts})
     if kind == "chat_deleted":

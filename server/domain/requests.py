@@ -62,6 +62,11 @@ class CreateRoomRequest(Strict, frozen=True):
     title: Title | None = None
 
 
+class BattleRequest(Strict, frozen=True):
+    opponent_id: Id
+    duration_s: Annotated[int, msgspec.Meta(ge=60, le=600)] = 300
+
+
 class GoalRequest(Strict, frozen=True):
     coins: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000_000)]
 

@@ -152,6 +152,7 @@ class Hub:
                 "room": room.room.to_dict(),
                 "snapshot": room.snapshot(),
                 "recent_chat": room.recent_chat(resume_from),
+                "battle": room.battle,
             }
         )
         return room
@@ -239,7 +240,12 @@ class Hub:
         local = self.rooms.get(room_id)
         if local is None:
             local = await self._load(room_id)
-        return {**local.room.to_dict(), "offset": local.cursor, "snapshot": local.snapshot()}
+        return {
+            **local.room.to_dict(),
+            "offset": local.cursor,
+            "snapshot": local.snapshot(),
+            "battle": local.battle,
+        }
 
     async def _local_room(self, room_id: str) -> LocalRoom:
         room = self.rooms.get(room_id)
@@ -272,6 +278,10 @@ class Hub:
     async def _load(self, room_id: str) -> LocalRoom:
         info, state, offset, entries = await self.store.rooms.snapshot(room_id, SNAPSHOT_ENTRIES)
         room = LocalRoom(room=info, state=state, cursor=offset, read_cursor=offset)
+        if info.battle_id is not None:
+            battle = (await self.store.battles.states([info.battle_id]))[0]
+            if battle is not None and battle.state == "running":
+                room.battle_id, room.battle = battle.battle_id, battle.frame()
         # Read after the stream's offset: a tally written in between is counted in the total
         # and read again, and the totals it carries are absolute.
         room.likes = await self.store.likes.total(room_id)
@@ -347,8 +357,9 @@ class Hub:
                     self._watch_combos(room_id, events)
         started = time.perf_counter()
         states = await self._refresh_states()
+        battles = await self._read_battles()
         for room_id, room in list(self.rooms.items()):
-            self._flush(room_id, room, states.get(room_id))
+            self._flush(room_id, room, states.get(room_id), battles.get(room.battle_id or ""))
         async with self._progress:
             self._progress.notify_all()
         await self._expire_combos()
@@ -374,6 +385,15 @@ class Hub:
         self._presence_changed.clear()
         self._vacated.clear()
         return {room_id: state for (room_id, _), state in zip(reports, replies, strict=True) if state}
+
+    async def _read_battles(self) -> dict[str, dict[str, Any]]:
+        """The ``battle`` event of each running battle of this process's rooms, as its record
+        stands now: one read per battle a tick, however many rooms and connections show it."""
+        ids = sorted({room.battle_id for room in self.rooms.values() if room.battle_id and not room.ended})
+        if not ids:
+            return {}
+        battles = await self.store.battles.states(ids)
+        return {b.battle_id: b.frame() for b in battles if b is not None and b.state == "running"}
 
     @property
     def _slot_ttl_ms(self) -> int:
@@ -408,7 +428,9 @@ class Hub:
         held = [(user_id, slot) for user_id, slots in self.slots.held().items() for slot in slots]
         await self.store.limits.sync_connections({}, self.slots.take_released() + held, 0)
 
-    def _flush(self, room_id: str, room: LocalRoom, state: RoomState | None) -> None:
+    def _flush(
+        self, room_id: str, room: LocalRoom, state: RoomState | None, battle: dict[str, Any] | None
+    ) -> None:
         balances = {event.sender_id: event.balance for event in room.pending if event.balance is not None}
         banned = [event.sender_id for event in room.pending if event.kind == "ban" and event.sender_id]
         revoked = {event.revoked_overlay for event in room.pending if event.revoked_overlay is not None}
@@ -416,7 +438,7 @@ class Hub:
             # Before this tick's batch: an old overlay shows nothing more once it is revoked.
             self._close_revoked(room, revoked)
         state_events = room.state_events(state) if state is not None else []
-        batches = room.take_batch([*state_events, *room.tally_events()])
+        batches = room.take_batch([*state_events, *room.tally_events(), *room.battle_events(battle)])
         for viewer in room.broadcast(batches):
             self.leave(viewer)
         for user_id, coins in balances.items():

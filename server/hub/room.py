@@ -69,6 +69,9 @@ class LocalRoom:
     # Overlay tokens (fingerprints) an overlay_revoked marker of this live named: an overlay
     # that checked its token before the marker and joins after it is refused all the same.
     revoked_overlays: set[str] = field(default_factory=set)
+    # The room's running battle and the last ``battle`` event its connections were sent.
+    battle_id: str | None = None
+    battle: dict[str, Any] | None = None
 
     def add(self, viewer: Viewer) -> None:
         self.viewers.add(viewer)
@@ -108,6 +111,26 @@ class LocalRoom:
         self.pending.extend(events)
         if events:
             self.read_cursor = events[-1].offset
+        for event in events:
+            if event.kind == "battle" and event.public is not None:
+                self.battle_id, self.battle = event.public["battle_id"], event.public
+            elif (
+                event.kind == "battle_end"
+                and event.public is not None
+                and event.public["battle_id"] == self.battle_id
+            ):
+                self.battle_id = self.battle = None
+
+    def battle_events(self, frame: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """The ``battle`` event for the running battle's record as read this tick (``frame``),
+        if its scores or supporters changed since last sent."""
+        if frame is None or frame["battle_id"] != self.battle_id:
+            return []
+        last = self.battle
+        self.battle = frame
+        if last is not None and last["sides"] == frame["sides"] and last["ends_at"] == frame["ends_at"]:
+            return []
+        return [frame]
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -31,6 +31,8 @@ class Debit:
     coins: int
     cost: int
     replayed: bool
+    # The debit's time (engine ms of its ledger entry); None for a replay.
+    debit_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class CreatorCredit:
 
     ``share`` is the creator share ``diamonds`` were priced with, credited with them however
     the setting changes before delivery; None in entries written before it was recorded.
+    ``debit_ms`` is the debit's time, the engine ms of the sender's ledger entry, which
+    ``gift_debit.lua`` adds to the entry (None before the debit, and in older entries): what
+    decides whether the gift counts in a battle.
     """
 
     event_id: str
@@ -52,9 +57,11 @@ class CreatorCredit:
     ts: int
     sender_name: str = ""
     share: Fraction | None = None
+    debit_ms: int | None = None
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = dict(self.__dict__)
+        del body["debit_ms"]  # the debit writes its own
         if self.share is None:
             del body["share"]
         else:
@@ -78,6 +85,8 @@ class Room:
     created_ms: int
     ended_ms: int | None
     epoch: str
+    # The battle running in this live, if any (``room_battle.lua``).
+    battle_id: str | None = None
 
     @property
     def live(self) -> bool:

@@ -51,6 +51,8 @@ class Published:
     status: str  # "ok", "dup" or "ended"
     combo: int
     ts: int
+    # The room's battle the gift's debit may fall in (``battle_score.lua`` decides), if any.
+    battle_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -241,7 +243,9 @@ class Rooms:
                 combo_window_ms=combo_window_ms,
                 stream_len=self._stream_len,
             ),
-            lambda reply: Published(status=reply[0], combo=int(reply[1]), ts=int(reply[2])),
+            lambda reply: Published(
+                status=reply[0], combo=int(reply[1]), ts=int(reply[2]), battle_id=reply[3] or None
+            ),
         )
 
     async def expire_combo(self, room_id: str, sender_id: str, last_ts: int, window_ms: int) -> int:
@@ -376,6 +380,7 @@ def room_from_hash(room_id: str, raw: dict[str, str]) -> Room:
         created_ms=int(raw["created_ms"]),
         ended_ms=int(raw["ended_ms"]) if "ended_ms" in raw else None,
         epoch=raw.get("epoch", raw["created_ms"]),
+        battle_id=raw.get("battle"),
     )
 
 
@@ -428,7 +433,7 @@ def room_gift_arguments(
 ) -> Arguments:
     """KEYS and ARGV of ``room_gift.lua``."""
     return (
-        [room.info, room.events, room.top, room.names, room.combos, room.published],
+        [room.info, room.events, room.top, room.names, room.combos, room.published, room.battles],
         [
             credit.event_id,
             credit.sender_id,
@@ -441,6 +446,7 @@ def room_gift_arguments(
             stream_len,
             "" if balance is None else balance,
             room.wake,
+            "" if credit.debit_ms is None else credit.debit_ms,
         ],
     )
 

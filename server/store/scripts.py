@@ -86,6 +86,13 @@ ROOM_FOLLOW = Script.named("room_follow")
 ROOM_SHARE = Script.named("room_share")
 CHAT_DELETE = Script.named("chat_delete")
 ROOM_BAN = Script.named("room_ban")
+BATTLE_CLAIM = Script.named("battle_claim")
+BATTLE_OPEN = Script.named("battle_open")
+BATTLE_ANSWER = Script.named("battle_answer")
+BATTLE_SCORE = Script.named("battle_score")
+BATTLE_FINISH = Script.named("battle_finish")
+BATTLE_STATE = Script.named("battle_state")
+ROOM_BATTLE = Script.named("room_battle")
 
 
 class Call(NamedTuple):

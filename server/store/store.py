@@ -16,6 +16,7 @@ from server.keys import KeySchema
 from server.settings import Settings, cluster_nodes
 from server.store.adminlog import AdminLog
 from server.store.batch import ScriptBatch
+from server.store.battles import Battles
 from server.store.catalog import CatalogChanges
 from server.store.chat import Chat
 from server.store.connection import DeadlineCluster, DeadlineRedis, hiredis_packing
@@ -74,6 +75,7 @@ class Store:
         self.likes = Likes(redis, keys, runner, room_stream_len)
         self.chat = Chat(redis, keys, runner, batch, room_stream_len)
         self.moderation = Moderation(redis, keys, runner, batch, room_stream_len)
+        self.battles = Battles(redis, keys, runner, batch, room_stream_len)
 
     @classmethod
     def from_url(
@@ -123,6 +125,11 @@ class Store:
             *(self.keys.room(room).info for room in rooms),
             *keys,
         )
+
+    async def engine_ms(self) -> int:
+        """The engine's clock, unix milliseconds."""
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     async def set_profile(self, user_id: str, name: str, role: str) -> None:
         await self.redis.hset(self.keys.user(user_id).profile, mapping={"name": name, "role": role})

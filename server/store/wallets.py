@@ -97,7 +97,7 @@ class Wallets:
             _debit_refusals(credit.coins, idempotency_key, rate_per_s, burst),
         )[0]
         if status == "ok":
-            return Debit(event_id=reply[1], coins=int(reply[2]), cost=credit.coins, replayed=False)
+            return Debit(reply[1], int(reply[2]), credit.coins, replayed=False, debit_ms=int(reply[4]))
         return Debit(event_id=reply[1], coins=int(reply[2]), cost=int(reply[3]), replayed=True)
 
 

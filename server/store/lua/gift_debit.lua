@@ -15,15 +15,16 @@
 -- ARGV[7] - room id
 -- ARGV[8] - gift id
 -- ARGV[9] - count
--- ARGV[10] - outbox entry (JSON) for the creator credit and the room event, with the
---            diamonds and the creator share the gift was priced with
+-- ARGV[10] - outbox entry (JSON object) for the creator credit and the room event, with the
+--            diamonds and the creator share the gift was priced with; the debit adds its own
+--            time to it as "debit_ms" (the engine ms of its ledger entry's id)
 -- ARGV[11] - gift rate: tokens added per second
 -- ARGV[12] - gift burst: bucket capacity
 -- ARGV[13] - creator id (recorded in the ledger entry, for reversals after a chargeback)
 -- ARGV[14] - how long KEYS[6] keeps a gift, milliseconds (past the clawback window)
 --
 -- Returns one of:
---   {"ok", event_id, balance, spent_today}    debited now
+--   {"ok", event_id, balance, spent_today, debit_ms}    debited now
 --   {"replay", event_id, balance, cost}       same key and same request: the first answer
 --   {"mismatch"}                              same key, different request: nothing done
 --   {"insufficient", balance}                 not enough coins: nothing done
@@ -102,10 +103,14 @@ end
 local balance = redis.call('HINCRBY', wallet_key, 'coins', -cost)
 spent = spent + cost
 redis.call('HSET', wallet_key, 'spent_day', day, 'spent', spent)
-redis.call('XADD', ledger_key, '*',
+local entry_id = redis.call('XADD', ledger_key, '*',
   'kind', 'gift', 'delta', -cost, 'balance', balance, 'ref', event_id,
   'room_id', room_id, 'gift_id', gift_id, 'count', count, 'creator_id', creator_id, 'ts', now)
-redis.call('HSET', outbox_key, event_id, outbox_entry)
+-- The debit's time, by the one clock every reader of this ledger sees: what decides whether
+-- the gift counts in a battle (battle_score.lua), and what the audit checks that by.
+local debit_ms = string.match(entry_id, '^(%d+)')
+redis.call('HSET', outbox_key, event_id,
+  string.sub(outbox_entry, 1, -2) .. ',"debit_ms":' .. debit_ms .. '}')
 redis.call('LPUSH', clawable_key, now .. '|' .. cost .. '|' .. creator_id .. '|' .. event_id)
 for _ = 1, 2 do
   local oldest = redis.call('LINDEX', clawable_key, -1)
@@ -119,4 +124,4 @@ bucket_take(rate_key, tokens, bucket_now, rate, burst)
 redis.call('HSET', idem_key,
   'fp', fingerprint, 'event_id', event_id, 'coins', balance, 'cost', cost)
 redis.call('EXPIRE', idem_key, idempotency_ttl_s)
-return {'ok', event_id, tostring(balance), tostring(spent)}
+return {'ok', event_id, tostring(balance), tostring(spent), debit_ms}

@@ -8,6 +8,7 @@
 -- KEYS[4] - display names hash, user -> name ({r:R}:names)
 -- KEYS[5] - open combos hash                 ({r:R}:combos)
 -- KEYS[6] - published gift event ids set     ({r:R}:published)
+-- KEYS[7] - the room's battles, id -> invited ms ({r:R}:battles)
 -- ARGV[1] - gift event id
 -- ARGV[2] - sender id
 -- ARGV[3] - sender display name
@@ -20,10 +21,14 @@
 -- ARGV[10] - sender's balance after the debit, or "" if unknown
 -- ARGV[11] - the room's wake channel ({r:R}:wake): an empty message goes out on it
 --            (SPUBLISH) when events are added, for the hubs that follow the room on a cluster
+-- ARGV[12] - the debit's time (engine ms of the sender's ledger entry), or "" if unknown
 --
--- Returns {status, combo, ts}: status "ok" (event added), "dup" (already published) or
+-- Returns {status, combo, ts, battle}: status "ok" (event added), "dup" (already published) or
 -- "ended" (the room ended after the gift was accepted: the creator is still credited through
--- the outbox, but the finished live's totals and stream are left as they were).
+-- the outbox, but the finished live's totals and stream are left as they were); battle is
+-- the room's battle the debit may fall in (the last registered at or before it, see
+-- room_battle.lua), or "": whatever the status, so a delivery repeated after a crash still
+-- counts the gift there (battle_score.lua decides, once).
 --
 -- The combo rule: a streakable gift continues the sender's open combo if it is the same gift
 -- and arrives within the window of the previous one; the event's combo is the running total
@@ -47,12 +52,17 @@ local window_ms = tonumber(ARGV[8])
 local maxlen = ARGV[9]
 local balance = ARGV[10]
 local wake_channel = ARGV[11]
+local debit_ms = ARGV[12]
 
+local battle = ''
+if debit_ms ~= '' then
+  battle = redis.call('ZREVRANGEBYSCORE', KEYS[7], debit_ms, '-inf', 'LIMIT', 0, 1)[1] or ''
+end
 if redis.call('HGET', room_key, 'state') ~= 'live' then
-  return {'ended', '0', '0'}
+  return {'ended', '0', '0', battle}
 end
 if redis.call('SADD', published_key, event_id) == 0 then
-  return {'dup', '0', '0'}
+  return {'dup', '0', '0', battle}
 end
 
 local t = redis.call('TIME')
@@ -83,4 +93,4 @@ redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*',
   't', 'gift', 'e', event_id, 's', sender, 'n', name, 'g', gift, 'c', count, 'k', combo,
   'ts', now, 'b', balance)
 redis.call('SPUBLISH', wake_channel, '')
-return {'ok', tostring(combo), tostring(now)}
+return {'ok', tostring(combo), tostring(now), battle}
