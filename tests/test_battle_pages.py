@@ -25,6 +25,7 @@ from tests.browser import (
     open_overlay,
     overlay_url,
     reset_layout_shift,
+    wait_until,
     watch,
 )
 from tests.support import Api, ServerProcess, unique
@@ -103,13 +104,17 @@ def test_a_battle_from_the_invitation_to_the_winner_on_every_page(
     ann, bo = fan_with(api, 301, "Ann Lee"), fan_with(api, 1000, "Bo Park")
 
     viewer = watch(browser, console, site.base_url, room_a, unique("v"), "Vera Quinn", size)
+    stayer = watch(browser, console, site.base_url, room_a, unique("v"), "Wes Stay", size)
     overlay = new_page(browser, console, "overlay", size)
     open_overlay(overlay, site.base_url, overlay_url(api, carol))
+    overlay_b = new_page(browser, console, "overlay", size)
+    open_overlay(overlay_b, site.base_url, overlay_url(api, erin))
     dash_a = idle_dashboard(browser, console, site.base_url, carol, size)
     dash_b = idle_dashboard(browser, console, site.base_url, erin, size)
     for page in (viewer, overlay, dash_a, dash_b):
         reset_layout_shift(page)
     expect(viewer.get_by_test_id("battle")).to_be_hidden()
+    expect(overlay.get_by_test_id("battle")).to_be_hidden()
 
     # Carol invites Erin to a 1-minute battle; it waits for Erin, and lapses in 30 s.
     dash_a.get_by_test_id("battle-duration").select_option("60")
@@ -131,6 +136,7 @@ def test_a_battle_from_the_invitation_to_the_winner_on_every_page(
     )
     expect(dash_b.get_by_test_id("battle-cancel")).to_be_hidden()
     dash_b.get_by_test_id("battle-accept").click()
+    expect(dash_b.get_by_test_id("battle-card")).to_have_attribute("data-mode", "running")
     running = battle_of(api, carol)
     assert running is not None and running["state"] == "running"
     battle_id = running["battle_id"]
@@ -151,9 +157,7 @@ def test_a_battle_from_the_invitation_to_the_winner_on_every_page(
     expect(countdown).to_have_text(re.compile(r"^(1:00|0:[0-5]\d)$"))
     first = int(countdown.get_attribute("data-ms-left") or "0")
     assert 0 < first <= 60_000
-    viewer.wait_for_function(
-        f"document.querySelector('[data-testid=battle-countdown]').dataset.msLeft < {first - 1000}"
-    )
+    wait_until(viewer, lambda: int(countdown.get_attribute("data-ms-left") or "0") < first - 1000)
     # The bar floats over the stage: it covers neither the chat, the gift tray nor the pills
     # of the stage (they slide down under it).
     bar_box = viewer.get_by_test_id("battle").bounding_box()
@@ -162,8 +166,9 @@ def test_a_battle_from_the_invitation_to_the_winner_on_every_page(
         box = viewer.get_by_test_id(other).bounding_box()
         assert box is None or not overlap(box, bar_box), (other, box, bar_box)
 
-    # The overlay shows the same bar, on opaque pills, legible at the stream's scale.
+    # The overlays show the same bar, on opaque pills, legible at the stream's scale.
     assert_bar(overlay, ("Carol Ray", 301), ("Erin Fox", 1000))
+    assert_bar(overlay_b, ("Erin Fox", 1000), ("Carol Ray", 301))
     for look in overlay.evaluate(LOOKS, ["battle"]):
         assert look["alpha"] >= 0.85, look
         assert look["smallest"] >= 12, look
@@ -204,8 +209,13 @@ def test_a_battle_from_the_invitation_to_the_winner_on_every_page(
     assert (final["state"], final["winner"], final["forfeit"]) == ("ended", erin, carol)
     assert battle_of(api, erin) is None
     assert_page_quality(viewer, console)
-    # Carol's overlay plays the winner in its alert queue.
-    expect(overlay.get_by_test_id("moment-name")).to_have_text("Erin Fox wins!")
+    # Erin's overlay plays the winner in its alert queue. Carol's live is over: its socket
+    # closed with it, so Carol's viewers read the result, and her overlay drops the bar.
+    expect(overlay_b.get_by_test_id("moment-name")).to_have_text("Erin Fox wins!")
+    expect(stayer.get_by_test_id("ended")).to_be_visible()
+    expect(stayer.get_by_test_id("moment-name")).to_have_text("Erin Fox wins!")
+    expect(stayer.get_by_test_id("battle")).to_have_attribute("data-winner", erin)
+    expect(overlay.get_by_test_id("battle")).to_be_hidden()
 
     # The dashboards say who won, with the scores.
     expect(dash_b.get_by_test_id("battle-result-text")).to_have_text("You won!")

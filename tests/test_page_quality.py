@@ -1,7 +1,7 @@
 """What every page must pass at phone size (390 by 844) and desktop size (1280 by 800), in headless
-Chromium, while errors, notices and gift alerts appear on it: nothing wider than the viewport,
-a layout shift of at most 0.1, no serious or critical accessibility violation (axe-core), and
-no JavaScript error."""
+Chromium, while errors, notices, gift alerts and a battle's score bar appear on it: nothing
+wider than the viewport, a layout shift of at most 0.1, no serious or critical accessibility
+violation (axe-core), and no JavaScript error."""
 
 from __future__ import annotations
 

@@ -53,6 +53,20 @@ export function resultDetails(end) {
   return lines;
 }
 
+/** A finished `Battle` (`GET /v1/battles/{id}`) as the `battle_end` frame it was announced
+ * with: the scores, the winner, each side's MVP (its biggest supporter). */
+export function endOf(battle) {
+  return {
+    type: "battle_end",
+    battle_id: battle.battle_id,
+    scores: Object.fromEntries(battle.sides.map((side) => [side.creator, side.score])),
+    winner: battle.winner,
+    forfeit: battle.forfeit,
+    mvp: Object.fromEntries(battle.sides.map((side) => [side.creator, side.top?.[0] ?? null])),
+    sides: battle.sides,
+  };
+}
+
 /** The winner moment for moments.js (`playMoment`, a MomentQueue): a grand moment with the
  * headline, the score, and each side's MVP. `ms` replaces the tier's length when given. */
 export function winnerMoment(end, ms = undefined) {
@@ -180,6 +194,32 @@ export class BattleBar {
     clearTimeout(this.hideTimer);
     this.hideTimer = setTimeout(() => this.clear(), RESULT_MS);
     this.onEnd?.(end);
+  }
+
+  /**
+   * The live ended while its battle ran: ending a live forfeits its battle, and the room's
+   * socket closes with the live, so the `battle_end` may never come here. `load(battleId)`
+   * (`GET /v1/battles/{id}`), when the page may call it, brings the result; without it, or
+   * if the battle has not ended after a few tries, the bar goes.
+   */
+  async roomEnded(load = null) {
+    const battle = this.battle;
+    if (!battle) return;
+    const roomId = this.roomId;
+    cancelAnimationFrame(this.frame);
+    for (let attempt = 0; load && attempt < 6; attempt += 1) {
+      try {
+        const final = await load(battle.battle_id);
+        if (this.roomId !== roomId) return;
+        if (final.state === "ended") return this.end(endOf(final));
+      } catch {
+        // The server is restarting, say: try again, then give up.
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    if (this.roomId === roomId && this.container.dataset.battleId === battle.battle_id && !this.ended.has(battle.battle_id)) {
+      this.clear();
+    }
   }
 
   /** Nothing shown (another room, a fresh start). */

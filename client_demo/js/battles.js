@@ -8,7 +8,7 @@
 // Refusals are toasts with a sentence from errors.js.
 
 import { api, byTestId, formatNumber, show } from "./api.js";
-import { BattleBar, formatCountdown, resultDetails } from "./battle.js";
+import { BattleBar, endOf, formatCountdown, resultDetails } from "./battle.js";
 import { describeBattleError } from "./errors.js";
 import { clearToasts, toast } from "./toast.js";
 
@@ -28,6 +28,7 @@ export class BattlePanel {
     this.live = false;
     this.roomId = null;
     this.creators = "";
+    this.names = new Map(); // creator id → display name
     this.quiet = new Set(); // battles this page declined or cancelled: their end is no news
     this.polling = false;
     this.bar = new BattleBar(byTestId("battle-bar"));
@@ -170,7 +171,18 @@ export class BattlePanel {
   async #listCreators(force = false) {
     const { rooms } = await api(`/v1/rooms?limit=${ROOMS_LIMIT}`);
     const others = rooms.filter((room) => room.creator_id !== this.me.user_id);
-    const signature = JSON.stringify(others.map((room) => [room.creator_id, room.title, room.creator_name ?? room.creator?.name]));
+    // The list of rooms names each creator by id: their display names come from their
+    // profiles, read once each.
+    const unknown = [...new Set(others.map((room) => room.creator_id))].filter((id) => !this.names.has(id));
+    await Promise.all(
+      unknown.map((id) =>
+        api(`/v1/creators/${encodeURIComponent(id)}`).then(
+          (creator) => this.names.set(id, creator.name),
+          () => {},
+        ),
+      ),
+    );
+    const signature = JSON.stringify(others.map((room) => [room.creator_id, room.title, this.names.get(room.creator_id)]));
     if (!force && signature === this.creators) return;
     this.creators = signature;
     const list = byTestId("battle-creators");
@@ -183,7 +195,7 @@ export class BattlePanel {
     }
     list.replaceChildren(
       ...others.map((room) => {
-        const name = room.creator?.name ?? room.creator_name ?? room.creator_id;
+        const name = this.names.get(room.creator_id) ?? room.creator_id;
         const item = document.createElement("li");
         item.dataset.testid = "battle-creator";
         item.dataset.creator = room.creator_id;
@@ -231,12 +243,10 @@ export class BattlePanel {
   /** The result of a finished battle, kept until the next one. */
   #result(final) {
     const box = byTestId("battle-result");
-    const scores = Object.fromEntries(final.sides.map((side) => [side.creator, side.score]));
-    const mvp = Object.fromEntries(final.sides.map((side) => [side.creator, side.top?.[0] ?? null]));
     const headline = !final.winner ? "Draw" : final.winner === this.me.user_id ? "You won!" : `${this.#other(final).name} won`;
     box.dataset.winner = final.winner ?? "";
     byTestId("battle-result-text").textContent = headline;
-    const lines = resultDetails({ ...final, scores, mvp });
+    const lines = resultDetails(endOf(final));
     byTestId("battle-result-details").replaceChildren(
       ...lines.map((line) => {
         const item = document.createElement("li");
