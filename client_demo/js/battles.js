@@ -26,7 +26,6 @@ export class BattlePanel {
     this.clock = null;
     this.battle = null; // the invited or running battle, as last polled
     this.live = false;
-    this.roomId = null;
     this.creators = "";
     this.names = new Map(); // creator id → display name
     this.quiet = new Set(); // battles this page declined or cancelled: their end is no news
@@ -62,13 +61,10 @@ export class BattlePanel {
     this.polling = true;
     const token = this.token;
     try {
-      const [{ battle }, profile] = await Promise.all([
-        api("/v1/me/battle", { token }),
-        api(`/v1/creators/${encodeURIComponent(this.me.user_id)}`, { token }),
-      ]);
+      const { battle } = await api("/v1/me/battle", { token });
       if (token !== this.token) return; // signed out meanwhile
-      this.live = profile.live_room_id !== null;
-      this.roomId = profile.live_room_id;
+      // Whether the creator is live, as the LIVE card (creator.js) last heard it.
+      this.live = byTestId("live-state").dataset.live === "true";
       const before = this.battle;
       if (before && (!battle || battle.battle_id !== before.battle_id)) await this.#finished(before);
       this.#show(battle);
@@ -141,7 +137,7 @@ export class BattlePanel {
     show(byTestId("battle-cancel"), mode === "sent");
     if (mode === "running") {
       show(byTestId("battle-result"), false);
-      this.bar.setRoom(this.roomId ?? battle.sides.find((side) => side.creator === this.me.user_id)?.room_id ?? null);
+      this.bar.setRoom(battle.sides.find((side) => side.creator === this.me.user_id)?.room_id ?? null);
       this.bar.update(battle);
     } else {
       this.bar.clear();
