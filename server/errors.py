@@ -10,13 +10,14 @@
     ├── NotFound              404 not_found, room_not_found, unknown_gift, unknown_package,
     │                             withdrawal_not_found
     │                             creator_not_found
-    │                             message_not_found
+    │                             message_not_found, battle_not_found
     ├── MethodNotAllowed      405 method_not_allowed
     ├── Conflict              409 idempotency_mismatch, room_ended, self_gift, already_live,
     │                             amount_mismatch, order_flagged, order_already_paid, payment_reused,
     │                             order_not_paid, payment_mismatch, insufficient_diamonds, daily_payout_cap,
     │                             withdrawal_decided, gift_exists, too_many_pending_orders
-    │                             self_follow
+    │                             self_follow, not_live, self_battle, already_in_battle,
+    │                             battle_lapsed, battle_not_invited
     ├── PayloadTooLarge       413 payload_too_large
     ├── RateLimited           429 rate_limited
     │                             muted

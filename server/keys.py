@@ -200,7 +200,7 @@ class RoomKeys:
         """HASH creator_id, title, state (live|ended), epoch, created_ms, ended_ms, goal, coins,
         likes (the live's like total, room_likes.lua); followers and followers_v: the creator's
         follower count as of that version; summary: the live's figures, kept as it ends
-        (JSON, _room_summary.lua)."""
+        (JSON, _room_summary.lua); battle: the battle running in this live (room_battle.lua)."""
         return f"{self.tag}:room"
 
     @property

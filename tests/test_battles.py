@@ -208,3 +208,37 @@ def test_scores_are_exact_and_a_forfeit_ends_the_battle(arena: Arena) -> None:
 
     asyncio.run(run())
     arena.audit_ok()
+
+
+def test_a_resume_across_the_start_ends_on_the_current_scores(arena: Arena) -> None:
+    a, room_a = arena.live()
+    b, _ = arena.live()
+    fan = unique("v")
+    arena.api.buy(fan)
+
+    async def run() -> None:
+        token = arena.api.token(unique("v"))
+        first = await RoomSocket.open(arena.base_url, room_a, token)
+        welcome = await first.welcome()
+        await first.close()
+        battle = await asyncio.to_thread(arena.running, a, b)
+        assert arena.api.gift(fan, room_a, "doughnut", 3).status_code == 200
+        # The room as this process shows it holds the new scores (it reads them each tick).
+        watcher = await RoomSocket.open(arena.base_url, room_a, arena.api.token(unique("v")))
+        seen = (await watcher.welcome())["battle"]
+        if score_frame(seen["sides"]) != (90, 0):
+            await wait_scores(watcher, battle["battle_id"], (90, 0))
+        back = await RoomSocket.open(
+            arena.base_url, room_a, token, since=welcome["offset"], epoch=welcome["epoch"]
+        )
+        again = await back.welcome()
+        assert again["resumed"] is True
+        assert score_frame(again["battle"]["sides"]) == (90, 0)
+        # The catch-up replays the start (scores 0), then brings the scores as they are now.
+        await wait_scores(back, battle["battle_id"], (90, 0))
+        shown = [score_frame(e["sides"]) for e in back.events("battle")]
+        assert shown[0] == (0, 0) and shown[-1] == (90, 0), shown
+        for socket in (watcher, back):
+            await socket.close()
+
+    asyncio.run(run())

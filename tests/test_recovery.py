@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from fractions import Fraction
@@ -88,7 +89,10 @@ async def test_a_credit_lost_between_debit_and_creator_is_applied_once_by_the_sw
     ts = int(time.time() * 1000) + 60_000
     credit = CreatorCredit(unique("g_"), creator, room_id, viewer, "corgi", 1, 299, 149, ts)
     assert await strand(store, credit) == 251
-    assert await store.outbox.pending(viewer) == [credit]
+    # The debit adds its own time (its ledger entry's) to the entry.
+    (pending,) = await store.outbox.pending(viewer)
+    assert pending.debit_ms is not None and abs(pending.debit_ms - time.time() * 1000) < 60_000
+    assert pending == dataclasses.replace(credit, debit_ms=pending.debit_ms)
     assert (await store.earnings.get(creator, int(time.time() * 1000))).pending == 0
 
     assert await service.sweep(older_than_ms=ts) == 0

@@ -30,6 +30,7 @@ from server.domain.chat import ChatRequest, ChatSettings, MuteRequest
 from server.domain.ids import ID_PATTERN
 from server.domain.limits import is_exempt
 from server.domain.requests import (
+    BattleRequest,
     CreateRoomRequest,
     DecisionRequest,
     DevTokenRequest,
@@ -64,14 +65,15 @@ STATUSES: dict[int, tuple[str, tuple[str, ...]]] = {
     404: ("No such thing", ("not_found", "room_not_found", "unknown_gift", "unknown_package",
                             "withdrawal_not_found", "overlay_not_found",
                             "moderator_not_found", "creator_not_found",
-                            "message_not_found")),
+                            "message_not_found", "battle_not_found")),
     409: ("Conflicts with the current state", ("idempotency_mismatch", "room_ended", "self_gift",
                                               "already_live", "not_live", "amount_mismatch", "order_flagged",
                                               "order_already_paid", "payment_reused", "order_not_paid",
                                               "payment_mismatch", "insufficient_diamonds", "daily_payout_cap",
                                               "withdrawal_decided", "gift_exists",
                                               "too_many_pending_orders",
-                                              "self_follow")),
+                                              "self_follow", "self_battle", "already_in_battle",
+                                              "battle_lapsed", "battle_not_invited")),
     413: ("The body is over 64 KiB", ("payload_too_large",)),
     422: ("Invalid request", ("invalid_request", "unknown_region", "below_minimum_withdrawal")),
     429: ("Too many requests; Retry-After says when to retry", ("rate_limited",
@@ -142,6 +144,19 @@ SUMMARY = (
     "new_followers",
 )
 ROOM = ("room_id", "creator_id", "title", "state", "created_ms", "ended_ms", "epoch")
+BATTLE = (
+    "battle_id",
+    "state",
+    "inviter",
+    "duration_s",
+    "invited_ms",
+    "started_ms",
+    "ends_at",
+    "ended_ms",
+    "sides",
+    "winner",
+    "forfeit",
+)
 ORDER = ("order_id", "package_id", "region", "coins", "price", "state", "created_ms")
 WITHDRAWAL = ("withdrawal_id", "creator_id", "state", "diamonds", "amount", "requested_ms")
 PAGE = ("entries", "next_cursor")
@@ -195,7 +210,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/v1/rooms", "Go live", CreateRoomRequest, roles=("creator",), status=201, returns=ROOM,
               errors=("already_live",), body_optional=True),
     Operation("GET", "/v1/rooms/{room_id}", "A room with its offset and snapshot",
-              returns=(*ROOM, "offset", "snapshot"), errors=("room_not_found",)),
+              returns=(*ROOM, "offset", "snapshot", "battle"), errors=("room_not_found",)),
     Operation("POST", "/v1/rooms/{room_id}/end", "End the live; the room with the live's summary",
               roles=CREATOR_ROLES, returns=(*ROOM, "summary"), errors=("room_not_found",)),
     Operation("GET", "/v1/rooms/{room_id}/summary", "The live's summary, live or ended (its creator or an "
@@ -260,6 +275,19 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/v1/rooms/{room_id}/share", "Share a live room: announced once per user per live "
               "(counted false after that)", roles=GIFTING_ROLES, returns=("room_id", "counted"),
               errors=("room_not_found", "room_ended")),
+    Operation("POST", "/v1/battles", "Invite a live creator to a battle (both live, neither in a battle)",
+              BattleRequest, roles=CREATOR_ROLES, status=201, returns=BATTLE,
+              errors=("not_live", "self_battle", "already_in_battle")),
+    Operation("GET", "/v1/battles/{battle_id}", "A battle: its state, sides, scores and supporters",
+              roles=ANY_ROLE, returns=BATTLE, errors=("battle_not_found",)),
+    Operation("POST", "/v1/battles/{battle_id}/accept", "Accept an invitation (the invited creator): the "
+              "battle runs from now", roles=CREATOR_ROLES, returns=BATTLE,
+              errors=("battle_not_found", "battle_lapsed", "battle_not_invited", "not_live")),
+    Operation("POST", "/v1/battles/{battle_id}/decline", "Decline an invitation (the invited creator), or "
+              "withdraw it (the inviter)", roles=CREATOR_ROLES, returns=BATTLE,
+              errors=("battle_not_found", "battle_lapsed", "battle_not_invited")),
+    Operation("GET", "/v1/me/battle", "The caller's battle while it is invited or running (null if none)",
+              roles=ANY_ROLE, returns=("battle",)),
     Operation("GET", "/v1/creator/overlay", "The overlay token and URL", roles=("creator",), returns=OVERLAY),
     Operation("POST", "/v1/creator/overlay/regenerate", "Replace the overlay token: the overlays open "
               "with the old one close at once (overlay_revoked, 4401)", roles=("creator",),
@@ -318,6 +346,7 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "gift_id": {"type": "string", "pattern": ID_PATTERN},
     "creator_id": {"type": "string", "pattern": ID_PATTERN},
     "event_id": {"type": "string", "pattern": ID_PATTERN},
+    "battle_id": {"type": "string", "pattern": ID_PATTERN},
     "token": {"type": "string"},
     "path": {"type": "string"},
 }

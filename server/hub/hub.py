@@ -169,6 +169,7 @@ class Hub:
         before the room's log is trimmed past it is closed as too slow, like a live one.
         """
         room_id = room.room.room_id
+        replayed_battle = False
         try:
             while parse_offset(after) < parse_offset(room.cursor):
                 until = room.cursor
@@ -177,6 +178,7 @@ class Hub:
                     viewer.outlet.drop_too_slow()  # trimmed past it before it read that far
                     return
                 events = [parse_entry(entry_id, fields) for entry_id, fields in entries]
+                replayed_battle = replayed_battle or any(event.kind == "battle" for event in events)
                 outlet = viewer.outlet
                 for frame in catch_up_frames(events, viewer.overlay, viewer.encoding, outlet.page_bytes):
                     if not await outlet.drained() or not outlet.write(frame):
@@ -199,8 +201,11 @@ class Hub:
             viewer.outlet.finish(Close.ROOM_ENDED, "the live has ended")
             self.leave(viewer)
             return
-        # The state events it missed while catching up, since they are not in the log.
+        # The state events it missed while catching up, since they are not in the log; and
+        # the running battle's scores now, after the start the catch-up replayed.
         changes = state_changes(shown, room.state)
+        if replayed_battle and room.battle is not None:
+            changes.append(room.battle)
         if changes and not viewer.send({"type": "batch", "offset": room.cursor, "events": changes}):
             return
         room.caught_up(viewer)
