@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, FloatRect, Page, expect
 from tests.browser import (
     BOTH_SIZES,
     DESKTOP_SIZE,
+    PHONE_SIZE,
     ConsoleWatch,
     assert_page_quality,
     fan_with,
@@ -25,6 +26,7 @@ from tests.browser import (
     open_overlay,
     overlay_url,
     reset_layout_shift,
+    screenshots,
     wait_until,
     watch,
 )
@@ -179,6 +181,7 @@ def test_a_battle_from_the_invitation_to_the_winner_on_every_page(
     expect(dash_b.get_by_test_id("battle-score-left")).to_have_attribute("data-score", "1000")
     for page in (viewer, overlay, dash_a, dash_b):
         assert_page_quality(page, console)
+    viewer.screenshot(path=screenshots() / ("battle-phone.png" if size == PHONE_SIZE else "battle.png"))
 
     # The opponent's name opens Erin's live, where the bar has Erin's side on the left.
     viewer.get_by_test_id("battle-opponent").click()
