@@ -1,7 +1,7 @@
 """What every page must pass at phone size (390 by 844) and desktop size (1280 by 800), in headless
-Chromium, while errors, notices and gift alerts appear on it: nothing wider than the viewport,
-a layout shift of at most 0.1, no serious or critical accessibility violation (axe-core), and
-no JavaScript error."""
+Chromium, while errors, notices, gift alerts and a battle's score bar appear on it: nothing
+wider than the viewport, a layout shift of at most 0.1, no serious or critical accessibility
+violation (axe-core), and no JavaScript error."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from tests.browser import (
     reset_layout_shift,
     say,
     sign_in,
+    start_battle,
+    watch,
 )
 from tests.support import Api, ServerProcess, unique
 
@@ -122,3 +124,29 @@ def test_the_overlay(
     # Played to its end, every frame of it inside the window.
     expect(page.get_by_test_id("moment")).to_have_count(0, timeout=12_000)
     assert_page_quality(page, console)
+
+
+@BOTH_SIZES
+def test_the_pages_during_a_battle(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch, size: dict[str, int]
+) -> None:
+    api = site_api
+    creator, room_id = live_room(api, "Battle night", "Carol Ray")
+    opponent, other_room = live_room(api, "The other side", "Erin Fox")
+    fan = fan_with(api, 1_000, "Ann Lee")
+    viewer = watch(browser, console, site.base_url, room_id, unique("v"), "Vera Quinn", size)
+    overlay = new_page(browser, console, "overlay", size)
+    open_overlay(overlay, site.base_url, overlay_url(api, creator))
+    dashboard = open_dashboard(browser, console, site.base_url, creator, size)
+    expect(dashboard.get_by_test_id("battle-card")).to_have_attribute("data-mode", "idle")
+    for page in (viewer, overlay, dashboard):
+        reset_layout_shift(page)
+
+    # The bar appears over the pages and moves with the gifts: nothing under it moves.
+    start_battle(api, creator, opponent)
+    assert api.gift(fan, room_id, "galaxy").status_code == 200
+    assert api.gift(fan, other_room, "rose").status_code == 200
+    for page in (viewer, overlay, dashboard):
+        expect(page.get_by_test_id("battle-score-left")).to_have_attribute("data-score", "1000")
+        expect(page.get_by_test_id("battle-score-right")).to_have_attribute("data-score", "1")
+        assert_page_quality(page, console)

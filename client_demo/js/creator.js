@@ -8,6 +8,7 @@
 // finger moves when one appears.
 
 import { api, byTestId, clearToken, demoSignIn, formatMoney, formatNumber, getToken, newIdempotencyKey, show } from "./api.js";
+import { BattlePanel } from "./battles.js";
 import { describeError } from "./errors.js";
 import { clearToasts, toast } from "./toast.js";
 
@@ -31,6 +32,7 @@ const state = {
   terms: null,
   earnings: null,
   ledger: { cursor: null, shown: 0, signature: null, loading: false, again: false },
+  battles: null, // the Battle section (battles.js)
 };
 
 function clampInt(raw, fallback, low, high) {
@@ -42,6 +44,7 @@ function clampInt(raw, fallback, low, high) {
 
 async function start() {
   wire();
+  state.battles = new BattlePanel();
   state.token = getToken(ROLE);
   if (state.token) {
     try {
@@ -74,10 +77,12 @@ async function signedIn(me) {
   // The last LIVE's summary is for between LIVEs.
   if (!state.roomId) await loadLastSummary();
   state.timer = setInterval(() => document.visibilityState === "visible" && refresh(), REFRESH_MS);
+  state.battles.start(state.token, me);
 }
 
 function signOut() {
   clearInterval(state.timer);
+  state.battles.stop();
   clearToken(ROLE);
   clearToasts();
   // Nothing of this creator stays for the next one: the summary, the history, a revealed link.

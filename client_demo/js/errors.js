@@ -42,6 +42,12 @@ const MESSAGES = {
   banned: "You are banned from this live.",
   moderator_not_found: "That user is not one of your moderators.",
   message_not_found: "That message is gone already.",
+  // Battles
+  self_battle: "You can't battle yourself: pick another creator who is live.",
+  already_in_battle: "One of you is already in a battle or has an invitation open. Try again when it is over.",
+  battle_lapsed: "That invitation lapsed: an invitation must be answered within 30 s.",
+  battle_not_invited: "That invitation was already answered or cancelled.",
+  not_found: "That no longer exists.",
   // Client side
   network_error: "The server cannot be reached. Check your connection.",
 };
@@ -76,6 +82,20 @@ export function describeGiftError(error, giftName = "this gift") {
     const limit = n(error.daily_limit);
     return `Over your daily budget: ${giftName} costs ${cost} coins and ${n(error.budget_left)} are left today${limit === null ? "" : ` of your ${limit}`}. You can change the budget in Daily budget.`;
   }
+  return describeError(error.code, error.message);
+}
+
+/**
+ * A refused battle request (`POST /v1/battles`, accept, decline). `live` says whether the
+ * caller is live, which tells which side a `not_live` is about; `opponent` is the other
+ * creator's name when known.
+ */
+export function describeBattleError(error, { live = true, opponent = null } = {}) {
+  const them = opponent ?? "That creator";
+  if (error.code === "not_live") return live ? `${them} is not live any more.` : "Go LIVE first: only a creator who is live can battle.";
+  if (error.code === "forbidden") return "Only creators can battle, and only the invited creator can accept.";
+  if (error.code === "not_found") return "That battle no longer exists.";
+  if (error.code === "already_in_battle" && opponent) return `You or ${opponent} already have a battle or an open invitation. Try again when it is over.`;
   return describeError(error.code, error.message);
 }
 

@@ -63,7 +63,9 @@ export class SerialQueue {
 
 /** A queue of gift moments drawn in `layer` (an element covering the stage). Each moment is
  * { tier, name, giftName, count, coins, badge, ms? } where badge is an element
- * (GiftCatalog.badge) and `ms`, if given, replaces the tier's MOMENT_MS. */
+ * (GiftCatalog.badge) and `ms`, if given, replaces the tier's MOMENT_MS. A moment that is
+ * not a gift (a battle's winner) gives `text` instead of the gift's "sent …" line, and
+ * `details`, lines under it. */
 export class MomentQueue extends SerialQueue {
   constructor(layer, { max = 50, scale = 1 } = {}) {
     super((moment) => playMoment(layer, moment, scale), { max });
@@ -94,8 +96,16 @@ export async function playMoment(layer, moment, scale = 1) {
   const what = document.createElement("span");
   what.className = "moment-gift";
   what.dataset.testid = "moment-gift";
-  what.textContent = moment.count > 1 ? `sent ${moment.giftName} ×${moment.count}` : `sent ${moment.giftName}`;
+  if (moment.text !== undefined) what.textContent = moment.text;
+  else what.textContent = moment.count > 1 ? `sent ${moment.giftName} ×${moment.count}` : `sent ${moment.giftName}`;
   card.append(badge, name, what);
+  for (const line of moment.details ?? []) {
+    const detail = document.createElement("span");
+    detail.className = "moment-detail";
+    detail.dataset.testid = "moment-detail";
+    detail.textContent = line;
+    card.append(detail);
+  }
 
   if (tier === 3) {
     const rays = document.createElement("div");

@@ -21,9 +21,11 @@
 //
 // Gift tiers come from the catalog (`tier` of each gift): tier 1 is the pill alert, tier 2
 // a moment, tier 3 a grand moment (moments.js). All alerts share one queue: one at a time,
-// nothing drawn over another.
+// nothing drawn over another. A battle with another creator's live shows its score bar at
+// the top (battle.js), and its winner as a grand moment in that same queue.
 
 import { api, byTestId, formatNumber, show, wsUrl } from "./api.js";
+import { BattleBar, winnerMoment } from "./battle.js";
 import { appendToChat, chatItem } from "./chat.js";
 import { describeError } from "./errors.js";
 import { comboKey, GiftCatalog } from "./gifts.js";
@@ -115,6 +117,7 @@ const state = {
 // When too many wait, small alerts are dropped first: a big gift's moment is never lost.
 const alerts = new SerialQueue(playAlert, { max: MAX_QUEUE, rank: (alert) => alert.tier });
 const sound = OPTIONS.sound ? openAudio() : null;
+const battle = new BattleBar(byTestId("battle"), { onEnd: (end) => pushAlert({ kind: "battle", tier: 3, end }) });
 
 async function start() {
   const stage = byTestId("overlay-stage");
@@ -169,6 +172,8 @@ function handleFrame(frame) {
       // Loaded at start, unless the server was down then: the catalog says what can streak.
       if (state.catalog.byId.size === 0) GiftCatalog.load().then((catalog) => (state.catalog = catalog), () => {});
       renderSnapshot(frame.snapshot);
+      battle.setRoom(frame.room_id ?? frame.room?.room_id ?? null);
+      battle.welcome(frame.battle ?? null);
       // Milestones count from here: the ones passed before the overlay opened are old news.
       state.likes = frame.snapshot.likes ?? 0;
       if (shows("chat") && !frame.resumed) {
@@ -181,6 +186,10 @@ function handleFrame(frame) {
       break;
     case "resync":
       clearLiveCombos();
+      break;
+    case "battle":
+    case "battle_end":
+      handleEvent(frame);
       break;
     case "error":
       if (frame.code === "not_live") showStatus("waiting", `Waiting for ${state.creatorName} to go live…`);
@@ -226,10 +235,17 @@ function handleEvent(event) {
       renderGoal(byTestId("goal"), event);
       show(byTestId("goal"), shows("goal") && event.target !== null);
       break;
+    case "battle":
+      battle.update(event);
+      break;
+    case "battle_end":
+      battle.end(event);
+      break;
     case "room_end":
       // The next live is a new room with a new event log: don't try to resume this one.
       state.connection.forgetPosition();
       clearLiveCombos();
+      battle.roomEnded(); // the overlay can't read the result: the bar goes
       show(byTestId("top-gifters-panel"), false);
       show(byTestId("goal"), false);
       byTestId("chat-list").replaceChildren();
@@ -277,6 +293,7 @@ function revoke() {
   show(byTestId("alert"), false);
   byTestId("moments").replaceChildren();
   clearLiveCombos();
+  battle.clear();
   for (const widget of ["top-gifters-panel", "goal", "chat-widget"]) show(byTestId(widget), false);
   showStatus("revoked", describeError("overlay_revoked"));
 }
@@ -349,6 +366,7 @@ function pushAlert(alert) {
 async function playAlert(next) {
   if (state.revoked) return;
   chime(next.tier);
+  if (next.kind === "battle") return playMoment(byTestId("moments"), winnerMoment(next.end, MOMENT_MS[3]), OPTIONS.scale);
   if (next.kind === "gift" && next.tier >= 2) {
     const moment = {
       tier: next.tier,

@@ -6,6 +6,7 @@
 // (toast.js): nothing ever moves under a finger.
 
 import { api, byTestId, clearToken, demoSignIn, formatMoney, formatNumber, getToken, newIdempotencyKey, show, wsUrl } from "./api.js";
+import { BattleBar, winnerMoment } from "./battle.js";
 import { appendToChat, chatItem, joinsText, noticeItem } from "./chat.js";
 import { describeChatError, describeError, describeGiftError, RETRYABLE_GIFT_ERRORS } from "./errors.js";
 import { comboKey, GiftCatalog, reducedMotion } from "./gifts.js";
@@ -53,6 +54,7 @@ const state = {
   following: false,
   pressed: null, // the gift button under the finger when it landed
   moments: null, // MomentQueue on the stage: big gifts, one at a time
+  battle: null, // BattleBar on the stage: a battle of this live with another
   checkout: null, // the package being bought
   paying: false,
 };
@@ -62,6 +64,11 @@ const state = {
 async function start() {
   wireStaticControls();
   state.moments = new MomentQueue(byTestId("moment-layer"));
+  // The other creator's name opens their live; the winner is a moment in the stage's queue.
+  state.battle = new BattleBar(byTestId("battle"), {
+    onOpponent: (roomId) => joinRoom(roomId),
+    onEnd: (end) => state.moments.push(winnerMoment(end)),
+  });
   state.token = getToken(ROLE);
   if (state.token) {
     try {
@@ -160,6 +167,7 @@ function joinRoom(roomId) {
   state.likesToSend = 0;
   state.moderator = false;
   resetRoomView();
+  state.battle.setRoom(roomId);
   showEnded(false);
   show(byTestId("lobby"), false);
   show(byTestId("room"));
@@ -179,6 +187,7 @@ function leaveRoom() {
   state.connection?.stop();
   state.connection = null;
   state.roomId = null;
+  state.battle.setRoom(null);
   openGiftSheet(false);
   clearToasts(OFFLINE_TOAST);
   history.replaceState(null, "", location.pathname);
@@ -204,6 +213,7 @@ function handleFrame(frame) {
       byTestId("room-title").textContent = frame.room.title;
       state.room = frame.room;
       applySnapshot(frame.snapshot, !frame.resumed);
+      state.battle.welcome(frame.battle ?? null);
       if (!frame.resumed) for (const message of frame.recent_chat ?? []) addChat(message);
       loadCreator(frame.room.creator_id);
       resendPendingGifts();
@@ -231,6 +241,10 @@ function handleFrame(frame) {
     case "resync":
       // The resume window was lost (or the live restarted); a full welcome follows.
       resetRoomView();
+      break;
+    case "battle":
+    case "battle_end":
+      handleEvent(frame);
       break;
   }
 }
@@ -285,6 +299,13 @@ function handleEvent(event) {
       break;
     case "room_end":
       showEnded();
+      state.battle.roomEnded((battleId) => api(`/v1/battles/${encodeURIComponent(battleId)}`, { token: state.token }));
+      break;
+    case "battle":
+      state.battle.update(event);
+      break;
+    case "battle_end":
+      state.battle.end(event);
       break;
   }
 }
