@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from server import metrics
-from server.api import admin, chat, creator, dev, http, openapi, pages, payments, social, ws
+from server.api import admin, chat, creator, dev, http, openapi, pages, payments, social, videos, ws
 from server.api import likes as likes_api
 from server.api import moderation as moderation_api
 from server.api.answers import client_error
@@ -60,6 +60,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         *payments.routes,
         *likes_api.routes,
         *social.routes,
+        *videos.routes,
         *pages.routes(settings.client_dir),
     ]
     if settings.demo:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, ClassVar
 
@@ -39,6 +39,8 @@ class CreatorCredit:
 
     ``share`` is the creator share ``diamonds`` were priced with, credited with them however
     the setting changes before delivery; None in entries written before it was recorded.
+    ``video_id`` names the video of a gift on a video (``room_id`` is then ""); "" for a gift
+    in a live, and left out of the JSON then, as in entries written before videos.
     """
 
     event_id: str
@@ -52,9 +54,12 @@ class CreatorCredit:
     ts: int
     sender_name: str = ""
     share: Fraction | None = None
+    video_id: str = ""
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = dict(self.__dict__)
+        if not self.video_id:
+            del body["video_id"]
         if self.share is None:
             del body["share"]
         else:
@@ -144,8 +149,36 @@ class RoomState:
 
 
 @dataclass(frozen=True)
+class Video:
+    """A video a creator published (its media lives at ``url``), with its gifts' coins and its
+    top gifters."""
+
+    video_id: str
+    creator_id: str
+    creator_name: str
+    title: str
+    url: str
+    created_ms: int
+    coins: int
+    top_gifters: tuple[Gifter, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.video_id,
+            "creator": {"id": self.creator_id, "name": self.creator_name},
+            "title": self.title,
+            "url": self.url,
+            "created_ms": self.created_ms,
+            "coins": self.coins,
+            "top_gifters": [
+                {"user_id": g.user_id, "name": g.name, "coins": g.coins} for g in self.top_gifters
+            ],
+        }
+
+
+@dataclass(frozen=True)
 class Earnings:
-    """A creator's diamonds by bucket, and per live. ``lifetime`` counts every credit."""
+    """A creator's diamonds by bucket, per live and per video. ``lifetime`` counts every credit."""
 
     FIELDS: ClassVar[tuple[str, ...]] = (
         "pending",
@@ -163,6 +196,7 @@ class Earnings:
     reversed: int
     lifetime: int
     lives: dict[str, int]
+    videos: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

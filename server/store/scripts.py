@@ -86,6 +86,7 @@ ROOM_FOLLOW = Script.named("room_follow")
 ROOM_SHARE = Script.named("room_share")
 CHAT_DELETE = Script.named("chat_delete")
 ROOM_BAN = Script.named("room_ban")
+VIDEO_GIFT = Script.named("video_gift")
 
 
 class Call(NamedTuple):
