@@ -1,9 +1,10 @@
-"""The browser clients in ``client_demo/``: the viewer page, the creator dashboard and the
-streamer overlay, served as plain files (no build step), with the browser's security headers.
+"""The browser clients in ``client_demo/``: the viewer page, the creator dashboard, the
+streamer overlay and the page of a video, served as plain files (no build step), with the
+browser's security headers.
 
 The pages load only their own files (no inline script or style: the scripts set styles
 through the CSSOM, which a policy does not restrict) and talk only to this server. The
-viewer and creator pages may not be framed (clickjacking); the overlay may, as a streaming
+viewer, creator and video pages may not be framed (clickjacking); the overlay may, as a streaming
 tool may frame it, and OBS loads it as a page of its own. No page sends a Referer: the
 overlay's URL holds its token.
 """
@@ -20,7 +21,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-PAGES = {"/": "index.html", "/creator": "creator.html", "/overlay/{token}": "overlay.html"}
+PAGES = {
+    "/": "index.html",
+    "/creator": "creator.html",
+    "/overlay/{token}": "overlay.html",
+    "/v/{video_id}": "video.html",
+}
 FRAMEABLE = frozenset({"/overlay/{token}"})
 
 _POLICY = (
