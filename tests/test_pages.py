@@ -9,7 +9,12 @@ from tests.support import Api
 
 @pytest.mark.parametrize(
     ("path", "marker"),
-    [("/", b"/static/js/viewer.js"), ("/creator", b"/static/js/creator.js"), ("/overlay/any", b"overlay")],
+    [
+        ("/", b"/static/js/viewer.js"),
+        ("/creator", b"/static/js/creator.js"),
+        ("/overlay/any", b"overlay"),
+        ("/v/any", b"/static/js/video.js"),
+    ],
 )
 def test_each_page_is_served(api: Api, path: str, marker: bytes) -> None:
     reply = api.http.get(path)
@@ -46,7 +51,7 @@ def csp(reply_headers: object) -> dict[str, str]:
     return {d.split(" ", 1)[0]: d.split(" ", 1)[1] for d in (p.strip() for p in header.split(";")) if d}
 
 
-@pytest.mark.parametrize("path", ["/", "/creator"])
+@pytest.mark.parametrize("path", ["/", "/creator", "/v/any"])
 def test_the_pages_carry_the_security_headers_and_cannot_be_framed(api: Api, path: str) -> None:
     headers = api.http.get(path).headers
     policy = csp(headers)

@@ -22,25 +22,33 @@ const state = {
   video: null,
 };
 
+/** The page appears at once when everything it shows is known: nothing moves as it loads. */
 async function start() {
   wireControls();
-  const [video] = await Promise.all([loadVideo(), loadCatalog()]);
-  if (video === null) return;
   state.token = getToken(ROLE);
-  if (state.token) {
-    try {
-      return await signedIn(await api("/v1/me", { token: state.token }));
-    } catch {
-      clearToken(ROLE);
-      state.token = null;
-    }
+  const [video, , account] = await Promise.all([loadVideo(), loadCatalog(), state.token ? loadAccount() : null]);
+  if (video === null) return;
+  show(byTestId("video"));
+  show(byTestId("gifters"));
+  if (account === null) showSignIn();
+  else signedIn(account);
+}
+
+/** The signed-in user and their wallet, or null if the token is no longer good. */
+async function loadAccount() {
+  try {
+    const [me, wallet] = await Promise.all([api("/v1/me", { token: state.token }), api("/v1/wallet", { token: state.token })]);
+    return { me, wallet };
+  } catch {
+    clearToken(ROLE);
+    state.token = null;
+    return null;
   }
-  showSignIn();
 }
 
 // ---------------------------------------------------------------- the video
 
-/** Read the video and show it; null (and the "doesn't exist" card) if there is none. */
+/** Read the video and fill in its figures; null (and the "doesn't exist" card) if there is none. */
 async function loadVideo() {
   try {
     const video = await api(`/v1/videos/${encodeURIComponent(videoId)}`);
@@ -49,6 +57,7 @@ async function loadVideo() {
   } catch (error) {
     if (error.code === "not_found" || error.code === "invalid_request") {
       show(byTestId("video"), false);
+      show(byTestId("gifters"), false);
       show(byTestId("video-missing"));
       show(byTestId("gifts"), false);
       show(byTestId("sign-in"), false);
@@ -71,32 +80,31 @@ function showVideo(video) {
   const leaders = video.top_gifters.map((gifter) => ({ id: gifter.user_id, name: gifter.name, coins: gifter.coins }));
   renderLeaderboard(byTestId("top-gifters"), leaders);
   show(byTestId("no-gifters"), leaders.length === 0);
-  show(byTestId("video"));
 }
 
 // ---------------------------------------------------------------- signing in (demo mode)
 
 function showSignIn() {
-  show(byTestId("account"), false);
+  byTestId("account").dataset.signedIn = "false";
   show(byTestId("gifts"), false);
   show(byTestId("sign-in"));
 }
 
-async function signIn(userId) {
+async function signIn(userId, name = null) {
   try {
-    state.token = await demoSignIn(ROLE, userId);
-    await signedIn(await api("/v1/me", { token: state.token }));
+    state.token = await demoSignIn(ROLE, userId, name || null);
+    const account = await loadAccount();
+    if (account !== null) signedIn(account);
   } catch (error) {
     toast(describeError(error.code, error.message), { kind: "error" });
   }
 }
 
-async function signedIn(me) {
+function signedIn({ me, wallet }) {
   state.me = me;
   show(byTestId("sign-in"), false);
-  show(byTestId("account"));
+  byTestId("account").dataset.signedIn = "true";
   show(byTestId("gifts"));
-  const wallet = await api("/v1/wallet", { token: state.token });
   showBalance(wallet.coins);
 }
 
@@ -180,7 +188,8 @@ function wireControls() {
   }
   byTestId("custom-user").addEventListener("submit", (event) => {
     event.preventDefault();
-    signIn(new FormData(event.target).get("user_id").trim());
+    const form = new FormData(event.target);
+    signIn(form.get("user_id").trim(), form.get("name").trim());
   });
   byTestId("sign-out").addEventListener("click", () => {
     clearToken(ROLE);
