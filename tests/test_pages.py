@@ -22,6 +22,11 @@ def test_each_page_is_served(api: Api, path: str, marker: bytes) -> None:
     assert marker in reply.content and reply.headers["cache-control"] == "no-cache"
 
 
+def test_a_video_page_of_an_impossible_id_is_refused(api: Api) -> None:
+    reply = api.http.get("/v/a%7Bb")
+    assert reply.status_code == 422 and reply.json()["error"]["code"] == "invalid_request"
+
+
 def test_static_files_are_served_with_their_types(api: Api) -> None:
     script = api.http.get("/static/js/live.js")
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]

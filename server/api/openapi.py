@@ -321,8 +321,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/", "The viewer page", engine=False, media="text/html"),
     Operation("GET", "/creator", "The creator dashboard", engine=False, media="text/html"),
     Operation("GET", "/overlay/{token}", "The OBS overlay page", engine=False, media="text/html"),
-    Operation("GET", "/v/{video_id}", "The page of a video, with its gift tray", engine=False,
-              media="text/html"),
+    Operation("GET", "/v/{video_id}", "The page of a video, with its gift tray (an id that cannot be one: "
+              "422)", engine=False, media="text/html"),
     Operation("GET", "/static/{path}", "The browser clients' files", errors=("not_found",), engine=False,
               media="*/*"),
 )  # fmt: skip
