@@ -36,6 +36,8 @@ Users (the counts come from ``-u`` and the weights below):
     the dearest gift of the mix), joins a room and sends ``--gift-rate`` gifts/s picked by
     ``--gift-mix`` as ``gift`` frames, on a fixed schedule rather than waiting for each ack
     (an open loop, so a slow server shows as latency instead of a lower offered rate).
+    One send in 21 is instead a gift over HTTP on the newest video of the room's creator
+    (``POST /v1/videos/[video_id]/gifts``; each Creator publishes one as it starts).
     ``gift_ack`` is the send-to-ack time; an ``error`` answer is a failure of ``gift_ack``
     whose error is the code (``GiftRefused: rate_limited``), so the failures table counts
     refusals by code.
@@ -85,6 +87,10 @@ DEFAULT_MIX = "rose:5,finger_heart:3,doughnut:1"
 # part tells workers on different machines apart.
 _PROCESS_RANDOM = uuid.uuid4().hex[:4]
 _COUNTER = itertools.count()
+
+
+# A Gifter sends one gift on a video for every this many gifts in its live.
+VIDEO_GIFT_ODDS = 20
 
 
 class GiftRefused(Exception):
@@ -479,6 +485,7 @@ class Gifter(RoomUser):
         self.sequence = itertools.count()
         self.pending: dict[str, tuple[float, str]] = {}
         self.next_send = time.monotonic()
+        self.video_id: str | None = None
         self.buy()
 
     def buy(self) -> None:
@@ -506,7 +513,7 @@ class Gifter(RoomUser):
             self.next_send = now
         return max(0.0, self.next_send - now)
 
-    @task
+    @task(VIDEO_GIFT_ODDS)
     def send_gift(self) -> None:
         if self.coins < self.dearest:
             self.buy()
@@ -529,6 +536,45 @@ class Gifter(RoomUser):
         if ws is not None:
             with contextlib.suppress(OSError, websocket.WebSocketException):
                 ws.send(text)  # if this fails, connected() sends it again after the reconnect
+
+    @task(1)
+    def send_video_gift(self) -> None:
+        """Now and then a gift on a video of the room's creator instead, over HTTP: the same
+        debit and credit as a gift in the live, answered with the same body."""
+        video_id = self.video()
+        if video_id is None:
+            return  # the creator has published none yet
+        if self.coins < self.dearest:
+            self.buy()
+        body = {
+            "gift_id": random.choices(self.gifts, self.mix)[0],
+            "count": self.options.gift_count,
+            "idempotency_key": f"{self.user_id}.{next(self.sequence)}",
+        }
+        with self.client.post(
+            f"/v1/videos/{video_id}/gifts",
+            json=body,
+            headers=self.auth(),
+            name="/v1/videos/[video_id]/gifts",
+            catch_response=True,
+        ) as reply:
+            if reply.status_code == 200:
+                self.coins = int(reply.json()["coins"])
+            else:
+                reply.failure(f"{reply.status_code}: {reply.text[:200]}")
+
+    def video(self) -> str | None:
+        """The newest video of the room's creator, looked up once it exists."""
+        if self.video_id is None:
+            room = self.client.get(f"/v1/rooms/{self.room_id}", name="/v1/rooms/[room_id]")
+            if room.status_code != 200:
+                return None
+            creator_id = room.json()["creator_id"]
+            path = f"/v1/creators/{creator_id}/videos"
+            reply = self.client.get(path, name="/v1/creators/[creator_id]/videos")
+            videos = reply.json()["videos"] if reply.status_code == 200 else []
+            self.video_id = str(videos[0]["id"]) if videos else None
+        return self.video_id
 
     def connected(self) -> None:
         """Resend what was never answered, with the same keys: the server charges each once."""
@@ -586,6 +632,11 @@ class Creator(RoomUser):
                 raise StopUser()
             self.opened = str(reply.json()["room_id"])
             return self.opened
+
+    def prepare(self) -> None:
+        """Publish a video, for the Gifters to send an occasional gift on."""
+        body = {"title": "load test video", "url": "https://videos.example/load-test.mp4"}
+        self.client.post("/v1/videos", json=body, headers=self.auth())
 
     def wait_time(self) -> float:
         return 5.0

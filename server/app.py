@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from server import metrics
-from server.api import admin, chat, creator, dev, http, openapi, pages, payments, social, ws
+from server.api import admin, chat, creator, dev, http, openapi, pages, payments, social, videos, ws
 from server.api import battles as battles_api
 from server.api import likes as likes_api
 from server.api import moderation as moderation_api
@@ -64,6 +64,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         *likes_api.routes,
         *social.routes,
         *battles_api.routes,
+        *videos.routes,
         *pages.routes(settings.client_dir),
     ]
     if settings.demo:

@@ -1,5 +1,8 @@
 """The gift path, shared by HTTP and WebSocket: check the room, price, debit, deliver.
 
+A gift on a video (``send_to_video``) takes the same path with the video's record as its
+check, and is delivered into the video's totals instead of a room.
+
 The room check is the point a gift is accepted against, the same for every transport: the
 room's record in the engine, read right before the debit (never a process's copy of it,
 which learns of the end only at the hub's next read of the room). A gift checked while the
@@ -32,18 +35,20 @@ import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from server import logs, metrics
-from server.domain.catalog import Catalog
+from server.domain.catalog import Catalog, Gift
 from server.domain.ids import new_id
 from server.domain.money import gift_fingerprint, price_gift, utc_day
 from server.domain.requests import GiftRequest
-from server.errors import Conflict, EngineUnavailable
+from server.errors import Conflict, EngineUnavailable, NotFound
 from server.settings import Settings
 from server.store import ENGINE_ERRORS, UNAVAILABLE, Store
 from server.store.coalesce import Coalescer
 from server.store.moderation import banned_error
 from server.store.records import CreatorCredit
+from server.store.rooms import Published
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +122,60 @@ class GiftService:
             raise Conflict(f"room {room_id!r} has ended", code="room_ended")
         if room.creator_id == sender_id:
             raise Conflict("creators cannot send gifts to their own room", code="self_gift")
+        return await self._debit_and_deliver(
+            sender_id, room.creator_id, gift, request, fingerprint, now_ms, sender_name, room_id=room_id
+        )
+
+    async def send_to_video(
+        self,
+        sender_id: str,
+        video_id: str,
+        request: GiftRequest,
+        now_ms: int,
+        *,
+        sender_name: str | None = None,
+    ) -> GiftOutcome:
+        """Send one gift on a video: checked against the video's record (it exists, it is not
+        the sender's own, its creator did not ban the sender), then debited and delivered as
+        a gift in a live is."""
+        logs.bind(sender=sender_id, video=video_id)
+        gift = self.catalog.gift(request.gift_id)
+        # Ids hold no ':', so a video's fingerprint never equals a room's.
+        fingerprint = gift_fingerprint(f"video:{video_id}", gift.id, request.count)
+        creator_id, banned_by = await asyncio.gather(
+            self.store.videos.creator_of(video_id), self.store.moderation.banned_by(sender_id)
+        )
+        if creator_id is None:
+            raise NotFound(f"no video {video_id!r}")
+        if creator_id in banned_by:
+            earlier = await self.store.wallets.replay(sender_id, request.idempotency_key, fingerprint)
+            if earlier is not None:
+                return GiftOutcome(earlier.event_id, earlier.coins, earlier.cost, replayed=True)
+            raise banned_error()
+        if creator_id == sender_id:
+            raise Conflict("creators cannot send gifts to their own video", code="self_gift")
+        return await self._debit_and_deliver(
+            sender_id, creator_id, gift, request, fingerprint, now_ms, sender_name, video_id=video_id
+        )
+
+    async def _debit_and_deliver(
+        self,
+        sender_id: str,
+        creator_id: str,
+        gift: Gift,
+        request: GiftRequest,
+        fingerprint: str,
+        now_ms: int,
+        sender_name: str | None,
+        *,
+        room_id: str = "",
+        video_id: str = "",
+    ) -> GiftOutcome:
+        """Price, debit and deliver a gift to a room or (``video_id``) a video, once checked."""
         price = price_gift(gift, request.count, self.settings.creator_share)
         credit = CreatorCredit(
             event_id=new_id("g"),
-            creator_id=room.creator_id,
+            creator_id=creator_id,
             room_id=room_id,
             sender_id=sender_id,
             gift_id=gift.id,
@@ -130,6 +185,7 @@ class GiftService:
             ts=now_ms,
             sender_name=sender_name or await self.name_of(sender_id),
             share=price.share,
+            video_id=video_id,
         )
         try:
             with metrics.GIFT_DEBIT_SECONDS.time():
@@ -166,21 +222,26 @@ class GiftService:
     async def deliver(
         self, credit: CreatorCredit, balance: int | None = None, clear_now: bool = True
     ) -> bool:
-        """Publish the gift into its room and credit the creator, count it in the room's
-        battle if its debit fell in one, then clear the outbox entry.
+        """Publish the gift into its room (or its video) and credit the creator, count it in
+        the room's battle if its debit fell in one, then clear the outbox entry.
 
         Every step is guarded per gift event, so delivering twice changes nothing the second
         time. Returns True if the creator was credited by this call.
         """
         gift = self.catalog.gifts.get(credit.gift_id)
         # Both are queued now and go to the engine in the same round trip (store.batch).
-        published = self.store.rooms.publish_gift(
-            credit,
-            sender_name=credit.sender_name or credit.sender_id,
-            streakable=gift is not None and gift.streakable,
-            balance=balance,
-            combo_window_ms=self.settings.combo_window_ms,
-        )
+        sender_name = credit.sender_name or credit.sender_id
+        published: asyncio.Future[Any]
+        if credit.video_id:
+            published = self.store.videos.publish_gift(credit, sender_name=sender_name)
+        else:
+            published = self.store.rooms.publish_gift(
+                credit,
+                sender_name=sender_name,
+                streakable=gift is not None and gift.streakable,
+                balance=balance,
+                combo_window_ms=self.settings.combo_window_ms,
+            )
         credit_applied = self.store.earnings.credit(
             credit,
             credit.ts + int(self.settings.diamond_hold_s * 1000),
@@ -188,11 +249,14 @@ class GiftService:
             self.settings.creator_share if credit.share is None else credit.share,
         )
         try:
-            room = await published
+            outcome = await published
         finally:
             # Awaited whatever the room's outcome, so neither error goes unobserved.
             credited = await credit_applied
-        battle = room.battle_id if credit.debit_ms is not None else None
+        # A gift in a live counts in the room's battle its debit fell in, if there is one.
+        battle = None
+        if isinstance(outcome, Published) and credit.debit_ms is not None:
+            battle = outcome.battle_id
         if battle is not None:
             await self.store.battles.score(battle, credit)
         if credited:
@@ -216,7 +280,7 @@ class GiftService:
         try:
             await self.store.replicated(
                 users={d.credit.creator_id for d in delivered},
-                rooms={d.credit.room_id for d in delivered},
+                **_targets([d.credit for d in delivered]),
                 keys={self.store.keys.battle(d.battle_id).info for d in delivered if d.battle_id},
             )
             await self.store.outbox.clear_many([(d.credit.sender_id, d.credit.event_id) for d in delivered])
@@ -250,3 +314,11 @@ class GiftService:
                 self._names.clear()
             self._names[user_id] = name
         return name
+
+
+def _targets(delivered: list[CreatorCredit]) -> dict[str, set[str]]:
+    """The rooms and the videos these gifts were published into."""
+    return {
+        "rooms": {credit.room_id for credit in delivered if not credit.video_id},
+        "videos": {credit.video_id for credit in delivered if credit.video_id},
+    }

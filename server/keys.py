@@ -4,7 +4,8 @@ Each key carries a hash tag so that every Lua script touches a single cluster sl
 ``{u:<user>}`` holds a user's wallet, ledger, idempotency keys, outbox, orders and,
 for creators, earnings; ``{r:<room>}`` holds a room with its event stream, leaderboard,
 combos and presence; ``{b:<battle>}`` holds one battle between two lives (its scores, supporters
-and the gifts it counted); ``{o:<order>}`` and ``{p:<payment>}``
+and the gifts it counted); ``{v:<video>}`` holds a video's record, its top gifters and its
+exactly-once guard; ``{o:<order>}`` and ``{p:<payment>}``
 are small pointers that route a webhook to its owner's slot; ``{ip:<address>}`` holds one
 client address's request rate. Ids are validated before they reach a key (see
 ``domain.ids``), and addresses are normalised (``domain.limits``), so none can contain a brace.
@@ -91,6 +92,17 @@ class UserKeys:
     def lives(self) -> str:
         """HASH room id -> diamonds a creator earned in that live."""
         return f"{self.tag}:lives"
+
+    @property
+    def video_earnings(self) -> str:
+        """HASH video id -> diamonds a creator earned from gifts on that video (``lives`` holds
+        the gifts of lives only)."""
+        return f"{self.tag}:video_earnings"
+
+    @property
+    def videos(self) -> str:
+        """ZSET video id -> when it was published (unix ms): a creator's videos."""
+        return f"{self.tag}:videos"
 
     @property
     def reversed(self) -> str:
@@ -336,6 +348,33 @@ class BattleKeys:
 
 
 @dataclass(frozen=True)
+class VideoKeys:
+    """Keys in one video's slot: its record and the totals its gifts add up to."""
+
+    tag: str
+
+    @property
+    def info(self) -> str:
+        """HASH creator_id, title, url, created_ms, coins (the coins of every gift on it)."""
+        return f"{self.tag}:video"
+
+    @property
+    def top(self) -> str:
+        """ZSET sender id -> coins gifted on this video (its top gifters)."""
+        return f"{self.tag}:top"
+
+    @property
+    def names(self) -> str:
+        """HASH user id -> display name of everyone who gifted on this video."""
+        return f"{self.tag}:names"
+
+    @property
+    def published(self) -> str:
+        """SET of gift event ids already added to this video (exactly-once guard)."""
+        return f"{self.tag}:published"
+
+
+@dataclass(frozen=True)
 class KeySchema:
     """Builds every key under one prefix, so several deployments can share an engine."""
 
@@ -360,6 +399,9 @@ class KeySchema:
     def battle_pattern(self) -> str:
         """SCAN pattern matching every battle's record (the audit)."""
         return f"{self.prefix}{{b:*}}:battle"
+
+    def video(self, video_id: str) -> VideoKeys:
+        return VideoKeys(f"{self.prefix}{{v:{video_id}}}")
 
     @property
     def live_rooms(self) -> str:

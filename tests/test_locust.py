@@ -89,8 +89,8 @@ def test_headless_run_acknowledges_and_delivers_gifts_chat_and_likes(
             lines = (tmp_path / report).read_text().splitlines()
             assert len(lines) == 1, f"{report}: {lines}"  # the header only
 
-        # The books agree: this run's gifters are on the room's board, with the coins they
-        # spent, and every ledger still balances.
+        # The books agree: this run's gifters are on the room's board and its creator's videos,
+        # with the coins they spent, and every ledger still balances.
         with httpx.Client(base_url=server.base_url, timeout=10) as http:
             api = Api(http)
             # Every like frame carried 5 taps, all within the rate: the room counts each once.
@@ -104,8 +104,13 @@ def test_headless_run_acknowledges_and_delivers_gifts_chat_and_likes(
             board = http.get("/v1/rooms/demo_carol").json()["snapshot"]["leaderboard"]
             ours = [entry for entry in board if entry["id"].startswith(f"lt{run_id}g")]
             assert ours and all(entry["coins"] > 0 for entry in ours), board
+            # A gifter's coins went to the live and now and then to a video of its creator.
+            on_videos: dict[str, int] = {}
+            for video in http.get("/v1/creators/carol/videos").json()["videos"]:
+                for gifter in video["top_gifters"]:
+                    on_videos[gifter["user_id"]] = on_videos.get(gifter["user_id"], 0) + gifter["coins"]
             for entry in ours:
-                assert api.coins(entry["id"]) == 5450 - entry["coins"]
+                assert api.coins(entry["id"]) == 5450 - entry["coins"] - on_videos.get(entry["id"], 0)
             audit = http.get("/v1/admin/audit", headers=api.auth("boss", "admin"))
             assert audit.status_code == 200, audit.text
             assert audit.json()["ok"], audit.json()["violations"]

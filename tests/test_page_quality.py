@@ -150,3 +150,39 @@ def test_the_pages_during_a_battle(
         expect(page.get_by_test_id("battle-score-left")).to_have_attribute("data-score", "1000")
         expect(page.get_by_test_id("battle-score-right")).to_have_attribute("data-score", "1")
         assert_page_quality(page, console)
+
+
+def test_the_video_page(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch, size: dict[str, int]
+) -> None:
+    api = site_api
+    creator = unique("c")
+    body = {"title": "A very long title of a video " * 4, "url": "https://videos.example/" + "x" * 300}
+    reply = api.http.post("/v1/videos", json=body, headers=api.auth(creator, "creator"))
+    assert reply.status_code == 201, reply.text
+    video_id = reply.json()["id"]
+    fan, viewer = fan_with(api, 29_999), unique("v")
+    gift = {"gift_id": "lion", "count": 1, "idempotency_key": unique("k")}
+    assert api.http.post(f"/v1/videos/{video_id}/gifts", json=gift, headers=api.auth(fan)).status_code == 200
+
+    page = new_page(browser, console, "video", size)
+    page.goto(f"{site.base_url}/v/{video_id}")
+    expect(page.get_by_test_id("top-gifters")).to_contain_text(fan.capitalize())
+    assert_page_quality(page, console)
+    sign_in(page, viewer, "Vera Quinn")
+    expect(page.get_by_test_id("gift-rose")).to_be_visible()
+    reset_layout_shift(page)
+    # With no coins, a tap is refused: the notice overlays and moves nothing.
+    page.get_by_test_id("gift-rose").click()
+    expect(page.get_by_role("alert").filter(has_text="coins")).to_be_visible()
+    assert_page_quality(page, console)
+    # A dear gift asks first.
+    api.buy(viewer, "us_5450")
+    page.reload()
+    expect(page.get_by_test_id("balance")).to_have_attribute("data-coins", "5450")
+    page.get_by_test_id("gift-galaxy").click()
+    expect(page.get_by_test_id("confirm-gift")).to_be_visible()
+    assert_page_quality(page, console)
+    page.get_by_test_id("confirm-send").click()
+    expect(page.get_by_test_id("balance")).to_have_attribute("data-coins", "4450")
+    assert_page_quality(page, console)

@@ -9,12 +9,22 @@ from tests.support import Api
 
 @pytest.mark.parametrize(
     ("path", "marker"),
-    [("/", b"/static/js/viewer.js"), ("/creator", b"/static/js/creator.js"), ("/overlay/any", b"overlay")],
+    [
+        ("/", b"/static/js/viewer.js"),
+        ("/creator", b"/static/js/creator.js"),
+        ("/overlay/any", b"overlay"),
+        ("/v/any", b"/static/js/video.js"),
+    ],
 )
 def test_each_page_is_served(api: Api, path: str, marker: bytes) -> None:
     reply = api.http.get(path)
     assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/html")
     assert marker in reply.content and reply.headers["cache-control"] == "no-cache"
+
+
+def test_a_video_page_of_an_impossible_id_is_refused(api: Api) -> None:
+    reply = api.http.get("/v/a%7Bb")
+    assert reply.status_code == 422 and reply.json()["error"]["code"] == "invalid_request"
 
 
 def test_static_files_are_served_with_their_types(api: Api) -> None:
@@ -46,7 +56,7 @@ def csp(reply_headers: object) -> dict[str, str]:
     return {d.split(" ", 1)[0]: d.split(" ", 1)[1] for d in (p.strip() for p in header.split(";")) if d}
 
 
-@pytest.mark.parametrize("path", ["/", "/creator"])
+@pytest.mark.parametrize("path", ["/", "/creator", "/v/any"])
 def test_the_pages_carry_the_security_headers_and_cannot_be_framed(api: Api, path: str) -> None:
     headers = api.http.get(path).headers
     policy = csp(headers)

@@ -11,6 +11,7 @@ import { api, byTestId, clearToken, demoSignIn, formatMoney, formatNumber, getTo
 import { BattlePanel } from "./battles.js";
 import { describeError } from "./errors.js";
 import { clearToasts, toast } from "./toast.js";
+import { VideosSection } from "./videos.js";
 
 const ROLE = "creator";
 const REFRESH_MS = 3000;
@@ -73,7 +74,7 @@ async function signedIn(me) {
   show(byTestId("dashboard"));
   // Created on first call; the same token until the creator regenerates it.
   showOverlay(await api("/v1/creator/overlay", { token: state.token }));
-  await Promise.all([refresh(), loadChatSettings(), loadModerators()]);
+  await Promise.all([refresh(), loadChatSettings(), loadModerators(), videos.signedIn(state.token, me.user_id)]);
   // The last LIVE's summary is for between LIVEs.
   if (!state.roomId) await loadLastSummary();
   state.timer = setInterval(() => document.visibilityState === "visible" && refresh(), REFRESH_MS);
@@ -89,6 +90,7 @@ function signOut() {
   Object.assign(state, { me: null, overlay: null, revealed: false, roomId: null, lastRoomId: null, terms: null, earnings: null });
   state.ledger = { cursor: null, shown: 0, signature: null, loading: false, again: false };
   show(byTestId("live-summary"), false);
+  videos.signedOut();
   byTestId("ledger-rows").replaceChildren();
   byTestId("overlay-url").textContent = "";
   show(byTestId("dashboard"), false);
@@ -99,7 +101,7 @@ function signOut() {
 async function refresh() {
   if (!state.overlay) return; // signed out meanwhile
   try {
-    await Promise.all([refreshLive(), refreshEarnings(), refreshWithdrawals(), refreshFollowers()]);
+    await Promise.all([refreshLive(), refreshEarnings(), refreshWithdrawals(), refreshFollowers(), videos.refresh()]);
   } catch (error) {
     if (error.code === "unauthorized") signOut();
     showError(error);
@@ -359,7 +361,7 @@ function ledgerRow(entry) {
   const cells = [
     ["when", new Date(entry.ts).toLocaleString()],
     ["sender", entry.sender_name ?? entry.sender ?? "?"],
-    ["gift", `${giftName} ×${formatNumber(entry.count ?? 1)}`],
+    ["gift", `${giftName} ×${formatNumber(entry.count ?? 1)}${entry.video_id ? ` on “${entry.video_title ?? entry.video_id}”` : ""}`],
     ["coins", formatNumber(entry.coins ?? 0)],
     ["diamonds", formatNumber(diamonds)],
     // A gift too small to earn a whole diamond has nothing held or to withdraw.
@@ -833,4 +835,5 @@ function wire() {
   byTestId("moderation-log-more").addEventListener("click", () => loadModerationLog(true));
 }
 
+const videos = new VideosSection();
 start();

@@ -13,6 +13,7 @@ import { comboKey, GiftCatalog, reducedMotion } from "./gifts.js";
 import { RoomConnection } from "./live.js";
 import { MomentQueue } from "./moments.js";
 import { clearToasts, toast } from "./toast.js";
+import { markAffordable as markTray, renderTray, wireTray } from "./tray.js";
 import { renderGoal, renderLeaderboard } from "./widgets.js";
 
 const ROLE = "viewer";
@@ -52,7 +53,6 @@ const state = {
   likesToSend: 0,
   likeTimer: null,
   following: false,
-  pressed: null, // the gift button under the finger when it landed
   moments: null, // MomentQueue on the stage: big gifts, one at a time
   battle: null, // BattleBar on the stage: a battle of this live with another
   checkout: null, // the package being bought
@@ -481,40 +481,14 @@ function addToFeed(event) {
 
 async function loadCatalog() {
   state.catalog = await GiftCatalog.load();
-  byTestId("gift-tray").replaceChildren(
-    ...state.catalog.list.map((gift) => {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "gift";
-      button.dataset.testid = `gift-${gift.id}`;
-      button.dataset.giftId = gift.id;
-      button.dataset.tier = String(state.catalog.tier(gift.id));
-      button.title = gift.streakable ? `${gift.name}: tap again quickly for a combo` : gift.name;
-      const name = document.createElement("span");
-      name.className = "gift-name";
-      name.textContent = gift.name;
-      const price = document.createElement("span");
-      price.className = "price";
-      price.textContent = ` ${formatNumber(gift.coins)} ${gift.coins === 1 ? "coin" : "coins"}`;
-      // Read out, not drawn: the lock and the amber price say it to the eye.
-      const short = document.createElement("span");
-      short.className = "gift-short visually-hidden";
-      button.append(state.catalog.badge(gift.id), name, price, short);
-      return button;
-    }),
-  );
+  renderTray(byTestId("gift-tray"), state.catalog);
   markAffordable();
   setRoomDisabled(state.ended);
 }
 
 /** Gifts that cost more than the balance are marked, to the eye and in their names. */
 function markAffordable() {
-  for (const button of byTestId("gift-tray").querySelectorAll(".gift")) {
-    const gift = state.catalog.byId.get(button.dataset.giftId);
-    const affordable = state.coins === null || gift.coins <= state.coins;
-    button.dataset.affordable = String(affordable);
-    button.querySelector(".gift-short").textContent = affordable ? "" : ", not enough coins";
-  }
+  markTray(byTestId("gift-tray"), state.catalog, state.coins);
 }
 
 function openGiftSheet(open = true) {
@@ -1031,15 +1005,7 @@ function wireStaticControls() {
   byTestId("share").addEventListener("click", share);
 
   // The tray: a tap acts on the gift that was under the finger when it landed.
-  const tray = byTestId("gift-tray");
-  tray.addEventListener("pointerdown", (event) => {
-    state.pressed = event.target.closest(".gift");
-  });
-  tray.addEventListener("click", (event) => {
-    const button = event.target.closest(".gift") ?? state.pressed;
-    state.pressed = null;
-    if (button && !button.disabled) tapGift(button.dataset.giftId);
-  });
+  wireTray(byTestId("gift-tray"), tapGift);
   // The gift sheet (phones) stays open while tapping gifts, so combos are easy; a tap
   // outside it or its close button shuts it.
   byTestId("open-gifts").addEventListener("click", () => openGiftSheet(!byTestId("gift-sheet").classList.contains("open")));

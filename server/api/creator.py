@@ -23,6 +23,7 @@ async def creator_earnings(request: Request) -> JSON:
     principal = caller(request, *CREATOR_ROLES)
     ctx = context(request)
     earnings = await ctx.store.earnings.get(principal.user_id, now_ms())
+    titles = await ctx.store.videos.titles(list(earnings.videos))
     rate = ctx.settings.diamond_value_millicents
     return JSON(
         {
@@ -34,6 +35,10 @@ async def creator_earnings(request: Request) -> JSON:
             "lives": [
                 {"room_id": room_id, "diamonds": diamonds}
                 for room_id, diamonds in sorted(earnings.lives.items(), key=lambda kv: -kv[1])
+            ],
+            "videos": [
+                {"video_id": video_id, "title": titles.get(video_id, ""), "diamonds": diamonds}
+                for video_id, diamonds in sorted(earnings.videos.items(), key=lambda kv: -kv[1])
             ],
             "terms": money_terms(ctx.settings),
         }
@@ -63,7 +68,10 @@ async def creator_earnings_ledger(request: Request) -> JSON:
     entries, cursor = await ctx.store.earnings.ledger(
         principal.user_id, request.query_params.get("cursor"), limit
     )
+    titles = await ctx.store.videos.titles(sorted({e["video_id"] for e in entries if "video_id" in e}))
     for entry in entries:
+        if "video_id" in entry:
+            entry["video_title"] = titles.get(entry["video_id"])
         if entry["kind"] == "gift":
             # Credits made before these were recorded have none: null, rather than a guess.
             for name in ("gift_id", "count", "sender_name"):

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from server import metrics
 from server.api.context import JSON
 from server.api.http import GIFT_ROUTE
+from server.api.videos import VIDEO_GIFT_ROUTE
 from server.domain.limits import client_address, is_exempt, retry_after_s
 from server.errors import RateLimited
 from server.settings import Settings
@@ -86,7 +87,7 @@ class RequestLimits:
         if scope["type"] == "http" and self.limiter is not None and not is_exempt(scope["path"]):
             refused = await self.limiter.check(scope)
             if refused is not None:
-                if GIFT_ROUTE.matches(scope)[0] is Match.FULL:
+                if any(route.matches(scope)[0] is Match.FULL for route in (GIFT_ROUTE, VIDEO_GIFT_ROUTE)):
                     metrics.GIFT_ANSWERS.refused(metrics.HTTP, refused.code)  # a gift refused like any other
                 await too_many_requests(refused)(scope, receive, send)
                 return

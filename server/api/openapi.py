@@ -41,6 +41,7 @@ from server.domain.requests import (
     LikeRequest,
     LimitsRequest,
     NewGift,
+    PublishVideoRequest,
     PurchaseRequest,
     RegionRequest,
     WebhookEvent,
@@ -167,6 +168,7 @@ DECISION_ERRORS = ("withdrawal_not_found", "withdrawal_decided")
 CHAT_SETTINGS = ChatSettings.__struct_fields__
 CREATOR = ("id", "name", "followers", "following", "live_room_id")
 FOLLOW = ("creator_id", "following", "followers")
+VIDEO = ("id", "creator", "title", "url", "created_ms", "coins", "top_gifters")
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/healthz", "The process is up, and its pid (503 if its embedded engine died and "
@@ -222,6 +224,19 @@ OPERATIONS: tuple[Operation, ...] = (
               errors=("insufficient_coins", "negative_balance", "account_frozen", "daily_limit_exceeded",
                       "room_not_found", "unknown_gift", "idempotency_mismatch", "room_ended", "self_gift",
                       "rate_limited",  # rate_limited: also the per-user gift rate
+                      "banned"),
+              headers={200: ("Idempotent-Replayed",)}),
+    Operation("POST", "/v1/videos", "Publish a video record (its title and the http(s) URL of its media)",
+              PublishVideoRequest, roles=("creator",), status=201, returns=VIDEO),
+    Operation("GET", "/v1/videos/{video_id}", "A video with its coins and top gifters", returns=VIDEO,
+              errors=("not_found",)),
+    Operation("GET", "/v1/creators/{creator_id}/videos", "A creator's videos, newest first",
+              returns=("videos",), query=(limit(200),)),
+    Operation("POST", "/v1/videos/{video_id}/gifts", "Send a gift on a video (the same debit, answers and "
+              "errors as a gift in a live)", GiftRequest, roles=GIFTING_ROLES,
+              returns=("gift_event_id", "coins", "cost"),
+              errors=("insufficient_coins", "negative_balance", "account_frozen", "daily_limit_exceeded",
+                      "not_found", "unknown_gift", "idempotency_mismatch", "self_gift", "rate_limited",
                       "banned"),
               headers={200: ("Idempotent-Replayed",)}),
     Operation("POST", "/v1/rooms/{room_id}/chat", "Post a chat message (a resend with its client_id: 200)",
@@ -298,7 +313,8 @@ OPERATIONS: tuple[Operation, ...] = (
               returns=("creator", "room_id"), errors=("overlay_not_found",)),
     Operation("GET", "/v1/creator/earnings", "The creator's diamonds", roles=CREATOR_ROLES,
               returns=("pending", "available", "reserved", "withdrawn", "reversed", "lifetime",
-                       "diamond_value_minor", "pending_value_minor", "currency", "lives", "terms")),
+                       "diamond_value_minor", "pending_value_minor", "currency", "lives", "videos",
+                       "terms")),
     Operation("GET", "/v1/creator/earnings/ledger", "The creator's diamond movements, newest first; a "
               "gift's entry names the gift, its sender and what became of its diamonds (state)",
               roles=CREATOR_ROLES, returns=PAGE, query=(CURSOR, limit(200))),
@@ -333,6 +349,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/", "The viewer page", engine=False, media="text/html"),
     Operation("GET", "/creator", "The creator dashboard", engine=False, media="text/html"),
     Operation("GET", "/overlay/{token}", "The OBS overlay page", engine=False, media="text/html"),
+    Operation("GET", "/v/{video_id}", "The page of a video, with its gift tray (an id that cannot be one: "
+              "422)", engine=False, media="text/html"),
     Operation("GET", "/static/{path}", "The browser clients' files", errors=("not_found",), engine=False,
               media="*/*"),
 )  # fmt: skip
@@ -341,6 +359,7 @@ OPERATIONS: tuple[Operation, ...] = (
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "order_id": {"type": "string", "pattern": ID_PATTERN},
     "room_id": {"type": "string", "pattern": ID_PATTERN},
+    "video_id": {"type": "string", "pattern": ID_PATTERN},
     "withdrawal_id": {"type": "string", "pattern": ID_PATTERN},
     "user_id": {"type": "string", "pattern": ID_PATTERN},
     "gift_id": {"type": "string", "pattern": ID_PATTERN},

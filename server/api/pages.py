@@ -1,9 +1,10 @@
-"""The browser clients in ``client_demo/``: the viewer page, the creator dashboard and the
-streamer overlay, served as plain files (no build step), with the browser's security headers.
+"""The browser clients in ``client_demo/``: the viewer page, the creator dashboard, the
+streamer overlay and the page of a video, served as plain files (no build step), with the
+browser's security headers.
 
 The pages load only their own files (no inline script or style: the scripts set styles
 through the CSSOM, which a policy does not restrict) and talk only to this server. The
-viewer and creator pages may not be framed (clickjacking); the overlay may, as a streaming
+viewer, creator and video pages may not be framed (clickjacking); the overlay may, as a streaming
 tool may frame it, and OBS loads it as a page of its own. No page sends a Referer: the
 overlay's URL holds its token.
 """
@@ -20,8 +21,18 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-PAGES = {"/": "index.html", "/creator": "creator.html", "/overlay/{token}": "overlay.html"}
+from server.domain.ids import check_id
+
+PAGES = {
+    "/": "index.html",
+    "/creator": "creator.html",
+    "/overlay/{token}": "overlay.html",
+    "/v/{video_id}": "video.html",
+}
 FRAMEABLE = frozenset({"/overlay/{token}"})
+# Pages whose path names an id: a path that cannot hold one is refused as the API refuses it
+# (422), before the page is served.
+ID_PARAMETERS = {"/v/{video_id}": "video_id"}
 
 _POLICY = (
     "default-src 'self'",
@@ -48,15 +59,24 @@ def routes(client_dir: Path | None) -> list[BaseRoute]:
         return []
     pages: list[BaseRoute] = [
         Route(
-            path, file_page(client_dir / name, FRAMEABLE_PAGE_HEADERS if path in FRAMEABLE else PAGE_HEADERS)
+            path,
+            file_page(
+                client_dir / name,
+                FRAMEABLE_PAGE_HEADERS if path in FRAMEABLE else PAGE_HEADERS,
+                ID_PARAMETERS.get(path),
+            ),
         )
         for path, name in PAGES.items()
     ]
     return [*pages, Mount("/static", app=ClientFiles(directory=client_dir), name="static")]
 
 
-def file_page(path: Path, headers: dict[str, str]) -> Callable[[Request], Awaitable[Response]]:
+def file_page(
+    path: Path, headers: dict[str, str], id_parameter: str | None = None
+) -> Callable[[Request], Awaitable[Response]]:
     async def serve(request: Request) -> Response:
+        if id_parameter is not None:
+            check_id(request.path_params[id_parameter], id_parameter)
         # Pages are small and change with the server: let browsers revalidate them.
         return FileResponse(path, headers={"Cache-Control": "no-cache", **headers})
 

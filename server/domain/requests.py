@@ -23,6 +23,7 @@ Region = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}\Z")]
 Role = Annotated[str, msgspec.Meta(pattern=r"^(viewer|creator|admin)\Z")]
 DailyLimit = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
+VIDEO_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s\x00-\x1f\x7f/?#@]+(?:[/?#][^\s\x00-\x1f\x7f]*)?\Z"
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -65,6 +66,14 @@ class CreateRoomRequest(Strict, frozen=True):
 class BattleRequest(Strict, frozen=True):
     opponent_id: Id
     duration_s: Annotated[int, msgspec.Meta(ge=60, le=600)] = 300
+
+
+class PublishVideoRequest(Strict, frozen=True):
+    """A video record: its title (some visible text) and where its media is, an http(s) URL
+    with a host and no spaces or control characters."""
+
+    title: Annotated[Title, msgspec.Meta(pattern=r"^\s*\S[\s\S]*\Z")]
+    url: Annotated[str, msgspec.Meta(max_length=2048, pattern=VIDEO_URL_PATTERN)]
 
 
 class GoalRequest(Strict, frozen=True):

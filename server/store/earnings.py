@@ -38,9 +38,14 @@ class CreatorEarnings:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hmget(creator.earnings, Earnings.FIELDS)
             pipe.hgetall(creator.lives)
-            raw, lives = await pipe.execute()
+            pipe.hgetall(creator.video_earnings)
+            raw, lives, videos = await pipe.execute()
         values = {name: int(value or 0) for name, value in zip(Earnings.FIELDS, raw, strict=True)}
-        return Earnings(**values, lives={room: int(n) for room, n in lives.items()})
+        return Earnings(
+            **values,
+            lives={room: int(n) for room, n in lives.items()},
+            videos={video: int(n) for video, n in videos.items()},
+        )
 
     async def release(self, creator_id: str, now_ms: int) -> int:
         """Move every diamond whose hold ended by ``now_ms`` to available; how many moved."""
@@ -118,6 +123,7 @@ def credit_creator_arguments(
             creator.held,
             creator.lives,
             creator.reversed,
+            creator.video_earnings,
         ],
         [
             credit.event_id,
@@ -131,6 +137,7 @@ def credit_creator_arguments(
             credit.gift_id,
             credit.count,
             credit.sender_name,
+            credit.video_id,
         ],
     )
 

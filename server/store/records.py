@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, ClassVar
 
@@ -44,6 +44,8 @@ class CreatorCredit:
     ``debit_ms`` is the debit's time, the engine ms of the sender's ledger entry, which
     ``gift_debit.lua`` adds to the entry (None before the debit, and in older entries): what
     decides whether the gift counts in a battle.
+    ``video_id`` names the video of a gift on a video (``room_id`` is then ""); "" for a gift
+    in a live, and left out of the JSON then, as in entries written before videos.
     """
 
     event_id: str
@@ -58,10 +60,13 @@ class CreatorCredit:
     sender_name: str = ""
     share: Fraction | None = None
     debit_ms: int | None = None
+    video_id: str = ""
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = dict(self.__dict__)
         del body["debit_ms"]  # the debit writes its own
+        if not self.video_id:
+            del body["video_id"]
         if self.share is None:
             del body["share"]
         else:
@@ -153,8 +158,36 @@ class RoomState:
 
 
 @dataclass(frozen=True)
+class Video:
+    """A video a creator published (its media lives at ``url``), with its gifts' coins and its
+    top gifters."""
+
+    video_id: str
+    creator_id: str
+    creator_name: str
+    title: str
+    url: str
+    created_ms: int
+    coins: int
+    top_gifters: tuple[Gifter, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.video_id,
+            "creator": {"id": self.creator_id, "name": self.creator_name},
+            "title": self.title,
+            "url": self.url,
+            "created_ms": self.created_ms,
+            "coins": self.coins,
+            "top_gifters": [
+                {"user_id": g.user_id, "name": g.name, "coins": g.coins} for g in self.top_gifters
+            ],
+        }
+
+
+@dataclass(frozen=True)
 class Earnings:
-    """A creator's diamonds by bucket, and per live. ``lifetime`` counts every credit."""
+    """A creator's diamonds by bucket, per live and per video. ``lifetime`` counts every credit."""
 
     FIELDS: ClassVar[tuple[str, ...]] = (
         "pending",
@@ -172,6 +205,7 @@ class Earnings:
     reversed: int
     lifetime: int
     lives: dict[str, int]
+    videos: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

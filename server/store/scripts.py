@@ -93,6 +93,7 @@ BATTLE_SCORE = Script.named("battle_score")
 BATTLE_FINISH = Script.named("battle_finish")
 BATTLE_STATE = Script.named("battle_state")
 ROOM_BATTLE = Script.named("room_battle")
+VIDEO_GIFT = Script.named("video_gift")
 
 
 class Call(NamedTuple):

@@ -34,6 +34,7 @@ from server.store.rooms import Rooms
 from server.store.scripts import ScriptRunner
 from server.store.social import Social
 from server.store.topology import Topology
+from server.store.videos import Videos
 from server.store.wallets import Wallets
 from server.store.withdrawals import Withdrawals
 
@@ -64,6 +65,7 @@ class Store:
         self.payments = Payments(redis, keys, runner)
         self.social = Social(redis, keys, runner, room_stream_len)
         self.rooms = Rooms(self.topology, keys, runner, batch, room_stream_len, self.social)
+        self.videos = Videos(keys, runner, batch)
         self.earnings = CreatorEarnings(redis, keys, runner, batch)
         self.outbox = Outbox(redis, keys)
         self.withdrawals = Withdrawals(redis, keys, runner)
@@ -116,13 +118,20 @@ class Store:
             return False
 
     async def replicated(
-        self, *, users: Iterable[str] = (), rooms: Iterable[str] = (), keys: Iterable[str] = ()
+        self,
+        *,
+        users: Iterable[str] = (),
+        rooms: Iterable[str] = (),
+        keys: Iterable[str] = (),
+        videos: Iterable[str] = (),
     ) -> None:
         """Wait until the configured replicas hold every write made so far in the slots of
-        these users, rooms and keys (``store.replication``); at once when none are required."""
+        these users, rooms, keys and videos (``store.replication``); at once when none are
+        required."""
         await self.replication.confirm(
             *(self.keys.user(user).wallet for user in users),
             *(self.keys.room(room).info for room in rooms),
+            *(self.keys.video(video).info for video in videos),
             *keys,
         )
 

@@ -179,5 +179,6 @@ def gift_debit_arguments(
         # Kept a while past the window, so that a clawback on a process whose clock is behind
         # never misses a gift another process already dropped.
         clawback_window_ms + CLAWABLE_SLACK_MS,
+        credit.video_id,
     ]
     return keys, args

@@ -12,7 +12,7 @@
 -- ARGV[4] - now, unix milliseconds: the gift's time (ledger entry, clawable list)
 -- ARGV[5] - UTC day number the daily budget counts against
 -- ARGV[6] - idempotency record lifetime, seconds
--- ARGV[7] - room id
+-- ARGV[7] - room id ("" for a gift on a video)
 -- ARGV[8] - gift id
 -- ARGV[9] - count
 -- ARGV[10] - outbox entry (JSON object) for the creator credit and the room event, with the
@@ -22,6 +22,7 @@
 -- ARGV[12] - gift burst: bucket capacity
 -- ARGV[13] - creator id (recorded in the ledger entry, for reversals after a chargeback)
 -- ARGV[14] - how long KEYS[6] keeps a gift, milliseconds (past the clawback window)
+-- ARGV[15] - video id of a gift on a video, else "" (the ledger entry names it only if set)
 --
 -- Returns one of:
 --   {"ok", event_id, balance, spent_today, debit_ms}    debited now
@@ -63,6 +64,7 @@ local rate = tonumber(ARGV[11])
 local burst = tonumber(ARGV[12])
 local creator_id = ARGV[13]
 local keep_ms = tonumber(ARGV[14])
+local video_id = ARGV[15]
 
 --#include _token_bucket
 
@@ -103,9 +105,14 @@ end
 local balance = redis.call('HINCRBY', wallet_key, 'coins', -cost)
 spent = spent + cost
 redis.call('HSET', wallet_key, 'spent_day', day, 'spent', spent)
+local video_field = {}
+if video_id ~= '' then
+  video_field = {'video_id', video_id}
+end
 local entry_id = redis.call('XADD', ledger_key, '*',
   'kind', 'gift', 'delta', -cost, 'balance', balance, 'ref', event_id,
-  'room_id', room_id, 'gift_id', gift_id, 'count', count, 'creator_id', creator_id, 'ts', now)
+  'room_id', room_id, 'gift_id', gift_id, 'count', count, 'creator_id', creator_id, 'ts', now,
+  unpack(video_field))
 -- The debit's time, by the one clock every reader of this ledger sees: what decides whether
 -- the gift counts in a battle (battle_score.lua), and what the audit checks that by.
 local debit_ms = string.match(entry_id, '^(%d+)')
