@@ -7,6 +7,7 @@ each money test reads only these books.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,16 @@ from server.settings import Settings
 from server.store import Store
 from server.store.records import CreatorCredit
 from tests.conftest import Engine
-from tests.support import Api, delete_prefix, engine_client_async, running_server, server_env, unique, webhook
+from tests.support import (
+    Api,
+    delete_prefix,
+    engine_client_async,
+    running_server,
+    server_env,
+    strand,
+    unique,
+    webhook,
+)
 
 SHARE = Fraction(1, 2)
 
@@ -311,18 +321,9 @@ def test_the_sweeper_delivers_a_stranded_video_gift(books: Books) -> None:
 
     async def strand_and_wait() -> None:
         async with Store.from_url(books.url, KeySchema(books.prefix)) as store:
-            # Debited as the gift path does, then stopped before the delivery, as a crash would.
-            await store.wallets.debit_gift(
-                credit=credit,
-                idempotency_key=unique("k"),
-                fingerprint="f",
-                day=0,
-                idempotency_ttl_s=60,
-                rate_per_s=100,
-                burst=100,
-                clawback_window_ms=Settings().clawback_window_ms,
-            )
-            assert await store.outbox.pending(viewer) == [credit]
+            await strand(store, credit)
+            [pending] = await store.outbox.pending(viewer)
+            assert pending == dataclasses.replace(credit, debit_ms=pending.debit_ms)
             deadline = time.monotonic() + 10
             while await store.outbox.pending(viewer):
                 assert time.monotonic() < deadline, "the server's sweeper did not deliver the video gift"
