@@ -366,7 +366,8 @@ async def battle_end(args: argparse.Namespace, load: Load, battle_id: str) -> di
     async def announced() -> bool:
         views = await battle_views(load)
         ended = int(sum(n for view in views for end, n in view["ends"].items() if end != "[]"))
-        return ended >= 2 * args.viewers
+        viewers: int = args.viewers
+        return ended >= 2 * viewers
 
     await poll(announced, SETTLE_S)
     return {"scores": [side["score"] for side in record["sides"]], "winner": record["winner"]}
