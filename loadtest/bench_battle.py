@@ -12,8 +12,11 @@ alternately to each side, on one fixed schedule) for ``--seconds`` (20).
 
 Each of ``--rounds`` (2) rounds runs that storm twice on the same server, rooms, viewers and
 gifters: first with no battle (``plain``), then with a battle between the two rooms
-(``battle``: invited and accepted through the API just before, ``--duration`` 90 s, time
-enough for the storm, its acks and its deliveries on a busy machine). The
+(``battle``: invited and accepted through the API just before). The battle lasts
+``--duration`` s, by default twice as long as the round's plain storm took from its first
+send to its last delivery, plus 20 s (at least 60 s, at most 600): time enough for the
+storm, its acks and its deliveries even on a busy machine, and no longer, since the next
+round waits for its end. The
 battle then ends by itself (every round but the last with ``--no-battle-end``), before the
 next round's plain storm. Per phase, each judged against its target in the JSON
 (``targets``: figure, value, target, met):
@@ -524,7 +527,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             plain = await phase(args, load, f"r{number}plain", None)
             report_phase(f"round {number} plain", plain)
             await asyncio.sleep(1.0)
-            battle_id = await start_battle(load, args.duration)
+            duration = args.duration or min(600, max(60, math.ceil(2 * plain["work_s"] + 20)))
+            battle_id = await start_battle(load, duration)
             await asyncio.sleep(0.5)
             battle = await phase(args, load, f"r{number}battle", battle_id)
             report_phase(f"round {number} battle", battle)
@@ -535,6 +539,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             )
             rounds.append(
                 {
+                    "duration_s": duration,
                     "plain": plain,
                     "battle": battle,
                     "server_cpu_ratio": ratio,
@@ -561,7 +566,6 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "seconds": args.seconds,
         "gifters": 2 * per_side,
         "tick_ms": Settings.tick_ms,
-        "duration_s": args.duration,
         "connect": connect,
         "rounds": rounds,
         "server_cpu_us_per_gift": {
@@ -640,7 +644,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=positive_float, default=20.0, help="each phase (default 20)")
     parser.add_argument("--gifters", type=positive_int, default=50, help="half in each room (default 50)")
     parser.add_argument("--rounds", type=positive_int, default=2, help="plain then battle, each (default 2)")
-    parser.add_argument("--duration", type=int, default=90, help="battle duration_s, 60-600 (default 90)")
+    parser.add_argument(
+        "--duration",
+        type=int,
+        default=0,
+        help="battle duration_s, 60-600 (default: twice the plain storm's time + 20 s)",
+    )
     parser.add_argument(
         "--no-battle-end",
         action="store_true",
@@ -653,9 +662,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    if not 60 <= args.duration <= 600:
+    if args.duration and not 60 <= args.duration <= 600:
         parser.error("--duration must be 60-600")
-    if args.seconds + 2 >= args.duration:
+    if args.duration and args.seconds + 2 >= args.duration:
         parser.error("--seconds must end well within --duration")
     return args
 
