@@ -21,6 +21,13 @@ fan-out, storm, connections, mixed (``bench_room``)
     same room taking the gifts alone (targets: every gift and chat message to every viewer
     once, p99 delivery at most 250 ms, the like total equal to the likes accepted, at most
     one frame per tick per viewer), with the server's CPU and the engine's calls per tick.
+battle (``bench_battle``)
+    Two rooms of 1,000 viewers each taking 500 gifts/s between them, first without a battle,
+    then with one between the rooms, in alternating rounds (targets: every gift to every
+    viewer of its room, p99 delivery at most 250 ms, every score change in a ``battle`` event
+    at most one tick after its gift, the final scores equal to the acknowledged gifts' coins
+    in the API and at every viewer, and the server's CPU per gift with the battle within
+    15 % of without).
 
 The scenarios run one after another because they share the machine: each needs the cores
 the others would take. ``--quick`` runs every scenario at a tiny size, only to show that the
@@ -41,7 +48,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest import bench_gift, bench_room, harness
+from loadtest import bench_battle, bench_gift, bench_room, harness
 
 GIFT_RATIO_TARGET = 0.25
 TWO_PROCESS_RATIO_TARGET = 0.40
@@ -62,6 +69,12 @@ ROOM_QUICK = [
     *("--fanout-rounds", "1", "--warmup", "0.2", "--connections", "30", "--sink-procs", "1"),
     *("--mixed-viewers", "20", "--mixed-seconds", "1", "--mixed-gift-rate", "20", "--mixed-gifters", "2"),
     *("--mixed-chat-rate", "10", "--mixed-like-rate", "100", "--mixed-talkers", "10"),
+]
+BATTLE_FULL: list[str] = []
+# The sizes of tests/test_bench_smoke.py's own bench_battle run; the battle is not waited out.
+BATTLE_QUICK = [
+    *("--viewers", "10", "--rate", "20", "--seconds", "1", "--gifters", "2", "--rounds", "1"),
+    *("--no-battle-end", "--sink-procs", "1"),
 ]
 
 
@@ -189,6 +202,20 @@ def room_rows(rooms: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def battle_rows(report: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    scenario = f"battle, 2 x {report['viewers_per_room']:,} viewers"
+    for where, target in bench_battle.all_targets(report):
+        unit = "ms" if target["figure"].endswith(" ms") else ""
+        figure = f"{where}: {target['figure'].removesuffix(' ms')}"
+        value = float(target["value"] or 0.0)
+        rows.append(Row(scenario, figure, value, unit, None, target["target"], target["met"]))
+    cpu = report["server_cpu_us_per_gift"]
+    rows.append(Row(scenario, "server CPU per gift, no battle", cpu["plain"], "us"))
+    rows.append(Row(scenario, "server CPU per gift, battle", cpu["battle"], "us"))
+    return rows
+
+
 def print_summary(rows: list[Row]) -> None:
     print(f"\n{'scenario':<36}{'figure':<36}{'value':>14}  {'ceiling':>10} {'ratio':>7}  {'target':<20} met")
     for row in rows:
@@ -202,9 +229,13 @@ def print_summary(rows: list[Row]) -> None:
 
 
 async def suite(
-    gift_args: argparse.Namespace, two_args: argparse.Namespace, room_args: argparse.Namespace
+    gift_args: argparse.Namespace,
+    two_args: argparse.Namespace,
+    room_args: argparse.Namespace,
+    battle_args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """Run the gift path (one process, then two), then the room scenarios; the wall time of each part."""
+    """Run the gift path (one process, then two), then the room scenarios, then the battle;
+    the wall time of each part."""
     started = time.perf_counter()
     print("gift path...", flush=True)
     gift = await bench_gift.bench(gift_args)
@@ -212,7 +243,8 @@ async def suite(
     gift += await bench_gift.bench(two_args)
     gift_s = time.perf_counter() - started
     rooms = await bench_room.bench(room_args)
-    return {"gift": gift, "rooms": rooms, "gift_seconds": round(gift_s, 1)}
+    battle = await bench_battle.bench(battle_args)
+    return {"gift": gift, "rooms": rooms, "battle": battle, "gift_seconds": round(gift_s, 1)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -233,20 +265,24 @@ def main(argv: list[str] | None = None) -> int:
     gift_argv = GIFT_QUICK if args.quick else GIFT_FULL
     two_argv = GIFT_TWO_QUICK if args.quick else GIFT_TWO_FULL
     room_argv = ROOM_QUICK if args.quick else ROOM_FULL
+    battle_argv = BATTLE_QUICK if args.quick else BATTLE_FULL
     gift_args = bench_gift.parse_args(gift_argv)
     two_args = bench_gift.parse_args(two_argv)
     room_args = bench_room.parse_args(room_argv)
+    battle_args = bench_battle.parse_args(battle_argv)
     harness.raise_fd_limit()
     started = time.perf_counter()
-    ran = harness.run_benchmark("bench", suite(gift_args, two_args, room_args))
+    ran = harness.run_benchmark("bench", suite(gift_args, two_args, room_args, battle_args))
     if ran is None:
         return 1
     gift: list[bench_gift.PolicyResult] = ran["gift"]
     rooms: dict[str, Any] = ran["rooms"]
+    battle: dict[str, Any] = ran["battle"]
     bench_gift.print_table(gift[:-1], gift_args)
     bench_gift.print_table(gift[-1:], two_args)
     bench_room.print_report(rooms)
-    rows = [*gift_rows(gift), *room_rows(rooms)]
+    bench_battle.print_report(battle)
+    rows = [*gift_rows(gift), *room_rows(rooms), *battle_rows(battle)]
     print_summary(rows)
     if args.plot is not None:
         from loadtest.plot import plot_rooms
@@ -262,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 "gift": ["python", "-m", "loadtest.bench_gift", *gift_argv],
                 "gift_two_processes": ["python", "-m", "loadtest.bench_gift", *two_argv],
                 "rooms": ["python", "-m", "loadtest.bench_room", *room_argv],
+                "battle": ["python", "-m", "loadtest.bench_battle", *battle_argv],
             },
             "python": sys.version,
             "cpu_count": os.cpu_count(),
@@ -271,10 +308,12 @@ def main(argv: list[str] | None = None) -> int:
                 "total": round(time.perf_counter() - started, 1),
                 "gift": ran["gift_seconds"],
                 **rooms["scenario_seconds"],
+                "battle": battle["wall_s"],
             },
             "summary": [{**asdict(row), "ratio": row.ratio} for row in rows],
             "gift": [result.to_dict() for result in gift],
             "rooms": rooms,
+            "battle": battle,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(document, indent=2) + "\n")

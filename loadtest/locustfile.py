@@ -13,14 +13,21 @@ Users (the counts come from ``-u`` and the weights below):
 ``Creator`` (``--creators``, a fixed count, default 1)
     With ``--room new`` each one goes live in a room of its own and ends it when the test
     stops. With named rooms it takes the room's creator, checks the room is live and stays
-    connected like a streamer's dashboard, polling its earnings.
+    connected like a streamer's dashboard, polling its earnings. With ``--battle <duration_s>``
+    the creators pair up (this run's, or the named rooms', in the order of their ids: the
+    first invites the second, the third the fourth, ...) and battle, again each time their
+    last battle has ended: the invitee finds the invitation on ``GET /v1/me/battle`` and
+    accepts it. ``--room new --creators 2 --battle 60`` is the battle scenario: two lives
+    linked, viewers and gifters dealt out to both rooms in turn.
 ``Viewer`` (``--viewer-weight``, default 9)
     Joins a room and reports every frame as Locust request events (request type ``WS``):
     ``gift delivered`` per gift event, its time being ``now - ts`` (``ts`` is the engine's
     clock: the figure is only meaningful with load and server on the same clock, and is
     whole-ms truncated); ``batch`` per batch frame, its size the frame's bytes and its time
     the age of its oldest timestamped event (0 for a batch of only leaderboard, goal or
-    viewer changes), so a batch's time is its worst delivery; ``ping`` the round trip of
+    viewer changes), so a batch's time is its worst delivery; ``battle`` per ``battle``
+    event (a running battle's new scores), its time ``now - server_ms`` (the engine's clock
+    when the scores were read), and ``battle_end`` per ``battle_end`` event; ``ping`` the round trip of
     an application ``ping`` every ``--ping-every`` seconds; ``connect`` the handshake up to
     the ``welcome`` frame; ``chat delivered`` per chat event, timed like ``gift delivered``.
     It also talks, each on an open-loop schedule like a Gifter's: ``--chat-rate`` chat
@@ -53,6 +60,7 @@ A dropped connection is reported as a ``WS closed`` failure and resumed with
         [--viewer-weight 9] [--gifter-weight 1] [--gift-rate 2]
         [--gift-mix rose:5,finger_heart:3,doughnut:1] [--coins-package us_5450]
         [--ping-every 5] [--chat-rate 0.1] [--like-rate 2] [--like-count 5] [--processes 4]
+        [--battle 60]
 """
 
 from __future__ import annotations
@@ -87,6 +95,11 @@ DEFAULT_MIX = "rose:5,finger_heart:3,doughnut:1"
 # part tells workers on different machines apart.
 _PROCESS_RANDOM = uuid.uuid4().hex[:4]
 _COUNTER = itertools.count()
+# Each kind of user is dealt out to the rooms in turn, so both rooms of a battle get gifters.
+_ROOM_TURNS: dict[str, itertools.count[int]] = {}
+# Answers to a Creator's battle calls that are races, not failures: the opponent is not live
+# yet or still closing its last battle, the invitation was answered or lapsed meanwhile.
+BATTLE_RACES = {"not_live", "already_in_battle", "battle_lapsed", "battle_not_invited"}
 
 
 # A Gifter sends one gift on a video for every this many gifts in its live.
@@ -130,6 +143,12 @@ def add_arguments(parser: LocustArgumentParser) -> None:
     )
     group.add_argument("--like-rate", type=float, default=2.0, help="likes per second per Viewer (0: none)")
     group.add_argument("--like-count", type=int, default=5, help="taps in each like frame (1-15)")
+    group.add_argument(
+        "--battle",
+        type=int,
+        default=0,
+        help="Creators pair up and battle for this many seconds (60-600), again when it ends; 0: no battles",
+    )
     group.add_argument(
         "--run-id",
         default=uuid.uuid4().hex[:6],
@@ -228,18 +247,22 @@ class RoomUser(HttpUser):
         return {"authorization": f"Bearer {self.token}"}
 
     def choose_room(self) -> str:
-        """A room for this user: round-robin over the named rooms, or this run's new rooms."""
+        """A room for this user: each kind of user in turn over the named rooms, or over this
+        run's new rooms once every Creator's is live (or 10 s have passed)."""
+        turn = next(_ROOM_TURNS.setdefault(self.kind, itertools.count()))
         if self.options.room != "new":
             rooms: list[str] = [room for room in self.options.room.split(",") if room]
-            return rooms[next(_COUNTER) % len(rooms)]
+            return rooms[turn % len(rooms)]
         prefix = f"lt{self.options.run_id}c"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not self.stopping:
+        started = time.monotonic()
+        while time.monotonic() < started + 30 and not self.stopping:
             reply = self.client.get("/v1/rooms")
             if reply.status_code == 200:
-                ours = [r["room_id"] for r in reply.json()["rooms"] if r["creator_id"].startswith(prefix)]
-                if ours:
-                    return str(random.choice(ours))
+                ours = sorted(
+                    r["room_id"] for r in reply.json()["rooms"] if r["creator_id"].startswith(prefix)
+                )
+                if ours and (len(ours) >= self.options.creators or time.monotonic() > started + 10):
+                    return str(ours[turn % len(ours)])
             gevent.sleep(0.5)
         self.fire("rooms", 0, error=ConnectionLost("no room of this run went live within 30 s"))
         raise StopUser()
@@ -464,6 +487,10 @@ class Viewer(RoomUser):
                 self.fire("gift delivered", max(0.0, now_ms - event["ts"]))
             elif kind == "chat":
                 self.fire("chat delivered", max(0.0, now_ms - event["ts"]))
+            elif kind == "battle":
+                self.fire("battle", max(0.0, now_ms - event["server_ms"]))
+            elif kind == "battle_end":
+                self.fire("battle_end", 0.0)
 
 
 class Gifter(RoomUser):
@@ -639,11 +666,56 @@ class Creator(RoomUser):
         self.client.post("/v1/videos", json=body, headers=self.auth())
 
     def wait_time(self) -> float:
-        return 5.0
+        return 1.0 if self.options.battle else 5.0
 
     @task
-    def earnings(self) -> None:
-        self.client.get("/v1/creator/earnings", headers=self.auth())
+    def act(self) -> None:
+        """Poll the earnings every 5 s and, with ``--battle``, keep a battle going."""
+        now = time.monotonic()
+        if now >= getattr(self, "next_earnings", 0.0):
+            self.next_earnings = now + 5.0
+            self.client.get("/v1/creator/earnings", headers=self.auth())
+        if self.options.battle:
+            self.battle()
+
+    def battle(self) -> None:
+        """Accept an invitation waiting for this creator, or invite this creator's pair (the
+        next in the order of ids, if this one is first of its pair) when neither is in one."""
+        reply = self.client.get("/v1/me/battle", headers=self.auth())
+        if reply.status_code != 200:
+            return
+        battle = reply.json()["battle"]
+        if battle is not None:
+            if battle["state"] == "invited" and battle["inviter"] != self.user_id:
+                self.battle_call(f"/v1/battles/{battle['battle_id']}/accept", None)
+            return
+        peers = self.peers()
+        if self.user_id in peers:
+            mine = peers.index(self.user_id)
+            if mine % 2 == 0 and mine + 1 < len(peers):
+                self.battle_call(
+                    "/v1/battles", {"opponent_id": peers[mine + 1], "duration_s": self.options.battle}
+                )
+
+    def peers(self) -> list[str]:
+        """The creators that pair up, live now, in the order of their ids."""
+        reply = self.client.get("/v1/rooms")
+        if reply.status_code != 200:
+            return []
+        rooms = reply.json()["rooms"]
+        if self.options.room == "new":
+            prefix = f"lt{self.options.run_id}c"
+            return sorted(r["creator_id"] for r in rooms if r["creator_id"].startswith(prefix))
+        named = set(self.options.room.split(","))
+        return sorted(r["creator_id"] for r in rooms if r["room_id"] in named)
+
+    def battle_call(self, path: str, body: dict[str, Any] | None) -> None:
+        name = path if body is not None else "/v1/battles/[battle_id]/accept"
+        with self.client.post(path, json=body, headers=self.auth(), name=name, catch_response=True) as reply:
+            if reply.status_code == 409 and reply.json()["error"]["code"] in BATTLE_RACES:
+                reply.success()
+            elif reply.status_code not in (200, 201):
+                reply.failure(f"{reply.status_code}: {reply.text[:200]}")
 
     def on_stop(self) -> None:
         """End only a room this user opened; a named room (the demo's) stays live."""

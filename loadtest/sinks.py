@@ -97,6 +97,11 @@ class FrameBook:
         self.chat_ts: list[tuple[int, ...]] = []
         self.first_seen: list[float] = []
         self.payloads: list[bytes] = []
+        # Battles: the coins of each gift event (its ``count``: the gifts are 1-coin roses),
+        # each ``battle`` event as (server_ms, the sides' scores) and each ``battle_end``'s scores.
+        self.counts: list[tuple[int, ...]] = []
+        self.battles: list[tuple[tuple[int, tuple[int, ...]], ...]] = []
+        self.battle_ends: list[tuple[tuple[int, ...], ...]] = []
 
     def lookup(self, payload: bytes) -> int:
         number = self.index.get(payload)
@@ -107,6 +112,8 @@ class FrameBook:
     def _add(self, payload: bytes) -> int:
         gifts: list[dict[str, Any]] = []
         chats: list[dict[str, Any]] = []
+        battles: list[tuple[int, tuple[int, ...]]] = []
+        ends: list[tuple[int, ...]] = []
         if b'"type":"batch"' in payload[:24]:
             for event in orjson.loads(payload).get("events", ()):
                 kind = event.get("type")
@@ -114,6 +121,11 @@ class FrameBook:
                     gifts.append(event)
                 elif kind == "chat":
                     chats.append(event)
+                elif kind == "battle":
+                    scores = tuple(int(side["score"]) for side in event["sides"])
+                    battles.append((int(event["server_ms"]), scores))
+                elif kind == "battle_end":
+                    ends.append(tuple(int(side["score"]) for side in event["sides"]))
         number = len(self.gifts)
         self.index[payload] = number
         self.gifts.append(len(gifts))
@@ -123,6 +135,9 @@ class FrameBook:
         self.chat_ts.append(tuple(int(e["ts"]) for e in chats))
         self.first_seen.append(time.time())
         self.payloads.append(payload if gifts else b"")
+        self.counts.append(tuple(int(e["count"]) for e in gifts))
+        self.battles.append(tuple(battles))
+        self.battle_ends.append(tuple(ends))
         return number
 
 
@@ -414,6 +429,72 @@ class SinkHost:
             "counted": counted,
             "distinct_frame_lists": len(by_frames),
             "time": time.time(),
+        }
+
+    async def op_battle(self, command: dict[str, Any]) -> dict[str, Any]:
+        """What a group's viewers saw of a battle since the last ``forget``: for side ``side``
+        (the group's room's, whose gifts they receive), the lag of each gift's score.
+
+        The k-th gift event a viewer received brought its side's coins, as the viewer saw
+        them, to C (gifts cost ``price`` per ``count``); the first ``battle`` event whose
+        ``side`` score is at least C is the one that showed it. Its lag is the number of
+        batches from the batch carrying the gift to the batch carrying that event (0: the
+        same batch; a batch is a tick). A gift no battle event showed is ``unshown``. Beside
+        it, the engine time from the gift entering the room (``ts``) to the read of the
+        record that showed it (``server_ms``). Also, per viewer: the scores of the last
+        ``battle`` event, the ``battle_end`` events' scores, and the distinct ``battle``
+        events (their union over the group is returned whole, to compare rooms).
+        """
+        side: int = command["side"]
+        price: int = command["price"]
+        book = self.book
+        by_frames: Counter[tuple[int, ...]] = Counter(
+            tuple(sink.frame_ids or ()) for sink in self.groups.get(command["group"], [])
+        )
+        lags: Counter[int] = Counter()
+        engine_lag = array.array("d")
+        unshown = 0
+        finals: Counter[tuple[int, ...] | None] = Counter()
+        ends: Counter[tuple[tuple[int, ...], ...]] = Counter()
+        seen_counts: Counter[int] = Counter()
+        union: set[tuple[int, tuple[int, ...]]] = set()
+        for frames, alike in by_frames.items():
+            gifts: list[tuple[int, int, int]] = []  # (batch position, coins so far, ts)
+            shown: list[tuple[int, int, int]] = []  # (batch position, server_ms, the side's score)
+            coins = 0
+            last: tuple[int, ...] | None = None
+            mine: set[tuple[int, tuple[int, ...]]] = set()
+            my_ends: list[tuple[int, ...]] = []
+            for position, number in enumerate(frames):
+                for count, ts in zip(book.counts[number], book.ts[number], strict=True):
+                    coins += count * price
+                    gifts.append((position, coins, ts))
+                for server_ms, scores in book.battles[number]:
+                    shown.append((position, server_ms, scores[side]))
+                    mine.add((server_ms, scores))
+                    last = scores
+                my_ends.extend(book.battle_ends[number])
+            first = 0
+            for index, (position, total, ts) in enumerate(gifts):
+                while first < len(shown) and shown[first][2] < total:
+                    first += 1
+                if first == len(shown):
+                    unshown += (len(gifts) - index) * alike
+                    break
+                lags[shown[first][0] - position] += alike
+                engine_lag.append(shown[first][1] - ts)
+            finals[last] += alike
+            ends[tuple(my_ends)] += alike
+            seen_counts[len(mine)] += alike
+            union |= mine
+        return {
+            "lags": [[lag, n] for lag, n in lags.items()],
+            "unshown": unshown,
+            "engine_lag_ms": engine_lag.tobytes(),
+            "finals": [[list(scores) if scores else None, n] for scores, n in finals.items()],
+            "ends": [[[list(scores) for scores in end], n] for end, n in ends.items()],
+            "seen_counts": [[count, n] for count, n in seen_counts.items()],
+            "battle_events": sorted([server_ms, list(scores)] for server_ms, scores in union),
         }
 
 

@@ -99,6 +99,8 @@ def test_the_suite_runs(tmp_path: Path) -> None:
     assert {"min gift completeness", "min chat completeness", "like total added - likes accepted"} <= {
         row["figure"] for row in mixed
     }
+    battle = [row for row in summary if row["scenario"].startswith("battle")]
+    assert any(row["figure"].endswith("max score lag (batches)") and row["met"] for row in battle), battle
     assert plot.read_bytes().startswith(b"\x89PNG") and "met" in printed
 
 
@@ -148,6 +150,34 @@ def test_the_mixed_storm_benchmark_runs(tmp_path: Path) -> None:
         assert met["max frames per viewer"] and met["min gift completeness %"], mixed["targets"][phase]
         assert mixed[phase]["engine_calls_per_tick"] > 0
     assert set(mixed["ratios"]) >= {"server_cpu_ms_per_tick", "engine_calls_per_tick"}
+
+
+def test_the_battle_benchmark_runs(tmp_path: Path) -> None:
+    out = tmp_path / "battle.json"
+    bench(
+        "bench_battle",
+        *("--viewers", "8", "--rate", "20", "--seconds", "1.5", "--gifters", "4", "--rounds", "1"),
+        *("--no-battle-end", "--sink-procs", "1"),
+        json_path=out,
+    )
+    report = json.loads(out.read_text())
+    [round_] = report["rounds"]
+    plain, battle = round_["plain"], round_["battle"]
+    for phase in (plain, battle):
+        assert phase["gifts_acked"] == phase["gifts_sent"] == 30 and not phase["errors"]
+        assert [room["viewers_complete"] for room in phase["rooms"]] == [8, 8]
+    # The battle counted every acknowledged gift of each side exactly, as the API and every
+    # viewer's last battle event show, each score change a tick late at most.
+    scores = battle["scores"]
+    assert scores["expected_from_acks"] == scores["api_after_storm"] == battle["gifts_acked_per_side"]
+    assert sum(scores["expected_from_acks"]) == 30
+    assert scores["rooms_saw_same_battle_events"] and scores["gifts_unshown"] == 0
+    # Every viewer took part in the figure: 8 viewers of each room, each gift of their side once.
+    assert sum(scores["score_lag_batches"].values()) == 8 * 30
+    assert plain.get("scores") is None and round_["server_cpu_ratio"] > 0
+    met = {target["figure"]: target["met"] for target in round_["targets"]["battle"]}
+    assert met["max score lag (batches)"] and met["viewers whose last battle event has those scores"], met
+    assert report["cpu_target"]["target"] == "<= 1.15"
 
 
 def test_the_audit_benchmark_runs() -> None:

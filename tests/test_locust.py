@@ -29,6 +29,53 @@ def read_stats(path: Path) -> dict[str, dict[str, str]]:
         return {row["Name"]: row for row in csv.DictReader(handle)}
 
 
+def locust(server_url: str, tmp_path: Path, run_id: str, *options: str) -> dict[str, dict[str, str]]:
+    """Run the locustfile headless against ``server_url`` with ``options``; the CSV stats by
+    name, once the run is known to have failed nothing."""
+    command = [
+        *(sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless", "--only-summary"),
+        *options,
+        *("--run-id", run_id, "--csv", str(tmp_path / "run"), "--host", server_url),
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Traceback" not in output, output
+    stats = read_stats(tmp_path / "run_stats.csv")
+    assert int(stats["Aggregated"]["Failure Count"]) == 0, stats
+    for report in ("run_failures.csv", "run_exceptions.csv"):
+        lines = (tmp_path / report).read_text().splitlines()
+        assert len(lines) == 1, f"{report}: {lines}"  # the header only
+    return stats
+
+
+def test_battle_scenario_links_two_new_rooms_and_viewers_of_both_get_battle_events(
+    engine: Engine, logs: Path, tmp_path: Path
+) -> None:
+    env = server_env(engine.url, f"{unique('l')}:", GIFTING_GIFT_RATE="100000", GIFTING_GIFT_BURST="100000")
+    run_id = unique("")[:6]
+    with running_server(env, logs) as server:
+        stats = locust(
+            server.base_url,
+            tmp_path,
+            run_id,
+            *("--room", "new", "--creators", "2", "--battle", "60", "-u", "12", "-r", "12", "-t", "8s"),
+            *("--gifter-weight", "2", "--viewer-weight", "8", "--gift-rate", "10"),
+            *("--chat-rate", "0", "--like-rate", "0"),
+        )
+        # One invitation, accepted, and battle events (new scores) at the viewers of both rooms.
+        assert int(stats["/v1/battles"]["Request Count"]) >= 1, stats
+        assert int(stats["/v1/battles/[battle_id]/accept"]["Request Count"]) >= 1, stats
+        assert int(stats["battle"]["Request Count"]) > 0, stats
+        assert int(stats["gift_ack"]["Request Count"]) > 0, stats
+        with httpx.Client(base_url=server.base_url, timeout=10) as http:
+            api = Api(http)
+            # The audit checks the battle's scores against the ledgers too (battle_score).
+            audit = http.get("/v1/admin/audit", headers=api.auth("boss", "admin"))
+            assert audit.status_code == 200, audit.text
+            assert audit.json()["ok"], audit.json()["violations"]
+
+
 def test_headless_run_acknowledges_and_delivers_gifts_chat_and_likes(
     engine: Engine, logs: Path, tmp_path: Path
 ) -> None:
