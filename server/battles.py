@@ -89,7 +89,10 @@ class BattleService:
         sides = (Side(creator_id, names[0], mine.room_id, 0), Side(opponent_id, names[1], theirs.room_id, 0))
         invited_ms = await self.store.engine_ms()
         # Registered in both rooms before the record exists, so before it can start.
-        await asyncio.gather(*(battles.register(side.room_id, battle_id, invited_ms) for side in sides))
+        latest_end = invited_ms + INVITATION_MS + duration_s * 1000
+        await asyncio.gather(
+            *(battles.register(side.room_id, battle_id, invited_ms, latest_end) for side in sides)
+        )
         await battles.open(battle_id, *sides, duration_ms=duration_s * 1000, invited_ms=invited_ms)
         metrics.BATTLES.labels("invited").inc()
         return await battles.get(battle_id)
@@ -117,13 +120,15 @@ class BattleService:
         try:
             await battles.answer(battle_id, caller, accept=True, lapse_ms=INVITATION_MS)
         except Conflict:
-            await self._close(battle)
+            await self._close(await battles.get(battle_id))
             raise
         battle = await battles.get(battle_id)
         assert battle.ends_at is not None
         await battles.schedule(battle_id, battle.ends_at + SETTLE_MS)
         frame = battle.frame()
-        await asyncio.gather(*(battles.announce(side.room_id, battle_id, frame) for side in battle.sides))
+        await asyncio.gather(
+            *(battles.announce(side.room_id, battle_id, frame, battle.ends_at) for side in battle.sides)
+        )
         metrics.BATTLES.labels("started").inc()
         return battle
 
@@ -206,17 +211,23 @@ class BattleService:
             await self._close(battle)
             return False
         frame = battle.end_frame()
-        await asyncio.gather(*(battles.announce(side.room_id, battle_id, frame) for side in battle.sides))
+        assert battle.ended_ms is not None
+        await asyncio.gather(
+            *(battles.announce(side.room_id, battle_id, frame, battle.ended_ms) for side in battle.sides)
+        )
         await self._close(battle)
         if finished.status == "ok":
             metrics.BATTLES.labels("forfeited" if battle.forfeit else "ended").inc()
         return True
 
     async def _close(self, battle: Battle) -> None:
-        """Free both creators for their next battle and stop watching this one."""
+        """Free both creators for their next battle and stop watching this one; if it never
+        ran, its rooms' gifts stop looking for it."""
         battles = self.store.battles
         await asyncio.gather(*(battles.release(side.creator, battle.battle_id) for side in battle.sides))
-        await self.store.battles.unschedule(battle.battle_id)
+        await battles.unschedule(battle.battle_id)
+        if battle.shown_state(INVITATION_MS) in ("declined", "lapsed"):
+            await asyncio.gather(*(battles.close(side.room_id, battle) for side in battle.sides))
 
     async def tick(self, now_ms: int) -> int:
         """End the battles due by ``now_ms``; how many ended."""

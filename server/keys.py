@@ -301,6 +301,12 @@ class RoomKeys:
         return f"{self.tag}:battles"
 
     @property
+    def battle_ends(self) -> str:
+        """ZSET battle id -> the latest its window can end (engine ms), narrowed as it starts
+        and ends (``room_battle.lua``): a gift debited after it makes no battle call."""
+        return f"{self.tag}:battle:ends"
+
+    @property
     def battle_events(self) -> str:
         """SET "start:<battle>" / "end:<battle>": the battle events already in this room's log
         (``room_battle.lua``), so each goes in once."""

@@ -17,6 +17,8 @@ import pytest
 
 from server.audit import audit_books
 from server.keys import KeySchema
+from server.store import Store
+from server.store.records import CreatorCredit
 from tests.conftest import Engine
 from tests.support import Api, delete_prefix, engine_client_async, running_server, server_env, unique
 from tests.wsclient import Frame, RoomSocket
@@ -244,5 +246,41 @@ def test_a_resume_across_the_start_ends_on_the_current_scores(arena: Arena) -> N
         assert shown[0] == (0, 0) and shown[-1] == (90, 0), shown
         for socket in (watcher, back):
             await socket.close()
+
+    asyncio.run(run())
+
+
+def test_a_battle_over_or_never_run_is_no_longer_looked_up_by_its_rooms_gifts(arena: Arena) -> None:
+    """A gift's delivery names the room's battle only if its debit may fall in the battle's
+    window: after a battle ended, or once an invitation was declined, the room's gifts make
+    no battle call. Published into rooms that ended, so nothing is added to them."""
+    a, room_a = arena.live()
+    b, _ = arena.live()
+    c, room_c = arena.live()
+    d, _ = arena.live()
+    battle = arena.running(a, b)
+    assert arena.api.end_room(a, room_a).status_code == 200  # a forfeit
+    ended_ms = arena.battle(battle["battle_id"])["ended_ms"]
+    invited = arena.invite(c, d).json()
+    assert arena.post(d, f"/v1/battles/{invited['battle_id']}/decline").status_code == 200
+    assert arena.api.end_room(c, room_c).status_code == 200
+
+    async def named(room_id: str, debit_ms: int) -> str | None:
+        credit = CreatorCredit(
+            unique("g_"), a, room_id, unique("v"), "rose", 1, 1, 0, debit_ms, debit_ms=debit_ms
+        )
+        async with Store.from_url(arena.engine_url, KeySchema(arena.prefix)) as store:
+            published = await store.rooms.publish_gift(
+                credit, sender_name="x", streakable=True, balance=None, combo_window_ms=3000
+            )
+        assert published.status == "ended"
+        return published.battle_id
+
+    async def run() -> None:
+        assert await named(room_a, ended_ms - 1) == battle["battle_id"]  # a late delivery still counts
+        assert await named(room_a, battle["started_ms"]) == battle["battle_id"]
+        assert await named(room_a, ended_ms) is None
+        assert await named(room_a, ended_ms + 60_000) is None
+        assert await named(room_c, invited["invited_ms"] + 1) is None
 
     asyncio.run(run())

@@ -257,20 +257,25 @@ class Battles:
 
     # -- the rooms ------------------------------------------------------------------------
 
-    async def register(self, room_id: str, battle_id: str, invited_ms: int) -> None:
-        await self.runner.call(
-            ROOM_BATTLE, *room_battle_arguments(self.keys.room(room_id), "register", battle_id, invited_ms, 0)
-        )
+    async def register(self, room_id: str, battle_id: str, invited_ms: int, window_end: int) -> None:
+        """Register an invitation in one of its rooms, before it can start; ``window_end`` is
+        the latest its window can end (if it starts at the last moment and runs in full)."""
+        await self._room(room_id, "register", battle_id, invited_ms, window_end)
 
-    async def announce(self, room_id: str, battle_id: str, event: dict[str, Any]) -> str:
+    async def announce(self, room_id: str, battle_id: str, event: dict[str, Any], window_end: int) -> str:
         """Add the battle's start or end (``event``) to the room's log, once: "ok", "dup" or
-        "ended" (the live ended: not added)."""
+        "ended" (the live ended: not added); ``window_end`` is its ``ends_at`` or ``ended_ms``."""
         mode = "start" if event["type"] == "battle" else "end"
+        return await self._room(room_id, mode, battle_id, orjson.dumps(event), window_end)
+
+    async def close(self, room_id: str, battle: Battle) -> None:
+        """A battle that never ran (declined, lapsed): no gift of the room counts in it."""
+        await self._room(room_id, "close", battle.battle_id, "", battle.invited_ms)
+
+    async def _room(self, room_id: str, mode: str, battle_id: str, value: int | bytes | str, end: int) -> str:
+        keys = self.keys.room(room_id)
         reply = await self.runner.call(
-            ROOM_BATTLE,
-            *room_battle_arguments(
-                self.keys.room(room_id), mode, battle_id, orjson.dumps(event), self.stream_len
-            ),
+            ROOM_BATTLE, *room_battle_arguments(keys, mode, battle_id, value, self.stream_len, end)
         )
         return str(reply[0])
 
@@ -315,12 +320,12 @@ def state_arguments(battle: BattleKeys, top: int) -> Arguments:
 
 
 def room_battle_arguments(
-    room: RoomKeys, mode: str, battle_id: str, value: int | bytes, stream_len: int
+    room: RoomKeys, mode: str, battle_id: str, value: int | bytes | str, stream_len: int, window_end: int
 ) -> Arguments:
     """KEYS and ARGV of ``room_battle.lua``."""
     return (
-        [room.info, room.events, room.battles, room.battle_events],
-        [mode, battle_id, value, stream_len, room.wake],
+        [room.info, room.events, room.battles, room.battle_events, room.battle_ends],
+        [mode, battle_id, value, stream_len, room.wake, window_end],
     )
 
 

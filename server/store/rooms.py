@@ -436,7 +436,16 @@ def room_gift_arguments(
 ) -> Arguments:
     """KEYS and ARGV of ``room_gift.lua``."""
     return (
-        [room.info, room.events, room.top, room.names, room.combos, room.published, room.battles],
+        [
+            room.info,
+            room.events,
+            room.top,
+            room.names,
+            room.combos,
+            room.published,
+            room.battles,
+            room.battle_ends,
+        ],
         [
             credit.event_id,
             credit.sender_id,

@@ -9,6 +9,7 @@
 -- KEYS[5] - open combos hash                 ({r:R}:combos)
 -- KEYS[6] - published gift event ids set     ({r:R}:published)
 -- KEYS[7] - the room's battles, id -> invited ms ({r:R}:battles)
+-- KEYS[8] - the latest each battle's window can end ({r:R}:battle:ends)
 -- ARGV[1] - gift event id
 -- ARGV[2] - sender id
 -- ARGV[3] - sender display name
@@ -26,8 +27,8 @@
 -- Returns {status, combo, ts, battle}: status "ok" (event added), "dup" (already published) or
 -- "ended" (the room ended after the gift was accepted: the creator is still credited through
 -- the outbox, but the finished live's totals and stream are left as they were); battle is
--- the room's battle the debit may fall in (the last registered at or before it, see
--- room_battle.lua), or "": whatever the status, so a delivery repeated after a crash still
+-- the room's battle the debit may fall in (the last registered at or before it, unless the
+-- debit is past the latest its window can end, see room_battle.lua), or "": whatever the status, so a delivery repeated after a crash still
 -- counts the gift there (battle_score.lua decides, once).
 --
 -- The combo rule: a streakable gift continues the sender's open combo if it is the same gift
@@ -57,6 +58,12 @@ local debit_ms = ARGV[12]
 local battle = ''
 if debit_ms ~= '' then
   battle = redis.call('ZREVRANGEBYSCORE', KEYS[7], debit_ms, '-inf', 'LIMIT', 0, 1)[1] or ''
+  if battle ~= '' then
+    local window_end = redis.call('ZSCORE', KEYS[8], battle)
+    if window_end and tonumber(debit_ms) >= tonumber(window_end) then
+      battle = ''
+    end
+  end
 end
 if redis.call('HGET', room_key, 'state') ~= 'live' then
   return {'ended', '0', '0', battle}
