@@ -152,6 +152,7 @@ def test_the_pages_during_a_battle(
         assert_page_quality(page, console)
 
 
+@BOTH_SIZES
 def test_the_video_page(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch, size: dict[str, int]
 ) -> None:
