@@ -38,10 +38,7 @@ is drawn by ``loadtest.plot`` from the room figures.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -291,8 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.plot}")
     if args.json is not None:
         document = {
-            "benchmark": "loadtest.bench",
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            **harness.report_head("bench"),
             "quick": args.quick,
             "commands": {
                 "gift": ["python", "-m", "loadtest.bench_gift", *gift_argv],
@@ -300,9 +296,6 @@ def main(argv: list[str] | None = None) -> int:
                 "rooms": ["python", "-m", "loadtest.bench_room", *room_argv],
                 "battle": ["python", "-m", "loadtest.bench_battle", *battle_argv],
             },
-            "python": sys.version,
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
             "engine_version": gift[0].engine_version,
             "wall_seconds": {
                 "total": round(time.perf_counter() - started, 1),

@@ -55,11 +55,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -99,6 +96,7 @@ from loadtest.harness import (
     positive_float,
     positive_int,
     raise_fd_limit,
+    report_head,
     run_benchmark,
 )
 from loadtest.sinks import Gifter, GiftLedger, SinkPool, open_gifters, pace, sink_pool, ws_path
@@ -677,15 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print_report(report)
     if args.json is not None:
-        document = {
-            "benchmark": "loadtest.bench_battle",
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "python": sys.version,
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            **report,
-        }
+        document = {**report_head("bench_battle", args), **report}
         args.json.write_text(json.dumps(document, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0

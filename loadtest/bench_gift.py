@@ -91,7 +91,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import math
 import os
@@ -131,6 +130,7 @@ from loadtest.harness import (
     percentile,
     positive_float,
     positive_int,
+    report_head,
     run_benchmark,
     running_server,
     top_up,
@@ -758,15 +758,8 @@ def print_table(results: list[PolicyResult], args: argparse.Namespace) -> None:
 
 def write_json(path: Path, results: list[PolicyResult], args: argparse.Namespace) -> None:
     report = {
-        "benchmark": "loadtest.bench_gift",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "args": {
-            name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()
-        },
+        **report_head("bench_gift", args),
         "engine_version": results[0].engine_version,
-        "python": sys.version,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
         "ceiling_pipelines": {"pipelines": PIPELINES, "depth": PIPELINE_DEPTH},
         "results": [result.to_dict() for result in results],
     }

@@ -71,11 +71,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -105,6 +102,7 @@ from loadtest.harness import (
     positive_float,
     positive_int,
     raise_fd_limit,
+    report_head,
     rss_kib,
     run_benchmark,
     running_server,
@@ -1085,15 +1083,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print_report(report)
     if args.json is not None:
-        document = {
-            "benchmark": "loadtest.bench_room",
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "python": sys.version,
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            **report,
-        }
+        document = {**report_head("bench_room", args), **report}
         args.json.write_text(json.dumps(document, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0

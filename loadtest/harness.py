@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import importlib.util
 import math
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -314,6 +316,18 @@ def skip_missing_sniffio() -> None:
     """
     if importlib.util.find_spec("sniffio") is None:
         sys.modules["sniffio"] = None  # type: ignore[assignment]  # None in sys.modules: "not importable"
+
+
+def report_head(benchmark: str, args: argparse.Namespace | None = None) -> dict[str, Any]:
+    """What every benchmark's JSON report begins with: which benchmark, when, its arguments
+    (if ``args``), and the Python and machine it ran on."""
+    head: dict[str, Any] = {
+        "benchmark": f"loadtest.{benchmark}",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    if args is not None:
+        head["args"] = {name: str(v) if isinstance(v, Path) else v for name, v in vars(args).items()}
+    return {**head, "python": sys.version, "cpu_count": os.cpu_count(), "platform": platform.platform()}
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:

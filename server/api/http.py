@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from ipaddress import IPv4Network, IPv6Network
 
 from starlette.requests import Request
@@ -203,8 +203,14 @@ async def set_goal(request: Request) -> JSON:
 
 
 async def send_gift(request: Request) -> JSON:
+    return await gift_answer(request, gift_from(request))
+
+
+async def gift_answer(request: Request, attempt: Awaitable[GiftOutcome]) -> JSON:
+    """What an HTTP gift answers, to a room or a video: its outcome (counted once,
+    ``api.answers``), and ``Idempotent-Replayed`` on a replay."""
     where = f"{request.method} {request.url.path}"
-    outcome = await answer(metrics.HTTP, gift_from(request), where, metrics.GIFT_ANSWERS)
+    outcome = await answer(metrics.HTTP, attempt, where, metrics.GIFT_ANSWERS)
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return JSON(outcome.to_dict(), headers=headers)
 

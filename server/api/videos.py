@@ -6,9 +6,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.routing import Route
 
-from server import metrics
-from server.api.answers import answer
 from server.api.context import JSON, caller, context, now_ms, query_int, read_json
+from server.api.http import gift_answer
 from server.auth import GIFTING_ROLES
 from server.domain.ids import check_id, new_id
 from server.domain.requests import GiftRequest, PublishVideoRequest, parse
@@ -39,10 +38,7 @@ async def creator_videos(request: Request) -> JSON:
 
 
 async def send_video_gift(request: Request) -> JSON:
-    where = f"{request.method} {request.url.path}"
-    outcome = await answer(metrics.HTTP, video_gift_from(request), where, metrics.GIFT_ANSWERS)
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    return JSON(outcome.to_dict(), headers=headers)
+    return await gift_answer(request, video_gift_from(request))
 
 
 async def video_gift_from(request: Request) -> GiftOutcome:
