@@ -140,7 +140,7 @@ class KeySet:
                 continue
             try:
                 key = jwt.PyJWK(entry)
-            except (jwt.PyJWKError, jwt.InvalidKeyError):
+            except (jwt.PyJWKError, jwt.InvalidKeyError, KeyError, TypeError, ValueError):
                 continue  # a key type or curve this server does not verify with
             if key.algorithm_name in ALGORITHMS:
                 keys[kid] = key

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from server.engine import free_port
 from server.settings import Settings, SettingsError
 from tests.conftest import Engine
 from tests.support import JWT_SECRET, ServerProcess, running_server, server_env, unique
@@ -31,6 +32,14 @@ from tests.wsclient import RoomSocket
 
 AUDIENCE = "gifting-server"
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+# Served beside the real keys and never used: a broken key, an encryption key and a shared
+# secret (a JWKS may hold one; a token signed with it must still be refused).
+SHARED_SECRET = b"a-shared-secret-in-the-provider-jwks-0123456789"
+JUNK_KEYS = [
+    {"kty": "RSA", "kid": "broken", "n": "not-base64!"},
+    {"kty": "EC", "kid": "enc", "use": "enc", "crv": "P-256", "x": "", "y": ""},
+    {"kty": "oct", "kid": "shared", "k": base64.urlsafe_b64encode(SHARED_SECRET).rstrip(b"=").decode()},
+]
 
 
 @dataclass
@@ -81,7 +90,7 @@ class Provider:
                 elif self.path == "/keys":
                     with provider.lock:
                         provider.jwks_fetches += 1
-                        body = {"keys": [key.jwk() for key in provider.keys]}
+                        body = {"keys": [*JUNK_KEYS, *(key.jwk() for key in provider.keys)]}
                 else:
                     self.send_error(404)
                     return
@@ -243,6 +252,14 @@ def _bad_tokens(provider: Provider) -> dict[str, tuple[str, str]]:
         "unknown role": (provider.token(rsa_key, uid=user, gifting_role="owner"), "role must be one of"),
         "hs256 keyed with the public key": (_hs256_with(rsa_key.public_pem(), claims, "rsa-1"), "Signature"),
         "alg none": (jwt.encode(claims, "", algorithm="none", headers={"kid": "rsa-1"}), "'none'"),
+        "hs256 keyed with a shared secret of the jwks": (
+            _hs256_with(SHARED_SECRET, claims, "shared"),
+            "Signature",
+        ),
+        "rs256 naming the shared secret's kid": (
+            provider.token(SigningKey.rsa("shared"), uid=user),
+            "'shared'",
+        ),
         "unknown kid": (provider.token(SigningKey.rsa("nobody"), uid=user), "'nobody'"),
         "another key under a known kid": (provider.token(stranger, uid=user), "Signature"),
         "tampered claims": (_tampered(good), "Signature"),
@@ -265,6 +282,8 @@ def _bad_tokens(provider: Provider) -> dict[str, tuple[str, str]]:
         "unknown role",
         "hs256 keyed with the public key",
         "alg none",
+        "hs256 keyed with a shared secret of the jwks",
+        "rs256 naming the shared secret's kid",
         "unknown kid",
         "another key under a known kid",
         "tampered claims",
@@ -364,3 +383,20 @@ def test_an_unconfigured_server_refuses_oidc_tokens(server: ServerProcess, provi
 def test_incomplete_oidc_settings_are_refused(env: dict[str, str], says: str) -> None:
     with pytest.raises(SettingsError, match=says):
         Settings.from_env({"GIFTING_DEMO": "1", **env})
+
+
+def test_a_provider_out_of_reach_at_start_is_logged_and_its_tokens_refused(
+    engine: Engine, key_prefix: str, logs: Path, provider: Provider
+) -> None:
+    gone = f"http://127.0.0.1:{free_port()}"
+    env = server_env(engine.url, key_prefix, GIFTING_OIDC_ISSUER=gone, GIFTING_OIDC_AUDIENCE=AUDIENCE)
+    with running_server(env, logs) as server:
+        token = jwt.encode(
+            {"iss": gone, "aud": AUDIENCE, "exp": int(time.time()) + 60, "sub": unique("u")},
+            provider.keys[0].private,
+            "RS256",
+            headers={"kid": "rsa-1"},
+        )
+        message = refusal(httpx.get(f"{server.base_url}/v1/me", headers=bearer(token), timeout=10))
+        assert "is not among the OIDC provider's keys" in message
+        assert "fetching the provider's keys failed (start-up)" in server.output()
