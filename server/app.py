@@ -37,7 +37,6 @@ from server.errors import EngineUnavailable, GiftingError, MethodNotAllowed, Not
 from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.keys import KeySchema
-from server.oidc import KeyRefresh, KeySet
 from server.settings import Settings
 from server.social import SocialService
 from server.store import UNAVAILABLE, Store
@@ -73,7 +72,6 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
     if settings.metrics:
         routes.append(http.metrics_route(settings.metrics_allow))
     routes.append(openapi.route(routes))
-    keys = KeySet.from_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -101,7 +99,6 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             social=SocialService(store, gifts.name_of),
             battles=battles,
             engine=engine,
-            keys=keys,
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)
         await store.catalog.apply_to(catalog)
@@ -124,10 +121,6 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             asyncio.create_task(hub.run()),
             asyncio.create_task(battles.run()),
         ]
-        if keys is not None:
-            # The first fetch is awaited: tokens are accepted as soon as the server answers.
-            await keys.refresh("start-up")
-            tasks.append(asyncio.create_task(keys.run()))
         try:
             yield
         finally:
@@ -138,8 +131,6 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
                 await hub.release_slots()  # else they count until they expire
             await store.close()
             metrics.process_exiting()
-            if keys is not None:
-                await keys.close()
             sandbox = getattr(app.state, "sandbox_client", None)
             if sandbox is not None:
                 await sandbox.aclose()
@@ -154,7 +145,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             Exception: unexpected_error,
         },
     )
-    limits = RequestLimits(starlette if keys is None else KeyRefresh(starlette, keys))
+    limits = RequestLimits(starlette)
     sockets = ws.RoomSockets(RequestIds(EngineBudget(limits, settings.engine_timeout_ms / 1000)))
     return sockets
 

@@ -18,7 +18,6 @@ from server.engine import EngineSupervisor
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.gifting import GiftService
 from server.hub.hub import Hub
-from server.oidc import KeySet
 from server.settings import Settings
 from server.social import SocialService
 from server.store import Store
@@ -37,8 +36,6 @@ class Context:
     battles: BattleService
     # The embedded engine's supervisor, in the process that runs it (one process serving).
     engine: EngineSupervisor | None = None
-    # The OpenID Connect provider's keys, when its sign-in is configured (server.oidc).
-    keys: KeySet | None = None
 
 
 def context(conn: HTTPConnection) -> Context:
@@ -48,8 +45,9 @@ def context(conn: HTTPConnection) -> Context:
 
 def caller(request: Request, *roles: str) -> Principal:
     """The authenticated caller, optionally required to hold one of ``roles``."""
-    ctx = context(request)
-    principal = principal_from_header(request.headers.get("authorization"), ctx.settings.jwt_secret, ctx.keys)
+    principal = principal_from_header(
+        request.headers.get("authorization"), context(request).settings.jwt_secret
+    )
     return principal.require(*roles) if roles else principal
 
 
