@@ -197,29 +197,12 @@ export class BattleBar {
   }
 
   /**
-   * The live ended while its battle ran: ending a live forfeits its battle, and the room's
-   * socket closes with the live, so the `battle_end` may never come here. `load(battleId)`
-   * (`GET /v1/battles/{id}`), when the page may call it, brings the result; without it, or
-   * if the battle has not ended after a few tries, the bar goes.
+   * The live ended. Ending a live forfeits its battle first, so the room's log brings its
+   * `battle_end` before `room_end`: a bar still running here has nothing more to show.
    */
-  async roomEnded(load = null) {
-    const battle = this.battle;
-    if (!battle) return;
-    const roomId = this.roomId;
+  roomEnded() {
     cancelAnimationFrame(this.frame);
-    for (let attempt = 0; load && attempt < 6; attempt += 1) {
-      try {
-        const final = await load(battle.battle_id);
-        if (this.roomId !== roomId) return;
-        if (final.state === "ended") return this.end(endOf(final));
-      } catch {
-        // The server is restarting, say: try again, then give up.
-      }
-      await new Promise((resolve) => setTimeout(resolve, 500));
-    }
-    if (this.roomId === roomId && this.container.dataset.battleId === battle.battle_id && !this.ended.has(battle.battle_id)) {
-      this.clear();
-    }
+    if (this.battle) this.clear();
   }
 
   /** Nothing shown (another room, a fresh start). */

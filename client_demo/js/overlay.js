@@ -245,7 +245,7 @@ function handleEvent(event) {
       // The next live is a new room with a new event log: don't try to resume this one.
       state.connection.forgetPosition();
       clearLiveCombos();
-      battle.roomEnded(); // the overlay can't read the result: the bar goes
+      battle.roomEnded();
       show(byTestId("top-gifters-panel"), false);
       show(byTestId("goal"), false);
       byTestId("chat-list").replaceChildren();

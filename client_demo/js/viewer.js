@@ -299,7 +299,7 @@ function handleEvent(event) {
       break;
     case "room_end":
       showEnded();
-      state.battle.roomEnded((battleId) => api(`/v1/battles/${encodeURIComponent(battleId)}`, { token: state.token }));
+      state.battle.roomEnded();
       break;
     case "battle":
       state.battle.update(event);
