@@ -37,6 +37,7 @@ from server.errors import EngineUnavailable, GiftingError, MethodNotAllowed, Not
 from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.keys import KeySchema
+from server.purchases import Purchases
 from server.settings import Settings
 from server.social import SocialService
 from server.store import UNAVAILABLE, Store
@@ -95,6 +96,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             gifts=gifts,
             hub=hub,
             clawbacks=clawbacks,
+            purchases=Purchases(store, settings, clawbacks),
             chat=ChatService(store, settings, gifts.name_of),
             social=SocialService(store, gifts.name_of),
             battles=battles,

@@ -21,18 +21,15 @@ log = logging.getLogger(__name__)
 # Reversals applied together, in a few round trips, before their queue entries are cleared.
 SETTLE_BATCH = 500
 
-REASONS = {"payment.refunded": "refunded", "payment.disputed": "charged_back"}
-
 
 @dataclass(frozen=True)
 class Clawbacks:
     store: Store
     window_ms: int  # Settings.clawback_window_ms
 
-    async def apply(self, order_id: str, payment_id: str, event_type: str, now_ms: int) -> ClawbackOutcome:
-        outcome = await self.store.payments.claw_back(
-            order_id, payment_id, REASONS[event_type], now_ms, self.window_ms
-        )
+    async def apply(self, order_id: str, payment_id: str, reason: str, now_ms: int) -> ClawbackOutcome:
+        """Claw back ``order_id`` for ``reason`` (``refunded`` or ``charged_back``)."""
+        outcome = await self.store.payments.claw_back(order_id, payment_id, reason, now_ms, self.window_ms)
         await self.store.replicated(users=[outcome.user_id])
         try:
             await self.settle(outcome.user_id, now_ms)

@@ -14,7 +14,8 @@
     ├── MethodNotAllowed      405 method_not_allowed
     ├── Conflict              409 idempotency_mismatch, room_ended, self_gift, already_live,
     │                             amount_mismatch, order_flagged, order_already_paid, payment_reused,
-    │                             order_not_paid, payment_mismatch, insufficient_diamonds, daily_payout_cap,
+    │                             order_not_paid, payment_mismatch, provider_mismatch, insufficient_diamonds,
+    │                             daily_payout_cap,
     │                             withdrawal_decided, gift_exists, too_many_pending_orders
     │                             self_follow, not_live, self_battle, already_in_battle,
     │                             battle_lapsed, battle_not_invited
@@ -24,7 +25,9 @@
     ├── TooManyConnections    429 too_many_connections (room sockets only)
     ├── InvalidRequest        422 invalid_request, unknown_region, below_minimum_withdrawal
     ├── InternalError         500 internal_error (a bug, or an engine failure that is no outage)
-    └── EngineUnavailable     503 engine_unavailable
+    ├── EngineUnavailable     503 engine_unavailable
+    └── ProviderUnavailable   503 provider_unavailable (a payment provider this server is not
+                                  configured for)
 
 Routes raise these; one handler in ``app`` turns them into ``{"error": {"code", "message"}}``,
 with the error's ``details`` (the numbers behind it, such as a refused gift's ``cost`` and the
@@ -123,6 +126,13 @@ class TooManyConnections(GiftingError):
 class EngineUnavailable(GiftingError):
     status = 503
     default_code = "engine_unavailable"
+
+
+class ProviderUnavailable(GiftingError):
+    """A payment provider that this server is not configured for: a setting, not an outage."""
+
+    status = 503
+    default_code = "provider_unavailable"
 
 
 class InternalError(GiftingError):

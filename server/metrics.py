@@ -59,7 +59,17 @@ BATTLES = Counter(
 )
 COINS_SPENT = Counter("gifting_coins_spent_total", "Coins debited from senders by gifts (replays excluded)")
 COINS_PURCHASED = Counter(
-    "gifting_coins_purchased_total", "Coins credited to wallets by paid purchase orders"
+    "gifting_coins_purchased_total",
+    "Coins credited to wallets by paid purchase orders, by provider",
+    ["provider"],
+)
+PURCHASES = Counter(
+    "gifting_purchases_total", "Purchase orders credited (redeliveries excluded), by provider", ["provider"]
+)
+CLAWBACKS = Counter(
+    "gifting_clawbacks_total",
+    "Purchases taken back (redeliveries excluded), by provider and reason (refunded, charged_back)",
+    ["provider", "reason"],
 )
 DIAMONDS_CREDITED = Counter(
     "gifting_diamonds_credited_total",

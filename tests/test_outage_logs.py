@@ -39,7 +39,9 @@ async def test_deferred_outbox_clears_log_once_per_interval_in_an_outage(
             package = catalog.package("US", "us_550")
             now_ms = int(time.time() * 1000)
             await store.payments.create_order(viewer, "o1", package, now_ms, ttl_s=60, max_pending=20)
-            paid = await store.payments.credit_payment("o1", "p1", package.amount_minor, package.currency, 0)
+            paid = await store.payments.credit_payment(
+                "sandbox", "o1", "p1", package.amount_minor, package.currency, 0
+            )
             assert paid.coins == 550
             await store.rooms.create(creator, room_id, "", int(time.time() * 1000))
             with caplog.at_level(logging.WARNING, logger="server.gifting"):

@@ -18,6 +18,7 @@ from server.engine import EngineSupervisor
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.gifting import GiftService
 from server.hub.hub import Hub
+from server.purchases import Purchases
 from server.settings import Settings
 from server.social import SocialService
 from server.store import Store
@@ -31,6 +32,7 @@ class Context:
     gifts: GiftService
     hub: Hub
     clawbacks: Clawbacks
+    purchases: Purchases
     chat: ChatService
     social: SocialService
     battles: BattleService

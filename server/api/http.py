@@ -132,17 +132,7 @@ async def create_purchase(request: Request) -> JSON:
     body = parse(await read_json(request), PurchaseRequest)
     ctx = context(request)
     package = ctx.catalog.package(body.region, body.package_id)
-    order_id = new_id("ord")
-    order = await ctx.store.payments.create_order(
-        principal.user_id,
-        order_id,
-        package,
-        now_ms(),
-        ttl_s=ctx.settings.order_ttl_s,
-        max_pending=ctx.settings.max_pending_orders,
-    )
-    # The order is paid elsewhere next; its payment must find it on whichever master is up.
-    await ctx.store.replicated(users=[principal.user_id], keys=[ctx.store.keys.order_owner(order_id)])
+    order = await ctx.purchases.open(principal.user_id, package, body.provider, now_ms())
     return JSON(order, status_code=201)
 
 

@@ -1,4 +1,5 @@
-"""The payment provider's webhook, and the demo-only sandbox provider that calls it."""
+"""The sandbox provider: its signed webhook, and the demo-only route that pays an order by
+calling it. Every provider feeds the same ``Purchases`` (server/purchases.py)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ import orjson
 from starlette.requests import Request
 from starlette.routing import Route
 
-from server import metrics
 from server.api.context import JSON, caller, context, decode_json, now_ms, read_body
-from server.clawbacks import REASONS
 from server.domain import webhooks
 from server.domain.ids import check_id, new_id
 from server.domain.requests import PaymentData, WebhookEvent, parse
 from server.errors import NotFound
 
+# The sandbox's clawback events, and what each records.
+REASONS = {"payment.refunded": "refunded", "payment.disputed": "charged_back"}
 HANDLED_EVENTS = ("payment.succeeded", *REASONS)
+PROVIDER = "sandbox"
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,13 @@ async def payment_webhook(request: Request) -> JSON:
         return JSON({"received": True, "handled": False})
     data = parse(event.data, PaymentData)
     if event.type in REASONS:
-        clawback = await ctx.clawbacks.apply(data.order_id, data.payment_id, event.type, now_ms())
+        clawback = await ctx.purchases.claw_back(
+            PROVIDER, data.order_id, data.payment_id, REASONS[event.type], now_ms()
+        )
         return JSON({"received": True, "handled": True, "clawed_back": clawback.applied})
     try:
-        outcome = await ctx.store.payments.credit_payment(
-            data.order_id, data.payment_id, data.amount_minor, data.currency, now_ms()
+        outcome = await ctx.purchases.credit(
+            PROVIDER, data.order_id, data.payment_id, data.amount_minor, data.currency, now_ms()
         )
     except NotFound:
         # Never created, or expired unpaid (GIFTING_ORDER_TTL_S). The 404 makes the provider
@@ -55,9 +59,6 @@ async def payment_webhook(request: Request) -> JSON:
             data.order_id,
         )
         raise
-    # The provider stops redelivering once answered: the credit must be on the replicas first.
-    await ctx.store.replicated(users=[outcome.user_id], keys=[ctx.store.keys.payment_claim(data.payment_id)])
-    metrics.COINS_PURCHASED.inc(outcome.coins)
     return JSON({"received": True, "handled": True, "credited": outcome.credited})
 
 

@@ -6,7 +6,7 @@ WebSocket clients get the same rules and the same messages.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -39,6 +39,9 @@ class DevTokenRequest(Strict, frozen=True):
 class PurchaseRequest(Strict, frozen=True):
     package_id: Id
     region: Region = "US"
+    # A web provider this server is configured for (server/purchases.py); the App Store's
+    # purchases arrive signed by Apple instead (POST /v1/purchases/apple).
+    provider: Literal["sandbox", "stripe"] = "sandbox"
 
 
 class RegionRequest(Strict, frozen=True):

@@ -54,7 +54,15 @@ class Payments:
         self._runner = runner
 
     async def create_order(
-        self, user_id: str, order_id: str, package: Package, now_ms: int, *, ttl_s: int, max_pending: int
+        self,
+        user_id: str,
+        order_id: str,
+        package: Package,
+        now_ms: int,
+        *,
+        ttl_s: int,
+        max_pending: int,
+        provider: str = "sandbox",
     ) -> dict[str, Any]:
         """A pending order, unless the user already holds ``max_pending`` of them (``Conflict``
         ``too_many_pending_orders``, nothing written). Both its keys expire after ``ttl_s``
@@ -70,6 +78,7 @@ class Payments:
             "currency": package.currency,
             "state": "pending",
             "created_ms": now_ms,
+            "provider": provider,
         }
         reply = await self._runner.call(
             CREATE_ORDER,
@@ -109,8 +118,9 @@ class Payments:
         return owner
 
     async def credit_payment(
-        self, order_id: str, payment_id: str, amount_minor: int, currency: str, now_ms: int
+        self, provider: str, order_id: str, payment_id: str, amount_minor: int, currency: str, now_ms: int
     ) -> PaymentOutcome:
+        """Credit ``order_id``'s coins once, for ``payment_id`` taken by ``provider``."""
         owner = await self.order_owner(order_id)
         if owner is None:
             raise NotFound(f"no order {order_id!r}")
@@ -119,7 +129,7 @@ class Payments:
         await self._redis.persist(self._keys.order_owner(order_id))
         # A provider payment id pays one order only; the claim routes redeliveries to the same one.
         claim = self._keys.payment_claim(payment_id)
-        await self._redis.set(claim, order_id, nx=True, ex=PAYMENT_CLAIM_TTL_S)
+        claimed_now = await self._redis.set(claim, order_id, nx=True, ex=PAYMENT_CLAIM_TTL_S)
         claimed_for = await self._redis.get(claim)
         if claimed_for != order_id:
             raise Conflict(
@@ -128,9 +138,20 @@ class Payments:
         reply = await self._runner.call(
             CREDIT_PURCHASE,
             *credit_purchase_arguments(
-                self._keys.user(owner), order_id, payment_id, amount_minor, currency, now_ms
+                self._keys.user(owner), order_id, payment_id, amount_minor, currency, now_ms, provider
             ),
         )
+        if reply[0] == "wrong_provider":
+            # Nothing of this payment stays: the order keeps its lifetime, the payment id is free.
+            ttl_ms = int(reply[2])
+            if ttl_ms > 0:
+                await self._redis.pexpire(self._keys.order_owner(order_id), ttl_ms)
+            if claimed_now:
+                await self._redis.delete(claim)
+            raise Conflict(
+                f"order {order_id!r} is paid through {reply[1]}, not {provider}; nothing credited",
+                code="provider_mismatch",
+            )
         refusals: Refusals = {
             "mismatch": lambda _: Conflict(
                 f"payment of {amount_minor} {currency} does not match order {order_id!r}; "
@@ -189,7 +210,13 @@ def create_order_arguments(
 
 
 def credit_purchase_arguments(
-    user: UserKeys, order_id: str, payment_id: str, amount_minor: int, currency: str, now_ms: int
+    user: UserKeys,
+    order_id: str,
+    payment_id: str,
+    amount_minor: int,
+    currency: str,
+    now_ms: int,
+    provider: str = "sandbox",
 ) -> Arguments:
     """KEYS and ARGV of ``credit_purchase.lua``."""
     return [user.order(order_id), user.wallet, user.ledger, user.pending_orders], [
@@ -198,6 +225,7 @@ def credit_purchase_arguments(
         currency,
         now_ms,
         order_id,
+        provider,
     ]
 
 
@@ -220,6 +248,7 @@ def _order_view(raw: dict[str, Any]) -> dict[str, Any]:
         "price": {"amount_minor": int(raw["amount_minor"]), "currency": raw["currency"]},
         "state": raw["state"],
         "created_ms": int(raw["created_ms"]),
+        "provider": raw.get("provider", "sandbox"),
     }
     if "payment_id" in raw:
         view["payment_id"] = raw["payment_id"]

@@ -9,12 +9,15 @@
 -- ARGV[3] - currency paid (ISO 4217)
 -- ARGV[4] - now, unix milliseconds
 -- ARGV[5] - order id
+-- ARGV[6] - the provider that took the payment (sandbox, stripe, apple)
 --
 -- Returns one of:
 --   {"ok", balance, coins}          credited now (the coins the order bought)
 --   {"already", payment_id}         this order was paid before (by this or another payment)
 --   {"mismatch"}                    amount or currency differs: order flagged, nothing credited
 --   {"flagged", flag}               order was flagged before: nothing credited
+--   {"wrong_provider", provider, ttl_ms}  the order is to be paid through `provider`: nothing
+--                                   credited, the order untouched (it expires in ttl_ms, -1: never)
 --   {"unknown"}                     no such order
 
 local order_key = KEYS[1]
@@ -26,11 +29,18 @@ local amount_minor = ARGV[2]
 local currency = ARGV[3]
 local now = ARGV[4]
 local order_id = ARGV[5]
+local provider = ARGV[6]
 
 local order = redis.call('HMGET', order_key,
-  'state', 'payment_id', 'amount_minor', 'currency', 'coins')
+  'state', 'payment_id', 'amount_minor', 'currency', 'coins', 'provider')
 if not order[1] then
   return {'unknown'}
+end
+-- An order is paid through the provider it was opened with; orders from before providers
+-- were recorded are the sandbox's.
+local opened_with = order[6] or 'sandbox'
+if opened_with ~= provider then
+  return {'wrong_provider', opened_with, redis.call('PTTL', order_key)}
 end
 -- A paid or flagged order is part of the books: it no longer expires as a pending one does.
 redis.call('PERSIST', order_key)

@@ -1,0 +1,106 @@
+"""The one path every payment provider feeds: open an order, credit it once, take it back.
+
+A provider (the sandbox's signed webhook, Stripe, the App Store) only verifies what its
+platform says and names the order, the payment and the amount; the books are kept here and
+in the Lua scripts behind ``store.payments``, the same for all of them:
+
+    open      a pending order, in the price book's amount, expiring unpaid (``order_ttl_s``)
+    credit    its coins once per order and once per payment id (``credit_purchase.lua``)
+    claw_back a refund or dispute: the coins back out, the buyer's recent gifts reversed
+
+Which providers a server takes is configuration: ``checkouts`` holds the web providers
+configured (by name); any other answers ``provider_unavailable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from server import metrics
+from server.clawbacks import Clawbacks
+from server.domain.catalog import Package
+from server.domain.ids import new_id
+from server.errors import ProviderUnavailable
+from server.settings import Settings
+from server.store import Store
+from server.store.payments import ClawbackOutcome, PaymentOutcome
+
+# The providers this server knows, whether or not this one is configured for each.
+PROVIDERS = ("sandbox", "stripe", "apple")
+# What a clawback records, by what the provider reported.
+CLAWBACK_REASONS = ("refunded", "charged_back")
+
+
+class Checkout(Protocol):
+    """A web provider's side of opening an order: what the page needs to pay it."""
+
+    async def start(self, order: dict[str, Any]) -> dict[str, Any]:
+        """Fields added to the new order's answer (Stripe: the PaymentIntent's client secret)."""
+        ...
+
+
+class SandboxCheckout:
+    """The demo's own provider: orders are paid by its signed webhook (``api.payments``)."""
+
+    async def start(self, order: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+
+@dataclass
+class Purchases:
+    store: Store
+    settings: Settings
+    clawbacks: Clawbacks
+    checkouts: Mapping[str, Checkout] = field(default_factory=lambda: {"sandbox": SandboxCheckout()})
+
+    def checkout(self, provider: str) -> Checkout:
+        found = self.checkouts.get(provider)
+        if found is None:
+            configured = ", ".join(sorted(self.checkouts)) or "none"
+            raise ProviderUnavailable(
+                f"payment provider {provider!r} is not configured on this server (configured: {configured})"
+            )
+        return found
+
+    async def open(self, user_id: str, package: Package, provider: str, now_ms: int) -> dict[str, Any]:
+        """A pending order paid through ``provider``, with what its checkout needs."""
+        checkout = self.checkout(provider)
+        order_id = new_id("ord")
+        order = await self.store.payments.create_order(
+            user_id,
+            order_id,
+            package,
+            now_ms,
+            ttl_s=self.settings.order_ttl_s,
+            max_pending=self.settings.max_pending_orders,
+            provider=provider,
+        )
+        # The order is paid elsewhere next; its payment must find it on whichever master is up.
+        await self.store.replicated(users=[user_id], keys=[self.store.keys.order_owner(order_id)])
+        return {**order, **await checkout.start(order)}
+
+    async def credit(
+        self, provider: str, order_id: str, payment_id: str, amount_minor: int, currency: str, now_ms: int
+    ) -> PaymentOutcome:
+        """Credit a payment ``provider`` verified, once; redeliveries change nothing."""
+        outcome = await self.store.payments.credit_payment(
+            provider, order_id, payment_id, amount_minor, currency, now_ms
+        )
+        # The provider stops redelivering once answered: the credit must be on the replicas first.
+        await self.store.replicated(users=[outcome.user_id], keys=[self.store.keys.payment_claim(payment_id)])
+        if outcome.credited:
+            metrics.PURCHASES.labels(provider).inc()
+            metrics.COINS_PURCHASED.labels(provider).inc(outcome.coins)
+        return outcome
+
+    async def claw_back(
+        self, provider: str, order_id: str, payment_id: str, reason: str, now_ms: int
+    ) -> ClawbackOutcome:
+        """Take back a purchase ``provider`` refunded (``refunded``) or lost a dispute over
+        (``charged_back``), once; redeliveries change nothing."""
+        outcome = await self.clawbacks.apply(order_id, payment_id, reason, now_ms)
+        if outcome.applied:
+            metrics.CLAWBACKS.labels(provider, reason).inc()
+        return outcome
