@@ -313,3 +313,48 @@ def test_an_order_and_its_place_under_the_cap_expire_with_it(
         assert [order_id for order_id, _ in expiries] == [first["order_id"], second["order_id"]]
         # The set lives as long as its latest order, to the millisecond.
         assert client.pexpiretime(pending) == int(expiries[-1][1])
+
+
+def test_a_provider_this_server_is_not_configured_for_answers_503_and_writes_nothing(
+    api: Api, engine: Engine, key_prefix: str, viewer: str
+) -> None:
+    keys = KeySchema(key_prefix)
+    refused = api.http.post(
+        "/v1/purchases", json={"package_id": "us_550", "provider": "stripe"}, headers=api.auth(viewer)
+    )
+    assert refused.status_code == 503
+    error = refused.json()["error"]
+    assert error["code"] == "provider_unavailable" and "'stripe'" in error["message"], error
+    unknown = api.http.post(
+        "/v1/purchases", json={"package_id": "us_550", "provider": "paypal"}, headers=api.auth(viewer)
+    )
+    assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "invalid_request"
+    with engine_client(engine.url) as client:
+        assert client.zcard(keys.user(viewer).pending_orders) == 0
+    sandbox = api.order(viewer)
+    assert sandbox["provider"] == "sandbox" and sandbox["state"] == "pending"
+
+
+def test_an_order_opened_with_one_provider_is_not_paid_through_another(
+    api: Api, engine: Engine, key_prefix: str, viewer: str
+) -> None:
+    """Two providers cannot both pay one order: the one it was not opened with is refused, and its
+    attempt leaves nothing behind: the order keeps its lifetime and the payment id stays free."""
+    keys = KeySchema(key_prefix)
+    order = api.order(viewer)
+    owner_key, order_key = order_keys(keys, viewer, order["order_id"])
+    payment = unique("pay_")
+    with engine_client(engine.url) as client:
+        # As an order opened through Stripe is stored.
+        client.hset(order_key, "provider", "stripe")
+        refused = webhook(api, order, payment)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "provider_mismatch"
+        assert client.hget(order_key, "state") == "pending"
+        assert client.pttl(order_key) > 0 and client.pttl(owner_key) > 0
+        assert client.exists(keys.payment_claim(payment)) == 0
+    assert api.coins(viewer) == 0 and api.ledger(viewer) == []
+    # The payment id was not spent on the refused attempt.
+    other = api.order(viewer)
+    assert webhook(api, other, payment).json()["credited"] is True
+    assert api.coins(viewer) == 550

@@ -70,7 +70,8 @@ STATUSES: dict[int, tuple[str, tuple[str, ...]]] = {
     409: ("Conflicts with the current state", ("idempotency_mismatch", "room_ended", "self_gift",
                                               "already_live", "not_live", "amount_mismatch", "order_flagged",
                                               "order_already_paid", "payment_reused", "order_not_paid",
-                                              "payment_mismatch", "insufficient_diamonds", "daily_payout_cap",
+                                              "payment_mismatch", "provider_mismatch",
+                                              "insufficient_diamonds", "daily_payout_cap",
                                               "withdrawal_decided", "gift_exists",
                                               "too_many_pending_orders",
                                               "self_follow", "self_battle", "already_in_battle",
@@ -80,7 +81,8 @@ STATUSES: dict[int, tuple[str, tuple[str, ...]]] = {
     429: ("Too many requests; Retry-After says when to retry", ("rate_limited",
                                                                 "slow_mode",
                                                                 "muted")),
-    503: ("The engine cannot be reached; retry", ("engine_unavailable",)),
+    503: ("The engine cannot be reached, or a provider is not configured here",
+          ("engine_unavailable", "provider_unavailable")),
 }  # fmt: skip
 STATUS_OF = {code: status for status, (_, codes) in STATUSES.items() for code in codes}
 
@@ -198,7 +200,8 @@ OPERATIONS: tuple[Operation, ...] = (
               returns=PAGE, query=(CURSOR, limit(200))),
     Operation("POST", "/v1/purchases", "A pending order for a coin package", PurchaseRequest, roles=ANY_ROLE,
               status=201, returns=ORDER,
-              errors=("unknown_package", "unknown_region", "too_many_pending_orders")),
+              errors=("unknown_package", "unknown_region", "too_many_pending_orders",
+                      "provider_unavailable")),
     Operation("GET", "/v1/purchases/{order_id}", "One of the caller's orders", roles=ANY_ROLE,
               returns=ORDER, errors=("not_found",)),
     Operation("POST", "/v1/sandbox/orders/{order_id}/pay", "Pay an order through the sandbox (demo mode)",
@@ -207,7 +210,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/v1/payments/webhook", "The payment provider's signed event", WebhookEvent,
               returns=("received", "handled"),
               errors=("bad_signature", "not_found", "payment_reused", "order_already_paid", "amount_mismatch",
-                      "order_flagged", "order_not_paid", "payment_mismatch")),
+                      "order_flagged", "order_not_paid", "payment_mismatch", "provider_mismatch")),
     Operation("GET", "/v1/rooms", "Live rooms, newest first", returns=("rooms",), query=(limit(200),)),
     Operation("POST", "/v1/rooms", "Go live", CreateRoomRequest, roles=("creator",), status=201, returns=ROOM,
               errors=("already_live",), body_optional=True),
