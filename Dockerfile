@@ -4,9 +4,10 @@
 #   docker build -t gifting-server .
 #   docker run --env-file .env -p 8000:8000 -v gifting-data:/var/lib/gifting gifting-server
 #
-# Required at run time (the server refuses to start without them outside demo mode):
+# Required at run time (the server refuses to start without it outside demo mode):
 #   GIFTING_JWT_SECRET       HS256 secret of the bearer tokens, at least 32 bytes
-#   GIFTING_WEBHOOK_SECRET   HMAC secret of the payment provider's webhook, at least 32 bytes
+# Each payment provider is on when it is configured, for example:
+#   GIFTING_WEBHOOK_SECRET   HMAC secret of the server's own signed payment webhook, at least 32 bytes
 # With no GIFTING_REDIS_URL the server runs its own engine with its data on the volume;
 # GIFTING_WORKERS (or `--workers N`) runs N processes; README.md, "Deployment", has the rest.
 

@@ -37,7 +37,7 @@ from server.errors import EngineUnavailable, GiftingError, MethodNotAllowed, Not
 from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.keys import KeySchema
-from server.purchases import Purchases
+from server.purchases import Checkout, Purchases, SandboxCheckout
 from server.settings import Settings
 from server.social import SocialService
 from server.store import UNAVAILABLE, Store
@@ -96,7 +96,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             gifts=gifts,
             hub=hub,
             clawbacks=clawbacks,
-            purchases=Purchases(store, settings, clawbacks),
+            purchases=Purchases(store, settings, clawbacks, checkouts(settings)),
             chat=ChatService(store, settings, gifts.name_of),
             social=SocialService(store, gifts.name_of),
             battles=battles,
@@ -167,6 +167,14 @@ async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+def checkouts(settings: Settings) -> dict[str, Checkout]:
+    """The web payment providers this server is configured for, by name."""
+    configured: dict[str, Checkout] = {}
+    if settings.webhook_secret:
+        configured["sandbox"] = SandboxCheckout()
+    return configured
 
 
 async def sweep_outbox_forever(gifts: GiftService, clawbacks: Clawbacks, interval_s: float) -> None:

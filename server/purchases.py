@@ -42,7 +42,8 @@ class Checkout(Protocol):
 
 
 class SandboxCheckout:
-    """The demo's own provider: orders are paid by its signed webhook (``api.payments``)."""
+    """The server's own signed webhook (``api.payments``), on when ``GIFTING_WEBHOOK_SECRET`` is
+    set: the demo's sandbox pays through it, and so can a platform's own payment service."""
 
     async def start(self, order: dict[str, Any]) -> dict[str, Any]:
         return {}
@@ -53,7 +54,13 @@ class Purchases:
     store: Store
     settings: Settings
     clawbacks: Clawbacks
-    checkouts: Mapping[str, Checkout] = field(default_factory=lambda: {"sandbox": SandboxCheckout()})
+    checkouts: Mapping[str, Checkout] = field(default_factory=dict)
+
+    @property
+    def web(self) -> str:
+        """The provider an order is paid through when the request names none: Stripe where it
+        is configured, else the signed webhook."""
+        return "stripe" if "stripe" in self.checkouts else "sandbox"
 
     def checkout(self, provider: str) -> Checkout:
         found = self.checkouts.get(provider)
@@ -64,8 +71,9 @@ class Purchases:
             )
         return found
 
-    async def open(self, user_id: str, package: Package, provider: str, now_ms: int) -> dict[str, Any]:
-        """A pending order paid through ``provider``, with what its checkout needs."""
+    async def open(self, user_id: str, package: Package, provider: str | None, now_ms: int) -> dict[str, Any]:
+        """A pending order paid through ``provider`` (``web`` if None), with what its checkout needs."""
+        provider = provider or self.web
         checkout = self.checkout(provider)
         order_id = new_id("ord")
         order = await self.store.payments.create_order(

@@ -9,10 +9,20 @@ from pathlib import Path
 import httpx
 import redis
 
+from server.auth import issue_token
 from server.domain import webhooks
 from server.keys import KeySchema
 from tests.conftest import Engine
-from tests.support import WEBHOOK_SECRET, Api, engine_client, running_server, server_env, unique, webhook
+from tests.support import (
+    JWT_SECRET,
+    WEBHOOK_SECRET,
+    Api,
+    engine_client,
+    running_server,
+    server_env,
+    unique,
+    webhook,
+)
 
 
 def test_a_new_order_is_pending_and_credits_nothing(api: Api, viewer: str) -> None:
@@ -358,3 +368,21 @@ def test_an_order_opened_with_one_provider_is_not_paid_through_another(
     other = api.order(viewer)
     assert webhook(api, other, payment).json()["credited"] is True
     assert api.coins(viewer) == 550
+
+
+def test_without_the_webhook_secret_its_provider_is_off(engine: Engine, key_prefix: str, logs: Path) -> None:
+    """Outside demo mode the signed webhook is a provider like any other: switched on by its
+    secret. Without it, orders for it and its webhook answer provider_unavailable."""
+    env = server_env(engine.url, key_prefix, GIFTING_WEBHOOK_SECRET="", GIFTING_DEMO="0")
+    with running_server(env, logs) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+        api = Api(http)
+        buyer = unique("v")
+        api.tokens[(buyer, "viewer")] = issue_token(JWT_SECRET, buyer, "viewer")
+        refused = http.post("/v1/purchases", json={"package_id": "us_550"}, headers=api.auth(buyer))
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "provider_unavailable"
+        assert "configured: none" in refused.json()["error"]["message"]
+        order = {"order_id": unique("ord_"), "price": {"amount_minor": 999, "currency": "USD"}}
+        hook = webhook(api, order, unique("pay_"))
+        assert hook.status_code == 503 and hook.json()["error"]["code"] == "provider_unavailable"
+        assert api.coins(buyer) == 0

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 async def payment_webhook(request: Request) -> JSON:
     ctx = context(request)
+    ctx.purchases.checkout(PROVIDER)  # provider_unavailable unless GIFTING_WEBHOOK_SECRET is set
     body = await read_body(request)
     webhooks.verify(
         body,

@@ -41,7 +41,7 @@ class PurchaseRequest(Strict, frozen=True):
     region: Region = "US"
     # A web provider this server is configured for (server/purchases.py); the App Store's
     # purchases arrive signed by Apple instead (POST /v1/purchases/apple).
-    provider: Literal["sandbox", "stripe"] = "sandbox"
+    provider: Literal["sandbox", "stripe"] | None = None
 
 
 class RegionRequest(Strict, frozen=True):
