@@ -117,24 +117,27 @@ def _certificate(
 def make_chain(
     root_name: str = "Test Root CA",
     *,
+    root_of: Chain | None = None,
     under: Chain | None = None,
     leaf_oid: x509.ObjectIdentifier | None = LEAF_OID,
+    intermediate_oid: x509.ObjectIdentifier | None = INTERMEDIATE_OID,
     leaf_not_after: datetime.datetime | None = None,
 ) -> Chain:
-    """A new chain; ``under``: a new leaf under that chain's root and intermediate."""
+    """A new chain; ``root_of``: under that chain's root; ``under``: a new leaf under that
+    chain's root and intermediate."""
     leaf_key = ec.generate_private_key(ec.SECP256R1())
-    if under is None:
-        root_key, intermediate_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
-        root = _certificate(root_name, root_key, None, ca=True)
-        intermediate = _certificate(
-            "Test Intermediate", intermediate_key, (root_name, root_key), ca=True, oid=INTERMEDIATE_OID
-        )
+    if under is not None:
+        root, root_key = under.root, under.root_key
+        intermediate, intermediate_key = under.intermediate, under.intermediate_key
     else:
-        root, root_key, intermediate, intermediate_key = (
-            under.root,
-            under.root_key,
-            under.intermediate,
-            under.intermediate_key,
+        if root_of is not None:
+            root, root_key = root_of.root, root_of.root_key
+        else:
+            root_key = ec.generate_private_key(ec.SECP256R1())
+            root = _certificate(root_name, root_key, None, ca=True)
+        intermediate_key = ec.generate_private_key(ec.SECP256R1())
+        intermediate = _certificate(
+            "Test Intermediate", intermediate_key, (root_name, root_key), ca=True, oid=intermediate_oid
         )
     leaf = _certificate(
         "Test Signing Leaf",
@@ -396,6 +399,46 @@ def test_forged_or_broken_signatures_are_refused(apple: Store) -> None:
     earlier = expired.sign(transaction(signedDate=signed_then, purchaseDate=signed_then))
     assert apple.submit(buyer, earlier).json()["credited"] is True
     assert apple.api.coins(buyer) == 1100
+
+
+def test_an_intermediate_without_apples_oid_is_refused(apple: Store) -> None:
+    """A chain under the trusted root whose intermediate lacks 1.2.840.113635.100.6.2.1."""
+    buyer = unique("v")
+    without = make_chain(root_of=apple.chain, intermediate_oid=None)
+    reply = apple.submit(buyer, without.sign(transaction()))
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "bad_signature", reply.text
+    assert apple.api.coins(buyer) == 0
+    # The same kind of chain with the OID on its intermediate verifies.
+    assert apple.submit(buyer, make_chain(root_of=apple.chain).sign(transaction())).json()["credited"] is True
+    assert apple.api.coins(buyer) == 550
+
+
+def test_concurrent_submissions_credit_once_to_one_account(apple: Store) -> None:
+    api = apple.api
+    payload = transaction()
+    signed = apple.chain.sign(payload)
+    buyers = [unique("v") for _ in range(4)]
+    headers = {buyer: api.auth(buyer) for buyer in buyers}
+
+    async def run() -> list[tuple[str, httpx.Response]]:
+        async with httpx.AsyncClient(base_url=str(api.http.base_url), timeout=30) as http:
+
+            async def submit(buyer: str) -> tuple[str, httpx.Response]:
+                body = {"signed_transaction": signed}
+                return buyer, await http.post(PURCHASES, json=body, headers=headers[buyer])
+
+            return await asyncio.gather(*(submit(buyers[n % 4]) for n in range(24)))
+
+    replies = asyncio.run(run())
+    owners = {buyer for buyer, reply in replies if reply.status_code == 200}
+    assert len(owners) == 1, [(b, r.status_code, r.text) for b, r in replies]
+    [owner] = owners
+    assert sum(reply.json()["credited"] for _, reply in replies if reply.status_code == 200) == 1
+    for buyer, reply in replies:
+        if buyer != owner:
+            assert reply.status_code == 409 and reply.json()["error"]["code"] == "transaction_claimed"
+    assert [api.coins(buyer) for buyer in buyers] == [550 if buyer == owner else 0 for buyer in buyers]
+    assert len(api.ledger(owner)) == 1
 
 
 def test_a_malformed_body_is_refused(apple: Store) -> None:
