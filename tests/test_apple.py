@@ -528,10 +528,25 @@ def test_a_reversal_with_no_refund_restores_nothing(apple: Store) -> None:
     assert reply.json() == {"received": True, "handled": True, "restored": False}
     never = apple.notify("REFUND_REVERSED", apple.chain.sign(transaction()))
     assert never.json() == {"received": True, "handled": True, "restored": False}
-    refund_unknown = apple.notify("REFUND", apple.chain.sign(transaction(revocationDate=now_ms())))
-    assert refund_unknown.json() == {"received": True, "handled": True, "clawed_back": False}
     assert apple.api.coins(buyer) == 550
     assert len(apple.api.ledger(buyer)) == 1
+
+
+def test_a_transaction_refunded_before_it_was_submitted_is_refused(apple: Store) -> None:
+    """The copy signed before the refund carries no revocationDate: the refund notification
+    is what tells, and it is remembered until Apple reverses the refund."""
+    buyer = unique("v")
+    payload = transaction()
+    before_refund = apple.chain.sign(payload)
+    refund = apple.notify("REFUND", apple.chain.sign({**payload, "revocationDate": now_ms()}))
+    assert refund.json() == {"received": True, "handled": True, "clawed_back": False}
+    refused = apple.submit(buyer, before_refund)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "transaction_revoked"
+    assert apple.api.coins(buyer) == 0 and apple.api.ledger(buyer) == []
+    reversed_ = apple.notify("REFUND_REVERSED", apple.chain.sign(payload))
+    assert reversed_.json() == {"received": True, "handled": True, "restored": False}
+    assert apple.submit(buyer, before_refund).json()["credited"] is True
+    assert apple.api.coins(buyer) == 550
 
 
 def test_other_notifications_are_acknowledged(apple: Store) -> None:

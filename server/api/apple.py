@@ -39,7 +39,9 @@ async def submit_transaction(request: Request) -> JSON:
     store = apple_store(ctx)
     body = parse(await read_json(request), AppleTransactionRequest)
     transaction = await store.transaction(body.signed_transaction)
-    if transaction.revoked:
+    if transaction.revoked or await ctx.store.redis.exists(
+        ctx.store.keys.order_revoked(transaction.order_id)
+    ):
         raise InvalidRequest(
             "the App Store refunded or revoked this transaction: nothing credited", code="transaction_revoked"
         )
@@ -90,10 +92,15 @@ async def handle(ctx: Context, kind: str, transaction: Transaction | None) -> di
         )
         return {"handled": True, "restored": restore.restored}
     except NotFound:
-        # The app never submitted it: nothing was credited, so nothing is taken back or put back
-        # (a refunded transaction submitted later is refused as revoked).
+        # The app never submitted it: nothing was credited, so nothing is taken back or put
+        # back. A refund is remembered, so the copy signed before it is refused if submitted.
+        revoked = ctx.store.keys.order_revoked(transaction.order_id)
+        if kind == "REFUND":
+            await ctx.store.redis.set(revoked, "refunded")
+        else:
+            await ctx.store.redis.delete(revoked)
         log.warning(
-            "App Store %s for transaction %s, which was never credited here: nothing to do",
+            "App Store %s for transaction %s, which was never credited here: nothing credited or taken",
             kind,
             transaction.transaction_id,
         )
