@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from server import metrics
-from server.api import admin, chat, creator, dev, http, openapi, pages, payments, social, videos, ws
+from server.api import admin, apple, chat, creator, dev, http, openapi, pages, payments, social, videos, ws
 from server.api import battles as battles_api
 from server.api import likes as likes_api
 from server.api import moderation as moderation_api
@@ -37,6 +37,7 @@ from server.errors import EngineUnavailable, GiftingError, MethodNotAllowed, Not
 from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.keys import KeySchema
+from server.providers.apple import AppleStore
 from server.purchases import Checkout, Purchases, SandboxCheckout
 from server.settings import Settings
 from server.social import SocialService
@@ -62,6 +63,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         *moderation_api.routes,
         *admin.routes,
         *payments.routes,
+        *apple.routes,
         *likes_api.routes,
         *social.routes,
         *battles_api.routes,
@@ -101,6 +103,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             social=SocialService(store, gifts.name_of),
             battles=battles,
             engine=engine,
+            apple=AppleStore.configured(settings, catalog),
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)
         await store.catalog.apply_to(catalog)

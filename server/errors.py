@@ -1,7 +1,8 @@
 """The error tree: every failure a client can see, with a stable code and an HTTP status.
 
     GiftingError(message, code)           base; ``status`` is the HTTP status
-    ├── BadSignature          400 bad_signature
+    ├── BadSignature          400 bad_signature (a webhook's, or an App Store JWS that does not
+    │                             verify against the configured roots)
     ├── Unauthorized          401 unauthorized, overlay_revoked
     ├── InsufficientCoins     402 insufficient_coins, negative_balance
     ├── Forbidden             403 forbidden, account_frozen
@@ -18,12 +19,15 @@
     │                             daily_payout_cap,
     │                             withdrawal_decided, gift_exists, too_many_pending_orders
     │                             self_follow, not_live, self_battle, already_in_battle,
-    │                             battle_lapsed, battle_not_invited
+    │                             battle_lapsed, battle_not_invited,
+    │                             transaction_claimed, order_not_refunded
     ├── PayloadTooLarge       413 payload_too_large
     ├── RateLimited           429 rate_limited
     │                             muted
     ├── TooManyConnections    429 too_many_connections (room sockets only)
     ├── InvalidRequest        422 invalid_request, unknown_region, below_minimum_withdrawal
+    │                             wrong_app, wrong_environment, transaction_revoked,
+    │                             unknown_product (App Store transactions)
     ├── InternalError         500 internal_error (a bug, or an engine failure that is no outage)
     ├── EngineUnavailable     503 engine_unavailable
     └── ProviderUnavailable   503 provider_unavailable (a payment provider this server is not

@@ -459,6 +459,16 @@ class KeySchema:
         """STRING order id a provider payment id was first seen for."""
         return f"{self.prefix}{{p:{payment_id}}}:order"
 
+    def order_revoked(self, order_id: str) -> str:
+        """STRING, set when a provider refunded an order's transaction before anyone submitted
+        it (App Store), so that its earlier signed copy is refused; no expiry."""
+        return f"{self.prefix}{{o:{order_id}}}:revoked"
+
+    def notification_claim(self, provider: str, notification_id: str) -> str:
+        """STRING, set once a provider's notification (App Store: its notificationUUID) was
+        handled, so a redelivery or a replay changes nothing (expires after 30 days)."""
+        return f"{self.prefix}{{n:{provider}:{notification_id}}}:seen"
+
     def fence(self, key: str) -> str:
         """STRING written in the slot of ``key`` (which must carry a hash tag) so that WAIT
         can confirm the slot's earlier writes reached the replicas (``store.replication``);

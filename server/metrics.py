@@ -66,6 +66,11 @@ COINS_PURCHASED = Counter(
 PURCHASES = Counter(
     "gifting_purchases_total", "Purchase orders credited (redeliveries excluded), by provider", ["provider"]
 )
+RESTORES = Counter(
+    "gifting_restores_total",
+    "Refunded purchases whose refund the provider reversed: coins put back once, by provider",
+    ["provider"],
+)
 CLAWBACKS = Counter(
     "gifting_clawbacks_total",
     "Purchases taken back (redeliveries excluded), by provider and reason (refunded, charged_back)",

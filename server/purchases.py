@@ -7,6 +7,12 @@ in the Lua scripts behind ``store.payments``, the same for all of them:
     open      a pending order, in the price book's amount, expiring unpaid (``order_ttl_s``)
     credit    its coins once per order and once per payment id (``credit_purchase.lua``)
     claw_back a refund or dispute: the coins back out, the buyer's recent gifts reversed
+    restore   a refund the provider reversed: the coins back in, once (``restore_purchase.lua``)
+
+A provider whose payment is taken before the server hears of it (the App Store: the app
+submits the signed transaction) records its order with ``record_and_credit``: the order's
+id is derived from the provider's transaction, so a second submission finds the same order,
+and it is credited through ``credit`` like any other.
 
 Which providers a server takes is configuration: ``checkouts`` holds the web providers
 configured (by name); any other answers ``provider_unavailable``.
@@ -22,10 +28,10 @@ from server import metrics
 from server.clawbacks import Clawbacks
 from server.domain.catalog import Package
 from server.domain.ids import new_id
-from server.errors import ProviderUnavailable
+from server.errors import Conflict, ProviderUnavailable
 from server.settings import Settings
 from server.store import Store
-from server.store.payments import ClawbackOutcome, PaymentOutcome
+from server.store.payments import ClawbackOutcome, PaymentOutcome, RestoreOutcome
 
 # The providers this server knows, whether or not this one is configured for each.
 PROVIDERS = ("sandbox", "stripe", "apple")
@@ -101,6 +107,34 @@ class Purchases:
         if outcome.credited:
             metrics.PURCHASES.labels(provider).inc()
             metrics.COINS_PURCHASED.labels(provider).inc(outcome.coins)
+        return outcome
+
+    async def record_and_credit(
+        self, provider: str, user_id: str, order_id: str, package: Package, payment_id: str, now_ms: int
+    ) -> PaymentOutcome:
+        """Record the order ``order_id`` of ``user_id`` for a payment ``provider`` took already,
+        then ``credit`` it in the price book's amount of ``package``, once. Submitted again by
+        its owner, it credits nothing; by anyone else, ``transaction_claimed`` and nothing
+        changes."""
+        owner = await self.store.payments.claim_order(
+            user_id, order_id, package, now_ms, ttl_s=self.settings.order_ttl_s, provider=provider
+        )
+        if owner != user_id:
+            raise Conflict(
+                f"this {provider} transaction was credited to another account; nothing credited",
+                code="transaction_claimed",
+            )
+        await self.store.replicated(users=[user_id], keys=[self.store.keys.order_owner(order_id)])
+        return await self.credit(
+            provider, order_id, payment_id, package.amount_minor, package.currency, now_ms
+        )
+
+    async def restore(self, provider: str, order_id: str, payment_id: str, now_ms: int) -> RestoreOutcome:
+        """Put back a refunded purchase's coins after ``provider`` reversed the refund, once."""
+        outcome = await self.store.payments.restore(order_id, payment_id, now_ms)
+        await self.store.replicated(users=[outcome.user_id])
+        if outcome.restored:
+            metrics.RESTORES.labels(provider).inc()
         return outcome
 
     async def claw_back(

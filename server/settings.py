@@ -15,6 +15,9 @@ from pathlib import Path
 
 FSYNC_POLICIES = ("always", "everysec")
 LOG_FORMATS = ("text", "json")
+# The App Store environments whose data is signed by Apple. The library's Xcode and
+# LocalTesting environments skip the signature check altogether, so they are not accepted.
+APPLE_ENVIRONMENTS = ("Production", "Sandbox")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
 # How long past the diamond hold a clawback still looks for gifts (docs/MONEY.md).
 CLAWBACK_GRACE_MS = 86_400_000
@@ -90,6 +93,16 @@ class Settings:
     metrics: bool = True  # GET /metrics (server.metrics)
     # The client networks /metrics is served to; empty: any.
     metrics_allow: tuple[IPNetwork, ...] = ()
+    # The App Store (server.providers.apple): on when the bundle id and the root certificates
+    # are set. The app's Apple id is required in Production.
+    apple_bundle_id: str = ""
+    apple_app_id: int | None = None
+    apple_environment: str = "Production"
+    apple_root_certs: tuple[Path, ...] = ()
+
+    @property
+    def apple_enabled(self) -> bool:
+        return bool(self.apple_bundle_id and self.apple_root_certs)
 
     @property
     def clawback_window_ms(self) -> int:
@@ -158,7 +171,14 @@ class Settings:
             log_format=_choice(env, "GIFTING_LOG_FORMAT", cls.log_format, LOG_FORMATS),
             metrics=_flag(env, "GIFTING_METRICS", default=True),
             metrics_allow=_networks(env, "GIFTING_METRICS_ALLOW"),
+            apple_bundle_id=env.get("GIFTING_APPLE_BUNDLE_ID", "").strip(),
+            apple_app_id=_apple_app_id(env),
+            apple_environment=_choice(
+                env, "GIFTING_APPLE_ENVIRONMENT", cls.apple_environment, APPLE_ENVIRONMENTS
+            ),
+            apple_root_certs=_root_certs(env),
         )
+        _check_apple(settings, env)
         if settings.replica_acks and settings.redis_url is None:
             raise SettingsError(
                 "GIFTING_REPLICA_ACKS needs GIFTING_REDIS_URL: the embedded engine has no replicas, "
@@ -360,6 +380,72 @@ def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
                 f"https://example.com, got {origin!r}"
             )
     return origins
+
+
+def _apple_app_id(env: Mapping[str, str]) -> int | None:
+    raw = env.get("GIFTING_APPLE_APP_ID", "").strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or int(raw) <= 0:
+        raise SettingsError(f"GIFTING_APPLE_APP_ID must be the app's numeric Apple ID, got {raw!r}")
+    return int(raw)
+
+
+def _root_certs(env: Mapping[str, str]) -> tuple[Path, ...]:
+    paths = tuple(
+        Path(part.strip()) for part in env.get("GIFTING_APPLE_ROOT_CERTS", "").split(",") if part.strip()
+    )
+    for path in paths:
+        if not path.is_file():
+            raise SettingsError(f"GIFTING_APPLE_ROOT_CERTS: no certificate file at {str(path)!r}")
+    return paths
+
+
+def load_root(path: Path) -> bytes:
+    """A root certificate's DER bytes, from a DER or PEM file."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    raw = path.read_bytes()
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in raw:
+            return x509.load_pem_x509_certificate(raw).public_bytes(Encoding.DER)
+        return x509.load_der_x509_certificate(raw).public_bytes(Encoding.DER)
+    except ValueError as exc:
+        raise SettingsError(f"GIFTING_APPLE_ROOT_CERTS: {str(path)!r} is not a certificate ({exc})") from None
+
+
+def _check_apple(settings: Settings, env: Mapping[str, str]) -> None:
+    """The App Store is configured in full or not at all, with certificates and products."""
+    bundle, roots = bool(settings.apple_bundle_id), bool(settings.apple_root_certs)
+    if bundle != roots:
+        missing = "GIFTING_APPLE_ROOT_CERTS" if bundle else "GIFTING_APPLE_BUNDLE_ID"
+        raise SettingsError(
+            f"the App Store is half configured: {missing} is missing; set GIFTING_APPLE_BUNDLE_ID and "
+            "GIFTING_APPLE_ROOT_CERTS (Apple's root certificates) together, or neither"
+        )
+    if not bundle:
+        stray = [name for name in ("GIFTING_APPLE_APP_ID", "GIFTING_APPLE_ENVIRONMENT") if env.get(name)]
+        if stray:
+            raise SettingsError(
+                f"{', '.join(stray)} set without GIFTING_APPLE_BUNDLE_ID and GIFTING_APPLE_ROOT_CERTS: "
+                "the App Store is half configured"
+            )
+        return
+    if settings.apple_environment == "Production" and settings.apple_app_id is None:
+        raise SettingsError(
+            "GIFTING_APPLE_APP_ID (the app's Apple ID, from App Store Connect) is required when "
+            "GIFTING_APPLE_ENVIRONMENT is Production"
+        )
+    for path in settings.apple_root_certs:
+        load_root(path)
+    from server.domain.catalog import Catalog
+
+    if settings.apple_bundle_id not in Catalog.load_default().apple:
+        raise SettingsError(
+            f"GIFTING_APPLE_BUNDLE_ID is {settings.apple_bundle_id!r}, but the catalog sells no App Store "
+            'products for it (server/data/catalog.toml, [apple."<bundle id>"])'
+        )
 
 
 def _client_dir(env: Mapping[str, str]) -> Path | None:

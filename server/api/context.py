@@ -18,6 +18,7 @@ from server.engine import EngineSupervisor
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.gifting import GiftService
 from server.hub.hub import Hub
+from server.providers.apple import AppleStore
 from server.purchases import Purchases
 from server.settings import Settings
 from server.social import SocialService
@@ -38,6 +39,8 @@ class Context:
     battles: BattleService
     # The embedded engine's supervisor, in the process that runs it (one process serving).
     engine: EngineSupervisor | None = None
+    # The App Store, if configured (GIFTING_APPLE_*).
+    apple: AppleStore | None = None
 
 
 def context(conn: HTTPConnection) -> Context:

@@ -30,6 +30,8 @@ from server.domain.chat import ChatRequest, ChatSettings, MuteRequest
 from server.domain.ids import ID_PATTERN
 from server.domain.limits import is_exempt
 from server.domain.requests import (
+    AppleNotification,
+    AppleTransactionRequest,
     BattleRequest,
     CreateRoomRequest,
     DecisionRequest,
@@ -57,7 +59,7 @@ SCHEMA_REF = "#/components/schemas/{name}"
 
 # Every error code a route answers with, by HTTP status, and what the status means.
 STATUSES: dict[int, tuple[str, tuple[str, ...]]] = {
-    400: ("Bad webhook signature", ("bad_signature",)),
+    400: ("Bad webhook or App Store signature", ("bad_signature",)),
     401: ("No, malformed, expired or wrongly signed bearer token", ("unauthorized",)),
     402: ("Not enough coins", ("insufficient_coins", "negative_balance")),
     403: ("Not allowed", ("forbidden", "account_frozen", "daily_limit_exceeded",
@@ -75,9 +77,11 @@ STATUSES: dict[int, tuple[str, tuple[str, ...]]] = {
                                               "withdrawal_decided", "gift_exists",
                                               "too_many_pending_orders",
                                               "self_follow", "self_battle", "already_in_battle",
-                                              "battle_lapsed", "battle_not_invited")),
+                                              "battle_lapsed", "battle_not_invited",
+                                              "transaction_claimed", "order_not_refunded")),
     413: ("The body is over 64 KiB", ("payload_too_large",)),
-    422: ("Invalid request", ("invalid_request", "unknown_region", "below_minimum_withdrawal")),
+    422: ("Invalid request", ("invalid_request", "unknown_region", "below_minimum_withdrawal",
+                              "wrong_app", "wrong_environment", "transaction_revoked", "unknown_product")),
     429: ("Too many requests; Retry-After says when to retry", ("rate_limited",
                                                                 "slow_mode",
                                                                 "muted")),
@@ -204,6 +208,18 @@ OPERATIONS: tuple[Operation, ...] = (
                       "provider_unavailable")),
     Operation("GET", "/v1/purchases/{order_id}", "One of the caller's orders", roles=ANY_ROLE,
               returns=ORDER, errors=("not_found",)),
+    Operation("POST", "/v1/purchases/apple", "Credit an App Store consumable the caller bought in the app "
+              "(StoreKit's signed transaction), once; its order (apple_<transactionId>) with credited, false "
+              "when submitted again", AppleTransactionRequest, roles=ANY_ROLE,
+              returns=(*ORDER, "transaction_id", "credited"),
+              errors=("provider_unavailable", "bad_signature", "wrong_app", "wrong_environment",
+                      "transaction_revoked", "unknown_product", "transaction_claimed", "order_already_paid",
+                      "payment_reused")),
+    Operation("POST", "/v1/payments/apple/notifications", "An App Store Server Notification V2, signed by "
+              "Apple (no bearer token): REFUND claws the purchase back, REFUND_REVERSED restores it, once "
+              "per notificationUUID", AppleNotification, returns=("received", "handled"),
+              errors=("provider_unavailable", "bad_signature", "wrong_app", "wrong_environment",
+                      "order_not_paid", "order_not_refunded", "payment_mismatch")),
     Operation("POST", "/v1/sandbox/orders/{order_id}/pay", "Pay an order through the sandbox (demo mode)",
               roles=ANY_ROLE, returns=("payment_id", "order_id"),
               errors=("not_found", "order_already_paid", "order_flagged", "amount_mismatch")),

@@ -128,6 +128,7 @@ class BooksChecker:
                 "coins_in_wallets",
                 "coins_gifted",
                 "coins_clawed_back",
+                "coins_restored",
                 "diamonds_credited",
                 "diamonds_reversed",
                 *(f"diamonds_{b}" for b in HELD_BUCKETS),
@@ -152,7 +153,9 @@ class BooksChecker:
         self._credits: dict[str, _Credit] = {}
         self._reversals: dict[str, _Reversal] = {}
         self._purchases: dict[tuple[str, str], int] = {}
+        # Orders ever clawed back, and those clawed back with no restore since.
         self._clawed: set[tuple[str, str]] = set()
+        self._refunded: set[tuple[str, str]] = set()
         self._taken: dict[str, _Taken] = {}
         self._queued: set[str] = set()
         self._reversed_by: dict[str, str] = {}
@@ -211,6 +214,8 @@ class BooksChecker:
             elif kind == "clawback":
                 self._clawback(user_id, entry_id, ref, -delta)
                 self._take_back(user_id, wallet, f, ref, -delta, balance)
+            elif kind == "restore":
+                self._restore(user_id, entry_id, ref, delta)
             else:
                 self.violate("coin_entry", "user", user_id, f"entry {entry_id} has unknown kind {kind!r}")
         wallet.running = running
@@ -269,10 +274,37 @@ class BooksChecker:
                 user_id,
                 f"clawback {entry_id} of order {order} takes {coins} coins; the order credited {bought}",
             )
-        if (user_id, order) in self._clawed:
-            self.violate("purchase_once", "user", user_id, f"order {order} is clawed back twice")
+        if (user_id, order) in self._refunded:
+            self.violate(
+                "purchase_once",
+                "user",
+                user_id,
+                f"order {order} is clawed back twice with no restore between",
+            )
         self._clawed.add((user_id, order))
+        self._refunded.add((user_id, order))
         self.totals["coins_clawed_back"] += coins
+
+    def _restore(self, user_id: str, entry_id: str, order: str, coins: int) -> None:
+        """A refund the provider reversed: the coins its clawback took come back, once."""
+        self._count("purchase_once")
+        if (user_id, order) not in self._refunded:
+            self.violate(
+                "purchase_once",
+                "user",
+                user_id,
+                f"restore {entry_id} of order {order}, which has no clawback to restore",
+            )
+        elif coins != self._purchases.get((user_id, order)):
+            self.violate(
+                "purchase_once",
+                "user",
+                user_id,
+                f"restore {entry_id} of order {order} puts back {coins} coins; the order credited "
+                f"{self._purchases.get((user_id, order))}",
+            )
+        self._refunded.discard((user_id, order))
+        self.totals["coins_restored"] += coins
 
     def wallet(
         self,
@@ -844,14 +876,15 @@ class BooksChecker:
         t = self.totals
         self._count("coin_conservation")
         accounted = t["coins_in_wallets"] + t["coins_gifted"] + t["coins_clawed_back"]
-        if t["coins_purchased"] != accounted:
+        came_in = t["coins_purchased"] + t["coins_restored"]
+        if came_in != accounted:
             self.violate(
                 "coin_conservation",
                 "books",
                 "",
-                f"{t['coins_purchased']} coins bought; wallets {t['coins_in_wallets']} + gifted "
-                f"{t['coins_gifted']} + clawed back {t['coins_clawed_back']} = {accounted} "
-                f"(off by {accounted - t['coins_purchased']:+})",
+                f"{t['coins_purchased']} coins bought + {t['coins_restored']} restored = {came_in}; "
+                f"wallets {t['coins_in_wallets']} + gifted {t['coins_gifted']} + clawed back "
+                f"{t['coins_clawed_back']} = {accounted} (off by {accounted - came_in:+})",
             )
         self._count("diamond_conservation")
         owed = t["diamonds_credited"] - t["diamonds_reversed"]

@@ -30,10 +30,12 @@ DECISIONS = {"withdrawal_paid": "paid", "withdrawal_rejected": "rejected"}
 INVARIANTS = {
     "wallet_balance": "each wallet's coins equal the sum of its ledger's deltas",
     "running_balance": "each coin ledger entry's balance is the running sum of the deltas",
-    "coin_entry": "each coin ledger entry is a purchase, gift or clawback with sound fields, "
+    "coin_entry": "each coin ledger entry is a purchase, gift, clawback or restore with sound fields, "
     "each gift debited once",
-    "purchase_once": "each order is credited at most once and clawed back at most once, by its own coins",
-    "coin_conservation": "coins bought = coins in wallets + coins gifted + coins clawed back",
+    "purchase_once": "each order is credited at most once; it is clawed back at most once, again only "
+    "after a restore, and restored only after a clawback; each by its own coins",
+    "coin_conservation": "coins bought + coins restored = coins in wallets + coins gifted "
+    "+ coins clawed back",
     "earnings_bucket": "each creator's pending, available, reserved, withdrawn and reversed "
     "equal the sums over the diamond ledger",
     "earnings_lifetime": "each creator's lifetime equals the diamonds of its gift credits",
@@ -140,6 +142,7 @@ class AuditResult:
             f"coins in wallets   {t['coins_in_wallets']:>16,}",
             f"coins gifted       {t['coins_gifted']:>16,}",
             f"coins clawed back  {t['coins_clawed_back']:>16,}",
+            f"coins restored     {t['coins_restored']:>16,}",
             f"diamonds credited  {t['diamonds_credited']:>16,}",
             f"diamonds reversed  {t['diamonds_reversed']:>16,}",
             f"diamonds held      {t['diamonds_held']:>16,}  (pending {t['diamonds_pending']:,}, "

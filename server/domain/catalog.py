@@ -1,10 +1,11 @@
-"""The catalog: gifts with coin costs and coin packages priced per region in minor units."""
+"""The catalog: gifts with coin costs, coin packages priced per region in minor units, and
+the App Store products (per app bundle) that buy a package's coins."""
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Annotated, Any
 
@@ -85,6 +86,8 @@ class Catalog:
 
     gifts: dict[str, Gift]
     regions: dict[str, dict[str, Package]]
+    # App bundle id -> App Store product id -> the package whose coins (and price) it buys.
+    apple: dict[str, dict[str, Package]] = field(default_factory=dict)
 
     def apply(self, gift: Gift) -> None:
         self.gifts[gift.id] = gift
@@ -124,7 +127,7 @@ class Catalog:
                     currency=currency,
                 )
                 regions[region][package.id] = package
-        return cls(gifts=gifts, regions=regions)
+        return cls(gifts=gifts, regions=regions, apple=_apple_products(raw.get("apple", {}), regions))
 
     def gift(self, gift_id: str) -> Gift:
         """A gift that can be sent now; ``unknown_gift`` if there is none or it was retired."""
@@ -143,11 +146,42 @@ class Catalog:
             raise InvalidRequest(f"unknown region {region!r}; known regions: {known}", code="unknown_region")
         return region
 
+    def apple_product(self, bundle_id: str, product_id: str) -> Package:
+        """The package an App Store product of ``bundle_id`` buys; ``unknown_product`` if the
+        catalog sells no such product."""
+        package = self.apple.get(bundle_id, {}).get(product_id)
+        if package is None:
+            raise InvalidRequest(
+                f"no App Store product {product_id[:100]!r} for app {bundle_id!r}: nothing credited",
+                code="unknown_product",
+            )
+        return package
+
     def package(self, region: str, package_id: str) -> Package:
         for package in self.packages(region):
             if package.id == package_id:
                 return package
         raise NotFound(f"no package {package_id!r} in region {region!r}", code="unknown_package")
+
+
+def _apple_products(
+    raw: Mapping[str, Any], regions: dict[str, dict[str, Package]]
+) -> dict[str, dict[str, Package]]:
+    """Each bundle's products, each naming a package of the bundle's region."""
+    products: dict[str, dict[str, Package]] = {}
+    for bundle_id, body in raw.items():
+        region = str(body.get("region", ""))
+        if region not in regions:
+            raise ValueError(f"apple bundle {bundle_id!r}: region {region!r} sells no packages")
+        products[bundle_id] = {}
+        for entry in body.get("products", []):
+            product_id, package_id = str(entry["id"]), str(entry["package"])
+            if package_id not in regions[region]:
+                raise ValueError(f"apple product {product_id!r}: no package {package_id!r} in {region}")
+            if product_id in products[bundle_id]:
+                raise ValueError(f"apple product {product_id!r} is listed twice")
+            products[bundle_id][product_id] = regions[region][package_id]
+    return products
 
 
 def _positive_int(value: object, what: str) -> int:

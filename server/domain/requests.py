@@ -44,6 +44,22 @@ class PurchaseRequest(Strict, frozen=True):
     provider: Literal["sandbox", "stripe"] | None = None
 
 
+# A JWS of the App Store: three base64url parts (the header carries three certificates).
+SignedData = Annotated[str, msgspec.Meta(min_length=1, max_length=32_768)]
+
+
+class AppleTransactionRequest(Strict, frozen=True):
+    """A transaction the app got from StoreKit, as Apple signed it (``jwsRepresentation``)."""
+
+    signed_transaction: SignedData
+
+
+class AppleNotification(msgspec.Struct, frozen=True):
+    """An App Store Server Notification V2; Apple may add fields, which are ignored."""
+
+    signedPayload: SignedData
+
+
 class RegionRequest(Strict, frozen=True):
     region: Region | None
 

@@ -14,6 +14,7 @@ from server.store.scripts import (
     CLAW_BACK,
     CREATE_ORDER,
     CREDIT_PURCHASE,
+    RESTORE_PURCHASE,
     Arguments,
     Refusals,
     ScriptRunner,
@@ -22,6 +23,9 @@ from server.store.scripts import (
 
 # A payment id claim is kept for as long as a provider may redeliver a webhook (30 days).
 PAYMENT_CLAIM_TTL_S = 30 * 86_400
+# An order recorded for a payment the provider already took is paid at once: no cap on the
+# buyer's pending web orders may refuse it.
+NO_PENDING_CAP = 2**31
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,17 @@ class ClawbackOutcome:
     balance: int | None
     coins_spent: int
     gifts_queued: int
+
+
+@dataclass(frozen=True)
+class RestoreOutcome:
+    """What a verified refund reversal did: ``restored`` is False if the order was paid already."""
+
+    order_id: str
+    user_id: str
+    restored: bool
+    balance: int | None
+    coins: int = 0
 
 
 class Payments:
@@ -101,6 +116,40 @@ class Payments:
         # ``now_ms``. Until then a webhook cannot reach the order, whose id nobody knows yet.
         await self._redis.set(self._keys.order_owner(order_id), user_id, pxat=int(reply[1]))
         return _order_view(order)
+
+    async def claim_order(
+        self, user_id: str, order_id: str, package: Package, now_ms: int, *, ttl_s: int, provider: str
+    ) -> str:
+        """The order ``order_id`` (derived from a provider's transaction) for ``user_id``,
+        written once by whoever names it first; the id of its owner, another user's if someone
+        claimed it before. A second claim by the owner writes nothing: the order, paid or
+        not, stays as it is. Until it is paid, it and its owner pointer expire after ``ttl_s``."""
+        owner_key = self._keys.order_owner(order_id)
+        await self._redis.set(owner_key, user_id, nx=True, ex=ttl_s)
+        owner: str | None = await self._redis.get(owner_key)
+        if owner is None:  # expired unpaid between the two steps: name it again
+            await self._redis.set(owner_key, user_id, nx=True, ex=ttl_s)
+            owner = await self._redis.get(owner_key)
+        if owner != user_id:
+            return owner or ""
+        order = {
+            "order_id": order_id,
+            "user_id": user_id,
+            "package_id": package.id,
+            "region": package.region,
+            "coins": package.coins,
+            "amount_minor": package.amount_minor,
+            "currency": package.currency,
+            "state": "pending",
+            "created_ms": now_ms,
+            "provider": provider,
+        }
+        reply = await self._runner.call(
+            CREATE_ORDER,
+            *create_order_arguments(self._keys.user(user_id), order, now_ms, ttl_s, NO_PENDING_CAP),
+        )
+        outcome(CREATE_ORDER, reply, ("ok", "exists"), {})
+        return user_id
 
     async def get_order(self, user_id: str, order_id: str) -> dict[str, Any]:
         """The order as its owner sees it; ``NotFound`` for anyone else, exactly as for an
@@ -199,6 +248,29 @@ class Payments:
             return ClawbackOutcome(order_id, owner, True, int(reply[1]), int(reply[2]), int(reply[3]))
         return ClawbackOutcome(order_id, owner, False, None, 0, 0)
 
+    async def restore(self, order_id: str, payment_id: str, now_ms: int) -> RestoreOutcome:
+        """Put back the coins of ``order_id``, refunded, once the provider reversed the refund."""
+        owner = await self.order_owner(order_id)
+        if owner is None:
+            raise NotFound(f"no order {order_id!r}")
+        reply = await self._runner.call(
+            RESTORE_PURCHASE,
+            *restore_purchase_arguments(self._keys.user(owner), order_id, payment_id, now_ms),
+        )
+        refusals: Refusals = {
+            "not_refunded": lambda reply: Conflict(
+                f"order {order_id!r} is {reply[1]}: there is no refund to reverse", code="order_not_refunded"
+            ),
+            "wrong_payment": lambda reply: Conflict(
+                f"order {order_id!r} was paid by payment {reply[1]!r}, not {payment_id!r}",
+                code="payment_mismatch",
+            ),
+            "unknown": lambda _: NotFound(f"no order {order_id!r}"),
+        }
+        if outcome(RESTORE_PURCHASE, reply, ("ok", "already"), refusals)[0] == "ok":
+            return RestoreOutcome(order_id, owner, True, int(reply[1]), int(reply[2]))
+        return RestoreOutcome(order_id, owner, False, None)
+
 
 def create_order_arguments(
     user: UserKeys, order: dict[str, Any], now_ms: int, ttl_s: int, max_pending: int
@@ -239,6 +311,11 @@ def claw_back_arguments(
     )
 
 
+def restore_purchase_arguments(user: UserKeys, order_id: str, payment_id: str, now_ms: int) -> Arguments:
+    """KEYS and ARGV of ``restore_purchase.lua``."""
+    return [user.order(order_id), user.wallet, user.ledger], [payment_id, now_ms, order_id]
+
+
 def _order_view(raw: dict[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {
         "order_id": raw["order_id"],
@@ -256,4 +333,6 @@ def _order_view(raw: dict[str, Any]) -> dict[str, Any]:
         view["flag"] = raw["flag"]
     if "clawed_back_ms" in raw:
         view["clawed_back_ms"] = int(raw["clawed_back_ms"])
+    if "restored_ms" in raw:
+        view["restored_ms"] = int(raw["restored_ms"])
     return view

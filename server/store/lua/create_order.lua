@@ -12,6 +12,8 @@
 -- Returns one of:
 --   {"ok", expires_ms}       written, expiring at expires_ms, and counted
 --   {"too_many", pending}    the user holds `pending` unexpired pending orders: nothing written
+--   {"exists"}               an order of this id exists (a provider's order id, derived from its
+--                            transaction, submitted again): nothing written
 
 local order_key = KEYS[1]
 local pending_key = KEYS[2]
@@ -20,6 +22,9 @@ local now_ms = tonumber(ARGV[2])
 local ttl_ms = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
 
+if redis.call('EXISTS', order_key) == 1 then
+  return {'exists'}
+end
 redis.call('ZREMRANGEBYSCORE', pending_key, '-inf', now_ms)
 local pending = redis.call('ZCARD', pending_key)
 if pending >= cap then

@@ -1,0 +1,1 @@
+"""Payment providers: each verifies what its platform signed and feeds ``server.purchases``."""
