@@ -497,6 +497,37 @@ def test_a_stripe_payment_of_a_sandbox_order_is_refunded(books: Books, localstri
     audited(books)
 
 
+def test_a_payment_of_the_wrong_amount_flags_the_order_and_is_kept(
+    books: Books, localstripe: LocalStripe
+) -> None:
+    """Answered 200 so that Stripe stops redelivering: the order is flagged for a person to
+    decide (credit or refund by hand), nothing is credited, nothing refunded."""
+    api = books.api
+    for amount, currency in ((500, "usd"), (999, "eur")):
+        buyer = unique("v")
+        order = stripe_order(api, buyer)
+        metadata = {"order_id": order["order_id"], "user_id": buyer, "books": books.prefix}
+        short = localstripe.create_intent(amount, currency, metadata)
+        localstripe.pay(short)
+        wait_for(
+            lambda: order_of(api, buyer, order["order_id"])["state"] == "flagged",  # noqa: B023
+            "the order flagged",
+        )
+        answer = deliver(api, event("payment_intent.succeeded", localstripe.intent(short)))
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {
+            "received": True,
+            "handled": True,
+            "credited": False,
+            "flagged": True,
+            "reason": "order_flagged",
+        }
+        assert order_of(api, buyer, order["order_id"])["flag"] == "amount_mismatch"
+        assert api.coins(buyer) == 0 and api.ledger(buyer) == []
+        assert localstripe.refunds(short) == []
+    audited(books)
+
+
 def test_a_payment_of_another_deployment_is_left_alone(books: Books, localstripe: LocalStripe) -> None:
     """Every endpoint of a Stripe account gets all its events: a PaymentIntent this server did
     not open (other books) is acknowledged, neither credited nor refunded."""
