@@ -21,6 +21,7 @@ from server.api import admin, apple, chat, creator, dev, http, openapi, pages, p
 from server.api import battles as battles_api
 from server.api import likes as likes_api
 from server.api import moderation as moderation_api
+from server.api import stripe as stripe_api
 from server.api.answers import client_error
 from server.api.context import JSON, Context, now_ms
 from server.api.deadline import EngineBudget
@@ -38,6 +39,7 @@ from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.keys import KeySchema
 from server.providers.apple import AppleStore
+from server.providers.stripe import StripeCheckout
 from server.purchases import Checkout, Purchases, SandboxCheckout
 from server.settings import Settings
 from server.social import SocialService
@@ -64,6 +66,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         *admin.routes,
         *payments.routes,
         *apple.routes,
+        *stripe_api.routes,
         *likes_api.routes,
         *social.routes,
         *battles_api.routes,
@@ -91,6 +94,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         hub = Hub(store, catalog, settings)
         battles = BattleService(store, gifts.name_of, functools.partial(gifts.sweep, by_debit=True))
         clawbacks = Clawbacks(store, settings.clawback_window_ms)
+        web = checkouts(settings)
         app.state.ctx = sockets.context = Context(
             settings=settings,
             store=store,
@@ -98,7 +102,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             gifts=gifts,
             hub=hub,
             clawbacks=clawbacks,
-            purchases=Purchases(store, settings, clawbacks, checkouts(settings)),
+            purchases=Purchases(store, settings, clawbacks, web),
             chat=ChatService(store, settings, gifts.name_of),
             social=SocialService(store, gifts.name_of),
             battles=battles,
@@ -139,6 +143,8 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             sandbox = getattr(app.state, "sandbox_client", None)
             if sandbox is not None:
                 await sandbox.aclose()
+            for checkout in web.values():
+                await checkout.close()
 
     starlette = Starlette(
         routes=routes,
@@ -177,6 +183,8 @@ def checkouts(settings: Settings) -> dict[str, Checkout]:
     configured: dict[str, Checkout] = {}
     if settings.webhook_secret:
         configured["sandbox"] = SandboxCheckout()
+    if settings.stripe_enabled:
+        configured["stripe"] = StripeCheckout(settings)
     return configured
 
 

@@ -46,6 +46,10 @@ class Checkout(Protocol):
         """Fields added to the new order's answer (Stripe: the PaymentIntent's client secret)."""
         ...
 
+    async def close(self) -> None:
+        """Release what the provider's client holds (connections), at shutdown."""
+        ...
+
 
 class SandboxCheckout:
     """The server's own signed webhook (``api.payments``), on when ``GIFTING_WEBHOOK_SECRET`` is
@@ -53,6 +57,9 @@ class SandboxCheckout:
 
     async def start(self, order: dict[str, Any]) -> dict[str, Any]:
         return {}
+
+    async def close(self) -> None:
+        return None
 
 
 @dataclass
@@ -93,7 +100,8 @@ class Purchases:
         )
         # The order is paid elsewhere next; its payment must find it on whichever master is up.
         await self.store.replicated(users=[user_id], keys=[self.store.keys.order_owner(order_id)])
-        return {**order, **await checkout.start(order)}
+        # The checkout also learns the buyer (a provider's records name it); the answer does not.
+        return {**order, **await checkout.start({**order, "user_id": user_id})}
 
     async def credit(
         self, provider: str, order_id: str, payment_id: str, amount_minor: int, currency: str, now_ms: int

@@ -188,10 +188,13 @@ class Api:
         me: dict[str, Any] = reply.json()
         return me
 
-    def order(self, user_id: str, package_id: str = "us_550", region: str = "US") -> dict[str, Any]:
-        reply = self.http.post(
-            "/v1/purchases", json={"package_id": package_id, "region": region}, headers=self.auth(user_id)
-        )
+    def order(
+        self, user_id: str, package_id: str = "us_550", region: str = "US", provider: str | None = None
+    ) -> dict[str, Any]:
+        body = {"package_id": package_id, "region": region}
+        if provider is not None:
+            body["provider"] = provider
+        reply = self.http.post("/v1/purchases", json=body, headers=self.auth(user_id))
         assert reply.status_code == 201, reply.text
         order: dict[str, Any] = reply.json()
         return order
@@ -200,7 +203,8 @@ class Api:
         return self.http.post(f"/v1/sandbox/orders/{order_id}/pay", headers=self.auth(user_id))
 
     def buy(self, user_id: str, package_id: str = "us_550", region: str = "US") -> dict[str, Any]:
-        order = self.order(user_id, package_id, region)
+        """An order paid through the sandbox (demo mode)."""
+        order = self.order(user_id, package_id, region, "sandbox")
         reply = self.pay(user_id, order["order_id"])
         assert reply.status_code == 200, reply.text
         return order

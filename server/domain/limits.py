@@ -14,11 +14,18 @@ from typing import Any
 
 # Probes and Prometheus scrapes hit these often and cheaply (a refused scrape is a gap in every
 # graph); static files are the browser pages' assets. The payment webhooks (the sandbox's,
-# the App Store's notifications) are signed (checked before any engine work) and come from the
-# provider's few addresses in bursts, which a 429 would only turn into redeliveries and late
-# coins or refunds.
+# Stripe's, the App Store's notifications) are signed (checked before any engine work) and come
+# from the provider's few addresses in bursts, which a 429 would only turn into redeliveries
+# and late coins or refunds.
 EXEMPT_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/v1/payments/webhook", "/v1/payments/apple/notifications"}
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/payments/webhook",
+        "/v1/payments/stripe/webhook",
+        "/v1/payments/apple/notifications",
+    }
 )
 EXEMPT_PREFIXES = ("/static/",)
 # The bucket shared by every client whose address is not an IP address.
