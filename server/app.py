@@ -21,6 +21,7 @@ from server.api import admin, chat, creator, dev, http, openapi, pages, payments
 from server.api import battles as battles_api
 from server.api import likes as likes_api
 from server.api import moderation as moderation_api
+from server.api import stripe as stripe_api
 from server.api.answers import client_error
 from server.api.context import JSON, Context, now_ms
 from server.api.deadline import EngineBudget
@@ -37,7 +38,8 @@ from server.errors import EngineUnavailable, GiftingError, MethodNotAllowed, Not
 from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.keys import KeySchema
-from server.purchases import Purchases
+from server.providers.stripe import StripeCheckout
+from server.purchases import Checkout, Purchases, SandboxCheckout
 from server.settings import Settings
 from server.social import SocialService
 from server.store import UNAVAILABLE, Store
@@ -62,6 +64,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         *moderation_api.routes,
         *admin.routes,
         *payments.routes,
+        *stripe_api.routes,
         *likes_api.routes,
         *social.routes,
         *battles_api.routes,
@@ -89,6 +92,10 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         hub = Hub(store, catalog, settings)
         battles = BattleService(store, gifts.name_of, functools.partial(gifts.sweep, by_debit=True))
         clawbacks = Clawbacks(store, settings.clawback_window_ms)
+        checkouts: dict[str, Checkout] = {"sandbox": SandboxCheckout()}
+        stripe = StripeCheckout(settings) if settings.stripe_enabled else None
+        if stripe is not None:
+            checkouts["stripe"] = stripe
         app.state.ctx = sockets.context = Context(
             settings=settings,
             store=store,
@@ -96,7 +103,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             gifts=gifts,
             hub=hub,
             clawbacks=clawbacks,
-            purchases=Purchases(store, settings, clawbacks),
+            purchases=Purchases(store, settings, clawbacks, checkouts),
             chat=ChatService(store, settings, gifts.name_of),
             social=SocialService(store, gifts.name_of),
             battles=battles,
@@ -136,6 +143,8 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             sandbox = getattr(app.state, "sandbox_client", None)
             if sandbox is not None:
                 await sandbox.aclose()
+            if stripe is not None:
+                await stripe.close()
 
     starlette = Starlette(
         routes=routes,

@@ -25,6 +25,7 @@
     ├── TooManyConnections    429 too_many_connections (room sockets only)
     ├── InvalidRequest        422 invalid_request, unknown_region, below_minimum_withdrawal
     ├── InternalError         500 internal_error (a bug, or an engine failure that is no outage)
+    ├── ProviderError         502 provider_error (a payment provider failed or could not be reached)
     ├── EngineUnavailable     503 engine_unavailable
     └── ProviderUnavailable   503 provider_unavailable (a payment provider this server is not
                                   configured for)
@@ -133,6 +134,14 @@ class ProviderUnavailable(GiftingError):
 
     status = 503
     default_code = "provider_unavailable"
+
+
+class ProviderError(GiftingError):
+    """A payment provider that this server is configured for failed to answer, or answered
+    with an error: an outage or a refusal on its side, never the caller's fault."""
+
+    status = 502
+    default_code = "provider_error"
 
 
 class InternalError(GiftingError):

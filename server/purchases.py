@@ -79,7 +79,8 @@ class Purchases:
         )
         # The order is paid elsewhere next; its payment must find it on whichever master is up.
         await self.store.replicated(users=[user_id], keys=[self.store.keys.order_owner(order_id)])
-        return {**order, **await checkout.start(order)}
+        # The checkout also learns the buyer (a provider's records name it); the answer does not.
+        return {**order, **await checkout.start({**order, "user_id": user_id})}
 
     async def credit(
         self, provider: str, order_id: str, payment_id: str, amount_minor: int, currency: str, now_ms: int

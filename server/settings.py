@@ -19,6 +19,9 @@ _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
 # How long past the diamond hold a clawback still looks for gifts (docs/MONEY.md).
 CLAWBACK_GRACE_MS = 86_400_000
 IPNetwork = IPv4Network | IPv6Network
+# Stripe's API, and Stripe.js, which Stripe requires pages to load from its own origin.
+STRIPE_API_BASE = "https://api.stripe.com"
+STRIPE_JS_URL = "https://js.stripe.com/v3/"
 
 
 class SettingsError(ValueError):
@@ -90,6 +93,17 @@ class Settings:
     metrics: bool = True  # GET /metrics (server.metrics)
     # The client networks /metrics is served to; empty: any.
     metrics_allow: tuple[IPNetwork, ...] = ()
+    # Stripe (server/providers/stripe.py): on when its secret key and webhook secrets are set.
+    stripe_secret_key: str = ""
+    stripe_publishable_key: str = ""
+    # Every secret a Stripe webhook may be signed with: several while one is being rotated.
+    stripe_webhook_secrets: tuple[str, ...] = ()
+    stripe_api_base: str = STRIPE_API_BASE
+    stripe_js_url: str = STRIPE_JS_URL
+
+    @property
+    def stripe_enabled(self) -> bool:
+        return bool(self.stripe_secret_key and self.stripe_webhook_secrets)
 
     @property
     def clawback_window_ms(self) -> int:
@@ -158,7 +172,13 @@ class Settings:
             log_format=_choice(env, "GIFTING_LOG_FORMAT", cls.log_format, LOG_FORMATS),
             metrics=_flag(env, "GIFTING_METRICS", default=True),
             metrics_allow=_networks(env, "GIFTING_METRICS_ALLOW"),
+            stripe_secret_key=env.get("GIFTING_STRIPE_SECRET_KEY", "").strip(),
+            stripe_publishable_key=env.get("GIFTING_STRIPE_PUBLISHABLE_KEY", "").strip(),
+            stripe_webhook_secrets=_list(env, "GIFTING_STRIPE_WEBHOOK_SECRETS"),
+            stripe_api_base=_url(env, "GIFTING_STRIPE_API_BASE", STRIPE_API_BASE).rstrip("/"),
+            stripe_js_url=_url(env, "GIFTING_STRIPE_JS_URL", STRIPE_JS_URL),
         )
+        _check_stripe(settings)
         if settings.replica_acks and settings.redis_url is None:
             raise SettingsError(
                 "GIFTING_REPLICA_ACKS needs GIFTING_REDIS_URL: the embedded engine has no replicas, "
@@ -357,6 +377,58 @@ def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
                 f"https://example.com, got {origin!r}"
             )
     return origins
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", raw):
+        raise SettingsError(f"{name} must be an http(s) URL such as {default}, got {raw!r}")
+    return raw
+
+
+STRIPE_ADVICE = (
+    "Stripe needs GIFTING_STRIPE_SECRET_KEY (sk_... or rk_...), GIFTING_STRIPE_PUBLISHABLE_KEY (pk_...) "
+    "and GIFTING_STRIPE_WEBHOOK_SECRETS (whsec_..., comma-separated) together, from one Stripe account "
+    "and mode; leave all three unset to run without Stripe"
+)
+
+
+def _check_stripe(settings: Settings) -> None:
+    """All of Stripe's settings or none: half a configuration would take payments it cannot
+    credit (no webhook secret) or open orders no page can pay (no publishable key)."""
+    secret, publishable = settings.stripe_secret_key, settings.stripe_publishable_key
+    if not (secret or publishable or settings.stripe_webhook_secrets):
+        return
+    missing = [
+        name
+        for name, value in (
+            ("GIFTING_STRIPE_SECRET_KEY", secret),
+            ("GIFTING_STRIPE_PUBLISHABLE_KEY", publishable),
+            ("GIFTING_STRIPE_WEBHOOK_SECRETS", settings.stripe_webhook_secrets),
+        )
+        if not value
+    ]
+    if missing:
+        raise SettingsError(f"{' and '.join(missing)} unset: {STRIPE_ADVICE}")
+    if not secret.startswith(("sk_", "rk_")):
+        raise SettingsError(f"GIFTING_STRIPE_SECRET_KEY must start with sk_ or rk_; {STRIPE_ADVICE}")
+    if not publishable.startswith("pk_"):
+        raise SettingsError(f"GIFTING_STRIPE_PUBLISHABLE_KEY must start with pk_; {STRIPE_ADVICE}")
+    for webhook_secret in settings.stripe_webhook_secrets:
+        if not webhook_secret.startswith("whsec_") or len(webhook_secret) < 16:
+            raise SettingsError(
+                f"GIFTING_STRIPE_WEBHOOK_SECRETS must list the endpoints' signing secrets (whsec_...); "
+                f"{STRIPE_ADVICE}"
+            )
+    if ("_live_" in secret) != ("_live_" in publishable):
+        raise SettingsError(
+            "GIFTING_STRIPE_SECRET_KEY and GIFTING_STRIPE_PUBLISHABLE_KEY are of different modes "
+            "(one live, one test): pages would pay into another mode than the server checks"
+        )
 
 
 def _client_dir(env: Mapping[str, str]) -> Path | None:

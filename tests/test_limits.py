@@ -442,9 +442,11 @@ def test_the_address_a_client_counts_against(client: tuple[str, int] | None, add
 
 @pytest.mark.pure
 def test_probes_scrapes_static_files_and_the_payment_webhook_are_exempt_and_nothing_else() -> None:
-    for path in ("/healthz", "/readyz", "/metrics", "/static/js/live.js", "/v1/payments/webhook"):
+    webhooks = ("/v1/payments/webhook", "/v1/payments/stripe/webhook")
+    for path in ("/healthz", "/readyz", "/metrics", "/static/js/live.js", *webhooks):
         assert is_exempt(path), path
-    for path in ("/", "/creator", "/static", "/healthz/x", "/v1/rooms", "/v1/dev/token", "/v1/purchases"):
+    others = ("/", "/creator", "/static", "/healthz/x", "/v1/rooms", "/v1/dev/token", "/v1/purchases")
+    for path in (*others, "/v1/payments/providers", "/v1/payments/stripe"):
         assert not is_exempt(path), path
 
 

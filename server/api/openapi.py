@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from server.api.admin import WITHDRAWAL_STATES
+from server.api.stripe import StripeEvent
 from server.auth import CHAT_ROLES, CREATOR_ROLES, GIFTING_ROLES, ROLES
 from server.domain.catalog import Catalog, Gift
 from server.domain.chat import ChatRequest, ChatSettings, MuteRequest
@@ -48,6 +49,7 @@ from server.domain.requests import (
     WithdrawalRequest,
 )
 from server.domain.webhooks import HEADER as SIGNATURE_HEADER
+from server.providers.stripe import HEADER as STRIPE_SIGNATURE_HEADER
 from server.store.streams import CURSOR_PATTERN
 
 PATH = "/openapi.json"
@@ -74,13 +76,15 @@ STATUSES: dict[int, tuple[str, tuple[str, ...]]] = {
                                               "withdrawal_decided", "gift_exists",
                                               "too_many_pending_orders",
                                               "self_follow", "self_battle", "already_in_battle",
-                                              "battle_lapsed", "battle_not_invited")),
+                                              "battle_lapsed", "battle_not_invited", "provider_mismatch")),
     413: ("The body is over 64 KiB", ("payload_too_large",)),
     422: ("Invalid request", ("invalid_request", "unknown_region", "below_minimum_withdrawal")),
     429: ("Too many requests; Retry-After says when to retry", ("rate_limited",
                                                                 "slow_mode",
                                                                 "muted")),
-    503: ("The engine cannot be reached; retry", ("engine_unavailable",)),
+    502: ("The payment provider failed or could not be reached; retry", ("provider_error",)),
+    503: ("The engine cannot be reached (retry), or the payment provider is not configured here",
+          ("engine_unavailable", "provider_unavailable")),
 }  # fmt: skip
 STATUS_OF = {code: status for status, (_, codes) in STATUSES.items() for code in codes}
 
@@ -198,7 +202,8 @@ OPERATIONS: tuple[Operation, ...] = (
               returns=PAGE, query=(CURSOR, limit(200))),
     Operation("POST", "/v1/purchases", "A pending order for a coin package", PurchaseRequest, roles=ANY_ROLE,
               status=201, returns=ORDER,
-              errors=("unknown_package", "unknown_region", "too_many_pending_orders")),
+              errors=("unknown_package", "unknown_region", "too_many_pending_orders", "provider_unavailable",
+                      "provider_error")),
     Operation("GET", "/v1/purchases/{order_id}", "One of the caller's orders", roles=ANY_ROLE,
               returns=ORDER, errors=("not_found",)),
     Operation("POST", "/v1/sandbox/orders/{order_id}/pay", "Pay an order through the sandbox (demo mode)",
@@ -207,7 +212,14 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/v1/payments/webhook", "The payment provider's signed event", WebhookEvent,
               returns=("received", "handled"),
               errors=("bad_signature", "not_found", "payment_reused", "order_already_paid", "amount_mismatch",
-                      "order_flagged", "order_not_paid", "payment_mismatch")),
+                      "order_flagged", "order_not_paid", "payment_mismatch", "provider_mismatch")),
+    Operation("GET", "/v1/payments/providers", "The payment providers this server takes, the one a web page "
+              "pays with (web: stripe when configured, else sandbox) and what its page needs (stripe: "
+              "publishable_key, js_url)", returns=("web", "providers"), engine=False),
+    Operation("POST", "/v1/payments/stripe/webhook", "Stripe's signed event (payment_intent.succeeded, "
+              "charge.refunded, charge.dispute.created; any other is acknowledged, handled false)",
+              StripeEvent, returns=("received", "handled"),
+              errors=("bad_signature", "order_not_paid", "provider_error", "provider_unavailable")),
     Operation("GET", "/v1/rooms", "Live rooms, newest first", returns=("rooms",), query=(limit(200),)),
     Operation("POST", "/v1/rooms", "Go live", CreateRoomRequest, roles=("creator",), status=201, returns=ROOM,
               errors=("already_live",), body_optional=True),
@@ -488,6 +500,17 @@ def operation_object(op: Operation) -> dict[str, Any]:
                 "required": True,
                 "schema": {"type": "string"},
                 "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>'>",
+            }
+        )
+    if op.path == "/v1/payments/stripe/webhook":
+        parameters.append(
+            {
+                "name": STRIPE_SIGNATURE_HEADER,
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "Stripe's signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>'> "
+                "with the endpoint's signing secret (whsec_...)",
             }
         )
     if parameters:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import httpx
 import orjson
@@ -16,6 +17,7 @@ from server.domain import webhooks
 from server.domain.ids import check_id, new_id
 from server.domain.requests import PaymentData, WebhookEvent, parse
 from server.errors import NotFound
+from server.providers.stripe import StripeCheckout
 
 # The sandbox's clawback events, and what each records.
 REASONS = {"payment.refunded": "refunded", "payment.disputed": "charged_back"}
@@ -60,6 +62,20 @@ async def payment_webhook(request: Request) -> JSON:
         )
         raise
     return JSON({"received": True, "handled": True, "credited": outcome.credited})
+
+
+async def payment_providers(request: Request) -> JSON:
+    """Which providers this server takes payments through, and what a page needs for them:
+    ``web`` is the one a web page pays with (Stripe when configured, else the sandbox)."""
+    checkouts = context(request).purchases.checkouts
+    answer: dict[str, Any] = {
+        "web": "stripe" if "stripe" in checkouts else "sandbox",
+        "providers": sorted(checkouts),
+    }
+    stripe = checkouts.get("stripe")
+    if isinstance(stripe, StripeCheckout):
+        answer["stripe"] = stripe.page()
+    return JSON(answer)
 
 
 async def sandbox_pay(request: Request) -> JSON:
@@ -110,5 +126,8 @@ def self_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-routes = [Route("/v1/payments/webhook", payment_webhook, methods=["POST"])]
+routes = [
+    Route("/v1/payments/webhook", payment_webhook, methods=["POST"]),
+    Route("/v1/payments/providers", payment_providers, methods=["GET"]),
+]
 sandbox_routes = [Route("/v1/sandbox/orders/{order_id}/pay", sandbox_pay, methods=["POST"])]

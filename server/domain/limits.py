@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 # Probes and Prometheus scrapes hit these often and cheaply (a refused scrape is a gap in every
-# graph); static files are the browser pages' assets. The payment webhook is signed (checked
-# before any engine work) and comes from the provider's few addresses in bursts, which a 429
+# graph); static files are the browser pages' assets. The payment webhooks are signed (checked
+# before any engine work) and come from the provider's few addresses in bursts, which a 429
 # would only turn into redeliveries and late coins.
-EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/payments/webhook"})
+EXEMPT_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/v1/payments/webhook", "/v1/payments/stripe/webhook"}
+)
 EXEMPT_PREFIXES = ("/static/",)
 # The bucket shared by every client whose address is not an IP address.
 UNKNOWN_ADDRESS = "unknown"

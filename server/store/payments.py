@@ -117,6 +117,21 @@ class Payments:
         owner: str | None = await self._redis.get(self._keys.order_owner(order_id))
         return owner
 
+    async def order_for_payment(self, payment_id: str) -> str | None:
+        """The order a provider's payment id was claimed for (``credit_payment``), None if no
+        payment webhook for it has been processed (or its claim outlived, 30 days)."""
+        order_id: str | None = await self._redis.get(self._keys.payment_claim(payment_id))
+        return order_id
+
+    async def order_state(self, order_id: str) -> str | None:
+        """The state of ``order_id`` (pending, paid, flagged, refunded, charged_back), None if
+        it does not exist (never created, or expired unpaid)."""
+        owner = await self.order_owner(order_id)
+        if owner is None:
+            return None
+        state: str | None = await self._redis.hget(self._keys.user(owner).order(order_id), "state")
+        return state
+
     async def credit_payment(
         self, provider: str, order_id: str, payment_id: str, amount_minor: int, currency: str, now_ms: int
     ) -> PaymentOutcome:
