@@ -16,18 +16,14 @@ number), the webhook, the credit, the page's answer and the balance.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from server.engine import free_port, stop_process
 from tests.browser import (
     AXE,
     BOTH_SIZES,
@@ -37,86 +33,42 @@ from tests.browser import (
     assert_fits,
     assert_no_layout_shift,
     new_page,
-    own_server,
     reset_layout_shift,
     sign_in,
 )
 from tests.conftest import Engine
 from tests.support import Api, ServerProcess, unique
+from tests.test_clawbacks import Books
+from tests.test_stripe import LocalStripe, audited, localstripe, stripe_server
+
+__all__ = ["localstripe"]  # the fixture: localstripe as a process, from tests/test_stripe.py
 
 pytestmark = pytest.mark.browser
 
-SECRET_KEY = "sk_test_pagecheckout0000000000"
-PUBLISHABLE_KEY = "pk_test_pagecheckout0000000000"
-WEBHOOK_SECRET = "whsec_pagecheckout0000000000000"
 PACKAGE, COINS, PRICE = "us_550", 550, "$9.99"
 # Stripe's test cards that ask for 3D Secure: one is then paid, the other declined.
 CARD_PAID = "4000 0025 0000 3155"
 CARD_DECLINED = "4000 0082 6000 3178"
 DECLINED = "Your card was declined."
 SCREENSHOTS = Path("/tmp/stripe-page")
-
-
-# ---------------------------------------------------------------- localstripe and our server
-
-
-@pytest.fixture(scope="module")
-def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """localstripe on a free port, from scratch, until the module ends."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("localstripe") / "localstripe.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, log.read_text(errors="replace")
-            try:
-                if httpx.get(f"{base}/js.stripe.com/v3/", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "localstripe not up:\n" + log.read_text(errors="replace")
-            time.sleep(0.05)
-        yield base
-    finally:
-        stop_process(process, 10)
+# What the page's Content-Security-Policy refuses (Stripe.js from another origin, for one).
+REFUSED_WATCH = """
+window.__refused = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__refused.push(`${event.effectiveDirective} ${event.blockedURI}`);
+});
+"""
 
 
 @pytest.fixture(scope="module")
-def shop(engine: Engine, logs: Path, chromium: str, localstripe: str) -> Iterator[ServerProcess]:
-    """Our server taking web payments through localstripe, whose webhooks it receives."""
-    with own_server(
-        engine,
-        logs,
-        GIFTING_STRIPE_SECRET_KEY=SECRET_KEY,
-        GIFTING_STRIPE_PUBLISHABLE_KEY=PUBLISHABLE_KEY,
-        GIFTING_STRIPE_WEBHOOK_SECRETS=WEBHOOK_SECRET,
-        GIFTING_STRIPE_API_BASE=localstripe,
-        GIFTING_STRIPE_JS_URL=f"{localstripe}/js.stripe.com/v3/",
-    ) as server:
-        hook = {
-            "url": f"{server.base_url}/v1/payments/stripe/webhook",
-            "secret": WEBHOOK_SECRET,
-            "events": ["payment_intent.succeeded", "charge.refunded", "charge.dispute.created"],
-        }
-        registered = httpx.post(f"{localstripe}/_config/webhooks/{unique('page')}", json=hook, timeout=10)
-        assert registered.status_code == 200, registered.text
-        yield server
+def shop(engine: Engine, logs: Path, chromium: str, localstripe: LocalStripe) -> Iterator[Books]:
+    """Our server taking web payments through localstripe, whose webhooks it receives
+    (tests/test_stripe.py's server and localstripe, the same as the API's tests)."""
+    with stripe_server(engine, logs, localstripe, unique("page")) as books:
+        yield books
 
 
-@pytest.fixture
-def shop_api(shop: ServerProcess) -> Iterator[Api]:
-    with httpx.Client(base_url=shop.base_url, timeout=10) as http:
-        yield Api(http)
-
-
-def stripe_takes_the_card(localstripe: str, page: Page, payment_intent: str) -> None:
+def stripe_takes_the_card(localstripe: LocalStripe, page: Page, payment_intent: str) -> None:
     """What Stripe.js's confirmCardPayment does before 3D Secure, which the stand-in leaves
     out: the card in the page's field becomes a PaymentMethod on the PaymentIntent, confirmed
     (it then waits for 3D Secure)."""
@@ -125,37 +77,42 @@ def stripe_takes_the_card(localstripe: str, page: Page, payment_intent: str) -> 
         name: field.get_by_placeholder(name).input_value()
         for name in ("number", "exp_month", "exp_year", "cvc")
     }
-    auth = {"Authorization": f"Bearer {SECRET_KEY}"}
-    with httpx.Client(base_url=localstripe, headers=auth, timeout=10) as stripe:
-        method = stripe.post(
-            "/v1/payment_methods",
-            data={
-                "type": "card",
-                "card[number]": card["number"].replace(" ", ""),
-                "card[exp_month]": card["exp_month"],
-                "card[exp_year]": f"20{card['exp_year']}",
-                "card[cvc]": card["cvc"],
-            },
-        )
-        assert method.status_code == 200, method.text
-        attached = stripe.post(
-            f"/v1/payment_intents/{payment_intent}", data={"payment_method": method.json()["id"]}
-        )
-        assert attached.status_code == 200, attached.text
-        confirmed = stripe.post(f"/v1/payment_intents/{payment_intent}/confirm")
-        assert confirmed.status_code == 200, confirmed.text
-        assert confirmed.json()["status"] == "requires_action", confirmed.json()
+    method = localstripe.http.post(
+        "/v1/payment_methods",
+        data={
+            "type": "card",
+            "card[number]": card["number"].replace(" ", ""),
+            "card[exp_month]": card["exp_month"],
+            "card[exp_year]": f"20{card['exp_year']}",
+            "card[cvc]": card["cvc"],
+        },
+    )
+    assert method.status_code == 200, method.text
+    attached = localstripe.http.post(
+        f"/v1/payment_intents/{payment_intent}", data={"payment_method": method.json()["id"]}
+    )
+    assert attached.status_code == 200, attached.text
+    confirmed = localstripe.http.post(f"/v1/payment_intents/{payment_intent}/confirm")
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json()["status"] == "requires_action", confirmed.json()
 
 
 # ---------------------------------------------------------------- the viewer's steps
 
 
-def open_checkout(page: Page) -> None:
+def open_checkout(page: Page, console: ConsoleWatch) -> None:
     """The shop, the 550-coin package, and Stripe's card field in the checkout."""
     page.get_by_test_id("open-shop").click()
     page.get_by_test_id(f"package-{PACKAGE}").click()
     expect(page.get_by_test_id("checkout-price")).to_have_text(PRICE)
-    expect(page.get_by_test_id("card-mount").get_by_placeholder("number")).to_be_visible()
+    try:
+        expect(page.get_by_test_id("card-mount").get_by_placeholder("number")).to_be_visible()
+    except AssertionError as missing:
+        refused = page.evaluate("window.__refused")
+        said = page.get_by_test_id("purchase-state").text_content()
+        raise AssertionError(
+            f"no card field ({said!r}); refused by the page's policy: {refused}"
+        ) from missing
     expect(page.get_by_test_id("sandbox-hint")).to_be_hidden()
     expect(page.get_by_test_id("pay")).to_be_enabled()
 
@@ -170,7 +127,7 @@ def type_card(page: Page, number: str) -> None:
 
 
 def pay(
-    page: Page, localstripe: str, order: dict[str, Any] | None = None, shot: str | None = None
+    page: Page, localstripe: LocalStripe, order: dict[str, Any] | None = None, shot: str | None = None
 ) -> dict[str, Any]:
     """Pay, play Stripe's part, complete 3D Secure; the order the page paid (a new one unless
     `order` is the order the page already made for this checkout)."""
@@ -239,18 +196,20 @@ def screenshot(page: Page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 
-def audit_is_clean(api: Api) -> None:
-    reply = api.http.get("/v1/admin/audit", headers=api.auth("boss", "admin"))
-    assert reply.status_code == 200, reply.text
-    assert reply.json()["ok"] is True, reply.json()["violations"]
+def audit(books: Books) -> None:
+    """The books' audit (tests/test_stripe.py's), in a thread of its own: Playwright's sync API
+    holds this thread's event loop, and the audit runs one of its own."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(audited, books).result()
 
 
 def sign_in_to_shop(
-    browser: Browser, console: ConsoleWatch, shop: ServerProcess, size: dict[str, int]
+    browser: Browser, console: ConsoleWatch, base_url: str, size: dict[str, int]
 ) -> tuple[Page, str]:
     viewer = unique("v")
     page = new_page(browser, console, "viewer", size)
-    page.goto(shop.base_url + "/")
+    page.add_init_script(REFUSED_WATCH)
+    page.goto(base_url + "/")
     sign_in(page, viewer, "Vera Quinn")
     expect(page.get_by_test_id("balance")).to_have_attribute("data-coins", "0")
     return page, viewer
@@ -261,18 +220,17 @@ def sign_in_to_shop(
 
 @BOTH_SIZES
 def test_a_viewer_pays_with_a_card_and_sees_the_coins(
-    shop: ServerProcess,
-    shop_api: Api,
-    localstripe: str,
+    shop: Books,
+    localstripe: LocalStripe,
     browser: Browser,
     console: ConsoleWatch,
     size: dict[str, int],
 ) -> None:
-    api = shop_api
-    page, viewer = sign_in_to_shop(browser, console, shop, size)
+    api = shop.api
+    page, viewer = sign_in_to_shop(browser, console, shop.base_url, size)
     name = "phone" if size["width"] < 600 else "desktop"
 
-    open_checkout(page)
+    open_checkout(page, console)
     reset_layout_shift(page)
     type_card(page, CARD_PAID)
     fits_the_screen(page, size)
@@ -306,11 +264,11 @@ def test_a_viewer_pays_with_a_card_and_sees_the_coins(
         "stripe",
         order["stripe"]["payment_intent"],
     )
-    audit_is_clean(api)
+    audit(shop)
 
     # A second purchase: the same Stripe.js (one <script>) and the same card field.
     page.get_by_test_id("checkout-done").click()
-    open_checkout(page)
+    open_checkout(page, console)
     expect(page.get_by_test_id("card-mount").get_by_placeholder("number")).to_have_count(1)
     expect(page.locator("script[data-testid=stripe-js]")).to_have_count(1)
     console.assert_clean()
@@ -318,17 +276,16 @@ def test_a_viewer_pays_with_a_card_and_sees_the_coins(
 
 @BOTH_SIZES
 def test_a_declined_card_says_so_credits_nothing_and_the_checkout_still_pays(
-    shop: ServerProcess,
-    shop_api: Api,
-    localstripe: str,
+    shop: Books,
+    localstripe: LocalStripe,
     browser: Browser,
     console: ConsoleWatch,
     size: dict[str, int],
 ) -> None:
-    api = shop_api
-    page, viewer = sign_in_to_shop(browser, console, shop, size)
+    api = shop.api
+    page, viewer = sign_in_to_shop(browser, console, shop.base_url, size)
     name = "phone" if size["width"] < 600 else "desktop"
-    open_checkout(page)
+    open_checkout(page, console)
     reset_layout_shift(page)
 
     type_card(page, CARD_DECLINED)
@@ -380,7 +337,7 @@ def test_a_declined_card_says_so_credits_nothing_and_the_checkout_still_pays(
     declined = api.http.get(f"/v1/purchases/{order['order_id']}", headers=api.auth(viewer)).json()
     assert declined["state"] == "pending", declined
     expect(page.locator("script[data-testid=stripe-js]")).to_have_count(1)
-    audit_is_clean(api)
+    audit(shop)
     assert_page_quality(page, console)
 
 
@@ -388,7 +345,7 @@ def test_without_stripe_the_checkout_is_the_sandbox_as_before(
     site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
 ) -> None:
     """A server without Stripe: no card field and no Stripe.js; Pay pays through the sandbox."""
-    page, viewer = sign_in_to_shop(browser, console, site, PHONE_SIZE)
+    page, viewer = sign_in_to_shop(browser, console, site.base_url, PHONE_SIZE)
     page.get_by_test_id("open-shop").click()
     page.get_by_test_id(f"package-{PACKAGE}").click()
     expect(page.get_by_test_id("sandbox-hint")).to_be_visible()
