@@ -973,6 +973,8 @@ async function waitForOrder(orderId, timeoutMs = 30_000, { firstWaitMs = 500, ba
 async function payWithStripe(pack) {
   const status = byTestId("purchase-state");
   const pay = byTestId("pay");
+  // A tap before the card field is there does nothing: Pay comes back with the field.
+  if (!state.stripeCard?.card) return;
   let order = state.stripeOrder;
   try {
     if (order === null) {
