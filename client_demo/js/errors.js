@@ -27,6 +27,9 @@ const MESSAGES = {
   unknown_package: "That coin package is not available.",
   unknown_region: "Coin packages are not sold in that region.",
   order_flagged: "The payment did not match the order, so no coins were added. Please contact support.",
+  provider_unavailable: "Card payments are not available right now. Nothing was charged; please try again later.",
+  provider_error: "The payment provider could not be reached. Nothing was charged; try again in a moment.",
+  provider_mismatch: "This order is being paid another way. Go back and pick the package again.",
   // Creator money
   below_minimum_withdrawal: "That is below the minimum withdrawal.",
   insufficient_diamonds: "You don't have that many available diamonds.",
@@ -50,6 +53,7 @@ const MESSAGES = {
   not_found: "That no longer exists.",
   // Client side
   network_error: "The server cannot be reached. Check your connection.",
+  card_field_unavailable: "The card form could not be loaded. Check your connection, then go back and pick the package again.",
 };
 
 /** The sentence to show for `code`; falls back to the server's message. */

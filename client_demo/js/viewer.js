@@ -12,6 +12,7 @@ import { describeChatError, describeError, describeGiftError, RETRYABLE_GIFT_ERR
 import { comboKey, GiftCatalog, reducedMotion } from "./gifts.js";
 import { RoomConnection } from "./live.js";
 import { MomentQueue } from "./moments.js";
+import { StripeCard } from "./stripe.js";
 import { clearToasts, toast } from "./toast.js";
 import { markAffordable as markTray, renderTray, wireTray } from "./tray.js";
 import { renderGoal, renderLeaderboard } from "./widgets.js";
@@ -57,12 +58,18 @@ const state = {
   battle: null, // BattleBar on the stage: a battle of this live with another
   checkout: null, // the package being bought
   paying: false,
+  // Which provider takes this page's payments (GET /v1/payments/providers): the sandbox (the
+  // demo) or Stripe, with the card field (StripeCard) made on the first Stripe checkout.
+  payments: null,
+  stripeCard: null,
+  stripeOrder: null, // the order of this checkout: a declined card is tried again on it
 };
 
 // ---------------------------------------------------------------- signing in (demo mode)
 
 async function start() {
   wireStaticControls();
+  state.payments = loadPayments();
   state.moments = new MomentQueue(byTestId("moment-layer"));
   // The other creator's name opens their live; the winner is a moment in the stage's queue.
   state.battle = new BattleBar(byTestId("battle"), {
@@ -775,6 +782,17 @@ async function share() {
 
 // ---------------------------------------------------------------- wallet and purchases
 
+/** Which provider takes web payments: "stripe" (with its publishable key) or the sandbox. */
+async function loadPayments() {
+  try {
+    const providers = await api("/v1/payments/providers");
+    if (providers?.web === "stripe" && providers.stripe) return { web: "stripe", stripe: providers.stripe };
+  } catch {
+    // A server without the route (or out of reach now) has only the sandbox to offer.
+  }
+  return { web: "sandbox", stripe: null };
+}
+
 async function refreshWallet() {
   const wallet = await api("/v1/wallet", { token: state.token });
   showBalance(wallet.coins);
@@ -834,6 +852,7 @@ async function openShop({ need = null, giftName = "this gift" } = {}) {
 /** The checkout step of the shop (`pack`), or back to the package list (null). */
 function showCheckout(pack) {
   state.checkout = pack;
+  state.stripeOrder = null; // an order left unpaid here just expires
   show(byTestId("shop-packages"), pack === null);
   show(byTestId("checkout"), pack !== null);
   const status = byTestId("purchase-state");
@@ -848,6 +867,35 @@ function showCheckout(pack) {
   byTestId("checkout-price").textContent = formatMoney(pack.price.amount_minor, pack.price.currency);
   byTestId("pay").textContent = `Pay ${formatMoney(pack.price.amount_minor, pack.price.currency)}`;
   byTestId("pay").focus();
+  showPaymentMethod();
+}
+
+/** The sandbox's notice, or Stripe's card field (Pay waits until the field is there). */
+async function showPaymentMethod() {
+  const payments = await state.payments;
+  const stripe = payments.web === "stripe";
+  show(byTestId("sandbox-hint"), !stripe);
+  show(byTestId("card-field"), stripe);
+  if (!stripe) return;
+  byTestId("card-error").textContent = "";
+  if (state.stripeCard === null) {
+    state.stripeCard = new StripeCard(payments.stripe, {
+      onChange: (message) => {
+        byTestId("card-error").textContent = message;
+      },
+    });
+  }
+  const pay = byTestId("pay");
+  if (state.stripeCard.card === null) pay.disabled = true;
+  try {
+    await state.stripeCard.mount(byTestId("card-mount"));
+    state.stripeCard.clear();
+    if (!state.paying) pay.disabled = false;
+  } catch {
+    const status = byTestId("purchase-state");
+    status.dataset.state = "failed";
+    status.textContent = describeError("card_field_unavailable");
+  }
 }
 
 /**
@@ -863,6 +911,15 @@ async function pay() {
   const status = byTestId("purchase-state");
   byTestId("pay").disabled = true;
   byTestId("checkout-back").disabled = true;
+  if ((await state.payments).web === "stripe") {
+    try {
+      await payWithStripe(pack);
+    } finally {
+      byTestId("checkout-back").disabled = false;
+      state.paying = false;
+    }
+    return;
+  }
   try {
     const order = await api("/v1/purchases", { method: "POST", body: { package_id: pack.id, region: state.region }, token: state.token });
     status.dataset.state = "processing";
@@ -895,12 +952,104 @@ async function pay() {
   }
 }
 
-async function waitForOrder(orderId, timeoutMs = 30_000) {
+async function waitForOrder(orderId, timeoutMs = 30_000, { firstWaitMs = 500, backoff = 1, longestWaitMs = 500 } = {}) {
   const deadline = Date.now() + timeoutMs;
+  let wait = firstWaitMs;
   for (;;) {
     const order = await api(`/v1/purchases/${orderId}`, { token: state.token });
     if (order.state !== "pending" || Date.now() > deadline) return order;
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await new Promise((resolve) => setTimeout(resolve, wait));
+    wait = Math.min(longestWaitMs, wait * backoff);
+  }
+}
+
+/**
+ * Paying with Stripe: the order (with its PaymentIntent) is made on the first Pay and kept
+ * for this checkout, so a declined card is tried again on the same order. Stripe.js confirms
+ * the payment with the card field; Stripe's message is shown when it refuses, and Pay works
+ * again. A payment Stripe took is "received": the coins arrive with Stripe's webhook, so the
+ * order is polled (backing off, for two minutes at most) and the balance shown when it is paid.
+ */
+async function payWithStripe(pack) {
+  const status = byTestId("purchase-state");
+  const pay = byTestId("pay");
+  // A tap before the card field is there does nothing: Pay comes back with the field.
+  if (!state.stripeCard?.card) return;
+  let order = state.stripeOrder;
+  try {
+    if (order === null) {
+      const body = { package_id: pack.id, region: state.region, provider: "stripe" };
+      order = await api("/v1/purchases", { method: "POST", body, token: state.token });
+      state.stripeOrder = order;
+    }
+  } catch (error) {
+    status.dataset.state = "failed";
+    status.textContent = describeError(error.code, error.message);
+    pay.disabled = false;
+    return;
+  }
+  status.dataset.state = "processing";
+  status.textContent = `Confirming your payment of ${formatMoney(pack.price.amount_minor, pack.price.currency)} with Stripe…`;
+  const result = await besideStripe(() => state.stripeCard.confirm(order.stripe.client_secret));
+  if (state.checkout !== pack) return; // the buyer left this checkout meanwhile
+  if (!result.received) {
+    status.dataset.state = "failed";
+    status.textContent = result.message;
+    pay.disabled = false;
+    pay.focus();
+    return;
+  }
+  state.stripeOrder = null;
+  show(pay, false);
+  status.dataset.state = "received";
+  status.textContent = "Payment received — your coins arrive in a moment.";
+  let final = null;
+  try {
+    final = await waitForOrder(order.order_id, 120_000, { firstWaitMs: 500, backoff: 1.5, longestWaitMs: 5000 });
+  } catch {
+    // Out of reach for now: the coins still arrive; the balance shows them on the next refresh.
+  }
+  const wallet = final?.state === "paid" ? await refreshWallet().catch(() => null) : null;
+  if (state.checkout !== pack) return;
+  if (final?.state === "paid") {
+    status.dataset.state = "paid";
+    status.textContent = wallet
+      ? `Paid: ${formatNumber(pack.coins)} coins added. Your balance is ${formatNumber(wallet.coins)} coins.`
+      : `Paid: ${formatNumber(pack.coins)} coins added.`;
+    show(byTestId("checkout-back"), false);
+    show(byTestId("checkout-done"));
+    byTestId("checkout-done").focus();
+    clearToasts("gift-error");
+  } else if (final !== null && final.state !== "pending") {
+    status.dataset.state = "failed";
+    status.textContent = describeError("order_flagged");
+  } else {
+    status.textContent = "Payment received. Your coins will appear as soon as Stripe confirms it.";
+  }
+}
+
+/**
+ * Run `confirm` with the shop out of the browser's top layer. Stripe shows 3D Secure in a
+ * window of its own over the page, and nothing (whatever its z-index) can be drawn over a modal
+ * dialog: the shop becomes a non-modal dialog in the same place, with the same shade behind it,
+ * while Stripe confirms, and modal again afterwards.
+ */
+async function besideStripe(confirm) {
+  const dialog = byTestId("shop");
+  const focused = document.activeElement;
+  dialog.classList.add("beside-stripe");
+  dialog.close();
+  dialog.show();
+  try {
+    return await confirm();
+  } finally {
+    const stillOpen = dialog.open; // the buyer may have closed the shop meanwhile
+    dialog.close();
+    dialog.classList.remove("beside-stripe");
+    if (stillOpen) {
+      dialog.showModal();
+      if (focused instanceof HTMLElement && dialog.contains(focused)) focused.focus();
+    }
   }
 }
 
