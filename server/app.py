@@ -71,7 +71,11 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         *social.routes,
         *battles_api.routes,
         *videos.routes,
-        *pages.routes(settings.client_dir),
+        *pages.routes(
+            settings.client_dir,
+            settings.stripe_js_url if settings.stripe_enabled else None,
+            settings.stripe_api_base if settings.stripe_enabled else None,
+        ),
     ]
     if settings.demo:
         routes += [*dev.routes, *payments.sandbox_routes]

@@ -39,6 +39,7 @@ from tests.browser import (
 from tests.conftest import Engine
 from tests.support import Api, ServerProcess, unique
 from tests.test_clawbacks import Books
+from tests.test_pages import csp
 from tests.test_stripe import LocalStripe, audited, localstripe, stripe_server
 
 __all__ = ["localstripe"]  # the fixture: localstripe as a process, from tests/test_stripe.py
@@ -358,3 +359,18 @@ def test_without_stripe_the_checkout_is_the_sandbox_as_before(
     assert site_api.coins(viewer) == COINS
     expect(page.locator("script[data-testid=stripe-js]")).to_have_count(0)
     assert_page_quality(page, console)
+
+
+def test_only_the_checkout_page_lets_stripe_in(shop: Books, localstripe: LocalStripe) -> None:
+    """With Stripe on, the viewer page's policy adds Stripe.js's origin for scripts, Stripe's
+    API for calls and its frames; every other page keeps to its own files."""
+    stand_in = localstripe.url.rstrip("/")
+    policy = csp(shop.api.http.get("/").headers)
+    assert policy["script-src"] == f"'self' {stand_in}"
+    assert policy["connect-src"] == f"'self' {stand_in}"
+    assert policy["frame-src"] == stand_in
+    assert policy["default-src"] == "'self'" and policy["frame-ancestors"] == "'none'"
+    for path in ("/creator", "/v/any", "/overlay/any"):
+        other = csp(shop.api.http.get(path).headers)
+        assert other["script-src"] == "'self'" and other["connect-src"] == "'self'", path
+        assert "frame-src" not in other, path
