@@ -166,6 +166,13 @@ class Payments:
         owner: str | None = await self._redis.get(self._keys.order_owner(order_id))
         return owner
 
+    async def owner_of(self, order_id: str) -> str:
+        """The owner of ``order_id``; ``NotFound`` if there is no such order."""
+        owner = await self.order_owner(order_id)
+        if owner is None:
+            raise NotFound(f"no order {order_id!r}")
+        return owner
+
     async def order_for_payment(self, payment_id: str) -> str | None:
         """The order a provider's payment id was claimed for (``credit_payment``), None if no
         payment webhook for it has been processed (or its claim outlived, 30 days)."""
@@ -185,9 +192,7 @@ class Payments:
         self, provider: str, order_id: str, payment_id: str, amount_minor: int, currency: str, now_ms: int
     ) -> PaymentOutcome:
         """Credit ``order_id``'s coins once, for ``payment_id`` taken by ``provider``."""
-        owner = await self.order_owner(order_id)
-        if owner is None:
-            raise NotFound(f"no order {order_id!r}")
+        owner = await self.owner_of(order_id)
         # A verified payment makes the order part of the books: its owner pointer must outlive
         # the order's lifetime, for refunds and disputes (credit_purchase.lua keeps the order).
         await self._redis.persist(self._keys.order_owner(order_id))
@@ -242,9 +247,7 @@ class Payments:
     ) -> ClawbackOutcome:
         """Take a refunded or charged-back purchase's coins back, once, and queue the reversal
         of the buyer's gifts of the last ``window_ms`` that it takes (see claw_back.lua)."""
-        owner = await self.order_owner(order_id)
-        if owner is None:
-            raise NotFound(f"no order {order_id!r}")
+        owner = await self.owner_of(order_id)
         reply = await self._runner.call(
             CLAW_BACK,
             *claw_back_arguments(self._keys.user(owner), order_id, payment_id, reason, now_ms, window_ms),
@@ -253,11 +256,7 @@ class Payments:
             "not_paid": lambda reply: Conflict(
                 f"order {order_id!r} is {reply[1]}: there are no coins to take back", code="order_not_paid"
             ),
-            "wrong_payment": lambda reply: Conflict(
-                f"order {order_id!r} was paid by payment {reply[1]!r}, not {payment_id!r}",
-                code="payment_mismatch",
-            ),
-            "unknown": lambda _: NotFound(f"no order {order_id!r}"),
+            **_paid_order_refusals(order_id, payment_id),
         }
         if outcome(CLAW_BACK, reply, ("ok", "already"), refusals)[0] == "ok":
             return ClawbackOutcome(order_id, owner, True, int(reply[1]), int(reply[2]), int(reply[3]))
@@ -265,9 +264,7 @@ class Payments:
 
     async def restore(self, order_id: str, payment_id: str, now_ms: int) -> RestoreOutcome:
         """Put back the coins of ``order_id``, refunded, once the provider reversed the refund."""
-        owner = await self.order_owner(order_id)
-        if owner is None:
-            raise NotFound(f"no order {order_id!r}")
+        owner = await self.owner_of(order_id)
         reply = await self._runner.call(
             RESTORE_PURCHASE,
             *restore_purchase_arguments(self._keys.user(owner), order_id, payment_id, now_ms),
@@ -276,15 +273,22 @@ class Payments:
             "not_refunded": lambda reply: Conflict(
                 f"order {order_id!r} is {reply[1]}: there is no refund to reverse", code="order_not_refunded"
             ),
-            "wrong_payment": lambda reply: Conflict(
-                f"order {order_id!r} was paid by payment {reply[1]!r}, not {payment_id!r}",
-                code="payment_mismatch",
-            ),
-            "unknown": lambda _: NotFound(f"no order {order_id!r}"),
+            **_paid_order_refusals(order_id, payment_id),
         }
         if outcome(RESTORE_PURCHASE, reply, ("ok", "already"), refusals)[0] == "ok":
             return RestoreOutcome(order_id, owner, True, int(reply[1]), int(reply[2]))
         return RestoreOutcome(order_id, owner, False, None)
+
+
+def _paid_order_refusals(order_id: str, payment_id: str) -> Refusals:
+    """What a script acting on a paid order's payment refuses alike (claw_back, restore)."""
+    return {
+        "wrong_payment": lambda reply: Conflict(
+            f"order {order_id!r} was paid by payment {reply[1]!r}, not {payment_id!r}",
+            code="payment_mismatch",
+        ),
+        "unknown": lambda _: NotFound(f"no order {order_id!r}"),
+    }
 
 
 def create_order_arguments(
