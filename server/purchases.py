@@ -34,7 +34,7 @@ from server.store import Store
 from server.store.payments import ClawbackOutcome, PaymentOutcome, RestoreOutcome
 
 # The providers this server knows, whether or not this one is configured for each.
-PROVIDERS = ("sandbox", "stripe", "apple")
+PROVIDERS = ("sandbox", "stripe", "apple", "google")
 # What a clawback records, by what the provider reported.
 CLAWBACK_REASONS = ("refunded", "charged_back")
 
