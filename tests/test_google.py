@@ -95,7 +95,7 @@ class Google:
     gets: list[tuple[str, str]] = field(default_factory=list)
     consumes: list[str] = field(default_factory=list)  # tokens consumed
     access_tokens: set[str] = field(default_factory=set)
-    api_down: bool = False
+    api_failing: int = 0  # the status every API call answers, if any
     token_down: bool = False
     failing_consumes: int = 0
     base_url: str = ""
@@ -123,7 +123,8 @@ class Google:
 
     def reset(self) -> None:
         with self.lock:
-            self.api_down = self.token_down = False
+            self.api_failing = 0
+            self.token_down = False
             self.failing_consumes = 0
 
     def sell(self, product_id: str = "coins_550", **overrides: Any) -> tuple[str, str]:
@@ -228,8 +229,8 @@ def _handler(google: Google) -> type[BaseHTTPRequestHandler]:
             if not known:
                 self._error(401, "Request had invalid authentication credentials.", "unauthorized")
                 return
-            if google.api_down:
-                self._error(503, "The service is currently unavailable.", "backendError")
+            if google.api_failing:
+                self._error(google.api_failing, "The service is currently unavailable.", "backendError")
                 return
             key = (found["product"], found["token"])
             with google.lock:
@@ -502,14 +503,16 @@ def test_an_unknown_product_or_token_is_refused(play: Play) -> None:
     assert play.api.coins(buyer) == 0 and play.api.ledger(buyer) == []
 
 
-def test_google_down_answers_provider_error_and_credits_nothing(play: Play) -> None:
+@pytest.mark.parametrize("status", [503, 500, 429, 403, 401])
+def test_google_failing_answers_provider_error_and_credits_nothing(play: Play, status: int) -> None:
+    """Down, overloaded, or refusing the service account (a configuration to fix)."""
     buyer = unique("v")
     token, _ = play.google.sell()
-    play.google.api_down = True
+    play.google.api_failing = status
     reply = play.submit(buyer, token)
     assert reply.status_code == 502 and reply.json()["error"]["code"] == "provider_error", reply.text
     assert play.api.coins(buyer) == 0 and play.api.ledger(buyer) == []
-    play.google.api_down = False
+    play.google.api_failing = 0
     assert play.submit(buyer, token).json()["credited"] is True
     assert play.api.coins(buyer) == 550
 

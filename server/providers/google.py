@@ -318,12 +318,14 @@ def _purchase(body: Any, product_id: str, token: str) -> Purchase:
         raise InvalidRequest(
             f"the purchase's quantity must be 1 to {MAX_QUANTITY}, got {quantity!r}: nothing credited"
         )
-    state = body.get("purchaseState", PURCHASED)
+    state = body.get("purchaseState")
+    if not isinstance(state, int):
+        raise ProviderError("Google's API answered with no purchaseState; try again later")
     return Purchase(
         token=token,
         product_id=product_id,
         google_order_id=google_order_id,
-        state=state if isinstance(state, int) else -1,
+        state=state,
         consumed=body.get("consumptionState", YET_TO_BE_CONSUMED) != YET_TO_BE_CONSUMED,
         quantity=quantity,
     )
@@ -336,5 +338,13 @@ def _describe(exc: BaseException) -> str:
 
 
 def _provider_error(what: str, exc: BaseException) -> ProviderError:
-    log.warning("Google Play: %s (%s)", what, _describe(exc))
+    if isinstance(exc, HttpError) and exc.status_code in (401, 403):
+        # The service account cannot call the API for this app: configuration, not an outage.
+        log.error(
+            "Google Play: %s (%s): check the service account's access to the app in the Play Console",
+            what,
+            _describe(exc),
+        )
+    else:
+        log.warning("Google Play: %s (%s)", what, _describe(exc))
     return ProviderError(f"{what}: Google Play failed or could not be reached; try again later")
