@@ -18,10 +18,12 @@ import base64
 import datetime
 import json
 import re
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -98,6 +100,8 @@ class Google:
     api_failing: int = 0  # the status every API call answers, if any
     token_down: bool = False
     failing_consumes: int = 0
+    certs_fetched: int = 0
+    certs_max_age: int | None = None  # Cache-Control: max-age of the certificates, if any
     base_url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -184,7 +188,15 @@ def _handler(google: Google) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path == "/certs":
-                self._answer(200, {"push-key-1": _certificate(google.push_key)})
+                with google.lock:
+                    google.certs_fetched += 1
+                    max_age = google.certs_max_age
+                cache = (
+                    {}
+                    if max_age is None
+                    else {"Cache-Control": f"public, max-age={max_age}, must-revalidate"}
+                )
+                self._answer(200, {"push-key-1": _certificate(google.push_key)}, cache)
                 return
             self._products("GET")
 
@@ -359,9 +371,9 @@ def order_of(token: str) -> str:
     return "google_" + hashlib.sha256(token.encode()).hexdigest()[:48]
 
 
-@pytest.fixture(scope="module")
-def google() -> Iterator[Google]:
-    state = Google()
+@contextmanager
+def standing_in(state: Google) -> Iterator[Google]:
+    """The stand-in serving ``state``, in a thread, on a free port."""
     http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.base_url = f"http://127.0.0.1:{http.server_address[1]}"
     thread = threading.Thread(target=http.serve_forever, daemon=True)
@@ -372,6 +384,12 @@ def google() -> Iterator[Google]:
         http.shutdown()
         http.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def google() -> Iterator[Google]:
+    with standing_in(Google()) as state:
+        yield state
 
 
 def google_env(google: Google, key_file: Path) -> dict[str, str]:
@@ -517,37 +535,61 @@ def test_google_failing_answers_provider_error_and_credits_nothing(play: Play, s
     assert play.api.coins(buyer) == 550
 
 
+@contextmanager
+def own_server(engine: Engine, logs: Path, key_dir: Path, **overrides: str) -> Iterator[Play]:
+    """A server of its own (no access token or certificate cached yet) on a stand-in of its own."""
+    with standing_in(Google()) as state:
+        prefix = f"{unique('google')}:"
+        settings = google_env(state, state.key_file(key_dir / "key.json"))
+        env = server_env(engine.url, prefix, **{**settings, **overrides})
+        try:
+            with (
+                running_server(env, logs) as process,
+                httpx.Client(base_url=process.base_url, timeout=30) as client,
+            ):
+                own = Play(Api(client), state, prefix, engine.url)
+                yield own
+                own.assert_books_balance()
+        finally:
+            if not engine.owned:
+                delete_prefix(engine.url, prefix)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
 def test_a_token_endpoint_down_answers_provider_error(tmp_path: Path, engine: Engine, logs: Path) -> None:
-    """A server of its own, so that no access token is cached yet."""
-    state = Google()
-    http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.base_url = f"http://127.0.0.1:{http.server_address[1]}"
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    prefix = f"{unique('google')}:"
-    env = server_env(engine.url, prefix, **google_env(state, state.key_file(tmp_path / "key.json")))
-    try:
-        with (
-            running_server(env, logs) as process,
-            httpx.Client(base_url=process.base_url, timeout=30) as client,
-        ):
-            own = Play(Api(client), state, prefix, engine.url)
-            buyer = unique("v")
-            token, _ = state.sell()
-            state.token_down = True
-            reply = own.submit(buyer, token)
-            assert reply.status_code == 502 and reply.json()["error"]["code"] == "provider_error", reply.text
-            assert own.api.coins(buyer) == 0
-            state.token_down = False
-            assert own.submit(buyer, token).json()["credited"] is True
-            assert own.api.coins(buyer) == 550
-            own.assert_books_balance()
-    finally:
-        http.shutdown()
-        http.server_close()
-        thread.join(timeout=10)
-        if not engine.owned:
-            delete_prefix(engine.url, prefix)
+    with own_server(engine, logs, tmp_path) as own:
+        buyer = unique("v")
+        token, _ = own.google.sell()
+        own.google.token_down = True
+        reply = own.submit(buyer, token)
+        assert reply.status_code == 502 and reply.json()["error"]["code"] == "provider_error", reply.text
+        assert own.api.coins(buyer) == 0
+        own.google.token_down = False
+        assert own.submit(buyer, token).json()["credited"] is True
+        assert own.api.coins(buyer) == 550
+
+
+def test_google_unreachable_answers_provider_error_and_changes_nothing(
+    tmp_path: Path, engine: Engine, logs: Path
+) -> None:
+    """The API and the certificates at a port nobody listens on: a purchase cannot be
+    checked, a push cannot be verified (Pub/Sub pushes it again); both 502."""
+    nowhere = f"http://127.0.0.1:{closed_port()}"
+    overrides = {"GIFTING_GOOGLE_API_BASE": f"{nowhere}/", "GIFTING_GOOGLE_CERTS_URL": f"{nowhere}/certs"}
+    with own_server(engine, logs, tmp_path, **overrides) as own:
+        buyer = unique("v")
+        token, google_order = own.google.sell()
+        reply = own.submit(buyer, token)
+        assert reply.status_code == 502 and reply.json()["error"]["code"] == "provider_error", reply.text
+        pushed = own.void(token, google_order)
+        assert pushed.status_code == 502 and pushed.json()["error"]["code"] == "provider_error", pushed.text
+        assert own.api.coins(buyer) == 0 and own.api.ledger(buyer) == []
 
 
 def test_a_failed_consume_keeps_the_coins_and_is_retried_on_the_next_submission(play: Play) -> None:
@@ -712,6 +754,54 @@ def test_a_forged_push_is_refused_and_changes_nothing(play: Play) -> None:
     # The genuine push of the same notification still works: nothing above was recorded.
     assert play.void(token, google_order).json()["clawed_back"] is True
     assert play.api.coins(buyer) == 0
+
+
+def test_google_certificates_are_kept_as_long_as_their_cache_control_says(
+    tmp_path: Path, engine: Engine, logs: Path
+) -> None:
+    with own_server(engine, logs, tmp_path) as own:
+        test = {"testNotification": {"version": "1.0"}}
+        for _ in range(2):  # without Cache-Control: fetched for each push
+            assert own.notify(test).json() == {"received": True, "handled": True}
+        assert own.google.certs_fetched == 2
+        own.google.certs_max_age = 300
+        for _ in range(3):  # fetched once, then kept
+            assert own.notify(test).json() == {"received": True, "handled": True}
+        assert own.google.certs_fetched == 3
+        # Kept, they still refuse a token of another key.
+        forged = own.notify(test, bearer=push_token(_rsa()))
+        assert forged.status_code == 400 and forged.json()["error"]["code"] == "bad_signature"
+        assert own.google.certs_fetched == 3
+
+
+def test_concurrent_submissions_credit_once_to_one_account(play: Play) -> None:
+    api = play.api
+    token, _ = play.google.sell()
+    buyers = [unique("v") for _ in range(4)]
+    headers = {buyer: api.auth(buyer) for buyer in buyers}
+
+    async def run() -> list[tuple[str, httpx.Response]]:
+        async with httpx.AsyncClient(base_url=str(api.http.base_url), timeout=60) as http:
+
+            async def submit(buyer: str) -> tuple[str, httpx.Response]:
+                body = {"product_id": "coins_550", "purchase_token": token}
+                return buyer, await http.post(PURCHASES, json=body, headers=headers[buyer])
+
+            return await asyncio.gather(*(submit(buyers[n % 4]) for n in range(16)))
+
+    replies = asyncio.run(run())
+    owners = {buyer for buyer, reply in replies if reply.status_code == 200}
+    assert len(owners) == 1, [(b, r.status_code, r.text) for b, r in replies]
+    [owner] = owners
+    assert sum(reply.json()["credited"] for _, reply in replies if reply.status_code == 200) == 1
+    for buyer, reply in replies:
+        if buyer != owner:
+            assert reply.status_code == 409 and reply.json()["error"]["code"] == "transaction_claimed"
+    assert [api.coins(buyer) for buyer in buyers] == [550 if buyer == owner else 0 for buyer in buyers]
+    assert len(api.ledger(owner)) == 1
+    # Consumed: the owner's submissions racing each other may each have asked for it.
+    assert play.google.consumed(token) >= 1
+    assert play.submit(owner, token).json()["consumed"] is True
 
 
 def test_a_malformed_notification_is_refused(play: Play) -> None:
