@@ -811,6 +811,9 @@ def test_a_malformed_notification_is_refused(play: Play) -> None:
         base64.b64encode(b"not json").decode(),
         base64.b64encode(b'{"version": "1.0"}').decode(),  # no packageName
         base64.b64encode(b'{"packageName": "p", "voidedPurchaseNotification": {"orderId": "x"}}').decode(),
+        base64.b64encode(
+            b'{"packageName": "p", "voidedPurchaseNotification": {"purchaseToken": "t", "orderId": "G{1}"}}'
+        ).decode(),
     ]
     for data in bad_data:
         body = {"message": {"data": data, "messageId": "42"}, "subscription": "s"}

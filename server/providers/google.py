@@ -250,11 +250,15 @@ class GooglePlay:
         """The DeveloperNotification in a Pub/Sub message's ``data`` (base64 JSON)."""
         try:
             raw = base64.b64decode(data, validate=True)
-            return msgspec.json.decode(raw, type=DeveloperNotification)
+            note = msgspec.json.decode(raw, type=DeveloperNotification)
         except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
             raise InvalidRequest(
                 f"the message's data is not a Google Play developer notification: {_describe(exc)}"
             ) from None
+        voided = note.voidedPurchaseNotification
+        if voided is not None and voided.orderId and not _ORDER_ID.match(voided.orderId):
+            raise InvalidRequest(f"the voided purchase's orderId is malformed: {voided.orderId[:80]!r}")
+        return note
 
     async def close(self) -> None:
         await asyncio.to_thread(self._certs.close)
