@@ -17,7 +17,21 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from server import metrics
-from server.api import admin, apple, chat, creator, dev, http, openapi, pages, payments, social, videos, ws
+from server.api import (
+    admin,
+    apple,
+    chat,
+    creator,
+    dev,
+    google,
+    http,
+    openapi,
+    pages,
+    payments,
+    social,
+    videos,
+    ws,
+)
 from server.api import battles as battles_api
 from server.api import likes as likes_api
 from server.api import moderation as moderation_api
@@ -39,6 +53,7 @@ from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.keys import KeySchema
 from server.providers.apple import AppleStore
+from server.providers.google import GooglePlay
 from server.providers.stripe import StripeCheckout
 from server.purchases import Checkout, Purchases, SandboxCheckout
 from server.settings import Settings
@@ -66,6 +81,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         *admin.routes,
         *payments.routes,
         *apple.routes,
+        *google.routes,
         *stripe_api.routes,
         *likes_api.routes,
         *social.routes,
@@ -112,6 +128,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             battles=battles,
             engine=engine,
             apple=AppleStore.configured(settings, catalog),
+            google=GooglePlay.configured(settings, catalog),
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)
         await store.catalog.apply_to(catalog)
@@ -149,6 +166,8 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
                 await sandbox.aclose()
             for checkout in web.values():
                 await checkout.close()
+            if app.state.ctx.google is not None:
+                await app.state.ctx.google.close()
 
     starlette = Starlette(
         routes=routes,

@@ -2,7 +2,8 @@
 
     GiftingError(message, code)           base; ``status`` is the HTTP status
     ├── BadSignature          400 bad_signature (a webhook's, or an App Store JWS that does not
-    │                             verify against the configured roots)
+    │                             verify against the configured roots, or a Google Pub/Sub push
+    │                             token that does not verify)
     ├── Unauthorized          401 unauthorized, overlay_revoked
     ├── InsufficientCoins     402 insufficient_coins, negative_balance
     ├── Forbidden             403 forbidden, account_frozen
@@ -20,14 +21,16 @@
     │                             withdrawal_decided, gift_exists, too_many_pending_orders
     │                             self_follow, not_live, self_battle, already_in_battle,
     │                             battle_lapsed, battle_not_invited,
-    │                             transaction_claimed, order_not_refunded
+    │                             transaction_claimed, order_not_refunded,
+    │                             purchase_pending, purchase_canceled (Google Play purchases)
     ├── PayloadTooLarge       413 payload_too_large
     ├── RateLimited           429 rate_limited
     │                             muted
     ├── TooManyConnections    429 too_many_connections (room sockets only)
     ├── InvalidRequest        422 invalid_request, unknown_region, below_minimum_withdrawal
     │                             wrong_app, wrong_environment, transaction_revoked,
-    │                             unknown_product (App Store transactions)
+    │                             unknown_product (App Store transactions, Google Play products),
+    │                             unknown_purchase_token (Google Play)
     ├── InternalError         500 internal_error (a bug, or an engine failure that is no outage)
     ├── ProviderError         502 provider_error (a payment provider failed or could not be reached)
     ├── EngineUnavailable     503 engine_unavailable

@@ -461,12 +461,14 @@ class KeySchema:
 
     def order_revoked(self, order_id: str) -> str:
         """STRING, set when a provider refunded an order's transaction before anyone submitted
-        it (App Store), so that its earlier signed copy is refused; no expiry."""
+        it (App Store), so that its earlier signed copy is refused, or voided it (Google Play),
+        so that its token is refused; no expiry."""
         return f"{self.prefix}{{o:{order_id}}}:revoked"
 
     def notification_claim(self, provider: str, notification_id: str) -> str:
         """STRING, set once a provider's notification (App Store: its notificationUUID) was
-        handled, so a redelivery or a replay changes nothing (expires after 30 days)."""
+        handled (Google Play: its Pub/Sub messageId), so a redelivery or a replay changes nothing
+        (expires after 30 days)."""
         return f"{self.prefix}{{n:{provider}:{notification_id}}}:seen"
 
     def fence(self, key: str) -> str:

@@ -1,18 +1,18 @@
 """The one path every payment provider feeds: open an order, credit it once, take it back.
 
-A provider (the sandbox's signed webhook, Stripe, the App Store) only verifies what its
-platform says and names the order, the payment and the amount; the books are kept here and
-in the Lua scripts behind ``store.payments``, the same for all of them:
+A provider (the sandbox's signed webhook, Stripe, the App Store, Google Play) only verifies
+what its platform says and names the order, the payment and the amount; the books are kept
+here and in the Lua scripts behind ``store.payments``, the same for all of them:
 
     open      a pending order, in the price book's amount, expiring unpaid (``order_ttl_s``)
     credit    its coins once per order and once per payment id (``credit_purchase.lua``)
     claw_back a refund or dispute: the coins back out, the buyer's recent gifts reversed
     restore   a refund the provider reversed: the coins back in, once (``restore_purchase.lua``)
 
-A provider whose payment is taken before the server hears of it (the App Store: the app
-submits the signed transaction) records its order with ``record_and_credit``: the order's
-id is derived from the provider's transaction, so a second submission finds the same order,
-and it is credited through ``credit`` like any other.
+A provider whose payment is taken before the server hears of it (the App Store, Google Play:
+the app submits the signed transaction or the purchase token) records its order with
+``record_and_credit``: the order's id is derived from the provider's transaction, so a
+second submission finds the same order, and it is credited through ``credit`` like any other.
 
 Which providers a server takes is configuration: ``checkouts`` holds the web providers
 configured (by name); any other answers ``provider_unavailable``.
@@ -34,7 +34,7 @@ from server.store import Store
 from server.store.payments import ClawbackOutcome, PaymentOutcome, RestoreOutcome
 
 # The providers this server knows, whether or not this one is configured for each.
-PROVIDERS = ("sandbox", "stripe", "apple")
+PROVIDERS = ("sandbox", "stripe", "apple", "google")
 # What a clawback records, by what the provider reported.
 CLAWBACK_REASONS = ("refunded", "charged_back")
 

@@ -25,6 +25,10 @@ IPNetwork = IPv4Network | IPv6Network
 # Stripe's API, and Stripe.js, which Stripe requires pages to load from its own origin.
 STRIPE_API_BASE = "https://api.stripe.com"
 STRIPE_JS_URL = "https://js.stripe.com/v3/"
+# Google Play's Android Publisher API, and the certificates Google signs its OIDC tokens with
+# (Pub/Sub push tokens among them), in the x509 PEM form google-auth's verify_token reads.
+GOOGLE_API_BASE = "https://androidpublisher.googleapis.com/"
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
 
 class SettingsError(ValueError):
@@ -109,6 +113,14 @@ class Settings:
     stripe_webhook_secrets: tuple[str, ...] = ()
     stripe_api_base: str = STRIPE_API_BASE
     stripe_js_url: str = STRIPE_JS_URL
+    # Google Play (server/providers/google.py): on when the package name, the service account's
+    # key file and the Pub/Sub push subscription's audience and account are all set.
+    google_package_name: str = ""
+    google_service_account_file: Path | None = None
+    google_api_base: str = GOOGLE_API_BASE
+    google_push_audience: str = ""
+    google_push_service_account: str = ""
+    google_certs_url: str = GOOGLE_CERTS_URL
 
     @property
     def apple_enabled(self) -> bool:
@@ -117,6 +129,15 @@ class Settings:
     @property
     def stripe_enabled(self) -> bool:
         return bool(self.stripe_secret_key and self.stripe_webhook_secrets)
+
+    @property
+    def google_enabled(self) -> bool:
+        return bool(
+            self.google_package_name
+            and self.google_service_account_file
+            and self.google_push_audience
+            and self.google_push_service_account
+        )
 
     @property
     def clawback_window_ms(self) -> int:
@@ -196,9 +217,16 @@ class Settings:
             stripe_webhook_secrets=_list(env, "GIFTING_STRIPE_WEBHOOK_SECRETS"),
             stripe_api_base=_url(env, "GIFTING_STRIPE_API_BASE", STRIPE_API_BASE).rstrip("/"),
             stripe_js_url=_url(env, "GIFTING_STRIPE_JS_URL", STRIPE_JS_URL),
+            google_package_name=env.get("GIFTING_GOOGLE_PACKAGE_NAME", "").strip(),
+            google_service_account_file=_path(env, "GIFTING_GOOGLE_SERVICE_ACCOUNT_FILE"),
+            google_api_base=_url(env, "GIFTING_GOOGLE_API_BASE", GOOGLE_API_BASE),
+            google_push_audience=env.get("GIFTING_GOOGLE_PUSH_AUDIENCE", "").strip(),
+            google_push_service_account=env.get("GIFTING_GOOGLE_PUSH_SERVICE_ACCOUNT", "").strip(),
+            google_certs_url=_url(env, "GIFTING_GOOGLE_CERTS_URL", GOOGLE_CERTS_URL),
         )
         _check_apple(settings, env)
         _check_stripe(settings)
+        _check_google(settings, env)
         if settings.replica_acks and settings.redis_url is None:
             raise SettingsError(
                 "GIFTING_REPLICA_ACKS needs GIFTING_REDIS_URL: the embedded engine has no replicas, "
@@ -517,6 +545,68 @@ def _check_stripe(settings: Settings) -> None:
         raise SettingsError(
             "GIFTING_STRIPE_SECRET_KEY and GIFTING_STRIPE_PUBLISHABLE_KEY are of different modes "
             "(one live, one test): pages would pay into another mode than the server checks"
+        )
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw) if raw else None
+
+
+GOOGLE_SETTINGS = (
+    "GIFTING_GOOGLE_PACKAGE_NAME",
+    "GIFTING_GOOGLE_SERVICE_ACCOUNT_FILE",
+    "GIFTING_GOOGLE_PUSH_AUDIENCE",
+    "GIFTING_GOOGLE_PUSH_SERVICE_ACCOUNT",
+)
+
+
+def _check_google(settings: Settings, env: Mapping[str, str]) -> None:
+    """Google Play is configured in full or not at all: without the key file no purchase can
+    be checked, without the push audience and account no notification can be."""
+    values = (
+        settings.google_package_name,
+        settings.google_service_account_file,
+        settings.google_push_audience,
+        settings.google_push_service_account,
+    )
+    if not any(values):
+        stray = [name for name in ("GIFTING_GOOGLE_API_BASE", "GIFTING_GOOGLE_CERTS_URL") if env.get(name)]
+        if stray:
+            raise SettingsError(
+                f"{', '.join(stray)} set without {', '.join(GOOGLE_SETTINGS)}: Google Play is half configured"
+            )
+        return
+    missing = [name for name, value in zip(GOOGLE_SETTINGS, values, strict=True) if not value]
+    if missing:
+        raise SettingsError(
+            f"Google Play is half configured: {' and '.join(missing)} unset; set "
+            f"{', '.join(GOOGLE_SETTINGS)} together, or none"
+        )
+    if "@" not in settings.google_push_service_account:
+        raise SettingsError(
+            "GIFTING_GOOGLE_PUSH_SERVICE_ACCOUNT must be the email of the service account the Pub/Sub "
+            f"push subscription authenticates as, got {settings.google_push_service_account!r}"
+        )
+    path = settings.google_service_account_file
+    assert path is not None
+    if not path.is_file():
+        raise SettingsError(f"GIFTING_GOOGLE_SERVICE_ACCOUNT_FILE: no key file at {str(path)!r}")
+    from google.oauth2 import service_account
+
+    try:
+        service_account.Credentials.from_service_account_file(str(path))  # type: ignore[no-untyped-call]
+    except (ValueError, KeyError, OSError) as exc:
+        raise SettingsError(
+            f"GIFTING_GOOGLE_SERVICE_ACCOUNT_FILE: {str(path)!r} is not a service account's JSON key "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    from server.domain.catalog import Catalog
+
+    if settings.google_package_name not in Catalog.load_default().google:
+        raise SettingsError(
+            f"GIFTING_GOOGLE_PACKAGE_NAME is {settings.google_package_name!r}, but the catalog sells no "
+            'Google Play products for it (server/data/catalog.toml, [google."<package name>"])'
         )
 
 

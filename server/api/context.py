@@ -19,6 +19,7 @@ from server.errors import InvalidRequest, PayloadTooLarge
 from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.providers.apple import AppleStore
+from server.providers.google import GooglePlay
 from server.purchases import Purchases
 from server.settings import Settings
 from server.social import SocialService
@@ -41,6 +42,8 @@ class Context:
     engine: EngineSupervisor | None = None
     # The App Store, if configured (GIFTING_APPLE_*).
     apple: AppleStore | None = None
+    # Google Play, if configured (GIFTING_GOOGLE_*).
+    google: GooglePlay | None = None
 
 
 def context(conn: HTTPConnection) -> Context:

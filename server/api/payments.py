@@ -72,7 +72,13 @@ async def payment_providers(request: Request) -> JSON:
     checkouts = ctx.purchases.checkouts
     answer: dict[str, Any] = {
         "web": ctx.purchases.web,
-        "providers": sorted([*checkouts, *(["apple"] if ctx.apple is not None else [])]),
+        "providers": sorted(
+            [
+                *checkouts,
+                *(["apple"] if ctx.apple is not None else []),
+                *(["google"] if ctx.google is not None else []),
+            ]
+        ),
     }
     stripe = checkouts.get("stripe")
     if isinstance(stripe, StripeCheckout):

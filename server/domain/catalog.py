@@ -1,5 +1,6 @@
 """The catalog: gifts with coin costs, coin packages priced per region in minor units, and
-the App Store products (per app bundle) that buy a package's coins."""
+the App Store products (per app bundle) and Google Play products (per package name) that buy
+a package's coins."""
 
 from __future__ import annotations
 
@@ -88,6 +89,8 @@ class Catalog:
     regions: dict[str, dict[str, Package]]
     # App bundle id -> App Store product id -> the package whose coins (and price) it buys.
     apple: dict[str, dict[str, Package]] = field(default_factory=dict)
+    # Android package name -> Google Play product id -> the package whose coins it buys.
+    google: dict[str, dict[str, Package]] = field(default_factory=dict)
 
     def apply(self, gift: Gift) -> None:
         self.gifts[gift.id] = gift
@@ -127,7 +130,12 @@ class Catalog:
                     currency=currency,
                 )
                 regions[region][package.id] = package
-        return cls(gifts=gifts, regions=regions, apple=_apple_products(raw.get("apple", {}), regions))
+        return cls(
+            gifts=gifts,
+            regions=regions,
+            apple=_store_products("apple", raw.get("apple", {}), regions),
+            google=_store_products("google", raw.get("google", {}), regions),
+        )
 
     def gift(self, gift_id: str) -> Gift:
         """A gift that can be sent now; ``unknown_gift`` if there is none or it was retired."""
@@ -157,6 +165,17 @@ class Catalog:
             )
         return package
 
+    def google_product(self, package_name: str, product_id: str) -> Package:
+        """The package a Google Play product of ``package_name`` buys; ``unknown_product`` if
+        the catalog sells no such product."""
+        package = self.google.get(package_name, {}).get(product_id)
+        if package is None:
+            raise InvalidRequest(
+                f"no Google Play product {product_id[:100]!r} for app {package_name!r}: nothing credited",
+                code="unknown_product",
+            )
+        return package
+
     def package(self, region: str, package_id: str) -> Package:
         for package in self.packages(region):
             if package.id == package_id:
@@ -164,22 +183,23 @@ class Catalog:
         raise NotFound(f"no package {package_id!r} in region {region!r}", code="unknown_package")
 
 
-def _apple_products(
-    raw: Mapping[str, Any], regions: dict[str, dict[str, Package]]
+def _store_products(
+    store: str, raw: Mapping[str, Any], regions: dict[str, dict[str, Package]]
 ) -> dict[str, dict[str, Package]]:
-    """Each bundle's products, each naming a package of the bundle's region."""
+    """Each app's products in ``store`` (by bundle id or package name), each naming a package
+    of the app's region."""
     products: dict[str, dict[str, Package]] = {}
     for bundle_id, body in raw.items():
         region = str(body.get("region", ""))
         if region not in regions:
-            raise ValueError(f"apple bundle {bundle_id!r}: region {region!r} sells no packages")
+            raise ValueError(f"{store} app {bundle_id!r}: region {region!r} sells no packages")
         products[bundle_id] = {}
         for entry in body.get("products", []):
             product_id, package_id = str(entry["id"]), str(entry["package"])
             if package_id not in regions[region]:
-                raise ValueError(f"apple product {product_id!r}: no package {package_id!r} in {region}")
+                raise ValueError(f"{store} product {product_id!r}: no package {package_id!r} in {region}")
             if product_id in products[bundle_id]:
-                raise ValueError(f"apple product {product_id!r} is listed twice")
+                raise ValueError(f"{store} product {product_id!r} is listed twice")
             products[bundle_id][product_id] = regions[region][package_id]
     return products
 

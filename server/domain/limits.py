@@ -14,9 +14,9 @@ from typing import Any
 
 # Probes and Prometheus scrapes hit these often and cheaply (a refused scrape is a gap in every
 # graph); static files are the browser pages' assets. The payment webhooks (the sandbox's,
-# Stripe's, the App Store's notifications) are signed (checked before any engine work) and come
-# from the provider's few addresses in bursts, which a 429 would only turn into redeliveries
-# and late coins or refunds.
+# Stripe's, the App Store's and Google Play's notifications) are signed (checked before any
+# engine work) and come from the provider's few addresses in bursts, which a 429 would only
+# turn into redeliveries and late coins or refunds.
 EXEMPT_PATHS = frozenset(
     {
         "/healthz",
@@ -25,6 +25,7 @@ EXEMPT_PATHS = frozenset(
         "/v1/payments/webhook",
         "/v1/payments/stripe/webhook",
         "/v1/payments/apple/notifications",
+        "/v1/payments/google/notifications",
     }
 )
 EXEMPT_PREFIXES = ("/static/",)

@@ -60,6 +60,32 @@ class AppleNotification(msgspec.Struct, frozen=True):
     signedPayload: SignedData
 
 
+# A Google Play product id (lowercase letters, digits, '_' and '.'), and a purchase token.
+GoogleProductId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.]{0,148}\Z")]
+PurchaseToken = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,4096}\Z")]
+
+
+class GooglePurchaseRequest(Strict, frozen=True):
+    """A one-time product the app bought through Google Play Billing, by its purchase token."""
+
+    product_id: GoogleProductId
+    purchase_token: PurchaseToken
+
+
+class PubSubMessage(msgspec.Struct, frozen=True):
+    """A Pub/Sub message as a push subscription delivers it; other fields are ignored."""
+
+    data: Annotated[str, msgspec.Meta(min_length=1, max_length=32_768)]
+    messageId: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,128}\Z")]
+
+
+class GoogleNotification(msgspec.Struct, frozen=True):
+    """A Pub/Sub push of a Google Play real-time developer notification."""
+
+    message: PubSubMessage
+    subscription: str = ""
+
+
 class RegionRequest(Strict, frozen=True):
     region: Region | None
 
