@@ -34,7 +34,8 @@ from server.engine import free_port
 ROOM_ID = "demo_carol"
 CREATOR_ID = "carol"
 GIFT_ID = "rose"
-PACKAGE = {"package_id": "us_5450", "region": "US"}
+# Paid through the demo sandbox, whichever provider the server takes on the web.
+PACKAGE = {"package_id": "us_5450", "region": "US", "provider": "sandbox"}
 PACKAGE_COINS = 5450
 
 SERVER_PREFIX = "bench:"
