@@ -157,24 +157,12 @@ class Catalog:
     def apple_product(self, bundle_id: str, product_id: str) -> Package:
         """The package an App Store product of ``bundle_id`` buys; ``unknown_product`` if the
         catalog sells no such product."""
-        package = self.apple.get(bundle_id, {}).get(product_id)
-        if package is None:
-            raise InvalidRequest(
-                f"no App Store product {product_id[:100]!r} for app {bundle_id!r}: nothing credited",
-                code="unknown_product",
-            )
-        return package
+        return _app_product(self.apple, "App Store", bundle_id, product_id)
 
     def google_product(self, package_name: str, product_id: str) -> Package:
         """The package a Google Play product of ``package_name`` buys; ``unknown_product`` if
         the catalog sells no such product."""
-        package = self.google.get(package_name, {}).get(product_id)
-        if package is None:
-            raise InvalidRequest(
-                f"no Google Play product {product_id[:100]!r} for app {package_name!r}: nothing credited",
-                code="unknown_product",
-            )
-        return package
+        return _app_product(self.google, "Google Play", package_name, product_id)
 
     def package(self, region: str, package_id: str) -> Package:
         for package in self.packages(region):
@@ -208,3 +196,15 @@ def _positive_int(value: object, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
     return value
+
+
+def _app_product(
+    products: Mapping[str, Mapping[str, Package]], store: str, app: str, product_id: str
+) -> Package:
+    package = products.get(app, {}).get(product_id)
+    if package is None:
+        raise InvalidRequest(
+            f"no {store} product {product_id[:100]!r} for app {app!r}: nothing credited",
+            code="unknown_product",
+        )
+    return package

@@ -83,18 +83,7 @@ class Payments:
         ``too_many_pending_orders``, nothing written). Both its keys expire after ``ttl_s``
         unless it is paid, so unpaid orders cannot pile up; a verified payment keeps them
         (``credit_payment``)."""
-        order = {
-            "order_id": order_id,
-            "user_id": user_id,
-            "package_id": package.id,
-            "region": package.region,
-            "coins": package.coins,
-            "amount_minor": package.amount_minor,
-            "currency": package.currency,
-            "state": "pending",
-            "created_ms": now_ms,
-            "provider": provider,
-        }
+        order = new_order(user_id, order_id, package, now_ms, provider)
         reply = await self._runner.call(
             CREATE_ORDER,
             *create_order_arguments(self._keys.user(user_id), order, now_ms, ttl_s, max_pending),
@@ -132,18 +121,7 @@ class Payments:
             owner = await self._redis.get(owner_key)
         if owner != user_id:
             return owner or ""
-        order = {
-            "order_id": order_id,
-            "user_id": user_id,
-            "package_id": package.id,
-            "region": package.region,
-            "coins": package.coins,
-            "amount_minor": package.amount_minor,
-            "currency": package.currency,
-            "state": "pending",
-            "created_ms": now_ms,
-            "provider": provider,
-        }
+        order = new_order(user_id, order_id, package, now_ms, provider)
         reply = await self._runner.call(
             CREATE_ORDER,
             *create_order_arguments(self._keys.user(user_id), order, now_ms, ttl_s, NO_PENDING_CAP),
@@ -278,6 +256,22 @@ class Payments:
         if outcome(RESTORE_PURCHASE, reply, ("ok", "already"), refusals)[0] == "ok":
             return RestoreOutcome(order_id, owner, True, int(reply[1]), int(reply[2]))
         return RestoreOutcome(order_id, owner, False, None)
+
+
+def new_order(user_id: str, order_id: str, package: Package, now_ms: int, provider: str) -> dict[str, Any]:
+    """The fields of a pending order for ``package``, paid through ``provider``."""
+    return {
+        "order_id": order_id,
+        "user_id": user_id,
+        "package_id": package.id,
+        "region": package.region,
+        "coins": package.coins,
+        "amount_minor": package.amount_minor,
+        "currency": package.currency,
+        "state": "pending",
+        "created_ms": now_ms,
+        "provider": provider,
+    }
 
 
 def _paid_order_refusals(order_id: str, payment_id: str) -> Refusals:
