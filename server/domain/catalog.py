@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Annotated, Any
 
@@ -67,6 +67,12 @@ class Package:
     coins: int
     amount_minor: int
     currency: str
+
+    def times(self, quantity: int) -> Package:
+        """``quantity`` of this package bought at once (an app store's purchase quantity)."""
+        if quantity == 1:
+            return self
+        return replace(self, coins=self.coins * quantity, amount_minor=self.amount_minor * quantity)
 
     def to_dict(self) -> dict[str, Any]:
         return {

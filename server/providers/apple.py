@@ -97,15 +97,7 @@ class AppleStore:
                 "transaction; only consumable coin products are sold",
                 code="unknown_product",
             )
-        if transaction.quantity == 1:
-            return package
-        return Package(
-            id=package.id,
-            region=package.region,
-            coins=package.coins * transaction.quantity,
-            amount_minor=package.amount_minor * transaction.quantity,
-            currency=package.currency,
-        )
+        return package.times(transaction.quantity)
 
     async def transaction(self, signed: str) -> Transaction:
         """The transaction ``signed`` (a JWS from the device) holds, once verified."""

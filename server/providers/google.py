@@ -157,15 +157,7 @@ class GooglePlay:
     def package(self, purchase: Purchase) -> Package:
         """What ``purchase`` buys: its product's package, times its quantity."""
         package = self.catalog.google_product(self.package_name, purchase.product_id)
-        if purchase.quantity == 1:
-            return package
-        return Package(
-            id=package.id,
-            region=package.region,
-            coins=package.coins * purchase.quantity,
-            amount_minor=package.amount_minor * purchase.quantity,
-            currency=package.currency,
-        )
+        return package.times(purchase.quantity)
 
     async def purchase(self, product_id: str, token: str) -> Purchase:
         """The purchase of ``product_id`` with ``token``, as Google's API reports it now."""
