@@ -37,6 +37,7 @@ from server.errors import EngineUnavailable, GiftingError, MethodNotAllowed, Not
 from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.keys import KeySchema
+from server.oidc import KeyRefresh, KeySet
 from server.purchases import Purchases
 from server.settings import Settings
 from server.social import SocialService
@@ -73,6 +74,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
     if settings.metrics:
         routes.append(http.metrics_route(settings.metrics_allow))
     routes.append(openapi.route(routes))
+    keys = KeySet.from_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -101,6 +103,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             social=SocialService(store, gifts.name_of),
             battles=battles,
             engine=engine,
+            keys=keys,
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)
         await store.catalog.apply_to(catalog)
@@ -123,6 +126,10 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             asyncio.create_task(hub.run()),
             asyncio.create_task(battles.run()),
         ]
+        if keys is not None:
+            # The first fetch is awaited: tokens are accepted as soon as the server answers.
+            await keys.refresh("start-up")
+            tasks.append(asyncio.create_task(keys.run()))
         try:
             yield
         finally:
@@ -133,6 +140,8 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
                 await hub.release_slots()  # else they count until they expire
             await store.close()
             metrics.process_exiting()
+            if keys is not None:
+                await keys.close()
             sandbox = getattr(app.state, "sandbox_client", None)
             if sandbox is not None:
                 await sandbox.aclose()
@@ -147,7 +156,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             Exception: unexpected_error,
         },
     )
-    limits = RequestLimits(starlette)
+    limits = RequestLimits(starlette if keys is None else KeyRefresh(starlette, keys))
     sockets = ws.RoomSockets(RequestIds(EngineBudget(limits, settings.engine_timeout_ms / 1000)))
     return sockets
 

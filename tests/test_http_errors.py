@@ -41,7 +41,7 @@ def test_health_and_readiness(api: Api, server: ServerProcess) -> None:
         "Bearer " + jwt.encode({"sub": "alice", "role": "king", "exp": 2**40}, JWT_SECRET),
         "Bearer " + jwt.encode({"sub": "{u:x}", "role": "viewer", "exp": 2**40}, JWT_SECRET),
         "Bearer " + jwt.encode({"sub": 7, "role": "viewer", "exp": 2**40}, JWT_SECRET),
-        "Bearer " + jwt.encode({"sub": "alice", "role": "viewer", "exp": 2**40}, None, algorithm="none"),
+        "Bearer " + jwt.encode({"sub": "alice", "role": "viewer", "exp": 2**40}, "", algorithm="none"),
     ],
     ids=[
         "missing",

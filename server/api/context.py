@@ -18,6 +18,7 @@ from server.engine import EngineSupervisor
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.gifting import GiftService
 from server.hub.hub import Hub
+from server.oidc import KeySet
 from server.purchases import Purchases
 from server.settings import Settings
 from server.social import SocialService
@@ -38,6 +39,8 @@ class Context:
     battles: BattleService
     # The embedded engine's supervisor, in the process that runs it (one process serving).
     engine: EngineSupervisor | None = None
+    # The OpenID Connect provider's keys, when its sign-in is configured (server.oidc).
+    keys: KeySet | None = None
 
 
 def context(conn: HTTPConnection) -> Context:
@@ -47,9 +50,8 @@ def context(conn: HTTPConnection) -> Context:
 
 def caller(request: Request, *roles: str) -> Principal:
     """The authenticated caller, optionally required to hold one of ``roles``."""
-    principal = principal_from_header(
-        request.headers.get("authorization"), context(request).settings.jwt_secret
-    )
+    ctx = context(request)
+    principal = principal_from_header(request.headers.get("authorization"), ctx.settings.jwt_secret, ctx.keys)
     return principal.require(*roles) if roles else principal
 
 
