@@ -23,6 +23,7 @@ CREATOR_ROLES = ("creator", "admin")
 # Who may chat in a live room (over HTTP and the room socket).
 CHAT_ROLES = ("viewer", "creator")
 ALGORITHM = "HS256"
+# The only algorithms an OIDC provider's token may name (server.oidc keeps only keys for them).
 OIDC_ALGORITHMS = ("RS256", "ES256")
 # The role of an OIDC token that has no role claim: the platform's users are viewers unless
 # their provider says otherwise.

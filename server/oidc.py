@@ -20,12 +20,11 @@ import httpx
 import jwt
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server.auth import OIDC_ALGORITHMS
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# The only algorithms an OIDC token may name; HS256 is the demo secret's (server.auth).
-ALGORITHMS = ("RS256", "ES256")
 # How often the key set is fetched again even when every token names a known key, so that a
 # key the provider withdrew stops being accepted.
 REFRESH_EVERY_S = 600.0
@@ -89,7 +88,7 @@ class KeySet:
         except jwt.InvalidTokenError:
             return  # verification says why
         kid = header.get("kid")
-        if header.get("alg") not in ALGORITHMS or not isinstance(kid, str) or kid in self._keys:
+        if header.get("alg") not in OIDC_ALGORITHMS or not isinstance(kid, str) or kid in self._keys:
             return
         async with self._lock:
             if kid in self._keys or time.monotonic() - self._last_on_demand < self.min_refresh_s:
@@ -142,7 +141,7 @@ class KeySet:
                 key = jwt.PyJWK(entry)
             except (jwt.PyJWKError, jwt.InvalidKeyError, KeyError, TypeError, ValueError):
                 continue  # a key type or curve this server does not verify with
-            if key.algorithm_name in ALGORITHMS:
+            if key.algorithm_name in OIDC_ALGORITHMS:
                 keys[kid] = key
         return keys
 
