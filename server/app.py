@@ -126,11 +126,13 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             asyncio.create_task(hub.run()),
             asyncio.create_task(battles.run()),
         ]
-        if keys is not None:
-            # The first fetch is awaited: tokens are accepted as soon as the server answers.
-            await keys.refresh("start-up")
-            tasks.append(asyncio.create_task(keys.run()))
         try:
+            if keys is not None:
+                # The first fetch is awaited: tokens are accepted as soon as the server answers.
+                # Inside the try: were it to fail, the loops above must still be stopped, or the
+                # process would never exit.
+                await keys.refresh("start-up")
+                tasks.append(asyncio.create_task(keys.run()))
             yield
         finally:
             await stop_tasks(tasks)

@@ -103,7 +103,7 @@ class KeySet:
     async def _refresh_locked(self, why: str) -> bool:
         try:
             keys = await self._fetch()
-        except (httpx.HTTPError, ValueError, jwt.PyJWKError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError, jwt.PyJWKError) as exc:
             log.warning("OIDC: fetching the provider's keys failed (%s): %s", why, exc)
             return False
         if keys != self._keys.keys():

@@ -78,6 +78,8 @@ class Provider:
     url: str = ""
     jwks_fetches: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # What discovery names as the JWKS, when not this provider's own /keys.
+    jwks_uri: str | None = None
 
     def serve(self) -> tuple[ThreadingHTTPServer, threading.Thread]:
         provider = self
@@ -86,7 +88,7 @@ class Provider:
             def do_GET(self) -> None:
                 body: dict[str, Any]
                 if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": provider.url, "jwks_uri": f"{provider.url}/keys"}
+                    body = {"issuer": provider.url, "jwks_uri": provider.jwks_uri or f"{provider.url}/keys"}
                 elif self.path == "/keys":
                     with provider.lock:
                         provider.jwks_fetches += 1
@@ -400,3 +402,26 @@ def test_a_provider_out_of_reach_at_start_is_logged_and_its_tokens_refused(
         message = refusal(httpx.get(f"{server.base_url}/v1/me", headers=bearer(token), timeout=10))
         assert "is not among the OIDC provider's keys" in message
         assert "fetching the provider's keys failed (start-up)" in server.output()
+
+
+def test_a_discovery_document_naming_an_invalid_jwks_url_is_logged_and_its_tokens_refused(
+    engine: Engine, key_prefix: str, logs: Path
+) -> None:
+    """A URL httpx cannot even send to is the provider's fault like any other: the server
+    still starts, says why in its log, and refuses the provider's tokens with a clear 401."""
+    broken = Provider([SigningKey.rsa("rsa-1")], jwks_uri="http://id.example/\x00keys")
+    http, thread = broken.serve()
+    try:
+        env = server_env(
+            engine.url, key_prefix, GIFTING_OIDC_ISSUER=broken.url, GIFTING_OIDC_AUDIENCE=AUDIENCE
+        )
+        with running_server(env, logs) as server:
+            token = broken.token(broken.keys[0], sub=unique("u"))
+            message = refusal(httpx.get(f"{server.base_url}/v1/me", headers=bearer(token), timeout=10))
+            assert "'rsa-1' is not among the OIDC provider's keys" in message
+            assert "fetching the provider's keys failed (start-up)" in server.output()
+            assert broken.jwks_fetches == 0
+    finally:
+        http.shutdown()
+        http.server_close()
+        thread.join()
