@@ -106,7 +106,7 @@ class KeySet:
         except (httpx.HTTPError, httpx.InvalidURL, ValueError, jwt.PyJWKError) as exc:
             log.warning("OIDC: fetching the provider's keys failed (%s): %s", why, exc)
             return False
-        if keys != self._keys.keys():
+        if keys.keys() != self._keys.keys():
             log.info("OIDC: signing keys now %s (%s)", ", ".join(sorted(keys)) or "none", why)
         self._keys = keys
         return True

@@ -425,3 +425,16 @@ def test_a_discovery_document_naming_an_invalid_jwks_url_is_logged_and_its_token
         http.shutdown()
         http.server_close()
         thread.join()
+
+
+def test_a_fetch_that_finds_the_same_keys_logs_nothing(
+    client: httpx.Client, provider: Provider, oidc_server: ServerProcess
+) -> None:
+    def logged() -> int:
+        return oidc_server.log_path.read_text(errors="replace").count("OIDC: signing keys now")
+
+    before, fetches = logged(), provider.jwks_fetches
+    stranger = SigningKey.rsa(unique("rsa"))
+    refusal(client.get("/v1/me", headers=bearer(provider.token(stranger, uid=unique("u")))))
+    assert provider.jwks_fetches == fetches + 1  # the unknown kid made the server look again
+    assert logged() == before
