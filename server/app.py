@@ -52,6 +52,7 @@ from server.errors import EngineUnavailable, GiftingError, MethodNotAllowed, Not
 from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.keys import KeySchema
+from server.oidc import KeyRefresh, KeySet
 from server.providers.apple import AppleStore
 from server.providers.google import GooglePlay
 from server.providers.stripe import StripeCheckout
@@ -98,6 +99,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
     if settings.metrics:
         routes.append(http.metrics_route(settings.metrics_allow))
     routes.append(openapi.route(routes))
+    keys = KeySet.from_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -129,6 +131,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             engine=engine,
             apple=AppleStore.configured(settings, catalog),
             google=GooglePlay.configured(settings, catalog),
+            keys=keys,
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)
         await store.catalog.apply_to(catalog)
@@ -152,6 +155,12 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             asyncio.create_task(battles.run()),
         ]
         try:
+            if keys is not None:
+                # The first fetch is awaited: tokens are accepted as soon as the server answers.
+                # Inside the try: were it to fail, the loops above must still be stopped, or the
+                # process would never exit.
+                await keys.refresh("start-up")
+                tasks.append(asyncio.create_task(keys.run()))
             yield
         finally:
             await stop_tasks(tasks)
@@ -161,6 +170,8 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
                 await hub.release_slots()  # else they count until they expire
             await store.close()
             metrics.process_exiting()
+            if keys is not None:
+                await keys.close()
             sandbox = getattr(app.state, "sandbox_client", None)
             if sandbox is not None:
                 await sandbox.aclose()
@@ -179,7 +190,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             Exception: unexpected_error,
         },
     )
-    limits = RequestLimits(starlette)
+    limits = RequestLimits(starlette if keys is None else KeyRefresh(starlette, keys))
     sockets = ws.RoomSockets(RequestIds(EngineBudget(limits, settings.engine_timeout_ms / 1000)))
     return sockets
 

@@ -122,6 +122,16 @@ class Settings:
     google_push_service_account: str = ""
     google_certs_url: str = GOOGLE_CERTS_URL
 
+    # Sign-in through the platform's OpenID Connect provider (server.oidc); off without an issuer.
+    oidc_issuer: str = ""
+    jwks_url: str = ""  # else the issuer's discovery document names it
+    oidc_audience: str = ""
+    oidc_user_claim: str = "sub"
+    oidc_name_claim: str = "name"
+    oidc_role_claim: str = "role"  # absent from a token: viewer
+    # The least time between two fetches of the keys for tokens naming an unknown kid.
+    jwks_min_refresh_s: float = 30.0
+
     @property
     def apple_enabled(self) -> bool:
         return bool(self.apple_bundle_id and self.apple_root_certs)
@@ -223,10 +233,18 @@ class Settings:
             google_push_audience=env.get("GIFTING_GOOGLE_PUSH_AUDIENCE", "").strip(),
             google_push_service_account=env.get("GIFTING_GOOGLE_PUSH_SERVICE_ACCOUNT", "").strip(),
             google_certs_url=_url(env, "GIFTING_GOOGLE_CERTS_URL", GOOGLE_CERTS_URL),
+            oidc_issuer=env.get("GIFTING_OIDC_ISSUER", "").strip(),
+            jwks_url=env.get("GIFTING_JWKS_URL", "").strip(),
+            oidc_audience=env.get("GIFTING_OIDC_AUDIENCE", "").strip(),
+            oidc_user_claim=env.get("GIFTING_OIDC_USER_CLAIM", "").strip() or cls.oidc_user_claim,
+            oidc_name_claim=env.get("GIFTING_OIDC_NAME_CLAIM", "").strip() or cls.oidc_name_claim,
+            oidc_role_claim=env.get("GIFTING_OIDC_ROLE_CLAIM", "").strip() or cls.oidc_role_claim,
+            jwks_min_refresh_s=_float(env, "GIFTING_JWKS_MIN_REFRESH_S", cls.jwks_min_refresh_s),
         )
         _check_apple(settings, env)
         _check_stripe(settings)
         _check_google(settings, env)
+        _check_oidc(settings)
         if settings.replica_acks and settings.redis_url is None:
             raise SettingsError(
                 "GIFTING_REPLICA_ACKS needs GIFTING_REDIS_URL: the embedded engine has no replicas, "
@@ -252,6 +270,20 @@ class Settings:
             if problem is not None:
                 raise SettingsError(f"{name} {problem}; {SECRET_ADVICE}")
         return settings
+
+
+def _check_oidc(settings: Settings) -> None:
+    """OIDC is on with an issuer; its tokens are then checked for that issuer and an audience."""
+    if settings.jwks_url and not settings.oidc_issuer:
+        raise SettingsError("GIFTING_JWKS_URL needs GIFTING_OIDC_ISSUER: every token's iss is checked")
+    if settings.oidc_issuer and not settings.oidc_audience:
+        raise SettingsError(
+            "GIFTING_OIDC_AUDIENCE must be set with GIFTING_OIDC_ISSUER: a token is accepted only "
+            "if it was issued for this server (its aud)"
+        )
+    for name, url in (("GIFTING_OIDC_ISSUER", settings.oidc_issuer), ("GIFTING_JWKS_URL", settings.jwks_url)):
+        if url and not url.startswith(("https://", "http://")):
+            raise SettingsError(f"{name} must be an https:// URL, got {url[:80]!r}")
 
 
 DEMO_JWT_SECRET = "demo-jwt-secret-not-for-production"

@@ -67,7 +67,11 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        self.wait_ready(timeout_s)
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()  # else it runs on, past the test and the suite, holding its port
+            raise
         return self
 
     def wait_ready(self, timeout_s: float) -> None:

@@ -18,6 +18,7 @@ from server.engine import EngineSupervisor
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.gifting import GiftService
 from server.hub.hub import Hub
+from server.oidc import KeySet
 from server.providers.apple import AppleStore
 from server.providers.google import GooglePlay
 from server.purchases import Purchases
@@ -44,6 +45,8 @@ class Context:
     apple: AppleStore | None = None
     # Google Play, if configured (GIFTING_GOOGLE_*).
     google: GooglePlay | None = None
+    # The OpenID Connect provider's keys, when its sign-in is configured (server.oidc).
+    keys: KeySet | None = None
 
 
 def context(conn: HTTPConnection) -> Context:
@@ -53,9 +56,8 @@ def context(conn: HTTPConnection) -> Context:
 
 def caller(request: Request, *roles: str) -> Principal:
     """The authenticated caller, optionally required to hold one of ``roles``."""
-    principal = principal_from_header(
-        request.headers.get("authorization"), context(request).settings.jwt_secret
-    )
+    ctx = context(request)
+    principal = principal_from_header(request.headers.get("authorization"), ctx.settings.jwt_secret, ctx.keys)
     return principal.require(*roles) if roles else principal
 
 

@@ -462,7 +462,11 @@ def document(routes: Iterable[BaseRoute]) -> dict[str, Any]:
                         "type": "http",
                         "scheme": "bearer",
                         "bearerFormat": "JWT",
-                        "description": "HS256; claims sub (user id), role (viewer, creator, admin), exp",
+                        "description": (
+                            "HS256: claims sub (user id), role (viewer, creator, admin), exp; or, with "
+                            "GIFTING_OIDC_ISSUER set, the OIDC provider's RS256/ES256 access tokens "
+                            "(iss, aud, exp and the configured claims)"
+                        ),
                     }
                 },
             },

@@ -296,7 +296,9 @@ async def admit(
             token = param("token") or handshake.token
             if not token:
                 raise Unauthorized("missing token: pass ?token=<jwt> or offer a 'bearer.<jwt>' subprotocol")
-            principal = principal_from_token(token, ctx.settings.jwt_secret)
+            if ctx.keys is not None:
+                await ctx.keys.prepare(token)
+            principal = principal_from_token(token, ctx.settings.jwt_secret, ctx.keys)
             room_id = check_id(target, "room_id")
         name = principal.name or await ctx.gifts.name_of(principal.user_id)
         viewer = Viewer(
