@@ -33,11 +33,6 @@ from server.settings import Settings
 from server.store import Store
 from server.store.payments import ClawbackOutcome, PaymentOutcome, RestoreOutcome
 
-# The providers this server knows, whether or not this one is configured for each.
-PROVIDERS = ("sandbox", "stripe", "apple", "google")
-# What a clawback records, by what the provider reported.
-CLAWBACK_REASONS = ("refunded", "charged_back")
-
 
 class Checkout(Protocol):
     """A web provider's side of opening an order: what the page needs to pay it."""
