@@ -12,6 +12,7 @@ cluster mode on one machine. A production cluster is set up by its operator (see
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import subprocess
 import time
@@ -122,7 +123,13 @@ class EmbeddedCluster:
         for r, node in enumerate(self.nodes[self.masters :]):
             master = self.nodes[r % self.masters]
             with node.client() as client:
-                client.execute_command("CLUSTER REPLICATE", master.node_id)
+                # A node counts a peer among those it knows while still shaking hands with it,
+                # before it has the peer's id: until then REPLICATE answers "Unknown node".
+                wait(
+                    functools.partial(replicate, client, master.node_id),
+                    deadline,
+                    f"node {node.address} could not replicate {master.address}",
+                )
         for node in self.nodes[self.masters :]:
             with node.client() as client:
                 wait(
@@ -186,6 +193,11 @@ def cluster_info(client: redis.Redis) -> dict[str, str]:
     if isinstance(info, dict):
         return {str(k): str(v) for k, v in info.items()}
     return dict(line.split(":", 1) for line in str(info).splitlines() if ":" in line)
+
+
+def replicate(client: redis.Redis, master_id: str) -> bool:
+    """Make the node of ``client`` a replica of the master ``master_id``."""
+    return bool(client.execute_command("CLUSTER REPLICATE", master_id))
 
 
 def wait(ready: Callable[[], bool], deadline: float, failure: str) -> None:

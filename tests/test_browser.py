@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Page, WebSocketRoute, expect
+from playwright.sync_api import Browser, Dialog, Page, Route, WebSocketRoute, expect
 
 from tests.browser import (
     BOTH_SIZES,
@@ -547,4 +547,43 @@ def test_the_creator_and_moderators_delete_mute_and_ban_from_the_viewer_page(
     for page in (mia, mod, dashboard):
         assert_fits(page)
         assert page.evaluate("document.querySelectorAll('img, svg, main script').length") == 0
+    console.assert_clean()
+
+
+def test_chat_rules_typed_before_the_saved_ones_arrive_are_kept(
+    site: ServerProcess, site_api: Api, browser: Browser, console: ConsoleWatch
+) -> None:
+    """The saved chat rules load beside the rest of the dashboard; when they arrive after the
+    creator started typing, what the creator typed stays, and is what Save keeps."""
+    api = site_api
+    creator = unique("c")
+    api.open_room(creator, "Dashboard")
+    held: list[Route] = []
+
+    def hold_the_load(route: Route) -> None:
+        if route.request.method == "GET":
+            held.append(route)
+        else:
+            route.continue_()
+
+    dashboard = open_dashboard(
+        browser,
+        console,
+        site.base_url,
+        creator,
+        before=lambda page: page.route("**/v1/creator/chat-settings", hold_the_load),
+    )
+    deadline = time.monotonic() + 10
+    while not held:
+        assert time.monotonic() < deadline, "the dashboard never loaded its chat rules"
+        dashboard.wait_for_timeout(20)
+    dashboard.get_by_test_id("slow-mode").fill("20")
+    loaded = "GET", f"{site.base_url}/v1/creator/chat-settings"
+    with dashboard.expect_response(lambda reply: (reply.request.method, reply.url) == loaded):
+        held[0].continue_()
+    dashboard.get_by_test_id("chat-settings-save").click()
+    expect(dashboard.get_by_test_id("chat-settings-state")).to_have_attribute("data-state", "saved")
+    expect(dashboard.get_by_test_id("slow-mode")).to_have_value("20")
+    kept = api.http.get("/v1/creator/chat-settings", headers=api.auth(creator, "creator")).json()
+    assert kept["slow_mode_s"] == 20
     console.assert_clean()

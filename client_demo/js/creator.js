@@ -606,8 +606,12 @@ function showChatSettings(settings) {
   byTestId("allow-links").checked = settings.allow_links;
 }
 
+// Set once the person edits the chat rules: settings that arrive later do not overwrite them.
+let chatSettingsEdited = false;
+
 async function loadChatSettings() {
-  showChatSettings(await api("/v1/creator/chat-settings", { token: state.token }));
+  const settings = await api("/v1/creator/chat-settings", { token: state.token });
+  if (!chatSettingsEdited) showChatSettings(settings);
 }
 
 /** A refused action: a toast says why; its status line says only that it failed. */
@@ -818,6 +822,9 @@ function wire() {
   byTestId("regenerate-overlay").addEventListener("click", () => byTestId("regenerate-dialog").showModal());
   onDialogChoice(byTestId("regenerate-dialog"), "regenerate", regenerateOverlay);
   byTestId("test-alert").addEventListener("click", sendTestAlert);
+  byTestId("chat-settings-form").addEventListener("input", () => {
+    chatSettingsEdited = true;
+  });
   byTestId("chat-settings-form").addEventListener("submit", (event) => {
     event.preventDefault();
     saveChatSettings();
