@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import socket
 import subprocess
 import time
@@ -27,9 +28,14 @@ from redis.retry import Retry
 
 from server.engine import EngineError, _die_with_parent, engine_binary, stop_process
 
+log = logging.getLogger(__name__)
+
 SLOTS = 16_384
 # The cluster bus of a node listens on its port + 10000.
 BUS_OFFSET = 10_000
+# How often a node that exited at start (its port or bus port taken since it was chosen) is
+# started again on other ports.
+LAUNCH_ATTEMPTS = 3
 
 
 @dataclass
@@ -100,11 +106,32 @@ class EmbeddedCluster:
         with node.client() as client:
             wait(lambda: bool(client.ping()), time.monotonic() + timeout_s, f"{node.address} did not restart")
 
+    def _await_started(self, node: ClusterNode, deadline: float) -> None:
+        """Wait until ``node`` answers. Its ports were free when chosen, but another process
+        may take one before the node binds it, and the node then exits: it is started again
+        on other free ports, up to ``LAUNCH_ATTEMPTS`` times."""
+        for _ in range(LAUNCH_ATTEMPTS):
+            process = node.process
+            assert process is not None
+            with node.client() as client:
+                wait(
+                    functools.partial(exited_or_answering, process, client),
+                    deadline,
+                    f"node {node.address} did not start",
+                )
+                if process.poll() is None:
+                    node.node_id = client.execute_command("CLUSTER MYID")
+                    return
+            log.warning("cluster node on %s exited at start: %s", node.address, log_tail(node))
+            taken = {other.port for other in self.nodes}
+            node.port = next(port for port in cluster_ports(len(taken) + 1) if port not in taken)
+            (node.data_dir / "nodes.conf").unlink(missing_ok=True)
+            self._launch(node)
+        raise EngineError(f"node {node.address} exited at start {LAUNCH_ATTEMPTS} times: {log_tail(node)}")
+
     def _form(self, deadline: float) -> None:
         for node in self.nodes:
-            with node.client() as client:
-                wait(lambda: bool(client.ping()), deadline, f"node {node.address} did not start")
-                node.node_id = client.execute_command("CLUSTER MYID")
+            self._await_started(node, deadline)
         step = SLOTS // self.masters
         for i, node in enumerate(self.nodes[: self.masters]):
             last = SLOTS - 1 if i == self.masters - 1 else (i + 1) * step - 1
@@ -200,10 +227,24 @@ def replicate(client: redis.Redis, master_id: str) -> bool:
     return bool(client.execute_command("CLUSTER REPLICATE", master_id))
 
 
+def exited_or_answering(process: subprocess.Popen[bytes], client: redis.Redis) -> bool:
+    """Whether ``process`` has exited, or answers ``client`` itself (not whatever else holds its port)."""
+    return process.poll() is not None or int(client.info("server")["process_id"]) == process.pid
+
+
+def log_tail(node: ClusterNode, lines: int = 3) -> str:
+    """The last lines of a node's log, to say why it stopped."""
+    try:
+        text = (node.data_dir / "engine.log").read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:]) or "(empty log)"
+
+
 def wait(ready: Callable[[], bool], deadline: float, failure: str) -> None:
-    """Poll ``ready()`` until it is true (connection errors count as not yet)."""
+    """Poll ``ready()`` until it is true (connection errors and timeouts count as not yet)."""
     while True:
-        with contextlib.suppress(redis.ConnectionError, redis.ResponseError, OSError):
+        with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError):
             if ready():
                 return
         if time.monotonic() > deadline:

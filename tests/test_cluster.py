@@ -6,10 +6,13 @@ The rest of the suite runs against a cluster in CI's third pass (``GIFTING_TEST_
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from pathlib import Path
 
 import pytest
 
+from server import cluster
 from server.cluster import SLOTS, EmbeddedCluster
 from server.settings import Settings, SettingsError, cluster_nodes
 from server.store.connection import _pack_command
@@ -53,3 +56,28 @@ async def test_the_local_cluster_serves_every_slot_and_the_store_packs_with_hire
             assert all(node.connection_class.pack_command is _pack_command for node in served)
         finally:
             await client.aclose()
+
+
+def test_a_node_whose_port_is_taken_before_it_binds_starts_on_other_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ports are chosen free, then bound by the nodes a moment later; another process can take
+    # one in between. Here a listening socket holds the port handed to the first node.
+    with contextlib.closing(socket.socket()) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken: int = holder.getsockname()[1]
+        choose = cluster.cluster_ports
+        calls: list[int] = []
+
+        def taken_first(count: int) -> list[int]:
+            calls.append(count)
+            return [taken, *choose(count)[1:]] if len(calls) == 1 else choose(count)
+
+        monkeypatch.setattr(cluster, "cluster_ports", taken_first)
+        with EmbeddedCluster(tmp_path / "cluster", masters=3) as local:
+            ports = [node.port for node in local.nodes]
+            assert taken not in ports and len(set(ports)) == 3
+            assert len(calls) == 2  # the first choice, then one more port for the node that exited
+            with local.nodes[0].client() as client:
+                assert cluster.cluster_info(client)["cluster_state"] == "ok"
