@@ -19,7 +19,7 @@ storm, its acks and its deliveries even on a busy machine, and no longer, since 
 round waits for its end. The
 battle then ends by itself (every round but the last with ``--no-battle-end``), before the
 next round's plain storm. Per phase, each judged against its target in the JSON
-(``targets``: figure, value, target, met):
+(``targets``: figure, value, unit, target, ratio, met):
 
 - **completeness**: every viewer's distinct gift event ids against those acknowledged to the
   gifters of its room (``gift_ack``): all of them, none twice, none of the other room's.
@@ -77,9 +77,9 @@ from loadtest.bench_room import (
     Stack,
     engine_calls,
     funded_senders,
-    judged,
     metric_total,
     pct,
+    print_targets,
     progress,
     server_stack,
     summarize_cpu,
@@ -93,6 +93,7 @@ from loadtest.harness import (
     bearer,
     expect,
     http_client,
+    judged,
     positive_float,
     positive_int,
     raise_fd_limit,
@@ -386,13 +387,14 @@ async def battle_end(args: argparse.Namespace, load: Load, battle_id: str) -> di
 # --- targets -------------------------------------------------------------------------------
 
 
-def phase_targets(result: dict[str, Any], viewers: int) -> list[dict[str, Any]]:
+def phase_targets(result: dict[str, Any], viewers: int, where: str) -> list[dict[str, Any]]:
+    """The targets of one phase, each figure beginning with ``where`` (its round and phase)."""
     targets = []
     for side, room in enumerate(result["rooms"]):
         complete = room["viewers_complete"] == viewers and room["completeness_min_pct"] == 100
         targets.append(
             judged(
-                f"room {GROUPS[side]}: viewers with every gift once",
+                f"{where}: room {GROUPS[side]}: viewers with every gift once",
                 room["viewers_complete"],
                 f"{viewers} (100 %)",
                 complete and room["gifts_acked"] > 0,
@@ -401,15 +403,16 @@ def phase_targets(result: dict[str, Any], viewers: int) -> list[dict[str, Any]]:
     p99 = result["latency_p99_ms"]
     targets.append(
         judged(
-            "p99 delivery ms",
+            f"{where}: p99 delivery",
             p99,
             f"<= {P99_TARGET_MS:g} ms",
             p99 is not None and p99 <= P99_TARGET_MS,
+            unit="ms",
         )
     )
     targets.append(
         judged(
-            "gifts unanswered or refused",
+            f"{where}: gifts unanswered or refused",
             result["unanswered"] + sum(result["errors"].values()),
             "0",
             result["unanswered"] == 0 and not result["errors"],
@@ -421,7 +424,7 @@ def phase_targets(result: dict[str, Any], viewers: int) -> list[dict[str, Any]]:
     expected = scores["expected_from_acks"]
     targets.append(
         judged(
-            "max score lag (batches)",
+            f"{where}: max score lag (batches)",
             scores["score_lag_max_batches"],
             f"<= {SCORE_LAG_TARGET}",
             scores["score_lag_max_batches"] is not None
@@ -429,11 +432,16 @@ def phase_targets(result: dict[str, Any], viewers: int) -> list[dict[str, Any]]:
         )
     )
     targets.append(
-        judged("gifts no battle event showed", scores["gifts_unshown"], "0", not scores["gifts_unshown"])
+        judged(
+            f"{where}: gifts no battle event showed",
+            scores["gifts_unshown"],
+            "0",
+            not scores["gifts_unshown"],
+        )
     )
     targets.append(
         judged(
-            "GET /v1/battles scores - acked coins, both sides (sum of |difference|)",
+            f"{where}: GET /v1/battles scores - acked coins, both sides (sum of |difference|)",
             sum(abs(got - want) for got, want in zip(scores["api_after_storm"], expected, strict=True)),
             "0",
             scores["api_after_storm"] == expected,
@@ -442,14 +450,17 @@ def phase_targets(result: dict[str, Any], viewers: int) -> list[dict[str, Any]]:
     shown = sum(view.get(json.dumps(expected), 0) for view in scores["viewers_last_battle_event"])
     targets.append(
         judged(
-            "viewers whose last battle event has those scores", shown, f"{2 * viewers}", shown == 2 * viewers
+            f"{where}: viewers whose last battle event has those scores",
+            shown,
+            f"{2 * viewers}",
+            shown == 2 * viewers,
         )
     )
     targets.append(
         judged(
-            "both rooms got the same battle events",
+            f"{where}: both rooms got the same battle events",
             scores["rooms_saw_same_battle_events"],
-            "true",
+            "yes",
             scores["rooms_saw_same_battle_events"],
         )
     )
@@ -457,7 +468,7 @@ def phase_targets(result: dict[str, Any], viewers: int) -> list[dict[str, Any]]:
         once = scores["viewers_one_exact_battle_end"]
         targets.append(
             judged(
-                "viewers with one battle_end, scores exact",
+                f"{where}: viewers with one battle_end, scores exact",
                 once,
                 f"{2 * viewers}",
                 once == 2 * viewers and scores["ended"]["scores"] == expected,
@@ -546,10 +557,6 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     )
                     if battle["engine_cpu_us_per_gift"] and plain["engine_cpu_us_per_gift"]
                     else None,
-                    "targets": {
-                        "plain": phase_targets(plain, args.viewers),
-                        "battle": phase_targets(battle, args.viewers),
-                    },
                 }
             )
             await asyncio.sleep(1.0)
@@ -571,12 +578,20 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "battle": statistics.median(r["battle"]["server_cpu_us_per_gift"] for r in rounds),
         },
         "server_cpu_ratio_median": median_ratio,
-        "cpu_target": judged(
-            "server CPU per gift, battle / plain (median of rounds)",
-            median_ratio,
-            f"<= {CPU_RATIO_TARGET:g}",
-            median_ratio is not None and median_ratio <= CPU_RATIO_TARGET,
-        ),
+        "targets": [
+            *(
+                target
+                for number, round_ in enumerate(rounds)
+                for name in ("plain", "battle")
+                for target in phase_targets(round_[name], args.viewers, f"round {number} {name}")
+            ),
+            judged(
+                "all rounds: server CPU per gift, battle / plain (median of rounds)",
+                median_ratio,
+                f"<= {CPU_RATIO_TARGET:g}",
+                median_ratio is not None and median_ratio <= CPU_RATIO_TARGET,
+            ),
+        ],
     }
 
 
@@ -605,16 +620,6 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def all_targets(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Every judged target of a report, each with the phase it belongs to."""
-    out = []
-    for number, round_ in enumerate(report["rounds"]):
-        for name in ("plain", "battle"):
-            out += [(f"round {number} {name}", target) for target in round_["targets"][name]]
-    out.append(("all rounds", report["cpu_target"]))
-    return out
-
-
 def print_report(report: dict[str, Any]) -> None:
     print(
         f"\nbattle: 2 rooms x {report['viewers_per_room']:,} viewers, {report['rate']:g} gifts/s split "
@@ -625,9 +630,7 @@ def print_report(report: dict[str, Any]) -> None:
         f"{report['server_cpu_us_per_gift']['battle']} us; ratios "
         f"{[r['server_cpu_ratio'] for r in report['rounds']]}"
     )
-    for where, target in all_targets(report):
-        met = "met" if target["met"] else "NOT MET"
-        print(f"  {where}: {target['figure']} = {target['value']} (target {target['target']}): {met}")
+    print_targets(report["targets"])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

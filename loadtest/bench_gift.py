@@ -125,6 +125,7 @@ from loadtest.harness import (
     Sender,
     fraction,
     http_client,
+    judged,
     new_sender,
     open_room,
     percentile,
@@ -158,6 +159,12 @@ IGNORED_FRAMES = ('{"type":"batch"', '{"type":"balance"')
 HTTP_SENDERS = 64
 WS_SENDERS = 64  # x --inflight 1 (see the module docstring)
 ROOMS = 16
+# The targets a result is judged against (its "targets"): the server's gifts/s as a share of the
+# bare script's on the same engine, for one server process and for several on the one engine,
+# and the p99 ack of the paced runs.
+GIFT_RATIO_TARGET = 0.30
+SERVERS_RATIO_TARGET = 0.40
+PACED_P99_TARGET_MS = 25.0
 PACE_TICK_S = 0.001  # the paced sender's shortest sleep
 
 
@@ -242,6 +249,43 @@ class PolicyResult:
             "paced_ceiling_ratio": round((self.paced_rate or 0) / self.ceiling_scripts_per_s, 4),
         }
 
+    @property
+    def label(self) -> str:
+        """What the result is named by in a summary: its fsync policy, transport and processes."""
+        label = f"gift path, fsync {self.fsync}"
+        if self.transport != "ws":
+            label += f", over {self.transport}"
+        if self.servers > 1:
+            label += f", {self.servers} server processes"
+        return label
+
+    def targets(self) -> list[dict[str, Any]]:
+        """The maximum against the bare script's rate, and the paced runs' p99 ack."""
+        median = self.summary()
+        share = SERVERS_RATIO_TARGET if self.servers > 1 else GIFT_RATIO_TARGET
+        targets = [
+            judged(
+                "gifts/s acked (max)",
+                median["server_gifts_per_s"],
+                f">= {share * 100:g} % of bare script ({median['ceiling_scripts_per_s']:,.0f}/s)",
+                self.ratio >= share,
+                ratio=median["ratio"],
+                unit="gifts/s",
+            )
+        ]
+        if self.paced_runs:
+            p99 = median["paced_p99_ms"]
+            targets.append(
+                judged(
+                    f"p99 ack at {median['paced_offered_per_s']:,.0f} gifts/s offered",
+                    p99,
+                    f"<= {PACED_P99_TARGET_MS:g} ms",
+                    p99 <= PACED_P99_TARGET_MS,
+                    unit="ms",
+                )
+            )
+        return targets
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "fsync": self.fsync,
@@ -249,6 +293,7 @@ class PolicyResult:
             "servers": self.servers,
             "engine_version": self.engine_version,
             "median": self.summary(),
+            "targets": self.targets(),
             "server_runs": [asdict(run) for run in self.server_runs],
             "ceiling_runs": [asdict(run) for run in self.ceiling_runs],
             "paced_runs": [asdict(run) for run in self.paced_runs],

@@ -37,7 +37,7 @@ fanout
 
 connections
     ``--connections`` (10,000) idle viewers in one room: the server's RSS before and after,
-    the memory per connection (RSS delta / N, goal <= 20 KiB), the connect rate (handshakes
+    the memory per connection (RSS delta / N), the connect rate (handshakes
     completed including the ``welcome`` frame, per second, ``--connect-concurrency``
     handshakes in flight per load process) and the server's CPU while they sit idle.
 
@@ -64,6 +64,12 @@ The viewers are raw sinks (``loadtest/sinks.py``), not ``websockets`` clients, w
 cost more than the server. A viewer keeps the list of frames it got, so the distinct gift ids
 of every viewer are known exactly (viewers with the same frames are grouped). Sinks run in
 ``--sink-procs`` processes (2) separate from the gifters.
+
+Every scenario's report lists its figures judged against their targets under "targets"
+(``loadtest.harness.judged``), each target's number a constant of this module beside the
+scenario: the storm's completeness and p99 delivery and ack latency, each room size's fan-out
+against the bare loop's, the memory per idle connection and the connect rate of one process,
+and each mixed phase's figures above.
 """
 
 from __future__ import annotations
@@ -97,6 +103,7 @@ from loadtest.harness import (
     expect,
     gather_limited,
     http_client,
+    judged,
     new_sender,
     percentile,
     positive_float,
@@ -125,6 +132,14 @@ from server.settings import Settings
 
 DRAIN_IDLE_S = 5.0
 DRAIN_MAX_S = 60.0
+
+# The targets each scenario's report judges its figures against (under "targets").
+STORM_P99_TARGET_MS = 250.0
+# The storm offers far less than half the gift path's maximum, where its p99 ack target holds.
+STORM_ACK_P99_TARGET_MS = 25.0
+FANOUT_RATIO_TARGET = 0.90  # of the bare broadcast loop's frames/s
+KIB_PER_CONNECTION_TARGET = 20.0
+CONNECT_PER_S_TARGET = 3000.0  # handshakes/s of one server process, with the abuse limits on
 
 
 # --- senders and viewers through the API ---------------------------------------------------
@@ -262,7 +277,7 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             gifter.close()
     ack_ms = sorted(ledger.ack_ms)
     complete = sum(1 for received, distinct, mine, _ in per_viewer if mine == acked and received == distinct)
-    return {
+    report: dict[str, Any] = {
         "viewers": viewers,
         "gifters": args.storm_gifters,
         "rate_target": rate,
@@ -298,6 +313,34 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "server_rss_kib": {"before": rss_before, "after": rss_after},
         "connect": connect,
     }
+    report["targets"] = storm_targets(report)
+    return report
+
+
+def at_most(value: float | None, bound: float) -> bool | None:
+    """Whether ``value`` is within ``bound``; None when there is no value to judge."""
+    return None if value is None else value <= bound
+
+
+def storm_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    complete = report["viewers_complete"] == report["viewers"] and report["completeness_min_pct"] == 100
+    return [
+        judged("min delivery completeness", report["completeness_min_pct"], "100 %", complete, unit="%"),
+        judged(
+            "p99 delivery latency",
+            report["latency_p99_ms"],
+            f"<= {STORM_P99_TARGET_MS:g} ms",
+            at_most(report["latency_p99_ms"], STORM_P99_TARGET_MS),
+            unit="ms",
+        ),
+        judged(
+            "p99 ack latency",
+            report["ack_p99_ms"],
+            f"<= {STORM_ACK_P99_TARGET_MS:g} ms",
+            at_most(report["ack_p99_ms"], STORM_ACK_P99_TARGET_MS),
+            unit="ms",
+        ),
+    ]
 
 
 async def wait_delivered(pool: SinkPool, expected: int) -> float:
@@ -408,7 +451,22 @@ async def fanout(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             errors = dict(ledger.errors)
     finally:
         await bare.close()
-    return {"sizes": results, "gift_errors": errors}
+    return {"sizes": results, "gift_errors": errors, "targets": fanout_targets(results)}
+
+
+def fanout_targets(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each room size's frames/s against the bare loop's."""
+    return [
+        judged(
+            f"frames/s delivered, {size['viewers']:,} viewers",
+            size["server_frames_per_s"],
+            f">= {FANOUT_RATIO_TARGET * 100:g} % of bare loop ({size['bare_frames_per_s']:,.0f})",
+            None if size["ratio"] is None else size["ratio"] >= FANOUT_RATIO_TARGET,
+            ratio=size["ratio"],
+            unit="frames/s",
+        )
+        for size in sizes
+    ]
 
 
 async def fanout_size(
@@ -527,6 +585,8 @@ async def connections(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         after = rss_kib(stack.server_pid)
         stats = await pool.stats("idle")
     opened = connect["opened"]
+    kib = round((after - before) / opened, 2) if opened else None
+    per_s = connect["per_s"] if opened else None
     return {
         "connections": count,
         "opened": opened,
@@ -536,15 +596,33 @@ async def connections(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "connect_s": connect["seconds"],
         "connect_per_s": connect["per_s"],
         "server_rss_kib": {"before": before, "after": after},
-        "kib_per_connection": round((after - before) / opened, 2) if opened else None,
+        "kib_per_connection": kib,
         "idle_cpu_cores": idle_cpu,
         "token_mint_s": round(mint_s, 2),
+        "targets": [
+            judged(
+                "server memory per idle connection",
+                kib,
+                f"<= {KIB_PER_CONNECTION_TARGET:g} KiB",
+                at_most(kib, KIB_PER_CONNECTION_TARGET),
+                unit="KiB",
+            ),
+            judged(
+                "connect rate",
+                per_s,
+                f">= {CONNECT_PER_S_TARGET:,.0f} handshakes/s",
+                None if per_s is None else per_s >= CONNECT_PER_S_TARGET,
+                unit="handshakes/s",
+            ),
+        ],
     }
 
 
 # --- scenario 4: mixed storm (gifts, chat and likes) against the gift-only storm -----------
 
 MIXED_P99_TARGET_MS = 250.0
+# Each phase's name in the report, and how its figures are labelled among the targets.
+MIXED_PHASES = {"gift_only": "gifts only", "mixed": "gifts+chat+likes"}
 # A viewer's frames may exceed the ticks counted by this many: the window's two ends each cut a tick.
 FRAME_SLACK_TICKS = 2
 LIKES_SETTLE_S = 10.0
@@ -756,12 +834,8 @@ async def mixed_phase(args: argparse.Namespace, load: Load, name: str, talk: boo
     }
 
 
-def judged(figure: str, value: float | None, target: str, met: bool) -> dict[str, Any]:
-    return {"figure": figure, "value": value, "target": target, "met": met}
-
-
-def mixed_targets(phase: dict[str, Any], viewers: int) -> list[dict[str, Any]]:
-    """The targets of one phase, each with its figure and whether it was met."""
+def mixed_targets(phase: dict[str, Any], viewers: int, label: str) -> list[dict[str, Any]]:
+    """The targets of one phase (each figure begins with ``label``), each with whether it was met."""
     targets = []
     for kind in ("gift", "chat"):
         figures = phase["by_kind"][kind]
@@ -769,12 +843,18 @@ def mixed_targets(phase: dict[str, Any], viewers: int) -> list[dict[str, Any]]:
             continue
         complete = figures["viewers_complete"] == viewers and figures["completeness_min_pct"] == 100
         targets.append(
-            judged(f"min {kind} completeness %", figures["completeness_min_pct"], "100 %", complete)
+            judged(
+                f"{label}: min {kind} completeness",
+                figures["completeness_min_pct"],
+                "100 %",
+                complete,
+                unit="%",
+            )
         )
     exactly_once = phase["duplicate_events"] == 0 and phase["events_not_acked"] == 0
     targets.append(
         judged(
-            "events received twice or never acked",
+            f"{label}: events received twice or never acked",
             phase["duplicate_events"] + phase["events_not_acked"],
             "0",
             exactly_once,
@@ -785,17 +865,18 @@ def mixed_targets(phase: dict[str, Any], viewers: int) -> list[dict[str, Any]]:
         if p99 is not None:
             targets.append(
                 judged(
-                    f"p99 {kind} delivery ms",
+                    f"{label}: p99 {kind} delivery",
                     p99,
                     f"<= {MIXED_P99_TARGET_MS:g} ms",
                     p99 <= MIXED_P99_TARGET_MS,
+                    unit="ms",
                 )
             )
     if phase["likes_sent"]:
         added = phase["like_total_after"] - phase["like_total_before"]
         targets.append(
             judged(
-                "like total added - likes accepted",
+                f"{label}: like total added - likes accepted",
                 added - phase["likes_accepted"],
                 "0",
                 added == phase["likes_accepted"],
@@ -804,7 +885,7 @@ def mixed_targets(phase: dict[str, Any], viewers: int) -> list[dict[str, Any]]:
     bound = math.floor(phase["ticks_in_window"]) + FRAME_SLACK_TICKS
     targets.append(
         judged(
-            "max frames per viewer",
+            f"{label}: max frames per viewer",
             phase["frames_per_viewer_max"],
             f"<= {bound} (ticks + {FRAME_SLACK_TICKS})",
             phase["frames_per_viewer_max"] <= bound,
@@ -864,10 +945,10 @@ async def mixed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "connect": connect,
         "gift_only": gift_only,
         "mixed": storm_phase,
-        "targets": {
-            "gift_only": mixed_targets(gift_only, viewers),
-            "mixed": mixed_targets(storm_phase, viewers),
-        },
+        "targets": [
+            *mixed_targets(gift_only, viewers, MIXED_PHASES["gift_only"]),
+            *mixed_targets(storm_phase, viewers, MIXED_PHASES["mixed"]),
+        ],
         "ratios": {
             key: ratio(key)
             for key in (
@@ -950,6 +1031,9 @@ def print_report(report: dict[str, Any]) -> None:
     mixed_result = report.get("mixed")
     if mixed_result:
         print_mixed(mixed_result)
+    for name in report["scenario_seconds"]:
+        print(f"\n{name}, judged:")
+        print_targets(report[name]["targets"])
     print("scenario wall times (s):", report["scenario_seconds"])
 
 
@@ -975,10 +1059,14 @@ def print_mixed(m: dict[str, Any]) -> None:
             f"{ph['engine_script_calls_per_tick']:>13}{ph['hub_tick_work_mean_ms']!s:>13}"
         )
     print(f"  mixed / gift-only: {m['ratios']}")
-    for name in ("gift_only", "mixed"):
-        for target in m["targets"][name]:
-            met = "met" if target["met"] else "NOT MET"
-            print(f"  {name}: {target['figure']} = {target['value']} (target {target['target']}): {met}")
+
+
+def print_targets(targets: list[dict[str, Any]]) -> None:
+    """Each judged figure of a scenario on a line of its own."""
+    for target in targets:
+        met = {True: "met", False: "NOT MET", None: "not judged"}[target["met"]]
+        value = f"{target['value']} {target['unit']}".rstrip()
+        print(f"  {target['figure']} = {value} (target {target['target']}): {met}")
 
 
 # --- command line --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -319,12 +320,66 @@ def skip_missing_sniffio() -> None:
         sys.modules["sniffio"] = None  # type: ignore[assignment]  # None in sys.modules: "not importable"
 
 
-def report_head(benchmark: str, args: argparse.Namespace | None = None) -> dict[str, Any]:
-    """What every benchmark's JSON report begins with: which benchmark, when, its arguments
-    (if ``args``), and the Python and machine it ran on."""
+def judged(
+    figure: str,
+    value: float | None,
+    target: str,
+    met: bool | None,
+    ratio: float | None = None,
+    unit: str = "",
+) -> dict[str, Any]:
+    """One figure judged against its target, as every scenario report lists them under "targets"
+    (``ratio``: the figure over its ceiling or peer measured in the same run, if it has one)."""
+    return {"figure": figure, "value": value, "unit": unit, "target": target, "ratio": ratio, "met": met}
+
+
+def git_commit() -> str | None:
+    """The checked-out commit (short hash, ``+dirty`` when tracked files differ from it); None
+    outside a git checkout."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}+dirty" if changed else head
+
+
+def machine_summary() -> str:
+    """The CPUs, architecture, kernel and Python a run had, in one line."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    cpus = f"{os.cpu_count()} CPUs" + (f" ({model})" if model else "")
+    return (
+        f"{cpus}, {platform.machine()}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def report_head(
+    benchmark: str, args: argparse.Namespace | None = None, argv: list[str] | None = None
+) -> dict[str, Any]:
+    """What every benchmark's JSON report begins with: which benchmark, when, the command that
+    ran it (``argv``: its arguments, default this process's), its parsed arguments (if ``args``),
+    the commit, and the Python and machine it ran on."""
+    arguments = sys.argv[1:] if argv is None else argv
     head: dict[str, Any] = {
         "benchmark": f"loadtest.{benchmark}",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "-m", f"loadtest.{benchmark}", *arguments]),
+        "commit": git_commit(),
+        "machine": machine_summary(),
     }
     if args is not None:
         head["args"] = {name: str(v) if isinstance(v, Path) else v for name, v in vars(args).items()}

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from loadtest import tables
 from tests.support import ROOT
 
 pytestmark = pytest.mark.embedded_only
@@ -68,6 +69,11 @@ def test_the_gift_path_benchmark_runs_over_the_websocket_on_two_servers(tmp_path
     # The paced run offered half the maximum and every gift it sent was acknowledged.
     assert median["paced_offered_per_s"] == pytest.approx(median["server_gifts_per_s"] / 2, abs=0.1)
     assert median["paced_errors"] == 0 and median["paced_p99_ms"] > 0
+    # Both judged: the maximum against the bare script (40 % with two processes), the paced p99.
+    maximum, paced = result["targets"]
+    assert maximum["value"] == median["server_gifts_per_s"] and maximum["ratio"] == median["ratio"]
+    assert maximum["target"].startswith(">= 40 % of bare script") and maximum["met"] is not None
+    assert paced["value"] == median["paced_p99_ms"] and paced["target"] == "<= 25 ms"
 
 
 def test_the_gift_path_benchmark_runs_on_a_local_cluster(tmp_path: Path) -> None:
@@ -90,18 +96,44 @@ def test_the_suite_runs(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["quick"] and {result["fsync"] for result in report["gift"]} == {"always", "everysec"}
     assert [result["servers"] for result in report["gift"]] == [1, 1, 2]
-    assert {"storm", "fanout", "connections", "mixed"} <= report["rooms"].keys()
+    # The head says which run this was: the command line, its commit, date and machine.
+    assert report["command"] == f"python -m loadtest.bench --quick --plot {plot} --json {out}"
+    assert report["commit"] and report["date"] and "CPUs" in report["machine"]
+    # Every scenario's report judges its figures, and the summary holds exactly those, in order,
+    # each under its scenario's name.
+    rooms = report["rooms"]
+    assert {"storm", "fanout", "connections", "mixed"} <= rooms["scenario_seconds"].keys()
+    scenarios = [*report["gift"], *(rooms[name] for name in rooms["scenario_seconds"]), report["battle"]]
+    for scenario in scenarios:
+        assert scenario["targets"], f"a scenario judges nothing: {list(scenario)}"
+        for target in scenario["targets"]:
+            assert list(target) == ["figure", "value", "unit", "target", "ratio", "met"], target
     summary = report["summary"]
-    assert any(row["ceiling"] and row["ratio"] for row in summary), "no figure stands beside its ceiling"
-    completeness = [row for row in summary if row["figure"] == "min delivery completeness"]
-    assert [row["met"] for row in completeness] == [True]
-    mixed = [row for row in summary if row["scenario"].startswith("gifts+chat+likes")]
-    assert {"min gift completeness", "min chat completeness", "like total added - likes accepted"} <= {
-        row["figure"] for row in mixed
-    }
-    battle = [row for row in summary if row["scenario"].startswith("battle")]
-    assert any(row["figure"].endswith("max score lag (batches)") and row["met"] for row in battle), battle
-    assert plot.read_bytes().startswith(b"\x89PNG") and "met" in printed
+    assert [{k: v for k, v in row.items() if k != "scenario"} for row in summary] == [
+        target for scenario in scenarios for target in scenario["targets"]
+    ]
+    names = [
+        "gift path, fsync always",
+        "gift path, fsync everysec",
+        "gift path, fsync always, 2 server processes",
+    ]
+    assert list(dict.fromkeys(row["scenario"] for row in summary)) == [
+        *names,
+        *rooms["scenario_seconds"],
+        "battle",
+    ]
+    met = {(row["scenario"], row["figure"]): row["met"] for row in summary}
+    assert met["storm", "min delivery completeness"] is True
+    assert met["mixed", "gifts+chat+likes: like total added - likes accepted"] is True
+    assert met["battle", "round 0 battle: max score lag (batches)"] is True
+    # The gift path's maximum and the fan-out's rooms stand beside their ceilings.
+    beside = [row for row in summary if row["figure"] == "gifts/s acked (max)" or row["scenario"] == "fanout"]
+    assert len(beside) == 5 and all(row["ratio"] for row in beside), beside
+    # Every target is on the terminal, and the tables generator reads the JSON.
+    assert printed.count("\n") > len(summary) and "judged targets met" in printed
+    region = tables.render(report, "suite.json")
+    assert f"`{report['commit']}`" in region and len(region.splitlines()) > len(summary)
+    assert plot.read_bytes().startswith(b"\x89PNG")
 
 
 def test_the_room_benchmarks_run(tmp_path: Path) -> None:
@@ -123,6 +155,10 @@ def test_the_room_benchmarks_run(tmp_path: Path) -> None:
     assert not report["fanout"]["gift_errors"]
     connections = report["connections"]
     assert connections["opened"] == connections["open_after_idle"] == 30 and not connections["failures"]
+    storm_met = {target["figure"]: target["met"] for target in storm["targets"]}
+    assert storm_met["min delivery completeness"] is True, storm["targets"]
+    assert [target["value"] for target in report["fanout"]["targets"]] == [fanout["server_frames_per_s"]]
+    assert [target["unit"] for target in connections["targets"]] == ["KiB", "handshakes/s"]
 
 
 def test_the_mixed_storm_benchmark_runs(tmp_path: Path) -> None:
@@ -145,9 +181,10 @@ def test_the_mixed_storm_benchmark_runs(tmp_path: Path) -> None:
     # Every viewer got every gift and chat message exactly once.
     assert storm["by_kind"]["gift"]["viewers_complete"] == storm["by_kind"]["chat"]["viewers_complete"] == 20
     assert storm["duplicate_events"] == storm["events_not_acked"] == 0
+    met = {target["figure"]: target["met"] for target in mixed["targets"]}
+    for label in ("gifts only", "gifts+chat+likes"):
+        assert met[f"{label}: max frames per viewer"] and met[f"{label}: min gift completeness"], met
     for phase in ("gift_only", "mixed"):
-        met = {target["figure"]: target["met"] for target in mixed["targets"][phase]}
-        assert met["max frames per viewer"] and met["min gift completeness %"], mixed["targets"][phase]
         assert mixed[phase]["engine_calls_per_tick"] > 0
     assert set(mixed["ratios"]) >= {"server_cpu_ms_per_tick", "engine_calls_per_tick"}
 
@@ -175,9 +212,10 @@ def test_the_battle_benchmark_runs(tmp_path: Path) -> None:
     # Every viewer took part in the figure: 8 viewers of each room, each gift of their side once.
     assert sum(scores["score_lag_batches"].values()) == 8 * 30
     assert plain.get("scores") is None and round_["server_cpu_ratio"] > 0
-    met = {target["figure"]: target["met"] for target in round_["targets"]["battle"]}
-    assert met["max score lag (batches)"] and met["viewers whose last battle event has those scores"], met
-    assert report["cpu_target"]["target"] == "<= 1.15"
+    met = {target["figure"]: target["met"] for target in report["targets"]}
+    assert met["round 0 battle: max score lag (batches)"], met
+    assert met["round 0 battle: viewers whose last battle event has those scores"], met
+    assert report["targets"][-1]["target"] == "<= 1.15"
 
 
 def test_the_audit_benchmark_runs() -> None:
