@@ -350,3 +350,14 @@ def run_benchmark(name: str, main: Coroutine[Any, Any, T]) -> T | None:
     except BenchError as exc:
         print(f"{name}: FAILED: {exc}", file=sys.stderr)
         return None
+
+
+def judged(
+    figure: str,
+    value: float | None,
+    target: str,
+    met: bool | None,
+    ratio: float | None = None,
+    unit: str = "",
+) -> dict[str, Any]:
+    return {"figure": figure, "value": value, "unit": unit, "target": target, "ratio": ratio, "met": met}
