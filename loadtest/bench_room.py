@@ -60,6 +60,22 @@ mixed
     calls among them, the like flushes and the hub's mean tick work (both from the server's
     metrics), with each figure's ratio mixed / gift-only.
 
+peer
+    The highest gift rate a 2,000-viewer room holds (``--peer-viewers``), for this server and
+    beside it a one-event-per-gift Node socket.io server (``loadtest/peers/socketio``, installed
+    with ``npm ci`` when missing; reported as not run, with the reason, without Node or npm).
+    ``--peer-gifters`` connections (20) send gifts on one fixed schedule at each of
+    ``--peer-rates`` (25, 50, ... 8,000 gifts/s) for ``--peer-step-seconds`` (5), the two
+    servers taking turns at each rate after a ``--peer-warmup`` (2 s) not reported. A rate
+    is held when every viewer received every acknowledged gift (counted per viewer) and the
+    p99 tap-to-screen latency (the gift sent by the gifter to the event received by a viewer,
+    on every ``--sample-every``-th viewer) is at most 250 ms; a rate not held is run again
+    (``--peer-attempts``, 2: the machine is shared) and then ends that server's stepping.
+    Reported: each server's highest rate held with every lower one held, every step's
+    figures, and the target (this server: >= 4,000 gifts/s held) with the ratio of the two.
+    The socket.io viewers and gifters (``SioSink``, ``SioGifter``) are raw WebSocket clients
+    like the others, speaking Engine.IO v4 / socket.io v5 framing.
+
 The viewers are raw sinks (``loadtest/sinks.py``), not ``websockets`` clients, which would
 cost more than the server. A viewer keeps the list of frames it got, so the distinct gift ids
 of every viewer are known exactly (viewers with the same frames are grouped). Sinks run in
