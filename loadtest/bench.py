@@ -65,6 +65,8 @@ ROOM_QUICK = [
     *("--fanout-rounds", "1", "--warmup", "0.2", "--connections", "30", "--sink-procs", "1"),
     *("--mixed-viewers", "20", "--mixed-seconds", "1", "--mixed-gift-rate", "20", "--mixed-gifters", "2"),
     *("--mixed-chat-rate", "10", "--mixed-like-rate", "100", "--mixed-talkers", "10"),
+    *("--peer-viewers", "20", "--peer-rates", "10,20", "--peer-step-seconds", "0.5", "--peer-gifters", "2"),
+    *("--peer-warmup", "0.2"),
 ]
 BATTLE_FULL: list[str] = []
 # The sizes of tests/test_bench_smoke.py's own bench_battle run; the battle is not waited out.

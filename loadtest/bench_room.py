@@ -60,6 +60,22 @@ mixed
     calls among them, the like flushes and the hub's mean tick work (both from the server's
     metrics), with each figure's ratio mixed / gift-only.
 
+peer
+    The highest gift rate a 2,000-viewer room holds (``--peer-viewers``), for this server and
+    beside it a one-event-per-gift Node socket.io server (``loadtest/peers/socketio``, installed
+    with ``npm ci`` when missing; reported as not run, with the reason, without Node or npm).
+    ``--peer-gifters`` connections (20) send gifts on one fixed schedule at each of
+    ``--peer-rates`` (25, 50, ... 8,000 gifts/s) for ``--peer-step-seconds`` (5), the two
+    servers taking turns at each rate after a ``--peer-warmup`` (2 s) not reported. A rate
+    is held when every viewer received every acknowledged gift (counted per viewer) and the
+    p99 tap-to-screen latency (the gift sent by the gifter to the event received by a viewer,
+    on every ``--sample-every``-th viewer) is at most 250 ms; a rate not held is run again
+    (``--peer-attempts``, 2: the machine is shared) and then ends that server's stepping.
+    Reported: each server's highest rate held with every lower one held, every step's
+    figures, and the target (this server: >= 4,000 gifts/s held) with the ratio of the two.
+    The socket.io viewers and gifters (``SioSink``, ``SioGifter``) are raw WebSocket clients
+    like the others, speaking Engine.IO v4 / socket.io v5 framing.
+
 The viewers are raw sinks (``loadtest/sinks.py``), not ``websockets`` clients, which would
 cost more than the server. A viewer keeps the list of frames it got, so the distinct gift ids
 of every viewer are known exactly (viewers with the same frames are grouped). Sinks run in
@@ -75,6 +91,7 @@ and each mixed phase's figures above.
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import contextlib
 import json
@@ -115,12 +132,15 @@ from loadtest.harness import (
     running_server,
     top_up,
 )
+from loadtest.peers import PeerUnavailable, socketio_peer
 from loadtest.sinks import (
+    SIO_PATH,
     Gifter,
     GiftLedger,
     SinkPool,
     Talker,
     open_gifters,
+    open_sio_gifters,
     open_talkers,
     pace,
     pace_gifts,
@@ -343,13 +363,13 @@ def storm_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-async def wait_delivered(pool: SinkPool, expected: int) -> float:
-    """Wait until the sinks hold ``expected`` gift and chat events, or none arrive for a while;
-    how long."""
+async def wait_delivered(pool: SinkPool, expected: int, group: str = "room") -> float:
+    """Wait until the sinks of ``group`` hold ``expected`` gift and chat events, or none arrive
+    for a while; how long."""
     started = time.perf_counter()
     last, last_change = -1, started
     while True:
-        stats = await pool.stats("room")
+        stats = await pool.stats(group)
         gifts = stats["gifts"] + stats["chats"]
         now = time.perf_counter()
         if gifts >= expected:
@@ -967,6 +987,242 @@ async def mixed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     }
 
 
+# --- scenario 5: the highest gift rate held, beside a socket.io peer -----------------------
+
+PEER_P99_TARGET_MS = 250.0
+PEER_TARGET_RATE = 4000.0
+PEER_TARGET_VIEWERS = 2000
+
+
+@dataclass
+class TapLedger(GiftLedger):
+    """A gift ledger that also keeps, per acknowledged event id, when its gift was sent (epoch
+    seconds), for the tap-to-screen latency."""
+
+    sent_at: dict[str, float] = field(default_factory=dict)
+    epoch_offset: float = field(default_factory=lambda: time.time() - time.perf_counter())
+
+    def ack(self, key: str, event_id: str) -> None:
+        started = self.sent.get(key)
+        if started is not None:
+            self.sent_at[event_id] = started + self.epoch_offset
+        super().ack(key, event_id)
+
+
+@dataclass
+class Target:
+    """One server of the step-up, its connections and its steps so far."""
+
+    name: str
+    group: str
+    gifters: list[Gifter]
+    meter: CpuMeter
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    stepping: bool = True
+
+    @property
+    def held(self) -> float:
+        """The highest rate held with every lower rate held too (0: none); a rate is held when
+        one of its attempts was."""
+        held = {step["rate"] for step in self.steps if step["held"]}
+        rate = 0.0
+        for step in self.steps:
+            if step["rate"] not in held:
+                break
+            rate = step["rate"]
+        return rate
+
+
+async def peer_viewers(
+    args: argparse.Namespace, pool: SinkPool, group: str, port: int, paths: list[str], sio_room: str | None
+) -> dict[str, Any]:
+    """One counting sink per path as ``group`` (every ``--sample-every``-th timing latencies);
+    what ``SinkPool.connect`` says, or BenchError if any failed."""
+    connect = await pool.connect(
+        group,
+        port,
+        paths,
+        welcome=True,
+        record=False,
+        sample_every=args.sample_every,
+        concurrency=args.connect_concurrency,
+        sio_room=sio_room,
+    )
+    progress(f"peer: {connect['opened']} {group} viewers connected ({connect['per_s']:.0f}/s)")
+    if connect["opened"] != len(paths):
+        raise BenchError(
+            f"only {connect['opened']} of {len(paths)} {group} viewers connected: {connect['failures']}"
+        )
+    return connect
+
+
+async def gift_counts(pool: SinkPool, group: str) -> list[int]:
+    return [count for reply in await pool.every(op="gift_counts", group=group) for count in reply["counts"]]
+
+
+async def peer_step(
+    args: argparse.Namespace, pool: SinkPool, target: Target, rate: float, run: str, seconds: float
+) -> dict[str, Any]:
+    """``rate`` gifts/s for ``seconds`` into ``target``'s room: what every viewer received and
+    the tap-to-screen latency (gift sent to event received) at the sampled ones."""
+    viewers = args.peer_viewers
+    ledger = TapLedger()
+    for gifter in target.gifters:
+        gifter.ledger = ledger
+    before = await gift_counts(pool, target.group)
+    base = await pool.stats(target.group)
+    await pool.every(op="window", active=True)
+    target.meter.start()
+    started = time.perf_counter()
+    sent = await pace_gifts(target.gifters, rate, seconds, run)
+    sending_s = time.perf_counter() - started
+    cpu = summarize_cpu(target.meter.stop())
+    if ledger.sent:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ledger.answered.wait(), ACK_TIMEOUT_S)
+    acked = len(ledger.acked_ids)
+    drain_s = await wait_delivered(pool, base["gifts"] + acked * viewers, target.group)
+    await pool.every(op="window", active=False)
+    replies = await pool.every(op="tap_latencies", sent=ledger.sent_at)
+    tap = array_ms(replies)
+    unknown = sum(reply["unknown"] for reply in replies)
+    received = [after - was for after, was in zip(await gift_counts(pool, target.group), before, strict=True)]
+    ack_ms = sorted(ledger.ack_ms)
+    complete = sum(1 for count in received if count == acked)
+    p99 = pct(tap, 99)
+    held = (
+        acked == sent
+        and not ledger.errors
+        and complete == viewers
+        and p99 is not None
+        and p99 <= PEER_P99_TARGET_MS
+    )
+    return {
+        "rate": rate,
+        "gifts_sent": sent,
+        "gifts_sent_per_s": round(sent / sending_s, 1),
+        "gifts_acked": acked,
+        "unanswered": len(ledger.sent),
+        "errors": dict(ledger.errors),
+        "viewers_complete": complete,
+        "delivered_min_pct": round(min(received) / acked * 100, 3) if acked and received else 0.0,
+        "events_over": sum(max(0, count - acked) for count in received),
+        "drain_s": drain_s,
+        "events_per_s": round(acked * viewers / (sending_s + drain_s), 1),
+        "tap_samples": len(tap),
+        "tap_unmatched": unknown,
+        "tap_p50_ms": pct(tap, 50),
+        "tap_p99_ms": p99,
+        "tap_max_ms": round(tap[-1], 2) if tap else None,
+        "ack_p50_ms": pct(ack_ms, 50),
+        "ack_p99_ms": pct(ack_ms, 99),
+        "cpu_cores": cpu,
+        "held": held,
+    }
+
+
+def array_ms(replies: list[dict[str, Any]]) -> list[float]:
+    values = array.array("d")
+    for reply in replies:
+        values.frombytes(reply["ms"])
+    return sorted(values)
+
+
+async def peer(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    viewers, rates, seconds = args.peer_viewers, args.peer_rates, args.peer_step_seconds
+    env = {"GIFTING_WS_BUFFER_BYTES": str(SERVER_BUFFER_BYTES)}
+    not_run: str | None = None
+    async with contextlib.AsyncExitStack() as stack_of:
+        stack = await stack_of.enter_async_context(server_stack(tmp, "peer", **env))
+        pool = await stack_of.enter_async_context(sink_pool(args.sink_procs))
+        client = await stack_of.enter_async_context(http_client(stack.base_url, 16))
+        gifts = rates[0] * args.peer_warmup + sum(rates) * seconds * args.peer_attempts
+        coins = math.ceil(gifts / args.peer_gifters * 1.2) + 10
+        senders = await funded_senders(client, "peer_gifter", args.peer_gifters, coins)
+        tokens = await viewer_tokens(client, "peer_v", 0, viewers)
+        paths = [ws_path(ROOM_ID, token) for token in tokens]
+        connect = {"server": await peer_viewers(args, pool, "server", stack.port, paths, None)}
+        gifters: list[Gifter] = await open_gifters(stack.port, ROOM_ID, senders, GiftLedger())
+        targets = [Target("server", "server", gifters, CpuMeter({**stack.pids, **pool.pids}))]
+        try:
+            node = await stack_of.enter_async_context(socketio_peer(tmp / "peer-socketio.log"))
+        except PeerUnavailable as exc:
+            not_run = str(exc)
+            progress(f"peer: the socket.io peer is not run: {not_run}")
+        else:
+            connect["socketio"] = await peer_viewers(
+                args, pool, "socketio", node.port, [SIO_PATH] * viewers, ROOM_ID
+            )
+            tags = [f"peer_gifter_{i:03d}" for i in range(args.peer_gifters)]
+            sio_gifters = await open_sio_gifters(node.port, ROOM_ID, tags, GiftLedger())
+            pids = {"peer": node.pid, **pool.pids, "load": None}
+            targets.append(Target("socketio", "socketio", list(sio_gifters), CpuMeter(pids)))
+        await asyncio.sleep(1.0)
+        for target in targets:
+            # Not reported: the first gifts of a connection pay for what is done once.
+            await peer_step(args, pool, target, rates[0], f"{target.name}w", args.peer_warmup)
+        for number, rate in enumerate(rates):
+            # The targets take turns at each rate, so that both meet the same machine.
+            for attempt in range(args.peer_attempts):
+                for target in targets:
+                    if not target.stepping or target.held == rate:
+                        continue
+                    run = f"{target.name}{number}a{attempt}"
+                    step = await peer_step(args, pool, target, rate, run, seconds)
+                    step["attempt"] = attempt + 1
+                    target.steps.append(step)
+                    progress(
+                        f"peer: {target.name} {rate:g} gifts/s (attempt {attempt + 1}): sent "
+                        f"{step['gifts_sent_per_s']:,.0f}/s, {step['viewers_complete']}/{viewers} viewers "
+                        f"complete, tap-to-screen p99 {step['tap_p99_ms']} ms, drained {step['drain_s']} s: "
+                        f"{'held' if step['held'] else 'NOT held'}"
+                    )
+                    await asyncio.sleep(0.5)
+            for target in targets:
+                target.stepping = target.stepping and target.held == rate
+        for target in targets:
+            for gifter in target.gifters:
+                gifter.close()
+    ours = targets[0]
+    theirs = targets[1] if len(targets) > 1 else None
+    ratio = round(ours.held / theirs.held, 2) if theirs is not None and theirs.held else None
+    judgeable = viewers >= PEER_TARGET_VIEWERS and max(rates) >= PEER_TARGET_RATE
+    held_target = (
+        f">= {PEER_TARGET_RATE:g} gifts/s (100 % delivered, p99 tap-to-screen <= {PEER_P99_TARGET_MS:g} ms)"
+    )
+    return {
+        "viewers": viewers,
+        "gifters": args.peer_gifters,
+        "rates": rates,
+        "step_seconds": seconds,
+        "attempts": args.peer_attempts,
+        "latency_sampled_viewers": math.ceil(viewers / args.sample_every),
+        "connect": connect,
+        "peer_not_run": not_run,
+        "held": {target.name: target.held for target in targets},
+        "ratio": ratio,
+        "steps": {target.name: target.steps for target in targets},
+        "targets": [
+            judged(
+                f"gifts/s held at {viewers:,} viewers",
+                ours.held,
+                held_target,
+                ours.held >= PEER_TARGET_RATE if judgeable else None,
+                ratio,
+                "gifts/s",
+            ),
+            judged(
+                f"socket.io peer: gifts/s held at {viewers:,} viewers",
+                theirs.held if theirs is not None else None,
+                "beside the server" if theirs is not None else f"not run: {not_run}",
+                None,
+                None,
+                "gifts/s",
+            ),
+        ],
+    }
+
+
 # --- report --------------------------------------------------------------------------------
 
 
@@ -1031,6 +1287,9 @@ def print_report(report: dict[str, Any]) -> None:
     mixed_result = report.get("mixed")
     if mixed_result:
         print_mixed(mixed_result)
+    peer_result = report.get("peer")
+    if peer_result:
+        print_peer(peer_result)
     for name in report["scenario_seconds"]:
         print(f"\n{name}, judged:")
         print_targets(report[name]["targets"])
@@ -1069,6 +1328,32 @@ def print_targets(targets: list[dict[str, Any]]) -> None:
         print(f"  {target['figure']} = {value} (target {target['target']}): {met}")
 
 
+def print_peer(p: dict[str, Any]) -> None:
+    print(
+        f"\npeer: {p['viewers']:,} viewers, {p['gifters']} gifters, {p['step_seconds']:g} s per step; "
+        f"held = 100 % delivered and p99 tap-to-screen <= {PEER_P99_TARGET_MS:g} ms"
+    )
+    if p["peer_not_run"]:
+        print(f"  socket.io peer NOT RUN: {p['peer_not_run']}")
+    print(
+        f"  {'server':<9}{'gifts/s':>8}{'sent/s':>9}{'acked':>8}{'complete':>10}{'tap p50/p99 ms':>17}"
+        f"{'ack p99':>9}{'drain s':>8}{'events/s':>11}{'cores':>7}  held"
+    )
+    for name, steps in p["steps"].items():
+        for st in steps:
+            cores = st["cpu_cores"].get("server", st["cpu_cores"].get("peer", 0.0))
+            tap = f"{st['tap_p50_ms']}/{st['tap_p99_ms']}"
+            print(
+                f"  {name:<9}{st['rate']:>8g}{st['gifts_sent_per_s']:>9,.0f}{st['gifts_acked']:>8,}"
+                f"{st['viewers_complete']:>10,}{tap:>17}{st['ack_p99_ms']!s:>9}{st['drain_s']:>8}"
+                f"{st['events_per_s']:>11,.0f}{cores:>7.2f}  {'yes' if st['held'] else 'NO'}"
+            )
+    print(f"  highest rate held: {p['held']}; server / socket.io: {p['ratio']}")
+    for target in p["targets"]:
+        met = {True: "met", False: "NOT MET", None: "not judged"}[target["met"]]
+        print(f"  {target['figure']} = {target['value']} (target {target['target']}): {met}")
+
+
 # --- command line --------------------------------------------------------------------------
 
 
@@ -1077,6 +1362,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Coroutine[Any, Any, di
     "fanout": fanout,
     "connections": connections,
     "mixed": mixed,
+    "peer": peer,
 }
 
 
@@ -1093,6 +1379,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def comma_ints(raw: str) -> list[int]:
     return [positive_int(part) for part in raw.split(",") if part]
+
+
+def comma_floats(raw: str) -> list[float]:
+    return [positive_float(part) for part in raw.split(",") if part]
 
 
 def scenario_list(raw: str) -> list[str]:
@@ -1152,6 +1442,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=positive_int,
         default=500,
         help="users sending the chat and likes (default 500)",
+    )
+    parser.add_argument("--peer-viewers", type=positive_int, default=PEER_TARGET_VIEWERS)
+    parser.add_argument(
+        "--peer-rates",
+        type=comma_floats,
+        default=[25, 50, 100, 250, 500, 1000, 2000, 3000, 4000, 6000, 8000],
+        help="the gift rates stepped through, gifts/s (default 25,50,...,4000,6000,8000)",
+    )
+    parser.add_argument("--peer-step-seconds", type=positive_float, default=5.0, help="each step (default 5)")
+    parser.add_argument("--peer-gifters", type=positive_int, default=20)
+    parser.add_argument(
+        "--peer-attempts",
+        type=positive_int,
+        default=2,
+        help="runs of a rate before it counts as not held (default 2: the machine is shared)",
+    )
+    parser.add_argument(
+        "--peer-warmup", type=positive_float, default=2.0, help="seconds at the first rate, not reported"
     )
     parser.add_argument("--sink-procs", type=positive_int, default=2, help="load processes for the sinks")
     parser.add_argument(

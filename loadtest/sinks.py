@@ -47,12 +47,13 @@ CONNECT_TIMEOUT_S = 60.0
 # --- a minimal WebSocket client ------------------------------------------------------------
 
 
-def upgrade_request(host: str, port: int, path: str) -> bytes:
+def upgrade_request(host: str, port: int, path: str, protocol: str | None = SUBPROTOCOL) -> bytes:
+    """The Upgrade request, asking for ``protocol`` (None: no subprotocol)."""
     key = base64.b64encode(os.urandom(16)).decode()
+    offer = f"Sec-WebSocket-Protocol: {protocol}\r\n" if protocol else ""
     return (
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     ).encode()
 
 
@@ -79,6 +80,20 @@ def token_of(sender: Sender) -> str:
 
 def ws_path(room_id: str, token: str) -> str:
     return f"/v1/rooms/{room_id}/ws?token={token}"
+
+
+# The socket.io peer (loadtest/peers/socketio) is spoken to as Engine.IO v4 / socket.io v5 over
+# a plain WebSocket: every frame is one packet, "0{...}" the open, "40{auth}" the connect,
+# "42[name, data]" an event, "42<n>[...]" one asking for the ack "43<n>[...]", "2" a ping that
+# "3" answers.
+SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
+SIO_GIFT = b'42["gift",'
+SIO_JOINED = b'42["joined"'
+
+
+def sio_connect(room: str, user: str) -> bytes:
+    """The CONNECT packet that joins ``room`` as ``user``."""
+    return b"40" + orjson.dumps({"room": room, "user": user})
 
 
 class FrameBook:
@@ -114,7 +129,9 @@ class FrameBook:
         chats: list[dict[str, Any]] = []
         battles: list[tuple[int, tuple[int, ...]]] = []
         ends: list[tuple[int, ...]] = []
-        if b'"type":"batch"' in payload[:24]:
+        if payload.startswith(SIO_GIFT):
+            gifts.append(orjson.loads(payload[2:])[1])
+        elif b'"type":"batch"' in payload[:24]:
             for event in orjson.loads(payload).get("events", ()):
                 kind = event.get("type")
                 if kind == "gift":
@@ -276,12 +293,44 @@ class Sink(asyncio.Protocol):
             self.transport.close()
 
 
+class SioSink(Sink):
+    """One viewer of the socket.io peer: connects into its room, then counts ``gift`` events
+    as ``Sink`` counts frames."""
+
+    def __init__(
+        self,
+        request: bytes,
+        book: FrameBook,
+        recorder: Recorder | None,
+        record_frames: bool,
+        connect: bytes,
+        opened: asyncio.Future[None],
+    ) -> None:
+        super().__init__(request, book, recorder, record_frames, True, opened)
+        self.connect = connect
+
+    def message(self, payload: bytes) -> None:
+        if payload == b"2":
+            self.send(0x1, b"3")
+        elif self.welcomed:
+            super().message(payload)
+        elif payload.startswith(SIO_JOINED):
+            self.welcomed = True
+            self._open()
+        elif payload.startswith(b"0{"):
+            self.send(0x1, self.connect)
+        elif not payload.startswith(b"40"):
+            self._fail(f"refused by the socket.io server: {payload[:200]!r}")
+            self.close()
+
+
 async def open_sinks(
     host: str,
     port: int,
     paths: list[str],
     make: Callable[[bytes, asyncio.Future[None], int], Sink],
     concurrency: int,
+    protocol: str | None = SUBPROTOCOL,
 ) -> tuple[list[Sink], Counter[str]]:
     """Open one sink per path, ``concurrency`` handshakes at a time; the sinks that opened and
     the reasons the others did not."""
@@ -294,7 +343,7 @@ async def open_sinks(
             opened: asyncio.Future[None] = loop.create_future()
             try:
                 _, sink = await loop.create_connection(
-                    lambda: make(upgrade_request(host, port, path), opened, number), host, port
+                    lambda: make(upgrade_request(host, port, path, protocol), opened, number), host, port
                 )
                 await asyncio.wait_for(opened, CONNECT_TIMEOUT_S)
             except (OSError, BenchError, TimeoutError) as exc:
@@ -345,14 +394,26 @@ class SinkHost:
         stride: int = command["stride"]
         record: bool = command["record"]
 
+        # The socket.io peer's room, when the sinks are its viewers.
+        sio_room: str | None = command.get("sio_room")
+
         def make(request: bytes, opened: asyncio.Future[None], number: int) -> Sink:
-            sampled = sample_every > 0 and (first + number * stride) % sample_every == 0
+            viewer = first + number * stride
+            sampled = sample_every > 0 and viewer % sample_every == 0
             recorder = self.recorder if sampled else None
+            if sio_room is not None:
+                connect = sio_connect(sio_room, f"{command['group']}_v{viewer}")
+                return SioSink(request, self.book, recorder, record, connect, opened)
             return Sink(request, self.book, recorder, record, command["welcome"], opened)
 
         started = time.time()
         sinks, failures = await open_sinks(
-            command["host"], command["port"], command["paths"], make, command["concurrency"]
+            command["host"],
+            command["port"],
+            command["paths"],
+            make,
+            command["concurrency"],
+            None if sio_room is not None else SUBPROTOCOL,
         )
         finished = time.time()
         self.groups.setdefault(command["group"], []).extend(sinks)
@@ -388,6 +449,27 @@ class SinkHost:
             chats.extend(received_ms - ts for ts in self.book.chat_ts[number])
         self.recorder.arrivals = []
         return {"gift": gifts.tobytes(), "chat": chats.tobytes()}
+
+    async def op_tap_latencies(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Tap-to-screen latencies (ms) at the sampled viewers in the last window: receipt minus
+        the time the gift was sent (``sent``: event id -> epoch seconds), and how many of the
+        sampled arrivals carried an event not in ``sent``."""
+        sent: dict[str, float] = command["sent"]
+        out = array.array("d")
+        unknown = 0
+        for number, received in self.recorder.arrivals:
+            for event_id in self.book.ids[number]:
+                at = sent.get(event_id)
+                if at is None:
+                    unknown += 1
+                else:
+                    out.append((received - at) * 1000)
+        self.recorder.arrivals = []
+        return {"ms": out.tobytes(), "unknown": unknown}
+
+    async def op_gift_counts(self, command: dict[str, Any]) -> dict[str, Any]:
+        """The gift events each viewer of a group has received so far, in connection order."""
+        return {"counts": [sink.gifts for sink in self.groups.get(command["group"], [])]}
 
     async def op_payloads(self, command: dict[str, Any]) -> dict[str, Any]:
         """The distinct gift-carrying payloads first seen between two times."""
@@ -554,10 +636,12 @@ class SinkPool:
         sample_every: int,
         concurrency: int,
         base: int = 0,
+        sio_room: str | None = None,
     ) -> dict[str, Any]:
         """Open ``paths`` (viewers ``base``, ``base + 1``, ...) as sinks of ``group``; the count,
         failures and handshakes/s. Viewers whose number is a multiple of ``sample_every`` (0:
-        none) record latencies."""
+        none) record latencies. With ``sio_room`` they are viewers of that room of the
+        socket.io peer (``SioSink``)."""
         count = len(self.conns)
         commands = [
             {
@@ -572,6 +656,7 @@ class SinkPool:
                 "record": record,
                 "sample_every": sample_every,
                 "concurrency": concurrency,
+                "sio_room": sio_room,
             }
             for i in range(count)
         ]
@@ -702,8 +787,11 @@ class Poster(Sink):
             self.unanswered.pop(key, None)
         self.ledger.error(key, code)
 
+    def encode(self, body: dict[str, Any]) -> bytes:
+        return orjson.dumps(body)
+
     def post(self, key: str, body: dict[str, Any]) -> None:
-        frame = orjson.dumps(body)
+        frame = self.encode(body)
         self.unanswered[key] = frame
         self.ledger.sent[key] = time.perf_counter()
         self.ledger.answered.clear()
@@ -732,6 +820,43 @@ class Gifter(Poster):
         self.post(key, {"type": "gift", "gift_id": GIFT_ID, "count": 1, "idempotency_key": key})
 
 
+class SioGifter(Gifter):
+    """A sender's connection to the socket.io peer: ``gift`` events asking for an ack, the
+    room's own ``gift`` events ignored."""
+
+    def __init__(
+        self, request: bytes, opened: asyncio.Future[None], ledger: GiftLedger, tag: str, connect: bytes
+    ) -> None:
+        super().__init__(request, opened, ledger, tag)
+        self.connect = connect
+
+    def message(self, payload: bytes) -> None:
+        if payload.startswith(SIO_GIFT):
+            return
+        if payload == b"2":
+            self.send(0x1, b"3")
+        elif payload.startswith(b"43"):
+            body = orjson.loads(payload[payload.index(b"[") :])[0]
+            key = body.get("idempotency_key")
+            error = body.get("error")
+            if error is not None:
+                self.refused(key, error.get("code", "?"))
+            else:
+                self.unanswered.pop(key, None)
+                self.ledger.ack(key, body["gift_event_id"])
+        elif payload.startswith(SIO_JOINED):
+            self.welcomed = True
+            self._open()
+        elif payload.startswith(b"0{"):
+            self.send(0x1, self.connect)
+        elif not payload.startswith(b"4"):
+            self._fail(f"unexpected socket.io packet: {payload[:200]!r}")
+
+    def encode(self, body: dict[str, Any]) -> bytes:
+        # The packet's ack id is the gift's number on this connection; a resend keeps it.
+        return b"42" + str(self.sent).encode() + orjson.dumps([body.pop("type"), body])
+
+
 SinkT = TypeVar("SinkT", bound=Sink)
 
 
@@ -757,6 +882,20 @@ async def open_gifters(port: int, room_id: str, senders: list[Sender], ledger: G
         )
         for sender in senders
     ]
+
+
+async def open_sio_gifters(port: int, room: str, tags: list[str], ledger: GiftLedger) -> list[SioGifter]:
+    """One socket.io peer connection per tag, each in ``room`` as the user named by its tag."""
+    loop = asyncio.get_running_loop()
+    gifters = []
+    for tag in tags:
+        opened: asyncio.Future[None] = loop.create_future()
+        request = upgrade_request("127.0.0.1", port, SIO_PATH, None)
+        gifter = SioGifter(request, opened, ledger, tag, sio_connect(room, tag))
+        await loop.create_connection(lambda gifter=gifter: gifter, "127.0.0.1", port)  # type: ignore[misc]
+        await asyncio.wait_for(opened, CONNECT_TIMEOUT_S)
+        gifters.append(gifter)
+    return gifters
 
 
 class Talker(Poster):
