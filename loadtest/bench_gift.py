@@ -27,9 +27,10 @@ server
     delivers the room's batches to every sender, as it would in production; the client
     skips them by their first bytes (the load generator shares the machine, so it must
     stay cheap). It uses the ``websockets`` asyncio client: one per sender is cheap enough
-    at tens of connections. The default is 64 senders x 1 in flight: the server reads a
-    connection's next frame once it has answered the last, so more in flight per sender
-    only queues at the server. The rooms matter: a platform's gifts spread over many
+    at tens of connections. The default is 64 senders x 1 in flight, as the figures
+    have always been taken; the server handles up to 32 frames of a connection at once
+    (``api/ws.py`` ``InFlight``), so ``--inflight 4`` shows what a client that does not wait
+    for each answer gets: its gifts share the engine's round trips. The rooms matter: a platform's gifts spread over many
     lives, and with every sender in one room each gift would also go out to every sender,
     so the measure would be the room's fan-out (``bench_room`` measures that) rather than
     the gift path.
