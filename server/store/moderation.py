@@ -2,16 +2,15 @@
 live, a creator's bans and the moderation log.
 
 A ban is kept twice: in the creator's slot (``bans``, read by chat and socket connects with
-the creator's other rules) and in the banned user's slot (``banned_by``, read by the gift
-path beside the room check, in the same pipeline, so a ban costs a gift no round trip of
-its own). The user's copy is written first: a ban interrupted between the two writes is
-already refused on the gift path, and the same ``PUT`` again completes it. Each live
-room's hubs learn of it from a ``ban`` marker in the room's log (``room_ban.lua``).
+the creator's other rules) and in the banned user's slot (``banned_by``, read by the gift's
+debit script, ``gift_debit.lua``, so a ban costs a gift no read of its own). The user's copy
+is written first: a ban interrupted between the two writes is already refused on the gift
+path, and the same ``PUT`` again completes it. Each live room's hubs learn of it from a
+``ban`` marker in the room's log (``room_ban.lua``).
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,11 +87,6 @@ class Moderation:
             ]
         )
         return Authority(room, bool(actor), target_id is not None and bool(target))
-
-    def banned_by(self, user_id: str) -> asyncio.Future[set[str]]:
-        """The creators who banned the user, queued on the gift path's batch (``store.batch``)
-        so that it shares the room check's round trip."""
-        return self._batch.read(("SMEMBERS", self._keys.user(user_id).banned_by), lambda raw: set(raw))
 
     async def is_banned(self, creator_id: str, user_id: str) -> bool:
         return bool(await self._redis.sismember(self._keys.user(creator_id).bans, user_id))
