@@ -18,7 +18,6 @@ from redis.asyncio import Redis
 
 from server.errors import Forbidden, NotFound
 from server.keys import KeySchema, RoomKeys
-from server.store.batch import ScriptBatch
 from server.store.records import Room
 from server.store.rooms import room_from_hash
 from server.store.scripts import CHAT_DELETE, ROOM_BAN, Arguments, Call, ScriptRunner, outcome
@@ -66,13 +65,10 @@ def log_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
 
 
 class Moderation:
-    def __init__(
-        self, redis: Redis, keys: KeySchema, runner: ScriptRunner, batch: ScriptBatch, stream_len: int
-    ) -> None:
+    def __init__(self, redis: Redis, keys: KeySchema, runner: ScriptRunner, stream_len: int) -> None:
         self._redis = redis
         self._keys = keys
         self._runner = runner
-        self._batch = batch
         self._stream_len = stream_len
 
     async def authority(self, room_id: str, actor_id: str, target_id: str | None) -> Authority:
