@@ -27,12 +27,13 @@ server
     delivers the room's batches to every sender, as it would in production; the client
     skips them by their first bytes (the load generator shares the machine, so it must
     stay cheap). It uses the ``websockets`` asyncio client: one per sender is cheap enough
-    at tens of connections. The default is 64 senders x 1 in flight: the server reads a
-    connection's next frame once it has answered the last, so more in flight per sender
-    only queues at the server. The rooms matter: a platform's gifts spread over many
-    lives, and with every sender in one room each gift would also go out to every sender,
-    so the measure would be the room's fan-out (``bench_room`` measures that) rather than
-    the gift path.
+    at tens of connections. The default is 64 senders x 1 in flight, as the figures
+    have always been taken; the server handles up to 32 frames of a connection at once
+    (``api/ws.py`` ``InFlight``), so ``--inflight 4`` shows what a client that does not wait
+    for each answer gets: its gifts share the engine's round trips. The rooms matter: a
+    platform's gifts spread over many lives, and with every sender in one room each gift
+    would also go out to every sender, so the measure would be the room's fan-out
+    (``bench_room`` measures that) rather than the gift path.
 
     ``http``: ``POST /v1/rooms/{room}/gifts``, one request at a time per sender over
     keep-alive HTTP/1.1. Each sender has its own httpx client of one connection: one shared
@@ -691,9 +692,34 @@ async def bench_engine(
                 ]
                 for gifter in gifters:
                     clients.push_async_callback(gifter.close)
-            return await interleaved_runs(args, fsync, engine_version, setup, senders, gifters, raw, meter)
+            one_engine = Topology.of(raw).one_connection
+            if one_engine:
+                await raw.config_set("latency-monitor-threshold", STALL_MS)
+            result = await interleaved_runs(args, fsync, engine_version, setup, senders, gifters, raw, meter)
+            if one_engine:
+                print(f"  [{fsync} engine] {await engine_stalls(raw)}", flush=True)
+            return result
     finally:
         await raw.aclose()
+
+
+async def engine_stalls(raw: Redis) -> str:
+    """What held the engine's event loop ``STALL_MS`` or more during the runs (its latency
+    monitor: an fsync under ``always``, a fork for the append-only file's rewrite, a slow
+    write), and how many times the file was rewritten: the source of the p99 acks' stalls."""
+    persistence = await raw.info("persistence")
+    events = []
+    for event, *_ in await raw.execute_command("LATENCY", "LATEST"):
+        name = event.decode() if isinstance(event, bytes) else str(event)
+        history = await raw.execute_command("LATENCY", "HISTORY", name)
+        worst = max(int(ms) for _, ms in history)
+        events.append(f"{name} {len(history)}x (max {worst} ms)")
+    stalls = ", ".join(events) or "none"
+    return f"AOF rewrites {persistence.get('aof_rewrites', 0)}; stalls of {STALL_MS} ms or more: {stalls}"
+
+
+# The engine's latency monitor reports the event-loop stalls at least this long (ms).
+STALL_MS = 10
 
 
 async def interleaved_runs(

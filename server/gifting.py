@@ -6,9 +6,9 @@ check, and is delivered into the video's totals instead of a room.
 The room check is the point a gift is accepted against, the same for every transport: the
 room's record in the engine, read right before the debit (never a process's copy of it,
 which learns of the end only at the hub's next read of the room). A gift checked while the
-room was live and debited after its end still reaches the creator. The creators who banned
-the sender are read beside it, in the same round trip: a gift to one of them is refused
-``banned`` before any debit.
+room was live and debited after its end still reaches the creator. The debit itself reads
+the creators who banned the sender (``gift_debit.lua``, in the sender's slot): a gift to one
+of them is refused ``banned`` with nothing debited, and costs no read of its own.
 
 Delivery runs right after the debit: the gift is published into its room (totals,
 leaderboard, combo, the event every viewer sees) and the creator is credited, each at most
@@ -46,7 +46,6 @@ from server.errors import Conflict, EngineUnavailable, NotFound
 from server.settings import Settings
 from server.store import ENGINE_ERRORS, UNAVAILABLE, Store
 from server.store.coalesce import Coalescer
-from server.store.moderation import banned_error
 from server.store.records import CreatorCredit
 from server.store.rooms import Published
 
@@ -108,17 +107,12 @@ class GiftService:
         logs.bind(sender=sender_id, room=room_id)
         gift = self.catalog.gift(request.gift_id)
         fingerprint = gift_fingerprint(room_id, gift.id, request.count)
-        # One round trip: the ban check is queued beside the room check (``store.batch``).
-        room, banned_by = await asyncio.gather(
-            self.store.rooms.get(room_id), self.store.moderation.banned_by(sender_id)
-        )
-        if not room.live or room.creator_id in banned_by:
-            # A retry of a gift accepted before the room ended (or the ban) gets its first answer.
+        room = await self.store.rooms.get(room_id)
+        if not room.live:
+            # A retry of a gift accepted before the room ended gets its first answer.
             earlier = await self.store.wallets.replay(sender_id, request.idempotency_key, fingerprint)
             if earlier is not None:
                 return GiftOutcome(earlier.event_id, earlier.coins, earlier.cost, replayed=True)
-            if room.live:
-                raise banned_error()
             raise Conflict(f"room {room_id!r} has ended", code="room_ended")
         if room.creator_id == sender_id:
             raise Conflict("creators cannot send gifts to their own room", code="self_gift")
@@ -142,16 +136,9 @@ class GiftService:
         gift = self.catalog.gift(request.gift_id)
         # Ids hold no ':', so a video's fingerprint never equals a room's.
         fingerprint = gift_fingerprint(f"video:{video_id}", gift.id, request.count)
-        creator_id, banned_by = await asyncio.gather(
-            self.store.videos.creator_of(video_id), self.store.moderation.banned_by(sender_id)
-        )
+        creator_id = await self.store.videos.creator_of(video_id)
         if creator_id is None:
             raise NotFound(f"no video {video_id!r}")
-        if creator_id in banned_by:
-            earlier = await self.store.wallets.replay(sender_id, request.idempotency_key, fingerprint)
-            if earlier is not None:
-                return GiftOutcome(earlier.event_id, earlier.coins, earlier.cost, replayed=True)
-            raise banned_error()
         if creator_id == sender_id:
             raise Conflict("creators cannot send gifts to their own video", code="self_gift")
         return await self._debit_and_deliver(

@@ -22,7 +22,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,15 +49,6 @@ def redact(text: str) -> str:
 def bind(**fields: str) -> None:
     """Add ``fields`` to every line logged from here on in the current task."""
     _FIELDS.set({**(_FIELDS.get() or {}), **fields})
-
-
-def keep() -> Token[dict[str, str] | None]:
-    """A mark to ``restore`` the fields to, for a task that handles one thing after another."""
-    return _FIELDS.set(_FIELDS.get())
-
-
-def restore(mark: Token[dict[str, str] | None]) -> None:
-    _FIELDS.reset(mark)
 
 
 def current_context() -> dict[str, str]:

@@ -136,6 +136,16 @@ ENGINE_ERRORS = Counter(
     "not_replicated: fewer replicas than GIFTING_REPLICA_ACKS confirmed a money write in time)",
     ["kind"],
 )
+ENGINE_PIPELINES = Counter(
+    "gifting_engine_pipelines_total",
+    "Pipelines the group commit sent (store.batch): the scripts and reads queued in one "
+    "event-loop turn go out as one",
+)
+ENGINE_PIPELINED_CALLS = Counter(
+    "gifting_engine_pipelined_calls_total",
+    "Script calls and reads the group commit sent (store.batch); over its pipelines, the "
+    "calls that share a round trip",
+)
 ENGINE_RESTARTS = Counter(
     "gifting_engine_restarts_total",
     "Times the embedded engine died and was started again on its files by the server "

@@ -272,6 +272,26 @@ def test_video_gift_refusals_change_nothing(books: Books) -> None:
     assert books.audit().ok
 
 
+def test_a_banned_sender_cannot_gift_on_the_creators_videos_but_an_earlier_gift_replays(
+    books: Books,
+) -> None:
+    api, creator, viewer = books.api, unique("c"), unique("v")
+    video_id = video_of(api, creator)
+    api.buy(viewer)
+    key = unique("k")
+    first = gift(api, viewer, video_id, "rose", key=key)
+    assert first.status_code == 200, first.text
+    room_id = api.open_room(creator)
+    banned = api.http.put(f"/v1/rooms/{room_id}/bans/{viewer}", headers=api.auth(creator, "creator"))
+    assert banned.status_code < 300, banned.text
+    assert error_code(gift(api, viewer, video_id, "rose")) == (403, "banned")
+    again = gift(api, viewer, video_id, "rose", key=key)
+    assert again.status_code == 200 and again.json()["gift_event_id"] == first.json()["gift_event_id"]
+    assert api.coins(viewer) == 549
+    assert video(api, video_id)["coins"] == 1
+    assert books.audit().ok
+
+
 def test_the_gift_rate_holds_on_videos(books: Books) -> None:
     api, viewer = books.api, unique("v")
     video_id = video_of(api, unique("c"))

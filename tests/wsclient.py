@@ -73,6 +73,16 @@ class RoomSocket:
         else:
             await self.ws.send(orjson.dumps(message).decode())
 
+    def send_together(self, messages: list[Frame]) -> None:
+        """Send ``messages`` as frames in one write, so that the server reads them together."""
+        protocol = self.ws.protocol
+        for message in messages:
+            if self.encoding == MSGPACK:
+                protocol.send_binary(msgpack.packb(message))
+            else:
+                protocol.send_text(orjson.dumps(message))
+        self.ws.transport.write(b"".join(protocol.data_to_send()))
+
     async def recv(self, wait_s: float = 10) -> Frame:
         raw = await asyncio.wait_for(self.ws.recv(), wait_s)
         if self.encoding == MSGPACK:

@@ -15,17 +15,19 @@ on each of thousands of them. Every other request goes to the Starlette app.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server import logs, metrics
+from server import metrics
 from server.api import request_ids
 from server.api.answers import answer, client_error
 from server.api.context import Context, now_ms
@@ -66,6 +68,8 @@ log = logging.getLogger(__name__)
 
 PATH = re.compile(r"^/v1/rooms/([^/]+)/ws$")
 OVERLAY_PATH = re.compile(r"^/v1/overlay/([^/]+)/ws$")
+# Frames of one connection handled at once; past it, it is not read until its oldest is answered.
+MAX_FRAMES_IN_FLIGHT = 32
 # A connection sending this many frames that do not parse or validate within a minute is closed.
 MAX_INVALID_FRAMES = 10
 INVALID_WINDOW_S = 60.0
@@ -120,10 +124,13 @@ async def room_socket(
     if admitted is None:
         return
     socket = Socket(ctx, admitted.viewer, admitted.principal)
+    in_flight = InFlight(socket, MAX_FRAMES_IN_FLIGHT)
     connections = metrics.CONNECTIONS[overlay]
     connections.inc()
     try:
         while True:
+            if in_flight.full:
+                await in_flight.room()  # back-pressure: the frames wait unread
             message = await receive()
             if message["type"] != "websocket.receive":
                 return
@@ -132,13 +139,107 @@ async def room_socket(
                 data = message.get("bytes") or b""
             try:
                 kind, fields = read(data, socket.viewer.encoding)
-                await FRAME_HANDLERS[kind](socket, fields)
             except InvalidRequest as exc:
                 metrics.WS_INVALID_FRAMES.inc()
-                socket.refuse(exc)
+                in_flight.answer(socket.refusal(exc))
+            else:
+                in_flight.start(handle(socket, kind, fields))
     finally:
-        connections.dec()
-        ctx.hub.leave(socket.viewer)
+        try:
+            # A frame taken is carried through (a debited gift is delivered) even once its
+            # answer can no longer be sent; its sender can replay it by its key.
+            await in_flight.finish()
+        finally:
+            connections.dec()
+            ctx.hub.leave(socket.viewer)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a frame is answered with; ``invalid`` marks the refusal of an invalid frame,
+    which counts towards the close for too many."""
+
+    frame: dict[str, Any]
+    invalid: bool = False
+
+
+class InFlight:
+    """A connection's frames being handled, each by its own task, answered in the order
+    they came.
+
+    Every frame read in one turn of the event loop starts at once, so the gifts a client
+    sent together share the engine's round trips (``store.batch``) instead of waiting for
+    each other. A frame's answer is written once every frame before it is answered. At most
+    ``limit`` frames are in flight: past that the connection is not read (its frames wait in
+    the transport) until the oldest is answered. The outlet knows how many are unanswered,
+    so that a close it holds back (``finish``) waits for them.
+    """
+
+    __slots__ = ("_queue", "_room", "limit", "socket")
+
+    def __init__(self, socket: Socket, limit: int) -> None:
+        self.socket = socket
+        self.limit = limit
+        self._queue: deque[asyncio.Future[Reply | None]] = deque()
+        self._room: asyncio.Future[None] | None = None
+
+    @property
+    def full(self) -> bool:
+        return len(self._queue) >= self.limit
+
+    def start(self, handling: Coroutine[Any, Any, Reply | None]) -> None:
+        task = asyncio.get_running_loop().create_task(handling)
+        self._queue.append(task)
+        self.socket.viewer.outlet.answering(len(self._queue))
+        task.add_done_callback(self._release)
+
+    def answer(self, reply: Reply) -> None:
+        """Answer a frame that needed no handling: at once unless frames before it are in flight."""
+        if not self._queue:
+            self.socket.answer([reply])
+            return
+        done: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
+        done.set_result(reply)
+        self._queue.append(done)
+        self.socket.viewer.outlet.answering(len(self._queue))
+
+    def _release(self, _: object) -> None:
+        """Write the answers now due, in one write: those of the oldest frames, up to the
+        first in flight."""
+        queue = self._queue
+        due: list[Reply] = []
+        while queue and queue[0].done():
+            handled = queue.popleft()
+            if handled.cancelled():
+                continue
+            error = handled.exception()
+            if error is not None:
+                log.error(
+                    "unhandled error on a frame on /v1/rooms/%s/ws",
+                    self.socket.viewer.room_id,
+                    exc_info=error,
+                )
+                continue
+            reply = handled.result()
+            if reply is not None:
+                due.append(reply)
+        if due:
+            self.socket.answer(due)
+        self.socket.viewer.outlet.answering(len(queue))
+        if self._room is not None and not self._room.done() and len(queue) < self.limit:
+            self._room.set_result(None)
+
+    async def room(self) -> None:
+        """Wait until fewer than ``limit`` frames are in flight."""
+        while self.full:
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+        self._room = None
+
+    async def finish(self) -> None:
+        """Wait for every frame in flight to be handled."""
+        if self._queue:
+            await asyncio.wait(list(self._queue))
 
 
 @dataclass(slots=True)
@@ -151,44 +252,64 @@ class Socket:
     # When its recent invalid frames came (time.monotonic()).
     invalid: list[float] = field(default_factory=list)
 
-    def refuse(
+    def refusal(
         self, error: GiftingError, idempotency_key: str | None = None, *, client_id: str | None = None
-    ) -> None:
-        """Answer a frame with ``error``; an invalid frame counts towards the close for too many."""
-        self.viewer.send(error_frame(error, idempotency_key, client_id=client_id))
-        if isinstance(error, InvalidRequest):
-            now = time.monotonic()
-            self.invalid = [t for t in self.invalid if now - t < INVALID_WINDOW_S] + [now]
-            if len(self.invalid) >= MAX_INVALID_FRAMES:
-                self.viewer.outlet.close(Close.INVALID_FRAMES, "too many invalid frames")
+    ) -> Reply:
+        """The answer to a frame refused with ``error``."""
+        frame = error_frame(error, idempotency_key, client_id=client_id)
+        return Reply(frame, invalid=isinstance(error, InvalidRequest))
+
+    def answer(self, replies: list[Reply]) -> None:
+        """Write the answers of frames, in order, in one write (one system call for the
+        answers due together); an invalid frame's counts towards the close for too many."""
+        viewer = self.viewer
+        frames = [encode(reply.frame, viewer.encoding) for reply in replies]
+        if viewer.outlet.write(frames[0] if len(frames) == 1 else b"".join(frames)):
+            for frame in frames:
+                metrics.frames_sent(1, len(frame))
+        for reply in replies:
+            if reply.invalid:
+                now = time.monotonic()
+                self.invalid = [t for t in self.invalid if now - t < INVALID_WINDOW_S] + [now]
+                if len(self.invalid) >= MAX_INVALID_FRAMES:
+                    viewer.outlet.close(Close.INVALID_FRAMES, "too many invalid frames")
 
 
-async def on_ping(socket: Socket, fields: dict[str, Any]) -> None:
+async def handle(socket: Socket, kind: str, fields: dict[str, Any]) -> Reply | None:
+    """A frame's answer from its type's handler (None for a frame that is not answered).
+
+    Each frame is handled in its own task (``InFlight``), so the log fields a handler binds
+    (the gift's sender, room and event) are its own and end with it.
+    """
+    try:
+        return await FRAME_HANDLERS[kind](socket, fields)
+    except InvalidRequest as exc:
+        metrics.WS_INVALID_FRAMES.inc()
+        return socket.refusal(exc)
+
+
+async def on_ping(socket: Socket, fields: dict[str, Any]) -> Reply:
     ping_frame(fields)
-    socket.viewer.send({"type": "pong"})
+    return PONG
 
 
-async def on_gift(socket: Socket, fields: dict[str, Any]) -> None:
+async def on_gift(socket: Socket, fields: dict[str, Any]) -> Reply:
     """A gift, through the same ``answer`` as ``POST /v1/rooms/{id}/gifts``, answered to
     this connection only; a refusal carries the frame's key whenever it is readable."""
     key = readable_key(fields)
     where = f"a gift frame on /v1/rooms/{socket.viewer.room_id}/ws"
-    mark = logs.keep()  # the gift's log fields last until its answer
     try:
         outcome = await answer(metrics.WS, gift_from(socket, fields), where, metrics.GIFT_ANSWERS)
     except GiftingError as exc:
-        socket.refuse(exc, key)
-    else:
-        socket.viewer.send(
-            {
-                "type": "gift_ack",
-                "idempotency_key": key,
-                "gift_event_id": outcome.gift_event_id,
-                "coins": outcome.coins,
-            }
-        )
-    finally:
-        logs.restore(mark)
+        return socket.refusal(exc, key)
+    return Reply(
+        {
+            "type": "gift_ack",
+            "idempotency_key": key,
+            "gift_event_id": outcome.gift_event_id,
+            "coins": outcome.coins,
+        }
+    )
 
 
 async def gift_from(socket: Socket, fields: dict[str, Any]) -> GiftOutcome:
@@ -203,21 +324,17 @@ async def gift_from(socket: Socket, fields: dict[str, Any]) -> GiftOutcome:
         )
 
 
-async def on_chat(socket: Socket, fields: dict[str, Any]) -> None:
+async def on_chat(socket: Socket, fields: dict[str, Any]) -> Reply:
     """A chat message, through the same ``ChatService.post`` as ``POST /v1/rooms/{id}/chat``,
     acknowledged to this connection only; a refusal carries the frame's ``client_id``
     whenever it is readable."""
     client_id = readable_client_id(fields)
     where = f"a chat frame on /v1/rooms/{socket.viewer.room_id}/ws"
-    mark = logs.keep()
     try:
         outcome = await answer(metrics.WS, chat_from(socket, fields), where, metrics.CHAT_ANSWERS)
     except GiftingError as exc:
-        socket.refuse(exc, client_id=client_id)
-    else:
-        socket.viewer.send({"type": "chat_ack", "client_id": outcome.client_id, "event_id": outcome.event_id})
-    finally:
-        logs.restore(mark)
+        return socket.refusal(exc, client_id=client_id)
+    return Reply({"type": "chat_ack", "client_id": outcome.client_id, "event_id": outcome.event_id})
 
 
 async def chat_from(socket: Socket, fields: dict[str, Any]) -> ChatOutcome:
@@ -230,7 +347,7 @@ async def chat_from(socket: Socket, fields: dict[str, Any]) -> ChatOutcome:
         return await socket.ctx.chat.post(viewer.user_id, viewer.room_id, request, sender_name=viewer.name)
 
 
-async def on_like(socket: Socket, fields: dict[str, Any]) -> None:
+async def on_like(socket: Socket, fields: dict[str, Any]) -> Reply | None:
     """Likes, through the same ``Hub.like`` as ``POST /v1/rooms/{id}/likes``. Not answered:
     the room's ``likes`` events show them, and likes over the user's rate are dropped
     without an error, so that a tapping client is never sent a flood of them."""
@@ -241,11 +358,13 @@ async def on_like(socket: Socket, fields: dict[str, Any]) -> None:
             raise Forbidden("an overlay connection is read-only: it cannot send likes")
         await socket.ctx.hub.like(viewer.user_id, viewer.name, viewer.room_id, request.count)
     except Exception as exc:
-        socket.refuse(client_error(exc, f"a like frame on /v1/rooms/{viewer.room_id}/ws"))
+        return socket.refusal(client_error(exc, f"a like frame on /v1/rooms/{viewer.room_id}/ws"))
+    return None
 
 
+PONG = Reply({"type": "pong"})
 # One handler per client frame type (``hub.protocol.FRAME_TYPES`` holds each one's rules).
-FRAME_HANDLERS: dict[str, Callable[[Socket, dict[str, Any]], Awaitable[None]]] = {
+FRAME_HANDLERS: dict[str, Callable[[Socket, dict[str, Any]], Awaitable[Reply | None]]] = {
     "gift": on_gift,
     "ping": on_ping,
     "chat": on_chat,

@@ -132,6 +132,8 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
     buffer_limit = 256 * 1024
     # The close ``finish`` holds back until the endpoint has answered what it read.
     _finishing: tuple[int, str] | None = None
+    # Frames the endpoint has taken and not answered yet (it handles several at once).
+    unanswered = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -166,9 +168,16 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
     async def receive(self) -> Any:
         """The endpoint's next ASGI event; a ``finish`` waiting for this point closes first,
         so the endpoint reads the disconnect rather than another frame."""
-        if self._finishing is not None and self.queue.empty():
+        if self._finishing is not None and self.queue.empty() and not self.unanswered:
             self.close(*self._finishing)
         return await super().receive()
+
+    def answering(self, unanswered: int) -> None:
+        """The endpoint has ``unanswered`` frames taken and not answered: a ``finish`` waits
+        for them, and closes once they are answered if no frame is left to read."""
+        self.unanswered = unanswered
+        if not unanswered and self._finishing is not None and cast(Inbox, self.queue).idle:
+            self.close(*self._finishing)
 
     def write(self, frame: bytes) -> bool:
         """Write one complete frame; False if the connection is closing or (now closed) too slow.
@@ -227,7 +236,7 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
         """Close once the endpoint has answered every frame it has read: now if it waits for
         one, else when it next asks for a frame and none is left, at the latest after
         ``within_s``. Frames the server reads meanwhile are answered too."""
-        if cast(Inbox, self.queue).idle:
+        if cast(Inbox, self.queue).idle and not self.unanswered:
             self.close(code, reason)
         elif self._finishing is None:
             self._finishing = (code, reason)

@@ -25,6 +25,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from server import metrics
 from server.store.coalesce import Coalescer
 from server.store.connection import charged_to, current_budgets
 from server.store.scripts import Arg, Call, Script, ScriptRunner
@@ -78,6 +79,8 @@ class ScriptBatch:
         return future
 
     async def _send(self, queued: list[_Queued]) -> None:
+        metrics.ENGINE_PIPELINES.inc()
+        metrics.ENGINE_PIPELINED_CALLS.inc(len(queued))
         try:
             with charged_to(item.budgets for item in queued):
                 replies = await self._runner.execute([item.call for item in queued])

@@ -2,16 +2,15 @@
 live, a creator's bans and the moderation log.
 
 A ban is kept twice: in the creator's slot (``bans``, read by chat and socket connects with
-the creator's other rules) and in the banned user's slot (``banned_by``, read by the gift
-path beside the room check, in the same pipeline, so a ban costs a gift no round trip of
-its own). The user's copy is written first: a ban interrupted between the two writes is
-already refused on the gift path, and the same ``PUT`` again completes it. Each live
-room's hubs learn of it from a ``ban`` marker in the room's log (``room_ban.lua``).
+the creator's other rules) and in the banned user's slot (``banned_by``, read by the gift's
+debit script, ``gift_debit.lua``, so a ban costs a gift no read of its own). The user's copy
+is written first: a ban interrupted between the two writes is already refused on the gift
+path, and the same ``PUT`` again completes it. Each live room's hubs learn of it from a
+``ban`` marker in the room's log (``room_ban.lua``).
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +18,6 @@ from redis.asyncio import Redis
 
 from server.errors import Forbidden, NotFound
 from server.keys import KeySchema, RoomKeys
-from server.store.batch import ScriptBatch
 from server.store.records import Room
 from server.store.rooms import room_from_hash
 from server.store.scripts import CHAT_DELETE, ROOM_BAN, Arguments, Call, ScriptRunner, outcome
@@ -67,13 +65,10 @@ def log_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
 
 
 class Moderation:
-    def __init__(
-        self, redis: Redis, keys: KeySchema, runner: ScriptRunner, batch: ScriptBatch, stream_len: int
-    ) -> None:
+    def __init__(self, redis: Redis, keys: KeySchema, runner: ScriptRunner, stream_len: int) -> None:
         self._redis = redis
         self._keys = keys
         self._runner = runner
-        self._batch = batch
         self._stream_len = stream_len
 
     async def authority(self, room_id: str, actor_id: str, target_id: str | None) -> Authority:
@@ -88,11 +83,6 @@ class Moderation:
             ]
         )
         return Authority(room, bool(actor), target_id is not None and bool(target))
-
-    def banned_by(self, user_id: str) -> asyncio.Future[set[str]]:
-        """The creators who banned the user, queued on the gift path's batch (``store.batch``)
-        so that it shares the room check's round trip."""
-        return self._batch.read(("SMEMBERS", self._keys.user(user_id).banned_by), lambda raw: set(raw))
 
     async def is_banned(self, creator_id: str, user_id: str) -> bool:
         return bool(await self._redis.sismember(self._keys.user(creator_id).bans, user_id))

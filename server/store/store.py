@@ -76,7 +76,7 @@ class Store:
         self.limits = Limits(keys, runner, batch)
         self.likes = Likes(redis, keys, runner, room_stream_len)
         self.chat = Chat(redis, keys, runner, batch, room_stream_len)
-        self.moderation = Moderation(redis, keys, runner, batch, room_stream_len)
+        self.moderation = Moderation(redis, keys, runner, room_stream_len)
         self.battles = Battles(redis, keys, runner, batch, room_stream_len)
 
     @classmethod

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from server.errors import Conflict, DailyLimitExceeded, Forbidden, InsufficientCoins, RateLimited
 from server.keys import KeySchema, UserKeys
 from server.store.batch import ScriptBatch
+from server.store.moderation import banned_error
 from server.store.records import CreatorCredit, Debit, Wallet
 from server.store.scripts import GIFT_DEBIT, Arg, Arguments, Refusals, outcome
 from server.store.streams import read_stream_page
@@ -114,6 +115,7 @@ def _debit_refusals(cost: int, idempotency_key: str, rate_per_s: int, burst: int
         ),
         "limit": lambda reply: _over_daily_limit(cost, spent_today=int(reply[1]), daily_limit=int(reply[2])),
         "frozen": lambda _: Forbidden("this account is frozen: it cannot send gifts", code="account_frozen"),
+        "banned": lambda _: banned_error(),
         "negative": lambda reply: InsufficientCoins(
             f"the balance is {reply[1]} coins after a refund or chargeback; "
             "buy coins to bring it back to zero before gifting",
@@ -161,6 +163,7 @@ def gift_debit_arguments(
         user.outbox,
         user.gift_rate,
         user.clawable,
+        user.banned_by,
     ]
     args: list[Arg] = [
         credit.coins,

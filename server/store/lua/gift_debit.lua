@@ -6,6 +6,7 @@
 -- KEYS[4] - outbox hash of the sender        ({u:S}:outbox)
 -- KEYS[5] - gift rate token bucket hash     ({u:S}:rate)
 -- KEYS[6] - gifts a clawback can take back  ({u:S}:clawable)
+-- KEYS[7] - creators who banned the sender   ({u:S}:banned_by)
 -- ARGV[1] - cost in coins (positive integer)
 -- ARGV[2] - fingerprint of the request the idempotency key is bound to
 -- ARGV[3] - gift event id to use if this is a new gift
@@ -32,8 +33,12 @@
 --   {"limit", spent_today, daily_limit}       daily budget would be exceeded: nothing done
 --   {"rate", retry_after_ms}                  over the gift rate: nothing done
 --   {"frozen"}                                the account is frozen: nothing done
+--   {"banned"}                                the creator (ARGV[13]) banned the sender: nothing done
 --   {"negative", balance}                     the balance is below zero after a clawback
 --
+-- A replay is answered before the ban and the rate check: a gift accepted before a ban gets its
+-- first answer again. The ban is read here, in the sender's slot, rather than beside the room
+-- check: a ban made before the debit refuses the gift, with no read of its own on the gift path.
 -- A replay is answered before the rate check, so retrying never costs a token. The bucket
 -- refills continuously at ARGV[11] per second up to ARGV[12]; each new gift takes one token.
 -- It is _token_bucket.lua's, timed by the engine's clock, not ARGV[4]: every process that
@@ -50,6 +55,7 @@ local idem_key = KEYS[3]
 local outbox_key = KEYS[4]
 local rate_key = KEYS[5]
 local clawable_key = KEYS[6]
+local banned_by_key = KEYS[7]
 local cost = tonumber(ARGV[1])
 local fingerprint = ARGV[2]
 local event_id = ARGV[3]
@@ -76,8 +82,14 @@ if seen[1] then
   return {'mismatch'}
 end
 
-if redis.call('HGET', wallet_key, 'frozen') == '1' then
+-- One read of the wallet for every check below (the frozen flag first).
+local wallet = redis.call('HMGET', wallet_key, 'coins', 'daily_limit', 'spent_day', 'spent', 'frozen')
+if wallet[5] == '1' then
   return {'frozen'}
+end
+
+if redis.call('SISMEMBER', banned_by_key, creator_id) == 1 then
+  return {'banned'}
 end
 
 local tokens, bucket_now = bucket_read(rate_key, rate, burst)
@@ -85,7 +97,6 @@ if tokens < 1 then
   return {'rate', tostring(bucket_retry_ms(tokens, rate))}
 end
 
-local wallet = redis.call('HMGET', wallet_key, 'coins', 'daily_limit', 'spent_day', 'spent')
 local coins = tonumber(wallet[1] or '0')
 if coins < 0 then
   return {'negative', tostring(coins)}
