@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -293,13 +293,23 @@ class Rooms:
         offset = entries[-1][0] if entries else ZERO_OFFSET
         return room, state, offset, entries
 
+    @property
+    def reads_block(self) -> bool:
+        """Whether ``read`` waits for new entries (one engine) or answers at once (a cluster)."""
+        return self._wakeups is None
+
     async def read(
-        self, cursors: dict[str, str], block_ms: int, count: int
+        self,
+        cursors: dict[str, str],
+        block_ms: int | None,
+        count: int,
+        serving: Collection[str] | None = None,
     ) -> list[tuple[str, list[StreamEntry]]]:
         """New entries after each room's cursor, waiting up to ``block_ms`` if there are none
-        (on a cluster: the rooms woken since the last read, without waiting)."""
+        (on a cluster: the rooms woken since they were last read, without waiting).
+        ``serving`` is every room the process serves, when ``cursors`` names only some."""
         if self._wakeups is not None:
-            due = await self._wakeups.due(cursors)
+            due = await self._wakeups.due(cursors if serving is None else serving, cursors)
             cursors = {room_id: offset for room_id, offset in cursors.items() if room_id in due}
             if not cursors:
                 return []
