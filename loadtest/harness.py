@@ -58,6 +58,18 @@ class BenchError(RuntimeError):
     """The benchmark could not run as intended (an error reply, a server that would not start)."""
 
 
+def judged(
+    figure: str,
+    value: float | None,
+    target: str,
+    met: bool | None,
+    ratio: float | None = None,
+    unit: str = "",
+) -> dict[str, Any]:
+    """One target of a scenario's report: the figure, its target, and whether it was met."""
+    return {"figure": figure, "value": value, "unit": unit, "target": target, "ratio": ratio, "met": met}
+
+
 def percentile(ordered: list[float], q: float) -> float:
     """The nearest-rank ``q``-th percentile of an ascending list."""
     rank = max(1, math.ceil(q / 100 * len(ordered)))
