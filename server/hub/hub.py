@@ -5,7 +5,9 @@ One task per process runs the tick loop:
 1. one ``XREAD`` for all local rooms collects new room events, whichever process published
    them (on a cluster: the rooms woken since the last read, ``store.wakeups``);
 2. one pipelined ``room_state.lua`` call per room that needs it refreshes the leaderboard,
-   goal and viewer count, and reports this process's viewers (expiring presence);
+   goal and viewer count, and reports this process's viewers (expiring presence); a room
+   whose last batch needed it (a busy room) has it read in the same round trip as the
+   ``XREAD``, after it (``Rooms.read_with_states``);
 3. every room with something new gets one ``batch`` frame, encoded once per subprotocol
    and written to all its connections (``LocalRoom.broadcast``);
 4. combos whose sender stopped are closed (``combo_expire.lua``, exactly once overall);
@@ -365,12 +367,18 @@ class Hub:
     async def tick(self) -> None:
         await self.likes.write()  # before the read, which then brings the tallies back
         cursors = {room_id: room.read_cursor for room_id, room in self.rooms.items() if not room.ended}
-        if cursors:
-            for room_id, entries in await self.store.rooms.read(cursors, None, READ_COUNT):
-                self._add_events(room_id, entries)
+        # A room whose last batch needed its state read (a gift, a goal, a follow) most likely
+        # needs it again: its state is read in the same round trip as the streams, after them.
+        ahead = [(room_id, -1) for room_id, room in self.rooms.items() if room.cued and not room.ended]
+        read, replies = await self.store.rooms.read_with_states(
+            cursors, READ_COUNT, ahead, self.node_id, self._presence_ttl_ms
+        )
+        known = {room_id: state for (room_id, _), state in zip(ahead, replies, strict=True) if state}
+        for room_id, entries in read:
+            self._add_events(room_id, entries)
         started = time.perf_counter()
         now = time.monotonic()
-        await self._deliver(list(self.rooms), tick=True)
+        await self._deliver(list(self.rooms), tick=True, known=known)
         # A room that sent nothing this tick, with its last frame at least QUIET_TICKS of a
         # tick ago, sends its next event at once (``_between_ticks``).
         quiet_s = self.settings.tick_ms / 1000 * QUIET_TICKS
@@ -442,10 +450,13 @@ class Hub:
             room.add_events(events)
             self._watch_combos(room_id, events)
 
-    async def _deliver(self, room_ids: list[str], tick: bool) -> None:
-        """Refresh the state of the rooms that need it and send each room its batch: every
-        room at a tick, a quiet room's first events between ticks."""
-        states = await self._refresh_states(room_ids, tick)
+    async def _deliver(
+        self, room_ids: list[str], tick: bool, known: dict[str, RoomState] | None = None
+    ) -> None:
+        """Refresh the state of the rooms that need it (but those in ``known``, read with
+        the streams) and send each room its batch: every room at a tick, a quiet room's
+        first events between ticks."""
+        states = await self._refresh_states(room_ids, tick, known or {})
         battles = await self._read_battles(room_ids)
         now = time.monotonic()
         for room_id in room_ids:
@@ -457,10 +468,12 @@ class Hub:
         async with self._progress:
             self._progress.notify_all()
 
-    async def _refresh_states(self, room_ids: list[str], tick: bool) -> dict[str, RoomState]:
-        """Read the state of the rooms that need it; at a tick, also report the viewers of
-        the rooms whose count changed (or of every room, at each presence heartbeat) and of
-        the rooms left vacant."""
+    async def _refresh_states(
+        self, room_ids: list[str], tick: bool, known: dict[str, RoomState]
+    ) -> dict[str, RoomState]:
+        """Read the state of the rooms that need it and is not ``known``; at a tick, also
+        report the viewers of the rooms whose count changed (or of every room, at each
+        presence heartbeat) and of the rooms left vacant."""
         now = time.monotonic()
         everyone = tick and now >= self._next_presence
         if everyone:
@@ -470,22 +483,27 @@ class Hub:
             room = self.rooms.get(room_id)
             if room is None:
                 continue
+            room.cued = any(event.kind in STATE_CUES for event in room.pending)
             if everyone or room_id in self._presence_changed:
                 reports.append((room_id, room.audience))
-            elif any(event.kind in STATE_CUES for event in room.pending):
+            elif room.cued and room_id not in known:
                 reports.append((room_id, -1))
         if tick:
             reports += [(room_id, 0) for room_id in self._vacated]
         if not reports:
-            return {}
-        ttl_ms = int(self.settings.presence_ttl_s * 1000)
-        replies = await self.store.rooms.states(reports, self.node_id, ttl_ms)
+            return known
+        replies = await self.store.rooms.states(reports, self.node_id, self._presence_ttl_ms)
         if tick:
             self._presence_changed.clear()
             self._vacated.clear()
         else:
             self._presence_changed.difference_update(room_ids)
-        return {room_id: state for (room_id, _), state in zip(reports, replies, strict=True) if state}
+        fresh = {room_id: state for (room_id, _), state in zip(reports, replies, strict=True) if state}
+        return {**known, **fresh}
+
+    @property
+    def _presence_ttl_ms(self) -> int:
+        return int(self.settings.presence_ttl_s * 1000)
 
     async def _read_battles(self, room_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The ``battle`` event of each running battle of these rooms, as its record stands

@@ -78,6 +78,8 @@ class LocalRoom:
     # nothing new since, long enough after it that its next event goes out at once.
     sent_at: float = -math.inf
     quiet: bool = False
+    # Whether its last batch needed its state read: the next tick reads it with the streams.
+    cued: bool = False
 
     def add(self, viewer: Viewer) -> None:
         self.viewers.add(viewer)
