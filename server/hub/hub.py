@@ -393,8 +393,9 @@ class Hub:
         one's events the moment they arrive.
 
         A room is quiet once a read found nothing new for it, at least QUIET_TICKS of a tick
-        after its last frame. Its first event then goes out at once, in a batch of its own,
-        and the room is no longer quiet. Events that reach a room that is not quiet wait
+        after its last frame. Its first event then goes out at once, in a batch of its own
+        (with the room's state read for it; a battle's scores wait for the tick), and the
+        room is no longer quiet. Events that reach a room that is not quiet wait
         for the next tick's batch, as every event did before: under load a room sends one
         batch a tick, and never more than two in a tick. A room whose events wait is not
         read again before the tick, so a busy room costs one read more a tick, not one a
@@ -457,7 +458,10 @@ class Hub:
         the streams) and send each room its batch: every room at a tick, a quiet room's
         first events between ticks."""
         states = await self._refresh_states(room_ids, tick, known or {})
-        battles = await self._read_battles(room_ids)
+        # The battles' scores only at a tick: one read serves every room of a battle, so
+        # its rooms show the same ``battle`` events (a quiet room's gift shows its score
+        # change at the next tick).
+        battles = await self._read_battles(room_ids) if tick else {}
         now = time.monotonic()
         for room_id in room_ids:
             room = self.rooms.get(room_id)
