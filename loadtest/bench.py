@@ -61,6 +61,7 @@ ROOM_FULL: list[str] = []
 # The sizes of tests/test_bench_smoke.py's own bench_room run.
 ROOM_QUICK = [
     *("--storm-viewers", "20", "--storm-rate", "20", "--storm-seconds", "1", "--storm-gifters", "2"),
+    *("--quiet-viewers", "20", "--quiet-rate", "5", "--quiet-seconds", "1", "--quiet-gifters", "2"),
     *("--fanout-sizes", "20,40", "--fanout-rate", "20", "--fanout-gifters", "2", "--fanout-seconds", "0.5"),
     *("--fanout-rounds", "1", "--warmup", "0.2", "--connections", "30", "--sink-procs", "1"),
     *("--mixed-viewers", "20", "--mixed-seconds", "1", "--mixed-gift-rate", "20", "--mixed-gifters", "2"),

@@ -141,8 +141,9 @@ def test_the_room_benchmarks_run(tmp_path: Path) -> None:
     out = tmp_path / "room.json"
     bench(
         "bench_room",
-        *("--scenarios", "storm,fanout,connections", "--storm-viewers", "20", "--storm-rate", "20"),
+        *("--scenarios", "storm,quiet,fanout,connections", "--storm-viewers", "20", "--storm-rate", "20"),
         *("--storm-seconds", "1", "--storm-gifters", "2", "--fanout-sizes", "20", "--fanout-rate", "20"),
+        *("--quiet-viewers", "20", "--quiet-rate", "5", "--quiet-seconds", "1", "--quiet-gifters", "2"),
         *("--fanout-gifters", "2", "--fanout-seconds", "0.5", "--fanout-rounds", "1", "--warmup", "0.2"),
         *("--connections", "30", "--sink-procs", "1"),
         json_path=out,
@@ -151,9 +152,16 @@ def test_the_room_benchmarks_run(tmp_path: Path) -> None:
     storm = report["storm"]
     assert storm["gifts_acked"] == storm["gifts_sent"] > 0 and not storm["errors"]
     assert storm["completeness_min_pct"] == 100 and storm["duplicate_events"] == 0
+    quiet = report["quiet"]
+    assert quiet["gifts_acked"] == quiet["gifts_sent"] == 5 and not quiet["errors"]
+    met = {target["figure"]: target["met"] for target in quiet["targets"]}
+    assert met["min gift completeness"] and met["events received twice or never acked"], quiet["targets"]
+    assert met["frames per viewer"] and "p99 gift delivery" in met, quiet["targets"]
     [fanout] = report["fanout"]["sizes"]
     assert fanout["server_frames_per_s"] > 0 and fanout["bare_frames_per_s"] > 0
     assert not report["fanout"]["gift_errors"]
+    [target] = report["fanout"]["targets"]
+    assert target["ratio"] == fanout["ratio"] and target["met"] == (fanout["ratio"] >= 0.9), target
     connections = report["connections"]
     assert connections["opened"] == connections["open_after_idle"] == 30 and not connections["failures"]
     storm_met = {target["figure"]: target["met"] for target in storm["targets"]}

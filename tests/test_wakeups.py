@@ -109,6 +109,24 @@ async def followed(cluster: EmbeddedCluster, wakeups: RoomWakeups) -> set[str]:
     return rooms
 
 
+async def test_a_read_of_some_rooms_leaves_the_others_wake_ups_for_their_own_read(
+    cluster: EmbeddedCluster, wakeups: RoomWakeups, followed: set[str]
+) -> None:
+    """Between ticks the hub reads only its quiet rooms: the wake-up of a room left out
+    waits for the next read that includes it, and every room stays followed."""
+    rooms = followed
+    quiet, busy = sorted(rooms)[:2]
+    assert publish(cluster, busy) == 1
+    assert publish(cluster, quiet) == 1
+    deadline = time.monotonic() + DEADLINE_S
+    while not (due := await wakeups.due(rooms, {quiet})):
+        assert time.monotonic() < deadline, "the quiet room was not woken"
+    assert due == {quiet}
+    assert await woken(wakeups, rooms) == {busy}
+    assert await wakeups.due(rooms) == set(), "one wake-up, one read"
+    assert all(subscribers(cluster, room) == 1 for room in rooms)
+
+
 async def test_a_room_no_longer_served_is_no_longer_followed(
     cluster: EmbeddedCluster, wakeups: RoomWakeups, followed: set[str]
 ) -> None:

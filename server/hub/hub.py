@@ -2,11 +2,12 @@
 
 One task per process runs the tick loop:
 
-1. one ``XREAD`` for all local rooms (blocking at most a tick) collects new room events,
-   whichever process published them (on a cluster: the rooms woken since the last tick,
-   ``store.wakeups``);
+1. one ``XREAD`` for all local rooms collects new room events, whichever process published
+   them (on a cluster: the rooms woken since the last read, ``store.wakeups``);
 2. one pipelined ``room_state.lua`` call per room that needs it refreshes the leaderboard,
-   goal and viewer count, and reports this process's viewers (expiring presence);
+   goal and viewer count, and reports this process's viewers (expiring presence); a room
+   whose last batch needed it (a busy room) has it read in the same round trip as the
+   ``XREAD``, after it (``Rooms.read_with_states``);
 3. every room with something new gets one ``batch`` frame, encoded once per subprotocol
    and written to all its connections (``LocalRoom.broadcast``);
 4. combos whose sender stopped are closed (``combo_expire.lua``, exactly once overall);
@@ -20,8 +21,14 @@ One task per process runs the tick loop:
    marker closes the overlays opened with the replaced token (close 4401,
    ``store.overlays``).
 
+Between ticks the hub reads the quiet rooms, those that have sent nothing for half a tick
+and had nothing new since, and sends a quiet room's first event at once, in a batch of its
+own (``_between_ticks``): a gift to a quiet room is not held for the next tick, and batching
+takes over as the rate rises.
+
 So the engine sees a constant number of calls per tick and room, whatever the number of
-viewers, and a viewer receives at most one batch per tick, whatever the gift rate.
+viewers, and a viewer receives at most two batches in a tick (one a tick under load),
+whatever the gift rate.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from server.store import ENGINE_ERRORS, Store
 from server.store.moderation import banned_error
 from server.store.overlays import overlay_revoked_error
 from server.store.records import RoomState
+from server.store.topology import StreamEntry
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,11 @@ CATCH_UP_S = 2.0
 # Room events after which the room's state is read again at once (a follow's count with it;
 # an unfollow's shows at the next presence heartbeat).
 STATE_CUES = ("gift", "goal_set", "follow")
+# A room whose last frame is this share of a tick old, and that has had nothing new since,
+# is quiet: its next event is sent at once rather than at the next tick.
+QUIET_TICKS = 0.5
+# How often a cluster, whose stream reads do not block, looks for a quiet room's wake-up.
+QUIET_POLL_S = 0.005
 # The WebSocket close code for an unexpected server error.
 SERVER_ERROR = 1011
 
@@ -332,6 +345,7 @@ class Hub:
             started = time.monotonic()
             try:
                 await self.tick()
+                await self._between_ticks(started + tick)
             except ENGINE_ERRORS as exc:
                 metrics.engine_error(exc)
                 if not engine_down:
@@ -353,48 +367,153 @@ class Hub:
     async def tick(self) -> None:
         await self.likes.write()  # before the read, which then brings the tallies back
         cursors = {room_id: room.read_cursor for room_id, room in self.rooms.items() if not room.ended}
-        if cursors:
-            for room_id, entries in await self.store.rooms.read(cursors, self.settings.tick_ms, READ_COUNT):
-                room = self.rooms.get(room_id)
-                if room is not None:
-                    events = [parse_entry(entry_id, fields) for entry_id, fields in entries]
-                    room.add_events(events)
-                    self._watch_combos(room_id, events)
+        # A room whose last batch needed its state read (a gift, a goal, a follow) most likely
+        # needs it again: its state is read in the same round trip as the streams, after them.
+        ahead = [(room_id, -1) for room_id, room in self.rooms.items() if room.cued and not room.ended]
+        read, replies = await self.store.rooms.read_with_states(
+            cursors, READ_COUNT, ahead, self.node_id, self._presence_ttl_ms
+        )
+        known = {room_id: state for (room_id, _), state in zip(ahead, replies, strict=True) if state}
+        for room_id, entries in read:
+            self._add_events(room_id, entries)
         started = time.perf_counter()
-        states = await self._refresh_states()
-        battles = await self._read_battles()
-        for room_id, room in list(self.rooms.items()):
-            self._flush(room_id, room, states.get(room_id), battles.get(room.battle_id or ""))
-        async with self._progress:
-            self._progress.notify_all()
+        now = time.monotonic()
+        await self._deliver(list(self.rooms), tick=True, known=known)
+        # A room that sent nothing this tick, with its last frame at least QUIET_TICKS of a
+        # tick ago, sends its next event at once (``_between_ticks``).
+        quiet_s = self.settings.tick_ms / 1000 * QUIET_TICKS
+        for room in self.rooms.values():
+            room.quiet = not room.pending and now - room.sent_at >= quiet_s
         await self._expire_combos()
         self._sync_slots()
         metrics.HUB_TICK_SECONDS.observe(time.perf_counter() - started)
 
-    async def _refresh_states(self) -> dict[str, RoomState]:
+    async def _between_ticks(self, deadline: float) -> None:
+        """Until ``deadline`` (the next tick), read the rooms that are quiet and send each
+        one's events the moment they arrive.
+
+        A room is quiet once a read found nothing new for it, at least QUIET_TICKS of a tick
+        after its last frame. Its first event then goes out at once, in a batch of its own
+        (with the room's state read for it; a battle's scores wait for the tick), and the
+        room is no longer quiet. Events that reach a room that is not quiet wait
+        for the next tick's batch, as every event did before: under load a room sends one
+        batch a tick, and never more than two in a tick. A room whose events wait is not
+        read again before the tick, so a busy room costs one read more a tick, not one a
+        gift.
+
+        On one engine the read blocks until a quiet room has an event (at most until the
+        next room turns quiet, or the tick); on a cluster, where reads do not block, the
+        quiet rooms' wake-ups are polled every QUIET_POLL_S.
+        """
+        quiet_s = self.settings.tick_ms / 1000 * QUIET_TICKS
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            reading: dict[str, str] = {}
+            until = deadline
+            for room_id, room in self.rooms.items():
+                if room.ended or room.pending:
+                    continue
+                if room.quiet or now - room.sent_at >= quiet_s:
+                    reading[room_id] = room.read_cursor
+                else:
+                    until = min(until, room.sent_at + quiet_s)
+            if not reading:
+                await asyncio.sleep(until - now)
+                continue
+            # A room just past half a tick is read once without waiting: what it holds came
+            # before it turned quiet.
+            blocks = self.store.rooms.reads_block and all(self.rooms[room_id].quiet for room_id in reading)
+            block_ms = max(1, int((until - now) * 1000)) if blocks else None
+            serving = [room_id for room_id, room in self.rooms.items() if not room.ended]
+            read = await self.store.rooms.read(reading, block_ms, READ_COUNT, serving)
+            at_once: list[str] = []
+            for room_id, entries in read:
+                found = self.rooms.get(room_id)
+                if found is not None and found.quiet:
+                    at_once.append(room_id)
+                # else: its events came before it turned quiet; they wait for the tick.
+                self._add_events(room_id, entries)
+            for room_id in reading:
+                found = self.rooms.get(room_id)
+                if found is not None:
+                    found.quiet = not found.pending
+            if at_once:
+                await self._deliver(at_once, tick=False)
+            elif not read and not self.store.rooms.reads_block:
+                await asyncio.sleep(min(QUIET_POLL_S, max(0.0, until - time.monotonic())))
+
+    def _add_events(self, room_id: str, entries: list[StreamEntry]) -> None:
+        room = self.rooms.get(room_id)
+        if room is not None:
+            events = [parse_entry(entry_id, fields) for entry_id, fields in entries]
+            room.add_events(events)
+            self._watch_combos(room_id, events)
+
+    async def _deliver(
+        self, room_ids: list[str], tick: bool, known: dict[str, RoomState] | None = None
+    ) -> None:
+        """Refresh the state of the rooms that need it (but those in ``known``, read with
+        the streams) and send each room its batch: every room at a tick, a quiet room's
+        first events between ticks."""
+        states = await self._refresh_states(room_ids, tick, known or {})
+        # The battles' scores only at a tick: one read serves every room of a battle, so
+        # its rooms show the same ``battle`` events (a quiet room's gift shows its score
+        # change at the next tick).
+        battles = await self._read_battles(room_ids) if tick else {}
         now = time.monotonic()
-        everyone = now >= self._next_presence
+        for room_id in room_ids:
+            room = self.rooms.get(room_id)
+            if room is not None and self._flush(
+                room_id, room, states.get(room_id), battles.get(room.battle_id or "")
+            ):
+                room.sent_at, room.quiet = now, False
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def _refresh_states(
+        self, room_ids: list[str], tick: bool, known: dict[str, RoomState]
+    ) -> dict[str, RoomState]:
+        """Read the state of the rooms that need it and is not ``known``; at a tick, also
+        report the viewers of the rooms whose count changed (or of every room, at each
+        presence heartbeat) and of the rooms left vacant."""
+        now = time.monotonic()
+        everyone = tick and now >= self._next_presence
         if everyone:
             self._next_presence = now + self.settings.presence_ttl_s / 3
         reports: list[tuple[str, int]] = []
-        for room_id, room in self.rooms.items():
+        for room_id in room_ids:
+            room = self.rooms.get(room_id)
+            if room is None:
+                continue
+            room.cued = any(event.kind in STATE_CUES for event in room.pending)
             if everyone or room_id in self._presence_changed:
                 reports.append((room_id, room.audience))
-            elif any(event.kind in STATE_CUES for event in room.pending):
+            elif room.cued and room_id not in known:
                 reports.append((room_id, -1))
-        reports += [(room_id, 0) for room_id in self._vacated]
+        if tick:
+            reports += [(room_id, 0) for room_id in self._vacated]
         if not reports:
-            return {}
-        ttl_ms = int(self.settings.presence_ttl_s * 1000)
-        replies = await self.store.rooms.states(reports, self.node_id, ttl_ms)
-        self._presence_changed.clear()
-        self._vacated.clear()
-        return {room_id: state for (room_id, _), state in zip(reports, replies, strict=True) if state}
+            return known
+        replies = await self.store.rooms.states(reports, self.node_id, self._presence_ttl_ms)
+        if tick:
+            self._presence_changed.clear()
+            self._vacated.clear()
+        else:
+            self._presence_changed.difference_update(room_ids)
+        fresh = {room_id: state for (room_id, _), state in zip(reports, replies, strict=True) if state}
+        return {**known, **fresh}
 
-    async def _read_battles(self) -> dict[str, dict[str, Any]]:
-        """The ``battle`` event of each running battle of this process's rooms, as its record
-        stands now: one read per battle a tick, however many rooms and connections show it."""
-        ids = sorted({room.battle_id for room in self.rooms.values() if room.battle_id and not room.ended})
+    @property
+    def _presence_ttl_ms(self) -> int:
+        return int(self.settings.presence_ttl_s * 1000)
+
+    async def _read_battles(self, room_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The ``battle`` event of each running battle of these rooms, as its record stands
+        now: one read per battle a tick, however many rooms and connections show it."""
+        rooms = [room for room_id in room_ids if (room := self.rooms.get(room_id)) is not None]
+        ids = sorted({room.battle_id for room in rooms if room.battle_id and not room.ended})
         if not ids:
             return {}
         battles = await self.store.battles.states(ids)
@@ -435,7 +554,8 @@ class Hub:
 
     def _flush(
         self, room_id: str, room: LocalRoom, state: RoomState | None, battle: dict[str, Any] | None
-    ) -> None:
+    ) -> bool:
+        """Send the room its batch, and what goes with it; True if there was a batch."""
         balances = {event.sender_id: event.balance for event in room.pending if event.balance is not None}
         banned = [event.sender_id for event in room.pending if event.kind == "ban" and event.sender_id]
         revoked = {event.revoked_overlay for event in room.pending if event.revoked_overlay is not None}
@@ -458,6 +578,7 @@ class Hub:
                 viewer.outlet.finish(Close.ROOM_ENDED, "the live has ended")
                 self.leave(viewer)
             self.rooms.pop(room_id, None)
+        return any(batch is not None for batch in batches.values())
 
     def _close_banned(self, room_id: str, user_id: str) -> None:
         """Close the user's connections in the room: the creator banned them."""

@@ -1,14 +1,16 @@
 """One live room as a hub process sees it: its local connections and what they were last sent.
 
-A ``LocalRoom`` collects the room's new stream events between ticks and, at each tick,
-turns them and any change of state into one ``batch`` message, encoded once per
-subprotocol in use and written as the same bytes to every connection. A resuming
+A ``LocalRoom`` collects the room's new stream events between ticks and, at each tick (or
+at once, for a quiet room's first event: ``Hub._between_ticks``), turns them and any change
+of state into one ``batch`` message, encoded once per subprotocol in use and written as the
+same bytes to every connection. A resuming
 connection is written its own ``catch_up_frames`` first, and joins those batches only once
 it has been sent everything up to the room's cursor.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +74,12 @@ class LocalRoom:
     # The room's running battle and the last ``battle`` event its connections were sent.
     battle_id: str | None = None
     battle: dict[str, Any] | None = None
+    # When its last batch was written (monotonic seconds), and whether a read has found
+    # nothing new since, long enough after it that its next event goes out at once.
+    sent_at: float = -math.inf
+    quiet: bool = False
+    # Whether its last batch needed its state read: the next tick reads it with the streams.
+    cued: bool = False
 
     def add(self, viewer: Viewer) -> None:
         self.viewers.add(viewer)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -293,13 +293,23 @@ class Rooms:
         offset = entries[-1][0] if entries else ZERO_OFFSET
         return room, state, offset, entries
 
+    @property
+    def reads_block(self) -> bool:
+        """Whether ``read`` waits for new entries (one engine) or answers at once (a cluster)."""
+        return self._wakeups is None
+
     async def read(
-        self, cursors: dict[str, str], block_ms: int, count: int
+        self,
+        cursors: dict[str, str],
+        block_ms: int | None,
+        count: int,
+        serving: Collection[str] | None = None,
     ) -> list[tuple[str, list[StreamEntry]]]:
         """New entries after each room's cursor, waiting up to ``block_ms`` if there are none
-        (on a cluster: the rooms woken since the last read, without waiting)."""
+        (on a cluster: the rooms woken since they were last read, without waiting).
+        ``serving`` is every room the process serves, when ``cursors`` names only some."""
         if self._wakeups is not None:
-            due = await self._wakeups.due(cursors)
+            due = await self._wakeups.due(cursors if serving is None else serving, cursors)
             cursors = {room_id: offset for room_id, offset in cursors.items() if room_id in due}
             if not cursors:
                 return []
@@ -314,6 +324,24 @@ class Rooms:
                 if len(entries) >= count:
                     self._wakeups.wake(room_id)  # more to read: next tick, woken or not
         return read
+
+    async def read_with_states(
+        self, cursors: dict[str, str], count: int, reports: Sequence[tuple[str, int]], node: str, ttl_ms: int
+    ) -> tuple[list[tuple[str, list[StreamEntry]]], list[RoomState | None]]:
+        """``read`` without waiting, then ``states`` of ``reports``, each state read after the
+        entries: in one round trip on one engine, in two on a cluster."""
+        if self._wakeups is not None or not cursors or not reports:
+            read = await self.read(cursors, None, count) if cursors else []
+            return read, (await self.states(reports, node, ttl_ms) if reports else [])
+        keys = {self._keys.room(room_id).events: room_id for room_id in cursors}
+        replies = await self._runner.pipeline(
+            [
+                Call.command("XREAD", "COUNT", count, "STREAMS", *keys, *cursors.values()),
+                *(self._state_call(room_id, node, viewers, ttl_ms) for room_id, viewers in reports),
+            ]
+        )
+        read = [(keys[key], entries) for key, entries in replies[0] or []]
+        return read, [RoomState.from_reply(reply) for reply in replies[1:]]
 
     async def aclose(self) -> None:
         if self._wakeups is not None:

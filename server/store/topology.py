@@ -46,10 +46,10 @@ class Topology:
         return None
 
     async def read_streams(
-        self, streams: dict[str, str], count: int, block_ms: int
+        self, streams: dict[str, str], count: int, block_ms: int | None
     ) -> list[tuple[str, list[StreamEntry]]]:
         """Up to ``count`` new entries of each stream (key -> offset), by key; one engine
-        waits up to ``block_ms`` when there are none."""
+        waits up to ``block_ms`` when there are none (None: no wait)."""
         reply = await self.redis.xread(streams, count=count, block=block_ms)
         return list(reply or [])
 
@@ -100,7 +100,7 @@ class ClusterTopology(Topology):
         return RoomWakeups(self.cluster, keys)
 
     async def read_streams(
-        self, streams: dict[str, str], count: int, block_ms: int
+        self, streams: dict[str, str], count: int, block_ms: int | None
     ) -> list[tuple[str, list[StreamEntry]]]:
         """One XREAD per hash slot (a command's keys must share one), all in one pipeline
         that goes to each node once. They do not block: the hub reads again at its next

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.exceptions import MovedError
@@ -58,10 +58,12 @@ class RoomWakeups:
         self._next_full_read = 0.0
         self._failing = False
 
-    async def due(self, rooms: Iterable[str]) -> set[str]:
-        """Of ``rooms`` (every room the process serves now), those to read this tick.
-        Follows the rooms not followed yet, and stops following the others."""
+    async def due(self, rooms: Iterable[str], reading: Collection[str] | None = None) -> set[str]:
+        """Of ``reading`` (default: all of ``rooms``, every room the process serves now), those
+        to read now. Follows the rooms not followed yet, and stops following the others.
+        Every room is due once a second, at a read of all of them."""
         wanted = set(rooms)
+        among = wanted if reading is None else wanted.intersection(reading)
         try:
             await self._follow(wanted)
             await self._drain()
@@ -73,17 +75,18 @@ class RoomWakeups:
             if isinstance(exc, MovedError):
                 # A subscription met a slot that moved: learn where slots live now.
                 await self._refresh_slots()
-            return wanted
+            return among
         if self._failing:
             log.warning("room wake-ups working again")
             self._failing = False
         now = time.monotonic()
-        if now >= self._next_full_read:
+        if reading is None and now >= self._next_full_read:
             self._next_full_read = now + self._full_read_s
             due = wanted
         else:
-            due = (self._woken | {self._rooms[channel] for channel in self._unconfirmed}) & wanted
-        self._woken.clear()
+            due = (self._woken | {self._rooms[channel] for channel in self._unconfirmed}) & among
+        self._woken -= due
+        self._woken &= wanted
         return due
 
     def wake(self, room_id: str) -> None:
