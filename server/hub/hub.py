@@ -30,6 +30,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from server import metrics
@@ -62,6 +63,15 @@ STATE_CUES = ("gift", "goal_set", "follow")
 SERVER_ERROR = 1011
 
 
+async def _no_slot() -> None:
+    return None
+
+
+async def _slot_taken(opened: Awaitable[int], slot: str) -> str:
+    await opened
+    return slot
+
+
 class Hub:
     def __init__(self, store: Store, catalog: Catalog, settings: Settings) -> None:
         self.store = store
@@ -84,16 +94,27 @@ class Hub:
 
     # -- connections -------------------------------------------------------------------
 
-    async def claim(self, viewer: Viewer) -> None:
-        """Take a slot of the user's connection limit for this connection, counted across
-        processes; ``TooManyConnections`` if the user holds the most already. ``leave``
-        frees it."""
+    def claim(self, user_id: str) -> Awaitable[str | None]:
+        """Take a slot of the user's connection limit, counted across processes. The engine
+        call is queued at once, so that it shares one round trip with whatever else this turn
+        of the event loop queues (the handshake's address limit). The awaitable gives the slot
+        (None when the limit is off), or raises ``TooManyConnections`` if the user holds the
+        most already. ``hold`` gives the slot to the connection, and ``leave`` frees it then;
+        ``unclaim`` frees one that no connection got."""
         most = self.settings.max_connections_per_user
         if not most:
-            return
+            return _no_slot()
         slot = self.slots.new_slot()
-        await self.store.limits.open_connection(viewer.user_id, slot, most, self._slot_ttl_ms)
-        self.slots.hold(viewer.user_id, viewer, slot)
+        return _slot_taken(self.store.limits.open_connection(user_id, slot, most, self._slot_ttl_ms), slot)
+
+    def hold(self, viewer: Viewer, slot: str | None) -> None:
+        """Record that ``viewer`` holds the slot ``claim`` took for it."""
+        if slot is not None:
+            self.slots.hold(viewer.user_id, viewer, slot)
+
+    async def unclaim(self, user_id: str, slot: str) -> None:
+        """Free at once a slot ``claim`` took for a connection then refused."""
+        await self.store.limits.close_connection(user_id, slot)
 
     async def join(self, viewer: Viewer, since: str | None, epoch: str | None) -> LocalRoom:
         """Add a connection to its room and send it ``welcome`` (after ``resync`` if it asked
