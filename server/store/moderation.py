@@ -94,8 +94,10 @@ class Moderation:
         so that it shares the room check's round trip."""
         return self._batch.read(("SMEMBERS", self._keys.user(user_id).banned_by), lambda raw: set(raw))
 
-    async def is_banned(self, creator_id: str, user_id: str) -> bool:
-        return bool(await self._redis.sismember(self._keys.user(creator_id).bans, user_id))
+    def is_banned(self, creator_id: str, user_id: str) -> asyncio.Future[bool]:
+        """Whether the creator banned the user: queued on the group commit (``store.batch``),
+        so that the connections joining in one turn of the event loop share one round trip."""
+        return self._batch.read(("SISMEMBER", self._keys.user(creator_id).bans, user_id), bool)
 
     async def bans(self, creator_id: str) -> list[str]:
         return sorted(await self._redis.smembers(self._keys.user(creator_id).bans))
