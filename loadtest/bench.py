@@ -66,6 +66,8 @@ ROOM_QUICK = [
     *("--fanout-rounds", "1", "--warmup", "0.2", "--connections", "30", "--sink-procs", "1"),
     *("--mixed-viewers", "20", "--mixed-seconds", "1", "--mixed-gift-rate", "20", "--mixed-gifters", "2"),
     *("--mixed-chat-rate", "10", "--mixed-like-rate", "100", "--mixed-talkers", "10"),
+    *("--reconnect-viewers", "20", "--reconnect-rate", "20", "--reconnect-gifters", "2"),
+    *("--reconnect-seconds", "1", "--reconnect-servers", "1"),
 ]
 BATTLE_FULL: list[str] = []
 # The sizes of tests/test_bench_smoke.py's own bench_battle run; the battle is not waited out.

@@ -110,10 +110,11 @@ def rss_kib(pid: int) -> int:
 
 @contextlib.asynccontextmanager
 async def running_server(
-    engine_url: str, log_path: Path, replica_acks: int = 0
+    engine_url: str, log_path: Path, replica_acks: int = 0, port: int | None = None
 ) -> AsyncIterator[tuple[str, int]]:
-    """Run ``python -m server`` on ``engine_url`` until the block ends; yield its URL and pid."""
-    port = free_port()
+    """Run ``python -m server`` on ``engine_url`` (on ``port``, else a free one) until the block
+    ends, then stop it with SIGTERM; yield its URL and pid."""
+    port = port or free_port()
     env = {
         **os.environ,
         "GIFTING_REPLICA_ACKS": str(replica_acks),
@@ -129,7 +130,7 @@ async def running_server(
         "GIFTING_IP_RATE": str(UNLIMITED),
         "GIFTING_IP_BURST": str(UNLIMITED),
     }
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -350,3 +351,14 @@ def run_benchmark(name: str, main: Coroutine[Any, Any, T]) -> T | None:
     except BenchError as exc:
         print(f"{name}: FAILED: {exc}", file=sys.stderr)
         return None
+
+
+def judged(
+    figure: str,
+    value: float | None,
+    target: str,
+    met: bool | None,
+    ratio: float | None = None,
+    unit: str = "",
+) -> dict[str, Any]:
+    return {"figure": figure, "value": value, "unit": unit, "target": target, "ratio": ratio, "met": met}
