@@ -140,7 +140,7 @@ def test_the_reconnect_storm_benchmark_runs(tmp_path: Path) -> None:
         # Every viewer came back by resuming, and holds every acknowledged gift exactly once.
         assert variant["back"] == variant["resumed"] == 20 and variant["gifts_acked"] > 0
         assert variant["completeness_pct"] == 100 and variant["duplicate_events"] == 0
-        assert variant["all_back_after_stop_s"] > variant["restart_s"] > 0
+        assert variant["all_back_after_stop_s"] >= variant["first_back_s"] > 0
         assert {target["unit"] for target in variant["targets"]} == {"s", "/s", "%"}
 
 

@@ -39,6 +39,7 @@ from server.errors import (
     GiftingError,
     InvalidRequest,
     NotFound,
+    RateLimited,
     TooManyConnections,
     Unauthorized,
 )
@@ -294,24 +295,35 @@ async def admit(
 
     # Counted before the accept; refused after it, so that the client learns why.
     rate = limiter.take(scope) if limiter is not None else None
+    over_rate: RateLimited | None = None
+    if overlay and rate is not None:  # an overlay's lookups read the engine: not over the rate
+        over_rate, rate = await rate, None
     refusal: Exception | None = None
     claim: Awaitable[str | None] | None = None
     naming: Awaitable[str] | None = None
     try:
-        if overlay:
-            principal, room_id = await overlay_target(ctx, target)
-        else:  # no engine call: what is queued next goes out with the rate's
-            principal, room_id = await token_target(ctx, param("token") or handshake.token, target)
-        claim = ctx.hub.claim(principal.user_id)
-        naming = ctx.gifts.name_of(principal.user_id) if not principal.name else None
+        if over_rate is None:
+            if overlay:
+                principal, room_id = await overlay_target(ctx, target)
+            else:  # no engine call: what is queued next goes out with the rate's
+                principal, room_id = await token_target(ctx, param("token") or handshake.token, target)
+            claim = ctx.hub.claim(principal.user_id)
+            naming = ctx.gifts.name_of(principal.user_id) if not principal.name else None
     except REFUSALS as exc:
         refusal = exc
-    over_rate = await rate if rate is not None else None
+    if rate is not None:
+        over_rate = await rate
     slot, refusal = await outcome_of(claim, refusal)
     name, refusal = await outcome_of(naming, refusal)
     if slot is not None and (over_rate is not None or refusal is not None):
         await give_back(ctx, principal.user_id, slot)
-    await send({"type": "websocket.accept", "subprotocol": handshake.subprotocol})
+        slot = None
+    try:
+        await send({"type": "websocket.accept", "subprotocol": handshake.subprotocol})
+    except Exception:  # the client left during the handshake
+        if slot is not None:
+            await give_back(ctx, principal.user_id, slot)
+        raise
     if over_rate is not None:
         refuse(over_rate, Close.TOO_MANY)
         return None
