@@ -1021,6 +1021,7 @@ def print_mixed(m: dict[str, Any]) -> None:
 RECONNECT_BACK_TARGET_S = 10.0
 RECONNECT_HANDSHAKES_TARGET = 3000.0
 BACK_MAX_S = 180.0
+GIFTS_IN_FLIGHT = 64
 
 
 async def gift_flow(
@@ -1047,9 +1048,12 @@ async def gift_flow(
     number = 0
     try:
         while True:
-            task = asyncio.create_task(send(number))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            if len(tasks) < GIFTS_IN_FLIGHT:
+                task = asyncio.create_task(send(number))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            else:  # the schedule goes on; a server too busy to answer gets no backlog
+                failed["not sent: too many in flight"] += 1
             number += 1
             await asyncio.sleep(max(0.0, started + number / rate - time.perf_counter()))
     finally:
