@@ -276,6 +276,10 @@ class Sink(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def stop(self) -> None:
+        """Close for good (a ``Resumer`` does not come back)."""
+        self.close()
+
 
 async def open_sinks(
     host: str,
@@ -329,7 +333,7 @@ class SinkHost:
             if op == "quit":
                 for sinks in self.groups.values():
                     for sink in sinks:
-                        sink.close()
+                        sink.stop()
                 await asyncio.sleep(0.2)
                 self.conn.send({"ok": True})
                 return
@@ -928,6 +932,7 @@ class Resumer(Sink):
         self.resumed = 0
         self.stopped = False
         self.generation = 0
+        self.dialing: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Open a connection (the first, or a reconnect)."""
@@ -941,15 +946,21 @@ class Resumer(Sink):
         self.close_code = None
         self.generation += 1
         generation = self.generation
-        task = asyncio.get_running_loop().create_task(self._dial())
-        task.add_done_callback(lambda done: self._dial_failed(done, generation))
+        self.dialing = asyncio.get_running_loop().create_task(self._dial())
+        self.dialing.add_done_callback(lambda done: self._dial_failed(done, generation))
 
     async def _dial(self) -> None:
         await asyncio.get_running_loop().create_connection(lambda: self, self.host, self.port)
 
     def _dial_failed(self, done: asyncio.Task[None], generation: int) -> None:
-        if done.exception() is not None and generation == self.generation:
+        if not done.cancelled() and done.exception() is not None and generation == self.generation:
             self._dropped()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.stopped:
+            transport.close()
+            return
+        super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -990,6 +1001,8 @@ class Resumer(Sink):
 
     def stop(self) -> None:
         self.stopped = True
+        if self.dialing is not None:
+            self.dialing.cancel()
         self.close()
 
 
