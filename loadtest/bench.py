@@ -68,6 +68,8 @@ ROOM_QUICK = [
     *("--mixed-chat-rate", "10", "--mixed-like-rate", "100", "--mixed-talkers", "10"),
     *("--peer-viewers", "20", "--peer-rates", "10,20", "--peer-step-seconds", "0.5", "--peer-gifters", "2"),
     *("--peer-warmup", "0.2"),
+    *("--reconnect-viewers", "20", "--reconnect-rate", "20", "--reconnect-gifters", "2"),
+    *("--reconnect-seconds", "1", "--reconnect-servers", "1"),
 ]
 BATTLE_FULL: list[str] = []
 # The sizes of tests/test_bench_smoke.py's own bench_battle run; the battle is not waited out.

@@ -88,6 +88,20 @@ peer
     figures, and the target (this server: >= 4,000 gifts/s held) with the ratio of the two.
     The socket.io viewers and gifters (``SioSink``, ``SioGifter``) are raw WebSocket clients
     like the others, speaking Engine.IO v4 / socket.io v5 framing.
+reconnect
+    A restart under load: ``--reconnect-viewers`` (10,000) viewers in the demo room, spread over
+    the server processes of each variant of ``--reconnect-servers`` (1 and 2, sharing one
+    engine), while ``--reconnect-rate`` roses/s (200) go in over HTTP from
+    ``--reconnect-gifters`` (20). After ``--reconnect-seconds`` / 2 every process is stopped
+    with SIGTERM (it closes its sockets with 1012) and started again on its port and engine;
+    the gifts go on throughout (those refused while the server is down are not acknowledged),
+    for another ``--reconnect-seconds`` / 2 once every viewer is back. The viewers reconnect
+    as ``client_demo/js/live.js`` does (``sinks.Resumer``: jittered exponential backoff from
+    0.5 s, resuming with ``since`` and ``epoch``). Reported, with targets: the time from the
+    stop until every viewer is welcomed again (<= 10 s), the handshakes/s per process in the
+    busiest second of the storm (>= 3,000; the mean over the storm's span beside it, which the
+    clients' backoff spreads out), and the viewers holding every acknowledged gift exactly
+    once (100 %).
 
 The viewers are raw sinks (``loadtest/sinks.py``), not ``websockets`` clients, which would
 cost more than the server. A viewer keeps the list of frames it got, so the distinct gift ids
@@ -125,6 +139,7 @@ import redis.asyncio as aioredis
 from loadtest.bare import SERVER_BUFFER_BYTES, Bare
 from loadtest.harness import (
     ACK_TIMEOUT_S,
+    GIFT_ID,
     ROOM_ID,
     BenchError,
     CpuMeter,
@@ -1299,6 +1314,21 @@ async def peer(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 def print_report(report: dict[str, Any]) -> None:
+    for variant in report.get("reconnect", {}).get("variants", []):
+        v = variant
+        print(
+            f"\nreconnect: {v['viewers']:,} viewers on {v['servers']} process(es), "
+            f"{v['gift_rate']:g} gifts/s; first back {v['first_back_s']} s after the stop, "
+            f"all back {v['all_back_after_stop_s']} s after it "
+            f"({v['all_back_after_first_s']} s after the first), {v['back']:,} back"
+        )
+        print(
+            f"  handshakes/s per process: mean {v['handshakes_per_s_per_process']}, busiest second "
+            f"{v['handshakes_peak_1s_per_process']}; attempts {v['reconnect_attempts']:,}, resumed "
+            f"{v['resumed']:,}; complete {v['viewers_complete']:,} ({v['completeness_pct']} %), "
+            f"duplicates {v['duplicate_events']}, gifts acked {v['gifts_acked']:,} "
+            f"(failed {v['gift_failures']})"
+        )
     storm_result = report.get("storm")
     if storm_result:
         s = storm_result
@@ -1438,6 +1468,190 @@ def print_peer(p: dict[str, Any]) -> None:
 # --- command line --------------------------------------------------------------------------
 
 
+# --- scenario 5: a reconnect storm --------------------------------------------------------
+
+RECONNECT_BACK_TARGET_S = 10.0
+RECONNECT_HANDSHAKES_TARGET = 3000.0
+BACK_MAX_S = 180.0
+GIFTS_IN_FLIGHT = 64
+
+
+async def gift_flow(
+    senders: list[Sender], rate: float, run: str, acked: set[str], failed: Counter[str]
+) -> None:
+    """Roses over HTTP at ``rate`` a second until cancelled, each sender in turn; an answer
+    lost to the restart is counted as failed (only acknowledged gifts must reach the viewers)."""
+
+    async def send(number: int) -> None:
+        sender = senders[number % len(senders)]
+        body = {"gift_id": GIFT_ID, "count": 1, "idempotency_key": f"{run}-{number}"}
+        try:
+            reply = await sender.client.post(f"/v1/rooms/{ROOM_ID}/gifts", json=body, headers=sender.headers)
+        except httpx.HTTPError as exc:
+            failed[type(exc).__name__] += 1
+            return
+        if reply.status_code == 200:
+            acked.add(reply.json()["gift_event_id"])
+        else:
+            failed[f"HTTP {reply.status_code}"] += 1
+
+    tasks: set[asyncio.Task[None]] = set()
+    started = time.perf_counter()
+    number = 0
+    try:
+        while True:
+            if len(tasks) < GIFTS_IN_FLIGHT:
+                task = asyncio.create_task(send(number))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            else:  # the schedule goes on; a server too busy to answer gets no backlog
+                failed["not sent: too many in flight"] += 1
+            number += 1
+            await asyncio.sleep(max(0.0, started + number / rate - time.perf_counter()))
+    finally:
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+async def reconnect(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    return {
+        "variants": [await reconnect_variant(args, tmp, servers) for servers in args.reconnect_servers],
+    }
+
+
+async def reconnect_variant(args: argparse.Namespace, tmp: Path, servers: int) -> dict[str, Any]:
+    """``--reconnect-viewers`` resuming viewers spread over ``servers`` processes on one engine,
+    gifts flowing; every process stopped with SIGTERM (close 1012) and started again on its port."""
+    viewers, rate = args.reconnect_viewers, args.reconnect_rate
+    engine = EmbeddedEngine(tmp / f"engine-reconnect-{servers}").start()
+    logs = [tmp / f"server-reconnect-{servers}-{i}.log" for i in range(servers)]
+    try:
+        async with contextlib.AsyncExitStack() as running, sink_pool(args.sink_procs) as pool:
+            urls = [await running.enter_async_context(running_server(engine.url, log)) for log in logs]
+            ports = [int(url.rsplit(":", 1)[1]) for url, _ in urls]
+            async with http_client(urls[0][0], 16) as client:
+                senders = await funded_senders(
+                    client,
+                    "rc_gifter",
+                    args.reconnect_gifters,
+                    10 + math.ceil(rate * args.reconnect_seconds * 1.5 / args.reconnect_gifters),
+                )
+                tokens = await viewer_tokens(client, "rc_v", 0, viewers)
+                paths = [ws_path(ROOM_ID, token) for token in tokens]
+                connect = await pool.resume("reconnect", ports, paths, args.connect_concurrency)
+                if connect["opened"] != viewers:
+                    raise BenchError(
+                        f"only {connect['opened']} of {viewers} viewers connected: {connect['failures']}"
+                    )
+                progress(f"reconnect x{servers}: {viewers} viewers connected ({connect['per_s']:.0f}/s)")
+                acked: set[str] = set()
+                failed: Counter[str] = Counter()
+                flow = asyncio.create_task(gift_flow(senders, rate, f"rc{servers}", acked, failed))
+                try:
+                    await asyncio.sleep(args.reconnect_seconds / 2)
+                    stopped_at = time.time()
+                    await running.aclose()  # SIGTERM: each process closes its sockets with 1012
+                    restarting = contextlib.AsyncExitStack()
+                    await restarting.__aenter__()
+                    running.push_async_exit(restarting.__aexit__)
+                    for log, port in zip(logs, ports, strict=True):
+                        server = running_server(engine.url, log, port=port, ready=False)
+                        await restarting.enter_async_context(server)
+                    back = await wait_back(pool, stopped_at, viewers)
+                    await asyncio.sleep(args.reconnect_seconds / 2)
+                finally:
+                    flow.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await flow
+                drain_s = await wait_delivered(pool, len(acked) * viewers, "reconnect")
+                replies = await pool.every(op="completeness", group="reconnect", acked=sorted(acked))
+                stats = await pool.stats("reconnect")
+    finally:
+        engine.stop()
+    per_viewer = [viewer for reply in replies for viewer in reply["viewers"]]
+    complete = sum(
+        1 for received, distinct, mine, _ in per_viewer if mine == len(acked) and received == distinct
+    )
+    times = [t for _, t in back["back"] if t is not None]
+    # Serving again: the first viewer welcomed after the stop.
+    ready_at = min(times, default=stopped_at)
+    all_back_s = round(max(times) - stopped_at, 3) if len(times) == viewers else None
+    # Per process: the welcomes over the span they took, and the most in any one second (the
+    # clients' jittered backoff spreads them out, so the span's mean is a floor).
+    rates, peaks = [], []
+    for port in ports:
+        mine = sorted(t for p, t in back["back"] if p == port and t is not None)
+        if len(mine) > 1 and mine[-1] > mine[0]:
+            rates.append(round((len(mine) - 1) / (mine[-1] - mine[0]), 1))
+            peaks.append(max(Counter(int(t - mine[0]) for t in mine).values()))
+    handshakes = min(peaks) if len(peaks) == servers else None
+    completeness = round(complete / viewers * 100, 3)
+    return {
+        "servers": servers,
+        "viewers": viewers,
+        "gift_rate": rate,
+        "gifts_acked": len(acked),
+        "gift_failures": dict(failed),
+        "first_back_s": round(ready_at - stopped_at, 3),
+        "all_back_after_stop_s": all_back_s,
+        "all_back_after_first_s": round(max(times) - ready_at, 3) if all_back_s is not None else None,
+        "back": len(times),
+        "handshakes_per_s_per_process": rates,
+        "handshakes_peak_1s_per_process": peaks,
+        "reconnect_attempts": back["attempts"],
+        "resumed": back["resumed"],
+        "stopped_for_good": back["stopped"],
+        "viewers_complete": complete,
+        "completeness_pct": completeness,
+        "duplicate_events": sum(received - distinct for received, distinct, _, _ in per_viewer),
+        "open_at_end": stats["open"],
+        "drain_s": drain_s,
+        "connect": connect,
+        "targets": [
+            judged(
+                f"all {viewers} viewers back after the restart ({servers} process(es))",
+                all_back_s,
+                f"<= {RECONNECT_BACK_TARGET_S:g} s",
+                all_back_s is not None and all_back_s <= RECONNECT_BACK_TARGET_S,
+                unit="s",
+            ),
+            judged(
+                f"handshakes/s per process, busiest second of the storm ({servers} process(es))",
+                handshakes,
+                f">= {RECONNECT_HANDSHAKES_TARGET:g}",
+                handshakes is not None and handshakes >= RECONNECT_HANDSHAKES_TARGET,
+                ratio=round(handshakes / RECONNECT_HANDSHAKES_TARGET, 3) if handshakes else None,
+                unit="/s",
+            ),
+            judged(
+                f"viewers holding every acknowledged gift once ({servers} process(es))",
+                completeness,
+                "100 %",
+                completeness == 100.0,
+                unit="%",
+            ),
+        ],
+    }
+
+
+async def wait_back(pool: SinkPool, since: float, viewers: int) -> dict[str, Any]:
+    """Wait until every resuming viewer has been welcomed again since ``since`` (or
+    ``BACK_MAX_S`` passed); where each one came back, and when."""
+    deadline = time.monotonic() + BACK_MAX_S
+    while True:
+        replies = await pool.every(op="returns", group="reconnect", since=since)
+        back = [entry for reply in replies for entry in reply["back"]]
+        summary = {
+            "back": back,
+            "attempts": sum(reply["attempts"] for reply in replies),
+            "resumed": sum(reply["resumed"] for reply in replies),
+            "stopped": sum(reply["stopped"] for reply in replies),
+        }
+        if sum(1 for _, t in back if t is not None) >= viewers or time.monotonic() > deadline:
+            return summary
+        await asyncio.sleep(0.1)
+
+
 SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Coroutine[Any, Any, dict[str, Any]]]] = {
     "storm": storm,
     "quiet": quiet,
@@ -1445,6 +1659,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Coroutine[Any, Any, di
     "connections": connections,
     "mixed": mixed,
     "peer": peer,
+    "reconnect": reconnect,
 }
 
 
@@ -1546,6 +1761,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--peer-warmup", type=positive_float, default=2.0, help="seconds at the first rate, not reported"
+    )
+    parser.add_argument("--reconnect-viewers", type=positive_int, default=10000)
+    parser.add_argument("--reconnect-rate", type=positive_float, default=200.0, help="gifts/s (default 200)")
+    parser.add_argument("--reconnect-gifters", type=positive_int, default=20)
+    parser.add_argument(
+        "--reconnect-seconds",
+        type=positive_float,
+        default=10.0,
+        help="gifts flow this long around the restart",
+    )
+    parser.add_argument(
+        "--reconnect-servers",
+        type=comma_ints,
+        default=[1, 2],
+        help="server processes of each variant (default 1,2)",
     )
     parser.add_argument("--sink-procs", type=positive_int, default=2, help="load processes for the sinks")
     parser.add_argument(

@@ -111,10 +111,12 @@ def rss_kib(pid: int) -> int:
 
 @contextlib.asynccontextmanager
 async def running_server(
-    engine_url: str, log_path: Path, replica_acks: int = 0
+    engine_url: str, log_path: Path, replica_acks: int = 0, port: int | None = None, ready: bool = True
 ) -> AsyncIterator[tuple[str, int]]:
-    """Run ``python -m server`` on ``engine_url`` until the block ends; yield its URL and pid."""
-    port = free_port()
+    """Run ``python -m server`` on ``engine_url`` (on ``port``, else a free one) until the block
+    ends, then stop it with SIGTERM; yield its URL and pid, once it is ready (with ``ready``:
+    a server restarted under thousands of reconnecting clients may answer no probe for long)."""
+    port = port or free_port()
     env = {
         **os.environ,
         "GIFTING_REPLICA_ACKS": str(replica_acks),
@@ -130,7 +132,7 @@ async def running_server(
         "GIFTING_IP_RATE": str(UNLIMITED),
         "GIFTING_IP_BURST": str(UNLIMITED),
     }
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -143,7 +145,8 @@ async def running_server(
         )
     try:
         base_url = f"http://127.0.0.1:{port}"
-        await wait_ready(base_url, process)
+        if ready:
+            await wait_ready(base_url, process)
         yield base_url, process.pid
     except BaseException:
         print("--- last lines of the server log ---", *log_tail(log_path), sep="\n", file=sys.stderr)

@@ -20,6 +20,7 @@ import contextlib
 import math
 import multiprocessing
 import os
+import random
 import socket
 import struct
 import time
@@ -292,6 +293,10 @@ class Sink(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def stop(self) -> None:
+        """Close for good (a ``Resumer`` does not come back)."""
+        self.close()
+
 
 class SioSink(Sink):
     """One viewer of the socket.io peer: connects into its room, then counts ``gift`` events
@@ -377,7 +382,7 @@ class SinkHost:
             if op == "quit":
                 for sinks in self.groups.values():
                     for sink in sinks:
-                        sink.close()
+                        sink.stop()
                 await asyncio.sleep(0.2)
                 self.conn.send({"ok": True})
                 return
@@ -579,6 +584,38 @@ class SinkHost:
             "battle_events": sorted([server_ms, list(scores)] for server_ms, scores in union),
         }
 
+    async def op_resume(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Open viewers that reconnect and resume as live.js does (``Resumer``)."""
+        started = time.time()
+        viewers, failures = await open_resumers(
+            command["host"],
+            command["ports"],
+            command["paths"],
+            self.book,
+            command["concurrency"],
+            command["first"],
+            command["stride"],
+        )
+        finished = time.time()
+        self.groups.setdefault(command["group"], []).extend(viewers)
+        return {"opened": len(viewers), "failures": dict(failures), "started": started, "finished": finished}
+
+    async def op_returns(self, command: dict[str, Any]) -> dict[str, Any]:
+        """For the resuming viewers of a group: each one's port and the time of its first
+        welcome at or after ``since`` (None if it is not back), its reconnect attempts, and
+        the viewers that stopped for good."""
+        since: float = command["since"]
+        back: list[tuple[int, float | None]] = []
+        attempts = resumed = stopped = 0
+        for viewer in self.groups.get(command["group"], []):
+            if not isinstance(viewer, Resumer):
+                continue
+            back.append((viewer.port, next((t for t in viewer.welcomes if t >= since), None)))
+            attempts += viewer.attempts
+            resumed += viewer.resumed
+            stopped += viewer.stopped
+        return {"back": back, "attempts": attempts, "resumed": resumed, "stopped": stopped}
+
 
 def sink_process(conn: Connection) -> None:
     """A load process's entry point: serve commands until told to quit."""
@@ -657,6 +694,38 @@ class SinkPool:
                 "sample_every": sample_every,
                 "concurrency": concurrency,
                 "sio_room": sio_room,
+            }
+            for i in range(count)
+        ]
+        replies = await self.call(commands)
+        failures: Counter[str] = Counter()
+        for reply in replies:
+            failures.update(reply["failures"])
+        opened = sum(reply["opened"] for reply in replies)
+        seconds = max(r["finished"] for r in replies) - min(r["started"] for r in replies)
+        return {
+            "opened": opened,
+            "failures": dict(failures),
+            "seconds": round(seconds, 3),
+            "per_s": round(opened / seconds, 1) if seconds > 0 else 0.0,
+        }
+
+    async def resume(
+        self, group: str, ports: list[int], paths: list[str], concurrency: int
+    ) -> dict[str, Any]:
+        """Open ``paths`` as viewers that reconnect and resume (viewer n on port n % len(ports));
+        what ``connect`` says."""
+        count = len(self.conns)
+        commands = [
+            {
+                "op": "resume",
+                "group": group,
+                "host": "127.0.0.1",
+                "ports": ports,
+                "paths": paths[i::count],
+                "first": i,
+                "stride": count,
+                "concurrency": concurrency,
             }
             for i in range(count)
         ]
@@ -956,3 +1025,148 @@ async def pace(rate: float, seconds: float | None, send: Callable[[int], None]) 
             send(sent)
             sent += 1
     return sent
+
+
+# --- viewers that reconnect and resume -----------------------------------------------------
+
+# The reconnect policy of client_demo/js/live.js: after a drop, wait a delay drawn between half
+# and all of ``RESUME_MIN_DELAY_S * 2 ** attempt`` (capped at ``RESUME_MAX_DELAY_S``), and
+# reconnect with ``since`` (the last batch's offset) and ``epoch``; a welcome resets the attempt.
+RESUME_MIN_DELAY_S = 0.5
+RESUME_MAX_DELAY_S = 10.0
+# Close codes after which a viewer does not come back (live.js's VIEWER_FINAL_CODES).
+FINAL_CLOSE_CODES = frozenset({1000, 4401, 4403, 4404, 4410})
+
+
+def resume_delay_s(attempt: int, draw: float) -> float:
+    """live.js's delay before reconnect number ``attempt`` (0 first), ``draw`` in [0, 1)."""
+    ceiling = min(RESUME_MAX_DELAY_S, RESUME_MIN_DELAY_S * 2.0**attempt)
+    return ceiling / 2 + draw * ceiling / 2
+
+
+class Resumer(Sink):
+    """A viewer that reconnects as live.js does, resuming from the offset of the last batch it
+    read, and keeps the frames of every connection in one list (so a duplicate or a gap across
+    a reconnect shows in the completeness). It notes when each welcome came."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        book: FrameBook,
+        offsets: dict[int, str],
+        draw: Callable[[], float],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        super().__init__(b"", book, None, True, True, loop.create_future())
+        self.host, self.port, self.path = host, port, path
+        self.offsets = offsets  # frame number -> the batch's offset, shared by the process
+        self.draw = draw
+        self.epoch: str | None = None
+        self.offset: str | None = None
+        self.attempt = 0
+        self.attempts = 0  # connections tried after the first
+        self.welcomes: list[float] = []
+        self.resumed = 0
+        self.stopped = False
+        self.generation = 0
+        self.dialing: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Open a connection (the first, or a reconnect)."""
+        if self.stopped:
+            return
+        path = self.path
+        if self.offset and self.epoch:
+            path += f"&since={self.offset}&epoch={self.epoch}"
+        self.request = upgrade_request(self.host, self.port, path)
+        self.handshaking, self.pending, self.welcomed, self.lost = True, b"", False, False
+        self.close_code = None
+        self.generation += 1
+        generation = self.generation
+        self.dialing = asyncio.get_running_loop().create_task(self._dial())
+        self.dialing.add_done_callback(lambda done: self._dial_failed(done, generation))
+
+    async def _dial(self) -> None:
+        await asyncio.get_running_loop().create_connection(lambda: self, self.host, self.port)
+
+    def _dial_failed(self, done: asyncio.Task[None], generation: int) -> None:
+        if not done.cancelled() and done.exception() is not None and generation == self.generation:
+            self._dropped()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.stopped:
+            transport.close()
+            return
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.transport = None
+        self._dropped()
+
+    def _dropped(self) -> None:
+        if self.stopped:
+            return
+        if self.close_code in FINAL_CLOSE_CODES:
+            self.stopped = True
+            return
+        delay = resume_delay_s(self.attempt, self.draw())
+        self.attempt += 1
+        self.attempts += 1
+        asyncio.get_running_loop().call_later(delay, self.start)
+
+    def message(self, payload: bytes) -> None:
+        if payload.startswith(b'{"type":"resync"'):
+            return  # the fresh welcome that follows is read as the first frame
+        if not self.welcomed:
+            if payload.startswith(b'{"type":"welcome"'):
+                welcome = orjson.loads(payload)
+                self.epoch, self.offset = welcome["epoch"], welcome["offset"]
+                self.resumed += bool(welcome["resumed"])
+                self.welcomes.append(time.time())
+                self.attempt = 0
+            self.welcomed = True
+            self._open()
+            return
+        super().message(payload)
+        number = self.book.index[payload]
+        offset = self.offsets.get(number)
+        if offset is None and payload.startswith(b'{"type":"batch"'):
+            offset = self.offsets[number] = str(orjson.loads(payload)["offset"])
+        if offset is not None:
+            self.offset = offset
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.dialing is not None:
+            self.dialing.cancel()
+        self.close()
+
+
+async def open_resumers(
+    host: str, ports: list[int], paths: list[str], book: FrameBook, concurrency: int, first: int, stride: int
+) -> tuple[list[Resumer], Counter[str]]:
+    """One resuming viewer per path (viewer n on ``ports[n % len(ports)]``), ``concurrency``
+    handshakes at a time; the viewers and why any first connection failed."""
+    offsets: dict[int, str] = {}
+    draw = random.Random(first).random
+    gate = asyncio.Semaphore(concurrency)
+    failures: Counter[str] = Counter()
+    viewers: list[Resumer] = []
+
+    async def one(number: int, path: str) -> None:
+        viewer = Resumer(host, ports[(first + number * stride) % len(ports)], path, book, offsets, draw)
+        async with gate:
+            viewer.start()
+            try:
+                await asyncio.wait_for(asyncio.shield(viewer.opened), CONNECT_TIMEOUT_S)
+            except (BenchError, TimeoutError) as exc:
+                failures[f"{type(exc).__name__}: {str(exc)[:120]}"] += 1
+                viewer.stop()
+                return
+        viewers.append(viewer)
+
+    await asyncio.gather(*(one(number, path) for number, path in enumerate(paths)))
+    return viewers, failures

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -292,15 +293,25 @@ class GiftService:
                     credited += 1
         return credited
 
-    async def name_of(self, user_id: str) -> str:
-        """The user's display name (their id if they have none), cached per process."""
+    def name_of(self, user_id: str) -> Awaitable[str]:
+        """The user's display name (their id if they have none), cached per process. A name
+        not cached is read with the engine call queued at once (``Store.profile_name``), so a
+        handshake's read shares the round trip of its connection limits."""
         name = self._names.get(user_id)
-        if name is None:
-            name = await self.store.profile_name(user_id) or user_id
-            if len(self._names) >= _NAME_CACHE_SIZE:
-                self._names.clear()
-            self._names[user_id] = name
+        if name is not None:
+            return _known(name)
+        return self._remember(user_id, self.store.profile_name(user_id))
+
+    async def _remember(self, user_id: str, reading: Awaitable[str | None]) -> str:
+        name = await reading or user_id
+        if len(self._names) >= _NAME_CACHE_SIZE:
+            self._names.clear()
+        self._names[user_id] = name
         return name
+
+
+async def _known(name: str) -> str:
+    return name
 
 
 def _targets(delivered: list[CreatorCredit]) -> dict[str, set[str]]:

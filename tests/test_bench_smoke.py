@@ -170,6 +170,25 @@ def test_the_room_benchmarks_run(tmp_path: Path) -> None:
     assert [target["unit"] for target in connections["targets"]] == ["KiB", "handshakes/s"]
 
 
+def test_the_reconnect_storm_benchmark_runs(tmp_path: Path) -> None:
+    out = tmp_path / "reconnect.json"
+    bench(
+        "bench_room",
+        *("--scenarios", "reconnect", "--reconnect-viewers", "20", "--reconnect-rate", "20"),
+        *("--reconnect-gifters", "2", "--reconnect-seconds", "2", "--reconnect-servers", "1,2"),
+        *("--sink-procs", "1"),
+        json_path=out,
+    )
+    variants = json.loads(out.read_text())["reconnect"]["variants"]
+    assert [variant["servers"] for variant in variants] == [1, 2]
+    for variant in variants:
+        # Every viewer came back by resuming, and holds every acknowledged gift exactly once.
+        assert variant["back"] == variant["resumed"] == 20 and variant["gifts_acked"] > 0
+        assert variant["completeness_pct"] == 100 and variant["duplicate_events"] == 0
+        assert variant["all_back_after_stop_s"] >= variant["first_back_s"] > 0
+        assert {target["unit"] for target in variant["targets"]} == {"s", "/s", "%"}
+
+
 def test_the_mixed_storm_benchmark_runs(tmp_path: Path) -> None:
     out = tmp_path / "mixed.json"
     bench(

@@ -230,6 +230,52 @@ async def test_a_socket_handshake_takes_a_token_and_one_over_the_rate_is_refused
         await welcomed.close()
 
 
+async def spend_the_bucket(server: ServerProcess, address: str) -> None:
+    """Take every token of ``address``'s bucket."""
+    with from_address(server, address) as http:
+        while http.get("/v1/catalog/gifts").status_code != 429:
+            pass
+
+
+@pytest.mark.anyio
+async def test_a_handshake_refused_by_rate_holds_no_slot_on_any_process(pair: Pair) -> None:
+    """Both limits are asked in one round trip: the slot taken beside a refused rate token is
+    given back before the refusal, so the user's last slot is free at once, on either process."""
+    _, room_id = live_room(pair)
+    token = pair.setup.token(unique("w"))
+    mine = [await join(server, room_id, token) for server in (pair.a, pair.b)]  # all slots but one
+    assert len(mine) == MAX_CONNECTIONS - 1
+    address = fresh_address()
+    await spend_the_bucket(pair.a, address)
+    for server in (pair.a, pair.b, pair.a):
+        over = await open_socket(server, f"/v1/rooms/{room_id}/ws", token, address)
+        assert await refused(over) == ("rate_limited", 4429, "rate_limited")
+    # No wait: each refused handshake had given its slot back before it was refused.
+    mine.append(await join(pair.b, room_id, token))
+    extra = await open_socket(pair.a, f"/v1/rooms/{room_id}/ws", token)
+    assert await refused(extra) == ("too_many_connections", 4429, "too_many_connections")
+    for sock in mine:
+        await sock.close()
+
+
+@pytest.mark.anyio
+async def test_the_rate_is_refused_first_whatever_else_is_wrong(pair: Pair) -> None:
+    _, room_id = live_room(pair)
+    user = unique("w")
+    token = pair.setup.token(user)
+    mine = [await join(pair.a, room_id, token) for _ in range(MAX_CONNECTIONS)]
+    address = fresh_address()
+    await spend_the_bucket(pair.b, address)
+    for path in (f"/v1/rooms/{room_id}/ws?token={token}", f"/v1/rooms/{room_id}/ws?token=not-a-jwt"):
+        over = await open_socket(pair.b, path, address=address)
+        assert await refused(over) == ("rate_limited", 4429, "rate_limited")
+    # The user's slots are as they were: a close frees one for the next connection.
+    await mine.pop().close()
+    mine.append(await admitted_within(pair.b, room_id, token, wait_s=PRESENCE_TTL_S / 2))
+    for sock in mine:
+        await sock.close()
+
+
 # -- the per-user connection limit ----------------------------------------------------------
 
 

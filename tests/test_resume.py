@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import Engine
 from tests.support import Api, ServerProcess, running_server, server_env, unique
 from tests.test_rooms import raw_upgrade, read_until_closed
-from tests.wsclient import MSGPACK, Frame, RoomSocket
+from tests.wsclient import JSON, MSGPACK, Frame, RoomSocket
 
 pytestmark = pytest.mark.anyio
 
@@ -156,6 +156,49 @@ async def test_a_resume_after_a_gap_many_times_the_buffer_delivers_every_missed_
     offsets = [offset_key(f["offset"]) for f in resumed.frames if f["type"] == "batch" and gifts([f])]
     assert offsets == sorted(set(offsets)), "each batch of gifts moves the offset forward"
     await resumed.close()
+
+
+async def test_viewers_resuming_from_one_offset_share_its_pages_and_each_gets_every_gift_once(
+    server: Server,
+) -> None:
+    """After a restart a room's viewers all come back from the offset of its last batch: the
+    pages they catch up with are read and encoded once (``Hub._page``) and shared, across
+    subprotocols and arrival times, while live gifts go on; each viewer still gets every gift
+    once and in order."""
+    api, base_url = server.api, server.process.base_url
+    room_id = api.open_room(unique("c"))
+    senders = long_named_senders(api)
+    first = await RoomSocket.open(base_url, room_id, api.token(unique("w")))
+    await first.welcome()
+    await send_gifts(api, base_url, room_id, senders[:1], 2)
+    await first.wait_gift_count(2)
+    since, epoch = resume_point(first.frames)
+    await first.close()
+    missed = await send_gifts(api, base_url, room_id, senders, 150)  # three pages of the log
+    live: dict[str, list[str]] = {}
+    viewers: list[RoomSocket] = []
+
+    async def resume(subprotocol: str) -> None:
+        sock = await RoomSocket.open(
+            base_url, room_id, api.token(unique("w")), subprotocol=subprotocol, since=since, epoch=epoch
+        )
+        welcome = await sock.recv()
+        assert welcome["type"] == "welcome" and welcome["resumed"] is True, welcome
+        viewers.append(sock)
+
+    async def send_live() -> None:
+        live.update(await send_gifts(api, base_url, room_id, senders[:2], 30))
+
+    async with anyio.create_task_group() as tasks:
+        for subprotocol in (JSON, MSGPACK, JSON, MSGPACK):
+            tasks.start_soon(resume, subprotocol)
+        tasks.start_soon(send_live)
+    await resume(JSON)  # after the live gifts: its pages end further on
+    for sock in viewers:
+        await sock.wait_gift_count(SENDERS * 150 + 2 * 30, wait_s=60)
+        assert not [f for f in sock.frames if f["type"] in ("resync", "error")]
+        assert_in_room_order(gifts(sock.frames), {s: missed[s] + live.get(s, []) for s in senders})
+        await sock.close()
 
 
 async def test_a_client_that_drops_mid_catch_up_resumes_from_what_it_stored_and_misses_nothing(

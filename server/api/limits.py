@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 RETRY_ENGINE_S = 1.0
 
 
+async def _nothing() -> None:
+    return None
+
+
 class ClientLimiter:
     """Takes one request token per call from the client address's bucket."""
 
@@ -53,13 +58,21 @@ class ClientLimiter:
     async def check(self, scope: Scope) -> RateLimited | None:
         """The refusal if the connection's address is over its rate, else None (the token
         is taken). None too when the limit is off, there is no address, or the engine is down."""
+        return await self.take(scope)
+
+    def take(self, scope: Scope) -> Awaitable[RateLimited | None]:
+        """``check``, with the engine call queued at once rather than when awaited: the room
+        socket's handshake queues its connection slot beside it, one round trip for both."""
         if self.rate_per_s <= 0:
-            return None
+            return _nothing()
         address = client_address(scope.get("client"))
         if address is None or time.monotonic() < self._skip_until:
-            return None
+            return _nothing()
+        return self._settle(self.store.limits.take_request(address, self.rate_per_s, self.burst))
+
+    async def _settle(self, taken: Awaitable[int]) -> RateLimited | None:
         try:
-            await self.store.limits.take_request(address, self.rate_per_s, self.burst)
+            await taken
         except RateLimited as refused:
             return refused
         except ENGINE_ERRORS as exc:

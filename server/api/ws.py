@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -41,6 +41,7 @@ from server.errors import (
     GiftingError,
     InvalidRequest,
     NotFound,
+    RateLimited,
     TooManyConnections,
     Unauthorized,
 )
@@ -70,6 +71,9 @@ PATH = re.compile(r"^/v1/rooms/([^/]+)/ws$")
 OVERLAY_PATH = re.compile(r"^/v1/overlay/([^/]+)/ws$")
 # Frames of one connection handled at once; past it, it is not read until its oldest is answered.
 MAX_FRAMES_IN_FLIGHT = 32
+T = TypeVar("T")
+# What a handshake answers with a close code rather than a server error.
+REFUSALS: tuple[type[Exception], ...] = (GiftingError, *ENGINE_ERRORS)
 # A connection sending this many frames that do not parse or validate within a minute is closed.
 MAX_INVALID_FRAMES = 10
 INVALID_WINDOW_S = 60.0
@@ -375,8 +379,14 @@ FRAME_HANDLERS: dict[str, Callable[[Socket, dict[str, Any]], Awaitable[Reply | N
 async def admit(
     ctx: Context, scope: Scope, send: Send, target: str, overlay: bool, limiter: ClientLimiter | None = None
 ) -> Admitted | None:
-    """Check the handshake and the address's request rate, accept, authenticate, take a
-    slot of the user's connection limit and join the hub; None if refused."""
+    """Check the handshake, authenticate, take a token of the address's request rate and a
+    slot of the user's connection limit, accept and join the hub; None if refused.
+
+    The two limits live in different cluster slots, so they are two scripts; both are queued
+    in the same turn of the event loop, with the user's name when it is not cached, and go out
+    in one pipeline (``store.batch``): one engine round trip before the join. An address over
+    its rate is refused first, whatever else was wrong, and a slot taken for a connection then
+    refused is given back before the refusal is written, so a refused handshake holds none."""
     handshake = negotiate(list(scope.get("subprotocols", [])))
     origin = dict(scope["headers"]).get(b"origin", b"").decode("latin-1") or None
     allowed = ctx.settings.allowed_origins
@@ -391,9 +401,6 @@ async def admit(
         metrics.WS_REFUSALS.labels("1011", "no_outlet").inc()
         await send({"type": "websocket.close", "code": 1011})
         return None
-    # Counted before the accept; refused after it, so that the client learns why.
-    over_rate = await limiter.check(scope) if limiter is not None else None
-    await send({"type": "websocket.accept", "subprotocol": handshake.subprotocol})
     query = parse_qs(scope["query_string"].decode("latin-1"))
 
     def param(name: str) -> str | None:
@@ -405,31 +412,53 @@ async def admit(
         outlet.write(encode(error_frame(error), handshake.encoding))
         outlet.close(code, error.code)
 
+    # Counted before the accept; refused after it, so that the client learns why.
+    rate = limiter.take(scope) if limiter is not None else None
+    over_rate: RateLimited | None = None
+    if overlay and rate is not None:  # an overlay's lookups read the engine: not over the rate
+        over_rate, rate = await rate, None
+    refusal: Exception | None = None
+    claim: Awaitable[str | None] | None = None
+    naming: Awaitable[str] | None = None
+    try:
+        if over_rate is None:
+            if overlay:
+                principal, room_id = await overlay_target(ctx, target)
+            else:  # no engine call: what is queued next goes out with the rate's
+                principal, room_id = await token_target(ctx, param("token") or handshake.token, target)
+            claim = ctx.hub.claim(principal.user_id)
+            naming = ctx.gifts.name_of(principal.user_id) if not principal.name else None
+    except REFUSALS as exc:
+        refusal = exc
+    if rate is not None:
+        over_rate = await rate
+    slot, refusal = await outcome_of(claim, refusal)
+    name, refusal = await outcome_of(naming, refusal)
+    if slot is not None and (over_rate is not None or refusal is not None):
+        await give_back(ctx, principal.user_id, slot)
+        slot = None
+    try:
+        await send({"type": "websocket.accept", "subprotocol": handshake.subprotocol})
+    except Exception:  # the client left during the handshake
+        if slot is not None:
+            await give_back(ctx, principal.user_id, slot)
+        raise
     if over_rate is not None:
         refuse(over_rate, Close.TOO_MANY)
         return None
     try:
-        if overlay:
-            principal, room_id = await overlay_target(ctx, target)
-        else:
-            token = param("token") or handshake.token
-            if not token:
-                raise Unauthorized("missing token: pass ?token=<jwt> or offer a 'bearer.<jwt>' subprotocol")
-            if ctx.keys is not None:
-                await ctx.keys.prepare(token)
-            principal = principal_from_token(token, ctx.settings.jwt_secret, ctx.keys)
-            room_id = check_id(target, "room_id")
-        name = principal.name or await ctx.gifts.name_of(principal.user_id)
+        if refusal is not None:
+            raise refusal
         viewer = Viewer(
             outlet,
             principal.user_id,
-            name,
+            principal.name or name or principal.user_id,
             handshake.encoding,
             room_id,
             overlay=overlay,
             overlay_key=fingerprint(target) if overlay else "",
         )
-        await ctx.hub.claim(viewer)
+        ctx.hub.hold(viewer, slot)
         try:
             room = await ctx.hub.join(viewer, param("since"), param("epoch"))
         except BaseException:
@@ -464,3 +493,34 @@ async def overlay_target(ctx: Context, token: str) -> tuple[Principal, str]:
     if room is None:
         raise NotFound(f"{creator_id} is not live right now", code="not_live")
     return Principal(creator_id, "overlay"), room.room_id
+
+
+async def token_target(ctx: Context, token: str | None, target: str) -> tuple[Principal, str]:
+    """The principal of a viewer's token and the room it asks for, with no engine call."""
+    if not token:
+        raise Unauthorized("missing token: pass ?token=<jwt> or offer a 'bearer.<jwt>' subprotocol")
+    if ctx.keys is not None:
+        await ctx.keys.prepare(token)  # an OIDC key not held yet is fetched first
+    principal = principal_from_token(token, ctx.settings.jwt_secret, ctx.keys)
+    return principal, check_id(target, "room_id")
+
+
+async def outcome_of(
+    pending: Awaitable[T] | None, refusal: Exception | None
+) -> tuple[T | None, Exception | None]:
+    """What ``pending`` gave, and the handshake's refusal: the first one met stands."""
+    if pending is None:
+        return None, refusal
+    try:
+        return await pending, refusal
+    except REFUSALS as exc:
+        return None, refusal or exc
+
+
+async def give_back(ctx: Context, user_id: str, slot: str) -> None:
+    """Free the slot taken for a connection then refused; it expires if the engine is down."""
+    try:
+        await ctx.hub.unclaim(user_id, slot)
+    except ENGINE_ERRORS as exc:
+        metrics.engine_error(exc)
+        log.warning("a refused connection's slot is left to expire: engine unavailable (%s)", exc)

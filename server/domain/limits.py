@@ -8,6 +8,7 @@ every server process sharing the engine.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from typing import Any
@@ -62,8 +63,14 @@ def client_address(client: Sequence[Any] | None) -> str | None:
     """
     if not client:
         return None
+    return _address_of(str(client[0]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_of(host: str) -> str:
+    """``client_address`` of a host, parsed once per host however often it connects."""
     try:
-        ip = ipaddress.ip_address(str(client[0]))
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return UNKNOWN_ADDRESS
     if isinstance(ip, ipaddress.IPv6Address):

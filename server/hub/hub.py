@@ -37,6 +37,9 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import Any
 
 from server import metrics
@@ -53,6 +56,7 @@ from server.store import ENGINE_ERRORS, Store
 from server.store.moderation import banned_error
 from server.store.overlays import overlay_revoked_error
 from server.store.records import RoomState
+from server.store.rooms import StreamWindow
 from server.store.topology import StreamEntry
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,8 @@ READ_COUNT = 1_000
 SNAPSHOT_ENTRIES = 200
 # Stream entries read at a time for a resuming connection.
 CATCH_UP_PAGE = 500
+# Catch-up pages kept for the connections resuming from the same offsets.
+CATCH_UP_PAGES_KEPT = 64
 # How long a resuming client waits for this process to catch up with the offset it brings.
 CATCH_UP_S = 2.0
 # Room events after which the room's state is read again at once (a follow's count with it;
@@ -73,6 +79,35 @@ QUIET_TICKS = 0.5
 QUIET_POLL_S = 0.005
 # The WebSocket close code for an unexpected server error.
 SERVER_ERROR = 1011
+
+
+@dataclass
+class CatchUpPage:
+    """One page of a room's log for resuming connections: its events, the stream's window
+    just after the read, where the next page starts, and its frames by (overlay, encoding,
+    frame size), each encoded once."""
+
+    events: list[RoomEvent]
+    window: StreamWindow
+    next_after: str
+    battle: bool
+    frames: dict[tuple[bool, str, int], list[bytes]] = field(default_factory=dict)
+
+    def frames_for(self, overlay: bool, encoding: str, most_bytes: int) -> list[bytes]:
+        key = (overlay, encoding, most_bytes)
+        frames = self.frames.get(key)
+        if frames is None:
+            frames = self.frames[key] = catch_up_frames(self.events, overlay, encoding, most_bytes)
+        return frames
+
+
+async def _no_slot() -> None:
+    return None
+
+
+async def _slot_taken(opened: Awaitable[int], slot: str) -> str:
+    await opened
+    return slot
 
 
 class Hub:
@@ -89,6 +124,7 @@ class Hub:
         self._slot_sync: asyncio.Task[None] | None = None
         self._opening: dict[str, asyncio.Future[LocalRoom]] = {}
         self._catching_up: dict[Viewer, asyncio.Task[None]] = {}
+        self._pages: OrderedDict[tuple[str, str, str], asyncio.Future[CatchUpPage]] = OrderedDict()
         self._presence_changed: set[str] = set()
         self._vacated: set[str] = set()
         self._next_presence = 0.0
@@ -97,16 +133,27 @@ class Hub:
 
     # -- connections -------------------------------------------------------------------
 
-    async def claim(self, viewer: Viewer) -> None:
-        """Take a slot of the user's connection limit for this connection, counted across
-        processes; ``TooManyConnections`` if the user holds the most already. ``leave``
-        frees it."""
+    def claim(self, user_id: str) -> Awaitable[str | None]:
+        """Take a slot of the user's connection limit, counted across processes. The engine
+        call is queued at once, so that it shares one round trip with whatever else this turn
+        of the event loop queues (the handshake's address limit). The awaitable gives the slot
+        (None when the limit is off), or raises ``TooManyConnections`` if the user holds the
+        most already. ``hold`` gives the slot to the connection, and ``leave`` frees it then;
+        ``unclaim`` frees one that no connection got."""
         most = self.settings.max_connections_per_user
         if not most:
-            return
+            return _no_slot()
         slot = self.slots.new_slot()
-        await self.store.limits.open_connection(viewer.user_id, slot, most, self._slot_ttl_ms)
-        self.slots.hold(viewer.user_id, viewer, slot)
+        return _slot_taken(self.store.limits.open_connection(user_id, slot, most, self._slot_ttl_ms), slot)
+
+    def hold(self, viewer: Viewer, slot: str | None) -> None:
+        """Record that ``viewer`` holds the slot ``claim`` took for it."""
+        if slot is not None:
+            self.slots.hold(viewer.user_id, viewer, slot)
+
+    async def unclaim(self, user_id: str, slot: str) -> None:
+        """Free at once a slot ``claim`` took for a connection then refused."""
+        await self.store.limits.close_connection(user_id, slot)
 
     async def join(self, viewer: Viewer, since: str | None, epoch: str | None) -> LocalRoom:
         """Add a connection to its room and send it ``welcome`` (after ``resync`` if it asked
@@ -185,19 +232,17 @@ class Hub:
         replayed_battle = False
         try:
             while parse_offset(after) < parse_offset(room.cursor):
-                until = room.cursor
-                entries, window = await self.store.rooms.page(room_id, after, until, CATCH_UP_PAGE)
-                if not window.covers(parse_offset(after)):
+                page = await self._page(room_id, room.room.epoch, after, room.cursor)
+                if not page.window.covers(parse_offset(after)):
                     viewer.outlet.drop_too_slow()  # trimmed past it before it read that far
                     return
-                events = [parse_entry(entry_id, fields) for entry_id, fields in entries]
-                replayed_battle = replayed_battle or any(event.kind == "battle" for event in events)
+                replayed_battle = replayed_battle or page.battle
                 outlet = viewer.outlet
-                for frame in catch_up_frames(events, viewer.overlay, viewer.encoding, outlet.page_bytes):
+                for frame in page.frames_for(viewer.overlay, viewer.encoding, outlet.page_bytes):
                     if not await outlet.drained() or not outlet.write(frame):
                         return
                     metrics.frames_sent(1, len(frame))
-                after = entries[-1][0] if len(entries) >= CATCH_UP_PAGE else until
+                after = page.next_after
         except ENGINE_ERRORS as exc:
             metrics.engine_error(exc)
             log.warning("resume cut short: engine unavailable (%s)", exc)
@@ -222,6 +267,31 @@ class Hub:
         if changes and not viewer.send({"type": "batch", "offset": room.cursor, "events": changes}):
             return
         room.caught_up(viewer)
+
+    async def _page(self, room_id: str, epoch: str, after: str, until: str) -> CatchUpPage:
+        """The catch-up page of the room's events after ``after`` (up to ``until``, or to where
+        a connection resuming from the same offset read it a moment ago), read and encoded once
+        for every connection resuming from there: after a restart, a room's viewers all come
+        back from the offset of its last batch. A failed read is not kept."""
+        key = (room_id, epoch, after)
+        pending = self._pages.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._read_page(room_id, after, until))
+            self._pages[key] = pending
+            if len(self._pages) > CATCH_UP_PAGES_KEPT:
+                self._pages.popitem(last=False)
+            pending.add_done_callback(lambda done: self._forget_failed_page(key, done))
+        return await asyncio.shield(pending)
+
+    def _forget_failed_page(self, key: tuple[str, str, str], done: asyncio.Future[CatchUpPage]) -> None:
+        if (done.cancelled() or done.exception() is not None) and self._pages.get(key) is done:
+            del self._pages[key]
+
+    async def _read_page(self, room_id: str, after: str, until: str) -> CatchUpPage:
+        entries, window = await self.store.rooms.page(room_id, after, until, CATCH_UP_PAGE)
+        events = [parse_entry(entry_id, fields) for entry_id, fields in entries]
+        next_after = entries[-1][0] if len(entries) >= CATCH_UP_PAGE else until
+        return CatchUpPage(events, window, next_after, any(event.kind == "battle" for event in events))
 
     async def like(self, user_id: str, name: str, room_id: str, count: int) -> int:
         """Take up to ``count`` likes of the user in a live room, as many as the user's like

@@ -11,6 +11,7 @@ path, and the same ``PUT`` again completes it. Each live room's hubs learn of it
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from redis.asyncio import Redis
 
 from server.errors import Forbidden, NotFound
 from server.keys import KeySchema, RoomKeys
+from server.store.batch import ScriptBatch
 from server.store.records import Room
 from server.store.rooms import room_from_hash
 from server.store.scripts import CHAT_DELETE, ROOM_BAN, Arguments, Call, ScriptRunner, outcome
@@ -65,10 +67,13 @@ def log_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
 
 
 class Moderation:
-    def __init__(self, redis: Redis, keys: KeySchema, runner: ScriptRunner, stream_len: int) -> None:
+    def __init__(
+        self, redis: Redis, keys: KeySchema, runner: ScriptRunner, batch: ScriptBatch, stream_len: int
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._runner = runner
+        self._batch = batch
         self._stream_len = stream_len
 
     async def authority(self, room_id: str, actor_id: str, target_id: str | None) -> Authority:
@@ -84,8 +89,10 @@ class Moderation:
         )
         return Authority(room, bool(actor), target_id is not None and bool(target))
 
-    async def is_banned(self, creator_id: str, user_id: str) -> bool:
-        return bool(await self._redis.sismember(self._keys.user(creator_id).bans, user_id))
+    def is_banned(self, creator_id: str, user_id: str) -> asyncio.Future[bool]:
+        """Whether the creator banned the user: queued on the group commit (``store.batch``),
+        so that the connections joining in one turn of the event loop share one round trip."""
+        return self._batch.read(("SISMEMBER", self._keys.user(creator_id).bans, user_id), bool)
 
     async def bans(self, creator_id: str) -> list[str]:
         return sorted(await self._redis.smembers(self._keys.user(creator_id).bans))

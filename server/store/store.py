@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, cast
@@ -61,6 +62,7 @@ class Store:
         runner = ScriptRunner(redis)
         # The gift path's scripts (debit, room publish, creator credit) share round trips.
         batch = ScriptBatch(runner)
+        self._batch = batch
         self.wallets = Wallets(redis, keys, batch)
         self.payments = Payments(redis, keys, runner)
         self.social = Social(redis, keys, runner, room_stream_len)
@@ -76,7 +78,7 @@ class Store:
         self.limits = Limits(keys, runner, batch)
         self.likes = Likes(redis, keys, runner, room_stream_len)
         self.chat = Chat(redis, keys, runner, batch, room_stream_len)
-        self.moderation = Moderation(redis, keys, runner, room_stream_len)
+        self.moderation = Moderation(redis, keys, runner, batch, room_stream_len)
         self.battles = Battles(redis, keys, runner, batch, room_stream_len)
 
     @classmethod
@@ -146,9 +148,10 @@ class Store:
     async def set_profile(self, user_id: str, name: str, role: str) -> None:
         await self.redis.hset(self.keys.user(user_id).profile, mapping={"name": name, "role": role})
 
-    async def profile_name(self, user_id: str) -> str | None:
-        name: str | None = await self.redis.hget(self.keys.user(user_id).profile, "name")
-        return name
+    def profile_name(self, user_id: str) -> asyncio.Future[str | None]:
+        """The user's display name, None if they have none; the read is queued at once on the
+        group commit (``store.batch``), sharing the round trip of what else this turn sends."""
+        return self._batch.read(("HGET", self.keys.user(user_id).profile, "name"))
 
     async def profile_name_and_region(self, user_id: str) -> tuple[str | None, str | None]:
         """The user's display name and saved region (``None`` for either they do not have)."""
