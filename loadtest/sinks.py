@@ -697,18 +697,7 @@ class SinkPool:
             }
             for i in range(count)
         ]
-        replies = await self.call(commands)
-        failures: Counter[str] = Counter()
-        for reply in replies:
-            failures.update(reply["failures"])
-        opened = sum(reply["opened"] for reply in replies)
-        seconds = max(r["finished"] for r in replies) - min(r["started"] for r in replies)
-        return {
-            "opened": opened,
-            "failures": dict(failures),
-            "seconds": round(seconds, 3),
-            "per_s": round(opened / seconds, 1) if seconds > 0 else 0.0,
-        }
+        return opened_summary(await self.call(commands))
 
     async def resume(
         self, group: str, ports: list[int], paths: list[str], concurrency: int
@@ -729,18 +718,7 @@ class SinkPool:
             }
             for i in range(count)
         ]
-        replies = await self.call(commands)
-        failures: Counter[str] = Counter()
-        for reply in replies:
-            failures.update(reply["failures"])
-        opened = sum(reply["opened"] for reply in replies)
-        seconds = max(r["finished"] for r in replies) - min(r["started"] for r in replies)
-        return {
-            "opened": opened,
-            "failures": dict(failures),
-            "seconds": round(seconds, 3),
-            "per_s": round(opened / seconds, 1) if seconds > 0 else 0.0,
-        }
+        return opened_summary(await self.call(commands))
 
     async def stats(self, group: str) -> dict[str, Any]:
         replies = await self.every(op="stats", group=group)
@@ -1170,3 +1148,19 @@ async def open_resumers(
 
     await asyncio.gather(*(one(number, path) for number, path in enumerate(paths)))
     return viewers, failures
+
+
+def opened_summary(replies: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the load processes' ``connect`` or ``resume`` replies add up to: the connections
+    opened, the failures by reason, the span from the first start to the last finish, the rate."""
+    failures: Counter[str] = Counter()
+    for reply in replies:
+        failures.update(reply["failures"])
+    opened = sum(reply["opened"] for reply in replies)
+    seconds = max(r["finished"] for r in replies) - min(r["started"] for r in replies)
+    return {
+        "opened": opened,
+        "failures": dict(failures),
+        "seconds": round(seconds, 3),
+        "per_s": round(opened / seconds, 1) if seconds > 0 else 0.0,
+    }
