@@ -1514,9 +1514,8 @@ async def gift_flow(
 
 
 async def reconnect(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    return {
-        "variants": [await reconnect_variant(args, tmp, servers) for servers in args.reconnect_servers],
-    }
+    variants = [await reconnect_variant(args, tmp, servers) for servers in args.reconnect_servers]
+    return {"variants": variants, "targets": [target for v in variants for target in v["targets"]]}
 
 
 async def reconnect_variant(args: argparse.Namespace, tmp: Path, servers: int) -> dict[str, Any]:
