@@ -75,6 +75,8 @@ class Settings:
     # How long a connection's slot outlives its process's last renewal (renewed every third).
     connection_slot_ttl_s: float = 60.0
     tick_ms: int = 50
+    # The viewer count and the joins go out to a room at most this often (hub.room); 0: every tick.
+    presence_interval_ms: int = 1_000
     combo_window_ms: int = 3_000
     room_stream_len: int = 10_000
     ws_max_frame_bytes: int = 4 * 1024
@@ -189,6 +191,9 @@ class Settings:
                 env, "GIFTING_MAX_CONNECTIONS_PER_USER", cls.max_connections_per_user, 0, 1_000_000
             ),
             tick_ms=_int(env, "GIFTING_TICK_MS", cls.tick_ms, 5, 1_000),
+            presence_interval_ms=_int(
+                env, "GIFTING_PRESENCE_INTERVAL_MS", cls.presence_interval_ms, 0, 60_000
+            ),
             combo_window_ms=_int(env, "GIFTING_COMBO_WINDOW_MS", cls.combo_window_ms, 100, 60_000),
             room_stream_len=_int(env, "GIFTING_ROOM_STREAM_LEN", cls.room_stream_len, 100, 10_000_000),
             ws_buffer_bytes=_int(env, "GIFTING_WS_BUFFER_BYTES", cls.ws_buffer_bytes, 4096, 64 << 20),
