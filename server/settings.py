@@ -99,6 +99,7 @@ class Settings:
     confirm_coins: int = 1_000
     client_dir: Path | None = None
     log_format: str = "text"  # or json: one JSON object per line (server.logs)
+    socket_log: bool = False  # a line per socket handshake, as for an HTTP request (server.logs)
     metrics: bool = True  # GET /metrics (server.metrics)
     # The client networks /metrics is served to; empty: any.
     metrics_allow: tuple[IPNetwork, ...] = ()
@@ -220,6 +221,7 @@ class Settings:
             client_dir=_client_dir(env),
             log_format=_choice(env, "GIFTING_LOG_FORMAT", cls.log_format, LOG_FORMATS),
             metrics=_flag(env, "GIFTING_METRICS", default=True),
+            socket_log=_flag(env, "GIFTING_SOCKET_LOG"),
             metrics_allow=_networks(env, "GIFTING_METRICS_ALLOW"),
             apple_bundle_id=env.get("GIFTING_APPLE_BUNDLE_ID", "").strip(),
             apple_app_id=_apple_app_id(env),
