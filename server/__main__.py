@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"gifting-server: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_format)
+    configure_logging(settings)
     if args.workers is not None:
         settings = replace(settings, workers=args.workers)
     return serve(settings)

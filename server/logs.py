@@ -3,7 +3,8 @@ or as one JSON object per line (``GIFTING_LOG_FORMAT``), with bearer tokens kept
 every line and the context of the work in progress on each.
 
 A browser can only pass its token to a WebSocket in the URL (``?token=``) or in the
-subprotocol list, and uvicorn logs each WebSocket's path and query string; an overlay's
+subprotocol list, and uvicorn logs each WebSocket's path and query string (with
+``GIFTING_SOCKET_LOG``: ``server.sockets``, ``hub.outlet``); an overlay's
 token is in its paths (``/overlay/<token>``). ``RedactTokens`` replaces both in any log
 record before it is formatted.
 
@@ -144,10 +145,11 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def log_config(log_format: str = "text") -> dict[str, Any]:
+def log_config(log_format: str = "text", socket_log: bool = False) -> dict[str, Any]:
     """The ``logging.config.dictConfig`` of a server process, for uvicorn and for the root
     logger: uvicorn's own in text, ``JsonFormatter`` everywhere in json; ``RedactTokens`` and
-    ``AttachContext`` on every handler."""
+    ``AttachContext`` on every handler. uvicorn's line per socket handshake
+    (``server.sockets``) only with ``socket_log``."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
     config = copy.deepcopy(LOGGING_CONFIG)
@@ -167,5 +169,10 @@ def log_config(log_format: str = "text") -> dict[str, Any]:
     config["filters"] = {"redact_tokens": {"()": RedactTokens}, "attach_context": {"()": AttachContext}}
     for handler in config["handlers"].values():
         handler["filters"] = ["redact_tokens", "attach_context"]
+    config["loggers"]["server.sockets"] = {
+        "handlers": ["default"],
+        "level": "INFO" if socket_log else "WARNING",
+        "propagate": False,
+    }
     config["root"] = {"handlers": ["plain"], "level": "INFO"}
     return config

@@ -75,6 +75,8 @@ class Settings:
     # How long a connection's slot outlives its process's last renewal (renewed every third).
     connection_slot_ttl_s: float = 60.0
     tick_ms: int = 50
+    # The viewer count and the joins go out to a room at most this often (hub.room); 0: every tick.
+    presence_interval_ms: int = 1_000
     combo_window_ms: int = 3_000
     room_stream_len: int = 10_000
     ws_max_frame_bytes: int = 4 * 1024
@@ -97,6 +99,7 @@ class Settings:
     confirm_coins: int = 1_000
     client_dir: Path | None = None
     log_format: str = "text"  # or json: one JSON object per line (server.logs)
+    socket_log: bool = False  # a line per socket handshake, as for an HTTP request (server.logs)
     metrics: bool = True  # GET /metrics (server.metrics)
     # The client networks /metrics is served to; empty: any.
     metrics_allow: tuple[IPNetwork, ...] = ()
@@ -189,6 +192,9 @@ class Settings:
                 env, "GIFTING_MAX_CONNECTIONS_PER_USER", cls.max_connections_per_user, 0, 1_000_000
             ),
             tick_ms=_int(env, "GIFTING_TICK_MS", cls.tick_ms, 5, 1_000),
+            presence_interval_ms=_int(
+                env, "GIFTING_PRESENCE_INTERVAL_MS", cls.presence_interval_ms, 0, 60_000
+            ),
             combo_window_ms=_int(env, "GIFTING_COMBO_WINDOW_MS", cls.combo_window_ms, 100, 60_000),
             room_stream_len=_int(env, "GIFTING_ROOM_STREAM_LEN", cls.room_stream_len, 100, 10_000_000),
             ws_buffer_bytes=_int(env, "GIFTING_WS_BUFFER_BYTES", cls.ws_buffer_bytes, 4096, 64 << 20),
@@ -215,6 +221,7 @@ class Settings:
             client_dir=_client_dir(env),
             log_format=_choice(env, "GIFTING_LOG_FORMAT", cls.log_format, LOG_FORMATS),
             metrics=_flag(env, "GIFTING_METRICS", default=True),
+            socket_log=_flag(env, "GIFTING_SOCKET_LOG"),
             metrics_allow=_networks(env, "GIFTING_METRICS_ALLOW"),
             apple_bundle_id=env.get("GIFTING_APPLE_BUNDLE_ID", "").strip(),
             apple_app_id=_apple_app_id(env),

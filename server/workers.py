@@ -37,10 +37,10 @@ from server.settings import Settings, SettingsError
 log = logging.getLogger(__name__)
 
 
-def configure_logging(log_format: str = "text") -> None:
+def configure_logging(settings: Settings) -> None:
     """The loggers of every server process (``server.logs``): INFO and up, as text or JSON
     lines, bearer tokens redacted."""
-    logging.config.dictConfig(log_config(log_format))
+    logging.config.dictConfig(log_config(settings.log_format, settings.socket_log))
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "loop": "auto",
         "lifespan": "on",
         "log_level": "info",
-        "log_config": log_config(settings.log_format),
+        "log_config": log_config(settings.log_format, settings.socket_log),
         "server_header": False,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
         "ws_max_size": settings.ws_max_frame_bytes,
@@ -94,7 +94,7 @@ def app() -> ASGIApp:
     except SettingsError as exc:  # the parent checked the same environment: not expected
         log.error("%s", exc)
         sys.exit(STARTUP_FAILURE)
-    configure_logging(settings.log_format)
+    configure_logging(settings)
     if settings.redis_url is None:
         log.error("a worker needs GIFTING_REDIS_URL; start workers with gifting-server --workers N")
         sys.exit(STARTUP_FAILURE)

@@ -109,6 +109,8 @@ def server_env(engine_url: str | None, prefix: str, **overrides: str) -> dict[st
         # (tests/test_limits.py sets it low).
         GIFTING_IP_RATE="100000",
         GIFTING_IP_BURST="100000",
+        # The line per socket handshake, whose tokens the log tests check are redacted.
+        GIFTING_SOCKET_LOG="1",
     )
     if engine_url:
         env["GIFTING_REDIS_URL"] = engine_url

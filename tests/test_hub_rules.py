@@ -154,14 +154,38 @@ def test_a_tick_sends_one_batch_with_stream_events_then_what_changed() -> None:
     assert [event["event_id"] for event in room.recent] == ["g_1-0", "g_1-1"]
     # Nothing new and nothing changed: no frame at all.
     assert room.take_batch(room.state_events(room.state)) == {False: None, True: None}
-    viewers_only = room.take_batch(room.state_events(state(4, 3, 50, *room.state.leaderboard)))[False]
+    room.state_events(state(4, 3, 50, *room.state.leaderboard))
+    viewers_only = room.take_batch(room.presence_events(0.0, 1.0))[False]
     assert viewers_only == {"type": "batch", "offset": "2-0", "events": [{"type": "viewers", "viewers": 4}]}
+
+
+def test_presence_goes_out_at_most_once_an_interval_with_the_count_as_it_is_then() -> None:
+    room = LocalRoom(Room("r", "c", "t", "live", 0, None, "e"), state(1), "0-0", "0-0")
+    assert room.state_events(state(2)) == []  # the count is presence, not state
+    assert room.presence_events(10.0, 1.0) == [{"type": "viewers", "viewers": 2}]
+    for viewers, at in ((3, 10.5), (9, 10.9), (5, 10.99)):
+        room.state_events(state(viewers))
+        assert room.presence_events(at, 1.0) == []  # held: the last went out less than 1 s ago
+    assert room.presence_events(11.0, 1.0) == [{"type": "viewers", "viewers": 5}]
+    assert room.presence_events(12.5, 1.0) == []  # nothing changed
+    # Back to the count last sent by the time it is due: sent all the same once a connection
+    # was shown another (a welcome), so that it does not keep that one.
+    room.state_events(state(6))
+    room.showed_viewers(6)
+    room.state_events(state(5))
+    assert room.presence_events(13.0, 1.0) == [{"type": "viewers", "viewers": 5}]
+    room.showed_viewers(5)
+    assert room.presence_events(14.0, 1.0) == []
+    # 0: every tick.
+    room.state_events(state(7))
+    assert room.presence_events(14.0, 0.0) == [{"type": "viewers", "viewers": 7}]
 
 
 def test_room_end_stays_the_last_event_of_its_batch() -> None:
     room = LocalRoom(Room("r", "c", "t", "live", 0, None, "e"), state(1), "0-0", "0-0")
     room.add_events([gift_event("1-0", "ann", 1), parse_entry("2-0", {"t": "room_end", "ts": "9"})])
-    batch = room.take_batch(room.state_events(state(0, 1, None, Gifter("ann", "Ann", 1))))[False]
+    changes = room.state_events(state(0, 1, None, Gifter("ann", "Ann", 1)))
+    batch = room.take_batch([*changes, *room.presence_events(0.0, 1.0)])[False]
     assert batch is not None and room.ended
     assert [event["type"] for event in batch["events"]] == [
         "gift",

@@ -18,7 +18,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.domain.likes import MAX_LIKES_PER_FRAME, NAMED_JOINS, TOP_LIKERS, Tally, TallyEntry, tick_events
+from server.domain.likes import (
+    MAX_LIKES_PER_FRAME,
+    NAMED_JOINS,
+    TOP_LIKERS,
+    Tally,
+    TallyEntry,
+    merge_joins,
+    tick_events,
+)
 from server.errors import InvalidRequest
 from server.hub.protocol import JSON, decode
 from server.keys import KeySchema
@@ -49,7 +57,9 @@ class Pair:
 @pytest.fixture(scope="module")
 def pair(engine: Engine, logs: Path) -> Iterator[Pair]:
     prefix = f"{unique('lk')}:"
-    env = server_env(engine.url, prefix)
+    # Joins every tick, so that a like shown proves every join before it shown (the held
+    # joins of a presence interval: tests/test_rooms.py).
+    env = server_env(engine.url, prefix, GIFTING_PRESENCE_INTERVAL_MS="0")
     with (
         running_server(env, logs) as a,
         running_server(env, logs) as b,
@@ -382,6 +392,20 @@ def test_a_ticks_tallies_make_one_likes_and_one_joins_event_with_capped_lists() 
         {"id": "k1", "name": "K1"},
     ]
     assert tick_events([]) == []
+
+
+def test_joins_held_over_ticks_merge_into_one_event_counting_all_and_naming_the_first() -> None:
+    def joins(first: int, count: int) -> dict[str, Any]:
+        users = [{"id": f"u{i}", "name": f"U{i}"} for i in range(first, first + min(count, NAMED_JOINS))]
+        return {"type": "joins", "count": count, "users": users}
+
+    held = None
+    for first, count in ((0, 4), (2, 3), (10, 40)):  # u2..u4 named twice: once in the merge
+        held = merge_joins(held, joins(first, count))
+    assert held is not None and held["count"] == 47
+    expected = [*range(4), 4, *range(10, 15)]
+    assert held["users"] == [{"id": f"u{i}", "name": f"U{i}"} for i in expected]
+    assert len(held["users"]) == NAMED_JOINS
 
 
 @pytest.mark.anyio

@@ -433,6 +433,22 @@ def test_text_logs_carry_the_request_id_on_the_access_line(server: ServerProcess
     assert len(lines) == 1 and '"GET /healthz HTTP/1.1" 200' in lines[0]
 
 
+@pytest.mark.anyio
+async def test_socket_handshakes_are_logged_only_with_gifting_socket_log(
+    engine: Engine, key_prefix: str, logs: Path
+) -> None:
+    env = server_env(engine.url, key_prefix, GIFTING_SOCKET_LOG="0")
+    with running_server(env, logs) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+        api = Api(http)
+        room_id = api.open_room(unique("c"))
+        sock = await RoomSocket.open(server.base_url, room_id, api.token(unique("w")))
+        await sock.welcome()  # accepted, and uvicorn's line for it written before the welcome
+        await sock.close()
+        log = server.log_path.read_text()
+    assert '"POST /v1/rooms HTTP/1.1" 201' in log  # an HTTP request still gets its access line
+    assert "WebSocket /v1/rooms" not in log and "connection open" not in log
+
+
 @pytest.mark.pure
 @pytest.mark.parametrize(
     ("header", "kept"),

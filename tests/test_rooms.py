@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from tests.wsclient import JSON, MSGPACK, RoomSocket
 pytestmark = pytest.mark.anyio
 
 COMBO_WINDOW_MS = 600
+PRESENCE_INTERVAL_MS = 400
 HUB_ENV = {
     "GIFTING_COMBO_WINDOW_MS": str(COMBO_WINDOW_MS),
     "GIFTING_PRESENCE_TTL_S": "1.5",
@@ -37,6 +40,7 @@ HUB_ENV = {
     "GIFTING_ROOM_STREAM_LEN": "100",
     "GIFTING_WS_BUFFER_BYTES": "16384",
     "GIFTING_ALLOWED_ORIGINS": "https://live.example",
+    "GIFTING_PRESENCE_INTERVAL_MS": str(PRESENCE_INTERVAL_MS),
 }
 
 
@@ -671,6 +675,80 @@ async def test_many_viewers_joining_a_room_at_once_share_one_view_of_it(
         assert not [f for f in sock.frames if f["type"] == "balance"]
     for sock in [*socks, *mine]:
         await sock.close()
+
+
+async def test_a_join_storm_brings_a_viewer_one_presence_update_per_interval_and_the_exact_count(
+    hub: Hub, live: tuple[str, str]
+) -> None:
+    """Viewers joining on both processes over many ticks: the watcher's viewer counts and joins
+    come at most once per presence interval (from its own process), the joins merged and all
+    counted; every count a viewer ends up with is the room's."""
+    _, room_id = live
+    sender = funded(hub.api)
+    watcher = await hub.join("a", room_id, unique("w"))
+    arrivals: list[tuple[float, dict[str, Any]]] = []
+    seen = asyncio.Condition()
+
+    async def read() -> None:
+        while True:
+            frame = await watcher.recv(60)
+            async with seen:
+                arrivals.append((time.monotonic(), frame))
+                seen.notify_all()
+
+    def presence(frame: dict[str, Any]) -> list[dict[str, Any]]:
+        return [e for e in frame.get("events", ()) if e["type"] in ("viewers", "joins")]
+
+    async def shown(count: int) -> None:
+        async with seen:
+            await asyncio.wait_for(
+                seen.wait_for(
+                    lambda: any({"type": "viewers", "viewers": count} in presence(f) for _, f in arrivals)
+                ),
+                10,
+            )
+
+    reader = asyncio.create_task(read())
+    joiners: list[RoomSocket] = []
+    gifts: list[str] = []
+    try:
+        for _ in range(4):
+            # Six viewers at once, on both processes: their counts and joins reach the
+            # watcher's process over several ticks. A gift in each round is not held.
+            reply = hub.api.gift(sender, room_id, "doughnut")
+            assert reply.status_code == 200
+            gifts.append(reply.json()["gift_event_id"])
+            joiners += await asyncio.gather(*(hub.join("ab"[i % 2], room_id, unique("j")) for i in range(6)))
+            await shown(1 + len(joiners))
+        async with seen:
+            await asyncio.wait_for(
+                seen.wait_for(
+                    lambda: (
+                        sum(e["count"] for _, f in arrivals for e in presence(f) if e["type"] == "joins")
+                        >= 1 + len(joiners)
+                    )
+                ),
+                10,
+            )
+        for sock in joiners[:12]:
+            await sock.close()
+        await shown(13)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    updates = [at for at, frame in arrivals if presence(frame)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(updates)]
+    assert len(updates) >= 4 and min(gaps) >= PRESENCE_INTERVAL_MS / 1000 / 2, gaps
+    joins = [e for _, frame in arrivals for e in presence(frame) if e["type"] == "joins"]
+    assert sum(e["count"] for e in joins) == 1 + 24  # the watcher's own join too
+    assert all(0 < len(e["users"]) <= 10 for e in joins)
+    assert [e["event_id"] for _, f in arrivals for e in f.get("events", ()) if e["type"] == "gift"] == gifts
+    # Each viewer's last count, from its welcome or a later update, is the room's.
+    for sock in joiners[12:]:
+        await sock.wait_event({"type": "viewers", "viewers": 13})
+        await sock.close()
+    await watcher.close()
 
 
 async def test_tokens_never_reach_the_server_log(

@@ -5,7 +5,8 @@ tick, and how the tallies of every process read in one tick become the ``likes``
 A tally is what one hub process saw of one room during one tick: the likes it accepted (by
 user) and the room sockets opened. ``room_likes.lua`` writes it as one ``tally`` entry of
 the room's stream; every hub reads those entries like any other and turns the ones of a
-tick into at most one ``likes`` and one ``joins`` event (``tick_events``).
+tick into at most one ``likes`` and one ``joins`` event (``tick_events``). A room holds its
+``joins`` events until its next presence update, merged into one (``merge_joins``).
 """
 
 from __future__ import annotations
@@ -128,3 +129,16 @@ def tick_events(entries: list[TallyEntry]) -> list[dict[str, Any]]:
             }
         )
     return events
+
+
+def merge_joins(held: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """One ``joins`` event for ``held`` and the ``new`` one after it: the joins counted, and
+    the first of their joiners named (up to NAMED_JOINS)."""
+    if held is None:
+        return new
+    named = {user["id"]: user for user in held["users"]}
+    for user in new["users"]:
+        if len(named) >= NAMED_JOINS:
+            break
+        named.setdefault(user["id"], user)
+    return {"type": "joins", "count": held["count"] + new["count"], "users": list(named.values())}

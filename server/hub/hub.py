@@ -13,7 +13,9 @@ One task per process runs the tick loop:
 4. combos whose sender stopped are closed (``combo_expire.lua``, exactly once overall);
 5. before the read, one pipelined ``room_likes.lua`` call per room with likes or joins
    accepted here since the last tick writes them (``hub.likes``); every hub turns the
-   ``tally`` entries it reads into the room's ``likes`` and ``joins`` events;
+   ``tally`` entries it reads into the room's ``likes`` event, and holds the joins for the
+   room's next presence update: the viewer count and the joins go out at most once per
+   ``GIFTING_PRESENCE_INTERVAL_MS`` (``LocalRoom.presence_events``);
 6. the connection slots of the per-user connection limit are kept alive with the presence
    heartbeat, and those of closed connections freed (``hub.slots``).
 7. a ``ban`` marker in a room's log closes the banned user's connections in the room, on
@@ -196,6 +198,7 @@ class Hub:
                 self.likes.joined(viewer.room_id, viewer.user_id, viewer.name)
         self._presence_changed.add(viewer.room_id)
         self._vacated.discard(viewer.room_id)
+        room.showed_viewers(room.state.viewers)
         if resync_reason is not None:
             viewer.send({"type": "resync", "reason": resync_reason})
         viewer.send(
@@ -266,6 +269,7 @@ class Hub:
             changes.append(room.battle)
         if changes and not viewer.send({"type": "batch", "offset": room.cursor, "events": changes}):
             return
+        room.showed_viewers(room.state.viewers)
         room.caught_up(viewer)
 
     async def _page(self, room_id: str, epoch: str, after: str, until: str) -> CatchUpPage:
@@ -633,7 +637,9 @@ class Hub:
             # Before this tick's batch: an old overlay shows nothing more once it is revoked.
             self._close_revoked(room, revoked)
         state_events = room.state_events(state) if state is not None else []
-        batches = room.take_batch([*state_events, *room.tally_events(), *room.battle_events(battle)])
+        tally_events = room.tally_events()
+        presence = room.presence_events(time.monotonic(), self.settings.presence_interval_ms / 1000)
+        batches = room.take_batch([*state_events, *tally_events, *presence, *room.battle_events(battle)])
         for viewer in room.broadcast(batches):
             self.leave(viewer)
         for user_id, coins in balances.items():

@@ -26,6 +26,7 @@ longer be sent.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from typing import Any, cast
 
@@ -119,6 +120,34 @@ class Gate:
         return True
 
 
+# uvicorn's line per socket handshake (accepted, refused), like its access line per HTTP
+# request, and websockets' "connection open" and "connection closed"; logged only with
+# GIFTING_SOCKET_LOG (server.logs): in a reconnect storm, thousands of handshakes a second,
+# formatting and writing them is a large share of a handshake's cost.
+SOCKET_LOG = logging.getLogger("server.sockets")
+
+
+class _SocketLogger:
+    """uvicorn's ``uvicorn.error`` logger as a connection and its websockets protocol use
+    it, their INFO lines (one per handshake, open and close) on ``SOCKET_LOG`` instead."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    @property
+    def level(self) -> int:
+        return self._logger.level
+
+    def info(self, msg: object, *args: object, **kwargs: Any) -> None:
+        SOCKET_LOG.info(msg, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+
+_SOCKET_LOGGER = _SocketLogger(logging.getLogger("uvicorn.error"))
+
+
 class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, exposing itself as an outlet to the endpoint.
 
@@ -139,6 +168,7 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Gate()  # type: ignore[assignment]
+        self.logger = self.conn.logger = _SOCKET_LOGGER  # type: ignore[assignment]
 
     @classmethod
     def with_buffer_limit(cls, limit: int) -> type[GiftingWebSocketProtocol]:

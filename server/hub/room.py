@@ -6,6 +6,12 @@ of state into one ``batch`` message, encoded once per subprotocol in use and wri
 same bytes to every connection. A resuming
 connection is written its own ``catch_up_frames`` first, and joins those batches only once
 it has been sent everything up to the room's cursor.
+
+Presence, the viewer count and the joins, changes with every connection that opens or
+closes: in a reconnect storm, every tick. So it goes out at most once per presence interval
+(``GIFTING_PRESENCE_INTERVAL_MS``), in the batch that goes anyway if there is one, in a batch
+of its own otherwise: what changes meanwhile is held, the joins merged into one event
+(``presence_events``). Every other event goes out as it comes.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 from server import metrics
 from server.domain.events import RoomEvent, parse_offset
-from server.domain.likes import tick_events
+from server.domain.likes import merge_joins, tick_events
 from server.hub.outlet import GiftingWebSocketProtocol
 from server.hub.protocol import encode
 from server.store.chat import RECENT_CHAT
@@ -80,6 +86,16 @@ class LocalRoom:
     quiet: bool = False
     # Whether its last batch needed its state read: the next tick reads it with the streams.
     cued: bool = False
+    # When presence last went out (monotonic seconds); the viewer count it showed; whether a
+    # connection was shown another count on its own since (a welcome, a catch-up's end); and
+    # the joins held since, as one event.
+    presence_at: float = -math.inf
+    viewers_shown: int = field(init=False)
+    presence_stale: bool = False
+    held_joins: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.viewers_shown = self.state.viewers
 
     def add(self, viewer: Viewer) -> None:
         self.viewers.add(viewer)
@@ -161,18 +177,42 @@ class LocalRoom:
         ]
 
     def state_events(self, new: RoomState) -> list[dict[str, Any]]:
-        """The ``leaderboard``, ``goal``, ``viewers`` and ``followers`` events for what changed since
-        last sent."""
+        """The ``leaderboard``, ``goal`` and ``followers`` events for what changed since last
+        sent; the viewer count is presence (``presence_events``)."""
         old, self.state = self.state, new
-        return state_changes(old, new)
+        return state_changes(old, new, viewers=False)
 
     def tally_events(self) -> list[dict[str, Any]]:
-        """The ``likes`` and ``joins`` events of the tallies read this tick (call before
-        ``take_batch``); keeps the like total."""
+        """The ``likes`` event of the tallies read this tick (call before ``take_batch``);
+        keeps the like total, and holds the ``joins`` for ``presence_events``."""
         events = tick_events([event.tally for event in self.pending if event.tally is not None])
         for event in events:
             if event["type"] == "likes":
                 self.likes = event["total"]
+            else:
+                self.held_joins = merge_joins(self.held_joins, event)
+        return [event for event in events if event["type"] == "likes"]
+
+    def showed_viewers(self, count: int) -> None:
+        """A connection was shown ``count`` viewers on its own: the next presence update
+        brings it the room's count even if its batches' last one is still right."""
+        if count != self.viewers_shown:
+            self.presence_stale = True
+
+    def presence_events(self, now: float, every_s: float) -> list[dict[str, Any]]:
+        """The ``viewers`` and ``joins`` events held, if the last presence update is at least
+        ``every_s`` old (call after ``state_events`` and ``tally_events``)."""
+        if now < self.presence_at + every_s:
+            return []
+        events: list[dict[str, Any]] = []
+        if self.state.viewers != self.viewers_shown or self.presence_stale:
+            events.append({"type": "viewers", "viewers": self.state.viewers})
+            self.viewers_shown, self.presence_stale = self.state.viewers, False
+        if self.held_joins is not None:
+            events.append(self.held_joins)
+            self.held_joins = None
+        if events:
+            self.presence_at = now
         return events
 
     def take_batch(self, state_events: list[dict[str, Any]]) -> dict[bool, dict[str, Any] | None]:
@@ -235,15 +275,15 @@ class LocalRoom:
         return dropped
 
 
-def state_changes(old: RoomState, new: RoomState) -> list[dict[str, Any]]:
-    """The ``leaderboard``, ``goal``, ``viewers`` and ``followers`` events that bring ``old``
-    to ``new``."""
+def state_changes(old: RoomState, new: RoomState, viewers: bool = True) -> list[dict[str, Any]]:
+    """The ``leaderboard``, ``goal``, ``viewers`` (unless not ``viewers``) and ``followers``
+    events that bring ``old`` to ``new``."""
     events: list[dict[str, Any]] = []
     if new.leaderboard != old.leaderboard:
         events.append({"type": "leaderboard", "leaderboard": new.leaderboard_list()})
     if (new.goal, new.coins) != (old.goal, old.coins):
         events.append({"type": "goal", **new.goal_dict()})
-    if new.viewers != old.viewers:
+    if viewers and new.viewers != old.viewers:
         events.append({"type": "viewers", "viewers": new.viewers})
     if new.followers != old.followers:
         events.append({"type": "followers", "followers": new.followers})
