@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     room_args = bench_room.parse_args(room_argv)
     battle_args = bench_battle.parse_args(battle_argv)
     harness.raise_fd_limit()
+    # Taken before the run: the commit measured, not one dirtied by the run's own outputs.
+    head = harness.report_head("bench", argv=argv)
     started = time.perf_counter()
     ran = harness.run_benchmark("bench", suite(gift_args, two_args, room_args, battle_args))
     if ran is None:
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.plot}")
     if args.json is not None:
         document = {
-            **harness.report_head("bench", argv=argv),
+            **head,
             "quick": args.quick,
             "commands": {
                 "gift": ["python", "-m", "loadtest.bench_gift", *gift_argv],

@@ -133,3 +133,10 @@ def test_a_document_without_both_markers_is_refused(
     source, doc = write(tmp_path, results(), region=tables.BEGIN + "\nno end marker\n")
     assert tables.main([str(source), "--doc", str(doc)]) == 2
     assert "tables:end" in capsys.readouterr().err
+
+
+def test_the_committed_benchmarks_page_shows_the_committed_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BENCHMARKS.md's table is what docs/bench/results.json gives: a new run committed
+    without regenerating the page (or the page edited by hand) fails here."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert tables.main(["docs/bench/results.json", "--check"]) == 0
