@@ -679,43 +679,33 @@ class SinkPool:
         failures and handshakes/s. Viewers whose number is a multiple of ``sample_every`` (0:
         none) record latencies. With ``sio_room`` they are viewers of that room of the
         socket.io peer (``SioSink``)."""
-        count = len(self.conns)
-        commands = [
-            {
-                "op": "connect",
-                "group": group,
-                "host": "127.0.0.1",
-                "port": port,
-                "paths": paths[i::count],
-                "first": base + i,
-                "stride": count,
-                "welcome": welcome,
-                "record": record,
-                "sample_every": sample_every,
-                "concurrency": concurrency,
-                "sio_room": sio_room,
-            }
-            for i in range(count)
-        ]
-        return opened_summary(await self.call(commands))
+        return await self._open(
+            "connect",
+            paths,
+            base,
+            group=group,
+            port=port,
+            welcome=welcome,
+            record=record,
+            sample_every=sample_every,
+            concurrency=concurrency,
+            sio_room=sio_room,
+        )
 
     async def resume(
         self, group: str, ports: list[int], paths: list[str], concurrency: int
     ) -> dict[str, Any]:
         """Open ``paths`` as viewers that reconnect and resume (viewer n on port n % len(ports));
         what ``connect`` says."""
+        return await self._open("resume", paths, 0, group=group, ports=ports, concurrency=concurrency)
+
+    async def _open(self, op: str, paths: list[str], base: int, **fields: Any) -> dict[str, Any]:
+        """``paths`` dealt over the load processes in turn (process i opens viewers base + i,
+        base + i + n, ...), each told to ``op`` them; what they opened, added up."""
         count = len(self.conns)
         commands = [
-            {
-                "op": "resume",
-                "group": group,
-                "host": "127.0.0.1",
-                "ports": ports,
-                "paths": paths[i::count],
-                "first": i,
-                "stride": count,
-                "concurrency": concurrency,
-            }
+            {"op": op, "host": "127.0.0.1", "paths": paths[i::count], "first": base + i, "stride": count}
+            | fields
             for i in range(count)
         ]
         return opened_summary(await self.call(commands))
