@@ -29,6 +29,8 @@ from typing import Any, NamedTuple
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from server.store.connection import pipelined
+
 _INCLUDE = re.compile(r"^--#include (_\w+)$", re.MULTILINE)
 
 Arg = str | int | bytes
@@ -147,16 +149,15 @@ class ScriptRunner:
         return await self._redis.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def _pipeline(self, calls: Sequence[Call]) -> list[Any]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for script, keys, args in calls:
-                if script is None:
-                    pipe.execute_command(*args)
-                else:
-                    # A plain command: a cluster pipeline refuses ``pipe.evalsha()``, and
-                    # neither kind should check for the script first.
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+        # Each script as a plain EVALSHA: a cluster pipeline refuses ``pipe.evalsha()``, and
+        # neither kind should check for the script first.
+        return await pipelined(
+            self._redis,
+            [
+                args if script is None else ("EVALSHA", script.sha, len(keys), *keys, *args)
+                for script, keys, args in calls
+            ],
+        )
 
     async def _load(self, scripts: Sequence[Script]) -> None:
         for source in {script.source for script in scripts}:
