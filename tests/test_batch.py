@@ -11,6 +11,7 @@ import redis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError, ResponseError
 
+from server import metrics
 from server.settings import cluster_nodes
 from server.store.batch import MAX_BATCH, ScriptBatch
 from server.store.connection import hiredis_packing
@@ -128,6 +129,22 @@ async def test_a_read_beside_scripts_refused_after_a_flush_is_answered_once(
     length: asyncio.Future[int] = batch.read(("LLEN", key))
     assert (await appended, await length) == (1, 0)
     assert await client.lrange(key, 0, -1) == ["a"]
+
+
+async def test_the_same_read_queued_twice_in_a_turn_is_sent_once(client: Redis, key_prefix: str) -> None:
+    batch, key = ScriptBatch(ScriptRunner(client)), f"{key_prefix}{unique('room')}"
+    await client.hset(key, mapping={"state": "live"})
+    sent = metrics.ENGINE_PIPELINED_CALLS._value.get()
+    first: asyncio.Future[dict[str, str]] = batch.read(("HGETALL", key))
+    second: asyncio.Future[dict[str, str]] = batch.read(("HGETALL", key))
+    other: asyncio.Future[str] = batch.read(("HGET", key, "state"))
+    second.cancel()  # a caller that gives up takes no other caller's reply with it
+    assert await first == {"state": "live"} and await other == "live"
+    assert metrics.ENGINE_PIPELINED_CALLS._value.get() - sent == 2
+    # The next turn reads again, and sees what was written since.
+    await client.hset(key, "state", "ended")
+    assert await batch.read(("HGETALL", key)) == {"state": "ended"}
+    assert metrics.ENGINE_PIPELINED_CALLS._value.get() - sent == 3
 
 
 async def test_an_unreachable_engine_fails_every_call_of_the_batch() -> None:

@@ -16,7 +16,8 @@ SCRIPT FLUSH) is loaded and the calls it refused, and only those, are sent again
 (``ScriptRunner.execute``): NOSCRIPT means they did not run.
 
 ``ScriptBatch.read`` queues a plain read the same way: the room check each gift makes before
-its debit shares the round trip with the scripts of the other gifts in flight.
+its debit shares the round trip with the scripts of the other gifts in flight, and the gifts
+of one turn to the same room share one read of it.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class ScriptBatch:
     def __init__(self, runner: ScriptRunner) -> None:
         self._runner = runner
         self._turn: Coalescer[_Queued] = Coalescer(self._send, MAX_BATCH)
+        # The reads queued in the turn not yet sent (``_reads_of`` is its list), by command.
+        self._reads: dict[tuple[Arg, ...], asyncio.Future[Any]] = {}
+        self._reads_of: list[_Queued] | None = None
 
     def call(
         self,
@@ -70,8 +74,20 @@ class ScriptBatch:
         return self._queue(Call(script, keys, args), parse)
 
     def read(self, command: Sequence[Arg], parse: Callable[[Any], T] = _reply) -> asyncio.Future[T]:
-        """Queue one read-only command (``("HGETALL", key)``); its future as for ``call``."""
-        return self._queue(Call.command(*command), parse)
+        """Queue one read-only command (``("HGETALL", key)``); its future as for ``call``.
+
+        The same read queued again in the same turn is not sent twice: every caller gets its
+        own future (cancelling one cancels no other) of the one reply, parsed once."""
+        if self._reads_of is not self._turn.pending:  # a new turn: nothing queued to share yet
+            self._reads = {}
+            self._reads_of = self._turn.pending
+        key = tuple(command)
+        queued = self._reads.get(key)
+        if queued is None:
+            queued = self._queue(Call.command(*command), parse)
+            if self._reads_of is self._turn.pending:  # unless that call filled and sent the turn
+                self._reads[key] = queued
+        return _follow(queued)
 
     def _queue(self, call: Call, parse: Callable[[Any], T]) -> asyncio.Future[T]:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -101,3 +117,21 @@ class ScriptBatch:
                 item.future.set_result(item.parse(reply))
             except Exception as exc:
                 item.future.set_exception(exc)
+
+
+def _follow(source: asyncio.Future[T]) -> asyncio.Future[T]:
+    """A future of its own that gets ``source``'s result or error."""
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+    def copy(done: asyncio.Future[T]) -> None:
+        if future.done():  # its caller gave up waiting
+            return
+        if done.cancelled():
+            future.cancel()
+        elif (error := done.exception()) is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(done.result())
+
+    source.add_done_callback(copy)
+    return future
