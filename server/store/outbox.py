@@ -15,12 +15,14 @@ from redis.asyncio import Redis
 
 from server.keys import KeySchema
 from server.store.records import CreatorCredit
+from server.store.scripts import Call, ScriptRunner
 
 
 class Outbox:
-    def __init__(self, redis: Redis, keys: KeySchema) -> None:
+    def __init__(self, redis: Redis, keys: KeySchema, runner: ScriptRunner) -> None:
         self._redis = redis
         self._keys = keys
+        self._runner = runner
 
     async def pending(self, sender_id: str) -> list[CreatorCredit]:
         raw = await self._redis.hgetall(self._keys.user(sender_id).outbox)
@@ -31,10 +33,12 @@ class Outbox:
 
     async def clear_many(self, delivered: list[tuple[str, str]]) -> None:
         """Clear many delivered entries, (sender id, gift event id) each, in one round trip."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for sender_id, event_id in delivered:
-                pipe.hdel(self._keys.user(sender_id).outbox, event_id)
-            await pipe.execute()
+        await self._runner.pipeline(
+            [
+                Call.command("HDEL", self._keys.user(sender_id).outbox, event_id)
+                for sender_id, event_id in delivered
+            ]
+        )
 
     async def senders(self) -> AsyncIterator[str]:
         """Every user with a non-empty outbox (empty hashes do not exist, so SCAN finds only these)."""
