@@ -86,6 +86,11 @@ class Settings:
     header_timeout_s: float = 10.0
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
+    # Connections the kernel holds for the process before it accepts them: a restart's
+    # reconnecting viewers arrive faster than they are served, and a connection the full
+    # queue drops waits out TCP's retransmission timers (1, 3, 7 ... 63 s). The kernel caps
+    # it at net.core.somaxconn.
+    listen_backlog: int = 16_384
     presence_ttl_s: float = 10.0
     allowed_origins: tuple[str, ...] = ()
     diamond_hold_s: float = 7 * 86_400
@@ -202,6 +207,7 @@ class Settings:
             header_timeout_s=_float(env, "GIFTING_HEADER_TIMEOUT_S", cls.header_timeout_s),
             max_header_bytes=_int(env, "GIFTING_MAX_HEADER_BYTES", cls.max_header_bytes, 1024, 1 << 20),
             max_headers=_int(env, "GIFTING_MAX_HEADERS", cls.max_headers, 10, 10_000),
+            listen_backlog=_int(env, "GIFTING_LISTEN_BACKLOG", cls.listen_backlog, 1, 1 << 20),
             presence_ttl_s=_float(env, "GIFTING_PRESENCE_TTL_S", cls.presence_ttl_s),
             connection_slot_ttl_s=_float(env, "GIFTING_CONNECTION_SLOT_TTL_S", cls.connection_slot_ttl_s),
             allowed_origins=_origins(env),
