@@ -18,9 +18,10 @@ if the room is in a battle the debit's time may fall in, the gift is counted the
 the process dies first, the sweeper delivers the outbox entry later.
 
 On the hot path a gift does not wait for its clear: the clears of the gifts delivered in
-one event-loop turn go out together at the next (``store.coalesce``: a lone gift's clear at
-once, a busy turn's in one pipeline), so a gift's own round trips are only its room check,
-its debit and its delivery (each shared with the other gifts of its turn, ``store.batch``).
+one event-loop turn are queued together at the next (``store.coalesce``), one ``HDEL`` per
+sender on the group commit, sharing the pipeline of the gifts then in flight; so a gift's own
+round trips are only its room check, its debit and its delivery (each shared with the other
+gifts of its turn, ``store.batch``).
 An entry whose clear fails (an outage) or is lost in a crash is delivered again by the
 sweeper, which the per-event guards make harmless.
 

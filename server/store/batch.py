@@ -89,6 +89,11 @@ class ScriptBatch:
                 self._reads[key] = queued
         return _follow(queued)
 
+    def write(self, command: Sequence[Arg]) -> asyncio.Future[Any]:
+        """Queue one plain write command (``("HDEL", key, field)``), never shared with
+        another caller's; its future as for ``call``."""
+        return self._queue(Call.command(*command), _reply)
+
     def _queue(self, call: Call, parse: Callable[[Any], T]) -> asyncio.Future[T]:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._turn.add(_Queued(call, parse, future))

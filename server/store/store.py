@@ -69,7 +69,7 @@ class Store:
         self.rooms = Rooms(self.topology, keys, runner, batch, room_stream_len, self.social)
         self.videos = Videos(keys, runner, batch)
         self.earnings = CreatorEarnings(redis, keys, runner, batch)
-        self.outbox = Outbox(redis, keys, runner)
+        self.outbox = Outbox(redis, keys, batch)
         self.withdrawals = Withdrawals(redis, keys, runner)
         self.reversals = Reversals(redis, keys)
         self.catalog = CatalogChanges(redis, keys)
