@@ -114,8 +114,11 @@ export class RoomConnection {
   }
 
   #scheduleReconnect(code) {
-    // Exponential backoff with "full jitter" between half and all of the delay, so that a
-    // thousand clients dropped by one server restart don't all come back in the same tick.
+    // Exponential backoff with jitter between half and all of the delay, so that a thousand
+    // clients dropped by one server restart don't all come back in the same tick. There is
+    // no handshake timeout on top: under a restart's storm a socket waits in the server's
+    // queue, and one given up after 10 s left the queue full of abandoned connections (in a
+    // benchmark, 2,301 of 10,000 viewers back after 4 minutes, against all within 2).
     const ceiling = Math.min(this.maxDelayMs, this.minDelayMs * 2 ** this.attempt);
     const inMs = Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
     this.attempt += 1;
