@@ -494,10 +494,15 @@ def test_the_creator_and_moderators_delete_mute_and_ban_from_the_viewer_page(
     # The troll's name is markup: it must stay text in the chat menus and the ban list.
     tom = watch(browser, console, site.base_url, room_id, troll, XSS_NAME, DESKTOP_SIZE)
 
+    labels = {"delete": "Delete", "mute": "Mute 5 min", "ban": "Ban"}
+
     def act(page: Page, text: str, action: str) -> None:
+        """Moderate a message from its menu, and wait for the page to confirm it, as the
+        moderator does before the next step (the room's next message may race it otherwise)."""
         item = message(page, text)
         item.get_by_test_id("chat-menu").click()
         item.get_by_test_id(f"moderate-{action}").click()
+        expect(page.get_by_test_id("toast-text").filter(has_text=f"{labels[action]}: done.")).to_be_visible()
 
     say(tom, "rude words")
     expect(message(mia, "rude words")).to_be_visible()
