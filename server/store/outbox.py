@@ -30,9 +30,6 @@ class Outbox:
         raw = await self._redis.hgetall(self._keys.user(sender_id).outbox)
         return [CreatorCredit.from_json(value) for value in raw.values()]
 
-    async def clear(self, sender_id: str, event_id: str) -> None:
-        await self._redis.hdel(self._keys.user(sender_id).outbox, event_id)
-
     async def clear_many(self, delivered: list[tuple[str, str]]) -> None:
         """Clear many delivered entries, (sender id, gift event id) each: one ``HDEL`` per
         sender, queued on the group commit (``store.batch``), so that they share the round
