@@ -70,6 +70,13 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if rest and self.transport.get_protocol() is self:  # not upgraded to a WebSocket
             self.data_received(rest)
 
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        # The connection is the WebSocket protocol's now. The parser refers to this protocol,
+        # which refers to the parser; uvicorn breaks that cycle when a connection is lost, which
+        # this protocol no longer hears of, so it is broken here.
+        self.parser = None  # type: ignore[assignment]
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._reading_head = True

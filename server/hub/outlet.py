@@ -193,7 +193,12 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
     async def run_asgi(self) -> None:
         extensions: dict[str, object] = self.scope["extensions"]  # type: ignore[assignment]
         extensions[SCOPE_EXTENSION] = self
-        await super().run_asgi()
+        try:
+            await super().run_asgi()
+        finally:
+            # The scope refers to this protocol, which refers to the scope: a cycle that only
+            # the collector's full passes would free once the connection has gone.
+            del extensions[SCOPE_EXTENSION]
 
     async def receive(self) -> Any:
         """The endpoint's next ASGI event; a ``finish`` waiting for this point closes first,
