@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import socket
 import weakref
 from typing import Any
 
@@ -23,6 +22,7 @@ import uvicorn
 
 from server.api.heads import BoundedHeadProtocol
 from server.app import create_app
+from server.engine import free_port
 from server.hub.outlet import GiftingWebSocketProtocol
 from server.settings import Settings
 from server.workers import uvicorn_options
@@ -52,13 +52,6 @@ class TrackedSocket(GiftingWebSocketProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         made.append(weakref.ref(self))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def until(condition: Any, what: str) -> None:
