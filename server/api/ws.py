@@ -124,7 +124,8 @@ async def room_socket(
     watches that creator's live room, read-only and not counted as a viewer."""
     if (await receive())["type"] != "websocket.connect":
         return
-    admitted = await admit(ctx, scope, send, target, overlay, limiter)
+    with ctx.hub.joining():
+        admitted = await admit(ctx, scope, send, target, overlay, limiter)
     if admitted is None:
         return
     socket = Socket(ctx, admitted.viewer, admitted.principal)

@@ -28,6 +28,12 @@ and had nothing new since, and sends a quiet room's first event at once, in a ba
 own (``_between_ticks``): a gift to a quiet room is not held for the next tick, and batching
 takes over as the rate rises.
 
+While sockets are waiting to join (``joining``), the ticks take at most a third of the event
+loop (``JOINING_SHARE``): a tick that took longer than a third of its period is followed by a
+pause twice as long, which ends early once no socket is joining. When a restarted process's
+viewers come back, the ticks to those already back would otherwise take nearly all of it, and
+the rest would join at a trickle.
+
 So the engine sees a constant number of calls per tick and room, whatever the number of
 viewers, and a viewer receives at most two batches in a tick (one a tick under load),
 whatever the gift rate.
@@ -36,11 +42,12 @@ whatever the gift rate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +84,8 @@ STATE_CUES = ("gift", "goal_set", "follow")
 # A room whose last frame is this share of a tick old, and that has had nothing new since,
 # is quiet: its next event is sent at once rather than at the next tick.
 QUIET_TICKS = 0.5
+# The share of the event loop the ticks may take while sockets are waiting to join.
+JOINING_SHARE = 1 / 3
 # How often a cluster, whose stream reads do not block, looks for a quiet room's wake-up.
 QUIET_POLL_S = 0.005
 # The WebSocket close code for an unexpected server error.
@@ -132,8 +141,24 @@ class Hub:
         self._next_presence = 0.0
         self._progress = asyncio.Condition()
         self._wake = asyncio.Event()
+        self._joining = 0  # sockets between their handshake and their join
+        self._none_joining = asyncio.Event()
+        self._none_joining.set()
 
     # -- connections -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def joining(self) -> Iterator[None]:
+        """A socket between its handshake and its join: while any is, the ticks leave most of
+        the event loop to them (``run``)."""
+        self._joining += 1
+        self._none_joining.clear()
+        try:
+            yield
+        finally:
+            self._joining -= 1
+            if not self._joining:
+                self._none_joining.set()
 
     def claim(self, user_id: str) -> Awaitable[str | None]:
         """Take a slot of the user's connection limit, counted across processes. The engine
@@ -417,8 +442,11 @@ class Hub:
         engine_down = False
         while True:
             started = time.monotonic()
+            period = tick
             try:
                 await self.tick()
+                if self._joining:
+                    period = max(tick, (time.monotonic() - started) / JOINING_SHARE)
                 await self._between_ticks(started + tick)
             except ENGINE_ERRORS as exc:
                 metrics.engine_error(exc)
@@ -436,7 +464,13 @@ class Hub:
             if not self.rooms and not self._vacated and not self.likes.pending:
                 self._wake.clear()
                 await self._wake.wait()
-            await asyncio.sleep(max(0.0, started + tick - time.monotonic()))
+            pause = started + period - time.monotonic()
+            if period > tick:  # left to the sockets joining, while any is
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await self._none_joining.wait()
+            else:
+                await asyncio.sleep(max(0.0, pause))
 
     async def tick(self) -> None:
         await self.likes.write()  # before the read, which then brings the tallies back
