@@ -70,6 +70,7 @@ import itertools
 import json
 import os
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -86,6 +87,8 @@ from locust.exception import StopUser
 from locust.runners import STATE_CLEANUP, STATE_STOPPED, STATE_STOPPING
 
 SUBPROTOCOL = "gifting.v1.json"
+# The window a restarting server's 1012 reason names, in ms (docs/PROTOCOL.md, "Resume").
+RESTART_WINDOW = re.compile(rb"reconnect within (\d+) ms")
 # Close codes after which reconnecting is pointless (docs/PROTOCOL.md, "Resume").
 FINAL_CLOSES = {1000, 4401, 4404, 4410}
 MAX_PENDING = 1000  # unanswered gifts a Gifter keeps before it counts them lost
@@ -327,6 +330,7 @@ class RoomUser(HttpUser):
     def read(self) -> None:
         """The reader greenlet: every frame to ``on_frame`` until the socket closes."""
         code: int | None = None
+        reason = b""
         ws = self.ws
         assert ws is not None
         try:
@@ -334,6 +338,7 @@ class RoomUser(HttpUser):
                 opcode, data = ws.recv_data()
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
+                    reason = data[2:]
                     break
                 self.on_frame(json.loads(data), len(data))
         except (OSError, websocket.WebSocketException, ValueError) as error:
@@ -345,8 +350,10 @@ class RoomUser(HttpUser):
         if self.winding_down() or code in FINAL_CLOSES:
             return
         # This greenlet stays self.reader until connect() starts the next one, so that
-        # on_stop can still kill it while it waits.
-        gevent.sleep(0.5)
+        # on_stop can still kill it while it waits. A restarting server's 1012 names the
+        # window to spread the return over (docs/PROTOCOL.md, "Resume").
+        window = RESTART_WINDOW.search(reason) if code == 1012 else None
+        gevent.sleep(0.5 + (random.random() * int(window[1]) / 1000 if window else 0.0))
         with contextlib.suppress(StopUser):
             self.connect()
 

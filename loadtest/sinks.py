@@ -21,6 +21,7 @@ import math
 import multiprocessing
 import os
 import random
+import re
 import socket
 import struct
 import time
@@ -193,6 +194,7 @@ class Sink(asyncio.Protocol):
         self.gifts = 0
         self.chats = 0
         self.close_code: int | None = None
+        self.close_reason = b""
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -258,6 +260,7 @@ class Sink(asyncio.Protocol):
                 self.send(0xA, data[start:end])
             elif opcode == 8:
                 self.close_code = int.from_bytes(data[start : start + 2], "big") if length >= 2 else 1005
+                self.close_reason = data[start + 2 : end]
                 self._fail(f"closed with {self.close_code}: {data[start + 2 : end].decode(errors='replace')}")
                 self.send(0x8, data[start : start + 2])
                 self.close()
@@ -998,18 +1001,27 @@ async def pace(rate: float, seconds: float | None, send: Callable[[int], None]) 
 # --- viewers that reconnect and resume -----------------------------------------------------
 
 # The reconnect policy of client_demo/js/live.js: after a drop, wait a delay drawn between half
-# and all of ``RESUME_MIN_DELAY_S * 2 ** attempt`` (capped at ``RESUME_MAX_DELAY_S``), and
-# reconnect with ``since`` (the last batch's offset) and ``epoch``; a welcome resets the attempt.
+# and all of ``RESUME_MIN_DELAY_S * 2 ** attempt`` (capped at ``RESUME_MAX_DELAY_S``), plus,
+# after a restarting server's 1012, a share drawn of the window its reason names; and reconnect
+# with ``since`` (the last batch's offset) and ``epoch``; a welcome resets the attempt.
 RESUME_MIN_DELAY_S = 0.5
 RESUME_MAX_DELAY_S = 10.0
 # Close codes after which a viewer does not come back (live.js's VIEWER_FINAL_CODES).
 FINAL_CLOSE_CODES = frozenset({1000, 4401, 4403, 4404, 4410})
+RESTART_WINDOW = re.compile(rb"reconnect within (\d+) ms")
 
 
-def resume_delay_s(attempt: int, draw: float) -> float:
-    """live.js's delay before reconnect number ``attempt`` (0 first), ``draw`` in [0, 1)."""
+def resume_delay_s(attempt: int, draw: float, window_s: float = 0.0, spread: float = 0.0) -> float:
+    """live.js's delay before reconnect number ``attempt`` (0 first), ``draw`` and ``spread``
+    in [0, 1): ``spread`` places it within ``window_s``, a restarting server's window."""
     ceiling = min(RESUME_MAX_DELAY_S, RESUME_MIN_DELAY_S * 2.0**attempt)
-    return ceiling / 2 + draw * ceiling / 2
+    return ceiling / 2 + draw * ceiling / 2 + spread * window_s
+
+
+def restart_window_s(code: int | None, reason: bytes) -> float:
+    """The window a 1012 close's reason names (live.js's restartWindowMs), in seconds; else 0."""
+    match = RESTART_WINDOW.search(reason) if code == 1012 else None
+    return int(match[1]) / 1000 if match else 0.0
 
 
 class Resumer(Sink):
@@ -1050,7 +1062,7 @@ class Resumer(Sink):
             path += f"&since={self.offset}&epoch={self.epoch}"
         self.request = upgrade_request(self.host, self.port, path)
         self.handshaking, self.pending, self.welcomed, self.lost = True, b"", False, False
-        self.close_code = None
+        self.close_code, self.close_reason = None, b""
         self.generation += 1
         generation = self.generation
         self.dialing = asyncio.get_running_loop().create_task(self._dial())
@@ -1080,7 +1092,8 @@ class Resumer(Sink):
         if self.close_code in FINAL_CLOSE_CODES:
             self.stopped = True
             return
-        delay = resume_delay_s(self.attempt, self.draw())
+        window_s = restart_window_s(self.close_code, self.close_reason)
+        delay = resume_delay_s(self.attempt, self.draw(), window_s, self.draw())
         self.attempt += 1
         self.attempts += 1
         asyncio.get_running_loop().call_later(delay, self.start)

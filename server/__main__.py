@@ -104,7 +104,9 @@ def serve(settings: Settings) -> int:
             server = uvicorn.Server(
                 uvicorn.Config(
                     create_app(settings, url, supervisor),
-                    ws=GiftingWebSocketProtocol.with_buffer_limit(settings.ws_buffer_bytes),
+                    ws=GiftingWebSocketProtocol.with_limits(
+                        settings.ws_buffer_bytes, settings.reconnect_rate
+                    ),
                     http=BoundedHeadProtocol.with_limits(
                         settings.max_header_bytes, settings.max_headers, settings.header_timeout_s
                     ),

@@ -91,6 +91,10 @@ class Settings:
     # queue drops waits out TCP's retransmission timers (1, 3, 7 ... 63 s). The kernel caps
     # it at net.core.somaxconn.
     listen_backlog: int = 16_384
+    # Handshakes a second a process takes from viewers coming back after it restarts. Its 1012
+    # close asks each client to spread its first reconnect over connections / rate seconds,
+    # so that they arrive no faster than the restarted process serves them.
+    reconnect_rate: float = 1_000.0
     presence_ttl_s: float = 10.0
     allowed_origins: tuple[str, ...] = ()
     diamond_hold_s: float = 7 * 86_400
@@ -208,6 +212,7 @@ class Settings:
             max_header_bytes=_int(env, "GIFTING_MAX_HEADER_BYTES", cls.max_header_bytes, 1024, 1 << 20),
             max_headers=_int(env, "GIFTING_MAX_HEADERS", cls.max_headers, 10, 10_000),
             listen_backlog=_int(env, "GIFTING_LISTEN_BACKLOG", cls.listen_backlog, 1, 1 << 20),
+            reconnect_rate=_float(env, "GIFTING_RECONNECT_RATE", cls.reconnect_rate),
             presence_ttl_s=_float(env, "GIFTING_PRESENCE_TTL_S", cls.presence_ttl_s),
             connection_slot_ttl_s=_float(env, "GIFTING_CONNECTION_SLOT_TTL_S", cls.connection_slot_ttl_s),
             allowed_origins=_origins(env),

@@ -99,8 +99,9 @@ def app() -> ASGIApp:
     if settings.redis_url is None:
         log.error("a worker needs GIFTING_REDIS_URL; start workers with gifting-server --workers N")
         sys.exit(STARTUP_FAILURE)
-    # What ``with_buffer_limit`` does for one process; a worker has its own copy of the class.
+    # What ``with_limits`` does for one process; a worker has its own copy of the class.
     GiftingWebSocketProtocol.buffer_limit = settings.ws_buffer_bytes
+    GiftingWebSocketProtocol.reconnect_rate = settings.reconnect_rate
     BoundedHeadProtocol.max_bytes = settings.max_header_bytes
     BoundedHeadProtocol.max_count = settings.max_headers
     BoundedHeadProtocol.timeout_s = settings.header_timeout_s

@@ -535,6 +535,27 @@ async def test_a_server_shutdown_answers_the_gift_frames_it_read_before_closing_
     assert hub.api.coins(sender) == 550 - len(acked)
 
 
+async def test_a_restarting_server_names_the_window_its_viewers_spread_their_return_over(
+    engine: Engine, key_prefix: str, logs: Path, hub: Hub, live: tuple[str, str]
+) -> None:
+    """Its 1012 asks each client to draw its first reconnect within the time the restarted
+    process takes to serve them all: its connections at GIFTING_RECONNECT_RATE a second."""
+    _, room_id = live
+    env = server_env(engine.url, key_prefix, GIFTING_RECONNECT_RATE="2")
+    with running_server(env, logs) as server:
+        assert server.process is not None
+        socks = [
+            await RoomSocket.open(server.base_url, room_id, hub.api.token(unique("v"))) for _ in range(3)
+        ]
+        for sock in socks:
+            await sock.welcome()
+        server.process.send_signal(signal.SIGTERM)
+        closes = [await sock.closed() for sock in socks]
+        await anyio.to_thread.run_sync(server.process.wait, 15)
+    # Three connections at two a second: 1.5 s.
+    assert closes == [(1012, "the server is restarting; reconnect within 1500 ms")] * 3
+
+
 async def gift_and_its_batch(sock: RoomSocket) -> None:
     """Send a rose and read until the batch that carries it."""
     ack = await sock.gift("rose")

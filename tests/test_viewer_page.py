@@ -7,8 +7,10 @@ picks the currency, and the end of a live shows as such."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -22,6 +24,7 @@ from tests.browser import (
     assert_page_quality,
     fan_with,
     live_room,
+    own_server,
     record_sent,
     reset_layout_shift,
     say,
@@ -29,6 +32,7 @@ from tests.browser import (
     wait_until,
     watch,
 )
+from tests.conftest import Engine
 from tests.support import Api, ServerProcess, unique
 
 pytestmark = pytest.mark.browser
@@ -213,6 +217,41 @@ def test_a_gift_tapped_while_reconnecting_goes_once_when_the_connection_is_back(
     assert [frame["gift_id"] for frame in sent] == ["finger_heart"]
     assert api.coins(viewer) == 95
     assert_page_quality(page, console)
+
+
+def test_a_viewer_spreads_their_return_over_the_window_a_restarting_server_names(
+    engine: Engine, logs: Path, browser: Browser, console: ConsoleWatch
+) -> None:
+    # A server that serves its returning clients at 0.01 a second: its 1012 names a window of
+    # 100 s per connection it holds (the page's socket, and any HTTP connection kept open).
+    with (
+        own_server(engine, logs, GIFTING_RECONNECT_RATE="0.01") as server,
+        httpx.Client(base_url=server.base_url, timeout=10) as http,
+    ):
+        api = Api(http)
+        _creator, room_id = live_room(api)
+        viewer = unique("v")
+        # Every draw in the middle: the first delay's own is 0.375 s, and half the window
+        # adds 50 s per connection.
+        page = watch(
+            browser,
+            console,
+            server.base_url,
+            room_id,
+            viewer,
+            "viewer",
+            PHONE_SIZE,
+            before=lambda page: page.add_init_script("Math.random = () => 0.5;"),
+        )
+        state = page.get_by_test_id("connection-state")
+        console.tolerate = RESTART_NOISE
+        server.stop()
+        expect(state).to_have_attribute("data-state", "reconnecting")
+        shown = re.search(r"Reconnecting in (\d+) s", state.inner_text())
+        assert shown is not None, state.inner_text()
+        # Without the window, the page would come back in 1 s and find the server still down.
+        assert int(shown[1]) >= 51, state.inner_text()
+        console.tolerate = []
 
 
 @pytest.mark.parametrize("motion", ["no-preference", "reduce"])

@@ -22,6 +22,12 @@ export const VIEWER_FINAL_CODES = new Set([1000, 4401, 4403, 4404, 4410]);
  *   "reconnecting" — dropped; the next attempt is scheduled (`detail.inMs`)
  *   "closed"       — stopped for good (`detail.code`: the close code, if any)
  */
+/** The window in a 1012 close's reason ("…; reconnect within <ms> ms"), else 0. */
+export function restartWindowMs(reason) {
+  const match = /reconnect within (\d+) ms/.exec(reason ?? "");
+  return match ? Number(match[1]) : 0;
+}
+
 export class RoomConnection {
   /**
    * @param {object} options
@@ -109,20 +115,24 @@ export class RoomConnection {
         this.onState("closed", { code: event.code, reason: event.reason });
         return;
       }
-      this.#scheduleReconnect(event.code);
+      this.#scheduleReconnect(event.code, event.reason);
     };
   }
 
-  #scheduleReconnect(code) {
+  #scheduleReconnect(code, reason = "") {
     // Exponential backoff with jitter between half and all of the delay, so that a thousand
     // clients dropped by one server restart don't all come back in the same tick. There is
     // no handshake timeout on top: under a restart's storm a socket waits in the server's
     // queue, and one given up after 10 s left the queue full of abandoned connections (in a
     // benchmark, 2,301 of 10,000 viewers back after 4 minutes, against all within 2).
     const ceiling = Math.min(this.maxDelayMs, this.minDelayMs * 2 ** this.attempt);
-    const inMs = Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+    // A restarting server (1012) says over how long its clients should spread their return:
+    // its connections at the rate it serves them. Coming back all at once overflows its
+    // listen queue, and a dropped connection waits out TCP's retransmission timers.
+    const withinMs = code === 1012 ? restartWindowMs(reason) : 0;
+    const inMs = Math.round(ceiling / 2 + Math.random() * (ceiling / 2) + Math.random() * withinMs);
     this.attempt += 1;
-    this.onState("reconnecting", { code, inMs, attempt: this.attempt });
+    this.onState("reconnecting", { code, inMs, withinMs, attempt: this.attempt });
     this.timer = setTimeout(() => this.#connect(), inMs);
   }
 }

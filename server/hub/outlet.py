@@ -155,10 +155,12 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
     ``asyncio.Queue`` and ``asyncio.Event``, and the handshake's request, response and
     headers are dropped once the connection is accepted.
 
-    ``buffer_limit`` is set on the class by the server at start-up (``with_buffer_limit``).
+    ``buffer_limit`` and ``reconnect_rate`` are set on the class by the server at start-up
+    (``with_limits``).
     """
 
     buffer_limit = 256 * 1024
+    reconnect_rate = 1_000.0
     # The close ``finish`` holds back until the endpoint has answered what it read.
     _finishing: tuple[int, str] | None = None
     # Frames the endpoint has taken and not answered yet (it handles several at once).
@@ -171,8 +173,8 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
         self.logger = self.conn.logger = _SOCKET_LOGGER  # type: ignore[assignment]
 
     @classmethod
-    def with_buffer_limit(cls, limit: int) -> type[GiftingWebSocketProtocol]:
-        return type(cls.__name__, (cls,), {"buffer_limit": limit})
+    def with_limits(cls, buffer_limit: int, reconnect_rate: float) -> type[GiftingWebSocketProtocol]:
+        return type(cls.__name__, (cls,), {"buffer_limit": buffer_limit, "reconnect_rate": reconnect_rate})
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -287,7 +289,16 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
         self.stop_keepalive()
         # A peer that does not read the close in time is cut, as a slow one is.
         self.close_timeout = ABORT_AFTER_S
-        self.finish(Close.SERVER_RESTARTING, "the server is restarting", SHUTDOWN_FINISH_WITHIN_S)
+        reason = f"the server is restarting; reconnect within {self.reconnect_within_ms()} ms"
+        self.finish(Close.SERVER_RESTARTING, reason, SHUTDOWN_FINISH_WITHIN_S)
+
+    def reconnect_within_ms(self) -> int:
+        """How long the clients of a restarting server have to come back: its connections at
+        ``reconnect_rate`` a second. Each draws its first reconnect within that window
+        (PROTOCOL.md), so the restarted process is not sent them faster than it serves them.
+        uvicorn shuts every connection down in one pass, before any has gone, so all of them
+        announce the same window."""
+        return round(len(self.connections) * 1000 / self.reconnect_rate)
 
     def _give_up(self) -> None:
         self.transport.abort()
