@@ -28,9 +28,9 @@ and had nothing new since, and sends a quiet room's first event at once, in a ba
 own (``_between_ticks``): a gift to a quiet room is not held for the next tick, and batching
 takes over as the rate rises.
 
-While sockets are waiting to join (``joining``), the ticks take at most a third of the event
-loop (``JOINING_SHARE``): a tick that took longer than a third of its period is followed by a
-pause twice as long, which ends early once no socket is joining. When a restarted process's
+While sockets are waiting to join (``joining``), a tick that overran its period is followed by
+a pause twice as long, so that the ticks take at most a third of the event loop
+(``JOINING_SHARE``); the pause ends early once no socket is joining. When a restarted process's
 viewers come back, the ticks to those already back would otherwise take nearly all of it, and
 the rest would join at a trickle.
 
@@ -445,8 +445,9 @@ class Hub:
             period = tick
             try:
                 await self.tick()
-                if self._joining:
-                    period = max(tick, (time.monotonic() - started) / JOINING_SHARE)
+                took = time.monotonic() - started
+                if self._joining and took > tick:
+                    period = took / JOINING_SHARE
                 await self._between_ticks(started + tick)
             except ENGINE_ERRORS as exc:
                 metrics.engine_error(exc)
