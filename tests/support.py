@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,14 @@ class ServerProcess:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+
+async def until(condition: Callable[[], bool], wait_s: float, what: str, poll_s: float = 0.05) -> None:
+    """Poll ``condition`` until it holds, failing after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {wait_s} s: {what}"
+        await asyncio.sleep(poll_s)
 
 
 def server_env(engine_url: str | None, prefix: str, **overrides: str) -> dict[str, str]:

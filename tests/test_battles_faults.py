@@ -13,7 +13,7 @@ import contextlib
 import random
 import signal
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -45,6 +45,7 @@ from tests.support import (
     server_env,
     strand,
     unique,
+    until,
 )
 from tests.wsclient import Frame, RoomSocket
 
@@ -58,14 +59,6 @@ PACE_S = 0.12
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-async def until(condition: Callable[[], bool], wait_s: float, what: str, poll_s: float = 0.05) -> None:
-    """Poll ``condition`` until it holds, failing after ``wait_s``."""
-    deadline = time.monotonic() + wait_s
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {wait_s} s: {what}"
-        await asyncio.sleep(poll_s)
 
 
 @dataclass

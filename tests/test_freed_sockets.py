@@ -27,7 +27,7 @@ from server.hub.outlet import GiftingWebSocketProtocol
 from server.settings import Settings
 from server.workers import uvicorn_options
 from tests.conftest import Engine
-from tests.support import Api, server_env
+from tests.support import Api, server_env, until
 from tests.wsclient import RoomSocket
 
 pytestmark = pytest.mark.anyio
@@ -54,16 +54,6 @@ class TrackedSocket(GiftingWebSocketProtocol):
         made.append(weakref.ref(self))
 
 
-async def until(condition: Any, what: str) -> None:
-    """Wait, a loop turn at a time, until ``condition()``; fail saying ``what`` after WAIT_S."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_S
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"after {WAIT_S:g} s: {what}")
-        await asyncio.sleep(0.01)
-
-
 async def test_a_closed_room_socket_leaves_nothing_for_the_collector(
     engine: Engine, key_prefix: str, api: Api, room: tuple[str, str], viewer: str
 ) -> None:
@@ -82,7 +72,7 @@ async def test_a_closed_room_socket_leaves_nothing_for_the_collector(
     serving = asyncio.create_task(server.serve())
     made.clear()
     try:
-        await until(lambda: server.started or serving.done(), "the server did not start")
+        await until(lambda: server.started or serving.done(), WAIT_S, "the server started", poll_s=0.01)
         assert server.started, "the server stopped during start-up"
         base_url = f"http://127.0.0.1:{port}"
         gc.disable()
@@ -94,13 +84,20 @@ async def test_a_closed_room_socket_leaves_nothing_for_the_collector(
                 assert ack["type"] == "gift_ack", ack
                 await sock.close()
             assert len(made) == 2 * SOCKETS, "each socket is one HTTP and one WebSocket protocol"
-            await until(lambda: not server.server_state.connections, "the server still holds a socket")
+            await until(
+                lambda: not server.server_state.connections,
+                WAIT_S,
+                "the server let go of every socket",
+                poll_s=0.01,
+            )
 
             def alive() -> list[str]:
                 return [type(obj).__name__ for ref in made if (obj := ref()) is not None]
 
             # A protocol outlives its socket only as long as the loop has callbacks for it.
-            await until(lambda: not alive(), f"still alive without the collector: {alive()}")
+            await until(
+                lambda: not alive(), WAIT_S, "every protocol freed without the collector", poll_s=0.01
+            )
         finally:
             gc.enable()
     finally:
