@@ -88,10 +88,12 @@ class Payments:
             CREATE_ORDER,
             *create_order_arguments(self._keys.user(user_id), order, now_ms, ttl_s, max_pending),
         )
+        # ``order_id`` is new, so an order of that id was written by this very call, sent
+        # again by the engine client after its first reply was lost: it is this order.
         outcome(
             CREATE_ORDER,
             reply,
-            ("ok",),
+            ("ok", "exists"),
             {
                 "too_many": lambda reply: Conflict(
                     f"{reply[1]} orders are already waiting for payment, the most one user may "

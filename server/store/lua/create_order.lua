@@ -12,8 +12,9 @@
 -- Returns one of:
 --   {"ok", expires_ms}       written, expiring at expires_ms, and counted
 --   {"too_many", pending}    the user holds `pending` unexpired pending orders: nothing written
---   {"exists"}               an order of this id exists (a provider's order id, derived from its
---                            transaction, submitted again): nothing written
+--   {"exists", expires_ms}   an order of this id exists, nothing written: a provider's order id
+--                            submitted again, or this very call sent again after its reply was
+--                            lost; expires_ms while the order is pending, false once it is paid
 
 local order_key = KEYS[1]
 local pending_key = KEYS[2]
@@ -23,7 +24,7 @@ local ttl_ms = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
 
 if redis.call('EXISTS', order_key) == 1 then
-  return {'exists'}
+  return {'exists', redis.call('ZSCORE', pending_key, order_id)}
 end
 redis.call('ZREMRANGEBYSCORE', pending_key, '-inf', now_ms)
 local pending = redis.call('ZCARD', pending_key)
