@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from server.domain.ids import new_id
 from server.errors import Conflict, Forbidden, NotFound
 from server.keys import BattleKeys, KeySchema, RoomKeys
 from server.store.batch import ScriptBatch
@@ -218,7 +219,7 @@ class Battles:
         reply = await self.runner.call(
             BATTLE_ANSWER,
             [self.keys.battle(battle_id).info],
-            ["accept" if accept else "decline", caller, lapse_ms],
+            ["accept" if accept else "decline", caller, lapse_ms, new_id("ans")],
         )
         outcome(BATTLE_ANSWER, reply, ("ok",), answer_refusals(battle_id))
 

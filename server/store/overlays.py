@@ -55,9 +55,12 @@ class OverlayTokens:
         await self._redis.set(self._keys.overlay_owner(token), creator_id)
         if await self._redis.set(key, token, nx=True):
             return token
+        made = str(await self._redis.get(key))
+        if made == token:  # ours, set by this call sent again after its reply was lost
+            return token
         # Another request made one first: use it, and drop ours.
         await self._redis.delete(self._keys.overlay_owner(token))
-        return str(await self._redis.get(key))
+        return made
 
     async def regenerate(self, creator_id: str, live_room_id: str | None) -> str:
         """A new token for the creator; the old one stops working, and the overlays open
@@ -65,7 +68,10 @@ class OverlayTokens:
         key = self._keys.user(creator_id).overlay
         token = secrets.token_urlsafe(24)
         await self._redis.set(self._keys.overlay_owner(token), creator_id)
+        before: str | None = await self._redis.get(key)
         old: str | None = await self._redis.getset(key, token)
+        if old == token:  # this swap, sent again after its reply was lost: the old one is before it
+            old = before
         if old is not None:
             await self._redis.delete(self._keys.overlay_owner(old))
             if live_room_id is not None:

@@ -187,7 +187,10 @@ def client_options() -> dict[str, Any]:
 
     A few quick reconnects ride out a dropped connection; a longer outage must surface as
     engine_unavailable at once rather than hang requests. Every write the store sends is
-    idempotent, so a retry after a lost reply cannot apply anything twice.
+    idempotent, so a retry after a lost reply cannot apply anything twice; and a write that
+    makes something new (an order, a withdrawal, a gift's event, a battle, a slot, a token)
+    knows its own first run by the new id it carries, so its caller gets the first answer, not
+    a refusal (``tests/faults/test_lost_replies.py``).
     """
     return {
         "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2),

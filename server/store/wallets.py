@@ -99,6 +99,10 @@ class Wallets:
         )[0]
         if status == "ok":
             return Debit(reply[1], int(reply[2]), credit.coins, replayed=False, debit_ms=int(reply[4]))
+        if reply[1] == credit.event_id:
+            # The event id is new: this very call, sent again by the engine client after its
+            # first reply was lost, debited the gift, which is still to be delivered.
+            return Debit(reply[1], int(reply[2]), int(reply[3]), replayed=False, debit_ms=int(reply[4]))
         return Debit(event_id=reply[1], coins=int(reply[2]), cost=int(reply[3]), replayed=True)
 
 

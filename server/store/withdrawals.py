@@ -54,7 +54,10 @@ class Withdrawals:
                 now_ms,
             ),
         )
-        if reply[0] != "ok":
+        # ``withdrawal_id`` is new: a replay naming it is this very call, sent again by the
+        # engine client after its first reply was lost, and reserved these diamonds.
+        own = reply[0] == "replay" and reply[1] == withdrawal_id
+        if reply[0] != "ok" and not own:
             await self._redis.delete(owner)
             await self._redis.zrem(self._keys.withdrawals, listed)
         refusals: Refusals = {
@@ -80,7 +83,7 @@ class Withdrawals:
             ),
         }
         status = outcome(WITHDRAW, reply, ("ok", "replay"), refusals)[0]
-        return await self.get(creator_id, reply[1]), status == "replay"
+        return await self.get(creator_id, reply[1]), status == "replay" and not own
 
     async def get(self, creator_id: str, withdrawal_id: str) -> Withdrawal:
         raw = await self._redis.hgetall(self._keys.user(creator_id).withdrawal(withdrawal_id))
@@ -111,7 +114,11 @@ class Withdrawals:
                 f"withdrawal {withdrawal_id!r} is already {reply[1]}", code="withdrawal_decided"
             ),
         }
-        outcome(WITHDRAWAL_DECIDE, reply, ("ok",), refusals)
+        # Decided already, by this admin, to this state, at this very time: this call, sent
+        # again by the engine client after its first reply was lost.
+        own = reply[0] == "already" and list(reply[1:]) == [state, admin_id, str(now_ms)]
+        if not own:
+            outcome(WITHDRAWAL_DECIDE, reply, ("ok",), refusals)
         return await self.get(creator_id, withdrawal_id)
 
     async def list(self, creator_id: str | None, state: str | None, limit: int) -> list[Withdrawal]:

@@ -20,12 +20,25 @@ import pytest
 from server.domain.catalog import Catalog
 from server.domain.requests import GiftRequest
 from server.engine import EmbeddedEngine
+from server.errors import Conflict
 from server.gifting import GiftService
 from server.keys import KeySchema
 from server.settings import Settings
-from server.store import Store
+from server.store import Store, scripts
+from server.store.battles import Side
 from server.store.payments import PaymentOutcome
-from server.store.scripts import CREATE_ORDER, CREDIT_PURCHASE, GIFT_DEBIT, Script
+from server.store.records import Withdrawal
+from server.store.scripts import (
+    BATTLE_ANSWER,
+    BATTLE_CLAIM,
+    CONNECTION_OPEN,
+    CREATE_ORDER,
+    CREDIT_PURCHASE,
+    GIFT_DEBIT,
+    WITHDRAW,
+    WITHDRAWAL_DECIDE,
+    Script,
+)
 from tests.support import unique
 
 pytestmark = [pytest.mark.anyio, pytest.mark.embedded_only]
@@ -34,18 +47,18 @@ PREFIX = "lost:"
 
 
 class LosingForwarder:
-    """Forwards each connection to the engine's unix socket; once ``lose(script)`` is armed,
-    the next command carrying that script's hash goes through and its connection is closed
-    before the reply comes back."""
+    """Forwards each connection to the engine's unix socket; once ``lose(marker)`` is armed,
+    the next command carrying ``marker`` (a script's hash, a command's name) goes through and
+    its connection is closed before the reply comes back."""
 
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
         self.armed: bytes | None = None
-        self.lost: list[str] = []
+        self.lost: list[bytes] = []
         self.url = ""
 
-    def lose(self, script: Script) -> None:
-        self.armed = script.sha.encode()
+    def lose(self, marker: Script | bytes) -> None:
+        self.armed = marker.sha.encode() if isinstance(marker, Script) else marker
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[LosingForwarder]:
@@ -62,7 +75,7 @@ class LosingForwarder:
         async def commands() -> None:
             while data := await client_in.read(65_536):
                 if self.armed is not None and self.armed in data:
-                    self.lost.append(self.armed.decode())
+                    self.lost.append(self.armed)
                     self.armed = None
                     losing.set()
                 engine_out.write(data)
@@ -94,6 +107,10 @@ async def losing_store(tmp_path: Path) -> AsyncIterator[tuple[Store, LosingForwa
             LosingForwarder(engine.url.removeprefix("unix://")).running() as forwarder,
             Store.from_url(forwarder.url, KeySchema(PREFIX)) as store,
         ):
+            # Every script loaded first, so that a lost reply is a script's run, not a NOSCRIPT.
+            for script in vars(scripts).values():
+                if isinstance(script, Script):
+                    await store.redis.script_load(script.source)
             yield store, forwarder
     finally:
         engine.stop()
@@ -119,12 +136,11 @@ async def pay(store: Store, order_id: str) -> PaymentOutcome:
 async def test_an_order_whose_reply_was_lost_is_answered_as_the_one_order(tmp_path: Path) -> None:
     buyer = unique("v")
     async with losing_store(tmp_path) as (store, forwarder):
-        # A first order loads the script, so the lost call is the script's run, not its load.
         await order(store, buyer, unique("ord"))
         forwarder.lose(CREATE_ORDER)
         order_id = unique("ord")
         opened = await order(store, buyer, order_id)
-        assert forwarder.lost == [CREATE_ORDER.sha]
+        assert forwarder.lost == [CREATE_ORDER.sha.encode()]
         assert (opened["order_id"], opened["state"]) == (order_id, "pending")
         assert await store.payments.get_order(buyer, order_id) == opened
         keys = KeySchema(PREFIX)
@@ -142,7 +158,7 @@ async def test_a_payment_whose_reply_was_lost_credits_its_coins_once(tmp_path: P
         await pay(store, first)
         forwarder.lose(CREDIT_PURCHASE)
         paid = await pay(store, second)
-        assert forwarder.lost == [CREDIT_PURCHASE.sha]
+        assert forwarder.lost == [CREDIT_PURCHASE.sha.encode()]
         # The engine cannot tell the second run from the provider's redelivery: it answers as
         # to one, and the coins stand once.
         assert (paid.order_id, paid.user_id) == (second, buyer)
@@ -164,9 +180,104 @@ async def test_a_gift_whose_debit_reply_was_lost_is_charged_once(tmp_path: Path)
         forwarder.lose(GIFT_DEBIT)
         doughnut = GiftRequest(gift_id="doughnut", count=1, idempotency_key=unique("k"))
         sent = await service.send(viewer, room_id, doughnut, now_ms())
-        assert forwarder.lost == [GIFT_DEBIT.sha]
-        assert (sent.cost, sent.coins) == (30, 519)
+        assert forwarder.lost == [GIFT_DEBIT.sha.encode()]
+        # Answered as the first answer, not a replay, and delivered at once, not left to the
+        # sweeper: the room and the creator have it, and the outbox is empty.
+        assert (sent.cost, sent.coins, sent.replayed) == (30, 519, False)
         await service.flush_clears()
+        keys = KeySchema(PREFIX)
+        assert await store.redis.hlen(keys.user(viewer).outbox) == 0
+        state = await store.rooms.state(room_id)
+        assert state is not None and state.coins == 31
         assert (await store.wallets.get(viewer, 0)).coins == 519
         ledger = await store.redis.xrange(KeySchema(PREFIX).user(viewer).ledger)
         assert [entry["kind"] for _, entry in ledger] == ["purchase", "gift", "gift"]
+
+
+async def test_a_withdrawal_and_its_decision_whose_replies_were_lost_stand_once(tmp_path: Path) -> None:
+    creator = unique("c")
+    keys = KeySchema(PREFIX)
+    async with losing_store(tmp_path) as (store, forwarder):
+        await store.redis.hset(keys.user(creator).earnings, mapping={"available": 5_000})
+        withdrawals = store.withdrawals
+
+        async def withdraw(withdrawal_id: str, diamonds: int) -> tuple[Withdrawal, bool]:
+            return await withdrawals.request(
+                creator,
+                withdrawal_id,
+                diamonds=diamonds,
+                amount_minor=diamonds // 2,
+                idempotency_key=unique("k"),
+                minimum=100,
+                daily_cap_minor=1_000_000,
+                day=0,
+                now_ms=now_ms(),
+            )
+
+        await withdraw(unique("wd"), 1_000)
+        forwarder.lose(WITHDRAW)
+        withdrawal_id = unique("wd")
+        withdrawal, replayed = await withdraw(withdrawal_id, 2_000)
+        assert forwarder.lost == [WITHDRAW.sha.encode()]
+        assert (withdrawal.withdrawal_id, withdrawal.state, replayed) == (withdrawal_id, "requested", False)
+        # Reachable by an admin: its owner pointer and its place in the listing stand.
+        assert await withdrawals.owner(withdrawal_id) == creator
+        assert withdrawal_id in [w.withdrawal_id for w in await withdrawals.list(creator, "requested", 10)]
+        forwarder.lose(WITHDRAWAL_DECIDE)
+        decided = await withdrawals.decide(withdrawal_id, "paid", unique("admin"), "", now_ms())
+        assert forwarder.lost[-1] == WITHDRAWAL_DECIDE.sha.encode()
+        assert decided.state == "paid"
+        earnings = await store.redis.hgetall(keys.user(creator).earnings)
+        held = (earnings["available"], earnings["reserved"], earnings["withdrawn"])
+        assert held == ("2000", "1000", "2000")
+
+
+async def test_a_battle_claimed_and_accepted_with_lost_replies_runs(tmp_path: Path) -> None:
+    inviter, opponent, battle_id = unique("c"), unique("c"), unique("b")
+    async with losing_store(tmp_path) as (store, forwarder):
+        battles = store.battles
+        forwarder.lose(BATTLE_CLAIM)
+        assert await battles.claim(inviter, battle_id, 60_000) is None
+        assert forwarder.lost == [BATTLE_CLAIM.sha.encode()]
+        assert await battles.current(inviter) == battle_id
+        sides = [Side(creator, creator, unique("r"), 0) for creator in (inviter, opponent)]
+        invited_ms = await store.engine_ms()
+        await battles.open(battle_id, *sides, duration_ms=60_000, invited_ms=invited_ms)
+        await battles.open(unique("b"), *sides, duration_ms=60_000, invited_ms=invited_ms)
+        forwarder.lose(BATTLE_ANSWER)
+        await battles.answer(battle_id, opponent, accept=True, lapse_ms=60_000)
+        assert forwarder.lost[-1] == BATTLE_ANSWER.sha.encode()
+        battle = await battles.get(battle_id)
+        assert battle.state == "running" and battle.ends_at is not None
+        # A second accept is still refused: only its own call, sent again, is answered so.
+        with pytest.raises(Conflict):
+            await battles.answer(battle_id, opponent, accept=True, lapse_ms=60_000)
+
+
+async def test_a_connection_slot_whose_reply_was_lost_is_the_users_one_slot(tmp_path: Path) -> None:
+    viewer = unique("v")
+    async with losing_store(tmp_path) as (store, forwarder):
+        await store.limits.open_connection(unique("v"), unique("slot"), 1, 60_000)
+        forwarder.lose(CONNECTION_OPEN)
+        slot = unique("slot")
+        assert await store.limits.open_connection(viewer, slot, 1, 60_000) == 1
+        assert forwarder.lost == [CONNECTION_OPEN.sha.encode()]
+        assert await store.redis.zrange(KeySchema(PREFIX).user(viewer).connections, 0, -1) == [slot]
+
+
+async def test_an_overlay_token_made_or_regenerated_with_a_lost_reply_is_the_one_that_works(
+    tmp_path: Path,
+) -> None:
+    creator = unique("c")
+    async with losing_store(tmp_path) as (store, forwarder):
+        overlays = store.overlays
+        forwarder.lose(b"\r\nNX\r\n")
+        made = await overlays.current(creator)
+        assert forwarder.lost == [b"\r\nNX\r\n"]
+        assert await overlays.creator_of(made) == creator
+        assert await overlays.current(creator) == made
+        forwarder.lose(b"GETSET")
+        regenerated = await overlays.regenerate(creator, None)
+        assert forwarder.lost[-1] == b"GETSET"
+        assert (await overlays.creator_of(regenerated), await overlays.creator_of(made)) == (creator, None)
+        assert await overlays.current(creator) == regenerated

@@ -4,6 +4,8 @@
 -- ARGV[1] - "accept" (the opponent only) or "decline" (the opponent, or the inviter withdrawing)
 -- ARGV[2] - the caller's user id
 -- ARGV[3] - how long an invitation stands, milliseconds
+-- ARGV[4] - this answer's id (new to it), kept with the answer: the same call sent again
+--           after its reply was lost is answered as the first time
 --
 -- Returns one of:
 --   {"ok", state, started_ms, ends_at}   accepted (running, from now on the engine's clock) or declined
@@ -17,7 +19,9 @@ local answer = ARGV[1]
 local caller = ARGV[2]
 local lapse_ms = tonumber(ARGV[3])
 
-local b = redis.call('HMGET', info_key, 'state', 'inviter', 'opponent', 'invited_ms', 'duration_ms')
+local answer_id = ARGV[4]
+local b = redis.call('HMGET', info_key, 'state', 'inviter', 'opponent', 'invited_ms', 'duration_ms',
+  'answer_id', 'started_ms', 'ends_at')
 local state, inviter, opponent = b[1], b[2], b[3]
 if not state then
   return {'missing'}
@@ -26,6 +30,9 @@ if caller ~= opponent and (answer == 'accept' or caller ~= inviter) then
   return {'forbidden'}
 end
 if state ~= 'invited' then
+  if b[6] == answer_id then
+    return {'ok', state, b[7] or '', b[8] or ''}
+  end
   return {'not_invited', state}
 end
 local t = redis.call('TIME')
@@ -35,9 +42,10 @@ if now - tonumber(b[4]) >= lapse_ms then
   return {'lapsed'}
 end
 if answer == 'decline' then
-  redis.call('HSET', info_key, 'state', 'declined', 'ended_ms', now)
+  redis.call('HSET', info_key, 'state', 'declined', 'ended_ms', now, 'answer_id', answer_id)
   return {'ok', 'declined', '', ''}
 end
 local ends_at = now + tonumber(b[5])
-redis.call('HSET', info_key, 'state', 'running', 'started_ms', now, 'ends_at', ends_at, 'v', 1)
+redis.call('HSET', info_key, 'state', 'running', 'started_ms', now, 'ends_at', ends_at, 'v', 1,
+  'answer_id', answer_id)
 return {'ok', 'running', tostring(now), tostring(ends_at)}

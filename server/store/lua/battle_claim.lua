@@ -19,7 +19,13 @@ if mode == 'claim' then
   if redis.call('SET', pointer_key, battle_id, 'NX', 'PX', lifetime_ms) then
     return {'ok'}
   end
-  return {'busy', redis.call('GET', pointer_key)}
+  local holder = redis.call('GET', pointer_key)
+  -- A battle id is new to its claim: naming it, the pointer is this claim's, sent again
+  -- after its reply was lost.
+  if holder == battle_id then
+    return {'ok'}
+  end
+  return {'busy', holder}
 end
 if redis.call('GET', pointer_key) ~= battle_id then
   return {'gone'}

@@ -23,6 +23,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 redis.call('ZREMRANGEBYSCORE', slots_key, '-inf', '(' .. now)
 local open = redis.call('ZCARD', slots_key)
+-- A slot id is new to its connection: held already, it is this call's, sent again after its
+-- reply was lost.
+if redis.call('ZSCORE', slots_key, slot_id) then
+  return {1, open}
+end
 if open >= max_slots then
   return {0, open}
 end

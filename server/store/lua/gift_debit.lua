@@ -27,7 +27,7 @@
 --
 -- Returns one of:
 --   {"ok", event_id, balance, spent_today, debit_ms}    debited now
---   {"replay", event_id, balance, cost}       same key and same request: the first answer
+--   {"replay", event_id, balance, cost, debit_ms}  same key and same request: the first answer
 --   {"mismatch"}                              same key, different request: nothing done
 --   {"insufficient", balance}                 not enough coins: nothing done
 --   {"limit", spent_today, daily_limit}       daily budget would be exceeded: nothing done
@@ -77,7 +77,7 @@ local video_id = ARGV[15]
 local seen = redis.call('HMGET', idem_key, 'fp', 'event_id', 'coins', 'cost')
 if seen[1] then
   if seen[1] == fingerprint then
-    return {'replay', seen[2], seen[3], seen[4]}
+    return {'replay', seen[2], seen[3], seen[4], redis.call('HGET', idem_key, 'debit_ms')}
   end
   return {'mismatch'}
 end
@@ -140,6 +140,6 @@ end
 redis.call('PEXPIRE', clawable_key, keep_ms)
 bucket_take(rate_key, tokens, bucket_now, rate, burst)
 redis.call('HSET', idem_key,
-  'fp', fingerprint, 'event_id', event_id, 'coins', balance, 'cost', cost)
+  'fp', fingerprint, 'event_id', event_id, 'coins', balance, 'cost', cost, 'debit_ms', debit_ms)
 redis.call('EXPIRE', idem_key, idempotency_ttl_s)
 return {'ok', event_id, tostring(balance), tostring(spent), debit_ms}

@@ -9,7 +9,9 @@
 -- ARGV[3] - now, unix milliseconds
 -- ARGV[4] - note (may be empty)
 --
--- Returns {"ok", state}, {"already", state} if it was decided before, or {"missing"}.
+-- Returns {"ok", state}, {"already", state, decided_by, decided_ms} if it was decided before
+-- (by this very call when those are ARGV[2] and ARGV[3]: sent again after its reply was
+-- lost), or {"missing"}.
 
 local withdrawal_key = KEYS[1]
 local earnings_key = KEYS[2]
@@ -24,7 +26,8 @@ if not w[1] then
   return {'missing'}
 end
 if w[1] ~= 'requested' then
-  return {'already', w[1]}
+  local decided = redis.call('HMGET', withdrawal_key, 'decided_by', 'decided_ms')
+  return {'already', w[1], decided[1], decided[2]}
 end
 local diamonds = tonumber(w[2])
 redis.call('HINCRBY', earnings_key, 'reserved', -diamonds)
