@@ -235,7 +235,12 @@ class Battles:
 
     async def settle(self, battle_id: str, lock_ms: int) -> bool:
         """Take the settling of the battle's end for ``lock_ms``; False if another process has it."""
-        return bool(await self.redis.set(self.keys.battle(battle_id).settling, "1", nx=True, px=lock_ms))
+        key = self.keys.battle(battle_id).settling
+        holder = new_id("settle")
+        if await self.redis.set(key, holder, nx=True, px=lock_ms):
+            return True
+        # Held already: by this very call, if it was sent again after its reply was lost.
+        return bool(await self.redis.get(key) == holder)
 
     async def finish(self, battle_id: str, forfeit: str, settle_ms: int) -> Finished:
         reply = await self.runner.call(

@@ -129,7 +129,9 @@ class Chat:
             CHAT_POST, *chat_post_arguments(self._keys.room(room_id), message, self._stream_len)
         )
         status = outcome(CHAT_POST, reply, ("ok", "replay"), _post_refusals(room_id, message.slow_mode_ms))[0]
-        return Posted(str(reply[1]), replayed=status == "replay")
+        # A replay naming this message's new event id is this call's own first run, sent again
+        # by the engine client after its reply was lost: posted now, not before.
+        return Posted(str(reply[1]), replayed=status == "replay" and reply[1] != message.event_id)
 
     async def recent(self, room_id: str) -> list[StreamEntry]:
         """The live's last chat messages, oldest first, each under its offset in the room's log."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,11 +27,13 @@ from server.keys import KeySchema
 from server.settings import Settings
 from server.store import Store, scripts
 from server.store.battles import Side
+from server.store.chat import Message
 from server.store.payments import PaymentOutcome
 from server.store.records import Withdrawal
 from server.store.scripts import (
     BATTLE_ANSWER,
     BATTLE_CLAIM,
+    CHAT_POST,
     CONNECTION_OPEN,
     CREATE_ORDER,
     CREDIT_PURCHASE,
@@ -47,18 +50,18 @@ PREFIX = "lost:"
 
 
 class LosingForwarder:
-    """Forwards each connection to the engine's unix socket; once ``lose(marker)`` is armed,
-    the next command carrying ``marker`` (a script's hash, a command's name) goes through and
-    its connection is closed before the reply comes back."""
+    """Forwards each connection to the engine's unix socket; once ``lose(*markers)`` is armed,
+    the next command carrying every marker (a script's hash, a command's name, a key) goes
+    through and its connection is closed before the reply comes back."""
 
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
-        self.armed: bytes | None = None
+        self.armed: tuple[bytes, ...] = ()
         self.lost: list[bytes] = []
         self.url = ""
 
-    def lose(self, marker: Script | bytes) -> None:
-        self.armed = marker.sha.encode() if isinstance(marker, Script) else marker
+    def lose(self, *markers: Script | bytes) -> None:
+        self.armed = tuple(m.sha.encode() if isinstance(m, Script) else m for m in markers)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[LosingForwarder]:
@@ -74,9 +77,9 @@ class LosingForwarder:
 
         async def commands() -> None:
             while data := await client_in.read(65_536):
-                if self.armed is not None and self.armed in data:
-                    self.lost.append(self.armed)
-                    self.armed = None
+                if self.armed and all(marker in data for marker in self.armed):
+                    self.lost.append(self.armed[0])
+                    self.armed = ()
                     losing.set()
                 engine_out.write(data)
                 await engine_out.drain()
@@ -127,9 +130,9 @@ async def order(store: Store, user_id: str, order_id: str) -> dict[str, object]:
     return await store.payments.create_order(user_id, order_id, PACKAGE, now_ms(), ttl_s=60, max_pending=20)
 
 
-async def pay(store: Store, order_id: str) -> PaymentOutcome:
+async def pay(store: Store, order_id: str, payment_id: str | None = None) -> PaymentOutcome:
     return await store.payments.credit_payment(
-        "sandbox", order_id, unique("pay"), PACKAGE.amount_minor, PACKAGE.currency, now_ms()
+        "sandbox", order_id, payment_id or unique("pay"), PACKAGE.amount_minor, PACKAGE.currency, now_ms()
     )
 
 
@@ -157,12 +160,23 @@ async def test_a_payment_whose_reply_was_lost_credits_its_coins_once(tmp_path: P
             await order(store, buyer, order_id)
         await pay(store, first)
         forwarder.lose(CREDIT_PURCHASE)
-        paid = await pay(store, second)
+        paid_with = unique("pay")
+        paid = await pay(store, second, paid_with)
         assert forwarder.lost == [CREDIT_PURCHASE.sha.encode()]
-        # The engine cannot tell the second run from the provider's redelivery: it answers as
-        # to one, and the coins stand once.
-        assert (paid.order_id, paid.user_id) == (second, buyer)
+        # Credited by this call, as its first answer said: not a redelivery's "credited: false".
+        assert (paid.order_id, paid.user_id, paid.credited, paid.balance, paid.coins) == (
+            second,
+            buyer,
+            True,
+            1_100,
+            550,
+        )
         assert (await store.wallets.get(buyer, 0)).coins == 1_100
+        # A redelivery of the same payment later is one.
+        again = await store.payments.credit_payment(
+            "sandbox", second, paid_with, PACKAGE.amount_minor, PACKAGE.currency, now_ms() + 1
+        )
+        assert (again.credited, again.balance) == (False, None)
         ledger = await store.redis.xrange(KeySchema(PREFIX).user(buyer).ledger)
         assert sorted(entry["ref"] for _, entry in ledger) == sorted([first, second])
 
@@ -281,3 +295,56 @@ async def test_an_overlay_token_made_or_regenerated_with_a_lost_reply_is_the_one
         assert forwarder.lost[-1] == b"GETSET"
         assert (await overlays.creator_of(regenerated), await overlays.creator_of(made)) == (creator, None)
         assert await overlays.current(creator) == regenerated
+
+
+async def test_a_chat_message_posted_with_a_lost_reply_is_new_not_replayed(tmp_path: Path) -> None:
+    creator, room_id, viewer = unique("c"), unique("r"), unique("v")
+    async with losing_store(tmp_path) as (store, forwarder):
+        await store.rooms.create(creator, room_id, "", now_ms())
+        message = Message(
+            event_id=unique("c"),
+            sender_id=viewer,
+            sender_name="Ann",
+            text="hello",
+            badges=[],
+            client_id=unique("m"),
+            fingerprint="hello",
+            record_ttl_s=60,
+            slow_mode_ms=0,
+        )
+        forwarder.lose(CHAT_POST)
+        posted = await store.chat.post(room_id, message)
+        assert forwarder.lost == [CHAT_POST.sha.encode()]
+        assert (posted.event_id, posted.replayed) == (message.event_id, False)
+        # Sent again by its client, it is a replay.
+        again = await store.chat.post(room_id, dataclasses.replace(message, event_id=unique("c")))
+        assert (again.event_id, again.replayed) == (message.event_id, True)
+
+
+async def test_a_battle_end_whose_settling_lock_reply_was_lost_is_settled_by_its_taker(
+    tmp_path: Path,
+) -> None:
+    battle_id = unique("b")
+    async with losing_store(tmp_path) as (store, forwarder):
+        forwarder.lose(b":settling")
+        assert await store.battles.settle(battle_id, 30_000) is True
+        assert forwarder.lost == [b":settling"]
+        # Held: another taker is refused.
+        assert await store.battles.settle(battle_id, 30_000) is False
+
+
+async def test_a_payment_refused_for_its_provider_frees_its_claim_though_the_claims_reply_was_lost(
+    tmp_path: Path,
+) -> None:
+    buyer, order_id, payment_id = unique("v"), unique("ord"), unique("pay")
+    async with losing_store(tmp_path) as (store, forwarder):
+        await store.payments.create_order(
+            buyer, order_id, PACKAGE, now_ms(), ttl_s=60, max_pending=20, provider="stripe"
+        )
+        claim = KeySchema(PREFIX).payment_claim(payment_id)
+        forwarder.lose(claim.encode(), b"\r\nNX\r\n")
+        with pytest.raises(Conflict) as refused:
+            await pay(store, order_id, payment_id)
+        assert refused.value.code == "provider_mismatch"
+        assert forwarder.lost == [claim.encode()]
+        assert await store.redis.exists(claim) == 0

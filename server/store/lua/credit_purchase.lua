@@ -12,7 +12,9 @@
 -- ARGV[6] - the provider that took the payment (sandbox, stripe, apple)
 --
 -- Returns one of:
---   {"ok", balance, coins}          credited now (the coins the order bought)
+--   {"ok", balance, coins}          credited now (the coins the order bought), or by this very
+--                                   call (the same payment at the same ARGV[4]) sent again after
+--                                   its reply was lost: its first answer
 --   {"already", payment_id}         this order was paid before (by this or another payment)
 --   {"mismatch"}                    amount or currency differs: order flagged, nothing credited
 --   {"flagged", flag}               order was flagged before: nothing credited
@@ -46,6 +48,15 @@ end
 redis.call('PERSIST', order_key)
 redis.call('ZREM', pending_key, order_id)
 if order[1] == 'paid' then
+  local paid = redis.call('HMGET', order_key, 'paid_ms', 'ledger_id')
+  if order[2] == payment_id and paid[1] == now then
+    local credited = redis.call('XRANGE', ledger_key, paid[2], paid[2])[1][2]
+    for i = 1, #credited, 2 do
+      if credited[i] == 'balance' then
+        return {'ok', credited[i + 1], order[5]}
+      end
+    end
+  end
   return {'already', order[2]}
 end
 if order[1] == 'refunded' or order[1] == 'charged_back' then
