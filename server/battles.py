@@ -120,7 +120,11 @@ class BattleService:
         try:
             await battles.answer(battle_id, caller, accept=True, lapse_ms=INVITATION_MS)
         except Conflict:
-            await self._close(await battles.get(battle_id))
+            battle = await battles.get(battle_id)
+            # Declined or lapsed meanwhile, it is closed; started by another accept (a second
+            # tap racing the first), it runs on and only this one is refused.
+            if battle.state != "running":
+                await self._close(battle)
             raise
         battle = await battles.get(battle_id)
         assert battle.ends_at is not None

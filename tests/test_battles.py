@@ -145,6 +145,40 @@ def test_refusals_change_nothing(arena: Arena) -> None:
     assert arena.invite(b, a).status_code == 201
 
 
+def test_an_accept_tapped_several_times_at_once_starts_the_battle_once_and_keeps_it(arena: Arena) -> None:
+    """Accepts racing one another: one starts the battle, the others are refused, and none
+    closes the battle the first started (each refused accept used to free both creators and
+    drop the battle's end from the clock)."""
+    a, room_a = arena.live()
+    b, _ = arena.live()
+    invited = arena.invite(a, b)
+    assert invited.status_code == 201, invited.text
+    battle_id = invited.json()["battle_id"]
+
+    async def tap_accept_at_once(times: int) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=arena.base_url, timeout=10) as http:
+            path, headers = f"/v1/battles/{battle_id}/accept", arena.api.auth(b, "creator")
+            return await asyncio.gather(*(http.post(path, json={}, headers=headers) for _ in range(times)))
+
+    replies = asyncio.run(tap_accept_at_once(6))
+    statuses = sorted(reply.status_code for reply in replies)
+    assert statuses == [200] + [409] * 5, [reply.text for reply in replies]
+    assert {reply.json()["error"]["code"] for reply in replies if reply.status_code == 409} == {
+        "battle_not_invited"
+    }
+    for creator in (a, b):
+        mine = arena.api.http.get("/v1/me/battle", headers=arena.api.auth(creator, "creator")).json()
+        assert mine["battle"] is not None and mine["battle"]["battle_id"] == battle_id
+        assert mine["battle"]["state"] == "running"
+    # Still in it, both: one battle at a time.
+    c, _ = arena.live()
+    reply = arena.invite(a, c)
+    assert (reply.status_code, reply.json()["error"]["code"]) == (409, "already_in_battle")
+    # And it still ends: ending the live forfeits it.
+    assert arena.api.end_room(a, room_a).status_code == 200
+    assert arena.battle(battle_id)["state"] == "ended"
+
+
 def test_scores_are_exact_and_a_forfeit_ends_the_battle(arena: Arena) -> None:
     a, room_a = arena.live()
     b, room_b = arena.live()
