@@ -8,6 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from server.domain.catalog import Package
+from server.domain.ids import new_id
 from server.errors import Conflict, NotFound
 from server.keys import KeySchema, UserKeys
 from server.store.scripts import (
@@ -309,7 +310,7 @@ def credit_purchase_arguments(
     now_ms: int,
     provider: str = "sandbox",
 ) -> Arguments:
-    """KEYS and ARGV of ``credit_purchase.lua``."""
+    """KEYS and ARGV of ``credit_purchase.lua``, with a new id for this call."""
     return [user.order(order_id), user.wallet, user.ledger, user.pending_orders], [
         payment_id,
         amount_minor,
@@ -317,6 +318,7 @@ def credit_purchase_arguments(
         now_ms,
         order_id,
         provider,
+        new_id("credit"),
     ]
 
 

@@ -10,11 +10,12 @@
 -- ARGV[4] - now, unix milliseconds
 -- ARGV[5] - order id
 -- ARGV[6] - the provider that took the payment (sandbox, stripe, apple)
+-- ARGV[7] - this call's id (new to it), kept with the credit
 --
 -- Returns one of:
 --   {"ok", balance, coins}          credited now (the coins the order bought), or by this very
---                                   call (the same payment at the same ARGV[4]) sent again after
---                                   its reply was lost: its first answer
+--                                   call (ARGV[7]) sent again after its reply was lost: its first
+--                                   answer
 --   {"already", payment_id}         this order was paid before (by this or another payment)
 --   {"mismatch"}                    amount or currency differs: order flagged, nothing credited
 --   {"flagged", flag}               order was flagged before: nothing credited
@@ -32,6 +33,7 @@ local currency = ARGV[3]
 local now = ARGV[4]
 local order_id = ARGV[5]
 local provider = ARGV[6]
+local call_id = ARGV[7]
 
 local order = redis.call('HMGET', order_key,
   'state', 'payment_id', 'amount_minor', 'currency', 'coins', 'provider')
@@ -48,8 +50,8 @@ end
 redis.call('PERSIST', order_key)
 redis.call('ZREM', pending_key, order_id)
 if order[1] == 'paid' then
-  local paid = redis.call('HMGET', order_key, 'paid_ms', 'ledger_id')
-  if order[2] == payment_id and paid[1] == now then
+  local paid = redis.call('HMGET', order_key, 'credited_by', 'ledger_id')
+  if paid[1] == call_id then
     local credited = redis.call('XRANGE', ledger_key, paid[2], paid[2])[1][2]
     for i = 1, #credited, 2 do
       if credited[i] == 'balance' then
@@ -77,5 +79,5 @@ local entry = redis.call('XADD', ledger_key, '*',
   'kind', 'purchase', 'delta', coins, 'balance', balance, 'ref', order_id,
   'payment_id', payment_id, 'ts', now)
 redis.call('HSET', order_key, 'state', 'paid', 'payment_id', payment_id, 'paid_ms', now,
-  'ledger_id', entry)
+  'ledger_id', entry, 'credited_by', call_id)
 return {'ok', tostring(balance), tostring(coins)}
