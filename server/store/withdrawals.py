@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from server.domain.ids import new_id
 from server.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from server.keys import KeySchema, UserKeys
 from server.store.records import Withdrawal
@@ -114,11 +115,7 @@ class Withdrawals:
                 f"withdrawal {withdrawal_id!r} is already {reply[1]}", code="withdrawal_decided"
             ),
         }
-        # Decided already, by this admin, to this state, at this very time: this call, sent
-        # again by the engine client after its first reply was lost.
-        own = reply[0] == "already" and list(reply[1:]) == [state, admin_id, str(now_ms)]
-        if not own:
-            outcome(WITHDRAWAL_DECIDE, reply, ("ok",), refusals)
+        outcome(WITHDRAWAL_DECIDE, reply, ("ok",), refusals)
         return await self.get(creator_id, withdrawal_id)
 
     async def list(self, creator_id: str | None, state: str | None, limit: int) -> list[Withdrawal]:
@@ -177,8 +174,8 @@ def withdraw_arguments(
 def withdrawal_decide_arguments(
     creator: UserKeys, withdrawal_id: str, state: str, admin_id: str, note: str, now_ms: int
 ) -> Arguments:
-    """KEYS and ARGV of ``withdrawal_decide.lua``."""
+    """KEYS and ARGV of ``withdrawal_decide.lua``, with a new id for this call."""
     return (
         [creator.withdrawal(withdrawal_id), creator.earnings, creator.earnings_ledger],
-        [state, admin_id, now_ms, note],
+        [state, admin_id, now_ms, note, new_id("decide")],
     )

@@ -8,10 +8,10 @@
 -- ARGV[2] - admin user id
 -- ARGV[3] - now, unix milliseconds
 -- ARGV[4] - note (may be empty)
+-- ARGV[5] - this call's id (new to it), kept with the decision
 --
--- Returns {"ok", state}, {"already", state, decided_by, decided_ms} if it was decided before
--- (by this very call when those are ARGV[2] and ARGV[3]: sent again after its reply was
--- lost), or {"missing"}.
+-- Returns {"ok", state} (decided now, or by this very call, ARGV[5], sent again after its
+-- reply was lost), {"already", state} if it was decided before, or {"missing"}.
 
 local withdrawal_key = KEYS[1]
 local earnings_key = KEYS[2]
@@ -20,14 +20,17 @@ local decision = ARGV[1]
 local admin_id = ARGV[2]
 local now = ARGV[3]
 local note = ARGV[4]
+local call_id = ARGV[5]
 
 local w = redis.call('HMGET', withdrawal_key, 'state', 'diamonds', 'amount_minor', 'day')
 if not w[1] then
   return {'missing'}
 end
 if w[1] ~= 'requested' then
-  local decided = redis.call('HMGET', withdrawal_key, 'decided_by', 'decided_ms')
-  return {'already', w[1], decided[1], decided[2]}
+  if redis.call('HGET', withdrawal_key, 'decided_call') == call_id then
+    return {'ok', w[1]}
+  end
+  return {'already', w[1]}
 end
 local diamonds = tonumber(w[2])
 redis.call('HINCRBY', earnings_key, 'reserved', -diamonds)
@@ -45,5 +48,5 @@ else
     'available', diamonds, 'ref', redis.call('HGET', withdrawal_key, 'id'), 'ts', now)
 end
 redis.call('HSET', withdrawal_key, 'state', decision, 'decided_ms', now, 'decided_by', admin_id,
-  'note', note)
+  'note', note, 'decided_call', call_id)
 return {'ok', decision}
