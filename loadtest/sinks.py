@@ -261,7 +261,7 @@ class Sink(asyncio.Protocol):
             elif opcode == 8:
                 self.close_code = int.from_bytes(data[start : start + 2], "big") if length >= 2 else 1005
                 self.close_reason = data[start + 2 : end]
-                self._fail(f"closed with {self.close_code}: {data[start + 2 : end].decode(errors='replace')}")
+                self._fail(f"closed with {self.close_code}: {self.close_reason.decode(errors='replace')}")
                 self.send(0x8, data[start : start + 2])
                 self.close()
             pos = end

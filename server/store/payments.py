@@ -179,12 +179,13 @@ class Payments:
         await self._redis.persist(self._keys.order_owner(order_id))
         # A provider payment id pays one order only; the claim routes redeliveries to the same one.
         claim = self._keys.payment_claim(payment_id)
-        # Whether this call makes the claim, read before it: its ``SET NX``, sent again after a
-        # lost reply, would answer as if another call had made it.
-        claimed_before = await self._redis.get(claim)
-        await self._redis.set(claim, order_id, nx=True, ex=PAYMENT_CLAIM_TTL_S)
+        # Whether this call makes the claim is read before it: its ``SET NX``, sent again after
+        # a lost reply, would answer as if another call had made it. A redelivery finds it made.
         claimed_for = await self._redis.get(claim)
-        claimed_now = claimed_before is None
+        claimed_now = claimed_for is None
+        if claimed_now:
+            await self._redis.set(claim, order_id, nx=True, ex=PAYMENT_CLAIM_TTL_S)
+            claimed_for = await self._redis.get(claim)
         if claimed_for != order_id:
             raise Conflict(
                 f"payment {payment_id!r} already paid order {claimed_for!r}", code="payment_reused"
