@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.browser import (
     BOTH_SIZES,
@@ -219,6 +219,29 @@ def test_a_gift_tapped_while_reconnecting_goes_once_when_the_connection_is_back(
     assert_page_quality(page, console)
 
 
+# The boxes of an element's text that fall outside the element (cut off by its overflow).
+TEXT_CLIPPED = """(element) => {
+  const range = document.createRange();
+  range.selectNodeContents(element);
+  const box = element.getBoundingClientRect();
+  return [...range.getClientRects()]
+    .filter((r) => r.left < box.left - 0.5 || r.right > box.right + 0.5 || r.bottom > box.bottom + 0.5)
+    .map((r) => [r.left, r.right, r.bottom]);
+}"""
+# How many lines an element's text takes.
+TEXT_LINES = """(element) => {
+  const range = document.createRange();
+  range.selectNodeContents(element);
+  return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+}"""
+
+
+def bottom(locator: Locator) -> float:
+    box = locator.bounding_box()
+    assert box is not None
+    return box["y"] + box["height"]
+
+
 def test_a_viewer_spreads_their_return_over_the_window_a_restarting_server_names(
     engine: Engine, logs: Path, browser: Browser, console: ConsoleWatch
 ) -> None:
@@ -251,6 +274,12 @@ def test_a_viewer_spreads_their_return_over_the_window_a_restarting_server_names
         assert shown is not None, state.inner_text()
         # Without the window, the page would come back in 1 s and find the server still down.
         assert int(shown[1]) >= 51, state.inner_text()
+        # The wait is read whole on a phone, and the top bar still holds "Buy coins" on one
+        # line: the pill used to cut it to "Reconnecting in …" and push the button onto two.
+        assert page.evaluate(TEXT_CLIPPED, state.element_handle()) == [], state.inner_text()
+        shop = page.get_by_test_id("open-shop")
+        assert page.evaluate(TEXT_LINES, shop.element_handle()) == 1
+        assert bottom(shop) <= bottom(page.locator(".topbar"))
         console.tolerate = []
 
 

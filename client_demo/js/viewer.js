@@ -324,10 +324,17 @@ function showConnectionState(connectionState, detail) {
   const text = {
     connecting: "Connecting…",
     open: "Live",
-    reconnecting: `Reconnecting in ${Math.ceil((detail.inMs ?? 0) / 1000)} s…`,
+    reconnecting: "Reconnecting in ",
     closed: state.ended ? "Ended" : "Disconnected",
   };
   element.textContent = text[connectionState];
+  if (connectionState === "reconnecting") {
+    // The wait is kept on one line when the pill wraps on a phone.
+    const wait = document.createElement("span");
+    wait.className = "wait";
+    wait.textContent = `${Math.ceil((detail.inMs ?? 0) / 1000)} s…`;
+    element.append(wait);
+  }
   if (connectionState === "open") clearToasts(OFFLINE_TOAST);
   if (connectionState === "reconnecting" && state.pending.size > 0) offlineToast();
   if (connectionState !== "closed") return;
