@@ -326,16 +326,16 @@ def credit_purchase_arguments(
 def claw_back_arguments(
     user: UserKeys, order_id: str, payment_id: str, reason: str, now_ms: int, window_ms: int
 ) -> Arguments:
-    """KEYS and ARGV of ``claw_back.lua``."""
+    """KEYS and ARGV of ``claw_back.lua``, with a new id for this call."""
     return (
         [user.order(order_id), user.wallet, user.ledger, user.reversals, user.clawable],
-        [reason, payment_id, now_ms, order_id, window_ms],
+        [reason, payment_id, now_ms, order_id, window_ms, new_id("claw")],
     )
 
 
 def restore_purchase_arguments(user: UserKeys, order_id: str, payment_id: str, now_ms: int) -> Arguments:
-    """KEYS and ARGV of ``restore_purchase.lua``."""
-    return [user.order(order_id), user.wallet, user.ledger], [payment_id, now_ms, order_id]
+    """KEYS and ARGV of ``restore_purchase.lua``, with a new id for this call."""
+    return [user.order(order_id), user.wallet, user.ledger], [payment_id, now_ms, order_id, new_id("restore")]
 
 
 def _order_view(raw: dict[str, Any]) -> dict[str, Any]:

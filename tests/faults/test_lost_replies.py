@@ -34,10 +34,12 @@ from server.store.scripts import (
     BATTLE_ANSWER,
     BATTLE_CLAIM,
     CHAT_POST,
+    CLAW_BACK,
     CONNECTION_OPEN,
     CREATE_ORDER,
     CREDIT_PURCHASE,
     GIFT_DEBIT,
+    RESTORE_PURCHASE,
     WITHDRAW,
     WITHDRAWAL_DECIDE,
     Script,
@@ -348,3 +350,36 @@ async def test_a_payment_refused_for_its_provider_frees_its_claim_though_the_cla
         assert refused.value.code == "provider_mismatch"
         assert forwarder.lost == [claim.encode()]
         assert await store.redis.exists(claim) == 0
+
+
+async def test_a_clawback_and_its_restore_whose_replies_were_lost_are_applied_once_and_say_so(
+    tmp_path: Path,
+) -> None:
+    buyer, order_id, payment_id = unique("v"), unique("ord"), unique("pay")
+    async with losing_store(tmp_path) as (store, forwarder):
+        await order(store, buyer, order_id)
+        await pay(store, order_id, payment_id)
+        forwarder.lose(CLAW_BACK)
+        clawed = await store.payments.claw_back(order_id, payment_id, "refunded", now_ms(), 60_000)
+        assert forwarder.lost == [CLAW_BACK.sha.encode()]
+        # Applied by this call, as its first answer said: not a redelivery's "applied: false".
+        assert (clawed.applied, clawed.balance, clawed.coins_spent, clawed.gifts_queued) == (True, 0, 0, 0)
+        forwarder.lose(RESTORE_PURCHASE)
+        restored = await store.payments.restore(order_id, payment_id, now_ms())
+        assert forwarder.lost[-1] == RESTORE_PURCHASE.sha.encode()
+        assert (restored.restored, restored.balance, restored.coins) == (True, 550, 550)
+        assert (await store.wallets.get(buyer, 0)).coins == 550
+        # A redelivery of each later is one.
+        again = await store.payments.restore(order_id, payment_id, now_ms())
+        assert (again.restored, again.balance) == (False, None)
+        ledger = await store.redis.xrange(KeySchema(PREFIX).user(buyer).ledger)
+        assert [(entry["kind"], int(entry["delta"])) for _, entry in ledger] == [
+            ("purchase", 550),
+            ("clawback", -550),
+            ("restore", 550),
+        ]
+        clawed_again = await store.payments.claw_back(order_id, payment_id, "refunded", now_ms(), 60_000)
+        assert clawed_again.applied is True  # a second refund after the restore is a new one
+        assert (await store.wallets.get(buyer, 0)).coins == 0
+        redelivered = await store.payments.claw_back(order_id, payment_id, "refunded", now_ms(), 60_000)
+        assert (redelivered.applied, redelivered.balance) == (False, None)

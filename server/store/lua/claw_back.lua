@@ -20,6 +20,8 @@
 -- ARGV[3] - now, unix milliseconds
 -- ARGV[4] - order id
 -- ARGV[5] - the clawback window, milliseconds: only gifts this recent are taken
+-- ARGV[6] - a new id for this call: the same call run again (its reply lost) answers "ok"
+--           with what its first run did, a redelivery of the refund "already"
 --
 -- Returns one of:
 --   {"ok", balance, coins_spent, gifts_queued}
@@ -38,12 +40,17 @@ local payment_id = ARGV[2]
 local now = ARGV[3]
 local order_id = ARGV[4]
 local window_ms = tonumber(ARGV[5])
+local call_id = ARGV[6]
 
-local order = redis.call('HMGET', order_key, 'state', 'payment_id', 'coins', 'ledger_id')
+local order = redis.call('HMGET', order_key, 'state', 'payment_id', 'coins', 'clawed_by', 'clawback')
 if not order[1] then
   return {'unknown'}
 end
 if order[1] == 'refunded' or order[1] == 'charged_back' then
+  if order[4] == call_id then
+    local balance, spent, queued = string.match(order[5], '^(-?%d+)|(%d+)|(%d+)$')
+    return {'ok', balance, spent, queued}
+  end
   return {'already', order[1]}
 end
 if order[1] ~= 'paid' then
@@ -89,4 +96,5 @@ if spent > 0 then
     queued = queued + taken
   end
 end
+redis.call('HSET', order_key, 'clawed_by', call_id, 'clawback', balance .. '|' .. spent .. '|' .. queued)
 return {'ok', tostring(balance), tostring(spent), tostring(queued)}

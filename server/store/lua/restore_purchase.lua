@@ -8,6 +8,8 @@
 -- ARGV[1] - provider payment id
 -- ARGV[2] - now, unix milliseconds
 -- ARGV[3] - order id
+-- ARGV[4] - a new id for this call: the same call run again (its reply lost) answers "ok"
+--           with the balance its first run left, a redelivery "already"
 --
 -- Returns one of:
 --   {"ok", balance, coins}       the coins are back
@@ -22,8 +24,9 @@ local ledger_key = KEYS[3]
 local payment_id = ARGV[1]
 local now = ARGV[2]
 local order_id = ARGV[3]
+local call_id = ARGV[4]
 
-local order = redis.call('HMGET', order_key, 'state', 'payment_id', 'coins')
+local order = redis.call('HMGET', order_key, 'state', 'payment_id', 'coins', 'restored_by', 'restored_balance')
 if not order[1] then
   return {'unknown'}
 end
@@ -31,6 +34,9 @@ if order[2] and order[2] ~= payment_id then
   return {'wrong_payment', order[2]}
 end
 if order[1] == 'paid' then
+  if order[4] == call_id then
+    return {'ok', order[5], order[3]}
+  end
   return {'already'}
 end
 if order[1] ~= 'refunded' then
@@ -40,5 +46,6 @@ local coins = tonumber(order[3])
 local balance = redis.call('HINCRBY', wallet_key, 'coins', coins)
 redis.call('XADD', ledger_key, '*', 'kind', 'restore', 'delta', coins, 'balance', balance,
   'ref', order_id, 'payment_id', payment_id, 'ts', now)
-redis.call('HSET', order_key, 'state', 'paid', 'restored_ms', now)
+redis.call('HSET', order_key, 'state', 'paid', 'restored_ms', now, 'restored_by', call_id,
+  'restored_balance', balance)
 return {'ok', tostring(balance), tostring(coins)}
