@@ -119,7 +119,15 @@ class GiftService:
         if room.creator_id == sender_id:
             raise Conflict("creators cannot send gifts to their own room", code="self_gift")
         return await self._debit_and_deliver(
-            sender_id, room.creator_id, gift, request, fingerprint, now_ms, sender_name, room_id=room_id
+            sender_id,
+            room.creator_id,
+            gift,
+            request,
+            fingerprint,
+            now_ms,
+            sender_name,
+            room_id=room_id,
+            battle_id=room.battle_id,
         )
 
     async def send_to_video(
@@ -159,8 +167,10 @@ class GiftService:
         *,
         room_id: str = "",
         video_id: str = "",
+        battle_id: str | None = None,
     ) -> GiftOutcome:
-        """Price, debit and deliver a gift to a room or (``video_id``) a video, once checked."""
+        """Price, debit and deliver a gift to a room or (``video_id``) a video, once checked;
+        ``battle_id`` is the battle the room ran when it was checked (see ``deliver``)."""
         price = price_gift(gift, request.count, self.settings.creator_share)
         credit = CreatorCredit(
             event_id=new_id("g"),
@@ -201,7 +211,7 @@ class GiftService:
             metrics.COINS_SPENT.inc(debit.cost)
             try:
                 credit = dataclasses.replace(credit, debit_ms=debit.debit_ms)
-                await self.deliver(credit, balance=debit.coins, clear_now=False)
+                await self.deliver(credit, balance=debit.coins, clear_now=False, battle_id=battle_id)
             except Exception as exc:
                 metrics.engine_error(exc)
                 # The debit stands and the outbox holds the credit; the sweeper finishes it.
@@ -209,17 +219,33 @@ class GiftService:
         return GiftOutcome(debit.event_id, debit.coins, debit.cost, debit.replayed)
 
     async def deliver(
-        self, credit: CreatorCredit, balance: int | None = None, clear_now: bool = True
+        self,
+        credit: CreatorCredit,
+        balance: int | None = None,
+        clear_now: bool = True,
+        battle_id: str | None = None,
     ) -> bool:
         """Publish the gift into its room (or its video) and credit the creator, count it in
         the room's battle if its debit fell in one, then clear the outbox entry.
+
+        The battle its debit fell in is the room's answer to the publish. ``battle_id``, the
+        battle the room ran when the gift was checked, is almost always that one: the gift is
+        counted there in the same round trip, ahead of the publish, so the room's viewers
+        never see a gift before its battle's score holds it (the hub reads both each tick).
+        ``battle_score.lua`` counts a gift only if its debit fell in the battle's window, so
+        a battle that ended meanwhile counts nothing, and the battle the publish names, if
+        another, is counted after it as before.
 
         Every step is guarded per gift event, so delivering twice changes nothing the second
         time. Returns True if the creator was credited by this call.
         """
         gift = self.catalog.gifts.get(credit.gift_id)
-        # Both are queued now and go to the engine in the same round trip (store.batch).
+        # All are queued now and go to the engine in the same round trip (store.batch), in
+        # this order.
         sender_name = credit.sender_name or credit.sender_id
+        counted = None
+        if battle_id is not None and credit.debit_ms is not None and not credit.video_id:
+            counted = self.store.battles.score(battle_id, credit)
         published: asyncio.Future[Any]
         if credit.video_id:
             published = self.store.videos.publish_gift(credit, sender_name=sender_name)
@@ -240,13 +266,17 @@ class GiftService:
         try:
             outcome = await published
         finally:
-            # Awaited whatever the room's outcome, so neither error goes unobserved.
-            credited = await credit_applied
+            # Awaited whatever the room's outcome, so no error goes unobserved.
+            try:
+                credited = await credit_applied
+            finally:
+                if counted is not None:
+                    await counted
         # A gift in a live counts in the room's battle its debit fell in, if there is one.
         battle = None
         if isinstance(outcome, Published) and credit.debit_ms is not None:
             battle = outcome.battle_id
-        if battle is not None:
+        if battle is not None and battle != battle_id:
             await self.store.battles.score(battle, credit)
         if credited:
             metrics.DIAMONDS_CREDITED.inc(credit.diamonds)

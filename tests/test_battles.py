@@ -250,6 +250,55 @@ def test_scores_are_exact_and_a_forfeit_ends_the_battle(arena: Arena) -> None:
     arena.audit_ok()
 
 
+def test_a_battle_event_never_shows_a_score_short_of_the_gifts_the_viewer_was_shown(arena: Arena) -> None:
+    """A gift in a running battle is counted before it is published, so a ``battle`` event
+    holds every gift its viewer has been shown, in the same batch or before: never a
+    score that trails the gifts on screen. Gifts come in bursts from several connections,
+    so that many go out together and the hub's ticks carry them."""
+    a, room_a = arena.live()
+    b, room_b = arena.live()
+    fans = [unique("v") for _ in range(4)]
+    for fan in fans:
+        arena.api.buy(fan, "us_550")
+
+    async def run() -> None:
+        battle_id = (await asyncio.to_thread(arena.running, a, b))["battle_id"]
+        watcher = await RoomSocket.open(arena.base_url, room_a, arena.api.token(unique("v")))
+        assert score_frame((await watcher.welcome())["battle"]["sides"]) == (0, 0)
+        senders = [await RoomSocket.open(arena.base_url, room_a, arena.api.token(fan)) for fan in fans]
+        for sender in senders:
+            await sender.welcome()
+        sent = 0
+        for _ in range(10):
+            for sender in senders:
+                mine = [unique("k") for _ in range(8)]
+                marks = len(sender.frames)
+                sender.send_together(
+                    [{"type": "gift", "gift_id": "rose", "count": 1, "idempotency_key": k} for k in mine]
+                )
+                for k in mine:
+                    ack = await sender.answer(k, after=marks)
+                    assert ack["type"] == "gift_ack", ack
+                sent += len(mine)
+        await wait_scores(watcher, battle_id, (sent, 0))
+        await watcher.wait_gift_count(sent)
+        shown, short = 0, []
+        for frame in watcher.frames:
+            for event in frame.get("events", ()) if frame["type"] == "batch" else ():
+                if event["type"] == "gift":
+                    shown += PRICES[event["gift_id"]] * event["count"]
+                elif event["type"] == "battle" and score_frame(event["sides"])[0] < shown:
+                    short.append((score_frame(event["sides"])[0], shown))
+        assert shown == sent and short == [], short
+        for socket in (watcher, *senders):
+            await socket.close()
+        # Ended, so that the audit checks it counted each gift once.
+        assert arena.api.end_room(b, room_b).status_code == 200
+
+    asyncio.run(run())
+    arena.audit_ok()
+
+
 def test_a_resume_across_the_start_ends_on_the_current_scores(arena: Arena) -> None:
     a, room_a = arena.live()
     b, _ = arena.live()
