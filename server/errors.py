@@ -142,6 +142,12 @@ class ProviderUnavailable(GiftingError):
     status = 503
     default_code = "provider_unavailable"
 
+    @classmethod
+    def not_configured(cls, provider: str, hint: str) -> ProviderUnavailable:
+        """The refusal of a request for ``provider`` on a server not set up for it; ``hint``
+        names what would set it up, or what is set up instead."""
+        return cls(f"payment provider {provider!r} is not configured on this server ({hint})")
+
 
 class ProviderError(GiftingError):
     """A payment provider that this server is configured for failed to answer, or answered

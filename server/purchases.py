@@ -74,9 +74,7 @@ class Purchases:
         found = self.checkouts.get(provider)
         if found is None:
             configured = ", ".join(sorted(self.checkouts)) or "none"
-            raise ProviderUnavailable(
-                f"payment provider {provider!r} is not configured on this server (configured: {configured})"
-            )
+            raise ProviderUnavailable.not_configured(provider, f"configured: {configured}")
         return found
 
     async def open(self, user_id: str, package: Package, provider: str | None, now_ms: int) -> dict[str, Any]:

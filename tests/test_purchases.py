@@ -343,6 +343,19 @@ def test_a_provider_this_server_is_not_configured_for_answers_503_and_writes_not
         assert client.zcard(keys.user(viewer).pending_orders) == 0
     sandbox = api.order(viewer)
     assert sandbox["provider"] == "sandbox" and sandbox["state"] == "pending"
+    # Each provider's own routes say so in the same words, naming the settings that set it up.
+    for path, provider, setting in (
+        ("/v1/payments/stripe/webhook", "stripe", "GIFTING_STRIPE_SECRET_KEY"),
+        ("/v1/purchases/apple", "apple", "GIFTING_APPLE_BUNDLE_ID"),
+        ("/v1/payments/apple/notifications", "apple", "GIFTING_APPLE_ROOT_CERTS"),
+        ("/v1/purchases/google", "google", "GIFTING_GOOGLE_PACKAGE_NAME"),
+        ("/v1/payments/google/notifications", "google", "GIFTING_GOOGLE_PUSH_AUDIENCE"),
+    ):
+        reply = api.http.post(path, json={}, headers=api.auth(viewer))
+        assert reply.status_code == 503, (path, reply.text)
+        message = reply.json()["error"]["message"]
+        assert message.startswith(f"payment provider {provider!r} is not configured on this server (set ")
+        assert setting in message, message
 
 
 def test_an_order_opened_with_one_provider_is_not_paid_through_another(

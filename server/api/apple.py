@@ -17,7 +17,7 @@ from starlette.routing import Route
 from server.api.context import JSON, Context, caller, context, now_ms, read_json
 from server.domain.requests import AppleNotification, AppleTransactionRequest, parse
 from server.errors import InvalidRequest, NotFound, ProviderUnavailable
-from server.providers.apple import PROVIDER, AppleStore, Transaction
+from server.providers.apple import PROVIDER, SETTINGS, AppleStore, Transaction
 from server.store.payments import PAYMENT_CLAIM_TTL_S
 
 log = logging.getLogger(__name__)
@@ -25,10 +25,7 @@ log = logging.getLogger(__name__)
 
 def apple_store(ctx: Context) -> AppleStore:
     if ctx.apple is None:
-        raise ProviderUnavailable(
-            "payment provider 'apple' is not configured on this server "
-            "(GIFTING_APPLE_BUNDLE_ID and GIFTING_APPLE_ROOT_CERTS)"
-        )
+        raise ProviderUnavailable.not_configured(PROVIDER, "set " + ", ".join(SETTINGS))
     return ctx.apple
 
 

@@ -24,6 +24,7 @@ from server.providers.google import (
     PRODUCT_TYPE_ONE_TIME,
     PROVIDER,
     PURCHASED,
+    SETTINGS,
     DeveloperNotification,
     GooglePlay,
     VoidedPurchase,
@@ -37,11 +38,7 @@ log = logging.getLogger(__name__)
 
 def google_play(ctx: Context) -> GooglePlay:
     if ctx.google is None:
-        raise ProviderUnavailable(
-            "payment provider 'google' is not configured on this server (GIFTING_GOOGLE_PACKAGE_NAME, "
-            "GIFTING_GOOGLE_SERVICE_ACCOUNT_FILE, GIFTING_GOOGLE_PUSH_AUDIENCE and "
-            "GIFTING_GOOGLE_PUSH_SERVICE_ACCOUNT)"
-        )
+        raise ProviderUnavailable.not_configured(PROVIDER, "set " + ", ".join(SETTINGS))
     return ctx.google
 
 

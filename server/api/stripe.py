@@ -26,7 +26,7 @@ from starlette.routing import Route
 from server.api.context import JSON, Context, context, decode_json, now_ms, read_body
 from server.domain.requests import parse
 from server.errors import Conflict, NotFound, ProviderUnavailable
-from server.providers.stripe import HEADER, PROVIDER, StripeCheckout
+from server.providers.stripe import HEADER, PROVIDER, SETTINGS, StripeCheckout
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,7 @@ class StripeObject(msgspec.Struct, frozen=True):
 def stripe_of(ctx: Context) -> StripeCheckout:
     checkout = ctx.purchases.checkouts.get(PROVIDER)
     if not isinstance(checkout, StripeCheckout):
-        raise ProviderUnavailable(
-            "Stripe is not configured on this server (GIFTING_STRIPE_SECRET_KEY, "
-            "GIFTING_STRIPE_PUBLISHABLE_KEY, GIFTING_STRIPE_WEBHOOK_SECRETS)"
-        )
+        raise ProviderUnavailable.not_configured(PROVIDER, "set " + ", ".join(SETTINGS))
     return checkout
 
 

@@ -34,6 +34,8 @@ from server.errors import BadSignature, InvalidRequest
 from server.settings import Settings, load_root
 
 PROVIDER = "apple"
+# What sets it up (server.settings).
+SETTINGS = ("GIFTING_APPLE_BUNDLE_ID", "GIFTING_APPLE_ROOT_CERTS")
 # StoreKit sells a consumable in a quantity of 1 to 10.
 MAX_QUANTITY = 10
 _TRANSACTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,58}\Z")

@@ -43,6 +43,13 @@ from server.errors import BadSignature, InvalidRequest, ProviderError
 from server.settings import Settings
 
 PROVIDER = "google"
+# What sets it up (server.settings).
+SETTINGS = (
+    "GIFTING_GOOGLE_PACKAGE_NAME",
+    "GIFTING_GOOGLE_SERVICE_ACCOUNT_FILE",
+    "GIFTING_GOOGLE_PUSH_AUDIENCE",
+    "GIFTING_GOOGLE_PUSH_SERVICE_ACCOUNT",
+)
 SCOPE = "https://www.googleapis.com/auth/androidpublisher"
 # ProductPurchase.purchaseState
 PURCHASED, CANCELED, PENDING = 0, 1, 2

@@ -22,6 +22,8 @@ from server.settings import Settings
 log = logging.getLogger(__name__)
 
 PROVIDER = "stripe"
+# What sets it up (server.settings).
+SETTINGS = ("GIFTING_STRIPE_SECRET_KEY", "GIFTING_STRIPE_PUBLISHABLE_KEY", "GIFTING_STRIPE_WEBHOOK_SECRETS")
 HEADER = "Stripe-Signature"
 # A Stripe request that takes longer than this is given up (the library retries it, with its
 # idempotency key, up to RETRIES times): the page is waiting on the order's answer.
