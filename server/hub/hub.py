@@ -7,7 +7,8 @@ One task per process runs the tick loop:
 2. one pipelined ``room_state.lua`` call per room that needs it refreshes the leaderboard,
    goal and viewer count, and reports this process's viewers (expiring presence); a room
    whose last batch needed it (a busy room) has it read in the same round trip as the
-   ``XREAD``, after it (``Rooms.read_with_states``);
+   ``XREAD``, after it (``Rooms.read_with_states``), and so has every running battle of
+   the local rooms (``battle_state.lua``), for the rooms' ``battle`` events;
 3. every room with something new gets one ``batch`` frame, encoded once per subprotocol
    and written to all its connections (``LocalRoom.broadcast``);
 4. combos whose sender stopped are closed (``combo_expire.lua``, exactly once overall);
@@ -62,6 +63,7 @@ from server.hub.room import LocalRoom, Viewer, catch_up_frames, state_changes
 from server.hub.slots import ConnectionSlots
 from server.settings import Settings
 from server.store import ENGINE_ERRORS, Store
+from server.store.battles import Battle
 from server.store.moderation import banned_error
 from server.store.overlays import overlay_revoked_error
 from server.store.records import RoomState
@@ -479,15 +481,27 @@ class Hub:
         # A room whose last batch needed its state read (a gift, a goal, a follow) most likely
         # needs it again: its state is read in the same round trip as the streams, after them.
         ahead = [(room_id, -1) for room_id, room in self.rooms.items() if room.cued and not room.ended]
-        read, replies = await self.store.rooms.read_with_states(
-            cursors, READ_COUNT, ahead, self.node_id, self._presence_ttl_ms
+        # So are the running battles' records: a gift in a battle is scored before it is
+        # published (GiftService.deliver), so a battle read right after the rooms' logs counts
+        # every gift those reads found.
+        battle_ids = self._battle_ids(list(self.rooms))
+        read, replies, battle_replies = await self.store.rooms.read_with_states(
+            cursors,
+            READ_COUNT,
+            ahead,
+            self.node_id,
+            self._presence_ttl_ms,
+            self.store.battles.state_calls(battle_ids),
         )
         known = {room_id: state for (room_id, _), state in zip(ahead, replies, strict=True) if state}
+        battles = dict(
+            zip(battle_ids, self.store.battles.from_states(battle_ids, battle_replies), strict=True)
+        )
         for room_id, entries in read:
             self._add_events(room_id, entries)
         started = time.perf_counter()
         now = time.monotonic()
-        await self._deliver(list(self.rooms), tick=True, known=known)
+        await self._deliver(list(self.rooms), tick=True, known=known, battles=battles)
         # A room that sent nothing this tick, with its last frame at least QUIET_TICKS of a
         # tick ago, sends its next event at once (``_between_ticks``).
         quiet_s = self.settings.tick_ms / 1000 * QUIET_TICKS
@@ -561,21 +575,25 @@ class Hub:
             self._watch_combos(room_id, events)
 
     async def _deliver(
-        self, room_ids: list[str], tick: bool, known: dict[str, RoomState] | None = None
+        self,
+        room_ids: list[str],
+        tick: bool,
+        known: dict[str, RoomState] | None = None,
+        battles: dict[str, Battle | None] | None = None,
     ) -> None:
         """Refresh the state of the rooms that need it (but those in ``known``, read with
         the streams) and send each room its batch: every room at a tick, a quiet room's
-        first events between ticks."""
+        first events between ticks. ``battles``: the battles read with the streams."""
         states = await self._refresh_states(room_ids, tick, known or {})
         # The battles' scores only at a tick: one read serves every room of a battle, so
         # its rooms show the same ``battle`` events (a quiet room's gift shows its score
         # change at the next tick).
-        battles = await self._read_battles(room_ids) if tick else {}
+        frames = await self._battle_frames(room_ids, battles or {}) if tick else {}
         now = time.monotonic()
         for room_id in room_ids:
             room = self.rooms.get(room_id)
             if room is not None and self._flush(
-                room_id, room, states.get(room_id), battles.get(room.battle_id or "")
+                room_id, room, states.get(room_id), frames.get(room.battle_id or "")
             ):
                 room.sent_at, room.quiet = now, False
         async with self._progress:
@@ -618,15 +636,23 @@ class Hub:
     def _presence_ttl_ms(self) -> int:
         return int(self.settings.presence_ttl_s * 1000)
 
-    async def _read_battles(self, room_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """The ``battle`` event of each running battle of these rooms, as its record stands
-        now: one read per battle a tick, however many rooms and connections show it."""
+    def _battle_ids(self, room_ids: list[str]) -> list[str]:
+        """The battles these rooms show."""
         rooms = [room for room_id in room_ids if (room := self.rooms.get(room_id)) is not None]
-        ids = sorted({room.battle_id for room in rooms if room.battle_id and not room.ended})
-        if not ids:
-            return {}
-        battles = await self.store.battles.states(ids)
-        return {b.battle_id: b.frame() for b in battles if b is not None and b.state == "running"}
+        return sorted({room.battle_id for room in rooms if room.battle_id and not room.ended})
+
+    async def _battle_frames(
+        self, room_ids: list[str], read: dict[str, Battle | None]
+    ) -> dict[str, dict[str, Any]]:
+        """The ``battle`` event of each running battle of these rooms, as its record stands
+        now: one read per battle a tick, however many rooms and connections show it. The
+        battles ``read`` with the streams are not read again; one that started in this
+        tick's events is read now."""
+        missing = [b for b in self._battle_ids(room_ids) if b not in read]
+        found = dict(read)
+        if missing:
+            found.update(zip(missing, await self.store.battles.states(missing), strict=True))
+        return {b.battle_id: b.frame() for b in found.values() if b is not None and b.state == "running"}
 
     @property
     def _slot_ttl_ms(self) -> int:

@@ -257,8 +257,15 @@ class Battles:
 
     async def states(self, battle_ids: Sequence[str]) -> list[Battle | None]:
         """The battles as they are now, in one round trip (None for an unknown id)."""
-        calls = [Call(BATTLE_STATE, *state_arguments(self.keys.battle(b), self._top)) for b in battle_ids]
-        replies = await self.runner.pipeline(calls)
+        return self.from_states(battle_ids, await self.runner.pipeline(self.state_calls(battle_ids)))
+
+    def state_calls(self, battle_ids: Sequence[str]) -> list[Call]:
+        """The calls that read the battles as they are now, for a pipeline of their reader's."""
+        return [Call(BATTLE_STATE, *state_arguments(self.keys.battle(b), self._top)) for b in battle_ids]
+
+    @staticmethod
+    def from_states(battle_ids: Sequence[str], replies: Sequence[Any]) -> list[Battle | None]:
+        """The battles the replies of ``state_calls`` describe (None for an unknown id)."""
         return [battle_from_reply(b, reply) for b, reply in zip(battle_ids, replies, strict=True)]
 
     # -- the rooms ------------------------------------------------------------------------

@@ -326,22 +326,29 @@ class Rooms:
         return read
 
     async def read_with_states(
-        self, cursors: dict[str, str], count: int, reports: Sequence[tuple[str, int]], node: str, ttl_ms: int
-    ) -> tuple[list[tuple[str, list[StreamEntry]]], list[RoomState | None]]:
-        """``read`` without waiting, then ``states`` of ``reports``, each state read after the
-        entries: in one round trip on one engine, in two on a cluster."""
-        if self._wakeups is not None or not cursors or not reports:
+        self,
+        cursors: dict[str, str],
+        count: int,
+        reports: Sequence[tuple[str, int]],
+        node: str,
+        ttl_ms: int,
+        also: Sequence[Call] = (),
+    ) -> tuple[list[tuple[str, list[StreamEntry]]], list[RoomState | None], list[Any]]:
+        """``read`` without waiting, then ``states`` of ``reports`` and the calls ``also``
+        (their raw replies), each read after the entries: in one round trip on one engine,
+        in two on a cluster."""
+        after = [*(self._state_call(room_id, node, viewers, ttl_ms) for room_id, viewers in reports), *also]
+        if self._wakeups is not None or not cursors or not after:
             read = await self.read(cursors, None, count) if cursors else []
-            return read, (await self.states(reports, node, ttl_ms) if reports else [])
-        keys = {self._keys.room(room_id).events: room_id for room_id in cursors}
-        replies = await self._runner.pipeline(
-            [
-                Call.command("XREAD", "COUNT", count, "STREAMS", *keys, *cursors.values()),
-                *(self._state_call(room_id, node, viewers, ttl_ms) for room_id, viewers in reports),
-            ]
-        )
-        read = [(keys[key], entries) for key, entries in replies[0] or []]
-        return read, [RoomState.from_reply(reply) for reply in replies[1:]]
+            replies = await self._runner.pipeline(after) if after else []
+        else:
+            keys = {self._keys.room(room_id).events: room_id for room_id in cursors}
+            streams, *replies = await self._runner.pipeline(
+                [Call.command("XREAD", "COUNT", count, "STREAMS", *keys, *cursors.values()), *after]
+            )
+            read = [(keys[key], entries) for key, entries in streams or []]
+        states = [RoomState.from_reply(reply) for reply in replies[: len(reports)]]
+        return read, states, replies[len(reports) :]
 
     async def aclose(self) -> None:
         if self._wakeups is not None:
