@@ -40,6 +40,13 @@ class Arena:
         creator = unique("c")
         return creator, self.api.open_room(creator)
 
+    def fans(self, count: int, package: str) -> list[str]:
+        """``count`` new viewers, each with ``package``'s coins."""
+        fans = [unique("v") for _ in range(count)]
+        for fan in fans:
+            self.api.buy(fan, package)
+        return fans
+
     def post(
         self, user: str, path: str, body: dict[str, Any] | None = None, role: str = "creator"
     ) -> httpx.Response:
@@ -182,9 +189,7 @@ def test_an_accept_tapped_several_times_at_once_starts_the_battle_once_and_keeps
 def test_scores_are_exact_and_a_forfeit_ends_the_battle(arena: Arena) -> None:
     a, room_a = arena.live()
     b, room_b = arena.live()
-    fans = [unique("v") for _ in range(3)]
-    for fan in fans:
-        arena.api.buy(fan, "us_2650")
+    fans = arena.fans(3, "us_2650")
 
     async def run() -> None:
         token = arena.api.token(unique("v"))
@@ -257,9 +262,7 @@ def test_a_battle_event_never_shows_a_score_short_of_the_gifts_the_viewer_was_sh
     so that many go out together and the hub's ticks carry them."""
     a, room_a = arena.live()
     b, room_b = arena.live()
-    fans = [unique("v") for _ in range(4)]
-    for fan in fans:
-        arena.api.buy(fan, "us_550")
+    fans = arena.fans(4, "us_550")
 
     async def run() -> None:
         battle_id = (await asyncio.to_thread(arena.running, a, b))["battle_id"]
