@@ -46,6 +46,7 @@ Any other exception is answered as one of them by ``api.answers.client_error``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 
@@ -143,9 +144,15 @@ class ProviderUnavailable(GiftingError):
     default_code = "provider_unavailable"
 
     @classmethod
-    def not_configured(cls, provider: str, hint: str) -> ProviderUnavailable:
-        """The refusal of a request for ``provider`` on a server not set up for it; ``hint``
-        names what would set it up, or what is set up instead."""
+    def not_configured(
+        cls, provider: str, *, settings: Sequence[str] = (), configured: Iterable[str] | None = None
+    ) -> ProviderUnavailable:
+        """The refusal of a request for ``provider`` on a server not set up for it: naming the
+        ``settings`` that would set it up, or the providers ``configured`` instead."""
+        if configured is not None:
+            hint = "configured: " + (", ".join(sorted(configured)) or "none")
+        else:
+            hint = "set " + ", ".join(settings)
         return cls(f"payment provider {provider!r} is not configured on this server ({hint})")
 
 

@@ -73,8 +73,7 @@ class Purchases:
     def checkout(self, provider: str) -> Checkout:
         found = self.checkouts.get(provider)
         if found is None:
-            configured = ", ".join(sorted(self.checkouts)) or "none"
-            raise ProviderUnavailable.not_configured(provider, f"configured: {configured}")
+            raise ProviderUnavailable.not_configured(provider, configured=self.checkouts)
         return found
 
     async def open(self, user_id: str, package: Package, provider: str | None, now_ms: int) -> dict[str, Any]:

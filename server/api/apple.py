@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def apple_store(ctx: Context) -> AppleStore:
     if ctx.apple is None:
-        raise ProviderUnavailable.not_configured(PROVIDER, "set " + ", ".join(SETTINGS))
+        raise ProviderUnavailable.not_configured(PROVIDER, settings=SETTINGS)
     return ctx.apple
 
 

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def google_play(ctx: Context) -> GooglePlay:
     if ctx.google is None:
-        raise ProviderUnavailable.not_configured(PROVIDER, "set " + ", ".join(SETTINGS))
+        raise ProviderUnavailable.not_configured(PROVIDER, settings=SETTINGS)
     return ctx.google
 
 

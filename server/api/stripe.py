@@ -62,7 +62,7 @@ class StripeObject(msgspec.Struct, frozen=True):
 def stripe_of(ctx: Context) -> StripeCheckout:
     checkout = ctx.purchases.checkouts.get(PROVIDER)
     if not isinstance(checkout, StripeCheckout):
-        raise ProviderUnavailable.not_configured(PROVIDER, "set " + ", ".join(SETTINGS))
+        raise ProviderUnavailable.not_configured(PROVIDER, settings=SETTINGS)
     return checkout
 
 

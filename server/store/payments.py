@@ -184,8 +184,9 @@ class Payments:
         claimed_for = await self._redis.get(claim)
         claimed_now = claimed_for is None
         if claimed_now:
-            await self._redis.set(claim, order_id, nx=True, ex=PAYMENT_CLAIM_TTL_S)
-            claimed_for = await self._redis.get(claim)
+            # ``GET``: the claim a concurrent call made first, or None if this one made it.
+            taken = await self._redis.set(claim, order_id, nx=True, ex=PAYMENT_CLAIM_TTL_S, get=True)
+            claimed_for = taken or order_id
         if claimed_for != order_id:
             raise Conflict(
                 f"payment {payment_id!r} already paid order {claimed_for!r}", code="payment_reused"
