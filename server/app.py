@@ -41,6 +41,7 @@ from server.api.context import JSON, Context, now_ms
 from server.api.deadline import EngineBudget
 from server.api.limits import ClientLimiter, RequestLimits
 from server.api.request_ids import RequestIds
+from server.auth import Verifier
 from server.battles import BattleService
 from server.chat import ChatService
 from server.clawbacks import Clawbacks
@@ -139,7 +140,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             engine=engine,
             apple=AppleStore.configured(settings, catalog),
             google=GooglePlay.configured(settings, catalog),
-            keys=keys,
+            tokens=Verifier(settings.jwt_secret, keys),
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)
         await store.catalog.apply_to(catalog)

@@ -1,6 +1,8 @@
 """Identity: bearer JWTs. HS256 ones signed with ``GIFTING_JWT_SECRET`` (``sub``, ``role``, ``exp``),
 and RS256/ES256 ones from the platform's OpenID Connect provider, checked against its cached keys
-(``server.oidc.KeySet``) with the claim mapping of the settings."""
+(``server.oidc.KeySet``) with the claim mapping of the settings. ``Verifier`` is the one way a
+request or a room socket has its token checked: it keeps what it found for each token until the
+token expires."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jwt
+from cachetools import TLRUCache
 
 from server.domain.ids import check_id
 from server.errors import Forbidden, Unauthorized
@@ -28,6 +31,9 @@ OIDC_ALGORITHMS = ("RS256", "ES256")
 # The role of an OIDC token that has no role claim: the platform's users are viewers unless
 # their provider says otherwise.
 DEFAULT_OIDC_ROLE = "viewer"
+# How many checked tokens a process keeps (a few hundred bytes each): one per viewer of a full
+# server, so that a restart's reconnecting viewers and every HTTP call of a client are a lookup.
+VERIFIED_TOKENS = 32_768
 
 
 @dataclass(frozen=True)
@@ -50,34 +56,74 @@ def issue_token(secret: str, user_id: str, role: str, ttl_s: int = 86_400, name:
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def principal_from_header(header: str | None, secret: str, keys: KeySet | None = None) -> Principal:
-    """The caller named by ``Authorization: Bearer <jwt>``, or ``Unauthorized`` saying why not."""
-    if not header:
-        raise Unauthorized("missing Authorization: Bearer <token> header")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-    return principal_from_token(token.strip(), secret, keys)
+@dataclass(frozen=True)
+class Verified:
+    """A checked token's principal, until when it holds, and the OIDC key that signed it."""
+
+    principal: Principal
+    expires: float
+    kid: str | None = None
 
 
-def principal_from_token(token: str, secret: str, keys: KeySet | None = None) -> Principal:
-    """The caller a token names: by its header's ``alg``, an HS256 token is checked with the
-    secret, an RS256/ES256 one against the OIDC provider's keys (refused when none are set)."""
-    try:
-        alg = jwt.get_unverified_header(token).get("alg")
-    except jwt.InvalidTokenError as exc:
-        raise Unauthorized(f"invalid token: {exc}") from None
-    if alg == ALGORITHM:
-        return _principal_from_secret(token, secret)
-    if alg in OIDC_ALGORITHMS:
-        if keys is None:
-            raise Unauthorized(f"invalid token: {alg} tokens need the OIDC provider, which is not configured")
-        return _principal_from_provider(token, alg, keys)
-    accepted = ", ".join((ALGORITHM, *OIDC_ALGORITHMS) if keys is not None else (ALGORITHM,))
-    raise Unauthorized(f"invalid token: the algorithm {str(alg)[:16]!r} is not accepted (only {accepted})")
+class Verifier:
+    """Checks bearer tokens: by its header's ``alg``, an HS256 token with the secret, an
+    RS256/ES256 one against the OIDC provider's keys (refused when none are set).
+
+    A token that passed is kept until its ``exp``, so the same token again costs a lookup, not a
+    signature and three JSON parses: a viewer presents the same token on every reconnect and a
+    client on every call. An OIDC token is checked again once its key is no longer among the
+    provider's, and so refused. A refused token is never kept.
+    """
+
+    def __init__(self, secret: str, keys: KeySet | None = None, size: int = VERIFIED_TOKENS) -> None:
+        self.secret = secret
+        self.keys = keys
+        self._checked: TLRUCache[str, Verified] = TLRUCache(
+            size, ttu=lambda _token, verified, _now: verified.expires, timer=time.time
+        )
+
+    def header(self, header: str | None) -> Principal:
+        """The caller named by ``Authorization: Bearer <jwt>``, or ``Unauthorized`` saying why not."""
+        if not header:
+            raise Unauthorized("missing Authorization: Bearer <token> header")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+        return self.token(token.strip())
+
+    def token(self, token: str) -> Principal:
+        """The caller ``token`` names, or ``Unauthorized`` saying why not."""
+        verified = self._checked.get(token)
+        if verified is not None and (verified.kid is None or self._holds(verified.kid)):
+            return verified.principal
+        verified = self._verify(token)
+        self._checked[token] = verified
+        return verified.principal
+
+    def _holds(self, kid: str) -> bool:
+        return self.keys is not None and self.keys.key(kid) is not None
+
+    def _verify(self, token: str) -> Verified:
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from None
+        keys = self.keys
+        if alg == ALGORITHM:
+            return _verified_by_secret(token, self.secret)
+        if alg in OIDC_ALGORITHMS:
+            if keys is None:
+                raise Unauthorized(
+                    f"invalid token: {alg} tokens need the OIDC provider, which is not configured"
+                )
+            return _verified_by_provider(token, alg, keys)
+        accepted = ", ".join((ALGORITHM, *OIDC_ALGORITHMS) if keys is not None else (ALGORITHM,))
+        raise Unauthorized(
+            f"invalid token: the algorithm {str(alg)[:16]!r} is not accepted (only {accepted})"
+        )
 
 
-def _principal_from_secret(token: str, secret: str) -> Principal:
+def _verified_by_secret(token: str, secret: str) -> Verified:
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "role", "exp"]}
@@ -86,10 +132,11 @@ def _principal_from_secret(token: str, secret: str) -> Principal:
         raise Unauthorized("the token has expired") from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"invalid token: {exc}") from None
-    return _principal(claims["sub"], claims["role"], claims.get("name"), "sub")
+    principal = _principal(claims["sub"], claims["role"], claims.get("name"), "sub")
+    return Verified(principal, float(claims["exp"]))
 
 
-def _principal_from_provider(token: str, alg: str, keys: KeySet) -> Principal:
+def _verified_by_provider(token: str, alg: str, keys: KeySet) -> Verified:
     kid = jwt.get_unverified_header(token).get("kid")
     if not isinstance(kid, str):
         raise Unauthorized("invalid token: an OIDC token must name its key (kid)")
@@ -117,7 +164,8 @@ def _principal_from_provider(token: str, alg: str, keys: KeySet) -> Principal:
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"invalid token: {exc}") from None
     role = claims.get(mapping.role, DEFAULT_OIDC_ROLE)
-    return _principal(claims[mapping.user], role, claims.get(mapping.name), mapping.user)
+    principal = _principal(claims[mapping.user], role, claims.get(mapping.name), mapping.user)
+    return Verified(principal, float(claims["exp"]), kid)
 
 
 def _principal(sub: Any, role: Any, name: Any, user_claim: str) -> Principal:

@@ -3,7 +3,7 @@
 A ``KeySet`` fetches the provider's JWKS (from ``GIFTING_JWKS_URL``, or the ``jwks_uri`` of
 ``<GIFTING_OIDC_ISSUER>/.well-known/openid-configuration``) with a non-blocking client at
 start-up, every ``REFRESH_EVERY_S`` and when a token names a key it does not hold (at most once
-per ``GIFTING_JWKS_MIN_REFRESH_S``). Verification itself (``server.auth.principal_from_token``)
+per ``GIFTING_JWKS_MIN_REFRESH_S``). Verification itself (``server.auth.Verifier``)
 is synchronous against the cached keys; ``prepare`` is the await that runs before it, called by
 ``KeyRefresh`` for HTTP requests and by the room socket for its handshake.
 """

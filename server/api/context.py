@@ -9,7 +9,7 @@ import orjson
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from server.auth import Principal, principal_from_header
+from server.auth import Principal, Verifier
 from server.battles import BattleService
 from server.chat import ChatService
 from server.clawbacks import Clawbacks
@@ -18,7 +18,6 @@ from server.engine import EngineSupervisor
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.gifting import GiftService
 from server.hub.hub import Hub
-from server.oidc import KeySet
 from server.providers.apple import AppleStore
 from server.providers.google import GooglePlay
 from server.purchases import Purchases
@@ -39,14 +38,14 @@ class Context:
     chat: ChatService
     social: SocialService
     battles: BattleService
+    # Checks bearer tokens, with the OpenID Connect provider's keys when its sign-in is configured.
+    tokens: Verifier
     # The embedded engine's supervisor, in the process that runs it (one process serving).
     engine: EngineSupervisor | None = None
     # The App Store, if configured (GIFTING_APPLE_*).
     apple: AppleStore | None = None
     # Google Play, if configured (GIFTING_GOOGLE_*).
     google: GooglePlay | None = None
-    # The OpenID Connect provider's keys, when its sign-in is configured (server.oidc).
-    keys: KeySet | None = None
 
 
 def context(conn: HTTPConnection) -> Context:
@@ -56,8 +55,7 @@ def context(conn: HTTPConnection) -> Context:
 
 def caller(request: Request, *roles: str) -> Principal:
     """The authenticated caller, optionally required to hold one of ``roles``."""
-    ctx = context(request)
-    principal = principal_from_header(request.headers.get("authorization"), ctx.settings.jwt_secret, ctx.keys)
+    principal = context(request).tokens.header(request.headers.get("authorization"))
     return principal.require(*roles) if roles else principal
 
 

@@ -32,7 +32,7 @@ from server.api import request_ids
 from server.api.answers import answer, client_error
 from server.api.context import Context, now_ms
 from server.api.limits import ClientLimiter
-from server.auth import CHAT_ROLES, GIFTING_ROLES, Principal, principal_from_token
+from server.auth import CHAT_ROLES, GIFTING_ROLES, Principal
 from server.chat import ChatOutcome
 from server.domain.ids import check_id
 from server.errors import (
@@ -500,9 +500,9 @@ async def token_target(ctx: Context, token: str | None, target: str) -> tuple[Pr
     """The principal of a viewer's token and the room it asks for, with no engine call."""
     if not token:
         raise Unauthorized("missing token: pass ?token=<jwt> or offer a 'bearer.<jwt>' subprotocol")
-    if ctx.keys is not None:
-        await ctx.keys.prepare(token)  # an OIDC key not held yet is fetched first
-    principal = principal_from_token(token, ctx.settings.jwt_secret, ctx.keys)
+    if ctx.tokens.keys is not None:
+        await ctx.tokens.keys.prepare(token)  # an OIDC key not held yet is fetched first
+    principal = ctx.tokens.token(token)
     return principal, check_id(target, "room_id")
 
 
