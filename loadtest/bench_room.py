@@ -1594,10 +1594,19 @@ async def reconnect_variant(args: argparse.Namespace, tmp: Path, servers: int) -
         "first_back_s": round(ready_at - stopped_at, 3),
         "all_back_after_stop_s": all_back_s,
         "all_back_after_first_s": round(max(times) - ready_at, 3) if all_back_s is not None else None,
+        # How the return spread: the seconds after the stop by which each share was back.
+        "back_after_stop_s": {
+            f"p{q}": round(sorted(times)[min(len(times) - 1, len(times) * q // 100)] - stopped_at, 3)
+            for q in (50, 90, 99)
+        }
+        if times
+        else None,
         "back": len(times),
         "handshakes_per_s_per_process": rates,
         "handshakes_peak_1s_per_process": peaks,
         "reconnect_attempts": back["attempts"],
+        # Why each attempt after a viewer's first was needed (a refused dial, a close code).
+        "reconnect_retried": back["retried"],
         "resumed": back["resumed"],
         "stopped_for_good": back["stopped"],
         "viewers_complete": complete,
@@ -1643,6 +1652,7 @@ async def wait_back(pool: SinkPool, since: float, viewers: int) -> dict[str, Any
         summary = {
             "back": back,
             "attempts": sum(reply["attempts"] for reply in replies),
+            "retried": dict(sum((Counter(reply["retried"]) for reply in replies), Counter())),
             "resumed": sum(reply["resumed"] for reply in replies),
             "stopped": sum(reply["stopped"] for reply in replies),
         }

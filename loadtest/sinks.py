@@ -610,14 +610,22 @@ class SinkHost:
         since: float = command["since"]
         back: list[tuple[int, float | None]] = []
         attempts = resumed = stopped = 0
+        retried: Counter[str] = Counter()
         for viewer in self.groups.get(command["group"], []):
             if not isinstance(viewer, Resumer):
                 continue
             back.append((viewer.port, next((t for t in viewer.welcomes if t >= since), None)))
             attempts += viewer.attempts
+            retried.update(viewer.retried)
             resumed += viewer.resumed
             stopped += viewer.stopped
-        return {"back": back, "attempts": attempts, "resumed": resumed, "stopped": stopped}
+        return {
+            "back": back,
+            "attempts": attempts,
+            "retried": dict(retried),
+            "resumed": resumed,
+            "stopped": stopped,
+        }
 
 
 def sink_process(conn: Connection) -> None:
@@ -1047,6 +1055,7 @@ class Resumer(Sink):
         self.offset: str | None = None
         self.attempt = 0
         self.attempts = 0  # connections tried after the first
+        self.retried: Counter[str] = Counter()  # why each of them was needed
         self.welcomes: list[float] = []
         self.resumed = 0
         self.stopped = False
@@ -1072,8 +1081,9 @@ class Resumer(Sink):
         await asyncio.get_running_loop().create_connection(lambda: self, self.host, self.port)
 
     def _dial_failed(self, done: asyncio.Task[None], generation: int) -> None:
-        if not done.cancelled() and done.exception() is not None and generation == self.generation:
-            self._dropped()
+        exc = None if done.cancelled() else done.exception()
+        if exc is not None and generation == self.generation:
+            self._dropped(type(exc).__name__)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.stopped:
@@ -1086,12 +1096,16 @@ class Resumer(Sink):
         self.transport = None
         self._dropped()
 
-    def _dropped(self) -> None:
+    def _dropped(self, why: str | None = None) -> None:
         if self.stopped:
             return
         if self.close_code in FINAL_CLOSE_CODES:
             self.stopped = True
             return
+        if why is None:
+            stage = "after welcome" if self.welcomed else "in handshake"
+            why = f"close {self.close_code} {stage}" if self.close_code else f"dropped {stage}"
+        self.retried[why] += 1
         window_s = restart_window_s(self.close_code, self.close_reason)
         delay = resume_delay_s(self.attempt, self.draw(), window_s, self.draw())
         self.attempt += 1
