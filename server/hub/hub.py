@@ -30,7 +30,7 @@ own (``_between_ticks``): a gift to a quiet room is not held for the next tick, 
 takes over as the rate rises.
 
 While sockets are waiting to join (``joining``), a tick that overran its period is followed by
-a pause twice as long, so that the ticks take at most a third of the event loop
+a pause four times as long, so that the ticks take at most a fifth of the event loop
 (``JOINING_SHARE``); the pause ends early once no socket is joining. When a restarted process's
 viewers come back, the ticks to those already back would otherwise take nearly all of it, and
 the rest would join at a trickle.
@@ -87,7 +87,7 @@ STATE_CUES = ("gift", "goal_set", "follow")
 # is quiet: its next event is sent at once rather than at the next tick.
 QUIET_TICKS = 0.5
 # The share of the event loop the ticks may take while sockets are waiting to join.
-JOINING_SHARE = 1 / 3
+JOINING_SHARE = 1 / 5
 # How often a cluster, whose stream reads do not block, looks for a quiet room's wake-up.
 QUIET_POLL_S = 0.005
 # The WebSocket close code for an unexpected server error.
