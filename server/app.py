@@ -140,7 +140,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             engine=engine,
             apple=AppleStore.configured(settings, catalog),
             google=GooglePlay.configured(settings, catalog),
-            tokens=Verifier(settings.jwt_secret, keys),
+            tokens=Verifier(settings.jwt_secret, keys, hs256=settings.hs256_tokens),
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)
         await store.catalog.apply_to(catalog)

@@ -75,9 +75,12 @@ class Verifier:
     provider's, and so refused. A refused token is never kept.
     """
 
-    def __init__(self, secret: str, keys: KeySet | None = None, size: int = VERIFIED_TOKENS) -> None:
+    def __init__(
+        self, secret: str, keys: KeySet | None = None, size: int = VERIFIED_TOKENS, hs256: bool = True
+    ) -> None:
         self.secret = secret
         self.keys = keys
+        self.hs256 = hs256  # False: HS256 tokens are refused (GIFTING_HS256_TOKENS=0)
         self._checked: TLRUCache[str, Verified] = TLRUCache(
             size, ttu=lambda _token, verified, _now: verified.expires, timer=time.time
         )
@@ -109,7 +112,7 @@ class Verifier:
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
         keys = self.keys
-        if alg == ALGORITHM:
+        if alg == ALGORITHM and self.hs256:
             return _verified_by_secret(token, self.secret)
         if alg in OIDC_ALGORITHMS:
             if keys is None:
@@ -117,7 +120,9 @@ class Verifier:
                     f"invalid token: {alg} tokens need the OIDC provider, which is not configured"
                 )
             return _verified_by_provider(token, alg, keys)
-        accepted = ", ".join((ALGORITHM, *OIDC_ALGORITHMS) if keys is not None else (ALGORITHM,))
+        accepted = ", ".join(
+            ((ALGORITHM,) if self.hs256 else ()) + (OIDC_ALGORITHMS if keys is not None else ())
+        )
         raise Unauthorized(
             f"invalid token: the algorithm {str(alg)[:16]!r} is not accepted (only {accepted})"
         )

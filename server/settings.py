@@ -143,6 +143,9 @@ class Settings:
     oidc_role_claim: str = "role"  # absent from a token: viewer
     # The least time between two fetches of the keys for tokens naming an unknown kid.
     jwks_min_refresh_s: float = 30.0
+    # HS256 tokens signed with jwt_secret; a platform that signs in only through its provider
+    # switches them off.
+    hs256_tokens: bool = True
 
     @property
     def apple_enabled(self) -> bool:
@@ -258,6 +261,7 @@ class Settings:
             oidc_name_claim=env.get("GIFTING_OIDC_NAME_CLAIM", "").strip() or cls.oidc_name_claim,
             oidc_role_claim=env.get("GIFTING_OIDC_ROLE_CLAIM", "").strip() or cls.oidc_role_claim,
             jwks_min_refresh_s=_float(env, "GIFTING_JWKS_MIN_REFRESH_S", cls.jwks_min_refresh_s),
+            hs256_tokens=_flag(env, "GIFTING_HS256_TOKENS", default=True),
         )
         _check_apple(settings, env)
         _check_stripe(settings)
@@ -277,7 +281,11 @@ class Settings:
             # Demo mode runs out of the box: fixed, public secrets that are useless in production.
             settings = _replace_missing_secrets(settings)
         for name, value in (
-            ("GIFTING_JWT_SECRET", settings.jwt_secret),
+            # Unset, with HS256 tokens off, no token is signed with it.
+            (
+                "GIFTING_JWT_SECRET",
+                settings.jwt_secret if settings.hs256_tokens else settings.jwt_secret or None,
+            ),
             # Unset, the signed webhook's provider is off (server/purchases.py); set, it must be a secret.
             ("GIFTING_WEBHOOK_SECRET", settings.webhook_secret or None),
         ):
@@ -302,6 +310,15 @@ def _check_oidc(settings: Settings) -> None:
     for name, url in (("GIFTING_OIDC_ISSUER", settings.oidc_issuer), ("GIFTING_JWKS_URL", settings.jwks_url)):
         if url and not url.startswith(("https://", "http://")):
             raise SettingsError(f"{name} must be an https:// URL, got {url[:80]!r}")
+    if not settings.hs256_tokens and settings.demo:
+        raise SettingsError(
+            "GIFTING_HS256_TOKENS=0 would refuse the demo's own tokens (POST /v1/dev/token); "
+            "unset GIFTING_DEMO or GIFTING_HS256_TOKENS"
+        )
+    if not settings.hs256_tokens and not settings.oidc_issuer:
+        raise SettingsError(
+            "GIFTING_HS256_TOKENS=0 needs GIFTING_OIDC_ISSUER: with neither, no token could sign in"
+        )
 
 
 DEMO_JWT_SECRET = "demo-jwt-secret-not-for-production"

@@ -210,6 +210,52 @@ def test_the_demo_hs256_tokens_still_sign_in(client: httpx.Client) -> None:
     assert me.status_code == 200 and me.json()["user_id"] == user, me.text
 
 
+def test_a_server_with_hs256_tokens_off_refuses_them_and_takes_the_providers(
+    engine: Engine, key_prefix: str, logs: Path, provider: Provider
+) -> None:
+    env = server_env(
+        engine.url,
+        key_prefix,
+        GIFTING_DEMO="0",
+        GIFTING_HS256_TOKENS="0",
+        GIFTING_OIDC_ISSUER=provider.url,
+        GIFTING_OIDC_AUDIENCE=AUDIENCE,
+    )
+    env.pop("GIFTING_JWT_SECRET", None)
+    user = unique("u")
+    hs256 = jwt.encode({"sub": user, "role": "viewer", "exp": int(time.time()) + 60}, JWT_SECRET)
+    with running_server(env, logs) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+        says = "the algorithm 'HS256' is not accepted (only RS256, ES256)"
+        assert says in refusal(http.get("/v1/me", headers=bearer(hs256)))
+
+        async def over_the_socket() -> tuple[dict[str, Any], int | None]:
+            sock = await RoomSocket.open(server.base_url, unique("r"), hs256)
+            frame = await sock.recv()
+            return frame, (await sock.closed())[0]
+
+        frame, code = anyio.run(over_the_socket)
+        assert (frame["type"], frame["code"], code) == ("error", "unauthorized", 4401), frame
+        assert says in frame["message"]
+        token = provider.token(provider.keys[0], sub=user, role="viewer")
+        me = http.get("/v1/me", headers=bearer(token))
+        assert me.status_code == 200 and me.json()["user_id"] == user, me.text
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"GIFTING_DEMO": "1", "GIFTING_HS256_TOKENS": "0"}, "would refuse the demo's own tokens"),
+        ({"GIFTING_HS256_TOKENS": "0"}, "GIFTING_HS256_TOKENS=0 needs GIFTING_OIDC_ISSUER"),
+        ({"GIFTING_HS256_TOKENS": "maybe"}, "GIFTING_HS256_TOKENS must be 1 or 0"),
+    ],
+)
+def test_hs256_tokens_switched_off_without_a_provider_or_in_the_demo_are_refused(
+    env: dict[str, str], says: str
+) -> None:
+    with pytest.raises(SettingsError, match=says):
+        Settings.from_env({"GIFTING_JWT_SECRET": JWT_SECRET, **env})
+
+
 def _hs256_with(secret: bytes, claims: dict[str, Any], kid: str) -> str:
     """An HS256 token keyed with ``secret``, made by hand: PyJWT refuses a PEM key as a secret."""
 
