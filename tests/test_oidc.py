@@ -165,6 +165,20 @@ def refusal(reply: httpx.Response) -> str:
     return message
 
 
+def refused_everywhere(client: httpx.Client, server: ServerProcess, token: str, says: str) -> None:
+    """``token`` is refused over HTTP (401) and on the room socket (4401), saying ``says``."""
+    assert says in refusal(client.get("/v1/me", headers=bearer(token)))
+
+    async def over_the_socket() -> tuple[dict[str, Any], int | None]:
+        sock = await RoomSocket.open(server.base_url, unique("r"), token)
+        frame = await sock.recv()
+        return frame, (await sock.closed())[0]
+
+    frame, code = anyio.run(over_the_socket)
+    assert (frame["type"], frame["code"], code) == ("error", "unauthorized", 4401), frame
+    assert says in frame["message"]
+
+
 def test_rs256_and_es256_tokens_sign_in_over_http_and_the_room_socket(
     client: httpx.Client, provider: Provider, oidc_server: ServerProcess
 ) -> None:
@@ -225,17 +239,7 @@ def test_a_server_with_hs256_tokens_off_refuses_them_and_takes_the_providers(
     user = unique("u")
     hs256 = jwt.encode({"sub": user, "role": "viewer", "exp": int(time.time()) + 60}, JWT_SECRET)
     with running_server(env, logs) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
-        says = "the algorithm 'HS256' is not accepted (only RS256, ES256)"
-        assert says in refusal(http.get("/v1/me", headers=bearer(hs256)))
-
-        async def over_the_socket() -> tuple[dict[str, Any], int | None]:
-            sock = await RoomSocket.open(server.base_url, unique("r"), hs256)
-            frame = await sock.recv()
-            return frame, (await sock.closed())[0]
-
-        frame, code = anyio.run(over_the_socket)
-        assert (frame["type"], frame["code"], code) == ("error", "unauthorized", 4401), frame
-        assert says in frame["message"]
+        refused_everywhere(http, server, hs256, "the algorithm 'HS256' is not accepted (only RS256, ES256)")
         token = provider.token(provider.keys[0], sub=user, role="viewer")
         me = http.get("/v1/me", headers=bearer(token))
         assert me.status_code == 200 and me.json()["user_id"] == user, me.text
@@ -342,16 +346,7 @@ def test_bad_tokens_are_refused_with_a_clear_message(
     client: httpx.Client, provider: Provider, oidc_server: ServerProcess, case: str
 ) -> None:
     token, says = _bad_tokens(provider)[case]
-    assert says in refusal(client.get("/v1/me", headers=bearer(token)))
-
-    async def over_the_socket() -> tuple[dict[str, Any], int | None]:
-        sock = await RoomSocket.open(oidc_server.base_url, unique("r"), token)
-        frame = await sock.recv()
-        return frame, (await sock.closed())[0]
-
-    frame, code = anyio.run(over_the_socket)
-    assert (frame["type"], frame["code"], code) == ("error", "unauthorized", 4401), frame
-    assert says in frame["message"]
+    refused_everywhere(client, oidc_server, token, says)
 
 
 def test_rotated_keys_sign_in_at_once_and_withdrawn_ones_no_longer(
