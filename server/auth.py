@@ -32,7 +32,8 @@ OIDC_ALGORITHMS = ("RS256", "ES256")
 # their provider says otherwise.
 DEFAULT_OIDC_ROLE = "viewer"
 # How many checked tokens a process keeps (a few hundred bytes each): one per viewer of a full
-# server, so that a restart's reconnecting viewers and every HTTP call of a client are a lookup.
+# server, so that a viewer's reconnects to the process and every HTTP call of a client are a
+# lookup. A restarted process starts with none.
 VERIFIED_TOKENS = 32_768
 
 
