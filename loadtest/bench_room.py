@@ -1572,6 +1572,7 @@ async def reconnect_variant(args: argparse.Namespace, tmp: Path, servers: int) -
         1 for received, distinct, mine, _ in per_viewer if mine == len(acked) and received == distinct
     )
     times = [t for _, t in back["back"] if t is not None]
+    in_order = sorted(times)
     # Serving again: the first viewer welcomed after the stop.
     ready_at = min(times, default=stopped_at)
     all_back_s = round(max(times) - stopped_at, 3) if len(times) == viewers else None
@@ -1596,7 +1597,7 @@ async def reconnect_variant(args: argparse.Namespace, tmp: Path, servers: int) -
         "all_back_after_first_s": round(max(times) - ready_at, 3) if all_back_s is not None else None,
         # How the return spread: the seconds after the stop by which each share was back.
         "back_after_stop_s": {
-            f"p{q}": round(sorted(times)[min(len(times) - 1, len(times) * q // 100)] - stopped_at, 3)
+            f"p{q}": round(in_order[min(len(times) - 1, len(times) * q // 100)] - stopped_at, 3)
             for q in (50, 90, 99)
         }
         if times

@@ -109,6 +109,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
         routes.append(http.metrics_route(settings.metrics_allow))
     routes.append(openapi.route(routes))
     keys = KeySet.from_settings(settings)
+    tokens = Verifier(settings.jwt_secret, keys, hs256=settings.hs256_tokens)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -140,7 +141,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             engine=engine,
             apple=AppleStore.configured(settings, catalog),
             google=GooglePlay.configured(settings, catalog),
-            tokens=Verifier(settings.jwt_secret, keys, hs256=settings.hs256_tokens),
+            tokens=tokens,
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)
         await store.catalog.apply_to(catalog)
@@ -200,7 +201,7 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             Exception: unexpected_error,
         },
     )
-    limits = RequestLimits(starlette if keys is None else KeyRefresh(starlette, keys))
+    limits = RequestLimits(starlette if keys is None else KeyRefresh(starlette, tokens))
     sockets = ws.RoomSockets(RequestIds(EngineBudget(limits, settings.engine_timeout_ms / 1000)))
     return sockets
 

@@ -95,23 +95,37 @@ class Verifier:
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
         return self.token(token.strip())
 
+    async def prepare(self, token: str) -> None:
+        """Before ``token`` is checked: a token not kept that names an OIDC key not held yet has
+        the keys fetched first (``KeySet.prepare``), so a newly rotated key signs in at once."""
+        if self.keys is not None and self._kept(token) is None:
+            await self.keys.prepare(token)
+
     def token(self, token: str) -> Principal:
         """The caller ``token`` names, or ``Unauthorized`` saying why not."""
-        verified = self._checked.get(token)
-        if verified is not None and (verified.kid is None or self._holds(verified.kid)):
-            return verified.principal
+        principal = self._kept(token)
+        if principal is not None:
+            return principal
         verified = self._verify(token)
         self._checked[token] = verified
         return verified.principal
 
-    def _holds(self, kid: str) -> bool:
-        return self.keys is not None and self.keys.key(kid) is not None
+    def _kept(self, token: str) -> Principal | None:
+        """The principal of ``token`` if it passed before, has not expired, and its key (an
+        OIDC token's) is still held."""
+        verified = self._checked.get(token)
+        if verified is None:
+            return None
+        if verified.kid is not None and (self.keys is None or self.keys.key(verified.kid) is None):
+            return None
+        return verified.principal
 
     def _verify(self, token: str) -> Verified:
         try:
-            alg = jwt.get_unverified_header(token).get("alg")
+            header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
+        alg = header.get("alg")
         keys = self.keys
         if alg == ALGORITHM and self.hs256:
             return _verified_by_secret(token, self.secret)
@@ -120,7 +134,7 @@ class Verifier:
                 raise Unauthorized(
                     f"invalid token: {alg} tokens need the OIDC provider, which is not configured"
                 )
-            return _verified_by_provider(token, alg, keys)
+            return _verified_by_provider(token, alg, header.get("kid"), keys)
         accepted = ", ".join(
             ((ALGORITHM,) if self.hs256 else ()) + (OIDC_ALGORITHMS if keys is not None else ())
         )
@@ -142,8 +156,7 @@ def _verified_by_secret(token: str, secret: str) -> Verified:
     return Verified(principal, float(claims["exp"]))
 
 
-def _verified_by_provider(token: str, alg: str, keys: KeySet) -> Verified:
-    kid = jwt.get_unverified_header(token).get("kid")
+def _verified_by_provider(token: str, alg: str, kid: Any, keys: KeySet) -> Verified:
     if not isinstance(kid, str):
         raise Unauthorized("invalid token: an OIDC token must name its key (kid)")
     key = keys.key(kid)

@@ -4,8 +4,9 @@ A ``KeySet`` fetches the provider's JWKS (from ``GIFTING_JWKS_URL``, or the ``jw
 ``<GIFTING_OIDC_ISSUER>/.well-known/openid-configuration``) with a non-blocking client at
 start-up, every ``REFRESH_EVERY_S`` and when a token names a key it does not hold (at most once
 per ``GIFTING_JWKS_MIN_REFRESH_S``). Verification itself (``server.auth.Verifier``)
-is synchronous against the cached keys; ``prepare`` is the await that runs before it, called by
-``KeyRefresh`` for HTTP requests and by the room socket for its handshake.
+is synchronous against the cached keys; ``prepare`` is the await that runs before it, through
+``Verifier.prepare`` (for a token it has not kept), called by ``KeyRefresh`` for HTTP requests
+and by the room socket for its handshake.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import httpx
 import jwt
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.auth import OIDC_ALGORITHMS
+from server.auth import OIDC_ALGORITHMS, Verifier
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -158,12 +159,12 @@ class KeySet:
 
 
 class KeyRefresh:
-    """ASGI middleware: gives ``KeySet.prepare`` each HTTP request's bearer token first, so
+    """ASGI middleware: gives ``Verifier.prepare`` each HTTP request's bearer token first, so
     that a token signed with a newly rotated key is accepted on its first use."""
 
-    def __init__(self, app: ASGIApp, keys: KeySet) -> None:
+    def __init__(self, app: ASGIApp, tokens: Verifier) -> None:
         self.app = app
-        self.keys = keys
+        self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -171,6 +172,6 @@ class KeyRefresh:
                 if name == b"authorization":
                     scheme, _, token = value.decode("latin-1").partition(" ")
                     if scheme.lower() == "bearer" and token.strip():
-                        await self.keys.prepare(token.strip())
+                        await self.tokens.prepare(token.strip())
                     break
         await self.app(scope, receive, send)

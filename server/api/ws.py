@@ -500,8 +500,7 @@ async def token_target(ctx: Context, token: str | None, target: str) -> tuple[Pr
     """The principal of a viewer's token and the room it asks for, with no engine call."""
     if not token:
         raise Unauthorized("missing token: pass ?token=<jwt> or offer a 'bearer.<jwt>' subprotocol")
-    if ctx.tokens.keys is not None:
-        await ctx.tokens.keys.prepare(token)  # an OIDC key not held yet is fetched first
+    await ctx.tokens.prepare(token)  # an OIDC key not held yet is fetched first
     principal = ctx.tokens.token(token)
     return principal, check_id(target, "room_id")
 
