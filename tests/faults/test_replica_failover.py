@@ -93,6 +93,20 @@ def wait_for_replica(replica: ClusterNode) -> None:
         )
 
 
+async def confirmed(store: Store, key: str) -> None:
+    """Confirm the writes to ``key``'s slot as a client retries a 503: a WAIT may time out
+    while a replica catches up on a busy machine (the short timeout is for the refusals),
+    so it is asked again until the failover deadline."""
+    deadline = time.monotonic() + FAILOVER_DEADLINE_S
+    while True:
+        try:
+            await store.replication.confirm(key)
+            return
+        except NotReplicated:
+            if time.monotonic() > deadline:
+                raise
+
+
 def ledger_gifts(url: str, user_id: str) -> list[dict[str, str]]:
     with engine_client(url) as client:
         ledger = client.xrange(KeySchema(PREFIX).user(user_id).ledger)
@@ -222,7 +236,7 @@ async def test_a_fence_redirected_by_a_moving_slot_confirms_nothing_until_the_mo
     store = Store.from_url(cluster.url, keys, replica_acks=1, replica_timeout_ms=300)
     async with store:
         await store.redis.hset(wallet, "coins", 1)
-        await store.replication.confirm(wallet)
+        await confirmed(store, wallet)
         # The slot starts moving, and its fence key has moved already: a fence now gets ASK.
         with source.client() as src, target.client() as dst:
             dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source.node_id)
@@ -244,5 +258,5 @@ async def test_a_fence_redirected_by_a_moving_slot_confirms_nothing_until_the_mo
         for node in masters:
             with node.client() as client:
                 client.execute_command("CLUSTER SETSLOT", slot, "NODE", target.node_id)
-        await store.replication.confirm(wallet)  # the slot's new master and its replica
+        await confirmed(store, wallet)  # the slot's new master and its replica
         assert await store.redis.hget(wallet, "coins") == "2"
