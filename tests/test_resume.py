@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from tests.conftest import Engine
-from tests.support import Api, ServerProcess, running_server, server_env, unique
+from tests.support import Api, ServerProcess, engine_client, running_server, server_env, unique
 from tests.test_rooms import raw_upgrade, read_until_closed
 from tests.wsclient import JSON, MSGPACK, Frame, RoomSocket
 
@@ -206,6 +206,47 @@ async def test_viewers_resuming_from_one_offset_share_its_pages_and_each_gets_ev
     finally:
         for sock in viewers:
             await sock.close()
+
+
+def stream_window_reads(url: str) -> int:
+    """``XINFO STREAM`` calls the engine has answered: a resume's reads of a room's window."""
+    with engine_client(url) as client:
+        stats: dict[str, dict[str, int]] = client.info("commandstats")
+    return stats.get("cmdstat_xinfo|stream", {}).get("calls", 0)
+
+
+@pytest.mark.embedded_only
+async def test_viewers_resuming_from_one_offset_share_one_read_of_the_room_window(
+    server: Server, engine: Engine
+) -> None:
+    """The viewers of a restarted process come back together: the window their offset is
+    checked against is the one their shared first catch-up page was read with, not a read
+    of its own for each."""
+    api, base_url = server.api, server.process.base_url
+    room_id = api.open_room(unique("c"))
+    senders = long_named_senders(api)[:1]
+    watcher = await RoomSocket.open(base_url, room_id, api.token(unique("w")))
+    await watcher.welcome()
+    first = await RoomSocket.open(base_url, room_id, api.token(unique("w")))
+    await first.welcome()
+    await send_gifts(api, base_url, room_id, senders, 2)
+    await first.wait_gift_count(2)
+    since, epoch = resume_point(first.frames)
+    await first.close()
+    missed = await send_gifts(api, base_url, room_id, senders, 5)
+    await watcher.wait_gift_count(7)  # the server has read past the offset the viewers bring
+    before = stream_window_reads(engine.url)
+    for _ in range(4):
+        sock = await RoomSocket.open(base_url, room_id, api.token(unique("w")), since=since, epoch=epoch)
+        try:
+            welcome = await sock.recv()
+            assert welcome["type"] == "welcome" and welcome["resumed"] is True, welcome
+            await sock.wait_gift_count(5)
+            assert [gift["event_id"] for gift in gifts(sock.frames)] == missed[senders[0]]
+        finally:
+            await sock.close()
+    assert stream_window_reads(engine.url) - before == 1
+    await watcher.close()
 
 
 async def test_a_client_that_drops_mid_catch_up_resumes_from_what_it_stored_and_misses_nothing(

@@ -415,11 +415,25 @@ class Hub:
     async def _resume_point(self, room: LocalRoom, since: str, epoch: str | None) -> str:
         """``since`` once this process has delivered that far, or InvalidRequest if what
         follows it cannot be answered exactly (another epoch, an offset out of the stream
-        window)."""
+        window).
+
+        An offset this process has delivered past is checked against the window its first
+        catch-up page was read with (``_page``, which the catch-up then takes as it is): the
+        viewers of a restarted process, all resuming from the offsets of the last batches,
+        share that read rather than each reading the window. The offset of the room's cursor
+        is where its live connections are, and needs no read."""
         if epoch != room.room.epoch:
             raise InvalidRequest(f"epoch {epoch!r} is not the room's current epoch")
         wanted = parse_offset(since, "since")
-        window = await self.store.rooms.window(room.room.room_id)
+        resume_from = f"{wanted[0]}-{wanted[1]}"
+        cursor = parse_offset(room.cursor)
+        if wanted < cursor:
+            page = await self._page(room.room.room_id, room.room.epoch, resume_from, room.cursor)
+            window = page.window
+        elif wanted == cursor:
+            return resume_from
+        else:
+            window = await self.store.rooms.window(room.room.room_id)
         if not window.covers(wanted):
             raise InvalidRequest("the offset has fallen out of the room's event window")
         if wanted > window.last:
@@ -435,7 +449,7 @@ class Hub:
                     await asyncio.wait_for(self._progress.wait(), timeout)
                 except TimeoutError:
                     continue
-        return f"{wanted[0]}-{wanted[1]}"
+        return resume_from
 
     # -- the tick loop -----------------------------------------------------------------
 
