@@ -129,3 +129,31 @@ async def test_gifts_in_flight_when_the_client_closes_are_carried_through_and_re
     assert api.coins(sender) == 50
     assert len([entry for entry in api.ledger(sender) if entry["kind"] == "gift"]) == 5
     await eventually(lambda: api.earnings(creator)["pending"] == 250)
+
+
+async def test_a_handshake_into_a_room_served_here_asks_the_engine_everything_in_one_round_trip(
+    server: ServerProcess, api: Api, room: tuple[str, str]
+) -> None:
+    """The address's rate, the user's connection slot (and the user's name, if the token
+    does not give it) and whether the creator banned the user go out together; the join
+    then needs no engine call of its own."""
+    _, room_id = room
+    watcher = await RoomSocket.open(server.base_url, room_id, api.token(unique("w")))
+    await watcher.welcome()  # the room is served here: its creator is known
+    tokens = [api.token(unique("w")) for _ in range(20)]
+    socks = []
+    before = scrape(server)
+    for token in tokens:
+        sock = await RoomSocket.open(server.base_url, room_id, token)
+        assert (await sock.welcome())["type"] == "welcome"
+        socks.append(sock)
+    after = scrape(server)
+    for sock in socks:
+        await sock.close()
+    await watcher.close()
+    pipelines = after.since(before, "gifting_engine_pipelines_total")
+    calls = after.since(before, "gifting_engine_pipelined_calls_total")
+    assert calls == 3 * len(tokens)  # rate, slot, ban (the token names the user)
+    # One each (the rest of the margin for a tick's own, such as its slot renewals); the ban
+    # check in a round trip of its own made it two each.
+    assert pipelines < 1.5 * len(tokens), (pipelines, calls)

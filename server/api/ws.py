@@ -46,6 +46,7 @@ from server.errors import (
     Unauthorized,
 )
 from server.gifting import GiftOutcome
+from server.hub.hub import BanCheck
 from server.hub.outlet import SCOPE_EXTENSION, GiftingWebSocketProtocol
 from server.hub.protocol import (
     Close,
@@ -384,10 +385,12 @@ async def admit(
     slot of the user's connection limit, accept and join the hub; None if refused.
 
     The two limits live in different cluster slots, so they are two scripts; both are queued
-    in the same turn of the event loop, with the user's name when it is not cached, and go out
-    in one pipeline (``store.batch``): one engine round trip before the join. An address over
-    its rate is refused first, whatever else was wrong, and a slot taken for a connection then
-    refused is given back before the refusal is written, so a refused handshake holds none."""
+    in the same turn of the event loop, with the user's name when it is not cached and, when
+    this process serves the room already, whether its creator banned the user, and go out in
+    one pipeline (``store.batch``): one engine round trip before the join, and often none in
+    it. An address over its rate is refused first, whatever else was wrong, and a slot taken
+    for a connection then refused is given back before the refusal is written, so a refused
+    handshake holds none."""
     handshake = negotiate(list(scope.get("subprotocols", [])))
     origin = dict(scope["headers"]).get(b"origin", b"").decode("latin-1") or None
     allowed = ctx.settings.allowed_origins
@@ -421,6 +424,7 @@ async def admit(
     refusal: Exception | None = None
     claim: Awaitable[str | None] | None = None
     naming: Awaitable[str] | None = None
+    ban: BanCheck | None = None
     try:
         if over_rate is None:
             if overlay:
@@ -429,12 +433,14 @@ async def admit(
                 principal, room_id = await token_target(ctx, param("token") or handshake.token, target)
             claim = ctx.hub.claim(principal.user_id)
             naming = ctx.gifts.name_of(principal.user_id) if not principal.name else None
+            ban = None if overlay else ctx.hub.ban_check(room_id, principal.user_id)
     except REFUSALS as exc:
         refusal = exc
     if rate is not None:
         over_rate = await rate
     slot, refusal = await outcome_of(claim, refusal)
     name, refusal = await outcome_of(naming, refusal)
+    _, refusal = await outcome_of(ban.answer if ban is not None else None, refusal)
     if slot is not None and (over_rate is not None or refusal is not None):
         await give_back(ctx, principal.user_id, slot)
         slot = None
@@ -461,7 +467,7 @@ async def admit(
         )
         ctx.hub.hold(viewer, slot)
         try:
-            room = await ctx.hub.join(viewer, param("since"), param("epoch"))
+            room = await ctx.hub.join(viewer, param("since"), param("epoch"), ban)
         except BaseException:
             ctx.hub.leave(viewer)  # frees the slot it claimed
             raise

@@ -114,6 +114,14 @@ class CatchUpPage:
         return frames
 
 
+@dataclass(frozen=True, slots=True)
+class BanCheck:
+    """Whether a room's creator banned a user, asked while this process served the room."""
+
+    room: LocalRoom
+    answer: asyncio.Future[bool]
+
+
 async def _no_slot() -> None:
     return None
 
@@ -184,10 +192,26 @@ class Hub:
         """Free at once a slot ``claim`` took for a connection then refused."""
         await self.store.limits.close_connection(user_id, slot)
 
-    async def join(self, viewer: Viewer, since: str | None, epoch: str | None) -> LocalRoom:
+    def ban_check(self, room_id: str, user_id: str) -> BanCheck | None:
+        """Whether the room's creator banned the user, queued now on the group commit when
+        this process serves the room (its creator known without a read), so that it goes out
+        with the rest of a handshake's engine calls; None otherwise (``join`` asks then)."""
+        room = self.rooms.get(room_id)
+        if room is None:
+            return None
+        return BanCheck(room, self.store.moderation.is_banned(room.room.creator_id, user_id))
+
+    async def join(
+        self, viewer: Viewer, since: str | None, epoch: str | None, ban: BanCheck | None = None
+    ) -> LocalRoom:
         """Add a connection to its room and send it ``welcome`` (after ``resync`` if it asked
         to resume from where it cannot), then the events it missed, paced to the connection
-        (``_catch_up``), before any live batch."""
+        (``_catch_up``), before any live batch.
+
+        ``ban``: the answer ``ban_check`` got, which stands while the room it was asked in is
+        still served here: a ban since then is in the room's log after its cursor, and the tick
+        that reads it closes the connection (``_close_banned``) or refuses it (``room.banned``).
+        In a room loaded again since, it is asked again."""
         while True:
             room = await self._local_room(viewer.room_id)
             resume_from = None
@@ -197,9 +221,13 @@ class Hub:
                     resume_from = await self._resume_point(room, since, epoch)
                 except InvalidRequest as exc:
                     resync_reason = exc.message
-            banned = not viewer.overlay and await self.store.moderation.is_banned(
-                room.room.creator_id, viewer.user_id
-            )
+            if viewer.overlay:
+                banned = False
+            elif ban is not None and ban.room is room:
+                banned = ban.answer.result()
+            else:
+                banned = await self.store.moderation.is_banned(room.room.creator_id, viewer.user_id)
+            ban = None
             if self.rooms.get(viewer.room_id, room) is room:
                 break
             # Everyone else left while this one was waiting, and the room was reloaded since.
