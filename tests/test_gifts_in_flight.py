@@ -154,6 +154,5 @@ async def test_a_handshake_into_a_room_served_here_asks_the_engine_everything_in
     pipelines = after.since(before, "gifting_engine_pipelines_total")
     calls = after.since(before, "gifting_engine_pipelined_calls_total")
     assert calls == 3 * len(tokens)  # rate, slot, ban (the token names the user)
-    # One each (the rest of the margin for a tick's own, such as its slot renewals); the ban
-    # check in a round trip of its own made it two each.
+    # One each; the ban check in a round trip of its own made it two each.
     assert pipelines < 1.5 * len(tokens), (pipelines, calls)

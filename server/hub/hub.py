@@ -224,7 +224,7 @@ class Hub:
             if viewer.overlay:
                 banned = False
             elif ban is not None and ban.room is room:
-                banned = ban.answer.result()
+                banned = await ban.answer
             else:
                 banned = await self.store.moderation.is_banned(room.room.creator_id, viewer.user_id)
             ban = None
@@ -455,11 +455,10 @@ class Hub:
         wanted = parse_offset(since, "since")
         resume_from = f"{wanted[0]}-{wanted[1]}"
         cursor = parse_offset(room.cursor)
-        if wanted < cursor:
-            page = await self._page(room.room.room_id, room.room.epoch, resume_from, room.cursor)
-            window = page.window
-        elif wanted == cursor:
+        if wanted == cursor:
             return resume_from
+        if wanted < cursor:
+            window = (await self._page(room.room.room_id, room.room.epoch, resume_from, room.cursor)).window
         else:
             window = await self.store.rooms.window(room.room.room_id)
         if not window.covers(wanted):
