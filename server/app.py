@@ -54,9 +54,7 @@ from server.gifting import GiftService
 from server.hub.hub import Hub
 from server.keys import KeySchema
 from server.oidc import KeyRefresh, KeySet
-from server.providers.apple import AppleStore
-from server.providers.google import GooglePlay
-from server.providers.stripe import StripeCheckout
+from server.providers import app_store, google_play, stripe_checkout
 from server.purchases import Checkout, Purchases, SandboxCheckout
 from server.settings import Settings
 from server.social import SocialService
@@ -139,8 +137,8 @@ def create_app(settings: Settings, engine_url: str, engine: EngineSupervisor | N
             social=SocialService(store, gifts.name_of),
             battles=battles,
             engine=engine,
-            apple=AppleStore.configured(settings, catalog),
-            google=GooglePlay.configured(settings, catalog),
+            apple=app_store(settings, catalog),
+            google=google_play(settings, catalog),
             tokens=tokens,
         )
         sockets.limiter = limits.limiter = ClientLimiter(store, settings)
@@ -228,8 +226,9 @@ def checkouts(settings: Settings) -> dict[str, Checkout]:
     configured: dict[str, Checkout] = {}
     if settings.webhook_secret:
         configured["sandbox"] = SandboxCheckout()
-    if settings.stripe_enabled:
-        configured["stripe"] = StripeCheckout(settings)
+    stripe = stripe_checkout(settings)
+    if stripe is not None:
+        configured["stripe"] = stripe
     return configured
 
 

@@ -112,20 +112,20 @@ class Settings:
     metrics: bool = True  # GET /metrics (server.metrics)
     # The client networks /metrics is served to; empty: any.
     metrics_allow: tuple[IPNetwork, ...] = ()
-    # The App Store (server.providers.apple): on when the bundle id and the root certificates
+    # The App Store (server.providers.apple_client): on when the bundle id and the root certificates
     # are set. The app's Apple id is required in Production.
     apple_bundle_id: str = ""
     apple_app_id: int | None = None
     apple_environment: str = "Production"
     apple_root_certs: tuple[Path, ...] = ()
-    # Stripe (server/providers/stripe.py): on when its secret key and webhook secrets are set.
+    # Stripe (server/providers/stripe_client.py): on when its secret key and webhook secrets are set.
     stripe_secret_key: str = ""
     stripe_publishable_key: str = ""
     # Every secret a Stripe webhook may be signed with: several while one is being rotated.
     stripe_webhook_secrets: tuple[str, ...] = ()
     stripe_api_base: str = STRIPE_API_BASE
     stripe_js_url: str = STRIPE_JS_URL
-    # Google Play (server/providers/google.py): on when the package name, the service account's
+    # Google Play (server/providers/google_client.py): on when the package name, the service account's
     # key file and the Pub/Sub push subscription's audience and account are all set.
     google_package_name: str = ""
     google_service_account_file: Path | None = None

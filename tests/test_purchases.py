@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -356,6 +358,36 @@ def test_a_provider_this_server_is_not_configured_for_answers_503_and_writes_not
         message = reply.json()["error"]["message"]
         assert message.startswith(f"payment provider {provider!r} is not configured on this server (set ")
         assert setting in message, message
+
+
+# What a server imports for a provider only once it is configured for it.
+PROVIDER_SDKS = ("stripe", "appstoreserverlibrary", "googleapiclient", "google.oauth2", "httplib2")
+UNCONFIGURED_PROVIDERS = """
+import sys
+from server.app import checkouts
+from server.domain.catalog import Catalog
+from server.providers import app_store, google_play
+from server.settings import Settings
+
+settings = Settings.from_env({"GIFTING_DEMO": "1"})
+catalog = Catalog.load_default()
+assert sorted(checkouts(settings)) == ["sandbox"]
+assert app_store(settings, catalog) is None and google_play(settings, catalog) is None
+print(" ".join(name for name in sys.argv[1:] if name in sys.modules))
+"""
+
+
+def test_a_server_not_configured_for_a_provider_does_not_load_its_sdk() -> None:
+    """The app and its routes, built for no provider, leave the providers' SDKs unimported:
+    loading them took about a fifth of every server's start."""
+    done = subprocess.run(
+        [sys.executable, "-c", UNCONFIGURED_PROVIDERS, *PROVIDER_SDKS],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [], f"imported without being configured: {done.stdout}"
 
 
 def test_an_order_opened_with_one_provider_is_not_paid_through_another(

@@ -10,6 +10,7 @@ routes 503 ``provider_unavailable``.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.routing import Route
@@ -17,8 +18,11 @@ from starlette.routing import Route
 from server.api.context import JSON, Context, caller, context, now_ms, read_json
 from server.domain.requests import AppleNotification, AppleTransactionRequest, parse
 from server.errors import InvalidRequest, NotFound, ProviderUnavailable
-from server.providers.apple import PROVIDER, SETTINGS, AppleStore, Transaction
+from server.providers.apple import PROVIDER, SETTINGS, Transaction
 from server.store.payments import PAYMENT_CLAIM_TTL_S
+
+if TYPE_CHECKING:  # imported only when configured (server.providers)
+    from server.providers.apple_client import AppleStore
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 from starlette.requests import HTTPConnection, Request
@@ -18,12 +19,14 @@ from server.engine import EngineSupervisor
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.gifting import GiftService
 from server.hub.hub import Hub
-from server.providers.apple import AppleStore
-from server.providers.google import GooglePlay
 from server.purchases import Purchases
 from server.settings import Settings
 from server.social import SocialService
 from server.store import Store
+
+if TYPE_CHECKING:  # imported only when configured (server.providers)
+    from server.providers.apple_client import AppleStore
+    from server.providers.google_client import GooglePlay
 
 
 @dataclass

@@ -10,6 +10,7 @@ without Google Play configured answers both routes 503 ``provider_unavailable``.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.routing import Route
@@ -26,12 +27,14 @@ from server.providers.google import (
     PURCHASED,
     SETTINGS,
     DeveloperNotification,
-    GooglePlay,
     VoidedPurchase,
     order_id_of,
     payment_id_of,
 )
 from server.store.payments import PAYMENT_CLAIM_TTL_S
+
+if TYPE_CHECKING:  # imported only when configured (server.providers)
+    from server.providers.google_client import GooglePlay
 
 log = logging.getLogger(__name__)
 

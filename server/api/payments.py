@@ -13,11 +13,11 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from server.api.context import JSON, caller, context, decode_json, now_ms, read_body
+from server.api.stripe import configured_stripe
 from server.domain import webhooks
 from server.domain.ids import check_id, new_id
 from server.domain.requests import PaymentData, WebhookEvent, parse
 from server.errors import NotFound
-from server.providers.stripe import StripeCheckout
 
 # The sandbox's clawback events, and what each records.
 REASONS = {"payment.refunded": "refunded", "payment.disputed": "charged_back"}
@@ -80,8 +80,8 @@ async def payment_providers(request: Request) -> JSON:
             ]
         ),
     }
-    stripe = checkouts.get("stripe")
-    if isinstance(stripe, StripeCheckout):
+    stripe = configured_stripe(ctx)
+    if stripe is not None:
         answer["stripe"] = stripe.page()
     return JSON(answer)
 

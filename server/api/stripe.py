@@ -17,7 +17,7 @@ does not match its order (the order is flagged for review).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from starlette.requests import Request
@@ -26,7 +26,10 @@ from starlette.routing import Route
 from server.api.context import JSON, Context, context, decode_json, now_ms, read_body
 from server.domain.requests import parse
 from server.errors import Conflict, NotFound, ProviderUnavailable
-from server.providers.stripe import HEADER, PROVIDER, SETTINGS, StripeCheckout
+from server.providers.stripe import HEADER, PROVIDER, SETTINGS
+
+if TYPE_CHECKING:  # imported only when configured (server.providers)
+    from server.providers.stripe_client import StripeCheckout
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,15 @@ class StripeObject(msgspec.Struct, frozen=True):
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+def configured_stripe(ctx: Context) -> StripeCheckout | None:
+    """Stripe's checkout, if this server is configured for it: the one checkout
+    registered under its name (``app.checkouts``)."""
+    return cast("StripeCheckout | None", ctx.purchases.checkouts.get(PROVIDER))
+
+
 def stripe_of(ctx: Context) -> StripeCheckout:
-    checkout = ctx.purchases.checkouts.get(PROVIDER)
-    if not isinstance(checkout, StripeCheckout):
+    checkout = configured_stripe(ctx)
+    if checkout is None:
         raise ProviderUnavailable.not_configured(PROVIDER, settings=SETTINGS)
     return checkout
 
