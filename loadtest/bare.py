@@ -5,6 +5,12 @@ that ``broadcast()``s one pre-built frame to every connection in a tight loop, o
 without bound; the loop therefore also waits 1 ms while any of ``BARE_PROBES`` probed
 connections has more than ``inflight`` bytes unsent (kernel send queue + transport buffer),
 and reports the share of its time spent waiting.
+
+The bare handshake server (``bare_handshakes``) is the connect rate's ceiling: uvicorn with
+the server's WebSocket protocol implementation and options, in front of an ASGI app that
+accepts every connection with the subprotocol, sends one small ``welcome`` frame and holds the
+connection. No token, no limits, no room: what a handshake costs before the server does
+anything of its own.
 """
 
 from __future__ import annotations
@@ -17,11 +23,16 @@ import socket
 import struct
 import termios
 import time
+from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 from typing import Any
 
-from loadtest.harness import SUBPROTOCOL, raise_fd_limit, run_async
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from loadtest.harness import SUBPROTOCOL, BenchError, raise_fd_limit, run_async
 from server.engine import free_port
+from server.settings import Settings
 
 SERVER_BUFFER_BYTES = 256 * 1024  # GIFTING_WS_BUFFER_BYTES's default, also given to the bare server
 BARE_PROBES = 16
@@ -132,3 +143,72 @@ class Bare:
         self.process.join(5)
         if self.process.is_alive():
             self.process.kill()
+
+
+# --- the handshake ceiling -----------------------------------------------------------------
+
+# The bare handshake server's first frame: the sinks count a connection open on it, as they do
+# on the server's welcome.
+BARE_WELCOME = '{"type":"welcome"}'
+BARE_START_TIMEOUT_S = 30.0
+
+
+async def handshake_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Accept every WebSocket with the subprotocol, send ``BARE_WELCOME``, hold it open."""
+    if scope["type"] != "websocket":
+        return
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
+    await send({"type": "websocket.send", "text": BARE_WELCOME})
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
+def handshake_process(port: int) -> None:
+    """The bare handshake server's process: uvicorn's ``websockets-sansio`` protocol (which the
+    server's own extends) with the server's default options."""
+    raise_fd_limit()
+    uvicorn.run(
+        handshake_app,
+        host="127.0.0.1",
+        port=port,
+        loop="auto",
+        lifespan="off",
+        log_level="warning",
+        server_header=False,
+        backlog=Settings.listen_backlog,
+        ws="websockets-sansio",
+        ws_max_size=Settings.ws_max_frame_bytes,
+        ws_ping_interval=Settings.ws_ping_s,
+        ws_ping_timeout=Settings.ws_ping_s,
+        ws_per_message_deflate=False,
+    )
+
+
+@contextlib.asynccontextmanager
+async def bare_handshakes() -> AsyncIterator[tuple[int, int]]:
+    """A bare handshake server in its own process: its port and pid, once it listens."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=handshake_process, args=(port := free_port(),), daemon=True
+    )
+    process.start()
+    try:
+        deadline = time.monotonic() + BARE_START_TIMEOUT_S
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                if not process.is_alive() or time.monotonic() > deadline:
+                    raise BenchError("the bare handshake server did not start listening") from None
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            break
+        assert process.pid is not None
+        yield port, process.pid
+    finally:
+        process.terminate()
+        process.join(5)
+        if process.is_alive():
+            process.kill()

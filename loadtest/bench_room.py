@@ -51,7 +51,11 @@ connections
     ``--connections`` (10,000) idle viewers in one room: the server's RSS before and after,
     the memory per connection (RSS delta / N), the connect rate (handshakes
     completed including the ``welcome`` frame, per second, ``--connect-concurrency``
-    handshakes in flight per load process) and the server's CPU while they sit idle.
+    handshakes in flight per load process) and the server's CPU while they sit idle. The
+    connect rate's ceiling is as many handshakes, through the same sinks, into the bare
+    handshake server (``loadtest/bare.py``: uvicorn's WebSocket protocol with the server's
+    options, no token, limits or room), measured first while the server holds no connection;
+    each side's CPU per handshake is beside its rate.
 
 mixed
     The 2,000-viewer room (``--mixed-viewers``) of the storm taking, for ``--mixed-seconds``
@@ -136,7 +140,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from loadtest.bare import SERVER_BUFFER_BYTES, Bare
+from loadtest.bare import SERVER_BUFFER_BYTES, Bare, bare_handshakes
 from loadtest.harness import (
     ACK_TIMEOUT_S,
     GIFT_ID,
@@ -144,6 +148,7 @@ from loadtest.harness import (
     BenchError,
     CpuMeter,
     Sender,
+    cpu_seconds,
     environment,
     expect,
     gather_limited,
@@ -671,8 +676,29 @@ async def connections(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         minted = time.perf_counter()
         tokens = await viewer_tokens(client, "idle_v", 0, count)
         mint_s = time.perf_counter() - minted
+        # The ceiling first, while the server holds no connection: as many handshakes into the
+        # bare handshake server, through the same sinks.
+        async with bare_handshakes() as (bare_port, bare_pid):
+            bare_cpu_s = cpu_seconds(bare_pid)
+            bare = await pool.connect(
+                "bare",
+                bare_port,
+                [f"/bare/{number}" for number in range(count)],
+                welcome=True,
+                record=False,
+                sample_every=0,
+                concurrency=args.connect_concurrency,
+            )
+            bare_cpu_s = cpu_seconds(bare_pid) - bare_cpu_s
+            await pool.drop("bare")
+        if bare["opened"] != count:
+            raise BenchError(
+                f"the bare handshake server took {bare['opened']} of {count}: {bare['failures']}"
+            )
+        progress(f"connections: the bare handshake server took {count} at {bare['per_s']:,.0f}/s")
         await asyncio.sleep(2.0)
         before = rss_kib(stack.server_pid)
+        server_cpu_s = cpu_seconds(stack.server_pid)
         connect = await pool.connect(
             "idle",
             stack.port,
@@ -682,6 +708,7 @@ async def connections(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             sample_every=0,
             concurrency=args.connect_concurrency,
         )
+        server_cpu_s = cpu_seconds(stack.server_pid) - server_cpu_s
         progress(f"connections: {connect['opened']} opened at {connect['per_s']:,.0f}/s")
         await asyncio.sleep(3.0)
         meter = CpuMeter(stack.pids)
@@ -693,6 +720,7 @@ async def connections(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     opened = connect["opened"]
     kib = round((after - before) / opened, 2) if opened else None
     per_s = connect["per_s"] if opened else None
+    bare_per_s = bare["per_s"]
     return {
         "connections": count,
         "opened": opened,
@@ -701,6 +729,12 @@ async def connections(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "closed": stats["closed"],
         "connect_s": connect["seconds"],
         "connect_per_s": connect["per_s"],
+        "connect_cpu_us_per_handshake": cpu_us_each(server_cpu_s, connect["opened"]),
+        "bare_handshakes": {
+            "per_s": bare_per_s,
+            "seconds": bare["seconds"],
+            "cpu_us_per_handshake": cpu_us_each(bare_cpu_s, bare["opened"]),
+        },
         "server_rss_kib": {"before": before, "after": after},
         "kib_per_connection": kib,
         "idle_cpu_cores": idle_cpu,
@@ -718,10 +752,16 @@ async def connections(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 per_s,
                 f">= {CONNECT_PER_S_TARGET:,.0f} handshakes/s",
                 None if per_s is None else per_s >= CONNECT_PER_S_TARGET,
+                ratio=None if per_s is None else round(per_s / bare_per_s, 3),
                 unit="handshakes/s",
             ),
         ],
     }
+
+
+def cpu_us_each(cpu_s: float, handshakes: int) -> int | None:
+    """CPU microseconds per handshake of a process that used ``cpu_s`` for ``handshakes``."""
+    return round(cpu_s * 1e6 / handshakes) if handshakes else None
 
 
 # --- scenario 4: mixed storm (gifts, chat and likes) against the gift-only storm -----------
@@ -1391,9 +1431,12 @@ def print_report(report: dict[str, Any]) -> None:
     conns = report.get("connections")
     if conns:
         rss = conns["server_rss_kib"]
+        bare_hs = conns["bare_handshakes"]
         print(
             f"\nconnections: {conns['opened']:,}/{conns['connections']:,} idle viewers, "
-            f"{conns['connect_per_s']:,.0f} handshakes/s; server RSS {rss['before'] / 1024:.1f} -> "
+            f"{conns['connect_per_s']:,.0f} handshakes/s ({conns['connect_cpu_us_per_handshake']} us of "
+            f"server CPU each; bare handshake server {bare_hs['per_s']:,.0f}/s, "
+            f"{bare_hs['cpu_us_per_handshake']} us each); server RSS {rss['before'] / 1024:.1f} -> "
             f"{rss['after'] / 1024:.1f} MiB = {conns['kib_per_connection']} KiB per connection; "
             f"idle server {conns['idle_cpu_cores']['server']:.2f} cores; "
             f"open after idling {conns['open_after_idle']:,}"

@@ -499,6 +499,13 @@ class SinkHost:
                 sink.frame_ids = []
         return {"time": time.time()}
 
+    async def op_drop(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Close a group's connections for good and forget them."""
+        sinks = self.groups.pop(command["group"], [])
+        for sink in sinks:
+            sink.stop()
+        return {"dropped": len(sinks)}
+
     async def op_completeness(self, command: dict[str, Any]) -> dict[str, Any]:
         """Per viewer: gift and chat events received, distinct ids, distinct acknowledged ids,
         and frames received (since the last ``forget``)."""
@@ -720,6 +727,10 @@ class SinkPool:
             for i in range(count)
         ]
         return opened_summary(await self.call(commands))
+
+    async def drop(self, group: str) -> int:
+        """Close the group's connections for good; how many there were."""
+        return sum(reply["dropped"] for reply in await self.every(op="drop", group=group))
 
     async def stats(self, group: str) -> dict[str, Any]:
         replies = await self.every(op="stats", group=group)

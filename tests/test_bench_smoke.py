@@ -168,6 +168,11 @@ def test_the_room_benchmarks_run(tmp_path: Path) -> None:
     assert storm_met["min delivery completeness"] is True, storm["targets"]
     assert [target["value"] for target in report["fanout"]["targets"]] == [fanout["server_frames_per_s"]]
     assert [target["unit"] for target in connections["targets"]] == ["KiB", "handshakes/s"]
+    # The connect rate stands beside the bare handshake server's, measured through the same sinks.
+    bare_handshakes = connections["bare_handshakes"]
+    assert bare_handshakes["per_s"] > 0 and bare_handshakes["cpu_us_per_handshake"] > 0, bare_handshakes
+    connect_target = connections["targets"][1]
+    assert connect_target["ratio"] == round(connections["connect_per_s"] / bare_handshakes["per_s"], 3)
 
 
 def test_the_reconnect_storm_benchmark_runs(tmp_path: Path) -> None:
