@@ -32,6 +32,7 @@ from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.exceptions import MovedError
 
 from server.keys import KeySchema
+from server.store.connection import DeadlineCluster, within_deadline
 from server.store.failures import ENGINE_ERRORS
 
 # RuntimeError: redis-py's round-robin over the nodes' subscriptions can end up exhausted
@@ -49,6 +50,8 @@ MAX_MESSAGES = 100_000
 class RoomWakeups:
     def __init__(self, cluster: RedisCluster, keys: KeySchema, full_read_s: float = FULL_READ_S) -> None:
         self._cluster = cluster
+        # The subscriptions are the cluster client's too, and end within its deadline.
+        self._timeout_s = cluster.timeout_s if isinstance(cluster, DeadlineCluster) else None
         self._keys = keys
         self._full_read_s = full_read_s
         self._pubsub: ClusterPubSub | None = None
@@ -65,8 +68,9 @@ class RoomWakeups:
         wanted = set(rooms)
         among = wanted if reading is None else wanted.intersection(reading)
         try:
-            await self._follow(wanted)
-            await self._drain()
+            async with within_deadline(self._timeout_s):
+                await self._follow(wanted)
+                await self._drain()
         except _RESET_ON as exc:
             if not self._failing:
                 log.warning("room wake-ups reset; reading every room meanwhile (%r)", exc)
