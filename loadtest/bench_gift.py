@@ -46,7 +46,9 @@ paced
     measured: the gifts are sent round-robin over the same senders on one fixed schedule,
     whatever the acks do (an open loop, so queueing at the maximum does not hide in the
     figure). A maximum rate says what the server can take; the latency at half of it says
-    how it serves a load it can comfortably take. Only for ``--transport ws``.
+    how it serves a load it can comfortably take. Only for ``--transport ws``. Each paced
+    run on one engine also says how many rewrites of the append-only file overlapped it
+    (``paced_aof_rewrites``): one holds the fsyncs of ``always`` for most of a second.
 
 ceiling
     ``gift_debit.lua`` run bare by EVALSHA from a redis-py asyncio client packing with
@@ -124,6 +126,7 @@ from loadtest.harness import (
     BenchError,
     CpuMeter,
     Sender,
+    collector_off,
     fraction,
     http_client,
     judged,
@@ -182,6 +185,8 @@ class ServerRun:
     errors: int
     busiest_sender_gifts: int
     cpu_cores: dict[str, float]
+    # The append-only file's rewrites that overlapped the run (paced runs on one engine).
+    aof_rewrites: int | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +252,7 @@ class PolicyResult:
             "paced_p50_ms": round(statistics.median(run.p50_ms for run in self.paced_runs), 3),
             "paced_p99_ms": round(statistics.median(run.p99_ms for run in self.paced_runs), 3),
             "paced_errors": sum(run.errors for run in self.paced_runs),
+            "paced_aof_rewrites": [run.aof_rewrites for run in self.paced_runs],
             "paced_ceiling_ratio": round((self.paced_rate or 0) / self.ceiling_scripts_per_s, 4),
         }
 
@@ -718,6 +724,12 @@ async def engine_stalls(raw: Redis) -> str:
     return f"AOF rewrites {persistence.get('aof_rewrites', 0)}; stalls of {STALL_MS} ms or more: {stalls}"
 
 
+async def aof_rewrites(raw: Redis) -> tuple[int, int]:
+    """The append-only file rewrites the engine has finished, and whether one is running."""
+    persistence = await raw.info("persistence")
+    return int(persistence.get("aof_rewrites", 0)), int(persistence.get("aof_rewrite_in_progress", 0))
+
+
 # The engine's latency monitor reports the event-loop stalls at least this long (ms).
 STALL_MS = 10
 
@@ -744,11 +756,13 @@ async def interleaved_runs(
         seconds = args.warmup if warm_up else args.seconds
         tag = "w" if warm_up else f"r{rep}"
         await asyncio.gather(*(top_up(client, sender, coins) for sender in senders))
-        if gifters:
-            server = await measure_ws(gifters, seconds, tag, args.inflight, meter)
-        else:
-            server = await measure_server(senders, seconds, tag, meter)
-        ceiling = await measure_ceiling(raw, args.concurrency, seconds, tag, meter)
+        with collector_off():
+            if gifters:
+                server = await measure_ws(gifters, seconds, tag, args.inflight, meter)
+            else:
+                server = await measure_server(senders, seconds, tag, meter)
+        with collector_off():
+            ceiling = await measure_ceiling(raw, args.concurrency, seconds, tag, meter)
         log(tag, server, ceiling)
         busiest_per_s = max(busiest_per_s, server.busiest_sender_gifts / server.seconds)
         coins = math.ceil(busiest_per_s * args.seconds * 1.5) + 100
@@ -759,14 +773,24 @@ async def interleaved_runs(
     if not gifters or not args.paced:
         return result
     rate = round(result.server_gifts_per_s * args.paced, 1)
+    # A rewrite of the append-only file slows the fsyncs of `always` while it runs: each paced
+    # run says how many overlapped it (the ceiling's writes make them more frequent here).
+    one_engine = Topology.of(raw).one_connection
     # Each paced run takes rate * seconds / senders gifts from each sender, well below the top-up.
     paced_runs: list[ServerRun] = []
     for rep in range(args.repeat):
         await asyncio.gather(*(top_up(client, sender, coins) for sender in senders))
-        paced = await measure_paced(gifters, rate, args.seconds, f"p{rep}", meter)
+        before = await aof_rewrites(raw) if one_engine else None
+        with collector_off():
+            paced = await measure_paced(gifters, rate, args.seconds, f"p{rep}", meter)
+        rewrites = ""
+        if before is not None:
+            done, running = await aof_rewrites(raw)
+            paced = dataclasses.replace(paced, aof_rewrites=done - before[0] + running)
+            rewrites = f", {paced.aof_rewrites} AOF rewrite(s) during it"
         print(
             f"  [{fsync} p{rep}] paced at {rate:,.0f} gifts/s: acked {paced.gifts_per_s:,.0f}/s "
-            f"(p50 {paced.p50_ms:.1f} ms, p99 {paced.p99_ms:.1f} ms)",
+            f"(p50 {paced.p50_ms:.1f} ms, p99 {paced.p99_ms:.1f} ms{rewrites})",
             flush=True,
         )
         paced_runs.append(paced)

@@ -148,6 +148,7 @@ from loadtest.harness import (
     BenchError,
     CpuMeter,
     Sender,
+    collector_off,
     cpu_seconds,
     environment,
     expect,
@@ -1722,7 +1723,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         for name in args.scenarios:
             print(f"{name}...", flush=True)
             started = time.perf_counter()
-            report[name] = await SCENARIOS[name](args, Path(tmp))
+            with collector_off():
+                report[name] = await SCENARIOS[name](args, Path(tmp))
             report["scenario_seconds"][name] = round(time.perf_counter() - started, 1)
     return report
 

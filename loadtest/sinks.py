@@ -38,6 +38,7 @@ from loadtest.harness import (
     SUBPROTOCOL,
     BenchError,
     Sender,
+    collector_off,
     raise_fd_limit,
     run_async,
 )
@@ -638,7 +639,8 @@ class SinkHost:
 def sink_process(conn: Connection) -> None:
     """A load process's entry point: serve commands until told to quit."""
     raise_fd_limit()
-    run_async(SinkHost(conn).serve())
+    with collector_off():  # the sinks time what arrives: no pause of their own in it
+        run_async(SinkHost(conn).serve())
 
 
 class SinkPool:

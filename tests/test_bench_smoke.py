@@ -52,6 +52,9 @@ def test_the_gift_path_benchmark_runs(tmp_path: Path) -> None:
     median: dict[str, Any] = result["median"]
     assert median["server_gifts_per_s"] > 0 and median["server_errors"] == 0
     assert median["ceiling_scripts_per_s"] > median["server_gifts_per_s"]
+    # The paced run on one engine says how many rewrites of the append-only file overlapped it.
+    [rewrites] = median["paced_aof_rewrites"]
+    assert isinstance(rewrites, int) and rewrites >= 0, median
 
 
 def test_the_gift_path_benchmark_runs_over_the_websocket_on_two_servers(tmp_path: Path) -> None:
