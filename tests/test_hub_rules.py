@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, cast
 
 import msgpack
 import orjson
@@ -17,8 +18,10 @@ from server.domain.combos import ComboWatch
 from server.domain.events import RoomEvent, parse_entry, parse_offset
 from server.domain.requests import GiftRequest
 from server.errors import InvalidRequest
+from server.hub import room as room_module
+from server.hub.outlet import GiftingWebSocketProtocol
 from server.hub.protocol import FRAME_TYPES, JSON, MSGPACK, Ping, decode, encode, negotiate, ws_frame
-from server.hub.room import LocalRoom, catch_up_frames
+from server.hub.room import BROADCAST_CHECK_EVERY, LocalRoom, Viewer, catch_up_frames
 from server.store.records import Gifter, Room, RoomState
 
 pytestmark = pytest.mark.pure
@@ -222,3 +225,65 @@ def test_a_catch_up_comes_in_frames_that_fit_the_page_each_carrying_its_last_off
         assert batch["type"] == "batch" and batch["offset"] == last["event_id"].removeprefix("g_")
     overlay = [orjson.loads(parse_frame(f).data) for f in catch_up_frames(events[99:102], True, JSON, 4096)]
     assert [e["type"] for e in overlay[0]["events"]] == ["gift", "test_alert", "gift"]
+
+
+class Transport:
+    """What a connection's outlet does with a frame, as far as a room's broadcast sees it:
+    takes it (a connection that keeps up) or refuses it (one closing or too slow)."""
+
+    def __init__(self, takes: bool = True, wrote: asyncio.Event | None = None) -> None:
+        self.takes = takes
+        self.frames: list[bytes] = []
+        self.wrote = wrote  # set once a frame is taken
+
+    def write(self, frame: bytes) -> bool:
+        if self.takes:
+            self.frames.append(frame)
+            if self.wrote is not None:
+                self.wrote.set()
+        return self.takes
+
+
+def viewer_on(transport: Transport, number: int) -> Viewer:
+    return Viewer(cast(GiftingWebSocketProtocol, transport), f"v{number}", f"V{number}", JSON, "r")
+
+
+@pytest.mark.anyio
+async def test_a_broadcast_lets_other_tasks_run_between_slices_and_writes_each_viewer_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every look at the clock finds the slice over: a turn every BROADCAST_CHECK_EVERY writes.
+    monkeypatch.setattr(room_module, "BROADCAST_SLICE_S", 0.0)
+    room = LocalRoom(Room("r", "c", "t", "live", 0, None, "e"), state(1), "0-0", "0-0")
+    wrote = asyncio.Event()
+    transports = [Transport(wrote=wrote) for _ in range(10 * BROADCAST_CHECK_EVERY)]
+    viewers = [viewer_on(transport, number) for number, transport in enumerate(transports)]
+    slow = Transport(takes=False)
+    for viewer in [*viewers, viewer_on(slow, -1)]:
+        room.add(viewer)
+    room.add_events([gift_event("1-0", "ann", 1)])
+    batches = room.take_batch([])
+    seen: list[int] = []
+    joined = Transport()
+
+    async def meanwhile() -> None:
+        # A gift frame read during a broadcast is handled before the broadcast ends.
+        await wrote.wait()
+        seen.append(sum(1 for transport in transports if transport.frames))
+        for viewer, transport in zip(viewers, transports, strict=True):  # one not written yet leaves
+            if not transport.frames:
+                room.remove(viewer)
+                transport.takes = False  # its connection is closing
+                break
+        room.add(viewer_on(joined, 10_000))  # and another joins
+
+    other = asyncio.get_running_loop().create_task(meanwhile())
+    dropped = await room.broadcast(batches)
+    await other
+    assert len(seen) == 1 and 0 < seen[0] < len(transports), seen
+    # The one too slow is reported; the one that left is not, and got nothing; the one that
+    # joined after the cursor moved gets nothing of this batch; every other viewer gets it once.
+    assert [viewer.user_id for viewer in dropped] == ["v-1"]
+    written = [len(transport.frames) for transport in transports]
+    assert written.count(0) == 1 and written.count(1) == len(transports) - 1
+    assert joined.frames == [] and room.cursor == "1-0"

@@ -633,7 +633,7 @@ class Hub:
         now = time.monotonic()
         for room_id in room_ids:
             room = self.rooms.get(room_id)
-            if room is not None and self._flush(
+            if room is not None and await self._flush(
                 room_id, room, states.get(room_id), frames.get(room.battle_id or "")
             ):
                 room.sent_at, room.quiet = now, False
@@ -728,7 +728,7 @@ class Hub:
         held = [(user_id, slot) for user_id, slots in self.slots.held().items() for slot in slots]
         await self.store.limits.sync_connections({}, self.slots.take_released() + held, 0)
 
-    def _flush(
+    async def _flush(
         self, room_id: str, room: LocalRoom, state: RoomState | None, battle: dict[str, Any] | None
     ) -> bool:
         """Send the room its batch, and what goes with it; True if there was a batch."""
@@ -742,7 +742,7 @@ class Hub:
         tally_events = room.tally_events()
         presence = room.presence_events(time.monotonic(), self.settings.presence_interval_ms / 1000)
         batches = room.take_batch([*state_events, *tally_events, *presence, *room.battle_events(battle)])
-        for viewer in room.broadcast(batches):
+        for viewer in await room.broadcast(batches):
             self.leave(viewer)
         for user_id, coins in balances.items():
             for viewer in tuple(self.by_user.get(user_id or "", ())):

@@ -16,7 +16,9 @@ of its own otherwise: what changes meanwhile is held, the joins merged into one 
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,11 @@ from server.store.chat import RECENT_CHAT
 from server.store.records import Room, RoomState
 
 RECENT_GIFTS = 20
+# A batch's writes give the event loop a turn at least this often (seconds): a gift frame read
+# meanwhile waits for one slice of a room's writes, not for the whole room.
+BROADCAST_SLICE_S = 0.001
+# How many connections are written between looks at the clock.
+BROADCAST_CHECK_EVERY = 16
 # What a batch frame adds to its events: the frame header, its type and offset fields.
 BATCH_OVERHEAD = 64
 
@@ -258,20 +265,32 @@ class LocalRoom:
             return None
         return {"type": "batch", "offset": offset, "events": events}
 
-    def broadcast(self, batches: dict[bool, dict[str, Any] | None]) -> list[Viewer]:
+    async def broadcast(self, batches: dict[bool, dict[str, Any] | None]) -> list[Viewer]:
         """Write each audience its batch, encoded once per subprotocol; returns the
-        connections that were dropped as too slow."""
+        connections that were dropped as too slow.
+
+        The writes give other tasks a turn every ``BROADCAST_SLICE_S``. A connection added
+        meanwhile is not written this batch: the cursor moved before it (``take_batch``),
+        so its welcome or catch-up already brought these events. One that left meanwhile is
+        skipped."""
         dropped: list[Viewer] = []
-        for (encoding, overlay), viewers in self.by_audience.items():
+        turn_at = time.monotonic() + BROADCAST_SLICE_S
+        for (encoding, overlay), viewers in list(self.by_audience.items()):
             message = batches[overlay]
-            if viewers and message is not None:
-                frame = encode(message, encoding)
-                failed = len(dropped)
-                for viewer in viewers:
-                    if not viewer.outlet.write(frame):
-                        dropped.append(viewer)
-                # Counted per audience, not per write: this loop runs for every connection.
-                metrics.frames_sent(len(viewers) - (len(dropped) - failed), len(frame))
+            if not viewers or message is None:
+                continue
+            frame = encode(message, encoding)
+            written = 0
+            for number, viewer in enumerate(list(viewers)):
+                if number % BROADCAST_CHECK_EVERY == 0 and time.monotonic() >= turn_at:
+                    await asyncio.sleep(0)
+                    turn_at = time.monotonic() + BROADCAST_SLICE_S
+                if viewer.outlet.write(frame):
+                    written += 1
+                elif viewer in viewers:
+                    dropped.append(viewer)
+            # Counted per audience, not per write: this loop runs for every connection.
+            metrics.frames_sent(written, len(frame))
         return dropped
 
 
