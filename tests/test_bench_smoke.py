@@ -173,7 +173,8 @@ def test_the_room_benchmarks_run(tmp_path: Path) -> None:
     assert [target["unit"] for target in connections["targets"]] == ["KiB", "handshakes/s"]
     # The connect rate stands beside the bare handshake server's, measured through the same sinks.
     bare_handshakes = connections["bare_handshakes"]
-    assert bare_handshakes["per_s"] > 0 and bare_handshakes["cpu_us_per_handshake"] > 0, bare_handshakes
+    # (Its CPU is read from /proc in clock ticks of 10 ms: 30 handshakes may take none.)
+    assert bare_handshakes["per_s"] > 0 and bare_handshakes["cpu_us_per_handshake"] >= 0, bare_handshakes
     connect_target = connections["targets"][1]
     assert connect_target["ratio"] == round(connections["connect_per_s"] / bare_handshakes["per_s"], 3)
 
@@ -187,14 +188,20 @@ def test_the_reconnect_storm_benchmark_runs(tmp_path: Path) -> None:
         *("--sink-procs", "1"),
         json_path=out,
     )
-    variants = json.loads(out.read_text())["reconnect"]["variants"]
+    reconnect = json.loads(out.read_text())["reconnect"]
+    variants = reconnect["variants"]
     assert [variant["servers"] for variant in variants] == [1, 2]
+    bare_per_s = reconnect["bare_handshakes_per_s"]
+    assert bare_per_s > 0, reconnect
     for variant in variants:
         # Every viewer came back by resuming, and holds every acknowledged gift exactly once.
         assert variant["back"] == variant["resumed"] == 20 and variant["gifts_acked"] > 0
         assert variant["completeness_pct"] == 100 and variant["duplicate_events"] == 0
         assert variant["all_back_after_stop_s"] >= variant["first_back_s"] > 0
         assert {target["unit"] for target in variant["targets"]} == {"s", "/s", "%"}
+        # The busiest second's handshakes stand beside the bare handshake server's rate.
+        [busiest] = [target for target in variant["targets"] if target["unit"] == "/s"]
+        assert busiest["ratio"] == round(busiest["value"] / bare_per_s, 3), busiest
 
 
 def test_the_mixed_storm_benchmark_runs(tmp_path: Path) -> None:
