@@ -713,7 +713,7 @@ async def engine_stalls(raw: Redis) -> str:
     """What held the engine's event loop ``STALL_MS`` or more during the runs (its latency
     monitor: an fsync under ``always``, a fork for the append-only file's rewrite, a slow
     write), and how many times the file was rewritten: the source of the p99 acks' stalls."""
-    persistence = await raw.info("persistence")
+    rewrites, _ = await aof_rewrites(raw)
     events = []
     for event, *_ in await raw.execute_command("LATENCY", "LATEST"):
         name = event.decode() if isinstance(event, bytes) else str(event)
@@ -721,7 +721,7 @@ async def engine_stalls(raw: Redis) -> str:
         worst = max(int(ms) for _, ms in history)
         events.append(f"{name} {len(history)}x (max {worst} ms)")
     stalls = ", ".join(events) or "none"
-    return f"AOF rewrites {persistence.get('aof_rewrites', 0)}; stalls of {STALL_MS} ms or more: {stalls}"
+    return f"AOF rewrites {rewrites}; stalls of {STALL_MS} ms or more: {stalls}"
 
 
 async def aof_rewrites(raw: Redis) -> tuple[int, int]:
