@@ -249,6 +249,44 @@ async def test_viewers_resuming_from_one_offset_share_one_read_of_the_room_windo
     await watcher.close()
 
 
+async def test_a_viewer_resuming_later_from_an_offset_takes_what_followed_in_one_page_not_in_earlier_steps(
+    server: Server,
+) -> None:
+    """A page read for one resume ends at the room's cursor of that moment. One resuming from
+    the same offset once the room has moved on gets the page read again up to the cursor
+    now: the gifts since then come in one frame, not cut where the earlier page ended (after
+    a restart, each viewer coming back took every step in which earlier ones had chased the
+    cursor, one tick's events at a time)."""
+    api, base_url = server.api, server.process.base_url
+    room_id = api.open_room(unique("c"))
+    senders = long_named_senders(api)[:1]
+    watcher = await RoomSocket.open(base_url, room_id, api.token(unique("w")))
+    await watcher.welcome()
+    first = await RoomSocket.open(base_url, room_id, api.token(unique("w")))
+    await first.welcome()
+    await send_gifts(api, base_url, room_id, senders, 2)
+    await first.wait_gift_count(2)
+    since, epoch = resume_point(first.frames)
+    await first.close()
+    early = (await send_gifts(api, base_url, room_id, senders, 2))[senders[0]]
+    await watcher.wait_gift_count(4)
+    earlier = await RoomSocket.open(base_url, room_id, api.token(unique("w")), since=since, epoch=epoch)
+    await earlier.wait_gift_count(2)
+    assert [gift["event_id"] for gift in gifts(earlier.frames)] == early
+    await earlier.close()
+    late = (await send_gifts(api, base_url, room_id, senders, 6))[senders[0]]
+    await watcher.wait_gift_count(10)  # the room's cursor has moved past the earlier page
+    later = await RoomSocket.open(base_url, room_id, api.token(unique("w")), since=since, epoch=epoch)
+    try:
+        await later.wait_gift_count(8)
+        pages = [[gift["event_id"] for gift in gifts([frame])] for frame in later.frames if gifts([frame])]
+        # Eight gifts of about 225 bytes: one frame of the connection's 4 KiB pages.
+        assert pages == [early + late]
+    finally:
+        await later.close()
+        await watcher.close()
+
+
 async def test_a_client_that_drops_mid_catch_up_resumes_from_what_it_stored_and_misses_nothing(
     server: Server,
 ) -> None:

@@ -98,13 +98,19 @@ SERVER_ERROR = 1011
 class CatchUpPage:
     """One page of a room's log for resuming connections: its events, the stream's window
     just after the read, where the next page starts, and its frames by (overlay, encoding,
-    frame size), each encoded once."""
+    frame size), each encoded once. A page short of ``CATCH_UP_PAGE`` events ended at the
+    room's cursor of its read, and its ``next_after`` is that cursor."""
 
     events: list[RoomEvent]
     window: StreamWindow
     next_after: str
     battle: bool
     frames: dict[tuple[bool, str, int], list[bytes]] = field(default_factory=dict)
+
+    def outgrown(self, until: str) -> bool:
+        """Whether a read up to ``until`` now would hold more: the page is short, and the
+        room's cursor has moved past where it ended."""
+        return len(self.events) < CATCH_UP_PAGE and parse_offset(self.next_after) < parse_offset(until)
 
     def frames_for(self, overlay: bool, encoding: str, most_bytes: int) -> list[bytes]:
         key = (overlay, encoding, most_bytes)
@@ -120,6 +126,11 @@ class BanCheck:
 
     room: LocalRoom
     answer: asyncio.Future[bool]
+
+
+def _kept(page: asyncio.Future[CatchUpPage]) -> bool:
+    """Whether a page's read is done and gave the page."""
+    return page.done() and not page.cancelled() and page.exception() is None
 
 
 async def _no_slot() -> None:
@@ -329,21 +340,27 @@ class Hub:
 
     async def _page(self, room_id: str, epoch: str, after: str, until: str) -> CatchUpPage:
         """The catch-up page of the room's events after ``after`` (up to ``until``, or to where
-        a connection resuming from the same offset read it a moment ago), read and encoded once
+        a connection resuming from the same offset read it in this tick), read and encoded once
         for every connection resuming from there: after a restart, a room's viewers all come
-        back from the offset of its last batch. A failed read is not kept."""
+        back from the offset of its last batch.
+
+        A page kept that ended short of ``until`` is read again, so that a connection arriving
+        later takes the room's log in pages as long as it allows, not in the steps in which
+        earlier ones chased the cursor (one tick's events each, and every later connection
+        took them all). A failed read is not kept."""
         key = (room_id, epoch, after)
         pending = self._pages.get(key)
-        if pending is None:
+        if pending is None or (_kept(pending) and pending.result().outgrown(until)):
             pending = asyncio.ensure_future(self._read_page(room_id, after, until))
             self._pages[key] = pending
+            self._pages.move_to_end(key)
             if len(self._pages) > CATCH_UP_PAGES_KEPT:
                 self._pages.popitem(last=False)
             pending.add_done_callback(lambda done: self._forget_failed_page(key, done))
         return await asyncio.shield(pending)
 
     def _forget_failed_page(self, key: tuple[str, str, str], done: asyncio.Future[CatchUpPage]) -> None:
-        if (done.cancelled() or done.exception() is not None) and self._pages.get(key) is done:
+        if not _kept(done) and self._pages.get(key) is done:
             del self._pages[key]
 
     async def _read_page(self, room_id: str, after: str, until: str) -> CatchUpPage:
