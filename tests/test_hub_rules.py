@@ -287,3 +287,46 @@ async def test_a_broadcast_lets_other_tasks_run_between_slices_and_writes_each_v
     written = [len(transport.frames) for transport in transports]
     assert written.count(0) == 1 and written.count(1) == len(transports) - 1
     assert joined.frames == [] and room.cursor == "1-0"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("overlay", [False, True], ids=["msgpack viewer", "overlay"])
+async def test_a_connection_that_joins_another_audience_during_a_broadcast_gets_nothing_of_its_batch(
+    monkeypatch: pytest.MonkeyPatch, overlay: bool
+) -> None:
+    """The audiences of a room (a subprotocol, or the overlays) are written one after
+    another, with turns of the event loop in between: a connection that joins one not
+    written yet, or ends its catch-up there, already has the batch's events (the cursor
+    moved before it), and must not be written them again."""
+    monkeypatch.setattr(room_module, "BROADCAST_SLICE_S", 0.0)
+    room = LocalRoom(Room("r", "c", "t", "live", 0, None, "e"), state(1), "0-0", "0-0")
+    wrote = asyncio.Event()
+    transports = [Transport(wrote=wrote) for _ in range(4 * BROADCAST_CHECK_EVERY)]
+    for number, transport in enumerate(transports):
+        room.add(viewer_on(transport, number))
+
+    def other_audience(transport: Transport, number: int) -> Viewer:
+        outlet = cast(GiftingWebSocketProtocol, transport)
+        if overlay:
+            return Viewer(outlet, "c", "C", JSON, "r", overlay=True)
+        return Viewer(outlet, f"m{number}", f"M{number}", MSGPACK, "r")
+
+    there = Transport()
+    room.add(other_audience(there, 0))
+    room.add_events([gift_event("1-0", "ann", 1)])
+    batches = room.take_batch([])
+    joined, caught_up = Transport(), Transport()
+    resuming = other_audience(caught_up, 2)
+    room.add_catching_up(resuming)
+
+    async def meanwhile() -> None:
+        await wrote.wait()  # the first audience is being written
+        room.add(other_audience(joined, 1))
+        room.caught_up(resuming)
+
+    other = asyncio.get_running_loop().create_task(meanwhile())
+    await room.broadcast(batches)
+    await other
+    assert all(len(transport.frames) == 1 for transport in transports)
+    assert len(there.frames) == 1
+    assert joined.frames == [] and caught_up.frames == []

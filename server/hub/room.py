@@ -270,18 +270,21 @@ class LocalRoom:
         connections that were dropped as too slow.
 
         The writes give other tasks a turn every ``BROADCAST_SLICE_S``. A connection added
-        meanwhile is not written this batch: the cursor moved before it (``take_batch``),
-        so its welcome or catch-up already brought these events. One that left meanwhile is
+        meanwhile, to any audience, is not written this batch: the cursor moved before it
+        (``take_batch``), so its welcome or catch-up already brought these events; so every
+        audience's connections are taken before the first write. One that left meanwhile is
         skipped."""
         dropped: list[Viewer] = []
         turn_at = time.monotonic() + BROADCAST_SLICE_S
-        for (encoding, overlay), viewers in list(self.by_audience.items()):
-            message = batches[overlay]
-            if not viewers or message is None:
-                continue
+        audiences = [
+            (encoding, message, viewers, list(viewers))
+            for (encoding, overlay), viewers in self.by_audience.items()
+            if viewers and (message := batches[overlay]) is not None
+        ]
+        for encoding, message, viewers, taken in audiences:
             frame = encode(message, encoding)
             written = 0
-            for number, viewer in enumerate(list(viewers)):
+            for number, viewer in enumerate(taken):
                 if number % BROADCAST_CHECK_EVERY == 0 and time.monotonic() >= turn_at:
                     await asyncio.sleep(0)
                     turn_at = time.monotonic() + BROADCAST_SLICE_S
