@@ -215,13 +215,19 @@ def stream_window_reads(url: str) -> int:
     return stats.get("cmdstat_xinfo|stream", {}).get("calls", 0)
 
 
-@pytest.mark.embedded_only
-async def test_viewers_resuming_from_one_offset_share_one_read_of_the_room_window(
-    server: Server, engine: Engine
-) -> None:
-    """The viewers of a restarted process come back together: the window their offset is
-    checked against is the one their shared first catch-up page was read with, not a read
-    of its own for each."""
+@dataclass
+class LeftRoom:
+    """A room with one long-named sender and a viewer still watching it, and where a viewer
+    that saw its first two gifts and left would resume from."""
+
+    room_id: str
+    senders: list[str]
+    watcher: RoomSocket
+    since: str
+    epoch: str
+
+
+async def a_viewer_left(server: Server) -> LeftRoom:
     api, base_url = server.api, server.process.base_url
     room_id = api.open_room(unique("c"))
     senders = long_named_senders(api)[:1]
@@ -233,6 +239,19 @@ async def test_viewers_resuming_from_one_offset_share_one_read_of_the_room_windo
     await first.wait_gift_count(2)
     since, epoch = resume_point(first.frames)
     await first.close()
+    return LeftRoom(room_id, senders, watcher, since, epoch)
+
+
+@pytest.mark.embedded_only
+async def test_viewers_resuming_from_one_offset_share_one_read_of_the_room_window(
+    server: Server, engine: Engine
+) -> None:
+    """The viewers of a restarted process come back together: the window their offset is
+    checked against is the one their shared first catch-up page was read with, not a read
+    of its own for each."""
+    api, base_url = server.api, server.process.base_url
+    left = await a_viewer_left(server)
+    room_id, senders, watcher, since, epoch = left.room_id, left.senders, left.watcher, left.since, left.epoch
     missed = await send_gifts(api, base_url, room_id, senders, 5)
     await watcher.wait_gift_count(7)  # the server has read past the offset the viewers bring
     before = stream_window_reads(engine.url)
@@ -258,16 +277,8 @@ async def test_a_viewer_resuming_later_from_an_offset_takes_what_followed_in_one
     a restart, each viewer coming back took every step in which earlier ones had chased the
     cursor, one tick's events at a time)."""
     api, base_url = server.api, server.process.base_url
-    room_id = api.open_room(unique("c"))
-    senders = long_named_senders(api)[:1]
-    watcher = await RoomSocket.open(base_url, room_id, api.token(unique("w")))
-    await watcher.welcome()
-    first = await RoomSocket.open(base_url, room_id, api.token(unique("w")))
-    await first.welcome()
-    await send_gifts(api, base_url, room_id, senders, 2)
-    await first.wait_gift_count(2)
-    since, epoch = resume_point(first.frames)
-    await first.close()
+    left = await a_viewer_left(server)
+    room_id, senders, watcher, since, epoch = left.room_id, left.senders, left.watcher, left.since, left.epoch
     early = (await send_gifts(api, base_url, room_id, senders, 2))[senders[0]]
     await watcher.wait_gift_count(4)
     earlier = await RoomSocket.open(base_url, room_id, api.token(unique("w")), since=since, epoch=epoch)
