@@ -14,6 +14,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import anyio
 import httpx
@@ -215,8 +216,7 @@ def stream_window_reads(url: str) -> int:
     return stats.get("cmdstat_xinfo|stream", {}).get("calls", 0)
 
 
-@dataclass
-class LeftRoom:
+class LeftRoom(NamedTuple):
     """A room with one long-named sender and a viewer still watching it, and where a viewer
     that saw its first two gifts and left would resume from."""
 
@@ -250,8 +250,7 @@ async def test_viewers_resuming_from_one_offset_share_one_read_of_the_room_windo
     checked against is the one their shared first catch-up page was read with, not a read
     of its own for each."""
     api, base_url = server.api, server.process.base_url
-    left = await a_viewer_left(server)
-    room_id, senders, watcher, since, epoch = left.room_id, left.senders, left.watcher, left.since, left.epoch
+    room_id, senders, watcher, since, epoch = await a_viewer_left(server)
     missed = await send_gifts(api, base_url, room_id, senders, 5)
     await watcher.wait_gift_count(7)  # the server has read past the offset the viewers bring
     before = stream_window_reads(engine.url)
@@ -277,8 +276,7 @@ async def test_a_viewer_resuming_later_from_an_offset_takes_what_followed_in_one
     a restart, each viewer coming back took every step in which earlier ones had chased the
     cursor, one tick's events at a time)."""
     api, base_url = server.api, server.process.base_url
-    left = await a_viewer_left(server)
-    room_id, senders, watcher, since, epoch = left.room_id, left.senders, left.watcher, left.since, left.epoch
+    room_id, senders, watcher, since, epoch = await a_viewer_left(server)
     early = (await send_gifts(api, base_url, room_id, senders, 2))[senders[0]]
     await watcher.wait_gift_count(4)
     earlier = await RoomSocket.open(base_url, room_id, api.token(unique("w")), since=since, epoch=epoch)
