@@ -9,12 +9,13 @@ the connection as it is. It splits multi-word command names (``SCRIPT LOAD``) as
 does, and refuses arguments other than str, bytes, int, float and memoryview with
 redis-py's ``DataError``.
 
-The same class also reports a write on a connection whose transport was closed under it
-(the peer reset it while idle, or another task disconnected it, as happens to every
-connection to a cluster master that just failed) as redis-py's ``ConnectionError``, which
-its retries and cluster failover handle. redis-py 8.1 lets the event loop's own error
-escape instead (``RuntimeError`` from uvloop, ``AttributeError`` or ``TypeError`` from
-asyncio; redis-py issue #4287, fixed upstream after 8.1).
+The same class copes with a connection whose transport was closed under it (the peer reset
+it while idle, as happens to every pooled connection to a cluster master that just failed):
+a command not yet written takes a new connection, and a transport that closes during the
+write is reported as redis-py's ``ConnectionError``, which its retries and cluster failover
+handle. redis-py 8.1 writes on the dead transport and lets the event loop's own error escape
+instead (``RuntimeError`` from uvloop, ``AttributeError`` or ``TypeError`` from asyncio;
+redis-py issue #4287, fixed upstream after 8.1), which a request answered 500.
 
 Every engine call of the store ends within a deadline (``GIFTING_ENGINE_TIMEOUT_MS``), all
 of it: waiting for a pooled connection, connecting, the handshake, health checks, reading
@@ -52,27 +53,31 @@ def _pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
         raise DataError(str(exc)) from exc
 
 
-async def _send_packed_command(self: AbstractConnection, command: Iterable[bytes]) -> None:
-    writer = self._writer
-    if writer is None or writer.is_closing():
-        raise ConnectionError("the connection was closed before the command was written")
-    try:
-        writer.writelines(command)
-        await writer.drain()
-    except (AttributeError, RuntimeError, TypeError) as exc:
-        if writer.is_closing():
-            raise ConnectionError("the connection was closed while the command was written") from exc
-        raise
-
-
 def hiredis_packing(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
-    """``connection_class`` with hiredis packing its commands, and closed transports
-    reported as ``ConnectionError``."""
-    return type(
-        connection_class.__name__,
-        (connection_class,),
-        {"pack_command": _pack_command, "_send_packed_command": _send_packed_command},
-    )
+    """``connection_class`` with hiredis packing its commands, and a transport closed under
+    it replaced before a command is written, or reported as ``ConnectionError`` if it closes
+    during the write."""
+
+    class Packed(connection_class):  # type: ignore[misc]
+        pack_command = _pack_command
+
+        async def send_packed_command(
+            self, command: bytes | str | Iterable[bytes], check_health: bool = True
+        ) -> None:
+            writer = self._writer
+            if writer is not None and writer.is_closing():
+                # Closed while it sat in its pool (a cluster node's pool hands connections
+                # out unchecked): the command, not yet written, takes a new connection.
+                await self.disconnect(nowait=True)
+            try:
+                await super().send_packed_command(command, check_health)
+            except (AttributeError, RuntimeError, TypeError) as exc:
+                # The command was packed before; what raises these here is the transport,
+                # closed under the write (redis-py has disconnected the connection).
+                raise ConnectionError("the connection was closed while the command was written") from exc
+
+    Packed.__name__ = Packed.__qualname__ = connection_class.__name__
+    return Packed
 
 
 class _Budget:
