@@ -28,9 +28,12 @@ server
     skips them by their first bytes (the load generator shares the machine, so it must
     stay cheap). It uses the ``websockets`` asyncio client: one per sender is cheap enough
     at tens of connections. The default is 64 senders x 1 in flight, as the figures
-    have always been taken; the server handles up to 32 frames of a connection at once
+    of docs/SCALING.md were taken; the server handles up to 32 frames of a connection at once
     (``api/ws.py`` ``InFlight``), so ``--inflight 4`` shows what a client that does not wait
-    for each answer gets: its gifts share the engine's round trips. The rooms matter: a
+    for each answer gets: its gifts share the engine's round trips. The suite
+    (``loadtest.bench``) takes its maximum at ``--inflight 4``: with 1, the rate is the 64
+    gifts in flight over one gift's latency (three round trips to the engine), however
+    little of the machine that uses. The rooms matter: a
     platform's gifts spread over many lives, and with every sender in one room each gift
     would also go out to every sender, so the measure would be the room's fan-out
     (``bench_room`` measures that) rather than the gift path.
@@ -161,7 +164,7 @@ PIPELINE_DEPTH = 100
 # Frames a sender skips unparsed: room batches and its own balance updates.
 IGNORED_FRAMES = ('{"type":"batch"', '{"type":"balance"')
 HTTP_SENDERS = 64
-WS_SENDERS = 64  # x --inflight 1 (see the module docstring)
+WS_SENDERS = 64  # x --inflight (see the module docstring)
 ROOMS = 16
 # The targets a result is judged against (its "targets"): the server's gifts/s as a share of the
 # bare script's on the same engine, for one server process and for several on the one engine,
