@@ -27,7 +27,8 @@ One task per process runs the tick loop:
 Between ticks the hub reads the quiet rooms, those that have sent nothing for half a tick
 and had nothing new since, and sends a quiet room's first event at once, in a batch of its
 own (``_between_ticks``): a gift to a quiet room is not held for the next tick, and batching
-takes over as the rate rises.
+takes over as the rate rises. What follows such a batch within half a tick goes half a tick
+after it, unless the tick comes first.
 
 While sockets are waiting to join (``joining``), a tick that overran its period is followed by
 a pause four times as long, so that the ticks take at most a fifth of the event loop
@@ -576,11 +577,13 @@ class Hub:
         A room is quiet once a read found nothing new for it, at least QUIET_TICKS of a tick
         after its last frame. Its first event then goes out at once, in a batch of its own
         (with the room's state read for it; a battle's scores wait for the tick), and the
-        room is no longer quiet. Events that reach a room that is not quiet wait
-        for the next tick's batch, as every event did before: under load a room sends one
-        batch a tick, and never more than two in a tick. A room whose events wait is not
-        read again before the tick, so a busy room costs one read more a tick, not one a
-        gift.
+        room is no longer quiet. Events that reach it within QUIET_TICKS of that batch go
+        QUIET_TICKS after it (two gifts tapped close together in a quiet room wait half a
+        tick, not up to a whole one), unless the tick takes them first. Events that reach a
+        room whose last batch was a tick's wait for the next tick's batch: under load a room
+        sends one batch a tick, and never more than two in a tick. A room whose events wait
+        is not read again before the tick, so a busy room costs one read more a tick, not
+        one a gift.
 
         On one engine the read blocks until a quiet room has an event (at most until the
         next room turns quiet, or the tick); on a cluster, where reads do not block, the
@@ -604,7 +607,7 @@ class Hub:
                 await asyncio.sleep(until - now)
                 continue
             # A room just past half a tick is read once without waiting: what it holds came
-            # before it turned quiet.
+            # before it turned quiet, and goes now if its last batch went between ticks.
             blocks = self.store.rooms.reads_block and all(self.rooms[room_id].quiet for room_id in reading)
             block_ms = max(1, int((until - now) * 1000)) if blocks else None
             serving = [room_id for room_id, room in self.rooms.items() if not room.ended]
@@ -612,9 +615,9 @@ class Hub:
             at_once: list[str] = []
             for room_id, entries in read:
                 found = self.rooms.get(room_id)
-                if found is not None and found.quiet:
+                if found is not None and (found.quiet or found.sent_between_ticks):
                     at_once.append(room_id)
-                # else: its events came before it turned quiet; they wait for the tick.
+                # else: they came within half a tick of a tick's batch; they wait for the next.
                 self._add_events(room_id, entries)
             for room_id in reading:
                 found = self.rooms.get(room_id)
@@ -653,7 +656,7 @@ class Hub:
             if room is not None and await self._flush(
                 room_id, room, states.get(room_id), frames.get(room.battle_id or "")
             ):
-                room.sent_at, room.quiet = now, False
+                room.sent_at, room.sent_between_ticks, room.quiet = now, not tick, False
         async with self._progress:
             self._progress.notify_all()
 

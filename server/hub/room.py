@@ -87,9 +87,11 @@ class LocalRoom:
     # The room's running battle and the last ``battle`` event its connections were sent.
     battle_id: str | None = None
     battle: dict[str, Any] | None = None
-    # When its last batch was written (monotonic seconds), and whether a read has found
-    # nothing new since, long enough after it that its next event goes out at once.
+    # When its last batch was written (monotonic seconds); whether that was between ticks (a
+    # quiet room's); and whether a read has found nothing new since, long enough after it
+    # that its next event goes out at once.
     sent_at: float = -math.inf
+    sent_between_ticks: bool = False
     quiet: bool = False
     # Whether its last batch needed its state read: the next tick reads it with the streams.
     cued: bool = False
