@@ -52,9 +52,21 @@ def pair(engine: Engine, key_prefix: str, logs: Path) -> Iterator[Pair]:
 
 
 @contextlib.asynccontextmanager
-async def open_room(pair: Pair) -> AsyncIterator[tuple[RoomSocket, RoomSocket]]:
-    """A gifter's socket on process a and a viewer's on process b, in a new live room."""
-    room_id = pair.api.open_room(unique("c"))
+async def open_room(pair: Pair, battle: bool = False) -> AsyncIterator[tuple[RoomSocket, RoomSocket]]:
+    """A gifter's socket on process a and a viewer's on process b, in a new live room (in a
+    running battle with another, with ``battle``)."""
+    creator = unique("c")
+    room_id = pair.api.open_room(creator)
+    if battle:
+        opponent = unique("c")
+        pair.api.open_room(opponent)
+        invited = pair.api.http.post(
+            "/v1/battles", json={"opponent_id": opponent}, headers=pair.api.auth(creator, "creator")
+        )
+        assert invited.status_code == 201, invited.text
+        accept = f"/v1/battles/{invited.json()['battle_id']}/accept"
+        accepted = pair.api.http.post(accept, headers=pair.api.auth(opponent, "creator"))
+        assert accepted.status_code == 200, accepted.text
     sender = unique("v")
     pair.api.buy(sender, "us_550")
     watcher = unique("v")
@@ -137,6 +149,23 @@ async def test_a_gift_close_behind_a_quiet_rooms_first_goes_out_half_a_tick_afte
         gap = loop.time() - first_at
     assert str(first["gift_event_id"]) not in gift_ids(frame), "both gifts went in one batch"
     assert TICK_S * QUIET_TICKS * 0.7 < gap < TICK_S * 0.75, gap
+
+
+async def test_in_a_battle_a_gift_close_behind_the_first_goes_with_the_tick_and_its_scores(
+    pair: Pair,
+) -> None:
+    """The same two gifts in a room in a battle: the second waits for the tick, whose batch
+    brings the battle's scores with both, so a gift is never two batches ahead of its score
+    (a battle's scores are read only at a tick)."""
+    async with open_room(pair, battle=True) as (gifter, viewer):
+        await asyncio.sleep(QUIET_GAP_S)  # the room is quiet: nothing sent for over half a tick
+        await just_ticked(pair.b)
+        first = await gifter.gift("rose")
+        second = await gifter.gift("rose")
+        assert first["type"] == second["type"] == "gift_ack", (first, second)
+        frame = await viewer.wait_for(carrying(str(second["gift_event_id"])))
+    scores = [event["sides"][0]["score"] for event in frame["events"] if event["type"] == "battle"]
+    assert scores == [2], frame
 
 
 async def test_a_burst_goes_out_as_its_first_gift_then_coalesced(pair: Pair) -> None:

@@ -579,7 +579,9 @@ class Hub:
         (with the room's state read for it; a battle's scores wait for the tick), and the
         room is no longer quiet. Events that reach it within QUIET_TICKS of that batch go
         QUIET_TICKS after it (two gifts tapped close together in a quiet room wait half a
-        tick, not up to a whole one), unless the tick takes them first. Events that reach a
+        tick, not up to a whole one), unless the tick takes them first; in a room in a
+        battle they wait for the tick, so that the gifts a viewer is shown are in the
+        scores of the batch after them. Events that reach a
         room whose last batch was a tick's wait for the next tick's batch: under load a room
         sends one batch a tick, and never more than two in a tick. A room whose events wait
         is not read again before the tick, so a busy room costs one read more a tick, not
@@ -615,9 +617,10 @@ class Hub:
             at_once: list[str] = []
             for room_id, entries in read:
                 found = self.rooms.get(room_id)
-                if found is not None and (found.quiet or found.sent_between_ticks):
+                if found is not None and (found.quiet or (found.sent_between_ticks and not found.battle_id)):
                     at_once.append(room_id)
-                # else: they came within half a tick of a tick's batch; they wait for the next.
+                # else: they came within half a tick of a tick's batch, or of a battle room's
+                # first: they wait for the next tick (which brings the battle's scores).
                 self._add_events(room_id, entries)
             for room_id in reading:
                 found = self.rooms.get(room_id)
