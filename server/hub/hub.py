@@ -581,11 +581,10 @@ class Hub:
         QUIET_TICKS after it (two gifts tapped close together in a quiet room wait half a
         tick, not up to a whole one), unless the tick takes them first; in a room in a
         battle they wait for the tick, so that the gifts a viewer is shown are in the
-        scores of the batch after them. Events that reach a
-        room whose last batch was a tick's wait for the next tick's batch: under load a room
-        sends one batch a tick, and never more than two in a tick. A room whose events wait
-        is not read again before the tick, so a busy room costs one read more a tick, not
-        one a gift.
+        scores of the batch after them. Events that reach a room whose last batch was a
+        tick's wait for the next tick's batch: under load a room sends one batch a tick,
+        and never more than two in a tick. A room whose events wait is not read again
+        before the tick, so a busy room costs one read more a tick, not one a gift.
 
         On one engine the read blocks until a quiet room has an event (at most until the
         next room turns quiet, or the tick); on a cluster, where reads do not block, the
