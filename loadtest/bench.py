@@ -54,9 +54,10 @@ from loadtest import bench_battle, bench_gift, bench_room, harness, tables
 # The maximum is taken with 4 gifts in flight per sender: with 1, its 64 senders have at most
 # 64 gifts in flight, and the rate is 64 over one gift's round trips, not the most the server
 # takes (the ceiling keeps 400 in flight).
-GIFT_FULL = ["--transport", "ws", "--fsync", "both", "--inflight", "4"]
+_IN_FLIGHT = ["--inflight", "4"]
+GIFT_FULL = ["--transport", "ws", "--fsync", "both", *_IN_FLIGHT]
 # Two server processes on one engine, with the server's default policy (always).
-GIFT_TWO_FULL = [*GIFT_FULL[:2], "--fsync", "always", "--servers", "2", "--paced", "0", "--inflight", "4"]
+GIFT_TWO_FULL = ["--transport", "ws", "--fsync", "always", "--servers", "2", "--paced", "0", *_IN_FLIGHT]
 _GIFT_TINY = ["--seconds", "0.3", "--concurrency", "2", "--rooms", "2", "--repeat", "1", "--warmup", "0.1"]
 GIFT_QUICK = [*GIFT_FULL, *_GIFT_TINY]
 GIFT_TWO_QUICK = [*GIFT_TWO_FULL, *_GIFT_TINY]

@@ -303,3 +303,20 @@ def webhook(
     )
     header = webhooks.sign(body, secret, int(time.time()) if at is None else at)
     return api.http.post("/v1/payments/webhook", content=body, headers={webhooks.HEADER: header})
+
+
+def start_battle(api: Api, inviter: str, opponent: str, duration_s: int = 60) -> dict[str, Any]:
+    """A running battle between two live creators: invited by one and accepted by the other
+    through the API (the dashboards do the same with their buttons)."""
+    invited = api.http.post(
+        "/v1/battles",
+        json={"opponent_id": opponent, "duration_s": duration_s},
+        headers=api.auth(inviter, "creator"),
+    )
+    assert invited.status_code == 201, invited.text
+    battle_id = invited.json()["battle_id"]
+    accepted = api.http.post(f"/v1/battles/{battle_id}/accept", headers=api.auth(opponent, "creator"))
+    assert accepted.status_code == 200, accepted.text
+    battle: dict[str, Any] = accepted.json()
+    assert battle["state"] == "running", battle
+    return battle

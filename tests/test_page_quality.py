@@ -22,10 +22,9 @@ from tests.browser import (
     reset_layout_shift,
     say,
     sign_in,
-    start_battle,
     watch,
 )
-from tests.support import Api, ServerProcess, unique
+from tests.support import Api, ServerProcess, start_battle, unique
 
 pytestmark = pytest.mark.browser
 

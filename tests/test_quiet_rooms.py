@@ -19,17 +19,18 @@ from typing import Any
 import httpx
 import pytest
 
+from server.hub.hub import QUIET_TICKS
 from tests.conftest import Engine
-from tests.support import Api, ServerProcess, running_server, server_env, unique, until
+from tests.support import Api, ServerProcess, running_server, server_env, start_battle, unique, until
+from tests.test_metrics import scrape
 from tests.wsclient import RoomSocket
 
 pytestmark = pytest.mark.anyio
 
 TICK_S = 1.0
 ENV = {"GIFTING_TICK_MS": str(int(TICK_S * 1000)), "GIFTING_GIFT_RATE": "1000", "GIFTING_GIFT_BURST": "1000"}
-# A room is quiet once it has sent nothing for half a tick (server/hub/hub.py QUIET_TICKS);
-# the gifts of the quiet test are further apart than that.
-QUIET_TICKS = 0.5
+# A room is quiet once it has sent nothing for QUIET_TICKS of a tick; the gifts of the quiet
+# test are further apart than that.
 QUIET_GAP_S = 0.65
 
 
@@ -60,13 +61,7 @@ async def open_room(pair: Pair, battle: bool = False) -> AsyncIterator[tuple[Roo
     if battle:
         opponent = unique("c")
         pair.api.open_room(opponent)
-        invited = pair.api.http.post(
-            "/v1/battles", json={"opponent_id": opponent}, headers=pair.api.auth(creator, "creator")
-        )
-        assert invited.status_code == 201, invited.text
-        accept = f"/v1/battles/{invited.json()['battle_id']}/accept"
-        accepted = pair.api.http.post(accept, headers=pair.api.auth(opponent, "creator"))
-        assert accepted.status_code == 200, accepted.text
+        start_battle(pair.api, creator, opponent)
     sender = unique("v")
     pair.api.buy(sender, "us_550")
     watcher = unique("v")
@@ -118,17 +113,14 @@ async def test_a_gift_to_a_quiet_room_reaches_a_viewer_long_before_the_next_tick
     assert statistics.median(delays) < TICK_S / 4, delays
 
 
-def hub_ticks(server: ServerProcess) -> int:
-    """How many ticks ``server``'s hub has run (its ``gifting_hub_tick_seconds`` count)."""
-    lines = httpx.get(f"{server.base_url}/metrics", timeout=5).text.splitlines()
-    [count] = [line.split()[1] for line in lines if line.startswith("gifting_hub_tick_seconds_count ")]
-    return int(float(count))
-
-
 async def just_ticked(server: ServerProcess) -> None:
     """Until ``server``'s hub runs its next tick (seen within a few milliseconds)."""
-    ticks = hub_ticks(server)
-    await until(lambda: hub_ticks(server) != ticks, TICK_S * 3, "a tick", poll_s=0.005)
+
+    def ticks() -> float:
+        return scrape(server).value("gifting_hub_tick_seconds_count")
+
+    before = ticks()
+    await until(lambda: ticks() != before, TICK_S * 3, "a tick", poll_s=0.005)
 
 
 async def test_a_gift_close_behind_a_quiet_rooms_first_goes_out_half_a_tick_after_it(pair: Pair) -> None:

@@ -28,7 +28,7 @@ Between ticks the hub reads the quiet rooms, those that have sent nothing for ha
 and had nothing new since, and sends a quiet room's first event at once, in a batch of its
 own (``_between_ticks``): a gift to a quiet room is not held for the next tick, and batching
 takes over as the rate rises. What follows such a batch within half a tick goes half a tick
-after it, unless the tick comes first.
+after it, unless the tick comes first (in a room in a battle, with the tick and its scores).
 
 While sockets are waiting to join (``joining``), a tick that overran its period is followed by
 a pause four times as long, so that the ticks take at most a fifth of the event loop
