@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -354,5 +354,54 @@ async def test_engine_calls_end_within_their_bound_against_a_stalled_engine(tmp_
                 os.kill(engine.process.pid, signal.SIGCONT)
             assert await store.ping() is True
             assert await store.redis.set("t:x", 1) and await store.redis.get("t:x") == "1"
+    finally:
+        engine.stop()
+
+
+@pytest.mark.anyio
+async def test_a_call_shared_by_requests_ends_within_the_least_budget_of_them(tmp_path: Path) -> None:
+    """A read (the room check) or a replica fence that several requests share in one turn
+    waits no longer than the request with the least budget left may: each caller's budget
+    bounds it, not only the first caller's. A gift whose budget an outage had spent used to
+    wait a fresh request's whole budget on the room read it shared, then answer 503 after
+    twice the bound."""
+    import os
+    import signal
+
+    from redis.exceptions import TimeoutError as EngineTimeout
+
+    from server.engine import EmbeddedEngine
+    from server.store.connection import engine_budget
+
+    engine = EmbeddedEngine(tmp_path / "engine").start()
+    assert engine.process is not None
+    try:
+        async with Store.from_url(
+            engine.url, KeySchema("t:"), timeout_ms=10_000, replica_acks=1, replica_timeout_ms=100
+        ) as store:
+            await store.rooms.create("alice", "r1", "A live", 1)  # the pool holds a connection now
+            os.kill(engine.process.pid, signal.SIGSTOP)
+            try:
+                fresh_ones: list[asyncio.Future[object]] = []
+                calls: dict[str, Callable[[], Awaitable[object]]] = {
+                    "read": lambda: store.rooms.get("r1"),
+                    "fence": lambda: store.replicated(rooms=["r1"]),
+                }
+                for name, call in calls.items():
+                    with engine_budget(5.0):
+                        fresh = asyncio.ensure_future(call())
+                    with engine_budget(0.2):
+                        spent = asyncio.ensure_future(call())
+                    started = time.monotonic()
+                    with pytest.raises(EngineTimeout):
+                        await spent
+                    fresh_ones.append(fresh)
+                    assert time.monotonic() - started < 2.0, name  # not the fresh caller's 5 s
+                for sharer in fresh_ones:  # the one call they shared ended for both
+                    with pytest.raises(EngineTimeout):
+                        await sharer
+            finally:
+                os.kill(engine.process.pid, signal.SIGCONT)
+            assert await store.ping() is True
     finally:
         engine.stop()

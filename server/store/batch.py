@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from server import metrics
 from server.store.coalesce import Coalescer
-from server.store.connection import charged_to, current_budgets
+from server.store.connection import charged_to, current_budgets, joined
 from server.store.scripts import Arg, Call, Script, ScriptRunner
 
 T = TypeVar("T")
@@ -59,7 +59,7 @@ class ScriptBatch:
         self._runner = runner
         self._turn: Coalescer[_Queued] = Coalescer(self._send, MAX_BATCH)
         # The reads queued in the turn not yet sent (``_reads_of`` is its list), by command.
-        self._reads: dict[tuple[Arg, ...], asyncio.Future[Any]] = {}
+        self._reads: dict[tuple[Arg, ...], _Queued] = {}
         self._reads_of: list[_Queued] | None = None
 
     def call(
@@ -71,13 +71,14 @@ class ScriptBatch:
     ) -> asyncio.Future[T]:
         """Queue one script call; the future gets ``parse(reply)``, or the error the call
         raised (the engine's, the connection's, or one ``parse`` raised)."""
-        return self._queue(Call(script, keys, args), parse)
+        return self._queue(Call(script, keys, args), parse).future
 
     def read(self, command: Sequence[Arg], parse: Callable[[Any], T] = _reply) -> asyncio.Future[T]:
         """Queue one read-only command (``("HGETALL", key)``); its future as for ``call``.
 
         The same read queued again in the same turn is not sent twice: every caller gets its
-        own future (cancelling one cancels no other) of the one reply, parsed once."""
+        own future (cancelling one cancels no other) of the one reply, parsed once, and the
+        read counts against every caller's budget, so it waits no longer than any of them may."""
         if self._reads_of is not self._turn.pending:  # a new turn: nothing queued to share yet
             self._reads = {}
             self._reads_of = self._turn.pending
@@ -87,17 +88,19 @@ class ScriptBatch:
             queued = self._queue(Call.command(*command), parse)
             if self._reads_of is self._turn.pending:  # unless that call filled and sent the turn
                 self._reads[key] = queued
-        return _follow(queued)
+        else:
+            queued.budgets = joined(queued.budgets)
+        return _follow(queued.future)
 
     def write(self, command: Sequence[Arg]) -> asyncio.Future[Any]:
         """Queue one plain write command (``("HDEL", key, field)``), never shared with
         another caller's; its future as for ``call``."""
-        return self._queue(Call.command(*command), _reply)
+        return self._queue(Call.command(*command), _reply).future
 
-    def _queue(self, call: Call, parse: Callable[[Any], T]) -> asyncio.Future[T]:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._turn.add(_Queued(call, parse, future))
-        return future
+    def _queue(self, call: Call, parse: Callable[[Any], Any]) -> _Queued:
+        queued = _Queued(call, parse, asyncio.get_running_loop().create_future())
+        self._turn.add(queued)
+        return queued
 
     async def _send(self, queued: list[_Queued]) -> None:
         metrics.ENGINE_PIPELINES.inc()

@@ -35,6 +35,7 @@ from redis.exceptions import AskError, MovedError
 
 from server.keys import KeySchema
 from server.store.coalesce import Coalescer
+from server.store.connection import charged_to, current_budgets, joined
 from server.store.failures import NotReplicated
 from server.store.topology import Topology
 
@@ -45,14 +46,16 @@ REDIRECTED_RETRY_S = 0.01
 
 
 class _Fence:
-    """The fence asked for one master in this turn, and the future its callers await."""
+    """The fence asked for one master in this turn, the future its callers await, and their
+    request budgets: it waits no longer than any of them may."""
 
-    __slots__ = ("future", "key", "master")
+    __slots__ = ("budgets", "future", "key", "master")
 
     def __init__(self, master: str, key: str, future: asyncio.Future[None]) -> None:
         self.master = master
         self.key = key
         self.future = future
+        self.budgets = current_budgets()
 
 
 class ReplicaFence:
@@ -85,6 +88,7 @@ class ReplicaFence:
         master = self._topology.master_of(key)
         for pending in self._turn.pending:  # one fence per master and turn
             if pending.master == master:
+                pending.budgets = joined(pending.budgets)
                 return pending.future
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._turn.add(_Fence(master, self._keys.fence(key), future))
@@ -92,7 +96,8 @@ class ReplicaFence:
 
     async def _send(self, fences: list[_Fence]) -> None:
         try:
-            acked = await self._wait({fence.master: fence.key for fence in fences})
+            with charged_to(fence.budgets for fence in fences):
+                acked = await self._wait({fence.master: fence.key for fence in fences})
         except Exception as exc:
             for fence in fences:
                 if not fence.future.done():
