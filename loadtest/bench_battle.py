@@ -94,13 +94,14 @@ from loadtest.harness import (
     expect,
     http_client,
     judged,
+    pace,
     positive_float,
     positive_int,
     raise_fd_limit,
     report_head,
     run_benchmark,
 )
-from loadtest.sinks import Gifter, GiftLedger, SinkPool, open_gifters, pace, sink_pool, ws_path
+from loadtest.sinks import Gifter, GiftLedger, SinkPool, open_gifters, sink_pool, ws_path
 from server.settings import Settings
 
 P99_TARGET_MS = 250.0

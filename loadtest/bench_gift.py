@@ -135,6 +135,7 @@ from loadtest.harness import (
     judged,
     new_sender,
     open_room,
+    pace,
     percentile,
     positive_float,
     positive_int,
@@ -172,7 +173,6 @@ ROOMS = 16
 GIFT_RATIO_TARGET = 0.30
 SERVERS_RATIO_TARGET = 0.40
 PACED_P99_TARGET_MS = 25.0
-PACE_TICK_S = 0.001  # the paced sender's shortest sleep
 
 
 # --- results -------------------------------------------------------------------------------
@@ -512,21 +512,9 @@ async def measure_paced(
     failures: list[str] = []
     for gifter in gifters:
         gifter.begin(latencies, failures)
-    interval, total = 1 / rate, max(1, round(rate * seconds))
     meter.start()
     started = time.perf_counter()
-    sent = 0
-    while sent < total:
-        now = time.perf_counter()
-        due = started + sent * interval
-        if due > now:
-            # At least one timer tick: shorter sleeps return at once on uvloop (whole-ms
-            # timers), and the loop would spin a core that the server and engine need.
-            await asyncio.sleep(max(due - now, PACE_TICK_S))
-            now = time.perf_counter()
-        while sent < total and started + sent * interval <= now:
-            await gifters[sent % len(gifters)].gift(f"{run_tag}-{sent % len(gifters)}")
-            sent += 1
+    await pace(rate, seconds, lambda n: gifters[n % len(gifters)].gift(f"{run_tag}-{n % len(gifters)}"))
     await asyncio.gather(*(gifter.drain() for gifter in gifters))
     elapsed = time.perf_counter() - started
     busiest = max(gifter.acked for gifter in gifters)

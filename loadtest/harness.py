@@ -45,6 +45,7 @@ SERVER_PREFIX = "bench:"
 UNLIMITED = 1_000_000
 SUBPROTOCOL = "gifting.v1.json"
 ACK_TIMEOUT_S = 15.0
+PACE_TICK_S = 0.001  # the pacer's shortest sleep (``pace``)
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -117,6 +118,33 @@ def collector_off() -> Iterator[None]:
         gc.enable()
         gc.unfreeze()
         gc.collect()
+
+
+async def pace(rate: float, seconds: float | None, send: Callable[[int], Awaitable[None] | None]) -> int:
+    """Call ``send(n)`` for n = 0, 1, ... ``rate`` times a second on a fixed schedule
+    (catching up at once if the loop fell behind) for ``seconds`` (None: until cancelled);
+    how many were sent. A ``send`` that returns an awaitable is awaited before the next.
+
+    Between sends it sleeps at least ``PACE_TICK_S``, one tick of uvloop's timers (whole
+    milliseconds): a shorter sleep returns at once, so above 1,000 sends a second the pacer
+    would spin a core that the server and the engine under test need. What falls due during
+    a tick is sent when it ends."""
+    interval = 1 / rate
+    total = math.inf if seconds is None else round(rate * seconds)
+    started = time.perf_counter()
+    sent = 0
+    while sent < total:
+        due = started + sent * interval
+        now = time.perf_counter()
+        if due > now:
+            await asyncio.sleep(max(due - now, PACE_TICK_S))
+            now = time.perf_counter()
+        while sent < total and started + sent * interval <= now:
+            sending = send(sent)
+            if sending is not None:
+                await sending
+            sent += 1
+    return sent
 
 
 def rss_kib(pid: int) -> int:

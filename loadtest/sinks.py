@@ -17,7 +17,6 @@ import array
 import asyncio
 import base64
 import contextlib
-import math
 import multiprocessing
 import os
 import random
@@ -39,6 +38,7 @@ from loadtest.harness import (
     BenchError,
     Sender,
     collector_off,
+    pace,
     raise_fd_limit,
     run_async,
 )
@@ -997,26 +997,6 @@ async def pace_gifts(gifters: list[Gifter], rate: float, seconds: float | None, 
     """Send ``rate`` gifts/s round-robin over ``gifters`` for ``seconds`` (None: until
     cancelled); how many sent."""
     return await pace(rate, seconds, lambda sent: gifters[sent % len(gifters)].gift(run))
-
-
-async def pace(rate: float, seconds: float | None, send: Callable[[int], None]) -> int:
-    """Call ``send(n)`` for n = 0, 1, ... ``rate`` times a second on a fixed schedule
-    (catching up at once if the loop fell behind) for ``seconds`` (None: until cancelled);
-    how many were sent."""
-    interval = 1 / rate
-    total = math.inf if seconds is None else round(rate * seconds)
-    started = time.perf_counter()
-    sent = 0
-    while sent < total:
-        due = started + sent * interval
-        now = time.perf_counter()
-        if due > now:
-            await asyncio.sleep(due - now)
-            now = time.perf_counter()
-        while sent < total and started + sent * interval <= now:
-            send(sent)
-            sent += 1
-    return sent
 
 
 # --- viewers that reconnect and resume -----------------------------------------------------
