@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from server import metrics
 from server.store.coalesce import Coalescer
-from server.store.connection import charged_to, current_budgets, joined
+from server.store.connection import charged_to, current_budgets
 from server.store.scripts import Arg, Call, Script, ScriptRunner
 
 T = TypeVar("T")
@@ -46,8 +46,9 @@ class _Queued:
         self.call = call
         self.parse = parse
         self.future = future
-        # The caller's request budget: the batch waits no longer than its callers may.
-        self.budgets = current_budgets()
+        # Its callers' request budgets (a shared read has several): the batch waits no longer
+        # than any of its callers may.
+        self.budgets = [current_budgets()]
 
 
 def _reply(reply: Any) -> Any:
@@ -89,7 +90,7 @@ class ScriptBatch:
             if self._reads_of is self._turn.pending:  # unless that call filled and sent the turn
                 self._reads[key] = queued
         else:
-            queued.budgets = joined(queued.budgets)
+            queued.budgets.append(current_budgets())
         return _follow(queued.future)
 
     def write(self, command: Sequence[Arg]) -> asyncio.Future[Any]:
@@ -106,7 +107,7 @@ class ScriptBatch:
         metrics.ENGINE_PIPELINES.inc()
         metrics.ENGINE_PIPELINED_CALLS.inc(len(queued))
         try:
-            with charged_to(item.budgets for item in queued):
+            with charged_to(group for item in queued for group in item.budgets):
                 replies = await self._runner.execute([item.call for item in queued])
         except BaseException as exc:
             for item in queued:

@@ -124,12 +124,6 @@ def current_budgets() -> Budgets:
     return _BUDGETS.get()
 
 
-def joined(budgets: Budgets) -> Budgets:
-    """``budgets`` and the current call's: those of an engine call queued earlier that the
-    current caller shares (one read for several callers), which must end within either's."""
-    return (*budgets, *_BUDGETS.get())
-
-
 @contextlib.contextmanager
 def charged_to(groups: Iterable[Budgets]) -> Iterator[None]:
     """The engine calls made in the block count against every budget of ``groups`` (those of

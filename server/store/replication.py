@@ -35,7 +35,7 @@ from redis.exceptions import AskError, MovedError
 
 from server.keys import KeySchema
 from server.store.coalesce import Coalescer
-from server.store.connection import charged_to, current_budgets, joined
+from server.store.connection import charged_to, current_budgets
 from server.store.failures import NotReplicated
 from server.store.topology import Topology
 
@@ -55,7 +55,7 @@ class _Fence:
         self.master = master
         self.key = key
         self.future = future
-        self.budgets = current_budgets()
+        self.budgets = [current_budgets()]
 
 
 class ReplicaFence:
@@ -88,7 +88,7 @@ class ReplicaFence:
         master = self._topology.master_of(key)
         for pending in self._turn.pending:  # one fence per master and turn
             if pending.master == master:
-                pending.budgets = joined(pending.budgets)
+                pending.budgets.append(current_budgets())
                 return pending.future
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._turn.add(_Fence(master, self._keys.fence(key), future))
@@ -96,7 +96,7 @@ class ReplicaFence:
 
     async def _send(self, fences: list[_Fence]) -> None:
         try:
-            with charged_to(fence.budgets for fence in fences):
+            with charged_to(group for fence in fences for group in fence.budgets):
                 acked = await self._wait({fence.master: fence.key for fence in fences})
         except Exception as exc:
             for fence in fences:
