@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
+import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,16 +17,19 @@ import httpx
 import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import TimeoutError as EngineTimeout
 
 from server.app import stop_tasks
 from server.audit import AuditResult, audit_books
 from server.domain.catalog import Catalog
 from server.domain.money import price_gift
 from server.domain.requests import GiftRequest
+from server.engine import EmbeddedEngine
 from server.gifting import GiftService
 from server.keys import KeySchema
 from server.settings import Settings
 from server.store import Store
+from server.store.connection import engine_budget
 from server.store.records import CreatorCredit
 from tests.conftest import Engine
 from tests.support import (
@@ -191,8 +197,6 @@ def test_an_engine_outage_is_503_and_service_resumes_by_itself(tmp_path: Path, l
     """An engine the server does not own (``GIFTING_REDIS_URL``) goes down: the server is not
     ready, but healthy (``/healthz`` 200): restarting it would not bring the engine back.
     A server's own embedded engine is another matter (``tests/faults/test_crashes.py``)."""
-    from server.engine import EmbeddedEngine
-
     engine = EmbeddedEngine(tmp_path / "engine", fsync="always").start()
     env = server_env(engine.url, "gifting:")
     viewer = unique("v")
@@ -217,8 +221,6 @@ def test_an_engine_outage_is_503_and_service_resumes_by_itself(tmp_path: Path, l
 async def test_a_room_socket_rides_out_an_engine_outage(tmp_path: Path, logs: Path) -> None:
     """Gifts during the outage are refused with engine_unavailable; afterwards the same
     connection gifts again and receives the room's events, without reconnecting."""
-    from server.engine import EmbeddedEngine
-
     engine = EmbeddedEngine(tmp_path / "engine", fsync="always").start()
     viewer = unique("v")
     try:
@@ -316,92 +318,86 @@ async def test_shutdown_ends_a_loop_that_lost_its_cancellation() -> None:
     assert isinstance(crashed.exception(), RuntimeError)
 
 
-@pytest.mark.anyio
-async def test_engine_calls_end_within_their_bound_against_a_stalled_engine(tmp_path: Path) -> None:
-    """Each call gives up after the store's timeout, a request's calls share one budget, a
-    blocking read gets its own wait on top, and the pool is usable again after the stall."""
-    import os
-    import signal
-
-    from redis.exceptions import TimeoutError as EngineTimeout
-
-    from server.engine import EmbeddedEngine
-    from server.store.connection import engine_budget
-
+@pytest.fixture
+def own_engine(tmp_path: Path) -> Iterator[EmbeddedEngine]:
+    """An embedded engine of the test's own, whose process it may stop."""
     engine = EmbeddedEngine(tmp_path / "engine").start()
-    assert engine.process is not None
     try:
-        async with Store.from_url(engine.url, KeySchema("t:"), timeout_ms=300) as store:
-            started = time.monotonic()
-            assert await store.redis.xread({"t:s": "$"}, block=600) == []
-            assert time.monotonic() - started >= 0.6  # its block, not the 0.3 s bound
-
-            os.kill(engine.process.pid, signal.SIGSTOP)
-            try:
-                started = time.monotonic()
-                with pytest.raises(EngineTimeout):
-                    await store.redis.get("t:x")
-                assert 0.3 <= time.monotonic() - started < 0.6
-                with engine_budget(0.3):
-                    started = time.monotonic()
-                    with pytest.raises(EngineTimeout):
-                        await store.redis.get("t:x")
-                    with pytest.raises(EngineTimeout):
-                        await store.redis.set("t:x", 1)
-                    assert time.monotonic() - started < 0.6  # the second had nothing left
-                assert await store.ping() is False
-            finally:
-                os.kill(engine.process.pid, signal.SIGCONT)
-            assert await store.ping() is True
-            assert await store.redis.set("t:x", 1) and await store.redis.get("t:x") == "1"
+        yield engine
     finally:
         engine.stop()
 
 
+@contextlib.contextmanager
+def stalled(engine: EmbeddedEngine) -> Iterator[None]:
+    """The engine stopped (``SIGSTOP``) for the block: it holds every connection open and
+    answers nothing."""
+    assert engine.process is not None
+    os.kill(engine.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(engine.process.pid, signal.SIGCONT)
+
+
 @pytest.mark.anyio
-async def test_a_call_shared_by_requests_ends_within_the_least_budget_of_them(tmp_path: Path) -> None:
+async def test_engine_calls_end_within_their_bound_against_a_stalled_engine(
+    own_engine: EmbeddedEngine,
+) -> None:
+    """Each call gives up after the store's timeout, a request's calls share one budget, a
+    blocking read gets its own wait on top, and the pool is usable again after the stall."""
+    async with Store.from_url(own_engine.url, KeySchema("t:"), timeout_ms=300) as store:
+        started = time.monotonic()
+        assert await store.redis.xread({"t:s": "$"}, block=600) == []
+        assert time.monotonic() - started >= 0.6  # its block, not the 0.3 s bound
+
+        with stalled(own_engine):
+            started = time.monotonic()
+            with pytest.raises(EngineTimeout):
+                await store.redis.get("t:x")
+            assert 0.3 <= time.monotonic() - started < 0.6
+            with engine_budget(0.3):
+                started = time.monotonic()
+                with pytest.raises(EngineTimeout):
+                    await store.redis.get("t:x")
+                with pytest.raises(EngineTimeout):
+                    await store.redis.set("t:x", 1)
+                assert time.monotonic() - started < 0.6  # the second had nothing left
+            assert await store.ping() is False
+        assert await store.ping() is True
+        assert await store.redis.set("t:x", 1) and await store.redis.get("t:x") == "1"
+
+
+@pytest.mark.anyio
+async def test_a_call_shared_by_requests_ends_within_the_least_budget_of_them(
+    own_engine: EmbeddedEngine,
+) -> None:
     """A read (the room check) or a replica fence that several requests share in one turn
     waits no longer than the request with the least budget left may: each caller's budget
     bounds it, not only the first caller's. A gift whose budget an outage had spent used to
     wait a fresh request's whole budget on the room read it shared, then answer 503 after
     twice the bound."""
-    import os
-    import signal
-
-    from redis.exceptions import TimeoutError as EngineTimeout
-
-    from server.engine import EmbeddedEngine
-    from server.store.connection import engine_budget
-
-    engine = EmbeddedEngine(tmp_path / "engine").start()
-    assert engine.process is not None
-    try:
-        async with Store.from_url(
-            engine.url, KeySchema("t:"), timeout_ms=10_000, replica_acks=1, replica_timeout_ms=100
-        ) as store:
-            await store.rooms.create("alice", "r1", "A live", 1)  # the pool holds a connection now
-            os.kill(engine.process.pid, signal.SIGSTOP)
-            try:
-                fresh_ones: list[asyncio.Future[object]] = []
-                calls: dict[str, Callable[[], Awaitable[object]]] = {
-                    "read": lambda: store.rooms.get("r1"),
-                    "fence": lambda: store.replicated(rooms=["r1"]),
-                }
-                for name, call in calls.items():
-                    with engine_budget(5.0):
-                        fresh = asyncio.ensure_future(call())
-                    with engine_budget(0.2):
-                        spent = asyncio.ensure_future(call())
-                    started = time.monotonic()
-                    with pytest.raises(EngineTimeout):
-                        await spent
-                    fresh_ones.append(fresh)
-                    assert time.monotonic() - started < 2.0, name  # not the fresh caller's 5 s
-                for sharer in fresh_ones:  # the one call they shared ended for both
-                    with pytest.raises(EngineTimeout):
-                        await sharer
-            finally:
-                os.kill(engine.process.pid, signal.SIGCONT)
-            assert await store.ping() is True
-    finally:
-        engine.stop()
+    async with Store.from_url(
+        own_engine.url, KeySchema("t:"), timeout_ms=10_000, replica_acks=1, replica_timeout_ms=100
+    ) as store:
+        await store.rooms.create("alice", "r1", "A live", 1)  # the pool holds a connection now
+        with stalled(own_engine):
+            fresh_ones: list[asyncio.Future[object]] = []
+            calls: dict[str, Callable[[], Awaitable[object]]] = {
+                "read": lambda: store.rooms.get("r1"),
+                "fence": lambda: store.replicated(rooms=["r1"]),
+            }
+            for name, call in calls.items():
+                with engine_budget(5.0):
+                    fresh = asyncio.ensure_future(call())
+                with engine_budget(0.2):
+                    spent = asyncio.ensure_future(call())
+                started = time.monotonic()
+                with pytest.raises(EngineTimeout):
+                    await spent
+                fresh_ones.append(fresh)
+                assert time.monotonic() - started < 2.0, name  # not the fresh caller's 5 s
+            for sharer in fresh_ones:  # the one call they shared ended for both
+                with pytest.raises(EngineTimeout):
+                    await sharer
+        assert await store.ping() is True
