@@ -86,6 +86,11 @@ class Settings:
     header_timeout_s: float = 10.0
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
+    # How long a connection may sit idle between requests before it is closed. Longer than
+    # the idle expiry of the pools that reuse connections (httpx and Node 5 s, aiohttp 15 s,
+    # proxies and load balancers 60 s), so that the client always closes first: a server that
+    # closes first races a client reusing the connection, whose request is then reset.
+    keep_alive_s: int = 75
     # Connections the kernel holds for the process before it accepts them: a restart's
     # reconnecting viewers arrive faster than they are served, and a connection the full
     # queue drops waits out TCP's retransmission timers (1, 3, 7 ... 63 s). The kernel caps
@@ -214,6 +219,7 @@ class Settings:
             header_timeout_s=_float(env, "GIFTING_HEADER_TIMEOUT_S", cls.header_timeout_s),
             max_header_bytes=_int(env, "GIFTING_MAX_HEADER_BYTES", cls.max_header_bytes, 1024, 1 << 20),
             max_headers=_int(env, "GIFTING_MAX_HEADERS", cls.max_headers, 10, 10_000),
+            keep_alive_s=_int(env, "GIFTING_KEEP_ALIVE_S", cls.keep_alive_s, 1, 3_600),
             listen_backlog=_int(env, "GIFTING_LISTEN_BACKLOG", cls.listen_backlog, 1, 1 << 20),
             reconnect_rate=_float(env, "GIFTING_RECONNECT_RATE", cls.reconnect_rate),
             presence_ttl_s=_float(env, "GIFTING_PRESENCE_TTL_S", cls.presence_ttl_s),

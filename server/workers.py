@@ -56,6 +56,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "log_config": log_config(settings.log_format, settings.socket_log),
         "server_header": False,
         "backlog": settings.listen_backlog,
+        "timeout_keep_alive": settings.keep_alive_s,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
         "ws_max_size": settings.ws_max_frame_bytes,
         "ws_ping_interval": settings.ws_ping_s,

@@ -192,6 +192,7 @@ def test_settings_accept_the_random_secrets_the_docs_tell_how_to_make() -> None:
         ("GIFTING_HEADER_TIMEOUT_S", "0"),
         ("GIFTING_MAX_HEADER_BYTES", "100"),
         ("GIFTING_MAX_HEADERS", "many"),
+        ("GIFTING_KEEP_ALIVE_S", "0"),
         ("GIFTING_METRICS_ALLOW", "10.0.0.0/8,everyone"),
     ],
 )

@@ -5,8 +5,9 @@ httptools keeps an unfinished header in memory however long it grows, and uvicor
 for a head as long as its sender likes. So a head gets ``max_bytes`` (request line and
 headers together) and ``max_count`` headers, or ``431``; and ``timeout_s`` from the
 connection's start, or from the first byte of a later request on it, to be complete, or
-the connection is closed (``408`` if any of it arrived). The keep-alive timeout still bounds
-the wait between requests. A WebSocket upgrade is bounded the same way up to its handshake.
+the connection is closed (``408`` if any of it arrived). The keep-alive timeout
+(``GIFTING_KEEP_ALIVE_S``, longer than client pools keep an idle connection) still bounds the
+wait between requests. A WebSocket upgrade is bounded the same way up to its handshake.
 
 The bounds are set on the class by the server at start-up (``with_limits``), as for
 ``GiftingWebSocketProtocol``.
