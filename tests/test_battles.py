@@ -20,7 +20,15 @@ from server.keys import KeySchema
 from server.store import Store
 from server.store.records import CreatorCredit
 from tests.conftest import Engine
-from tests.support import Api, delete_prefix, engine_client_async, running_server, server_env, unique
+from tests.support import (
+    Api,
+    delete_prefix,
+    engine_client_async,
+    running_server,
+    server_env,
+    start_battle,
+    unique,
+)
 from tests.wsclient import Frame, RoomSocket
 
 SHARE = Fraction(1, 2)
@@ -59,14 +67,6 @@ class Arena:
         reply = self.api.http.get(f"/v1/battles/{battle_id}", headers=self.api.auth(unique("v")))
         assert reply.status_code == 200, reply.text
         body: dict[str, Any] = reply.json()
-        return body
-
-    def running(self, a: str, b: str, duration_s: int = 300) -> dict[str, Any]:
-        invited = self.invite(a, b, duration_s)
-        assert invited.status_code == 201, invited.text
-        accepted = self.post(b, f"/v1/battles/{invited.json()['battle_id']}/accept")
-        assert accepted.status_code == 200, accepted.text
-        body: dict[str, Any] = accepted.json()
         return body
 
     def audit_ok(self) -> None:
@@ -199,7 +199,7 @@ def test_scores_are_exact_and_a_forfeit_ends_the_battle(arena: Arena) -> None:
         await sb.welcome()
         # A gift before the battle never counts.
         assert arena.api.gift(fans[0], room_a, "hand_hearts").status_code == 200
-        battle = await asyncio.to_thread(arena.running, a, b)
+        battle = await asyncio.to_thread(start_battle, arena.api, a, b, 300)
         battle_id = battle["battle_id"]
         assert battle["state"] == "running" and battle["ends_at"] - battle["started_ms"] == 300_000
         for socket in (sa, sb):
@@ -265,7 +265,7 @@ def test_a_battle_event_never_shows_a_score_short_of_the_gifts_the_viewer_was_sh
     fans = arena.fans(4, "us_550")
 
     async def run() -> None:
-        battle_id = (await asyncio.to_thread(arena.running, a, b))["battle_id"]
+        battle_id = (await asyncio.to_thread(start_battle, arena.api, a, b, 300))["battle_id"]
         watcher = await RoomSocket.open(arena.base_url, room_a, arena.api.token(unique("v")))
         assert score_frame((await watcher.welcome())["battle"]["sides"]) == (0, 0)
         senders = [await RoomSocket.open(arena.base_url, room_a, arena.api.token(fan)) for fan in fans]
@@ -313,7 +313,7 @@ def test_a_resume_across_the_start_ends_on_the_current_scores(arena: Arena) -> N
         first = await RoomSocket.open(arena.base_url, room_a, token)
         welcome = await first.welcome()
         await first.close()
-        battle = await asyncio.to_thread(arena.running, a, b)
+        battle = await asyncio.to_thread(start_battle, arena.api, a, b, 300)
         assert arena.api.gift(fan, room_a, "doughnut", 3).status_code == 200
         # The room as this process shows it holds the new scores (it reads them each tick).
         watcher = await RoomSocket.open(arena.base_url, room_a, arena.api.token(unique("v")))
@@ -344,7 +344,7 @@ def test_a_battle_over_or_never_run_is_no_longer_looked_up_by_its_rooms_gifts(ar
     b, _ = arena.live()
     c, room_c = arena.live()
     d, _ = arena.live()
-    battle = arena.running(a, b)
+    battle = start_battle(arena.api, a, b, 300)
     assert arena.api.end_room(a, room_a).status_code == 200  # a forfeit
     ended_ms = arena.battle(battle["battle_id"])["ended_ms"]
     invited = arena.invite(c, d).json()
