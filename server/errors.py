@@ -31,6 +31,8 @@
     │                             wrong_app, wrong_environment, transaction_revoked,
     │                             unknown_product (App Store transactions, Google Play products),
     │                             unknown_purchase_token (Google Play)
+    ├── ClientClosed          499 client_closed (the client left before its request was read
+    │                             whole: answered to no one, counted and logged as such)
     ├── InternalError         500 internal_error (a bug, or an engine failure that is no outage)
     ├── ProviderError         502 provider_error (a payment provider failed or could not be reached)
     ├── EngineUnavailable     503 engine_unavailable
@@ -162,6 +164,14 @@ class ProviderError(GiftingError):
 
     status = 502
     default_code = "provider_error"
+
+
+class ClientClosed(GiftingError):
+    """The client closed its connection before the request's body arrived whole. Nobody is
+    left to answer; 499 is the status nginx logs for it."""
+
+    status = 499
+    default_code = "client_closed"
 
 
 class InternalError(GiftingError):

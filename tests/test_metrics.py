@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -181,6 +182,40 @@ async def test_a_refused_gift_counts_under_its_error_code_and_moves_no_coin(
     assert after.since(before, "gifting_gift_debit_seconds_count") == 2  # the two debits refused
     assert after.since(before, "gifting_coins_spent_total") == 0
     assert after.since(before, "gifting_diamonds_credited_total") == 0
+
+
+@pytest.mark.anyio
+async def test_a_gift_whose_client_leaves_mid_body_counts_as_client_closed_not_as_a_fault(
+    server: ServerProcess, api: Api, room: tuple[str, str]
+) -> None:
+    """A client that closes its connection while the body is on its way (a phone losing its
+    network) is no fault of the server: counted as ``client_closed``, logged without a
+    traceback, nothing debited. (Before, it counted as ``internal_error``, with an ERROR line
+    and a traceback, as a bug would.)"""
+    _, room_id = room
+    sender = unique("v")
+    api.buy(sender, "us_100")
+    before = scrape(server)
+    body = orjson.dumps({"gift_id": "rose", "count": 1, "idempotency_key": unique("k")})
+    head = "\r\n".join(
+        [
+            f"POST /v1/rooms/{room_id}/gifts HTTP/1.1",
+            "host: test",
+            "content-type: application/json",
+            f"content-length: {len(body)}",
+            *(f"{name}: {value}" for name, value in api.auth(sender).items()),
+        ]
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(head.encode() + b"\r\n\r\n" + body[:10])
+    after = await eventually(
+        server, lambda now: now.since(before, "gifting_gifts_total", **gifts("http", "client_closed")) == 1
+    )
+    assert after.since(before, "gifting_gifts_total", **gifts("http", "internal_error")) == 0
+    assert api.coins(sender) == 100
+    log = server.log_path.read_text()
+    assert f"unhandled error on POST /v1/rooms/{room_id}/gifts" not in log
+    assert f"the client closed the connection during POST /v1/rooms/{room_id}/gifts" in log
 
 
 @pytest.mark.anyio

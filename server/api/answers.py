@@ -2,7 +2,8 @@
 message, decided once for HTTP and the room socket.
 
 ``client_error`` classifies any exception: a ``GiftingError`` is answered as itself, an
-engine outage (``store.failures.is_outage``) as 503 ``engine_unavailable`` (retry shortly),
+engine outage (``store.failures.is_outage``) as 503 ``engine_unavailable`` (retry shortly), a
+client that left while its body was read as 499 ``client_closed`` (answered to no one),
 anything else, a script's runtime error included, as 500 ``internal_error``, logged with its
 traceback. ``answer`` runs one gift or chat message through it and counts the outcome under
 its transport (``metrics.GIFT_ANSWERS``, ``metrics.CHAT_ANSWERS``): ``POST
@@ -16,8 +17,10 @@ import logging
 from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
+from starlette.requests import ClientDisconnect
+
 from server import metrics
-from server.errors import EngineUnavailable, GiftingError, InternalError
+from server.errors import ClientClosed, EngineUnavailable, GiftingError, InternalError
 from server.store.failures import is_outage
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,9 @@ def client_error(exc: Exception, where: str) -> GiftingError:
     """The error a client is answered with for ``exc``, raised while serving ``where``."""
     if isinstance(exc, GiftingError):
         return exc
+    if isinstance(exc, ClientDisconnect):
+        log.info("the client closed the connection during %s", where)
+        return ClientClosed("the client closed the connection before its request arrived whole")
     metrics.engine_error(exc)
     if is_outage(exc):
         log.warning("engine unavailable on %s: %s", where, exc)
