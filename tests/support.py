@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import redis.asyncio
 from redis.cluster import ClusterNode
 
 from server.domain import webhooks
-from server.engine import free_port, stop_process
+from server.engine import EmbeddedEngine, free_port, stop_process
 from server.settings import Settings, cluster_nodes
 from server.store import Store
 from server.store.records import CreatorCredit
@@ -125,6 +126,18 @@ def server_env(engine_url: str | None, prefix: str, **overrides: str) -> dict[st
         env["GIFTING_REDIS_URL"] = engine_url
     env.update(overrides)
     return env
+
+
+@contextmanager
+def stalled(engine: EmbeddedEngine) -> Iterator[None]:
+    """The engine stopped (``SIGSTOP``) for the block: it holds every connection open and
+    answers nothing."""
+    assert engine.process is not None
+    os.kill(engine.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(engine.process.pid, signal.SIGCONT)
 
 
 @contextmanager

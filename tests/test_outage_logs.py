@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from server.keys import KeySchema
 from server.logs import Throttled
 from server.settings import Settings
 from server.store import Store
-from tests.support import unique
+from tests.support import stalled, unique
 
 DEFERRED = "outbox clears deferred"
 
@@ -30,7 +28,6 @@ async def test_deferred_outbox_clears_log_once_per_interval_in_an_outage(
     """Each gift's clear goes out in the turn after its delivery; three turns' clears fail in
     a stall, one line says so, and the sweeper finishes what they left, crediting once."""
     engine = EmbeddedEngine(tmp_path / "engine").start()
-    assert engine.process is not None
     catalog = Catalog.load_default()
     viewer, creator, room_id = unique("v"), unique("c"), unique("r")
     try:
@@ -49,11 +46,8 @@ async def test_deferred_outbox_clears_log_once_per_interval_in_an_outage(
                     request = GiftRequest(gift_id="doughnut", count=1, idempotency_key=f"k{i}")
                     assert (await service.send(viewer, room_id, request, int(time.time() * 1000))).cost == 30
                     # The clear is queued for the next turn: the engine stalls before it.
-                    os.kill(engine.process.pid, signal.SIGSTOP)
-                    try:
+                    with stalled(engine):
                         await service.flush_clears()
-                    finally:
-                        os.kill(engine.process.pid, signal.SIGCONT)
             deferred = [r.getMessage() for r in caplog.records if DEFERRED in r.getMessage()]
             assert len(deferred) == 1, deferred
             # A stalled engine runs the clears it was sent once it wakes; whatever it ran, the

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import os
-import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from fractions import Fraction
@@ -39,6 +36,7 @@ from tests.support import (
     engine_client_async,
     running_server,
     server_env,
+    stalled,
     strand,
     unique,
 )
@@ -321,23 +319,8 @@ async def test_shutdown_ends_a_loop_that_lost_its_cancellation() -> None:
 @pytest.fixture
 def own_engine(tmp_path: Path) -> Iterator[EmbeddedEngine]:
     """An embedded engine of the test's own, whose process it may stop."""
-    engine = EmbeddedEngine(tmp_path / "engine").start()
-    try:
+    with EmbeddedEngine(tmp_path / "engine") as engine:
         yield engine
-    finally:
-        engine.stop()
-
-
-@contextlib.contextmanager
-def stalled(engine: EmbeddedEngine) -> Iterator[None]:
-    """The engine stopped (``SIGSTOP``) for the block: it holds every connection open and
-    answers nothing."""
-    assert engine.process is not None
-    os.kill(engine.process.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(engine.process.pid, signal.SIGCONT)
 
 
 @pytest.mark.anyio

@@ -10,8 +10,6 @@ each gift debited, credited and published once, and the audit clean.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import pytest
 from server.engine import EmbeddedEngine
 from tests.faults.storm import GIFTS, Gift, Storm, error_code, wait_for_empty_outbox
 from tests.faults.test_crashes import check_audit, check_exactly_once, open_room
-from tests.support import Api, running_server, server_env, unique
+from tests.support import Api, running_server, server_env, stalled, unique
 from tests.wsclient import RoomSocket
 
 pytestmark = [pytest.mark.anyio, pytest.mark.embedded_only]
@@ -46,7 +44,6 @@ async def test_a_stalled_engine_answers_503_within_the_bound_and_the_books_are_e
         with running_server(env, logs) as server:
             creator, room_id = open_room(server.base_url)
             storm = await Storm.prepare([server.base_url], room_id, USERS)
-            assert engine.process is not None
             # (what answered, how long it took) of every request sent while the engine is stopped
             answers: list[tuple[str, float]] = []
             messages: set[str] = set()
@@ -97,16 +94,13 @@ async def test_a_stalled_engine_answers_503_within_the_bound_and_the_books_are_e
                         await timed(http, "readyz", http.get("/readyz"))
                         await timed(http, "wallet", http.get("/v1/wallet", headers=auth))
 
-            os.kill(engine.process.pid, signal.SIGSTOP)
-            try:
+            with stalled(engine):
                 until = time.monotonic() + STALL_S - 2 * (TIMEOUT_MS / 1000 + SLACK_S)
                 async with anyio.create_task_group() as tasks:
                     for user in storm.users:
                         tasks.start_soon(gifter, user, until)
                     tasks.start_soon(prober, until)
                     tasks.start_soon(socket_gifter, until)
-            finally:
-                os.kill(engine.process.pid, signal.SIGCONT)
 
             slowest = max(elapsed for _, elapsed in answers)
             assert slowest <= TIMEOUT_MS / 1000 + SLACK_S, sorted(answers, key=lambda a: -a[1])[:5]
