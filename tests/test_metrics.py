@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from tests.support import (
     server_env,
     unique,
 )
+from tests.test_request_heads import connect, gift_request
 from tests.test_rooms import raw_upgrade
 from tests.wsclient import RoomSocket
 
@@ -196,18 +196,8 @@ async def test_a_gift_whose_client_leaves_mid_body_counts_as_client_closed_not_a
     sender = unique("v")
     api.buy(sender, "us_100")
     before = scrape(server)
-    body = orjson.dumps({"gift_id": "rose", "count": 1, "idempotency_key": unique("k")})
-    head = "\r\n".join(
-        [
-            f"POST /v1/rooms/{room_id}/gifts HTTP/1.1",
-            "host: test",
-            "content-type: application/json",
-            f"content-length: {len(body)}",
-            *(f"{name}: {value}" for name, value in api.auth(sender).items()),
-        ]
-    )
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(head.encode() + b"\r\n\r\n" + body[:10])
+    with connect(server) as sock:
+        sock.sendall(gift_request(api, sender, room_id)[:-20])  # the body's last 20 bytes never come
     after = await eventually(
         server, lambda now: now.since(before, "gifting_gifts_total", **gifts("http", "client_closed")) == 1
     )
