@@ -119,21 +119,10 @@ def test_heads_and_bodies_within_the_bounds_are_served(bounded_api: Api, bounded
     assert replies.count(b"HTTP/1.1 200 OK") == 3, replies
 
 
-def one_answer(sock: socket.socket) -> bytes:
-    """One answer on a kept-alive connection: its head and its ``content-length`` of body;
-    b"" if the server closed the connection first."""
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = sock.recv(65_536)
-        if not chunk:
-            return b""
-        received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    lengths = [line[15:] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
-    length = int(lengths[0])
-    while len(body) < length:
-        body += sock.recv(65_536)
-    return head + b"\r\n\r\n" + body
+def local_port(reply: httpx.Response) -> int:
+    """The client's port of the connection ``reply`` came on."""
+    port: int = reply.extensions["network_stream"].get_extra_info("client_addr")[1]
+    return port
 
 
 def test_a_connection_idle_for_longer_than_a_client_pool_keeps_it_is_still_served(
@@ -143,12 +132,16 @@ def test_a_connection_idle_for_longer_than_a_client_pool_keeps_it_is_still_serve
     server keeps it longer, so that it never closes one just as a request goes out on it, which
     would reset that request. (Before, both gave up at 5 s, and under load one of ten thousand
     pooled gift requests was reset.)"""
-    with connect(bounded) as sock:
-        sock.sendall(request("/healthz", {}))
-        assert status(one_answer(sock)) == 200
+    # A pool that keeps its idle connections a little longer than httpx's default.
+    limits = httpx.Limits(keepalive_expiry=HTTPX_KEEPALIVE_EXPIRY_S + 2)
+    with httpx.Client(base_url=bounded.base_url, limits=limits, timeout=10) as http:
+        first = http.get("/healthz")
+        first_port = local_port(first)
         time.sleep(HTTPX_KEEPALIVE_EXPIRY_S + 1)  # the idle time under test, not a wait for the server
-        sock.sendall(request("/healthz", {}))
-        assert status(one_answer(sock) or b"closed 0") == 200, "the server closed the idle connection"
+        second = http.get("/healthz")
+        second_port = local_port(second)
+    assert first.status_code == second.status_code == 200
+    assert second_port == first_port, "the server closed the idle connection: the pool opened another"
 
 
 def test_a_head_trickled_a_byte_at_a_time_is_cut_off_after_the_timeout(bounded: ServerProcess) -> None:
