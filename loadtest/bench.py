@@ -16,9 +16,10 @@ when a scenario could not run.
 
 gift path (``bench_gift``, ``--transport ws``, with ``appendfsync always`` and ``everysec``)
     The most gifts/s acknowledged over the room WebSocket (64 senders with 4 gifts in flight
-    each) against the bare ``gift_debit`` EVALSHA rate on the same engine, and the p99 ack
-    latency with half that maximum offered on a fixed schedule. Then the most gifts/s of two
-    server processes on one engine (``--servers 2``, ``always``).
+    each) against the bare ``gift_debit`` EVALSHA rate on the same engine, the server's and
+    the engine's CPU per gift at that maximum (the engine's beside its CPU per bare script),
+    and the p99 ack latency with half that maximum offered on a fixed schedule. Then the same
+    for two server processes on one engine (``--servers 2``, ``always``).
 storm, fanout, connections, mixed and any other scenario of ``bench_room``
     Delivery completeness of a 2,000-viewer gift storm and its p99 delivery and ack latency;
     frames/s into rooms of 1,000, 5,000 and 10,000 viewers against a bare ``broadcast()``

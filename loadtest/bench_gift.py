@@ -168,10 +168,12 @@ HTTP_SENDERS = 64
 WS_SENDERS = 64  # x --inflight (see the module docstring)
 ROOMS = 16
 # The targets a result is judged against (its "targets"): the server's gifts/s as a share of the
-# bare script's on the same engine, for one server process and for several on the one engine,
-# and the p99 ack of the paced runs.
+# bare script's on the same engine, for one server process and for several on the one engine;
+# the server's and the engine's CPU per gift at that maximum; and the p99 ack of the paced runs.
 GIFT_RATIO_TARGET = 0.30
 SERVERS_RATIO_TARGET = 0.40
+SERVER_CPU_US_TARGET = 60.0
+ENGINE_CPU_US_TARGET = 60.0
 PACED_P99_TARGET_MS = 25.0
 
 
@@ -270,9 +272,13 @@ class PolicyResult:
         return label
 
     def targets(self) -> list[dict[str, Any]]:
-        """The maximum against the bare script's rate, and the paced runs' p99 ack."""
+        """The maximum against the bare script's rate; the server's CPU per gift there (its
+        processes together), and the engine's beside what a bare script costs it; and the
+        paced runs' p99 ack."""
         median = self.summary()
         share = SERVERS_RATIO_TARGET if self.servers > 1 else GIFT_RATIO_TARGET
+        server_us, engine_us = median["server_cpu_us_per_gift"], median["engine_cpu_us_per_gift"]
+        script_us = median["engine_cpu_us_per_script"]
         targets = [
             judged(
                 "gifts/s acked (max)",
@@ -281,7 +287,23 @@ class PolicyResult:
                 self.ratio >= share,
                 ratio=median["ratio"],
                 unit="gifts/s",
-            )
+            ),
+            judged(
+                "server CPU per gift acked (max)",
+                server_us,
+                f"<= {SERVER_CPU_US_TARGET:g} µs",
+                server_us <= SERVER_CPU_US_TARGET,
+                unit="µs",
+            ),
+            judged(
+                "engine CPU per gift acked (max)",
+                engine_us,
+                f"<= {ENGINE_CPU_US_TARGET:g} µs (a bare script: {script_us:g} µs)",
+                engine_us <= ENGINE_CPU_US_TARGET,
+                # Over the engine's CPU per bare script of the same run: a gift's cost in scripts.
+                ratio=round(engine_us / script_us, 3) if script_us else None,
+                unit="µs",
+            ),
         ]
         if self.paced_runs:
             p99 = median["paced_p99_ms"]

@@ -73,10 +73,18 @@ def test_the_gift_path_benchmark_runs_over_the_websocket_on_two_servers(tmp_path
     # The paced run offered half the maximum and every gift it sent was acknowledged.
     assert median["paced_offered_per_s"] == pytest.approx(median["server_gifts_per_s"] / 2, abs=0.1)
     assert median["paced_errors"] == 0 and median["paced_p99_ms"] > 0
-    # Both judged: the maximum against the bare script (40 % with two processes), the paced p99.
-    maximum, paced = result["targets"]
+    # All judged: the maximum against the bare script (40 % with two processes), the server's
+    # and the engine's CPU per gift there, the paced p99.
+    maximum, server_cpu, engine_cpu, paced = result["targets"]
     assert maximum["value"] == median["server_gifts_per_s"] and maximum["ratio"] == median["ratio"]
     assert maximum["target"].startswith(">= 40 % of bare script") and maximum["met"] is not None
+    assert server_cpu["value"] == median["server_cpu_us_per_gift"] and server_cpu["target"] == "<= 60 µs"
+    assert server_cpu["met"] is (median["server_cpu_us_per_gift"] <= 60)
+    assert engine_cpu["value"] == median["engine_cpu_us_per_gift"]
+    assert engine_cpu["met"] is (median["engine_cpu_us_per_gift"] <= 60)
+    script_us = median["engine_cpu_us_per_script"]
+    if script_us:  # /proc counts CPU in ticks: a short run can show none
+        assert engine_cpu["ratio"] == round(median["engine_cpu_us_per_gift"] / script_us, 3)
     assert paced["value"] == median["paced_p99_ms"] and paced["target"] == "<= 25 ms"
 
 
