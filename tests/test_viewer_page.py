@@ -246,7 +246,7 @@ def test_a_viewer_spreads_their_return_over_the_window_a_restarting_server_names
     engine: Engine, logs: Path, browser: Browser, console: ConsoleWatch
 ) -> None:
     # A server that serves its returning clients at 0.01 a second: its 1012 names a window of
-    # 100 s per connection it holds (the page's socket, and any HTTP connection kept open).
+    # 100 s per WebSocket connection it holds (the page's).
     with (
         own_server(engine, logs, GIFTING_RECONNECT_RATE="0.01") as server,
         httpx.Client(base_url=server.base_url, timeout=10) as http,

@@ -161,6 +161,9 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
 
     buffer_limit = 256 * 1024
     reconnect_rate = 1_000.0
+    # This process's WebSocket connections: those its restart sends back through a handshake
+    # (``reconnect_within_ms``). uvicorn's ``connections`` also holds its HTTP ones.
+    sockets = 0
     # The close ``finish`` holds back until the endpoint has answered what it read.
     _finishing: tuple[int, str] | None = None
     # Frames the endpoint has taken and not answered yet (it handles several at once).
@@ -178,6 +181,7 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        GiftingWebSocketProtocol.sockets += 1
         # Kernel buffering counts against the same budget: a small send buffer makes a
         # stalled reader show up in the transport's buffer instead of in kernel memory.
         sock = transport.get_extra_info("socket")
@@ -185,6 +189,10 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(self.buffer_limit, 1 << 20))
         # Flow control pauses at half the limit, so that ``drained`` leaves the other half free.
         self.transport.set_write_buffer_limits(high=self.buffer_limit // 2)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        GiftingWebSocketProtocol.sockets -= 1
+        super().connection_lost(exc)
 
     async def send(self, message: Any) -> None:
         await super().send(message)
@@ -293,12 +301,12 @@ class GiftingWebSocketProtocol(WebSocketsSansIOProtocol):
         self.finish(Close.SERVER_RESTARTING, reason, SHUTDOWN_FINISH_WITHIN_S)
 
     def reconnect_within_ms(self) -> int:
-        """How long the clients of a restarting server have to come back: its connections at
-        ``reconnect_rate`` a second. Each draws its first reconnect within that window
-        (PROTOCOL.md), so the restarted process is not sent them faster than it serves them.
-        uvicorn shuts every connection down in one pass, before any has gone, so all of them
-        announce the same window."""
-        return round(len(self.connections) * 1000 / self.reconnect_rate)
+        """How long the clients of a restarting server have to come back: its WebSocket
+        connections at ``reconnect_rate`` a second. Each draws its first reconnect within that
+        window (PROTOCOL.md), so the restarted process is not sent them faster than it serves
+        them. uvicorn shuts every connection down in one pass, before any has gone, so all of
+        them announce the same window."""
+        return round(GiftingWebSocketProtocol.sockets * 1000 / self.reconnect_rate)
 
     def _give_up(self) -> None:
         self.transport.abort()
